@@ -1,0 +1,88 @@
+#pragma once
+// The chunk store: content-addressed, refcounted, checksummed chunks. This header is the narrow
+// interface the rest of the engine uses; SegmentChunkStore (segment files plus an index in the
+// catalog) is its first implementation, a RADOS one can follow (DESIGN.md, Scale-out).
+
+#include "absl/strings/string_view.h"
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "chunk/chunk_key.h"
+#include "meta/catalog.h"
+#include "strata/env.h"
+
+namespace strata::chunk {
+
+// Where a chunk's record is and how many manifest entries reference it.
+// Catalog value of "c/<key>": segment_id(8) | offset(8) | stored_length(4) | raw_length(4) |
+// flags(1) | refcount(8), little-endian. docs/formats/catalog.md.
+struct ChunkLocation {
+  uint64_t segment_id = 0;
+  uint64_t offset_bytes = 0;
+  uint32_t stored_length = 0;
+  uint32_t raw_length = 0;
+  uint8_t flags = 0;
+  uint64_t refcount = 0;
+
+  std::string Encode() const;
+  static std::optional<ChunkLocation> Decode(absl::string_view bytes);
+};
+inline constexpr size_t kChunkLocationBytes = 8 + 8 + 4 + 4 + 1 + 8;
+
+struct ChunkStoreOptions {
+  bool compression = false;  // zstd before storing. Default: false.
+};
+
+struct ChunkStoreStats {
+  uint64_t chunk_count = 0;
+  uint64_t referenced_chunk_count = 0;
+  uint64_t stored_bytes = 0;
+  uint64_t segment_file_bytes = 0;
+  uint64_t segment_count = 0;
+};
+
+// Thread-safe.
+class ChunkStore {
+ public:
+  virtual ~ChunkStore() = default;
+
+  // Opens the segment files in `dir` (created if missing). `env` and `catalog` must outlive it.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<ChunkStore>> OpenSegmentStore(
+      Env* env, const std::string& dir, meta::Catalog* catalog, const ChunkStoreOptions& options);
+
+  // Stores `data` (not all zeros) in `domain`: returns the key of a stored chunk with the same
+  // bytes (compared, not just fingerprinted), or appends a new record. The key is pinned (safe
+  // from garbage collection) until Commit adds a reference for it or Unpin releases it.
+  [[nodiscard]] virtual absl::StatusOr<ChunkKey> Put(uint32_t domain,
+                                                     std::span<const std::byte> data) = 0;
+  // Fills `out` (exactly the chunk's size) with a chunk. A record that fails its checksum or
+  // format is kDataLoss naming the chunk; an unknown key is kNotFound.
+  [[nodiscard]] virtual absl::Status Read(const ChunkKey& key, std::span<std::byte> out) = 0;
+  // Atomically writes `batch` together with refcount changes: +1 per entry of `add_refs` (each
+  // pinned by a Put; the pin is released) and -1 per entry of `drop_refs`. New chunks' records
+  // are synced first. On failure nothing changes and pins stay.
+  [[nodiscard]] virtual absl::Status Commit(meta::WriteBatch batch,
+                                            std::span<const ChunkKey> add_refs,
+                                            std::span<const ChunkKey> drop_refs) = 0;
+  // Releases pins taken by Put for keys that will not be committed.
+  virtual void Unpin(std::span<const ChunkKey> keys) = 0;
+  // Drops unreferenced chunks and compacts segments whose live share is below half; returns
+  // the bytes given back to the file system.
+  [[nodiscard]] virtual absl::StatusOr<uint64_t> CollectGarbage() = 0;
+  [[nodiscard]] virtual absl::StatusOr<ChunkStoreStats> GetStats() = 0;
+
+  // For fsck: visits every index entry.
+  using ChunkVisitor = std::function<void(const ChunkKey&, const ChunkLocation&)>;
+  [[nodiscard]] virtual absl::Status ForEachChunk(const ChunkVisitor& visit) = 0;
+  // For fsck: reads and verifies the record at `location` (checksum, key, length).
+  [[nodiscard]] virtual absl::Status VerifyRecord(const ChunkKey& key,
+                                                  const ChunkLocation& location) = 0;
+  // For tests: the path of a segment file.
+  virtual std::string SegmentPath(uint64_t segment_id) const = 0;
+};
+
+}  // namespace strata::chunk

@@ -1,0 +1,448 @@
+// SegmentChunkStore: chunk records appended to segment files; the index ("c/" keys) in the
+// catalog, so refcount changes commit atomically with the manifests that cause them.
+
+#include "absl/strings/string_view.h"
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "chunk/chunk_store.h"
+#include "chunk/segment_format.h"
+#include "util/coding.h"
+#include "util/log.h"
+#include "util/status_macros.h"
+#include "xxhash.h"
+#include "zstd.h"
+
+namespace strata::chunk {
+
+std::string SegmentFileName(uint64_t segment_id) {
+  return absl::StrFormat("seg-%016x.dat", segment_id);
+}
+
+bool ParseSegmentFileName(const std::string& name, uint64_t& segment_id) {
+  if (name.size() != 4 + 16 + 4 || !name.starts_with("seg-") || !name.ends_with(".dat")) {
+    return false;
+  }
+  uint64_t id = 0;
+  for (char c : name.substr(4, 16)) {
+    int digit = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+    if (digit < 0) return false;
+    id = (id << 4) | static_cast<uint64_t>(digit);
+  }
+  segment_id = id;
+  return true;
+}
+
+std::string ChunkLocation::Encode() const {
+  std::string out;
+  util::PutFixed64(out, segment_id);
+  util::PutFixed64(out, offset_bytes);
+  util::PutFixed32(out, stored_length);
+  util::PutFixed32(out, raw_length);
+  out.push_back(static_cast<char>(flags));
+  util::PutFixed64(out, refcount);
+  return out;
+}
+
+std::optional<ChunkLocation> ChunkLocation::Decode(absl::string_view bytes) {
+  util::Decoder in(bytes);
+  ChunkLocation loc;
+  std::string flags;
+  if (!in.GetFixed64(loc.segment_id) || !in.GetFixed64(loc.offset_bytes) ||
+      !in.GetFixed32(loc.stored_length) || !in.GetFixed32(loc.raw_length) ||
+      !in.GetBytes(1, flags) || !in.GetFixed64(loc.refcount) || !in.done()) {
+    return std::nullopt;
+  }
+  loc.flags = static_cast<uint8_t>(flags[0]);
+  return loc;
+}
+
+namespace {
+
+// Bounds the variants tried for one fingerprint: more collisions than this mean a broken hash.
+inline constexpr uint16_t kMaxVariants = 64;
+// A segment whose live bytes are below this share of its size is compacted.
+inline constexpr double kCompactLiveShare = 0.5;
+
+std::string IndexKey(const ChunkKey& key) { return absl::StrCat("c/", key.Encode()); }
+inline constexpr absl::string_view kIndexPrefix = "c/";
+
+uint64_t RecordChecksum(std::span<const std::byte> record) {
+  return XXH3_64bits(record.data() + kRecordKeyOffset, record.size() - kRecordKeyOffset);
+}
+
+class SegmentChunkStore final : public ChunkStore {
+ public:
+  SegmentChunkStore(Env* env, std::string dir, meta::Catalog* catalog, ChunkStoreOptions options)
+      : env_(env), dir_(std::move(dir)), catalog_(catalog), options_(options) {}
+
+  absl::Status Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    STRATA_RETURN_IF_ERROR(env_->CreateDirs(dir_));
+    STRATA_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(dir_));
+    uint64_t max_id = 0;
+    for (const std::string& name : names) {
+      uint64_t id = 0;
+      if (!ParseSegmentFileName(name, id)) continue;
+      STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env_->OpenFile(SegmentPath(id), false));
+      segments_[id] = std::move(file);
+      max_id = std::max(max_id, id);
+    }
+    // Appends always go to a fresh segment, never after a tail that a crash may have torn.
+    return StartSegmentLocked(max_id + 1);
+  }
+
+  absl::StatusOr<ChunkKey> Put(uint32_t domain, std::span<const std::byte> data) override {
+    const Fingerprint fp = FingerprintOf(domain, data);
+    std::vector<std::byte> existing(data.size());
+    absl::MutexLock lock(&mu_);
+    for (uint16_t variant = 0; variant < kMaxVariants; ++variant) {
+      const ChunkKey key{domain, fp, variant};
+      STRATA_ASSIGN_OR_RETURN(std::optional<ChunkLocation> loc, LookupLocked(key));
+      if (!loc.has_value()) {
+        STRATA_ASSIGN_OR_RETURN(ChunkLocation appended, AppendLocked(key, data));
+        staged_[key] = appended;
+        ++pins_[key];
+        return key;
+      }
+      // Same fingerprint: only identical bytes may share storage (a forced or real collision
+      // must never let one volume read another's data).
+      if (loc->raw_length == data.size()) {
+        STRATA_RETURN_IF_ERROR(ReadLocation(key, *loc, existing, FindSegmentLocked(loc->segment_id)));
+        if (std::memcmp(existing.data(), data.data(), data.size()) == 0) {
+          ++pins_[key];
+          return key;
+        }
+      }
+      STRATA_LOG(kWarning, "fingerprint collision on chunk ", key.ToString(),
+                 ": storing as another variant");
+    }
+    return absl::InternalError(absl::StrCat("more than ", kMaxVariants,
+                                            " colliding chunks for one fingerprint"));
+  }
+
+  absl::Status Read(const ChunkKey& key, std::span<std::byte> out) override {
+    absl::ReaderMutexLock gc_lock(&gc_mu_);
+    std::optional<ChunkLocation> loc;
+    {
+      absl::MutexLock lock(&mu_);
+      if (auto it = staged_.find(key); it != staged_.end()) loc = it->second;
+    }
+    if (!loc.has_value()) {
+      STRATA_ASSIGN_OR_RETURN(loc, LookupIndex(key));
+    }
+    if (!loc.has_value()) return absl::NotFoundError(absl::StrCat("chunk ", key.ToString(), " not found"));
+    if (loc->raw_length != out.size()) {
+      return absl::DataLossError(absl::StrCat("chunk ", key.ToString(), ": stored length ",
+                                              loc->raw_length, " does not match ", out.size()));
+    }
+    return ReadLocation(key, *loc, out, SegmentFile(loc->segment_id));
+  }
+
+  absl::Status Commit(meta::WriteBatch batch, std::span<const ChunkKey> add_refs,
+                      std::span<const ChunkKey> drop_refs) override {
+    absl::MutexLock lock(&mu_);
+    std::map<ChunkKey, int64_t> deltas;
+    for (const ChunkKey& k : add_refs) ++deltas[k];
+    for (const ChunkKey& k : drop_refs) --deltas[k];
+    bool needs_sync = false;
+    for (const auto& [key, delta] : deltas) {
+      STRATA_ASSIGN_OR_RETURN(std::optional<ChunkLocation> loc, LookupLocked(key));
+      if (!loc.has_value()) {
+        return absl::InternalError(absl::StrCat("commit: chunk ", key.ToString(), " unknown"));
+      }
+      needs_sync |= staged_.contains(key);
+      const int64_t refcount = static_cast<int64_t>(loc->refcount) + delta;
+      STRATA_CHECK(refcount >= 0);
+      loc->refcount = static_cast<uint64_t>(refcount);
+      batch.Put(IndexKey(key), loc->Encode());
+    }
+    if (needs_sync) STRATA_RETURN_IF_ERROR(SyncSegmentsLocked());
+    STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+    for (const ChunkKey& k : add_refs) UnpinLocked(k);
+    return absl::OkStatus();
+  }
+
+  void Unpin(std::span<const ChunkKey> keys) override {
+    absl::MutexLock lock(&mu_);
+    for (const ChunkKey& k : keys) UnpinLocked(k);
+  }
+
+  absl::StatusOr<uint64_t> CollectGarbage() override {
+    absl::MutexLock gc_lock(&gc_mu_);
+    absl::MutexLock lock(&mu_);
+    // One pass over the index: drop unpinned zero-ref entries, gather live records per segment.
+    meta::WriteBatch drops;
+    std::map<uint64_t, std::vector<std::pair<ChunkKey, ChunkLocation>>> live;
+    absl::Status scan = ScanIndex([&](const ChunkKey& key, const ChunkLocation& loc) {
+      if (loc.refcount == 0 && !pins_.contains(key)) {
+        drops.Delete(IndexKey(key));
+      } else {
+        live[loc.segment_id].push_back({key, loc});
+      }
+    });
+    STRATA_RETURN_IF_ERROR(scan);
+    STRATA_RETURN_IF_ERROR(catalog_->Write(drops));
+    absl::flat_hash_set<uint64_t> staged_segments;
+    for (const auto& [key, loc] : staged_) staged_segments.insert(loc.segment_id);
+
+    uint64_t reclaimed = 0;
+    std::vector<uint64_t> ids;
+    for (const auto& [id, file] : segments_) ids.push_back(id);
+    for (uint64_t id : ids) {
+      if (id == active_id_ || staged_segments.contains(id)) continue;
+      STRATA_ASSIGN_OR_RETURN(uint64_t file_bytes, segments_[id]->Size());
+      uint64_t live_bytes = 0;
+      for (const auto& [key, loc] : live[id]) live_bytes += kRecordHeaderBytes + loc.stored_length;
+      if (file_bytes > 0 && static_cast<double>(live_bytes) >= kCompactLiveShare * file_bytes) {
+        continue;
+      }
+      STRATA_RETURN_IF_ERROR(RelocateLocked(id, live[id]));
+      reclaimed += file_bytes - live_bytes;
+    }
+    return reclaimed;
+  }
+
+  absl::StatusOr<ChunkStoreStats> GetStats() override {
+    ChunkStoreStats stats;
+    STRATA_RETURN_IF_ERROR(ScanIndex([&](const ChunkKey&, const ChunkLocation& loc) {
+      if (loc.refcount == 0) return;
+      ++stats.chunk_count;
+      stats.referenced_chunk_count += loc.refcount;
+      stats.stored_bytes += kRecordHeaderBytes + loc.stored_length;
+    }));
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, file] : segments_) {
+      STRATA_ASSIGN_OR_RETURN(uint64_t size, file->Size());
+      stats.segment_file_bytes += size;
+      ++stats.segment_count;
+    }
+    return stats;
+  }
+
+  absl::Status ForEachChunk(const ChunkVisitor& visit) override { return ScanIndex(visit); }
+
+  absl::Status VerifyRecord(const ChunkKey& key, const ChunkLocation& location) override {
+    std::vector<std::byte> out(location.raw_length);
+    absl::ReaderMutexLock gc_lock(&gc_mu_);
+    return ReadLocation(key, location, out, SegmentFile(location.segment_id));
+  }
+
+  std::string SegmentPath(uint64_t segment_id) const override {
+    return absl::StrCat(dir_, "/", SegmentFileName(segment_id));
+  }
+
+ private:
+  absl::Status ScanIndex(const ChunkVisitor& visit) {
+    absl::Status corrupt;
+    STRATA_RETURN_IF_ERROR(catalog_->Scan(kIndexPrefix, "", [&](absl::string_view k, absl::string_view v) {
+      std::optional<ChunkKey> key = ChunkKey::Decode(k.substr(kIndexPrefix.size()));
+      std::optional<ChunkLocation> loc = ChunkLocation::Decode(v);
+      if (!key.has_value() || !loc.has_value()) {
+        corrupt = absl::DataLossError("catalog: corrupt chunk index entry");
+        return false;
+      }
+      visit(*key, *loc);
+      return true;
+    }));
+    return corrupt;
+  }
+
+  absl::StatusOr<std::optional<ChunkLocation>> LookupIndex(const ChunkKey& key) {
+    STRATA_ASSIGN_OR_RETURN(std::optional<std::string> value, catalog_->Get(IndexKey(key)));
+    if (!value.has_value()) return std::nullopt;
+    std::optional<ChunkLocation> loc = ChunkLocation::Decode(*value);
+    if (!loc.has_value()) {
+      return absl::DataLossError(absl::StrCat("catalog: corrupt index entry of chunk ", key.ToString()));
+    }
+    return loc;
+  }
+
+  // Staged (appended, not yet committed) chunks first, then the index.
+  absl::StatusOr<std::optional<ChunkLocation>> LookupLocked(const ChunkKey& key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (auto it = staged_.find(key); it != staged_.end()) return it->second;
+    return LookupIndex(key);
+  }
+
+  File* FindSegmentLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = segments_.find(id);
+    return it == segments_.end() ? nullptr : it->second.get();
+  }
+  File* SegmentFile(uint64_t id) {
+    absl::MutexLock lock(&mu_);
+    return FindSegmentLocked(id);
+  }
+
+  // REQUIRES: gc_mu_ held shared, or mu_ held, so `file` stays open.
+  static absl::Status ReadLocation(const ChunkKey& key, const ChunkLocation& loc,
+                                   std::span<std::byte> out, File* file) {
+    if (file == nullptr) {
+      return absl::DataLossError(absl::StrCat("chunk ", key.ToString(), ": segment ",
+                                              loc.segment_id, " is missing"));
+    }
+    std::vector<std::byte> record(kRecordHeaderBytes + loc.stored_length);
+    STRATA_RETURN_IF_ERROR(file->Read(loc.offset_bytes, record));
+    return DecodeRecord(key, loc, record, out);
+  }
+
+  static absl::Status DecodeRecord(const ChunkKey& key, const ChunkLocation& loc,
+                                   std::span<const std::byte> record, std::span<std::byte> out) {
+    auto corrupt = [&](absl::string_view what) {
+      return absl::DataLossError(absl::StrCat("chunk ", key.ToString(), " in segment ",
+                                              loc.segment_id, " at ", loc.offset_bytes, ": ", what));
+    };
+    uint64_t checksum = 0;
+    uint32_t raw_length = 0, stored_length = 0;
+    std::memcpy(&checksum, record.data() + kRecordChecksumOffset, 8);
+    std::memcpy(&raw_length, record.data() + kRecordRawLengthOffset, 4);
+    std::memcpy(&stored_length, record.data() + kRecordStoredLengthOffset, 4);
+    if (std::memcmp(record.data(), kRecordMagic, 4) != 0) return corrupt("bad record magic");
+    if (checksum != RecordChecksum(record)) return corrupt("checksum mismatch");
+    const std::string stored_key(reinterpret_cast<const char*>(record.data() + kRecordKeyOffset),
+                                 kChunkKeyBytes);
+    if (stored_key != key.Encode()) return corrupt("record holds another chunk");
+    if (raw_length != out.size() || stored_length != loc.stored_length) {
+      return corrupt("length mismatch");
+    }
+    const uint8_t flags = static_cast<uint8_t>(record[kRecordFlagsOffset]);
+    auto payload = record.subspan(kRecordHeaderBytes);
+    if ((flags & kRecordFlagCompressed) == 0) {
+      if (payload.size() != out.size()) return corrupt("length mismatch");
+      std::memcpy(out.data(), payload.data(), out.size());
+      return absl::OkStatus();
+    }
+    const size_t n = ZSTD_decompress(out.data(), out.size(), payload.data(), payload.size());
+    if (ZSTD_isError(n) || n != out.size()) return corrupt("cannot decompress");
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<ChunkLocation> AppendLocked(const ChunkKey& key, std::span<const std::byte> data)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<std::byte> record(kRecordHeaderBytes + data.size());
+    uint8_t flags = 0;
+    size_t stored = data.size();
+    if (options_.compression) {
+      std::vector<std::byte> packed(ZSTD_compressBound(data.size()));
+      const size_t n = ZSTD_compress(packed.data(), packed.size(), data.data(), data.size(), 1);
+      if (!ZSTD_isError(n) && n < data.size()) {
+        flags |= kRecordFlagCompressed;
+        stored = n;
+        std::memcpy(record.data() + kRecordHeaderBytes, packed.data(), n);
+      }
+    }
+    if ((flags & kRecordFlagCompressed) == 0) {
+      std::memcpy(record.data() + kRecordHeaderBytes, data.data(), data.size());
+    }
+    record.resize(kRecordHeaderBytes + stored);
+    return AppendRecordLocked(key, flags, static_cast<uint32_t>(data.size()), record);
+  }
+
+  // Fills in the header of `record` (payload already in place) and appends it.
+  absl::StatusOr<ChunkLocation> AppendRecordLocked(const ChunkKey& key, uint8_t flags,
+                                                   uint32_t raw_length, std::span<std::byte> record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const uint32_t stored = static_cast<uint32_t>(record.size() - kRecordHeaderBytes);
+    std::memcpy(record.data(), kRecordMagic, 4);
+    const std::string encoded = key.Encode();
+    std::memcpy(record.data() + kRecordKeyOffset, encoded.data(), kChunkKeyBytes);
+    record[kRecordFlagsOffset] = static_cast<std::byte>(flags);
+    std::memcpy(record.data() + kRecordRawLengthOffset, &raw_length, 4);
+    std::memcpy(record.data() + kRecordStoredLengthOffset, &stored, 4);
+    const uint64_t checksum = RecordChecksum(record);
+    std::memcpy(record.data() + kRecordChecksumOffset, &checksum, 8);
+    if (active_offset_ > 0 && active_offset_ + record.size() > kSegmentTargetBytes) {
+      STRATA_RETURN_IF_ERROR(StartSegmentLocked(active_id_ + 1));
+    }
+    File* file = segments_[active_id_].get();
+    STRATA_RETURN_IF_ERROR(file->Write(active_offset_, record));
+    ChunkLocation loc{active_id_, active_offset_, stored, raw_length, flags, 0};
+    active_offset_ += record.size();
+    unsynced_.insert(active_id_);
+    return loc;
+  }
+
+  absl::Status StartSegmentLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env_->OpenFile(SegmentPath(id), true));
+    STRATA_RETURN_IF_ERROR(file->Truncate(0));
+    STRATA_RETURN_IF_ERROR(env_->SyncDir(dir_));
+    segments_[id] = std::move(file);
+    active_id_ = id;
+    active_offset_ = 0;
+    return absl::OkStatus();
+  }
+
+  absl::Status SyncSegmentsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (uint64_t id : unsynced_) STRATA_RETURN_IF_ERROR(segments_[id]->Sync());
+    unsynced_.clear();
+    return absl::OkStatus();
+  }
+
+  void UnpinLocked(const ChunkKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = pins_.find(key);
+    STRATA_CHECK(it != pins_.end());
+    if (--it->second > 0) return;
+    pins_.erase(it);
+    // A staged chunk is now either in the index (committed) or abandoned: dead space.
+    staged_.erase(key);
+  }
+
+  // Copies the live records of segment `id` to the active segment, repoints the index, then
+  // deletes the old file. The copy is synced before the index changes, and the file is
+  // deleted only after, so a crash at any point loses nothing.
+  absl::Status RelocateLocked(uint64_t id, const std::vector<std::pair<ChunkKey, ChunkLocation>>& live)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_EXCLUSIVE_LOCKS_REQUIRED(gc_mu_) {
+    meta::WriteBatch moves;
+    for (const auto& [key, loc] : live) {
+      std::vector<std::byte> record(kRecordHeaderBytes + loc.stored_length);
+      STRATA_RETURN_IF_ERROR(segments_[id]->Read(loc.offset_bytes, record));
+      // Verify before copying, so compaction never launders a corrupt record.
+      std::vector<std::byte> plain(loc.raw_length);
+      STRATA_RETURN_IF_ERROR(DecodeRecord(key, loc, record, plain));
+      STRATA_ASSIGN_OR_RETURN(ChunkLocation moved,
+                              AppendRecordLocked(key, loc.flags, loc.raw_length, record));
+      moved.refcount = loc.refcount;
+      moves.Put(IndexKey(key), moved.Encode());
+    }
+    STRATA_RETURN_IF_ERROR(SyncSegmentsLocked());
+    STRATA_RETURN_IF_ERROR(catalog_->Write(moves));
+    segments_.erase(id);
+    STRATA_RETURN_IF_ERROR(env_->DeleteFile(SegmentPath(id)));
+    return env_->SyncDir(dir_);
+  }
+
+  Env* const env_;
+  const std::string dir_;
+  meta::Catalog* const catalog_;
+  const ChunkStoreOptions options_;
+
+  // Lock order: gc_mu_ before mu_. mu_ serializes mutations (appends, commits) and is held
+  // across their I/O; readers hold gc_mu_ shared so compaction cannot delete a segment under
+  // them.
+  absl::Mutex gc_mu_;
+  absl::Mutex mu_ ABSL_ACQUIRED_AFTER(gc_mu_);
+  std::map<uint64_t, std::unique_ptr<File>> segments_ ABSL_GUARDED_BY(mu_);
+  uint64_t active_id_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t active_offset_ ABSL_GUARDED_BY(mu_) = 0;
+  std::set<uint64_t> unsynced_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<ChunkKey, ChunkLocation> staged_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<ChunkKey, int64_t> pins_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::OpenSegmentStore(
+    Env* env, const std::string& dir, meta::Catalog* catalog, const ChunkStoreOptions& options) {
+  auto store = std::make_unique<SegmentChunkStore>(env, dir, catalog, options);
+  STRATA_RETURN_IF_ERROR(store->Init());
+  return store;
+}
+
+}  // namespace strata::chunk

@@ -1,0 +1,65 @@
+#pragma once
+// An Env wrapper that injects I/O errors and simulates power loss, for crash tests.
+
+#include <map>
+#include <span>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "strata/env.h"
+
+namespace strata {
+
+// Per-file crash state of a FaultInjectionEnv.
+struct FaultFileState {
+  bool durable_entry = true;  // False: created and its directory not synced since.
+  bool dirty = false;         // The undo image below is armed.
+  uint64_t synced_size = 0;   // Size at the last Sync (valid when dirty).
+  std::map<uint64_t, std::string> undo_pages;  // Page index -> bytes as last synced.
+};
+
+// Wraps `base` (not owned; must outlive this) and remembers, for each file written through it,
+// the content as of its last Sync. Crash() restores every file to that content, as power loss
+// would; FailAfter() makes the n-th file operation and all later ones fail. Thread-safe.
+class FaultInjectionEnv : public Env {
+ public:
+  explicit FaultInjectionEnv(Env* base);
+  ~FaultInjectionEnv() override;
+
+  // Makes the `n`-th data operation from now (Read, Write, Sync, Truncate, PunchHole; 0 means the
+  // next) and every later one return `status`.
+  void FailAfter(int64_t n, absl::Status status);
+  // Stops injecting errors.
+  void ClearFaults();
+  // Drops everything written since each file's last Sync. When `tear` is true, a file with an
+  // unsynced tail keeps a random prefix of it instead (a torn write), chosen by `seed`.
+  // Files created and never synced (nor their directory) disappear.
+  [[nodiscard]] absl::Status Crash(bool tear = false, uint64_t seed = 0);
+
+  absl::StatusOr<std::unique_ptr<File>> OpenFile(const std::string& path, bool create) override;
+  absl::Status DeleteFile(const std::string& path) override;
+  absl::Status RenameFile(const std::string& from, const std::string& to) override;
+  bool FileExists(const std::string& path) override;
+  absl::Status CreateDirs(const std::string& path) override;
+  absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) override;
+  absl::Status SyncDir(const std::string& path) override;
+  absl::StatusOr<std::unique_ptr<FileLock>> LockFile(const std::string& path) override;
+  uint64_t NowMicros() override;
+
+  // Internal: called by the wrapped files.
+  absl::Status MaybeFail();
+  void SaveUndo(const std::string& path, File& base, uint64_t offset_bytes,
+                uint64_t length_bytes, bool skip_holes);
+  void MarkSynced(const std::string& path);
+
+ private:
+  Env* const base_;
+  absl::Mutex mu_;
+  int64_t fail_countdown_ ABSL_GUARDED_BY(mu_) = -1;  // -1: no fault armed.
+  absl::Status fail_status_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, FaultFileState> files_ ABSL_GUARDED_BY(mu_);  // Files written since tracking.
+};
+
+}  // namespace strata

@@ -1,0 +1,62 @@
+#pragma once
+// Snapshots: point-in-time, incremental, read-only copies of a volume (EBS snapshots).
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace strata {
+
+// The block size of the changed-block APIs (as EBS direct APIs), whatever the chunk size.
+inline constexpr uint64_t kApiBlockBytes = 512 * 1024;
+
+enum class SnapshotState { kPending, kCompleted, kError };
+const char* SnapshotStateName(SnapshotState state);
+
+struct SnapshotInfo {
+  std::string id;         // "snap-" and 17 hex digits.
+  std::string volume_id;  // The volume it was taken from.
+  std::string parent_id;  // The snapshot it is incremental to; empty for a first snapshot.
+  SnapshotState state = SnapshotState::kPending;
+  std::string state_message;  // Why it is in kError.
+  int progress_percent = 0;
+  uint64_t volume_size_bytes = 0;  // Logical size.
+  uint64_t incremental_bytes = 0;  // Bytes of chunks this snapshot added (stored size).
+  uint64_t changed_chunk_count = 0;
+  uint64_t start_time_micros = 0;
+  std::string description;
+  std::map<std::string, std::string> tags;
+};
+
+// One block of a changed-block listing, in kApiBlockBytes units.
+struct BlockRef {
+  uint64_t block_index = 0;
+  // Opaque token naming the block's content in a snapshot ("" when the block is all zeros in
+  // that snapshot). Equal tokens mean equal content.
+  std::string first_token;
+  std::string second_token;  // ListChangedBlocks only.
+};
+
+struct BlockListing {
+  std::vector<BlockRef> blocks;
+  uint64_t block_size_bytes = kApiBlockBytes;
+  uint64_t volume_size_bytes = 0;
+  std::string next_token;  // Non-empty when more blocks follow; pass to continue.
+};
+
+// A read-only view of a completed snapshot. Thread-safe.
+class Snapshot {
+ public:
+  virtual ~Snapshot() = default;
+  virtual const std::string& id() const = 0;
+  virtual uint64_t size_bytes() const = 0;
+  // Fills `out` with the snapshot's data from `offset_bytes`. Corrupt stored bytes are
+  // kDataLoss naming the chunk, never wrong data.
+  [[nodiscard]] virtual absl::Status Read(uint64_t offset_bytes, std::span<std::byte> out) = 0;
+};
+
+}  // namespace strata

@@ -1,0 +1,147 @@
+#pragma once
+// The engine's entry point: a Store on a data directory, holding Regions of volumes and
+// snapshots.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "strata/env.h"
+#include "strata/snapshot.h"
+#include "strata/volume.h"
+
+namespace strata {
+
+inline constexpr uint64_t kChunkSizeBytesDefault = 64 * 1024;
+
+struct StoreOptions {
+  // Where heads and segments live. Not owned; must outlive the Store. Default: Env::Default().
+  // The catalog (RocksDB) always lives on the real file system under the data directory.
+  Env* env = nullptr;
+  // Chunk size of a new store: a power of two from 4 KiB to 4 MiB. Fixed at creation; an
+  // existing store keeps its own. Default: 64 KiB.
+  uint64_t chunk_size_bytes = kChunkSizeBytesDefault;
+  // Compress chunks with zstd before storing them. Default: false.
+  bool compression = false;
+  // Create the store when the directory holds none. Default: true.
+  bool create_if_missing = true;
+  // The region created with a new store. Default: "local-1".
+  std::string default_region = "local-1";
+  // Run background work (snapshot ingest, hydration, deletion, GC). Tests turn it off to step
+  // it by hand with Region::RunBackgroundWork. Default: true.
+  bool background_work = true;
+};
+
+struct CreateVolumeRequest {
+  // Size in bytes: a multiple of 4096, at most 64 TiB. With snapshot_id, 0 means the
+  // snapshot's size, and a smaller size is an error.
+  uint64_t size_bytes = 0;
+  std::string snapshot_id;  // Empty: a blank volume.
+  std::map<std::string, std::string> tags;
+};
+
+struct CreateSnapshotRequest {
+  std::string volume_id;
+  std::string description;
+  std::map<std::string, std::string> tags;
+};
+
+// Statistics of a region's chunk store.
+struct StoreStats {
+  uint64_t chunk_count = 0;         // Distinct stored chunks.
+  uint64_t referenced_chunk_count = 0;  // Sum of refcounts.
+  uint64_t stored_bytes = 0;        // Bytes of live chunk records.
+  uint64_t segment_file_bytes = 0;  // Bytes of segment files (live and dead).
+  uint64_t segment_count = 0;
+};
+
+// A region: its own volumes, snapshots and chunk store. Owned by the Store. Thread-safe.
+class Region {
+ public:
+  virtual ~Region() = default;
+  virtual const std::string& name() const = 0;
+  virtual uint64_t chunk_size_bytes() const = 0;
+
+  [[nodiscard]] virtual absl::StatusOr<VolumeInfo> CreateVolume(
+      const CreateVolumeRequest& request) = 0;
+  // Returns the live volume; valid until it is deleted or the Store closes.
+  [[nodiscard]] virtual absl::StatusOr<Volume*> GetVolume(const std::string& volume_id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<VolumeInfo> DescribeVolume(const std::string& volume_id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<VolumeInfo>> ListVolumes() = 0;
+  // Grows a volume. A smaller size is kInvalidArgument: volumes never shrink.
+  [[nodiscard]] virtual absl::Status GrowVolume(const std::string& volume_id,
+                                                uint64_t new_size_bytes) = 0;
+  // Deletes a volume and its head; its snapshots stay. Any Volume* for it becomes invalid.
+  [[nodiscard]] virtual absl::Status DeleteVolume(const std::string& volume_id) = 0;
+  // Replaces tags named in `set` and removes those in `remove`.
+  [[nodiscard]] virtual absl::Status TagVolume(const std::string& volume_id,
+                                               const std::map<std::string, std::string>& set,
+                                               const std::vector<std::string>& remove) = 0;
+  // Starts copying the base snapshot's chunks into the head at most `bytes_per_second`
+  // (0: unlimited); progress shows in VolumeInfo.
+  [[nodiscard]] virtual absl::Status StartHydration(const std::string& volume_id,
+                                                    uint64_t bytes_per_second) = 0;
+
+  // Freezes the volume's changes in O(1) and returns a pending snapshot; a background task
+  // completes it. Writes completed before this returns are in it; none begun after are.
+  [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> CreateSnapshot(
+      const CreateSnapshotRequest& request) = 0;
+  [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> DescribeSnapshot(
+      const std::string& snapshot_id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<SnapshotInfo>> ListSnapshots() = 0;
+  // Waits until the snapshot leaves kPending or `timeout_ms` passes; returns its info.
+  [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> WaitForSnapshot(
+      const std::string& snapshot_id, uint64_t timeout_ms) = 0;
+  // Deletes a snapshot: only data that no other snapshot or volume needs goes. A pending
+  // snapshot cannot be deleted (kFailedPrecondition).
+  [[nodiscard]] virtual absl::Status DeleteSnapshot(const std::string& snapshot_id) = 0;
+  [[nodiscard]] virtual absl::Status TagSnapshot(const std::string& snapshot_id,
+                                                 const std::map<std::string, std::string>& set,
+                                                 const std::vector<std::string>& remove) = 0;
+  // Opens a completed snapshot for reading.
+  [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<Snapshot>> OpenSnapshot(
+      const std::string& snapshot_id) = 0;
+
+  // Lists the non-zero blocks of a snapshot (EBS ListSnapshotBlocks), from `starting_block`,
+  // at most `max_results` (1..10000).
+  [[nodiscard]] virtual absl::StatusOr<BlockListing> ListSnapshotBlocks(
+      const std::string& snapshot_id, const std::string& next_token, uint64_t max_results) = 0;
+  // Lists blocks whose content differs between two snapshots of one lineage (EBS
+  // ListChangedBlocks). Snapshots of unrelated volumes are kInvalidArgument.
+  [[nodiscard]] virtual absl::StatusOr<BlockListing> ListChangedBlocks(
+      const std::string& first_snapshot_id, const std::string& second_snapshot_id,
+      const std::string& next_token, uint64_t max_results) = 0;
+  // Reads block `block_index` (kApiBlockBytes) of a snapshot (EBS GetSnapshotBlock).
+  [[nodiscard]] virtual absl::StatusOr<std::string> GetSnapshotBlock(
+      const std::string& snapshot_id, uint64_t block_index) = 0;
+
+  // Reclaims the space of unreferenced chunks: compacts segments whose live share is below
+  // half and deletes empty ones. Returns the bytes given back to the file system.
+  [[nodiscard]] virtual absl::StatusOr<uint64_t> CollectGarbage() = 0;
+  [[nodiscard]] virtual absl::StatusOr<StoreStats> GetStats() = 0;
+  // Runs queued background work to completion on the calling thread (for tests that turned
+  // background_work off).
+  [[nodiscard]] virtual absl::Status RunBackgroundWork() = 0;
+};
+
+class Store {
+ public:
+  // Opens (or creates) the store in `path` and takes its exclusive lock: a second open of the
+  // same directory fails with kFailedPrecondition until this Store is destroyed.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path,
+                                                                   const StoreOptions& options);
+  // Closes cleanly: finishes background work, flushes every volume and records a clean stop.
+  virtual ~Store() = default;
+
+  virtual std::vector<std::string> ListRegions() = 0;
+  [[nodiscard]] virtual absl::StatusOr<Region*> GetRegion(const std::string& name) = 0;
+  // Creates a region with its own store area. kAlreadyExists if it exists.
+  [[nodiscard]] virtual absl::StatusOr<Region*> CreateRegion(const std::string& name) = 0;
+  virtual Region* DefaultRegion() = 0;
+};
+
+}  // namespace strata

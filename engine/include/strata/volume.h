@@ -1,0 +1,61 @@
+#pragma once
+// A thin block volume: the live, writable side of Strata (an EBS volume).
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace strata {
+
+// Every offset and length given to a Volume is a multiple of this.
+inline constexpr uint64_t kSectorBytes = 512;
+// Volume sizes are multiples of this.
+inline constexpr uint64_t kVolumeSizeAlignBytes = 4096;
+// The largest volume: 64 TiB.
+inline constexpr uint64_t kMaxVolumeSizeBytes = uint64_t{64} << 40;
+
+enum class VolumeState { kAvailable, kDeleting };
+
+struct VolumeInfo {
+  std::string id;  // "vol-" and 17 hex digits.
+  uint64_t size_bytes = 0;
+  std::string snapshot_id;  // The snapshot it was created from; empty if none.
+  uint64_t create_time_micros = 0;
+  std::map<std::string, std::string> tags;
+  // Hydration from the base snapshot: percent of chunks held in the volume's own head.
+  int hydration_percent = 100;
+  bool hydrating = false;
+};
+
+// A volume of a Region. Obtained from Region::GetVolume; valid until the volume is deleted or the
+// Store closes. Thread-safe: any number of threads may do I/O at once (as NBD multi-conn does).
+// I/O and Flush fail with kInvalidArgument for misaligned or out-of-range requests and change
+// nothing; an I/O failure returns the Env's status (kResourceExhausted for a full disk).
+class Volume {
+ public:
+  virtual ~Volume() = default;
+
+  virtual const std::string& id() const = 0;
+  virtual uint64_t size_bytes() const = 0;
+
+  // Fills `out` from `offset_bytes`; never-written ranges read as zeros.
+  // REQUIRES: offset and size multiples of kSectorBytes, within size_bytes().
+  [[nodiscard]] virtual absl::Status Read(uint64_t offset_bytes, std::span<std::byte> out) = 0;
+  // Writes `data` at `offset_bytes`. With `fua`, the data is durable when this returns.
+  [[nodiscard]] virtual absl::Status Write(uint64_t offset_bytes, std::span<const std::byte> data,
+                                           bool fua = false) = 0;
+  // Deallocates a range: it reads as zeros afterwards and whole chunks give their space back.
+  [[nodiscard]] virtual absl::Status Trim(uint64_t offset_bytes, uint64_t length_bytes) = 0;
+  // Makes a range read as zeros (as Trim: zero chunks are never stored).
+  [[nodiscard]] virtual absl::Status WriteZeroes(uint64_t offset_bytes, uint64_t length_bytes,
+                                                 bool fua = false) = 0;
+  // Makes every write completed before this call durable (survives a crash of the process or
+  // the machine).
+  [[nodiscard]] virtual absl::Status Flush() = 0;
+};
+
+}  // namespace strata

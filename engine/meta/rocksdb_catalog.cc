@@ -1,0 +1,96 @@
+// The RocksDB implementation of the catalog. RocksDB statuses become absl::Status here, once.
+
+#include "absl/strings/string_view.h"
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "meta/catalog.h"
+#include "rocksdb/db.h"
+#include "rocksdb/options.h"
+#include "rocksdb/table.h"
+#include "rocksdb/write_batch.h"
+
+namespace strata::meta {
+namespace {
+
+absl::Status FromRocks(const rocksdb::Status& s, absl::string_view context) {
+  if (s.ok()) return absl::OkStatus();
+  const std::string message = absl::StrCat("catalog ", context, ": ", s.ToString());
+  if (s.IsNotFound()) return absl::NotFoundError(message);
+  if (s.IsCorruption()) return absl::DataLossError(message);
+  if (s.IsNoSpace()) return absl::ResourceExhaustedError(message);
+  if (s.IsIOError()) {
+    return s.ToString().find("No space") != std::string::npos ? absl::ResourceExhaustedError(message)
+                                                             : absl::DataLossError(message);
+  }
+  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(message);
+  if (s.IsBusy() || s.IsTryAgain()) return absl::UnavailableError(message);
+  return absl::InternalError(message);
+}
+
+rocksdb::Slice ToSlice(absl::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
+
+class RocksDbCatalog final : public Catalog {
+ public:
+  explicit RocksDbCatalog(std::unique_ptr<rocksdb::DB> db) : db_(std::move(db)) {}
+
+  absl::StatusOr<std::optional<std::string>> Get(absl::string_view key) override {
+    std::string value;
+    const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), ToSlice(key), &value);
+    if (s.IsNotFound()) return std::nullopt;
+    if (absl::Status st = FromRocks(s, "get"); !st.ok()) return st;
+    return value;
+  }
+
+  absl::Status Write(const WriteBatch& batch) override {
+    if (batch.empty()) return absl::OkStatus();
+    rocksdb::WriteBatch wb;
+    for (const WriteBatch::Op& op : batch.ops()) {
+      const rocksdb::Status s =
+          op.is_delete ? wb.Delete(ToSlice(op.key)) : wb.Put(ToSlice(op.key), ToSlice(op.value));
+      if (absl::Status st = FromRocks(s, "batch"); !st.ok()) return st;
+    }
+    rocksdb::WriteOptions options;
+    options.sync = true;
+    return FromRocks(db_->Write(options, &wb), "write");
+  }
+
+  absl::Status Scan(absl::string_view prefix, absl::string_view start, const ScanFn& fn) override {
+    rocksdb::ReadOptions options;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options));
+    for (it->Seek(ToSlice(start.empty() ? prefix : start)); it->Valid(); it->Next()) {
+      const rocksdb::Slice key = it->key();
+      if (!key.starts_with(ToSlice(prefix))) break;
+      if (!fn(absl::string_view(key.data(), key.size()),
+              absl::string_view(it->value().data(), it->value().size()))) {
+        break;
+      }
+    }
+    return FromRocks(it->status(), "scan");
+  }
+
+ private:
+  const std::unique_ptr<rocksdb::DB> db_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Catalog>> Catalog::OpenRocksDb(const std::string& path) {
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  options.paranoid_checks = true;
+  options.max_open_files = 256;
+  options.keep_log_file_num = 2;
+  options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  rocksdb::BlockBasedTableOptions table;
+  table.cache_index_and_filter_blocks = true;
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  rocksdb::DB* raw = nullptr;
+  if (absl::Status s = FromRocks(rocksdb::DB::Open(options, path, &raw), absl::StrCat("open ", path));
+      !s.ok()) {
+    return s;
+  }
+  return std::make_unique<RocksDbCatalog>(std::unique_ptr<rocksdb::DB>(raw));
+}
+
+}  // namespace strata::meta

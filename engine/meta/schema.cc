@@ -1,0 +1,152 @@
+#include "absl/strings/string_view.h"
+#include "meta/schema.h"
+
+#include "absl/strings/str_cat.h"
+#include "util/coding.h"
+
+namespace strata::meta {
+namespace {
+
+using util::PutBigEndian64;
+
+constexpr uint8_t kVolumeRecordVersion = 1;
+constexpr uint8_t kSnapshotRecordVersion = 1;
+
+std::string IdLeafKey(absl::string_view prefix, absl::string_view id, uint64_t leaf) {
+  std::string key = absl::StrCat(prefix, id, "/");
+  PutBigEndian64(key, leaf);
+  return key;
+}
+
+void PutTags(std::string& out, const std::map<std::string, std::string>& tags) {
+  util::PutFixed32(out, static_cast<uint32_t>(tags.size()));
+  for (const auto& [k, v] : tags) {
+    util::PutLengthPrefixed(out, k);
+    util::PutLengthPrefixed(out, v);
+  }
+}
+
+bool GetTags(util::Decoder& in, std::map<std::string, std::string>& tags) {
+  uint32_t n = 0;
+  if (!in.GetFixed32(n)) return false;
+  for (uint32_t i = 0; i < n; ++i) {
+    std::string k, v;
+    if (!in.GetLengthPrefixed(k) || !in.GetLengthPrefixed(v)) return false;
+    tags[k] = v;
+  }
+  return true;
+}
+
+bool GetVersion(util::Decoder& in, uint8_t expected) {
+  std::string v;
+  return in.GetBytes(1, v) && static_cast<uint8_t>(v[0]) == expected;
+}
+
+}  // namespace
+
+std::string FormatKey() { return "x/format"; }
+std::string CleanKey() { return "x/clean"; }
+std::string NextSeqKey() { return "x/next_seq"; }
+std::string VolumeKey(absl::string_view volume_id) { return absl::StrCat(kVolumePrefix, volume_id); }
+std::string OwnedLeafKey(absl::string_view id, uint64_t leaf) { return IdLeafKey("o/", id, leaf); }
+std::string OwnedPrefix(absl::string_view id) { return absl::StrCat("o/", id, "/"); }
+std::string DirtyLeafKey(absl::string_view id, uint64_t leaf) { return IdLeafKey("d/", id, leaf); }
+std::string DirtyPrefix(absl::string_view id) { return absl::StrCat("d/", id, "/"); }
+std::string SnapshotKey(absl::string_view id) { return absl::StrCat(kSnapshotPrefix, id); }
+
+std::string ManifestPrefix(uint64_t seq) {
+  std::string key = "m/";
+  PutBigEndian64(key, seq);
+  return key;
+}
+std::string ManifestKey(uint64_t seq, uint64_t chunk_index) {
+  std::string key = ManifestPrefix(seq);
+  PutBigEndian64(key, chunk_index);
+  return key;
+}
+std::string ResolveTreePrefix(uint64_t tree) {
+  std::string key = "r/";
+  PutBigEndian64(key, tree);
+  return key;
+}
+std::string ResolvePrefix(uint64_t tree, uint64_t chunk_index) {
+  std::string key = ResolveTreePrefix(tree);
+  PutBigEndian64(key, chunk_index);
+  return key;
+}
+std::string ResolveKey(uint64_t tree, uint64_t chunk_index, uint64_t seq) {
+  std::string key = ResolvePrefix(tree, chunk_index);
+  PutBigEndian64(key, ~seq);  // Newest first.
+  return key;
+}
+uint64_t ManifestKeyChunk(absl::string_view key) { return util::DecodeBigEndian64(key.data() + 10); }
+uint64_t ResolveKeyChunk(absl::string_view key) { return util::DecodeBigEndian64(key.data() + 10); }
+uint64_t ResolveKeySeq(absl::string_view key) { return ~util::DecodeBigEndian64(key.data() + 18); }
+uint64_t LeafKeyIndex(absl::string_view key) {
+  return util::DecodeBigEndian64(key.data() + key.size() - 8);
+}
+
+std::string VolumeRecord::Encode() const {
+  std::string out(1, static_cast<char>(kVolumeRecordVersion));
+  util::PutLengthPrefixed(out, id);
+  util::PutFixed64(out, size_bytes);
+  util::PutLengthPrefixed(out, base_snapshot_id);
+  util::PutLengthPrefixed(out, last_snapshot_id);
+  util::PutFixed64(out, tree);
+  util::PutFixed64(out, create_time_micros);
+  util::PutFixed64(out, hydrate_bytes_per_second);
+  out.push_back(hydrating ? 1 : 0);
+  PutTags(out, tags);
+  return out;
+}
+
+absl::StatusOr<VolumeRecord> VolumeRecord::Decode(absl::string_view bytes) {
+  util::Decoder in(bytes);
+  VolumeRecord r;
+  if (!GetVersion(in, kVolumeRecordVersion) || !in.GetLengthPrefixed(r.id) ||
+      !in.GetFixed64(r.size_bytes) || !in.GetLengthPrefixed(r.base_snapshot_id) ||
+      !in.GetLengthPrefixed(r.last_snapshot_id) || !in.GetFixed64(r.tree) ||
+      !in.GetFixed64(r.create_time_micros) || !in.GetFixed64(r.hydrate_bytes_per_second) ||
+      !in.GetBool(r.hydrating) || !GetTags(in, r.tags) || !in.done()) {
+    return absl::DataLossError("catalog: corrupt volume record");
+  }
+  return r;
+}
+
+std::string SnapshotRecord::Encode() const {
+  std::string out(1, static_cast<char>(kSnapshotRecordVersion));
+  util::PutLengthPrefixed(out, id);
+  util::PutFixed64(out, seq);
+  util::PutLengthPrefixed(out, volume_id);
+  util::PutFixed64(out, tree);
+  util::PutLengthPrefixed(out, parent_id);
+  out.push_back(static_cast<char>(state));
+  util::PutLengthPrefixed(out, state_message);
+  util::PutFixed64(out, volume_size_bytes);
+  util::PutFixed64(out, incremental_bytes);
+  util::PutFixed64(out, changed_chunk_count);
+  util::PutFixed64(out, start_time_micros);
+  out.push_back(deleted ? 1 : 0);
+  util::PutLengthPrefixed(out, description);
+  PutTags(out, tags);
+  return out;
+}
+
+absl::StatusOr<SnapshotRecord> SnapshotRecord::Decode(absl::string_view bytes) {
+  util::Decoder in(bytes);
+  SnapshotRecord r;
+  std::string state;
+  if (!GetVersion(in, kSnapshotRecordVersion) || !in.GetLengthPrefixed(r.id) ||
+      !in.GetFixed64(r.seq) || !in.GetLengthPrefixed(r.volume_id) || !in.GetFixed64(r.tree) ||
+      !in.GetLengthPrefixed(r.parent_id) || !in.GetBytes(1, state) || state[0] > 2 ||
+      !in.GetLengthPrefixed(r.state_message) || !in.GetFixed64(r.volume_size_bytes) ||
+      !in.GetFixed64(r.incremental_bytes) || !in.GetFixed64(r.changed_chunk_count) ||
+      !in.GetFixed64(r.start_time_micros) || !in.GetBool(r.deleted) ||
+      !in.GetLengthPrefixed(r.description) || !GetTags(in, r.tags) || !in.done()) {
+    return absl::DataLossError("catalog: corrupt snapshot record");
+  }
+  r.state = static_cast<SnapshotRecordState>(state[0]);
+  return r;
+}
+
+}  // namespace strata::meta

@@ -1,0 +1,93 @@
+#pragma once
+// Catalog schema of a region: key layout and record encodings. docs/formats/catalog.md.
+//
+// Keys (integers big-endian so byte order is numeric order):
+//   "x/format"                         -> format version (fixed32) and chunk size (fixed64)
+//   "x/clean"                          -> present while the region is closed cleanly
+//   "x/next_seq"                       -> next snapshot sequence number (fixed64)
+//   "v/" volume_id                     -> VolumeRecord
+//   "o/" volume_id "/" leaf(8)         -> owned bitmap leaf (kBitmapLeafBytes)
+//   "d/" volume_id "/" leaf(8)         -> dirty bitmap leaf, written at a clean stop only
+//   "s/" snapshot_id                   -> SnapshotRecord
+//   "m/" seq(8) chunk(8)               -> manifest entry of snapshot `seq` (its delta)
+//   "r/" tree(8) chunk(8) ~seq(8)      -> the same entry, indexed for resolution
+//   "c/" chunk key (22)                -> chunk index entry (chunk/chunk_store.h)
+// A manifest entry is a 22-byte chunk key, or empty for an all-zero chunk.
+
+#include "absl/strings/string_view.h"
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace strata::meta {
+
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr size_t kBitmapLeafBytes = 4096;
+inline constexpr uint64_t kBitmapLeafBits = kBitmapLeafBytes * 8;
+
+std::string FormatKey();
+std::string CleanKey();
+std::string NextSeqKey();
+std::string VolumeKey(absl::string_view volume_id);
+inline constexpr absl::string_view kVolumePrefix = "v/";
+std::string OwnedLeafKey(absl::string_view volume_id, uint64_t leaf_index);
+std::string OwnedPrefix(absl::string_view volume_id);
+std::string DirtyLeafKey(absl::string_view volume_id, uint64_t leaf_index);
+std::string DirtyPrefix(absl::string_view volume_id);
+std::string SnapshotKey(absl::string_view snapshot_id);
+inline constexpr absl::string_view kSnapshotPrefix = "s/";
+std::string ManifestKey(uint64_t seq, uint64_t chunk_index);
+std::string ManifestPrefix(uint64_t seq);
+std::string ResolveKey(uint64_t tree, uint64_t chunk_index, uint64_t seq);
+std::string ResolvePrefix(uint64_t tree, uint64_t chunk_index);
+std::string ResolveTreePrefix(uint64_t tree);
+// Decodes the chunk index of a manifest key, or the (chunk, seq) of a resolve key.
+uint64_t ManifestKeyChunk(absl::string_view key);
+uint64_t ResolveKeyChunk(absl::string_view key);
+uint64_t ResolveKeySeq(absl::string_view key);
+// The leaf index at the end of an owned/dirty leaf key.
+uint64_t LeafKeyIndex(absl::string_view key);
+
+struct VolumeRecord {
+  std::string id;
+  uint64_t size_bytes = 0;
+  std::string base_snapshot_id;  // Created from; informational.
+  std::string last_snapshot_id;  // The next snapshot is incremental to this; unowned chunks read
+                                 // through it. Empty for a blank volume with no snapshot.
+  uint64_t tree = 0;             // Lineage tree of its snapshots.
+  uint64_t create_time_micros = 0;
+  uint64_t hydrate_bytes_per_second = 0;
+  bool hydrating = false;
+  std::map<std::string, std::string> tags;
+
+  std::string Encode() const;
+  static absl::StatusOr<VolumeRecord> Decode(absl::string_view bytes);
+};
+
+enum class SnapshotRecordState : uint8_t { kPending = 0, kCompleted = 1, kError = 2 };
+
+struct SnapshotRecord {
+  std::string id;
+  uint64_t seq = 0;  // Unique, increasing: an ancestor's seq is below its descendants'.
+  std::string volume_id;
+  uint64_t tree = 0;
+  std::string parent_id;
+  SnapshotRecordState state = SnapshotRecordState::kPending;
+  std::string state_message;
+  uint64_t volume_size_bytes = 0;
+  uint64_t incremental_bytes = 0;
+  uint64_t changed_chunk_count = 0;
+  uint64_t start_time_micros = 0;
+  bool deleted = false;  // Deleted by the user; kept hidden while others need its data.
+  std::string description;
+  std::map<std::string, std::string> tags;
+
+  std::string Encode() const;
+  static absl::StatusOr<SnapshotRecord> Decode(absl::string_view bytes);
+};
+
+}  // namespace strata::meta

@@ -1,0 +1,1056 @@
+#include "absl/strings/string_view.h"
+#include "volume/region_impl.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <random>
+#include <set>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "util/coding.h"
+#include "util/log.h"
+#include "util/status_macros.h"
+#include "xxhash.h"
+
+namespace strata::volume {
+namespace {
+
+// Hydration copies a slice of chunks, then waits this long; the rate sets the slice size.
+inline constexpr uint64_t kHydrateSliceMicros = 100 * 1000;
+inline constexpr uint64_t kHydrateUnlimitedSliceChunks = 256;
+inline constexpr uint64_t kMaxListResults = 10000;
+inline constexpr size_t kMaxTagCount = 50;
+
+bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+absl::Status ValidateTags(const std::map<std::string, std::string>& tags) {
+  if (tags.size() > kMaxTagCount) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxTagCount, " tags"));
+  }
+  for (const auto& [k, v] : tags) {
+    if (k.empty() || k.size() > 128 || v.size() > 256) {
+      return absl::InvalidArgumentError(
+          "a tag key must be 1 to 128 characters and a value at most 256");
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ApplyTags(std::map<std::string, std::string>& tags,
+               const std::map<std::string, std::string>& set,
+               const std::vector<std::string>& remove) {
+  for (const auto& [k, v] : set) tags[k] = v;
+  for (const std::string& k : remove) tags.erase(k);
+}
+
+SnapshotState ToState(meta::SnapshotRecordState s) {
+  switch (s) {
+    case meta::SnapshotRecordState::kPending: return SnapshotState::kPending;
+    case meta::SnapshotRecordState::kCompleted: return SnapshotState::kCompleted;
+    case meta::SnapshotRecordState::kError: return SnapshotState::kError;
+  }
+  return SnapshotState::kError;
+}
+
+absl::StatusOr<uint64_t> ParseToken(const std::string& token) {
+  if (token.empty()) return 0;
+  uint64_t v = 0;
+  if (!absl::SimpleAtoi(token, &v)) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid pagination token \"", token, "\""));
+  }
+  return v;
+}
+
+absl::Status CheckMaxResults(uint64_t max_results) {
+  if (max_results < 1 || max_results > kMaxListResults) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max results must be from 1 to ", kMaxListResults));
+  }
+  return absl::OkStatus();
+}
+
+// Reads a completed snapshot by resolving each chunk through the tree.
+class SnapshotReader final : public Snapshot {
+ public:
+  SnapshotReader(const SnapshotTree& tree, chunk::ChunkStore& chunks, meta::SnapshotRecord record,
+                 SnapshotTree::Ancestry ancestry, uint64_t chunk_size_bytes)
+      : tree_(tree), chunks_(chunks), record_(std::move(record)), ancestry_(std::move(ancestry)),
+        chunk_size_bytes_(chunk_size_bytes) {}
+  const std::string& id() const override { return record_.id; }
+  uint64_t size_bytes() const override { return record_.volume_size_bytes; }
+
+  absl::Status Read(uint64_t offset_bytes, std::span<std::byte> out) override {
+    if (offset_bytes > size_bytes() || out.size() > size_bytes() - offset_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(record_.id, ": range ", offset_bytes, "+",
+                                                     out.size(), " is past the end"));
+    }
+    std::vector<std::byte> buffer(chunk_size_bytes_);
+    for (uint64_t pos = offset_bytes; pos < offset_bytes + out.size();) {
+      const uint64_t c = pos / chunk_size_bytes_;
+      const uint64_t in_chunk = pos % chunk_size_bytes_;
+      const uint64_t n = std::min<uint64_t>(chunk_size_bytes_ - in_chunk, offset_bytes + out.size() - pos);
+      STRATA_ASSIGN_OR_RETURN(ChunkEntry entry, tree_.Resolve(record_.tree, record_.seq, ancestry_, c));
+      if (entry.has_value()) {
+        STRATA_RETURN_IF_ERROR(chunks_.Read(*entry, buffer));
+        std::memcpy(out.data() + (pos - offset_bytes), buffer.data() + in_chunk, n);
+      } else {
+        std::memset(out.data() + (pos - offset_bytes), 0, n);
+      }
+      pos += n;
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const SnapshotTree& tree_;
+  chunk::ChunkStore& chunks_;
+  const meta::SnapshotRecord record_;
+  const SnapshotTree::Ancestry ancestry_;
+  const uint64_t chunk_size_bytes_;
+};
+
+}  // namespace
+
+}  // namespace strata::volume
+
+namespace strata {
+
+const char* SnapshotStateName(SnapshotState state) {
+  switch (state) {
+    case SnapshotState::kPending: return "pending";
+    case SnapshotState::kCompleted: return "completed";
+    case SnapshotState::kError: return "error";
+  }
+  return "error";
+}
+
+}  // namespace strata
+
+namespace strata::volume {
+
+RegionImpl::RegionImpl(Env* env, std::string name, std::string dir, const StoreOptions& options)
+    : env_(env), name_(std::move(name)), dir_(std::move(dir)), options_(options) {}
+
+absl::StatusOr<std::unique_ptr<RegionImpl>> RegionImpl::Open(Env* env, const std::string& name,
+                                                             const std::string& dir,
+                                                             const StoreOptions& options) {
+  std::unique_ptr<RegionImpl> region(new RegionImpl(env, name, dir, options));
+  STRATA_RETURN_IF_ERROR(region->Init());
+  return region;
+}
+
+std::string RegionImpl::HeadPath(const std::string& volume_id) const {
+  return absl::StrCat(dir_, "/heads/", volume_id, ".head");
+}
+
+absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  std::error_code ec;
+  std::filesystem::create_directories(dir_ + "/catalog", ec);
+  if (ec) return absl::InternalError(absl::StrCat("mkdir ", dir_, ": ", ec.message()));
+  STRATA_RETURN_IF_ERROR(env_->CreateDirs(dir_ + "/heads"));
+  STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(dir_ + "/catalog"));
+
+  STRATA_ASSIGN_OR_RETURN(std::optional<std::string> format, catalog_->Get(meta::FormatKey()));
+  if (!format.has_value()) {
+    if (!IsPowerOfTwo(options_.chunk_size_bytes) || options_.chunk_size_bytes < 4096 ||
+        options_.chunk_size_bytes > (4u << 20)) {
+      return absl::InvalidArgumentError("chunk size must be a power of two from 4 KiB to 4 MiB");
+    }
+    std::string value;
+    util::PutFixed32(value, meta::kFormatVersion);
+    util::PutFixed64(value, options_.chunk_size_bytes);
+    meta::WriteBatch batch;
+    batch.Put(meta::FormatKey(), value);
+    STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+    format = value;
+  }
+  util::Decoder in(*format);
+  uint32_t version = 0;
+  if (!in.GetFixed32(version) || !in.GetFixed64(chunk_size_bytes_) || !in.done() ||
+      !IsPowerOfTwo(chunk_size_bytes_)) {
+    return absl::DataLossError(absl::StrCat("region ", name_, ": corrupt format record"));
+  }
+  if (version != meta::kFormatVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "region ", name_, ": format version ", version, " is not supported (this build reads ",
+        meta::kFormatVersion, ")"));
+  }
+  STRATA_ASSIGN_OR_RETURN(chunks_, chunk::ChunkStore::OpenSegmentStore(
+                                       env_, dir_ + "/segments", catalog_.get(),
+                                       {.compression = options_.compression}));
+  tree_ = std::make_unique<SnapshotTree>(catalog_.get());
+  STRATA_RETURN_IF_ERROR(tree_->Load());
+  STRATA_ASSIGN_OR_RETURN(std::optional<std::string> seq, catalog_->Get(meta::NextSeqKey()));
+  if (seq.has_value()) {
+    util::Decoder seq_in(*seq);
+    if (!seq_in.GetFixed64(next_seq_)) return absl::DataLossError("corrupt next_seq record");
+  }
+  STRATA_ASSIGN_OR_RETURN(std::optional<std::string> clean_mark, catalog_->Get(meta::CleanKey()));
+  const bool clean = clean_mark.has_value();
+  if (!clean) STRATA_LOG(kInfo, "region ", name_, ": unclean stop; changed-block tracking rescans");
+  STRATA_RETURN_IF_ERROR(RecoverPendingSnapshots(clean));
+  STRATA_RETURN_IF_ERROR(LoadVolumes(clean));
+  meta::WriteBatch batch;
+  batch.Delete(meta::CleanKey());
+  STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+
+  // Resume interrupted work: deletions and hydrations.
+  for (const meta::SnapshotRecord& r : tree_->All()) {
+    if (r.deleted) queue_.push_back({Task::Kind::kPrune, r.id, nullptr, 0});
+  }
+  for (const auto& [id, volume] : volumes_) {
+    if (volume->record().hydrating) queue_.push_back({Task::Kind::kHydrate, id, nullptr, 0});
+  }
+  if (options_.background_work) worker_ = std::thread([this] { WorkerLoop(); });
+  return absl::OkStatus();
+}
+
+absl::Status RegionImpl::RecoverPendingSnapshots(bool clean) {
+  // A snapshot pending at a stop cannot finish: its frozen chunks may since have been
+  // overwritten. It fails; its volume's next snapshot picks the changes up (after the rescan).
+  meta::WriteBatch batch;
+  for (meta::SnapshotRecord r : tree_->All()) {
+    if (r.state != meta::SnapshotRecordState::kPending) continue;
+    r.state = meta::SnapshotRecordState::kError;
+    r.state_message = clean ? "the store stopped before the snapshot completed"
+                            : "interrupted by an unclean stop before the snapshot completed";
+    batch.Put(meta::SnapshotKey(r.id), r.Encode());
+    tree_->Put(r);
+    STRATA_LOG(kWarning, "snapshot ", r.id, ": ", r.state_message);
+  }
+  return catalog_->Write(batch);
+}
+
+absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  std::vector<meta::VolumeRecord> records;
+  absl::Status bad;
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::kVolumePrefix, "", [&](absl::string_view, absl::string_view v) {
+    absl::StatusOr<meta::VolumeRecord> r = meta::VolumeRecord::Decode(v);
+    if (!r.ok()) {
+      bad = r.status();
+      return false;
+    }
+    records.push_back(*std::move(r));
+    return true;
+  }));
+  STRATA_RETURN_IF_ERROR(bad);
+  std::set<std::string> known_heads;
+  meta::WriteBatch fixes;
+  for (meta::VolumeRecord& r : records) {
+    // The last snapshot must be one that exists and did not fail.
+    const std::string original = r.last_snapshot_id;
+    while (!r.last_snapshot_id.empty()) {
+      std::optional<meta::SnapshotRecord> s = tree_->Get(r.last_snapshot_id);
+      if (s.has_value() && s->state != meta::SnapshotRecordState::kError) break;
+      r.last_snapshot_id = s.has_value() ? s->parent_id : std::string();
+    }
+    if (r.last_snapshot_id != original) fixes.Put(meta::VolumeKey(r.id), r.Encode());
+    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> head, env_->OpenFile(HeadPath(r.id), false));
+    known_heads.insert(r.id + ".head");
+    const std::string id = r.id;
+    auto volume = std::make_unique<VolumeImpl>(
+        VolumeDeps{env_, catalog_.get(), chunks_.get(), tree_.get(), chunk_size_bytes_},
+        std::move(r), std::move(head));
+    STRATA_RETURN_IF_ERROR(volume->LoadBitmaps(clean));
+    volumes_[id] = std::move(volume);
+  }
+  STRATA_RETURN_IF_ERROR(catalog_->Write(fixes));
+  // Heads whose volume record is gone belong to deletions interrupted after their commit.
+  STRATA_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(dir_ + "/heads"));
+  for (const std::string& name : names) {
+    if (name.ends_with(".head") && !known_heads.contains(name)) {
+      STRATA_RETURN_IF_ERROR(env_->DeleteFile(absl::StrCat(dir_, "/heads/", name)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+RegionImpl::~RegionImpl() {
+  {
+    absl::MutexLock lock(&queue_mu_);
+    stopping_ = true;
+    queue_cv_.SignalAll();
+  }
+  if (worker_.joinable()) worker_.join();
+  // Finish what must not be left half done: pending snapshots and deletions. Hydration resumes
+  // at the next open.
+  absl::Status status = RunBackgroundWork();
+  meta::WriteBatch batch;
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, volume] : volumes_) {
+    if (status.ok()) status = volume->Flush();
+    if (status.ok()) status = volume->SaveDirtyBitmap(batch);
+  }
+  if (status.ok()) {
+    batch.Put(meta::CleanKey(), "");
+    status = catalog_->Write(batch);
+  }
+  if (!status.ok()) {
+    STRATA_LOG(kError, "region ", name_, ": unclean stop: ", status.ToString());
+  }
+  volumes_.clear();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Volumes
+
+std::string RegionImpl::NewId(absl::string_view prefix) {
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  for (;;) {
+    const uint64_t hi = rng() & 0xF;
+    const uint64_t lo = rng() ^ (++id_state_);
+    std::string id = absl::StrFormat("%s-%01x%016x", prefix, hi, lo);
+    if (!volumes_.contains(id) && !tree_->Get(id).has_value()) return id;
+  }
+}
+
+VolumeInfo RegionImpl::ToInfo(VolumeImpl& volume) const {
+  const meta::VolumeRecord r = volume.record();
+  VolumeInfo info;
+  info.id = r.id;
+  info.size_bytes = r.size_bytes;
+  info.snapshot_id = r.base_snapshot_id;
+  info.create_time_micros = r.create_time_micros;
+  info.tags = r.tags;
+  info.hydrating = r.hydrating;
+  if (!r.base_snapshot_id.empty()) {
+    const uint64_t total = volume.chunk_count();
+    info.hydration_percent =
+        total == 0 ? 100 : static_cast<int>(volume.owned_count() * 100 / total);
+  }
+  return info;
+}
+
+absl::StatusOr<VolumeImpl*> RegionImpl::FindVolumeLocked(const std::string& volume_id) {
+  auto it = volumes_.find(volume_id);
+  if (it == volumes_.end()) {
+    return absl::NotFoundError(absl::StrCat("volume ", volume_id, " does not exist"));
+  }
+  return it->second.get();
+}
+
+absl::Status RegionImpl::PersistVolume(VolumeImpl& volume) {
+  meta::WriteBatch batch;
+  batch.Put(meta::VolumeKey(volume.id()), volume.record().Encode());
+  return catalog_->Write(batch);
+}
+
+absl::StatusOr<VolumeInfo> RegionImpl::CreateVolume(const CreateVolumeRequest& request) {
+  STRATA_RETURN_IF_ERROR(ValidateTags(request.tags));
+  absl::MutexLock lock(&mu_);
+  meta::VolumeRecord r;
+  r.size_bytes = request.size_bytes;
+  if (!request.snapshot_id.empty()) {
+    STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord snap, FindCompletedSnapshot(request.snapshot_id));
+    if (r.size_bytes == 0) r.size_bytes = snap.volume_size_bytes;
+    if (r.size_bytes < snap.volume_size_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "size ", r.size_bytes, " is smaller than snapshot ", snap.id, " (",
+          snap.volume_size_bytes, " bytes)"));
+    }
+    r.base_snapshot_id = r.last_snapshot_id = snap.id;
+    r.tree = snap.tree;
+  } else {
+    r.tree = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}() ^
+             env_->NowMicros();
+  }
+  if (r.size_bytes == 0 || r.size_bytes % kVolumeSizeAlignBytes != 0 ||
+      r.size_bytes > kMaxVolumeSizeBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "volume size ", r.size_bytes, " must be a non-zero multiple of ", kVolumeSizeAlignBytes,
+        " bytes, at most ", kMaxVolumeSizeBytes));
+  }
+  r.id = NewId("vol");
+  r.create_time_micros = env_->NowMicros();
+  r.tags = request.tags;
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> head, env_->OpenFile(HeadPath(r.id), true));
+  STRATA_RETURN_IF_ERROR(head->Truncate(r.size_bytes));
+  STRATA_RETURN_IF_ERROR(head->Sync());
+  STRATA_RETURN_IF_ERROR(env_->SyncDir(dir_ + "/heads"));
+  meta::WriteBatch batch;
+  batch.Put(meta::VolumeKey(r.id), r.Encode());
+  if (absl::Status s = catalog_->Write(batch); !s.ok()) {
+    (void)env_->DeleteFile(HeadPath(r.id));
+    return s;
+  }
+  const std::string id = r.id;
+  auto volume = std::make_unique<VolumeImpl>(
+      VolumeDeps{env_, catalog_.get(), chunks_.get(), tree_.get(), chunk_size_bytes_},
+      std::move(r), std::move(head));
+  VolumeImpl* raw = volume.get();
+  volumes_[id] = std::move(volume);
+  return ToInfo(*raw);
+}
+
+absl::StatusOr<Volume*> RegionImpl::GetVolume(const std::string& volume_id) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  return volume;
+}
+
+absl::StatusOr<VolumeInfo> RegionImpl::DescribeVolume(const std::string& volume_id) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  return ToInfo(*volume);
+}
+
+absl::StatusOr<std::vector<VolumeInfo>> RegionImpl::ListVolumes() {
+  absl::MutexLock lock(&mu_);
+  std::vector<VolumeInfo> out;
+  for (const auto& [id, volume] : volumes_) out.push_back(ToInfo(*volume));
+  return out;
+}
+
+absl::Status RegionImpl::GrowVolume(const std::string& volume_id, uint64_t new_size_bytes) {
+  if (new_size_bytes % kVolumeSizeAlignBytes != 0 || new_size_bytes > kMaxVolumeSizeBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("volume size ", new_size_bytes,
+                                                   " must be a multiple of ", kVolumeSizeAlignBytes,
+                                                   ", at most ", kMaxVolumeSizeBytes));
+  }
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  if (new_size_bytes == volume->size_bytes()) return absl::OkStatus();
+  STRATA_RETURN_IF_ERROR(volume->Grow(new_size_bytes));
+  return PersistVolume(*volume);
+}
+
+absl::Status RegionImpl::DeleteVolume(const std::string& volume_id) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  if (volume->HasPending()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "volume ", volume_id, " has a pending snapshot; delete it once the snapshot completes"));
+  }
+  const meta::VolumeRecord record = volume->record();
+  meta::WriteBatch batch;
+  batch.Delete(meta::VolumeKey(volume_id));
+  for (const std::string& prefix : {meta::OwnedPrefix(volume_id), meta::DirtyPrefix(volume_id)}) {
+    STRATA_RETURN_IF_ERROR(catalog_->Scan(prefix, "", [&](absl::string_view key, absl::string_view) {
+      batch.Delete(std::string(key));
+      return true;
+    }));
+  }
+  // The record goes first: a crash before the head is deleted leaves an orphan head, which the
+  // next open deletes, never a volume without its head.
+  STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+  volumes_.erase(volume_id);
+  if (absl::Status s = env_->DeleteFile(HeadPath(volume_id)); !s.ok()) {
+    STRATA_LOG(kWarning, "volume ", volume_id, ": head not deleted yet: ", s.ToString());
+  }
+  if (!record.last_snapshot_id.empty()) {
+    Enqueue({Task::Kind::kPrune, record.last_snapshot_id, nullptr, 0});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RegionImpl::TagVolume(const std::string& volume_id,
+                                   const std::map<std::string, std::string>& set,
+                                   const std::vector<std::string>& remove) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  meta::VolumeRecord r = volume->record();
+  ApplyTags(r.tags, set, remove);
+  STRATA_RETURN_IF_ERROR(ValidateTags(r.tags));
+  meta::WriteBatch batch;
+  batch.Put(meta::VolumeKey(volume_id), r.Encode());
+  STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+  volume->set_record_fields(r.tags, r.hydrating, r.hydrate_bytes_per_second);
+  return absl::OkStatus();
+}
+
+absl::Status RegionImpl::StartHydration(const std::string& volume_id, uint64_t bytes_per_second) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  meta::VolumeRecord r = volume->record();
+  if (r.base_snapshot_id.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", volume_id, " was not created from a snapshot"));
+  }
+  const bool already = r.hydrating;
+  volume->set_record_fields(r.tags, true, bytes_per_second);
+  STRATA_RETURN_IF_ERROR(PersistVolume(*volume));
+  if (!already) Enqueue({Task::Kind::kHydrate, volume_id, nullptr, 0});
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots
+
+absl::StatusOr<meta::SnapshotRecord> RegionImpl::FindSnapshot(const std::string& snapshot_id) const {
+  std::optional<meta::SnapshotRecord> r = tree_->Get(snapshot_id);
+  if (!r.has_value() || r->deleted) {
+    return absl::NotFoundError(absl::StrCat("snapshot ", snapshot_id, " does not exist"));
+  }
+  return *r;
+}
+
+absl::StatusOr<meta::SnapshotRecord> RegionImpl::FindCompletedSnapshot(
+    const std::string& snapshot_id) const {
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(snapshot_id));
+  if (r.state != meta::SnapshotRecordState::kCompleted) {
+    return absl::FailedPreconditionError(absl::StrCat("snapshot ", snapshot_id, " is ",
+                                                      SnapshotStateName(ToState(r.state)),
+                                                      ", not completed"));
+  }
+  return r;
+}
+
+SnapshotInfo RegionImpl::ToInfo(const meta::SnapshotRecord& r) const {
+  SnapshotInfo info;
+  info.id = r.id;
+  info.volume_id = r.volume_id;
+  info.parent_id = r.parent_id;
+  info.state = ToState(r.state);
+  info.state_message = r.state_message;
+  info.volume_size_bytes = r.volume_size_bytes;
+  info.incremental_bytes = r.incremental_bytes;
+  info.changed_chunk_count = r.changed_chunk_count;
+  info.start_time_micros = r.start_time_micros;
+  info.description = r.description;
+  info.tags = r.tags;
+  info.progress_percent = r.state == meta::SnapshotRecordState::kCompleted ? 100 : 0;
+  if (auto it = pending_.find(r.id); it != pending_.end()) {
+    const uint64_t total = it->second->frozen_count.load();
+    const uint64_t done = it->second->ingested_count.load();
+    info.progress_percent = total == 0 ? 0 : static_cast<int>(std::min<uint64_t>(99, done * 100 / total));
+  }
+  return info;
+}
+
+absl::StatusOr<SnapshotInfo> RegionImpl::CreateSnapshot(const CreateSnapshotRequest& request) {
+  STRATA_RETURN_IF_ERROR(ValidateTags(request.tags));
+  if (request.description.size() > 255) {
+    return absl::InvalidArgumentError("a description is at most 255 characters");
+  }
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(request.volume_id));
+  const meta::VolumeRecord vr = volume->record();
+  auto pending = std::make_shared<PendingSnapshot>();
+  meta::SnapshotRecord& r = pending->record;
+  r.id = NewId("snap");
+  r.seq = next_seq_;
+  r.volume_id = vr.id;
+  r.tree = vr.tree;
+  r.parent_id = vr.last_snapshot_id;
+  r.volume_size_bytes = vr.size_bytes;
+  r.start_time_micros = env_->NowMicros();
+  r.description = request.description;
+  r.tags = request.tags;
+  if (!r.parent_id.empty()) {
+    STRATA_ASSIGN_OR_RETURN(pending->parent_ancestry, tree_->Ancestors(r.parent_id));
+    pending->parent_seq = tree_->Get(r.parent_id)->seq;
+  }
+  volume->Freeze(pending);  // The point in time.
+  meta::WriteBatch batch;
+  batch.Put(meta::SnapshotKey(r.id), r.Encode());
+  batch.Put(meta::VolumeKey(vr.id), volume->record().Encode());
+  std::string seq;
+  util::PutFixed64(seq, next_seq_ + 1);
+  batch.Put(meta::NextSeqKey(), seq);
+  if (absl::Status s = catalog_->Write(batch); !s.ok()) {
+    volume->Unfreeze(pending);
+    return s;
+  }
+  ++next_seq_;
+  tree_->Put(r);
+  pending_[r.id] = pending;
+  Enqueue({Task::Kind::kIngest, r.id, pending, 0});
+  return ToInfo(r);
+}
+
+absl::StatusOr<SnapshotInfo> RegionImpl::DescribeSnapshot(const std::string& snapshot_id) {
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(snapshot_id));
+  absl::MutexLock lock(&mu_);
+  return ToInfo(r);
+}
+
+absl::StatusOr<std::vector<SnapshotInfo>> RegionImpl::ListSnapshots() {
+  std::vector<meta::SnapshotRecord> all = tree_->All();
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
+  absl::MutexLock lock(&mu_);
+  std::vector<SnapshotInfo> out;
+  for (const meta::SnapshotRecord& r : all) {
+    if (!r.deleted) out.push_back(ToInfo(r));
+  }
+  return out;
+}
+
+absl::StatusOr<SnapshotInfo> RegionImpl::WaitForSnapshot(const std::string& snapshot_id,
+                                                         uint64_t timeout_ms) {
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(timeout_ms);
+  for (;;) {
+    STRATA_ASSIGN_OR_RETURN(SnapshotInfo info, DescribeSnapshot(snapshot_id));
+    if (info.state != SnapshotState::kPending || absl::Now() >= deadline) return info;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+}
+
+absl::Status RegionImpl::DeleteSnapshot(const std::string& snapshot_id) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(snapshot_id));
+  meta::WriteBatch batch;
+  if (r.state == meta::SnapshotRecordState::kPending) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("snapshot ", snapshot_id, " is pending; delete it once it completes"));
+  }
+  if (r.state == meta::SnapshotRecordState::kError) {  // Holds no data.
+    batch.Delete(meta::SnapshotKey(r.id));
+    STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+    tree_->Erase(r.id);
+    return absl::OkStatus();
+  }
+  r.deleted = true;
+  batch.Put(meta::SnapshotKey(r.id), r.Encode());
+  STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+  tree_->Put(r);
+  Enqueue({Task::Kind::kPrune, r.id, nullptr, 0});
+  return absl::OkStatus();
+}
+
+absl::Status RegionImpl::TagSnapshot(const std::string& snapshot_id,
+                                     const std::map<std::string, std::string>& set,
+                                     const std::vector<std::string>& remove) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(snapshot_id));
+  ApplyTags(r.tags, set, remove);
+  STRATA_RETURN_IF_ERROR(ValidateTags(r.tags));
+  if (auto it = pending_.find(snapshot_id); it != pending_.end()) {
+    // The completion writes the pending copy of the record: keep it current.
+    it->second->record.tags = r.tags;
+  }
+  meta::WriteBatch batch;
+  batch.Put(meta::SnapshotKey(r.id), r.Encode());
+  STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+  tree_->Put(r);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Snapshot>> RegionImpl::OpenSnapshot(const std::string& snapshot_id) {
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindCompletedSnapshot(snapshot_id));
+  STRATA_ASSIGN_OR_RETURN(SnapshotTree::Ancestry ancestry, tree_->Ancestors(snapshot_id));
+  return std::make_unique<SnapshotReader>(*tree_, *chunks_, std::move(r), std::move(ancestry),
+                                          chunk_size_bytes_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Changed blocks (EBS direct APIs)
+
+absl::StatusOr<std::string> RegionImpl::BlockToken(const meta::SnapshotRecord& record,
+                                                   const SnapshotTree::Ancestry& ancestry,
+                                                   uint64_t block_index) const {
+  const uint64_t start = block_index * kApiBlockBytes;
+  const uint64_t end = std::min(start + kApiBlockBytes, record.volume_size_bytes);
+  std::string material;
+  bool any = false;
+  for (uint64_t c = start / chunk_size_bytes_; c * chunk_size_bytes_ < end; ++c) {
+    STRATA_ASSIGN_OR_RETURN(ChunkEntry entry, tree_->Resolve(record.tree, record.seq, ancestry, c));
+    any |= entry.has_value();
+    material += entry.has_value() ? entry->Encode() : std::string(chunk::kChunkKeyBytes, '\0');
+  }
+  if (!any) return std::string();
+  // A chunk larger than a block serves several blocks: name the part too.
+  util::PutFixed64(material, chunk_size_bytes_ > kApiBlockBytes ? start % chunk_size_bytes_ : 0);
+  const XXH128_hash_t h = XXH3_128bits(material.data(), material.size());
+  return absl::StrFormat("%016x%016x", h.high64, h.low64);
+}
+
+absl::StatusOr<BlockListing> RegionImpl::ListSnapshotBlocks(const std::string& snapshot_id,
+                                                            const std::string& next_token,
+                                                            uint64_t max_results) {
+  STRATA_RETURN_IF_ERROR(CheckMaxResults(max_results));
+  STRATA_ASSIGN_OR_RETURN(const uint64_t start_block, ParseToken(next_token));
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindCompletedSnapshot(snapshot_id));
+  STRATA_ASSIGN_OR_RETURN(SnapshotTree::Ancestry ancestry, tree_->Ancestors(snapshot_id));
+  BlockListing listing;
+  listing.volume_size_bytes = r.volume_size_bytes;
+  // Visit the tree's resolve index in chunk order; the first visible entry per chunk wins.
+  std::set<uint64_t> blocks;
+  uint64_t last_chunk = UINT64_MAX;
+  bool more = false;
+  const uint64_t first_chunk = start_block * kApiBlockBytes / chunk_size_bytes_;
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(
+      meta::ResolveTreePrefix(r.tree), meta::ResolvePrefix(r.tree, first_chunk),
+      [&](absl::string_view key, absl::string_view value) {
+        const uint64_t c = meta::ResolveKeyChunk(key);
+        if (c == last_chunk || !ancestry->contains(meta::ResolveKeySeq(key))) return true;
+        last_chunk = c;
+        const uint64_t offset = c * chunk_size_bytes_;
+        if (offset >= r.volume_size_bytes) return false;
+        if (value.empty()) return true;  // Zero chunk.
+        const uint64_t chunk_end = std::min(offset + chunk_size_bytes_, r.volume_size_bytes);
+        for (uint64_t b = offset / kApiBlockBytes; b * kApiBlockBytes < chunk_end; ++b) {
+          if (b < start_block) continue;
+          if (blocks.size() == max_results && !blocks.contains(b)) {
+            more = true;
+            listing.next_token = absl::StrCat(b);
+            return false;
+          }
+          blocks.insert(b);
+        }
+        return true;
+      }));
+  (void)more;
+  for (uint64_t b : blocks) {
+    STRATA_ASSIGN_OR_RETURN(std::string token, BlockToken(r, ancestry, b));
+    if (!token.empty()) listing.blocks.push_back({b, token, ""});
+  }
+  return listing;
+}
+
+absl::StatusOr<BlockListing> RegionImpl::ListChangedBlocks(const std::string& first_snapshot_id,
+                                                           const std::string& second_snapshot_id,
+                                                           const std::string& next_token,
+                                                           uint64_t max_results) {
+  STRATA_RETURN_IF_ERROR(CheckMaxResults(max_results));
+  STRATA_ASSIGN_OR_RETURN(const uint64_t start_block, ParseToken(next_token));
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord a, FindCompletedSnapshot(first_snapshot_id));
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord b, FindCompletedSnapshot(second_snapshot_id));
+  if (a.tree != b.tree) {
+    return absl::InvalidArgumentError(absl::StrCat("snapshots ", a.id, " and ", b.id,
+                                                   " are not of the same lineage"));
+  }
+  STRATA_ASSIGN_OR_RETURN(SnapshotTree::Ancestry anc_a, tree_->Ancestors(a.id));
+  STRATA_ASSIGN_OR_RETURN(SnapshotTree::Ancestry anc_b, tree_->Ancestors(b.id));
+  // Only the deltas on the two paths below the common ancestor can differ.
+  std::set<uint64_t> path_seqs;
+  for (uint64_t s : *anc_a) if (!anc_b->contains(s)) path_seqs.insert(s);
+  for (uint64_t s : *anc_b) if (!anc_a->contains(s)) path_seqs.insert(s);
+  std::set<uint64_t> candidates;
+  for (uint64_t seq : path_seqs) {
+    STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::ManifestPrefix(seq), "",
+                                          [&](absl::string_view key, absl::string_view) {
+                                            candidates.insert(meta::ManifestKeyChunk(key));
+                                            return true;
+                                          }));
+  }
+  const uint64_t size = std::max(a.volume_size_bytes, b.volume_size_bytes);
+  std::set<uint64_t> changed_blocks;
+  for (uint64_t c : candidates) {
+    STRATA_ASSIGN_OR_RETURN(ChunkEntry ea, tree_->Resolve(a.tree, a.seq, anc_a, c));
+    STRATA_ASSIGN_OR_RETURN(ChunkEntry eb, tree_->Resolve(b.tree, b.seq, anc_b, c));
+    if (ea == eb) continue;
+    const uint64_t offset = c * chunk_size_bytes_;
+    const uint64_t chunk_end = std::min(offset + chunk_size_bytes_, size);
+    for (uint64_t blk = offset / kApiBlockBytes; blk * kApiBlockBytes < chunk_end; ++blk) {
+      if (blk >= start_block) changed_blocks.insert(blk);
+    }
+  }
+  BlockListing listing;
+  listing.volume_size_bytes = b.volume_size_bytes;
+  for (uint64_t blk : changed_blocks) {
+    if (listing.blocks.size() == max_results) {
+      listing.next_token = absl::StrCat(blk);
+      break;
+    }
+    BlockRef ref{blk, "", ""};
+    if (blk * kApiBlockBytes < a.volume_size_bytes) {
+      STRATA_ASSIGN_OR_RETURN(ref.first_token, BlockToken(a, anc_a, blk));
+    }
+    if (blk * kApiBlockBytes < b.volume_size_bytes) {
+      STRATA_ASSIGN_OR_RETURN(ref.second_token, BlockToken(b, anc_b, blk));
+    }
+    listing.blocks.push_back(std::move(ref));
+  }
+  return listing;
+}
+
+absl::StatusOr<std::string> RegionImpl::GetSnapshotBlock(const std::string& snapshot_id,
+                                                         uint64_t block_index) {
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Snapshot> snapshot, OpenSnapshot(snapshot_id));
+  const uint64_t offset = block_index * kApiBlockBytes;
+  if (block_index >= snapshot->size_bytes() / kApiBlockBytes + 1 || offset >= snapshot->size_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("block ", block_index, " is past the end of ",
+                                                   snapshot_id));
+  }
+  std::string out(std::min<uint64_t>(kApiBlockBytes, snapshot->size_bytes() - offset), '\0');
+  STRATA_RETURN_IF_ERROR(snapshot->Read(offset, std::as_writable_bytes(std::span(out.data(), out.size()))));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store maintenance
+
+absl::StatusOr<uint64_t> RegionImpl::CollectGarbage() { return chunks_->CollectGarbage(); }
+
+absl::StatusOr<StoreStats> RegionImpl::GetStats() {
+  STRATA_ASSIGN_OR_RETURN(chunk::ChunkStoreStats s, chunks_->GetStats());
+  return StoreStats{s.chunk_count, s.referenced_chunk_count, s.stored_bytes, s.segment_file_bytes,
+                    s.segment_count};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Background work
+
+void RegionImpl::Enqueue(Task task) {
+  absl::MutexLock lock(&queue_mu_);
+  queue_.push_back(std::move(task));
+  queue_cv_.Signal();
+}
+
+absl::Status RegionImpl::RunBackgroundWork() {
+  // Bounded: each task either finishes or is a hydration that advances by at least one chunk.
+  for (;;) {
+    std::optional<Task> task;
+    {
+      absl::MutexLock lock(&queue_mu_);
+      if (queue_.empty()) return absl::OkStatus();
+      task = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    bool stopping = false;
+    {
+      absl::MutexLock lock(&queue_mu_);
+      stopping = stopping_;
+    }
+    // At a stop, hydration is left for the next open (its state is persisted).
+    if (stopping && task->kind == Task::Kind::kHydrate) continue;
+    if (std::optional<Task> next = RunTask(std::move(*task)); next.has_value()) {
+      next->not_before_micros = 0;
+      Enqueue(std::move(*next));
+    }
+  }
+}
+
+void RegionImpl::WorkerLoop() {
+  absl::MutexLock lock(&queue_mu_);
+  while (!stopping_) {
+    const uint64_t now = env_->NowMicros();
+    auto ready = std::find_if(queue_.begin(), queue_.end(),
+                              [&](const Task& t) { return t.not_before_micros <= now; });
+    if (ready == queue_.end()) {
+      uint64_t wait_micros = 1000000;
+      for (const Task& t : queue_) wait_micros = std::min(wait_micros, t.not_before_micros - now);
+      queue_cv_.WaitWithTimeout(&queue_mu_, absl::Microseconds(wait_micros));
+      continue;
+    }
+    Task task = std::move(*ready);
+    queue_.erase(ready);
+    queue_mu_.Unlock();
+    std::optional<Task> next = RunTask(std::move(task));
+    queue_mu_.Lock();
+    if (next.has_value()) queue_.push_back(std::move(*next));
+  }
+}
+
+std::optional<RegionImpl::Task> RegionImpl::RunTask(Task task) {
+  switch (task.kind) {
+    case Task::Kind::kIngest:
+      RunIngest(task.pending);
+      return std::nullopt;
+    case Task::Kind::kPrune: {
+      absl::MutexLock lock(&mu_);
+      if (absl::Status s = Prune(task.id); !s.ok()) {
+        STRATA_LOG(kError, "snapshot ", task.id, ": deletion failed, retried at next open: ",
+                   s.ToString());
+      }
+      return std::nullopt;
+    }
+    case Task::Kind::kHydrate:
+      return HydrateStep(task.id);
+  }
+  return std::nullopt;
+}
+
+void RegionImpl::RunIngest(const std::shared_ptr<PendingSnapshot>& pending) {
+  VolumeImpl* volume = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<VolumeImpl*> found = FindVolumeLocked(pending->record.volume_id);
+    if (!found.ok() || !pending_.contains(pending->record.id)) return;  // Failed meanwhile.
+    volume = *found;
+  }
+  // The volume cannot be deleted while it has a pending snapshot, so `volume` stays valid.
+  pending->frozen_count.store(pending->frozen->Count());
+  for (std::optional<uint64_t> c = pending->frozen->NextSet(0); c.has_value();
+       c = pending->frozen->NextSet(*c + 1)) {
+    volume->IngestChunk(*pending, *c);
+    absl::MutexLock lock(&pending->mu);
+    if (!pending->error.ok()) break;
+  }
+  absl::MutexLock lock(&mu_);
+  absl::Status error;
+  {
+    absl::MutexLock plock(&pending->mu);
+    error = pending->error;
+  }
+  if (error.ok()) error = CompleteSnapshot(*volume, *pending);
+  if (!error.ok()) {
+    FailSnapshot(*volume, pending, error);
+    return;
+  }
+  // A deleted parent waited for this child to complete before it could be merged.
+  if (std::optional<meta::SnapshotRecord> parent = tree_->Get(pending->record.parent_id);
+      parent.has_value() && parent->deleted) {
+    Enqueue({Task::Kind::kPrune, parent->id, nullptr, 0});
+  }
+}
+
+absl::Status RegionImpl::CompleteSnapshot(VolumeImpl& volume, PendingSnapshot& pending) {
+  absl::MutexLock plock(&pending.mu);
+  meta::SnapshotRecord r = *tree_->Get(pending.record.id);  // Current tags.
+  meta::WriteBatch batch;
+  uint64_t data_chunks = 0;
+  for (const auto& [c, entry] : pending.entries) {
+    const std::string value = EncodeEntry(entry);
+    batch.Put(meta::ManifestKey(r.seq, c), value);
+    batch.Put(meta::ResolveKey(r.tree, c, r.seq), value);
+    data_chunks += entry.has_value() ? 1 : 0;
+  }
+  r.state = meta::SnapshotRecordState::kCompleted;
+  r.changed_chunk_count = pending.entries.size();
+  r.incremental_bytes = data_chunks * chunk_size_bytes_;
+  batch.Put(meta::SnapshotKey(r.id), r.Encode());
+  STRATA_RETURN_IF_ERROR(chunks_->Commit(std::move(batch), pending.pinned, {}));
+  pending.pinned.clear();
+  tree_->Put(r);
+  pending_.erase(r.id);
+  volume.FinishPending(&pending);
+  return absl::OkStatus();
+}
+
+void RegionImpl::FailSnapshot(VolumeImpl& volume, const std::shared_ptr<PendingSnapshot>& pending,
+                              const absl::Status& why) {
+  STRATA_LOG(kError, "snapshot ", pending->record.id, " failed: ", why.ToString());
+  meta::WriteBatch batch;
+  std::vector<meta::SnapshotRecord> failed_records;
+  for (const std::shared_ptr<PendingSnapshot>& failed : volume.FailPending(pending)) {
+    absl::MutexLock plock(&failed->mu);
+    chunks_->Unpin(failed->pinned);
+    failed->pinned.clear();
+    std::optional<meta::SnapshotRecord> r = tree_->Get(failed->record.id);
+    if (!r.has_value()) continue;
+    r->state = meta::SnapshotRecordState::kError;
+    r->state_message = failed == pending ? std::string(why.message())
+                                         : absl::StrCat("its parent ", pending->record.id, " failed");
+    batch.Put(meta::SnapshotKey(r->id), r->Encode());
+    failed_records.push_back(*r);
+    pending_.erase(r->id);
+  }
+  batch.Put(meta::VolumeKey(volume.id()), volume.record().Encode());
+  if (absl::Status s = catalog_->Write(batch); !s.ok()) {
+    // The records stay pending in the catalog; the next open turns them into errors.
+    STRATA_LOG(kError, "snapshot ", pending->record.id, ": recording the failure: ", s.ToString());
+  }
+  for (const meta::SnapshotRecord& r : failed_records) tree_->Put(r);
+}
+
+absl::Status RegionImpl::Prune(const std::string& snapshot_id) {
+  // Bounded by the depth of the tree: each round moves to a parent.
+  for (std::string id = snapshot_id; !id.empty();) {
+    std::optional<meta::SnapshotRecord> r = tree_->Get(id);
+    if (!r.has_value() || !r->deleted) return absl::OkStatus();
+    for (const auto& [vid, volume] : volumes_) {
+      if (volume->record().last_snapshot_id == id) return absl::OkStatus();  // Still needed.
+    }
+    std::vector<meta::SnapshotRecord> children = tree_->Children(id);
+    for (const meta::SnapshotRecord& child : children) {
+      if (child.state != meta::SnapshotRecordState::kCompleted) {
+        return absl::OkStatus();  // Resumed when the child completes.
+      }
+    }
+    if (children.size() >= 2) return absl::OkStatus();  // Shared by two branches.
+    if (children.size() == 1) return MergeIntoChild(*r, children[0]);
+    STRATA_RETURN_IF_ERROR(RemoveSnapshotData(*r));
+    id = r->parent_id;  // The parent lost a child: it may now go too.
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RegionImpl::RemoveSnapshotData(const meta::SnapshotRecord& r) {
+  meta::WriteBatch batch;
+  std::vector<chunk::ChunkKey> drops;
+  absl::Status bad;
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::ManifestPrefix(r.seq), "",
+                                        [&](absl::string_view key, absl::string_view value) {
+    const uint64_t c = meta::ManifestKeyChunk(key);
+    absl::StatusOr<ChunkEntry> entry = DecodeEntry(value);
+    if (!entry.ok()) {
+      bad = entry.status();
+      return false;
+    }
+    if (entry->has_value()) drops.push_back(**entry);
+    batch.Delete(std::string(key));
+    batch.Delete(meta::ResolveKey(r.tree, c, r.seq));
+    return true;
+  }));
+  STRATA_RETURN_IF_ERROR(bad);
+  batch.Delete(meta::SnapshotKey(r.id));
+  STRATA_RETURN_IF_ERROR(chunks_->Commit(std::move(batch), {}, drops));
+  tree_->Erase(r.id);
+  return absl::OkStatus();
+}
+
+absl::Status RegionImpl::MergeIntoChild(const meta::SnapshotRecord& r, meta::SnapshotRecord child) {
+  // The child inherits every entry it does not override; overridden ones are dropped. Cost:
+  // O(this snapshot's manifest entries).
+  meta::WriteBatch batch;
+  std::vector<chunk::ChunkKey> drops;
+  absl::Status bad;
+  std::vector<std::pair<uint64_t, std::string>> entries;
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::ManifestPrefix(r.seq), "",
+                                        [&](absl::string_view key, absl::string_view value) {
+    entries.emplace_back(meta::ManifestKeyChunk(key), std::string(value));
+    return true;
+  }));
+  for (const auto& [c, value] : entries) {
+    STRATA_ASSIGN_OR_RETURN(ChunkEntry entry, DecodeEntry(value));
+    batch.Delete(meta::ManifestKey(r.seq, c));
+    batch.Delete(meta::ResolveKey(r.tree, c, r.seq));
+    STRATA_ASSIGN_OR_RETURN(std::optional<std::string> overridden,
+                            catalog_->Get(meta::ManifestKey(child.seq, c)));
+    if (overridden.has_value()) {
+      if (entry.has_value()) drops.push_back(*entry);
+      continue;
+    }
+    batch.Put(meta::ManifestKey(child.seq, c), value);
+    batch.Put(meta::ResolveKey(child.tree, c, child.seq), value);
+    ++child.changed_chunk_count;
+    if (entry.has_value()) child.incremental_bytes += chunk_size_bytes_;
+  }
+  STRATA_RETURN_IF_ERROR(bad);
+  child.parent_id = r.parent_id;
+  batch.Put(meta::SnapshotKey(child.id), child.Encode());
+  batch.Delete(meta::SnapshotKey(r.id));
+  STRATA_RETURN_IF_ERROR(chunks_->Commit(std::move(batch), {}, drops));
+  tree_->Put(child);
+  tree_->Erase(r.id);
+  return absl::OkStatus();
+}
+
+std::optional<RegionImpl::Task> RegionImpl::HydrateStep(const std::string& volume_id) {
+  // mu_ is held across this slice's I/O so the volume cannot be deleted under it; slices are
+  // small (kHydrateUnlimitedSliceChunks at most).
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<VolumeImpl*> found = FindVolumeLocked(volume_id);
+  if (!found.ok() || !(*found)->record().hydrating) return std::nullopt;
+  VolumeImpl* volume = *found;
+  const uint64_t rate = volume->record().hydrate_bytes_per_second;
+  const uint64_t slice_chunks = std::min<uint64_t>(
+      kHydrateUnlimitedSliceChunks,
+      rate == 0 ? kHydrateUnlimitedSliceChunks
+                : std::max<uint64_t>(1, rate * kHydrateSliceMicros / 1000000 / chunk_size_bytes_));
+  absl::StatusOr<uint64_t> copied = volume->Hydrate(slice_chunks);
+  absl::Status status = copied.status();
+  if (status.ok()) status = volume->Flush();
+  if (!status.ok()) {
+    STRATA_LOG(kError, "volume ", volume_id, ": hydration paused: ", status.ToString());
+    return Task{Task::Kind::kHydrate, volume_id, nullptr, env_->NowMicros() + 10 * kHydrateSliceMicros};
+  }
+  if (*copied > 0) {
+    return Task{Task::Kind::kHydrate, volume_id, nullptr, env_->NowMicros() + kHydrateSliceMicros};
+  }
+  const meta::VolumeRecord r = volume->record();
+  volume->set_record_fields(r.tags, false, r.hydrate_bytes_per_second);
+  if (absl::Status s = PersistVolume(*volume); !s.ok()) {
+    STRATA_LOG(kError, "volume ", volume_id, ": recording hydration: ", s.ToString());
+  }
+  return std::nullopt;
+}
+
+}  // namespace strata::volume

@@ -1,0 +1,443 @@
+#include "absl/strings/string_view.h"
+#include "volume/volume_impl.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "util/log.h"
+#include "util/status_macros.h"
+
+namespace strata::volume {
+
+// Locks the stripes of chunks [first, last] in ascending stripe order, shared or exclusive.
+class VolumeImpl::StripeLocks {
+ public:
+  StripeLocks(VolumeImpl& volume, uint64_t first, uint64_t last, bool exclusive)
+      ABSL_NO_THREAD_SAFETY_ANALYSIS : volume_(volume), exclusive_(exclusive) {
+    if (last - first + 1 >= kStripeCount) {
+      held_.set();
+    } else {
+      for (uint64_t c = first; c <= last; ++c) held_.set(c % kStripeCount);
+    }
+    for (size_t i = 0; i < kStripeCount; ++i) {
+      if (!held_.test(i)) continue;
+      exclusive_ ? volume_.stripes_[i].Lock() : volume_.stripes_[i].ReaderLock();
+    }
+  }
+  ~StripeLocks() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for (size_t i = kStripeCount; i-- > 0;) {
+      if (!held_.test(i)) continue;
+      exclusive_ ? volume_.stripes_[i].Unlock() : volume_.stripes_[i].ReaderUnlock();
+    }
+  }
+
+ private:
+  VolumeImpl& volume_;
+  const bool exclusive_;
+  std::bitset<kStripeCount> held_;
+};
+
+namespace {
+
+uint64_t ChunksFor(uint64_t size_bytes, unsigned shift) {
+  return (size_bytes + (uint64_t{1} << shift) - 1) >> shift;
+}
+
+bool IsAllZero(std::span<const std::byte> data) {
+  // Word-at-a-time scan; chunk sizes are multiples of 8.
+  const size_t words = data.size() / 8;
+  const auto* p = reinterpret_cast<const uint64_t*>(data.data());
+  for (size_t i = 0; i < words; ++i) {
+    if (p[i] != 0) return false;
+  }
+  for (size_t i = words * 8; i < data.size(); ++i) {
+    if (data[i] != std::byte{0}) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+VolumeImpl::VolumeImpl(const VolumeDeps& deps, meta::VolumeRecord record,
+                       std::unique_ptr<File> head)
+    : deps_(deps),
+      id_(record.id),
+      chunk_shift_(static_cast<unsigned>(std::countr_zero(deps.chunk_size_bytes))),
+      head_(std::move(head)),
+      size_bytes_(record.size_bytes),
+      owned_(ChunksFor(record.size_bytes, chunk_shift_)),
+      dirty_(std::make_unique<SparseBitmap>(ChunksFor(record.size_bytes, chunk_shift_))),
+      record_(std::move(record)) {}
+
+VolumeImpl::~VolumeImpl() = default;
+
+meta::VolumeRecord VolumeImpl::record() const {
+  absl::MutexLock lock(&mu_);
+  meta::VolumeRecord copy = record_;
+  copy.size_bytes = size_bytes();
+  return copy;
+}
+
+void VolumeImpl::set_record_fields(const std::map<std::string, std::string>& tags, bool hydrating,
+                                   uint64_t hydrate_bytes_per_second) {
+  absl::MutexLock lock(&mu_);
+  record_.tags = tags;
+  record_.hydrating = hydrating;
+  record_.hydrate_bytes_per_second = hydrate_bytes_per_second;
+}
+
+uint64_t VolumeImpl::chunk_count() const { return ChunksFor(size_bytes(), chunk_shift_); }
+
+uint64_t VolumeImpl::ChunkLength(uint64_t chunk_index) const {
+  return std::min<uint64_t>(deps_.chunk_size_bytes, size_bytes() - (chunk_index << chunk_shift_));
+}
+
+absl::Status VolumeImpl::CheckRange(uint64_t offset_bytes, uint64_t length_bytes) const {
+  if (offset_bytes % kSectorBytes != 0 || length_bytes % kSectorBytes != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        id_, ": offset ", offset_bytes, " and length ", length_bytes, " must be multiples of ",
+        kSectorBytes));
+  }
+  const uint64_t size = size_bytes();
+  if (offset_bytes > size || length_bytes > size - offset_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(id_, ": range ", offset_bytes, "+",
+                                                   length_bytes, " is past the end (",
+                                                   size, " bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VolumeImpl::LoadBitmaps(bool clean) {
+  absl::Status bad;
+  auto load = [&](SparseBitmap& bitmap) {
+    return [&](absl::string_view key, absl::string_view value) {
+      if (!bitmap.LoadLeaf(meta::LeafKeyIndex(key), value)) {
+        bad = absl::DataLossError(absl::StrCat(id_, ": corrupt bitmap leaf in catalog"));
+        return false;
+      }
+      return true;
+    };
+  };
+  STRATA_RETURN_IF_ERROR(deps_.catalog->Scan(meta::OwnedPrefix(id_), "", load(owned_)));
+  STRATA_RETURN_IF_ERROR(bad);
+  owned_.TakeModifiedLeaves();  // Loaded leaves are already persisted.
+  absl::MutexLock gate(&gate_);
+  if (clean) {
+    STRATA_RETURN_IF_ERROR(deps_.catalog->Scan(meta::DirtyPrefix(id_), "", load(*dirty_)));
+    STRATA_RETURN_IF_ERROR(bad);
+  } else {
+    dirty_->Union(owned_);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VolumeImpl::SaveDirtyBitmap(meta::WriteBatch& batch) {
+  STRATA_RETURN_IF_ERROR(deps_.catalog->Scan(meta::DirtyPrefix(id_), "",
+                                             [&](absl::string_view key, absl::string_view) {
+                                               batch.Delete(std::string(key));
+                                               return true;
+                                             }));
+  absl::ReaderMutexLock gate(&gate_);
+  for (uint64_t leaf = 0; leaf < dirty_->leaf_count(); ++leaf) {
+    if (std::optional<std::string> bytes = dirty_->LeafBytes(leaf); bytes.has_value()) {
+      batch.Put(meta::DirtyLeafKey(id_, leaf), *std::move(bytes));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::shared_ptr<PendingSnapshot>> VolumeImpl::PendingList() const {
+  absl::MutexLock lock(&mu_);
+  return {pending_.begin(), pending_.end()};
+}
+
+bool VolumeImpl::HasPending() const {
+  absl::MutexLock lock(&mu_);
+  return !pending_.empty();
+}
+
+absl::StatusOr<ChunkEntry> VolumeImpl::ResolveBase(uint64_t chunk_index) {
+  std::string base;
+  SnapshotTree::Ancestry ancestry;
+  {
+    absl::MutexLock lock(&mu_);
+    base = record_.last_snapshot_id;
+    ancestry = base_ancestry_;
+  }
+  if (base.empty()) return ChunkEntry();
+  std::optional<meta::SnapshotRecord> rec = deps_.tree->Get(base);
+  if (!rec.has_value()) return absl::InternalError(absl::StrCat(id_, ": base snapshot ", base, " is gone"));
+  if (ancestry == nullptr) {
+    STRATA_ASSIGN_OR_RETURN(ancestry, deps_.tree->Ancestors(base));
+    absl::MutexLock lock(&mu_);
+    if (record_.last_snapshot_id == base) base_ancestry_ = ancestry;
+  }
+  return deps_.tree->Resolve(rec->tree, rec->seq, ancestry, chunk_index);
+}
+
+absl::Status VolumeImpl::ReadUnowned(uint64_t chunk_index, uint64_t offset_in_chunk,
+                                     std::span<std::byte> out) {
+  STRATA_ASSIGN_OR_RETURN(ChunkEntry entry, ResolveBase(chunk_index));
+  if (!entry.has_value()) {
+    std::memset(out.data(), 0, out.size());
+    return absl::OkStatus();
+  }
+  std::vector<std::byte> buffer(deps_.chunk_size_bytes);
+  STRATA_RETURN_IF_ERROR(deps_.chunks->Read(*entry, buffer));
+  std::memcpy(out.data(), buffer.data() + offset_in_chunk, out.size());
+  return absl::OkStatus();
+}
+
+absl::Status VolumeImpl::Read(uint64_t offset_bytes, std::span<std::byte> out) {
+  if (out.empty()) return CheckRange(offset_bytes, 0);
+  absl::ReaderMutexLock gate(&gate_);
+  STRATA_RETURN_IF_ERROR(CheckRange(offset_bytes, out.size()));
+  const uint64_t first = offset_bytes >> chunk_shift_;
+  const uint64_t last = (offset_bytes + out.size() - 1) >> chunk_shift_;
+  StripeLocks locks(*this, first, last, /*exclusive=*/false);
+  bool all_owned = true;
+  for (uint64_t c = first; c <= last && all_owned; ++c) all_owned = owned_.Test(c);
+  if (all_owned) return head_->Read(offset_bytes, out);  // The hot path: one read.
+  for (uint64_t pos = offset_bytes; pos < offset_bytes + out.size();) {
+    const uint64_t c = pos >> chunk_shift_;
+    const uint64_t in_chunk = pos - (c << chunk_shift_);
+    const uint64_t n = std::min<uint64_t>(deps_.chunk_size_bytes - in_chunk,
+                                          offset_bytes + out.size() - pos);
+    auto piece = out.subspan(pos - offset_bytes, n);
+    STRATA_RETURN_IF_ERROR(owned_.Test(c) ? head_->Read(pos, piece) : ReadUnowned(c, in_chunk, piece));
+    pos += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VolumeImpl::CopyUp(uint64_t chunk_index) {
+  STRATA_ASSIGN_OR_RETURN(ChunkEntry entry, ResolveBase(chunk_index));
+  const uint64_t start = chunk_index << chunk_shift_;
+  const uint64_t length = ChunkLength(chunk_index);
+  // Unowned head bytes may hold stale, unflushed data from before a crash: overwrite them all.
+  if (!entry.has_value()) return head_->PunchHole(start, length);
+  std::vector<std::byte> buffer(deps_.chunk_size_bytes);
+  STRATA_RETURN_IF_ERROR(deps_.chunks->Read(*entry, buffer));
+  return head_->Write(start, std::span(buffer).first(length));
+}
+
+absl::Status VolumeImpl::PrepareForWrite(uint64_t chunk_index, bool covers_whole_chunk) {
+  for (const std::shared_ptr<PendingSnapshot>& pending : PendingList()) {
+    IngestChunkLocked(*pending, chunk_index);  // Copy-before-write keeps the snapshot point in time.
+  }
+  if (!covers_whole_chunk && !owned_.Test(chunk_index)) return CopyUp(chunk_index);
+  return absl::OkStatus();
+}
+
+absl::Status VolumeImpl::Write(uint64_t offset_bytes, std::span<const std::byte> data, bool fua) {
+  if (data.empty()) return CheckRange(offset_bytes, 0);
+  {
+    absl::ReaderMutexLock gate(&gate_);
+    STRATA_RETURN_IF_ERROR(CheckRange(offset_bytes, data.size()));
+    const uint64_t end = offset_bytes + data.size();
+    const uint64_t first = offset_bytes >> chunk_shift_;
+    const uint64_t last = (end - 1) >> chunk_shift_;
+    StripeLocks locks(*this, first, last, /*exclusive=*/true);
+    for (uint64_t c = first; c <= last; ++c) {
+      const uint64_t start = c << chunk_shift_;
+      const bool whole = offset_bytes <= start && end >= start + ChunkLength(c);
+      STRATA_RETURN_IF_ERROR(PrepareForWrite(c, whole));
+    }
+    STRATA_RETURN_IF_ERROR(head_->Write(offset_bytes, data));
+    for (uint64_t c = first; c <= last; ++c) {
+      owned_.Set(c);
+      dirty_->Set(c);
+    }
+  }
+  return fua ? Flush() : absl::OkStatus();
+}
+
+absl::Status VolumeImpl::ZeroRange(uint64_t offset_bytes, uint64_t length_bytes) {
+  absl::ReaderMutexLock gate(&gate_);
+  STRATA_RETURN_IF_ERROR(CheckRange(offset_bytes, length_bytes));
+  const uint64_t end = offset_bytes + length_bytes;
+  const uint64_t first = offset_bytes >> chunk_shift_;
+  const uint64_t last = (end - 1) >> chunk_shift_;
+  StripeLocks locks(*this, first, last, /*exclusive=*/true);
+  for (uint64_t c = first; c <= last; ++c) {
+    const uint64_t start = c << chunk_shift_;
+    STRATA_RETURN_IF_ERROR(PrepareForWrite(c, offset_bytes <= start && end >= start + ChunkLength(c)));
+  }
+  STRATA_RETURN_IF_ERROR(head_->PunchHole(offset_bytes, length_bytes));
+  for (uint64_t c = first; c <= last; ++c) {
+    owned_.Set(c);
+    dirty_->Set(c);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VolumeImpl::Trim(uint64_t offset_bytes, uint64_t length_bytes) {
+  if (length_bytes == 0) return CheckRange(offset_bytes, 0);
+  return ZeroRange(offset_bytes, length_bytes);
+}
+
+absl::Status VolumeImpl::WriteZeroes(uint64_t offset_bytes, uint64_t length_bytes, bool fua) {
+  if (length_bytes == 0) return CheckRange(offset_bytes, 0);
+  STRATA_RETURN_IF_ERROR(ZeroRange(offset_bytes, length_bytes));
+  return fua ? Flush() : absl::OkStatus();
+}
+
+absl::Status VolumeImpl::Flush() {
+  absl::MutexLock flush(&flush_mu_);
+  std::vector<std::pair<uint64_t, std::string>> leaves;
+  {
+    absl::ReaderMutexLock gate(&gate_);
+    // Copy the owned bits before syncing the head: a bit may be persisted only once the data
+    // it vouches for is durable.
+    leaves = owned_.TakeModifiedLeaves();
+  }
+  absl::Status status = head_->Sync();
+  if (status.ok() && !leaves.empty()) {
+    meta::WriteBatch batch;
+    for (auto& [leaf, bytes] : leaves) batch.Put(meta::OwnedLeafKey(id_, leaf), std::move(bytes));
+    status = deps_.catalog->Write(batch);
+  }
+  if (!status.ok()) {
+    std::vector<uint64_t> indexes;
+    for (const auto& [leaf, bytes] : leaves) indexes.push_back(leaf);
+    absl::ReaderMutexLock gate(&gate_);
+    owned_.MarkLeavesModified(indexes);
+  }
+  return status;
+}
+
+void VolumeImpl::Freeze(const std::shared_ptr<PendingSnapshot>& pending) {
+  absl::MutexLock gate(&gate_);
+  pending->frozen = std::move(dirty_);
+  dirty_ = std::make_unique<SparseBitmap>(chunk_count());
+  absl::MutexLock lock(&mu_);
+  pending_.push_back(pending);
+  record_.last_snapshot_id = pending->record.id;
+  base_ancestry_ = nullptr;
+}
+
+void VolumeImpl::Unfreeze(const std::shared_ptr<PendingSnapshot>& pending) {
+  absl::MutexLock gate(&gate_);
+  dirty_->Union(*pending->frozen);
+  absl::MutexLock lock(&mu_);
+  std::erase(pending_, pending);
+  record_.last_snapshot_id = pending->record.parent_id;
+  base_ancestry_ = nullptr;
+}
+
+void VolumeImpl::FinishPending(const PendingSnapshot* pending) {
+  absl::MutexLock lock(&mu_);
+  std::erase_if(pending_, [&](const auto& p) { return p.get() == pending; });
+}
+
+std::vector<std::shared_ptr<PendingSnapshot>> VolumeImpl::FailPending(
+    const std::shared_ptr<PendingSnapshot>& pending) {
+  std::vector<std::shared_ptr<PendingSnapshot>> failed;
+  absl::ReaderMutexLock gate(&gate_);
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = std::find(pending_.begin(), pending_.end(), pending);
+    if (it == pending_.end()) return failed;
+    failed.assign(it, pending_.end());
+    pending_.erase(it, pending_.end());
+    record_.last_snapshot_id = pending->record.parent_id;
+    base_ancestry_ = nullptr;
+  }
+  // The failed snapshots' frozen chunks must reach the next snapshot: rescan all owned chunks.
+  dirty_->Union(owned_);
+  return failed;
+}
+
+void VolumeImpl::IngestChunk(PendingSnapshot& pending, uint64_t chunk_index) {
+  absl::ReaderMutexLock gate(&gate_);
+  StripeLocks locks(*this, chunk_index, chunk_index, /*exclusive=*/true);
+  IngestChunkLocked(pending, chunk_index);
+}
+
+void VolumeImpl::IngestChunkLocked(PendingSnapshot& pending, uint64_t chunk_index) {
+  if (!pending.frozen->Test(chunk_index)) return;
+  std::vector<std::byte> buffer(deps_.chunk_size_bytes);
+  const uint64_t start = chunk_index << chunk_shift_;
+  absl::Status status = head_->Read(start, buffer);
+  if (status.ok()) {
+    // Bytes past the volume's size at freeze time are not part of the snapshot.
+    const uint64_t frozen_size = pending.record.volume_size_bytes;
+    const uint64_t keep =
+        start >= frozen_size ? 0 : std::min<uint64_t>(buffer.size(), frozen_size - start);
+    std::memset(buffer.data() + keep, 0, buffer.size() - keep);
+    StoreIngested(pending, chunk_index, buffer);
+  } else {
+    absl::MutexLock lock(&pending.mu);
+    if (pending.error.ok()) pending.error = status;
+  }
+  // Cleared only once the entry is recorded, so the ingest driver, which finishes when no bit
+  // is left, never commits without it.
+  pending.frozen->Clear(chunk_index);
+  pending.ingested_count.fetch_add(1, std::memory_order_relaxed);
+}
+
+void VolumeImpl::StoreIngested(PendingSnapshot& pending, uint64_t chunk_index,
+                               std::span<const std::byte> data) {
+  auto fail = [&](const absl::Status& status) {
+    absl::MutexLock lock(&pending.mu);
+    if (pending.error.ok()) pending.error = status;
+  };
+  ChunkEntry entry;
+  if (!IsAllZero(data)) {
+    absl::StatusOr<chunk::ChunkKey> key = deps_.chunks->Put(chunk::kPlaintextDomain, data);
+    if (!key.ok()) return fail(key.status());
+    entry = *key;
+  }
+  ChunkEntry parent;
+  if (pending.parent_ancestry != nullptr) {
+    absl::StatusOr<ChunkEntry> resolved = deps_.tree->Resolve(
+        pending.record.tree, pending.parent_seq, pending.parent_ancestry, chunk_index);
+    if (!resolved.ok()) {
+      if (entry.has_value()) deps_.chunks->Unpin(std::span(&*entry, 1));
+      return fail(resolved.status());
+    }
+    parent = *resolved;
+  }
+  if (entry == parent) {  // Unchanged since the parent (dedup compared the bytes).
+    if (entry.has_value()) deps_.chunks->Unpin(std::span(&*entry, 1));
+    return;
+  }
+  absl::MutexLock lock(&pending.mu);
+  pending.entries[chunk_index] = entry;
+  if (entry.has_value()) pending.pinned.push_back(*entry);
+}
+
+absl::Status VolumeImpl::Grow(uint64_t new_size_bytes) {
+  absl::MutexLock gate(&gate_);
+  if (new_size_bytes < size_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat(id_, ": volumes never shrink (", size_bytes(),
+                                                   " to ", new_size_bytes, " bytes)"));
+  }
+  STRATA_RETURN_IF_ERROR(head_->Truncate(new_size_bytes));
+  STRATA_RETURN_IF_ERROR(head_->Sync());
+  const uint64_t chunks = ChunksFor(new_size_bytes, chunk_shift_);
+  owned_.Resize(chunks);
+  dirty_->Resize(chunks);
+  size_bytes_.store(new_size_bytes, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> VolumeImpl::Hydrate(uint64_t max_chunks) {
+  uint64_t copied = 0;
+  absl::ReaderMutexLock gate(&gate_);
+  while (copied < max_chunks) {
+    std::optional<uint64_t> c = owned_.NextClear(hydrate_cursor_);
+    if (!c.has_value()) break;
+    hydrate_cursor_ = *c + 1;
+    StripeLocks locks(*this, *c, *c, /*exclusive=*/true);
+    if (owned_.Test(*c)) continue;
+    STRATA_RETURN_IF_ERROR(CopyUp(*c));
+    owned_.Set(*c);  // Same content as the last snapshot: owned but not dirty.
+    ++copied;
+  }
+  return copied;
+}
+
+}  // namespace strata::volume

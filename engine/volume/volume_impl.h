@@ -1,0 +1,141 @@
+#pragma once
+// A live volume: its head (an extent file written in place), its owned and dirty bitmaps, and
+// the pending snapshots whose frozen chunks it must ingest before overwriting them.
+
+#include <atomic>
+#include <bitset>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "chunk/chunk_store.h"
+#include "meta/catalog.h"
+#include "meta/schema.h"
+#include "strata/env.h"
+#include "strata/volume.h"
+#include "volume/snapshot_tree.h"
+#include "volume/sparse_bitmap.h"
+
+namespace strata::volume {
+
+// A snapshot between CreateSnapshot and completion. Its frozen bitmap holds the chunks still to
+// ingest; a chunk leaves it (under the chunk's stripe lock) once its content is stored.
+struct PendingSnapshot {
+  meta::SnapshotRecord record;          // As created (state kPending).
+  SnapshotTree::Ancestry parent_ancestry;  // Null when there is no parent.
+  uint64_t parent_seq = 0;
+  std::unique_ptr<SparseBitmap> frozen;
+  std::atomic<uint64_t> frozen_count{0};  // Set by the ingest driver for progress.
+  std::atomic<uint64_t> ingested_count{0};
+
+  absl::Mutex mu;
+  std::map<uint64_t, ChunkEntry> entries ABSL_GUARDED_BY(mu);  // The delta, by chunk index.
+  std::vector<chunk::ChunkKey> pinned ABSL_GUARDED_BY(mu);     // Keys of non-zero entries.
+  absl::Status error ABSL_GUARDED_BY(mu);
+};
+
+// What a volume borrows from its region. All must outlive the volume.
+struct VolumeDeps {
+  Env* env = nullptr;
+  meta::Catalog* catalog = nullptr;
+  chunk::ChunkStore* chunks = nullptr;
+  const SnapshotTree* tree = nullptr;
+  uint64_t chunk_size_bytes = 0;
+};
+
+class VolumeImpl final : public Volume {
+ public:
+  VolumeImpl(const VolumeDeps& deps, meta::VolumeRecord record, std::unique_ptr<File> head);
+  ~VolumeImpl() override;
+
+  const std::string& id() const override { return id_; }
+  uint64_t size_bytes() const override { return size_bytes_.load(std::memory_order_acquire); }
+  absl::Status Read(uint64_t offset_bytes, std::span<std::byte> out) override;
+  absl::Status Write(uint64_t offset_bytes, std::span<const std::byte> data, bool fua) override;
+  absl::Status Trim(uint64_t offset_bytes, uint64_t length_bytes) override;
+  absl::Status WriteZeroes(uint64_t offset_bytes, uint64_t length_bytes, bool fua) override;
+  absl::Status Flush() override;
+
+  // --- For the region. ---
+  meta::VolumeRecord record() const;
+  void set_record_fields(const std::map<std::string, std::string>& tags, bool hydrating,
+                         uint64_t hydrate_bytes_per_second);
+  uint64_t chunk_count() const;
+  uint64_t owned_count() const { return owned_.Count(); }
+
+  // Loads the owned bitmap from the catalog, and the dirty bitmap too when `clean` (the store
+  // stopped cleanly); otherwise every owned chunk counts as dirty (the rescan of invariant 3).
+  [[nodiscard]] absl::Status LoadBitmaps(bool clean);
+  // Writes the dirty bitmap to `batch` for a clean stop.
+  [[nodiscard]] absl::Status SaveDirtyBitmap(meta::WriteBatch& batch);
+
+  // Freezes the dirty set into `pending` (O(1)) and makes it the volume's last snapshot.
+  void Freeze(const std::shared_ptr<PendingSnapshot>& pending);
+  // Undoes Freeze after its catalog write failed.
+  void Unfreeze(const std::shared_ptr<PendingSnapshot>& pending);
+  // Ingests chunk `chunk_index` of `pending` if still frozen; errors land in pending.error.
+  void IngestChunk(PendingSnapshot& pending, uint64_t chunk_index);
+  // Snapshots not yet completed, oldest first.
+  std::vector<std::shared_ptr<PendingSnapshot>> PendingList() const;
+  // Forgets a finished pending snapshot.
+  void FinishPending(const PendingSnapshot* pending);
+  // Forgets a failed pending snapshot and the ones after it; the volume's last snapshot goes
+  // back to its parent and every owned chunk becomes dirty, so nothing is missed.
+  // Returns the failed snapshots.
+  std::vector<std::shared_ptr<PendingSnapshot>> FailPending(const std::shared_ptr<PendingSnapshot>& pending);
+  bool HasPending() const;
+
+  // Grows the head; the region then persists the record.
+  [[nodiscard]] absl::Status Grow(uint64_t new_size_bytes);
+  // Copies up to `max_chunks` unowned chunks from the last snapshot into the head. Returns how
+  // many it copied (0: fully hydrated).
+  [[nodiscard]] absl::StatusOr<uint64_t> Hydrate(uint64_t max_chunks);
+
+ private:
+  class StripeLocks;
+  static constexpr size_t kStripeCount = 256;
+
+  absl::Status CheckRange(uint64_t offset_bytes, uint64_t length_bytes) const;
+  uint64_t ChunkLength(uint64_t chunk_index) const;
+  // Prepares chunk `chunk_index` for a write that covers it fully or partially.
+  // REQUIRES: gate_ shared and the chunk's stripe held exclusively.
+  absl::Status PrepareForWrite(uint64_t chunk_index, bool covers_whole_chunk);
+  absl::Status CopyUp(uint64_t chunk_index);
+  absl::StatusOr<ChunkEntry> ResolveBase(uint64_t chunk_index);
+  absl::Status ReadUnowned(uint64_t chunk_index, uint64_t offset_in_chunk, std::span<std::byte> out);
+  // Shared by Trim and WriteZeroes.
+  absl::Status ZeroRange(uint64_t offset_bytes, uint64_t length_bytes);
+  // REQUIRES: gate_ shared and the chunk's stripe held exclusively.
+  void IngestChunkLocked(PendingSnapshot& pending, uint64_t chunk_index);
+  void StoreIngested(PendingSnapshot& pending, uint64_t chunk_index, std::span<const std::byte> data);
+
+  const VolumeDeps deps_;
+  const std::string id_;
+  const unsigned chunk_shift_;
+  const std::unique_ptr<File> head_;
+  std::atomic<uint64_t> size_bytes_;
+
+  // Lock order: flush_mu_, gate_, stripes_ (ascending), mu_, PendingSnapshot::mu.
+  // flush_mu_ serializes Flush (held across its I/O). gate_ is held shared by I/O and
+  // exclusively to freeze the dirty set or resize. Stripe locks are range locks on chunks,
+  // held across the head I/O they protect.
+  absl::Mutex flush_mu_;
+  mutable absl::Mutex gate_ ABSL_ACQUIRED_AFTER(flush_mu_);
+  absl::Mutex stripes_[kStripeCount];
+  mutable absl::Mutex mu_;
+
+  SparseBitmap owned_;                                      // Resized under gate_ exclusive.
+  std::unique_ptr<SparseBitmap> dirty_ ABSL_GUARDED_BY(gate_);  // Swapped under gate_ exclusive.
+  meta::VolumeRecord record_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::shared_ptr<PendingSnapshot>> pending_ ABSL_GUARDED_BY(mu_);
+  SnapshotTree::Ancestry base_ancestry_ ABSL_GUARDED_BY(mu_);  // Of record_.last_snapshot_id.
+  uint64_t hydrate_cursor_ = 0;  // Used by the single hydration driver only.
+};
+
+}  // namespace strata::volume
