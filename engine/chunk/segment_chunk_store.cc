@@ -178,6 +178,8 @@ class SegmentChunkStore final : public ChunkStore {
   absl::StatusOr<uint64_t> CollectGarbage() override {
     absl::MutexLock gc_lock(&gc_mu_);
     absl::MutexLock lock(&mu_);
+    // Seal the active segment so its dead records can be reclaimed too.
+    if (active_offset_ > 0) STRATA_RETURN_IF_ERROR(StartSegmentLocked(active_id_ + 1));
     // One pass over the index: drop unpinned zero-ref entries, gather live records per segment.
     meta::WriteBatch drops;
     std::map<uint64_t, std::vector<std::pair<ChunkKey, ChunkLocation>>> live;

@@ -146,7 +146,7 @@ absl::StatusOr<std::unique_ptr<RegionImpl>> RegionImpl::Open(Env* env, const std
 }
 
 std::string RegionImpl::HeadPath(const std::string& volume_id) const {
-  return absl::StrCat(dir_, "/heads/", volume_id, ".head");
+  return absl::StrCat(dir_, "/heads/", volume_id);
 }
 
 absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -251,8 +251,9 @@ absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS 
       r.last_snapshot_id = s.has_value() ? s->parent_id : std::string();
     }
     if (r.last_snapshot_id != original) fixes.Put(meta::VolumeKey(r.id), r.Encode());
-    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> head, env_->OpenFile(HeadPath(r.id), false));
-    known_heads.insert(r.id + ".head");
+    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Head> head,
+                            Head::Open(env_, HeadPath(r.id), r.size_bytes, false));
+    known_heads.insert(r.id);
     const std::string id = r.id;
     auto volume = std::make_unique<VolumeImpl>(
         VolumeDeps{env_, catalog_.get(), chunks_.get(), tree_.get(), chunk_size_bytes_},
@@ -264,7 +265,8 @@ absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS 
   // Heads whose volume record is gone belong to deletions interrupted after their commit.
   STRATA_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(dir_ + "/heads"));
   for (const std::string& name : names) {
-    if (name.ends_with(".head") && !known_heads.contains(name)) {
+    std::string volume_id;
+    if (Head::ParseFileName(name, volume_id) && !known_heads.contains(volume_id)) {
       STRATA_RETURN_IF_ERROR(env_->DeleteFile(absl::StrCat(dir_, "/heads/", name)));
     }
   }
@@ -369,14 +371,13 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolume(const CreateVolumeRequest& r
   r.id = NewId("vol");
   r.create_time_micros = env_->NowMicros();
   r.tags = request.tags;
-  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> head, env_->OpenFile(HeadPath(r.id), true));
-  STRATA_RETURN_IF_ERROR(head->Truncate(r.size_bytes));
-  STRATA_RETURN_IF_ERROR(head->Sync());
-  STRATA_RETURN_IF_ERROR(env_->SyncDir(dir_ + "/heads"));
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Head> head,
+                          Head::Open(env_, HeadPath(r.id), r.size_bytes, true));
   meta::WriteBatch batch;
   batch.Put(meta::VolumeKey(r.id), r.Encode());
   if (absl::Status s = catalog_->Write(batch); !s.ok()) {
-    (void)env_->DeleteFile(HeadPath(r.id));
+    head.reset();
+    (void)Head::Delete(env_, HeadPath(r.id));
     return s;
   }
   const std::string id = r.id;
@@ -440,7 +441,7 @@ absl::Status RegionImpl::DeleteVolume(const std::string& volume_id) {
   // next open deletes, never a volume without its head.
   STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
   volumes_.erase(volume_id);
-  if (absl::Status s = env_->DeleteFile(HeadPath(volume_id)); !s.ok()) {
+  if (absl::Status s = Head::Delete(env_, HeadPath(volume_id)); !s.ok()) {
     STRATA_LOG(kWarning, "volume ", volume_id, ": head not deleted yet: ", s.ToString());
   }
   if (!record.last_snapshot_id.empty()) {

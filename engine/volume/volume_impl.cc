@@ -61,7 +61,7 @@ bool IsAllZero(std::span<const std::byte> data) {
 }  // namespace
 
 VolumeImpl::VolumeImpl(const VolumeDeps& deps, meta::VolumeRecord record,
-                       std::unique_ptr<File> head)
+                       std::unique_ptr<Head> head)
     : deps_(deps),
       id_(record.id),
       chunk_shift_(static_cast<unsigned>(std::countr_zero(deps.chunk_size_bytes))),
@@ -415,8 +415,7 @@ absl::Status VolumeImpl::Grow(uint64_t new_size_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(id_, ": volumes never shrink (", size_bytes(),
                                                    " to ", new_size_bytes, " bytes)"));
   }
-  STRATA_RETURN_IF_ERROR(head_->Truncate(new_size_bytes));
-  STRATA_RETURN_IF_ERROR(head_->Sync());
+  STRATA_RETURN_IF_ERROR(head_->Grow(new_size_bytes));
   const uint64_t chunks = ChunksFor(new_size_bytes, chunk_shift_);
   owned_.Resize(chunks);
   dirty_->Resize(chunks);

@@ -19,6 +19,7 @@
 #include "meta/schema.h"
 #include "strata/env.h"
 #include "strata/volume.h"
+#include "volume/head.h"
 #include "volume/snapshot_tree.h"
 #include "volume/sparse_bitmap.h"
 
@@ -51,7 +52,7 @@ struct VolumeDeps {
 
 class VolumeImpl final : public Volume {
  public:
-  VolumeImpl(const VolumeDeps& deps, meta::VolumeRecord record, std::unique_ptr<File> head);
+  VolumeImpl(const VolumeDeps& deps, meta::VolumeRecord record, std::unique_ptr<Head> head);
   ~VolumeImpl() override;
 
   const std::string& id() const override { return id_; }
@@ -118,7 +119,7 @@ class VolumeImpl final : public Volume {
   const VolumeDeps deps_;
   const std::string id_;
   const unsigned chunk_shift_;
-  const std::unique_ptr<File> head_;
+  const std::unique_ptr<Head> head_;
   std::atomic<uint64_t> size_bytes_;
 
   // Lock order: flush_mu_, gate_, stripes_ (ascending), mu_, PendingSnapshot::mu.

@@ -1,0 +1,111 @@
+#include "volume/head.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "util/status_macros.h"
+
+namespace strata::volume {
+
+std::string Head::ExtentPath(size_t index) const { return absl::StrCat(base_path_, ".", index, ".head"); }
+
+bool Head::ParseFileName(const std::string& name, std::string& volume_id) {
+  std::vector<std::string> parts = absl::StrSplit(name, '.');
+  size_t index = 0;
+  if (parts.size() != 3 || parts[2] != "head" || !absl::SimpleAtoi(parts[1], &index)) return false;
+  volume_id = parts[0];
+  return true;
+}
+
+absl::StatusOr<std::unique_ptr<Head>> Head::Open(Env* env, std::string base_path,
+                                                 uint64_t size_bytes, bool create) {
+  std::unique_ptr<Head> head(new Head(env, std::move(base_path)));
+  const size_t count = static_cast<size_t>((size_bytes + kHeadExtentBytes - 1) / kHeadExtentBytes);
+  for (size_t i = 0; i < count; ++i) {
+    auto extent = std::make_unique<Extent>();
+    STRATA_ASSIGN_OR_RETURN(extent->file, env->OpenFile(head->ExtentPath(i), create));
+    head->extents_.push_back(std::move(extent));
+  }
+  if (create) {
+    STRATA_RETURN_IF_ERROR(head->Grow(size_bytes));
+  } else {
+    head->size_bytes_ = size_bytes;
+  }
+  return head;
+}
+
+absl::Status Head::Delete(Env* env, const std::string& base_path) {
+  Head names(env, base_path);
+  absl::Status status;
+  for (size_t i = 0; env->FileExists(names.ExtentPath(i)); ++i) {
+    if (absl::Status s = env->DeleteFile(names.ExtentPath(i)); !s.ok()) status = s;
+  }
+  return status;
+}
+
+template <typename Fn>
+absl::Status Head::ForEachExtent(uint64_t offset_bytes, uint64_t length_bytes, Fn fn) {
+  for (uint64_t pos = offset_bytes; pos < offset_bytes + length_bytes;) {
+    const size_t index = static_cast<size_t>(pos / kHeadExtentBytes);
+    const uint64_t in_extent = pos % kHeadExtentBytes;
+    const uint64_t n = std::min(kHeadExtentBytes - in_extent, offset_bytes + length_bytes - pos);
+    STRATA_CHECK(index < extents_.size());
+    STRATA_RETURN_IF_ERROR(fn(*extents_[index], in_extent, pos - offset_bytes, n));
+    pos += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Head::Read(uint64_t offset_bytes, std::span<std::byte> out) {
+  return ForEachExtent(offset_bytes, out.size(), [&](Extent& e, uint64_t at, uint64_t start, uint64_t n) {
+    return e.file->Read(at, out.subspan(start, n));
+  });
+}
+
+absl::Status Head::Write(uint64_t offset_bytes, std::span<const std::byte> data) {
+  return ForEachExtent(offset_bytes, data.size(), [&](Extent& e, uint64_t at, uint64_t start, uint64_t n) {
+    e.unsynced.store(true, std::memory_order_release);
+    return e.file->Write(at, data.subspan(start, n));
+  });
+}
+
+absl::Status Head::PunchHole(uint64_t offset_bytes, uint64_t length_bytes) {
+  return ForEachExtent(offset_bytes, length_bytes, [&](Extent& e, uint64_t at, uint64_t, uint64_t n) {
+    e.unsynced.store(true, std::memory_order_release);
+    return e.file->PunchHole(at, n);
+  });
+}
+
+absl::Status Head::Sync() {
+  for (const std::unique_ptr<Extent>& e : extents_) {
+    if (!e->unsynced.exchange(false, std::memory_order_acq_rel)) continue;
+    if (absl::Status s = e->file->Sync(); !s.ok()) {
+      e->unsynced.store(true);
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Head::Grow(uint64_t size_bytes) {
+  const size_t count = static_cast<size_t>((size_bytes + kHeadExtentBytes - 1) / kHeadExtentBytes);
+  while (extents_.size() < count) {
+    auto extent = std::make_unique<Extent>();
+    STRATA_ASSIGN_OR_RETURN(extent->file, env_->OpenFile(ExtentPath(extents_.size()), true));
+    extents_.push_back(std::move(extent));
+  }
+  for (size_t i = 0; i < count; ++i) {
+    const uint64_t extent_size = std::min(kHeadExtentBytes, size_bytes - i * kHeadExtentBytes);
+    STRATA_ASSIGN_OR_RETURN(uint64_t current, extents_[i]->file->Size());
+    if (current < extent_size) {
+      STRATA_RETURN_IF_ERROR(extents_[i]->file->Truncate(extent_size));
+      STRATA_RETURN_IF_ERROR(extents_[i]->file->Sync());
+    }
+  }
+  const size_t slash = base_path_.rfind('/');
+  STRATA_RETURN_IF_ERROR(env_->SyncDir(base_path_.substr(0, slash)));
+  size_bytes_ = size_bytes;
+  return absl::OkStatus();
+}
+
+}  // namespace strata::volume

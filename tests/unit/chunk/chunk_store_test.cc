@@ -1,0 +1,164 @@
+// The segment chunk store: dedup by compared bytes, checksums on every read, refcounts, GC.
+
+#include "chunk/chunk_store.h"
+
+#include <cstring>
+
+#include "chunk/segment_format.h"
+#include "meta/catalog.h"
+#include "test_util.h"
+
+namespace strata::chunk {
+namespace {
+
+using ::strata::testing::IsOk;
+using ::strata::testing::Pattern;
+using ::strata::testing::StatusIs;
+using ::testing::HasSubstr;
+
+constexpr size_t kChunk = 64 * 1024;
+
+class ChunkStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(false); }
+  void Open(bool compression) {
+    store_.reset();
+    catalog_.reset();
+    auto catalog = meta::Catalog::OpenRocksDb(dir_.path() + "/catalog");
+    ASSERT_THAT(catalog, IsOk());
+    catalog_ = std::move(*catalog);
+    auto store = ChunkStore::OpenSegmentStore(env_.get(), dir_.path() + "/segments",
+                                              catalog_.get(), {.compression = compression});
+    ASSERT_THAT(store, IsOk());
+    store_ = std::move(*store);
+  }
+  ChunkKey PutAndCommit(const std::vector<std::byte>& data) {
+    auto key = store_->Put(kPlaintextDomain, data);
+    EXPECT_THAT(key, IsOk());
+    EXPECT_THAT(store_->Commit({}, std::span(&*key, 1), {}), IsOk());
+    return *key;
+  }
+  std::optional<ChunkLocation> Location(const ChunkKey& key) {
+    std::optional<ChunkLocation> found;
+    EXPECT_THAT(store_->ForEachChunk([&](const ChunkKey& k, const ChunkLocation& loc) {
+      if (k == key) found = loc;
+    }), IsOk());
+    return found;
+  }
+  void FlipByte(const ChunkKey& key, uint64_t offset_in_record) {
+    const std::optional<ChunkLocation> loc = Location(key);
+    ASSERT_TRUE(loc.has_value());
+    auto file = env_->OpenFile(store_->SegmentPath(loc->segment_id), false);
+    ASSERT_THAT(file, IsOk());
+    std::byte b[1];
+    ASSERT_THAT((*file)->Read(loc->offset_bytes + offset_in_record, b), IsOk());
+    b[0] ^= std::byte{0x40};
+    ASSERT_THAT((*file)->Write(loc->offset_bytes + offset_in_record, b), IsOk());
+  }
+
+  ::strata::testing::TempDir dir_;
+  std::unique_ptr<Env> env_ = NewMemEnv();
+  std::unique_ptr<meta::Catalog> catalog_;
+  std::unique_ptr<ChunkStore> store_;
+};
+
+TEST_F(ChunkStoreTest, PutReadRoundTripAndDedup) {
+  const auto data = Pattern(kChunk, 1);
+  const ChunkKey a = PutAndCommit(data);
+  const ChunkKey b = PutAndCommit(data);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(Location(a)->refcount, 2u);
+  std::vector<std::byte> out(kChunk);
+  ASSERT_THAT(store_->Read(a, out), IsOk());
+  EXPECT_EQ(out, data);
+  EXPECT_NE(PutAndCommit(Pattern(kChunk, 2)), a);
+}
+
+TEST_F(ChunkStoreTest, FlippedPayloadByteIsDataLossNamingTheChunk) {
+  const ChunkKey key = PutAndCommit(Pattern(kChunk, 3));
+  FlipByte(key, kRecordHeaderBytes + 100);
+  std::vector<std::byte> out(kChunk);
+  const absl::Status s = store_->Read(key, out);
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(s.message(), HasSubstr(key.ToString()));
+  EXPECT_THAT(store_->VerifyRecord(key, *Location(key)), StatusIs(absl::StatusCode::kDataLoss));
+}
+
+TEST_F(ChunkStoreTest, FlippedHeaderByteIsDataLoss) {
+  const ChunkKey key = PutAndCommit(Pattern(kChunk, 4));
+  FlipByte(key, 0);
+  std::vector<std::byte> out(kChunk);
+  EXPECT_THAT(store_->Read(key, out), StatusIs(absl::StatusCode::kDataLoss));
+}
+
+Fingerprint ConstantFingerprint(uint32_t, std::span<const std::byte>) { return Fingerprint{}; }
+
+TEST_F(ChunkStoreTest, ForcedFingerprintCollisionNeverSharesData) {
+  SetFingerprintFnForTesting(&ConstantFingerprint);
+  const auto x = Pattern(kChunk, 5);
+  const auto y = Pattern(kChunk, 6);
+  const ChunkKey kx = PutAndCommit(x);
+  const ChunkKey ky = PutAndCommit(y);
+  const ChunkKey kx2 = PutAndCommit(x);
+  SetFingerprintFnForTesting(nullptr);
+  EXPECT_EQ(kx.fingerprint, ky.fingerprint);
+  EXPECT_NE(kx, ky);
+  EXPECT_EQ(kx, kx2);
+  std::vector<std::byte> out(kChunk);
+  ASSERT_THAT(store_->Read(ky, out), IsOk());
+  EXPECT_EQ(out, y);
+  ASSERT_THAT(store_->Read(kx, out), IsOk());
+  EXPECT_EQ(out, x);
+}
+
+TEST_F(ChunkStoreTest, CompressedRecordsReadBack) {
+  Open(true);
+  std::vector<std::byte> text(kChunk, std::byte{'z'});
+  const ChunkKey key = PutAndCommit(text);
+  EXPECT_LT(Location(key)->stored_length, kChunk / 10);
+  std::vector<std::byte> out(kChunk);
+  ASSERT_THAT(store_->Read(key, out), IsOk());
+  EXPECT_EQ(out, text);
+}
+
+TEST_F(ChunkStoreTest, GarbageCollectionKeepsReferencedAndReclaimsTheRest) {
+  std::vector<ChunkKey> keys;
+  for (int i = 0; i < 20; ++i) keys.push_back(PutAndCommit(Pattern(kChunk, 100 + i)));
+  // Unreferenced: refcount back to zero for all but two.
+  std::vector<ChunkKey> drops(keys.begin() + 2, keys.end());
+  ASSERT_THAT(store_->Commit({}, {}, drops), IsOk());
+  Open(false);  // Start a new active segment so the old one can be compacted.
+  auto reclaimed = store_->CollectGarbage();
+  ASSERT_THAT(reclaimed, IsOk());
+  EXPECT_GE(*reclaimed, 18 * kChunk);
+  auto stats = store_->GetStats();
+  EXPECT_EQ(stats->chunk_count, 2u);
+  std::vector<std::byte> out(kChunk);
+  ASSERT_THAT(store_->Read(keys[0], out), IsOk());
+  EXPECT_EQ(out, Pattern(kChunk, 100));
+  EXPECT_THAT(store_->Read(keys[5], out), StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(ChunkStoreTest, PinnedUncommittedChunkSurvivesGarbageCollection) {
+  auto key = store_->Put(kPlaintextDomain, Pattern(kChunk, 7));
+  ASSERT_THAT(key, IsOk());
+  ASSERT_THAT(store_->CollectGarbage(), IsOk());
+  ASSERT_THAT(store_->Commit({}, std::span(&*key, 1), {}), IsOk());
+  std::vector<std::byte> out(kChunk);
+  EXPECT_THAT(store_->Read(*key, out), IsOk());
+}
+
+TEST_F(ChunkStoreTest, ChunkKeyEncodingRoundTripsAndRejectsBadLengths) {
+  ChunkKey key{7, {}, 3};
+  key.fingerprint[0] = 0xAB;
+  EXPECT_EQ(ChunkKey::Decode(key.Encode()), key);
+  EXPECT_EQ(ChunkKey::Decode("short"), std::nullopt);
+  EXPECT_EQ(ChunkLocation::Decode("bad"), std::nullopt);
+  uint64_t id = 0;
+  EXPECT_TRUE(ParseSegmentFileName(SegmentFileName(42), id));
+  EXPECT_EQ(id, 42u);
+  EXPECT_FALSE(ParseSegmentFileName("seg-zz.dat", id));
+}
+
+}  // namespace
+}  // namespace strata::chunk
