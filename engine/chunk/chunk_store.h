@@ -35,6 +35,7 @@ inline constexpr size_t kChunkLocationBytes = 8 + 8 + 4 + 4 + 1 + 8;
 
 struct ChunkStoreOptions {
   bool compression = false;  // zstd before storing. Default: false.
+  bool read_only = false;    // Open for checking only: no new segment. Default: false.
 };
 
 struct ChunkStoreStats {

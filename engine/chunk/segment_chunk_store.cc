@@ -85,7 +85,7 @@ class SegmentChunkStore final : public ChunkStore {
       : env_(env), dir_(std::move(dir)), catalog_(catalog), options_(options) {}
 
   absl::Status Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    STRATA_RETURN_IF_ERROR(env_->CreateDirs(dir_));
+    if (!options_.read_only) STRATA_RETURN_IF_ERROR(env_->CreateDirs(dir_));
     STRATA_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(dir_));
     uint64_t max_id = 0;
     for (const std::string& name : names) {
@@ -95,8 +95,10 @@ class SegmentChunkStore final : public ChunkStore {
       segments_[id] = std::move(file);
       max_id = std::max(max_id, id);
     }
-    // Appends always go to a fresh segment, never after a tail that a crash may have torn.
-    return StartSegmentLocked(max_id + 1);
+    // Appends always go to a fresh segment (made on the first append), never after a tail that
+    // a crash may have torn.
+    next_id_ = max_id + 1;
+    return absl::OkStatus();
   }
 
   absl::StatusOr<ChunkKey> Put(uint32_t domain, std::span<const std::byte> data) override {
@@ -179,7 +181,7 @@ class SegmentChunkStore final : public ChunkStore {
     absl::MutexLock gc_lock(&gc_mu_);
     absl::MutexLock lock(&mu_);
     // Seal the active segment so its dead records can be reclaimed too.
-    if (active_offset_ > 0) STRATA_RETURN_IF_ERROR(StartSegmentLocked(active_id_ + 1));
+    active_id_ = 0;
     // One pass over the index: drop unpinned zero-ref entries, gather live records per segment.
     meta::WriteBatch drops;
     std::map<uint64_t, std::vector<std::pair<ChunkKey, ChunkLocation>>> live;
@@ -360,8 +362,9 @@ class SegmentChunkStore final : public ChunkStore {
     std::memcpy(record.data() + kRecordStoredLengthOffset, &stored, 4);
     const uint64_t checksum = RecordChecksum(record);
     std::memcpy(record.data() + kRecordChecksumOffset, &checksum, 8);
-    if (active_offset_ > 0 && active_offset_ + record.size() > kSegmentTargetBytes) {
-      STRATA_RETURN_IF_ERROR(StartSegmentLocked(active_id_ + 1));
+    if (options_.read_only) return absl::FailedPreconditionError("chunk store is read-only");
+    if (active_id_ == 0 || active_offset_ + record.size() > kSegmentTargetBytes) {
+      STRATA_RETURN_IF_ERROR(StartSegmentLocked(next_id_++));
     }
     File* file = segments_[active_id_].get();
     STRATA_RETURN_IF_ERROR(file->Write(active_offset_, record));
@@ -431,7 +434,8 @@ class SegmentChunkStore final : public ChunkStore {
   absl::Mutex gc_mu_;
   absl::Mutex mu_ ABSL_ACQUIRED_AFTER(gc_mu_);
   std::map<uint64_t, std::unique_ptr<File>> segments_ ABSL_GUARDED_BY(mu_);
-  uint64_t active_id_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t active_id_ ABSL_GUARDED_BY(mu_) = 0;  // 0: none yet; the next append starts one.
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t active_offset_ ABSL_GUARDED_BY(mu_) = 0;
   std::set<uint64_t> unsynced_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<ChunkKey, ChunkLocation> staged_ ABSL_GUARDED_BY(mu_);

@@ -1,0 +1,194 @@
+// strata-fsck's checks: each region's catalog and segments, cross-checked both ways.
+
+#include "strata/fsck.h"
+
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "chunk/chunk_store.h"
+#include "meta/catalog.h"
+#include "meta/schema.h"
+#include "util/status_macros.h"
+#include "volume/head.h"
+#include "volume/snapshot_tree.h"
+
+namespace strata {
+namespace {
+
+class RegionChecker {
+ public:
+  RegionChecker(Env* env, std::string name, std::string dir, FsckReport& report)
+      : env_(env), name_(std::move(name)), dir_(std::move(dir)), report_(report) {}
+
+  absl::Status Run() {
+    STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(dir_ + "/catalog"));
+    STRATA_ASSIGN_OR_RETURN(chunks_, chunk::ChunkStore::OpenSegmentStore(
+                                         env_, dir_ + "/segments", catalog_.get(),
+                                         {.read_only = true}));
+    STRATA_RETURN_IF_ERROR(LoadSnapshots());
+    STRATA_RETURN_IF_ERROR(CheckManifests());
+    STRATA_RETURN_IF_ERROR(CheckResolveIndex());
+    STRATA_RETURN_IF_ERROR(CheckChunks());
+    return CheckVolumes();
+  }
+
+ private:
+  void Find(std::string finding) { report_.findings.push_back(absl::StrCat(name_, ": ", finding)); }
+
+  absl::Status LoadSnapshots() {
+    return catalog_->Scan(meta::kSnapshotPrefix, "", [&](absl::string_view key, absl::string_view v) {
+      absl::StatusOr<meta::SnapshotRecord> r = meta::SnapshotRecord::Decode(v);
+      if (!r.ok()) {
+        Find(absl::StrCat("corrupt snapshot record ", key));
+        return true;
+      }
+      by_seq_[r->seq] = *r;
+      ids_[r->id] = r->seq;
+      ++report_.snapshots_checked;
+      return true;
+    });
+  }
+
+  absl::Status CheckManifests() {
+    for (const auto& [seq, r] : by_seq_) {
+      // A failed snapshot holds no data and is outside the tree; its parent may be gone.
+      if (!r.parent_id.empty() && r.state != meta::SnapshotRecordState::kError) {
+        auto parent = ids_.find(r.parent_id);
+        if (parent == ids_.end()) {
+          Find(absl::StrCat("snapshot ", r.id, ": parent ", r.parent_id, " is missing"));
+        } else if (by_seq_[parent->second].tree != r.tree || parent->second >= seq) {
+          Find(absl::StrCat("snapshot ", r.id, ": parent ", r.parent_id, " is not its ancestor"));
+        }
+      }
+    }
+    return catalog_->Scan("m/", "", [&](absl::string_view key, absl::string_view value) {
+      ++report_.manifest_entries_checked;
+      const uint64_t seq = util_decode_seq(key);
+      auto it = by_seq_.find(seq);
+      if (it == by_seq_.end()) {
+        Find(absl::StrCat("manifest entry of unknown snapshot seq ", seq));
+        return true;
+      }
+      const uint64_t c = meta::ManifestKeyChunk(key);
+      manifest_.insert({it->second.tree, c, seq});
+      absl::StatusOr<volume::ChunkEntry> entry = volume::DecodeEntry(value);
+      if (!entry.ok()) {
+        Find(absl::StrCat("snapshot ", it->second.id, ": corrupt manifest entry for chunk ", c));
+      } else if (entry->has_value()) {
+        ++references_[**entry];
+      }
+      return true;
+    });
+  }
+
+  static uint64_t util_decode_seq(absl::string_view key) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(key[2 + i]);
+    return v;
+  }
+
+  absl::Status CheckResolveIndex() {
+    std::set<std::tuple<uint64_t, uint64_t, uint64_t>> indexed;
+    STRATA_RETURN_IF_ERROR(catalog_->Scan("r/", "", [&](absl::string_view key, absl::string_view value) {
+      uint64_t tree = 0;
+      for (int i = 0; i < 8; ++i) tree = (tree << 8) | static_cast<uint8_t>(key[2 + i]);
+      const uint64_t c = meta::ResolveKeyChunk(key);
+      const uint64_t seq = meta::ResolveKeySeq(key);
+      indexed.insert({tree, c, seq});
+      if (!manifest_.contains({tree, c, seq})) {
+        Find(absl::StrCat("resolve index entry (chunk ", c, ", seq ", seq, ") has no manifest entry"));
+        return true;
+      }
+      auto manifest_value = catalog_->Get(meta::ManifestKey(seq, c));
+      if (!manifest_value.ok() || !manifest_value->has_value() || **manifest_value != value) {
+        Find(absl::StrCat("resolve index entry (chunk ", c, ", seq ", seq, ") differs from the manifest"));
+      }
+      return true;
+    }));
+    for (const auto& entry : manifest_) {
+      if (!indexed.contains(entry)) {
+        Find(absl::StrCat("manifest entry (chunk ", std::get<1>(entry), ", seq ", std::get<2>(entry),
+                          ") is missing from the resolve index"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckChunks() {
+    std::set<chunk::ChunkKey> indexed;
+    std::vector<std::pair<chunk::ChunkKey, chunk::ChunkLocation>> all;
+    STRATA_RETURN_IF_ERROR(chunks_->ForEachChunk(
+        [&](const chunk::ChunkKey& key, const chunk::ChunkLocation& loc) { all.push_back({key, loc}); }));
+    for (const auto& [key, loc] : all) {
+      ++report_.chunks_checked;
+      indexed.insert(key);
+      const uint64_t refs = references_.contains(key) ? references_[key] : 0;
+      if (loc.refcount != refs) {
+        Find(absl::StrCat("chunk ", key.ToString(), ": refcount ", loc.refcount, " but ", refs,
+                          " manifest references"));
+      }
+      if (loc.refcount == 0) ++report_.reclaimable_chunks;
+      if (absl::Status s = chunks_->VerifyRecord(key, loc); !s.ok()) Find(std::string(s.message()));
+    }
+    for (const auto& [key, count] : references_) {
+      if (!indexed.contains(key)) {
+        Find(absl::StrCat("chunk ", key.ToString(), ": referenced ", count,
+                          " times but missing from the index"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckVolumes() {
+    return catalog_->Scan(meta::kVolumePrefix, "", [&](absl::string_view key, absl::string_view v) {
+      ++report_.volumes_checked;
+      absl::StatusOr<meta::VolumeRecord> r = meta::VolumeRecord::Decode(v);
+      if (!r.ok()) {
+        Find(absl::StrCat("corrupt volume record ", key));
+        return true;
+      }
+      if (!r->last_snapshot_id.empty() && !ids_.contains(r->last_snapshot_id)) {
+        Find(absl::StrCat("volume ", r->id, ": last snapshot ", r->last_snapshot_id, " is missing"));
+      }
+      const std::string head = absl::StrCat(dir_, "/heads/", r->id, ".0.head");
+      if (!env_->FileExists(head)) Find(absl::StrCat("volume ", r->id, ": head file is missing"));
+      return true;
+    });
+  }
+
+  Env* const env_;
+  const std::string name_;
+  const std::string dir_;
+  FsckReport& report_;
+  std::unique_ptr<meta::Catalog> catalog_;
+  std::unique_ptr<chunk::ChunkStore> chunks_;
+  std::map<uint64_t, meta::SnapshotRecord> by_seq_;
+  std::map<std::string, uint64_t> ids_;
+  std::set<std::tuple<uint64_t, uint64_t, uint64_t>> manifest_;  // (tree, chunk, seq)
+  std::map<chunk::ChunkKey, uint64_t> references_;
+};
+
+}  // namespace
+
+absl::StatusOr<FsckReport> CheckStore(const std::string& path, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  const std::filesystem::path regions = std::filesystem::path(path) / "regions";
+  std::error_code ec;
+  if (!std::filesystem::is_directory(regions, ec)) {
+    return absl::NotFoundError(absl::StrCat("no Strata store in ", path));
+  }
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<FileLock> lock, env->LockFile(path + "/LOCK"));
+  FsckReport report;
+  for (const auto& entry : std::filesystem::directory_iterator(regions, ec)) {
+    if (!entry.is_directory()) continue;
+    ++report.regions_checked;
+    RegionChecker checker(env, entry.path().filename().string(), entry.path().string(), report);
+    STRATA_RETURN_IF_ERROR(checker.Run());
+  }
+  return report;
+}
+
+}  // namespace strata

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up (packages, build) and runs every test, then the unit tests once more under
+# AddressSanitizer and UndefinedBehaviorSanitizer. Prints ctest's summaries; exits non-zero on
+# any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+export STRATA_QUIET=1
+status=0
+echo "== tests (build/)"
+(cd build && ctest --output-on-failure -j 2) || status=1
+
+if [ "${STRATA_SKIP_SANITIZERS:-0}" != 1 ]; then
+  echo "== unit tests under ASan+UBSan (build-asan/)"
+  BUILD_DIR=build-asan BUILD_TYPE=Debug CMAKE_EXTRA="-DSTRATA_SANITIZE=ON -DSTRATA_BUILD_BENCH=OFF" \
+    scripts/setup.sh
+  (cd build-asan && ctest --output-on-failure -j 2 -L unit) || status=1
+fi
+exit $status

@@ -1,0 +1,302 @@
+// strata: the command-line client. Until the control-plane API lands it works on a store
+// directory directly (stratad must not be running on it): volumes, snapshots, changed blocks,
+// data import and export, garbage collection.
+
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "cli_args.h"
+#include "strata/store.h"
+
+namespace {
+
+using strata::tools::Args;
+
+constexpr char kUsage[] = R"(usage: strata [--data-dir DIR] [--region NAME] COMMAND ...
+  volume create --size SIZE [--snapshot SNAP] [--tag K=V]...
+  volume list | describe VOL | delete VOL | grow VOL --size SIZE
+  volume import VOL FILE [--offset N]      write FILE's bytes into VOL
+  volume export VOL FILE                   write VOL's bytes to FILE
+  volume hydrate VOL [--rate BYTES/S]      copy the base snapshot into the volume
+  snapshot create VOL [--description TEXT] (waits until it completes)
+  snapshot list | describe SNAP | delete SNAP
+  snapshot export SNAP FILE
+  snapshot blocks SNAP                     list non-zero 512 KiB blocks
+  snapshot changed SNAP1 SNAP2             list blocks that differ
+  region list | create NAME
+  gc                                       reclaim space of deleted snapshots
+  stats
+Sizes take K, M, G, T suffixes (powers of 1024). DIR defaults to ./data.
+)";
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "strata: %s\n", std::string(s.message()).c_str());
+  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+void PrintVolume(const strata::VolumeInfo& v) {
+  std::printf("%s\tsize=%llu\tsnapshot=%s\thydrated=%d%%%s", v.id.c_str(),
+              (unsigned long long)v.size_bytes, v.snapshot_id.empty() ? "-" : v.snapshot_id.c_str(),
+              v.hydration_percent, v.hydrating ? " (hydrating)" : "");
+  for (const auto& [k, val] : v.tags) std::printf("\t%s=%s", k.c_str(), val.c_str());
+  std::printf("\n");
+}
+
+void PrintSnapshot(const strata::SnapshotInfo& s) {
+  std::printf("%s\tvolume=%s\tparent=%s\tstate=%s\tprogress=%d%%\tsize=%llu\tincremental=%llu",
+              s.id.c_str(), s.volume_id.c_str(), s.parent_id.empty() ? "-" : s.parent_id.c_str(),
+              strata::SnapshotStateName(s.state), s.progress_percent,
+              (unsigned long long)s.volume_size_bytes, (unsigned long long)s.incremental_bytes);
+  if (!s.description.empty()) std::printf("\tdescription=%s", s.description.c_str());
+  if (!s.state_message.empty()) std::printf("\tmessage=%s", s.state_message.c_str());
+  std::printf("\n");
+}
+
+absl::Status Need(const Args& a, size_t n, const char* what) {
+  if (a.positional().size() != n) return absl::InvalidArgumentError(absl::StrCat("usage: ", what));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, std::string>> Tags(const std::vector<std::string>& specs) {
+  std::map<std::string, std::string> tags;
+  for (const std::string& spec : specs) {
+    std::vector<std::string> kv = absl::StrSplit(spec, absl::MaxSplits('=', 1));
+    if (kv.size() != 2 || kv[0].empty()) return absl::InvalidArgumentError("--tag takes KEY=VALUE");
+    tags[kv[0]] = kv[1];
+  }
+  return tags;
+}
+
+// Copies a source of `size` bytes to a file in 1 MiB pieces.
+absl::Status ExportTo(const std::function<absl::Status(uint64_t, std::span<std::byte>)>& read,
+                      uint64_t size, const std::string& path) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) return absl::InvalidArgumentError(absl::StrCat("cannot write ", path));
+  std::vector<std::byte> buf(1 << 20);
+  for (uint64_t off = 0; off < size; off += buf.size()) {
+    auto piece = std::span(buf).first(std::min<uint64_t>(buf.size(), size - off));
+    if (absl::Status s = read(off, piece); !s.ok()) return s;
+    out.write(reinterpret_cast<const char*>(piece.data()), static_cast<std::streamsize>(piece.size()));
+  }
+  out.close();
+  if (!out) return absl::DataLossError(absl::StrCat("writing ", path, " failed"));
+  return absl::OkStatus();
+}
+
+absl::Status VolumeCommand(strata::Region& region, const Args& a, const std::vector<std::string>& tags) {
+  const auto& p = a.positional();
+  const std::string verb = p.size() > 1 ? p[1] : "";
+  if (verb == "create") {
+    if (p.size() != 2) return absl::InvalidArgumentError("usage: volume create --size SIZE");
+    auto size = a.GetSize("size", 0);
+    if (!size.ok()) return size.status();
+    auto t = Tags(tags);
+    if (!t.ok()) return t.status();
+    auto info = region.CreateVolume({*size, a.Get("snapshot"), *t});
+    if (!info.ok()) return info.status();
+    PrintVolume(*info);
+    return absl::OkStatus();
+  }
+  if (verb == "list") {
+    auto all = region.ListVolumes();
+    if (!all.ok()) return all.status();
+    for (const auto& v : *all) PrintVolume(v);
+    return absl::OkStatus();
+  }
+  if (verb == "describe" || verb == "delete") {
+    if (absl::Status s = Need(a, 3, "volume describe|delete VOL"); !s.ok()) return s;
+    if (verb == "delete") return region.DeleteVolume(p[2]);
+    auto info = region.DescribeVolume(p[2]);
+    if (!info.ok()) return info.status();
+    PrintVolume(*info);
+    return absl::OkStatus();
+  }
+  if (verb == "grow") {
+    if (absl::Status s = Need(a, 3, "volume grow VOL --size SIZE"); !s.ok()) return s;
+    auto size = a.GetSize("size", 0);
+    if (!size.ok()) return size.status();
+    return region.GrowVolume(p[2], *size);
+  }
+  if (verb == "hydrate") {
+    if (absl::Status s = Need(a, 3, "volume hydrate VOL [--rate BYTES/S]"); !s.ok()) return s;
+    auto rate = a.GetSize("rate", 0);
+    if (!rate.ok()) return rate.status();
+    if (absl::Status s = region.StartHydration(p[2], *rate); !s.ok()) return s;
+    return region.RunBackgroundWork();
+  }
+  if (verb == "import") {
+    if (absl::Status s = Need(a, 4, "volume import VOL FILE [--offset N]"); !s.ok()) return s;
+    auto volume = region.GetVolume(p[2]);
+    if (!volume.ok()) return volume.status();
+    auto offset = a.GetSize("offset", 0);
+    if (!offset.ok()) return offset.status();
+    std::ifstream in(p[3], std::ios::binary);
+    if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", p[3]));
+    std::vector<std::byte> buf(1 << 20);
+    uint64_t pos = *offset;
+    while (in) {
+      in.read(reinterpret_cast<char*>(buf.data()), static_cast<std::streamsize>(buf.size()));
+      size_t n = static_cast<size_t>(in.gcount());
+      if (n == 0) break;
+      // Pad a short tail to a whole sector with zeros.
+      const size_t padded = (n + strata::kSectorBytes - 1) / strata::kSectorBytes * strata::kSectorBytes;
+      std::fill(buf.begin() + n, buf.begin() + padded, std::byte{0});
+      if (absl::Status s = (*volume)->Write(pos, std::span(buf).first(padded)); !s.ok()) return s;
+      pos += padded;
+    }
+    return (*volume)->Flush();
+  }
+  if (verb == "export") {
+    if (absl::Status s = Need(a, 4, "volume export VOL FILE"); !s.ok()) return s;
+    auto volume = region.GetVolume(p[2]);
+    if (!volume.ok()) return volume.status();
+    return ExportTo([&](uint64_t off, std::span<std::byte> out) { return (*volume)->Read(off, out); },
+                    (*volume)->size_bytes(), p[3]);
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown volume command \"", verb, "\""));
+}
+
+absl::Status PrintBlocks(const std::function<absl::StatusOr<strata::BlockListing>(const std::string&)>& page) {
+  std::string token;
+  uint64_t count = 0;
+  do {
+    auto listing = page(token);
+    if (!listing.ok()) return listing.status();
+    for (const auto& b : listing->blocks) {
+      std::printf("%llu\t%s\t%s\n", (unsigned long long)b.block_index,
+                  b.first_token.empty() ? "-" : b.first_token.c_str(),
+                  b.second_token.empty() ? "-" : b.second_token.c_str());
+      ++count;
+    }
+    token = listing->next_token;
+  } while (!token.empty());
+  std::printf("%llu blocks of %llu bytes\n", (unsigned long long)count,
+              (unsigned long long)strata::kApiBlockBytes);
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotCommand(strata::Region& region, const Args& a) {
+  const auto& p = a.positional();
+  const std::string verb = p.size() > 1 ? p[1] : "";
+  if (verb == "create") {
+    if (absl::Status s = Need(a, 3, "snapshot create VOL [--description TEXT]"); !s.ok()) return s;
+    auto info = region.CreateSnapshot({p[2], a.Get("description"), {}});
+    if (!info.ok()) return info.status();
+    if (absl::Status s = region.RunBackgroundWork(); !s.ok()) return s;  // Completes it.
+    auto done = region.DescribeSnapshot(info->id);
+    if (!done.ok()) return done.status();
+    PrintSnapshot(*done);
+    return absl::OkStatus();
+  }
+  if (verb == "list") {
+    auto all = region.ListSnapshots();
+    if (!all.ok()) return all.status();
+    for (const auto& s : *all) PrintSnapshot(s);
+    return absl::OkStatus();
+  }
+  if (verb == "describe" || verb == "delete") {
+    if (absl::Status s = Need(a, 3, "snapshot describe|delete SNAP"); !s.ok()) return s;
+    if (verb == "delete") {
+      if (absl::Status s = region.DeleteSnapshot(p[2]); !s.ok()) return s;
+      return region.RunBackgroundWork();
+    }
+    auto info = region.DescribeSnapshot(p[2]);
+    if (!info.ok()) return info.status();
+    PrintSnapshot(*info);
+    return absl::OkStatus();
+  }
+  if (verb == "export") {
+    if (absl::Status s = Need(a, 4, "snapshot export SNAP FILE"); !s.ok()) return s;
+    auto snap = region.OpenSnapshot(p[2]);
+    if (!snap.ok()) return snap.status();
+    return ExportTo([&](uint64_t off, std::span<std::byte> out) { return (*snap)->Read(off, out); },
+                    (*snap)->size_bytes(), p[3]);
+  }
+  if (verb == "blocks") {
+    if (absl::Status s = Need(a, 3, "snapshot blocks SNAP"); !s.ok()) return s;
+    return PrintBlocks([&](const std::string& t) { return region.ListSnapshotBlocks(p[2], t, 10000); });
+  }
+  if (verb == "changed") {
+    if (absl::Status s = Need(a, 4, "snapshot changed SNAP1 SNAP2"); !s.ok()) return s;
+    return PrintBlocks([&](const std::string& t) { return region.ListChangedBlocks(p[2], p[3], t, 10000); });
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown snapshot command \"", verb, "\""));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // --tag may repeat: collect it before the parser (which keeps one value per name).
+  std::vector<std::string> tags;
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    if (std::string(argv[i]) == "--tag" && i + 1 < argc) {
+      tags.push_back(argv[++i]);
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  auto args = Args::Parse(static_cast<int>(rest.size()), rest.data(), 1,
+                          {"data-dir", "region", "size", "snapshot", "offset", "rate", "description"},
+                          {"help"});
+  if (!args.ok()) {
+    std::fprintf(stderr, "strata: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
+    return 2;
+  }
+  if (args->Has("help") || args->positional().empty()) {
+    std::fputs(kUsage, args->Has("help") ? stdout : stderr);
+    return args->Has("help") ? 0 : 2;
+  }
+  const std::string command = args->positional()[0];
+  if (command != "volume" && command != "snapshot" && command != "region" && command != "gc" &&
+      command != "stats") {
+    std::fprintf(stderr, "strata: unknown command \"%s\"\n%s", command.c_str(), kUsage);
+    return 2;
+  }
+  strata::StoreOptions options;
+  options.background_work = false;  // The CLI runs background work itself, then exits.
+  auto store = strata::Store::Open(args->Get("data-dir", "./data"), options);
+  if (!store.ok()) return Fail(store.status());
+  if (command == "region") {
+    const auto& p = args->positional();
+    if (p.size() == 2 && p[1] == "list") {
+      for (const auto& name : (*store)->ListRegions()) std::printf("%s\n", name.c_str());
+      return 0;
+    }
+    if (p.size() == 3 && p[1] == "create") {
+      auto r = (*store)->CreateRegion(p[2]);
+      return r.ok() ? 0 : Fail(r.status());
+    }
+    return Fail(absl::InvalidArgumentError("usage: region list | region create NAME"));
+  }
+  strata::Region* region = (*store)->DefaultRegion();
+  if (args->Has("region")) {
+    auto r = (*store)->GetRegion(args->Get("region"));
+    if (!r.ok()) return Fail(r.status());
+    region = *r;
+  }
+  absl::Status status;
+  if (command == "volume") status = VolumeCommand(*region, *args, tags);
+  if (command == "snapshot") status = SnapshotCommand(*region, *args);
+  if (command == "gc") {
+    auto reclaimed = region->CollectGarbage();
+    status = reclaimed.status();
+    if (reclaimed.ok()) std::printf("reclaimed %llu bytes\n", (unsigned long long)*reclaimed);
+  }
+  if (command == "stats") {
+    auto s = region->GetStats();
+    status = s.status();
+    if (s.ok()) {
+      std::printf("chunks=%llu references=%llu stored_bytes=%llu segment_bytes=%llu segments=%llu\n",
+                  (unsigned long long)s->chunk_count, (unsigned long long)s->referenced_chunk_count,
+                  (unsigned long long)s->stored_bytes, (unsigned long long)s->segment_file_bytes,
+                  (unsigned long long)s->segment_count);
+    }
+  }
+  if (status.ok()) status = region->RunBackgroundWork();
+  return status.ok() ? 0 : Fail(status);
+}
