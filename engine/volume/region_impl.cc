@@ -303,10 +303,11 @@ RegionImpl::~RegionImpl() {
 // Volumes
 
 std::string RegionImpl::NewId(absl::string_view prefix) {
-  static thread_local std::mt19937_64 rng(std::random_device{}());
+  // random_device (getrandom) per id: a forked or restarted process never repeats a sequence.
+  std::random_device random;
   for (;;) {
-    const uint64_t hi = rng() & 0xF;
-    const uint64_t lo = rng() ^ (++id_state_);
+    const uint64_t hi = random() & 0xF;
+    const uint64_t lo = (static_cast<uint64_t>(random()) << 32) ^ random() ^ (++id_state_);
     std::string id = absl::StrFormat("%s-%01x%016x", prefix, hi, lo);
     if (!volumes_.contains(id) && !tree_->Get(id).has_value()) return id;
   }
@@ -947,7 +948,9 @@ absl::Status RegionImpl::Prune(const std::string& snapshot_id) {
     std::optional<meta::SnapshotRecord> r = tree_->Get(id);
     if (!r.has_value() || !r->deleted) return absl::OkStatus();
     for (const auto& [vid, volume] : volumes_) {
-      if (volume->record().last_snapshot_id == id) return absl::OkStatus();  // Still needed.
+      if (volume->record().last_snapshot_id != id) continue;
+      STRATA_ASSIGN_OR_RETURN(const bool rebased, RebaseVolume(*volume, *r));
+      if (!rebased) return absl::OkStatus();  // The volume still reads through it.
     }
     std::vector<meta::SnapshotRecord> children = tree_->Children(id);
     for (const meta::SnapshotRecord& child : children) {
@@ -961,6 +964,21 @@ absl::Status RegionImpl::Prune(const std::string& snapshot_id) {
     id = r->parent_id;  // The parent lost a child: it may now go too.
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> RegionImpl::RebaseVolume(VolumeImpl& volume, const meta::SnapshotRecord& r) {
+  if (volume.HasPending()) return false;
+  std::vector<uint64_t> chunks;
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::ManifestPrefix(r.seq), "",
+                                        [&](absl::string_view key, absl::string_view) {
+                                          chunks.push_back(meta::ManifestKeyChunk(key));
+                                          return true;
+                                        }));
+  if (!volume.Rebase(r.parent_id, chunks)) return false;
+  // A crash before this write leaves the old last snapshot in the record: still correct, as
+  // the snapshot is then kept.
+  STRATA_RETURN_IF_ERROR(PersistVolume(volume));
+  return true;
 }
 
 absl::Status RegionImpl::RemoveSnapshotData(const meta::SnapshotRecord& r) {

@@ -95,6 +95,9 @@ class RegionImpl final : public Region {
                     const absl::Status& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes or merges a deleted snapshot when nothing needs it as it is.
   absl::Status Prune(const std::string& snapshot_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves a volume off its deleted last snapshot when it can (VolumeImpl::Rebase).
+  absl::StatusOr<bool> RebaseVolume(VolumeImpl& volume, const meta::SnapshotRecord& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RemoveSnapshotData(const meta::SnapshotRecord& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status MergeIntoChild(const meta::SnapshotRecord& record, meta::SnapshotRecord child)

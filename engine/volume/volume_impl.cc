@@ -409,6 +409,19 @@ void VolumeImpl::StoreIngested(PendingSnapshot& pending, uint64_t chunk_index,
   if (entry.has_value()) pending.pinned.push_back(*entry);
 }
 
+bool VolumeImpl::Rebase(const std::string& new_last, const std::vector<uint64_t>& delta_chunks) {
+  absl::ReaderMutexLock gate(&gate_);
+  for (uint64_t c : delta_chunks) {
+    if (c < owned_.bit_count() && !owned_.Test(c)) return false;
+  }
+  for (uint64_t c : delta_chunks) dirty_->Set(c);
+  absl::MutexLock lock(&mu_);
+  STRATA_CHECK(pending_.empty());
+  record_.last_snapshot_id = new_last;
+  base_ancestry_ = nullptr;
+  return true;
+}
+
 absl::Status VolumeImpl::Grow(uint64_t new_size_bytes) {
   absl::MutexLock gate(&gate_);
   if (new_size_bytes < size_bytes()) {

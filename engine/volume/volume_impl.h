@@ -92,6 +92,11 @@ class VolumeImpl final : public Volume {
   std::vector<std::shared_ptr<PendingSnapshot>> FailPending(const std::shared_ptr<PendingSnapshot>& pending);
   bool HasPending() const;
 
+  // Makes the volume's next snapshot incremental to `new_last` (the parent of its deleted last
+  // snapshot) instead, by marking dirty `delta_chunks` (the deleted snapshot's changes). Only
+  // possible when the volume owns all of them (else it still reads them through the snapshot):
+  // returns false and changes nothing otherwise. REQUIRES: no pending snapshot.
+  bool Rebase(const std::string& new_last, const std::vector<uint64_t>& delta_chunks);
   // Grows the head; the region then persists the record.
   [[nodiscard]] absl::Status Grow(uint64_t new_size_bytes);
   // Copies up to `max_chunks` unowned chunks from the last snapshot into the head. Returns how

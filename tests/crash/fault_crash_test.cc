@@ -77,9 +77,9 @@ TEST_F(FaultCrashTest, SeededWorkloadsSurvivePowerLoss) {
   auto vol = region_->CreateVolume({.size_bytes = kVolumeBytes});
   ASSERT_THAT(vol, IsOk());
   const std::string id = vol->id;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(40);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(45);
   int rounds = 0;
-  for (; rounds < 40 && std::chrono::steady_clock::now() < deadline; ++rounds) {
+  for (; rounds < 400 && std::chrono::steady_clock::now() < deadline; ++rounds) {
     SCOPED_TRACE(::testing::Message() << "round " << rounds << " seed " << seed);
     const std::vector<Op> ops = MakeWorkload(rng(), kBlocks, 120);
     Model model(kBlocks);
