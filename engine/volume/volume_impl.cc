@@ -21,14 +21,12 @@ class VolumeImpl::StripeLocks {
     } else {
       for (uint64_t c = first; c <= last; ++c) held_.set(c % kStripeCount);
     }
-    for (size_t i = 0; i < kStripeCount; ++i) {
-      if (!held_.test(i)) continue;
+    for (size_t i = held_._Find_first(); i < kStripeCount; i = held_._Find_next(i)) {
       exclusive_ ? volume_.stripes_[i].Lock() : volume_.stripes_[i].ReaderLock();
     }
   }
   ~StripeLocks() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    for (size_t i = kStripeCount; i-- > 0;) {
-      if (!held_.test(i)) continue;
+    for (size_t i = held_._Find_first(); i < kStripeCount; i = held_._Find_next(i)) {
       exclusive_ ? volume_.stripes_[i].Unlock() : volume_.stripes_[i].ReaderUnlock();
     }
   }
@@ -196,7 +194,8 @@ absl::Status VolumeImpl::Read(uint64_t offset_bytes, std::span<std::byte> out) {
   STRATA_RETURN_IF_ERROR(CheckRange(offset_bytes, out.size()));
   const uint64_t first = offset_bytes >> chunk_shift_;
   const uint64_t last = (offset_bytes + out.size() - 1) >> chunk_shift_;
-  StripeLocks locks(*this, first, last, /*exclusive=*/false);
+  // No stripe locks: a chunk's owned bit is set only after its head bytes are complete, so a
+  // reader sees either the base data or the full head data, as with any racing write.
   bool all_owned = true;
   for (uint64_t c = first; c <= last && all_owned; ++c) all_owned = owned_.Test(c);
   if (all_owned) return head_->Read(offset_bytes, out);  // The hot path: one read.
@@ -224,8 +223,10 @@ absl::Status VolumeImpl::CopyUp(uint64_t chunk_index) {
 }
 
 absl::Status VolumeImpl::PrepareForWrite(uint64_t chunk_index, bool covers_whole_chunk) {
-  for (const std::shared_ptr<PendingSnapshot>& pending : PendingList()) {
-    IngestChunkLocked(*pending, chunk_index);  // Copy-before-write keeps the snapshot point in time.
+  if (pending_count_.load(std::memory_order_acquire) > 0) {
+    for (const std::shared_ptr<PendingSnapshot>& pending : PendingList()) {
+      IngestChunkLocked(*pending, chunk_index);  // Copy-before-write keeps the snapshot point in time.
+    }
   }
   if (!covers_whole_chunk && !owned_.Test(chunk_index)) return CopyUp(chunk_index);
   return absl::OkStatus();
@@ -314,6 +315,7 @@ void VolumeImpl::Freeze(const std::shared_ptr<PendingSnapshot>& pending) {
   dirty_ = std::make_unique<SparseBitmap>(chunk_count());
   absl::MutexLock lock(&mu_);
   pending_.push_back(pending);
+  pending_count_.store(pending_.size(), std::memory_order_release);
   record_.last_snapshot_id = pending->record.id;
   base_ancestry_ = nullptr;
 }
@@ -323,6 +325,7 @@ void VolumeImpl::Unfreeze(const std::shared_ptr<PendingSnapshot>& pending) {
   dirty_->Union(*pending->frozen);
   absl::MutexLock lock(&mu_);
   std::erase(pending_, pending);
+  pending_count_.store(pending_.size(), std::memory_order_release);
   record_.last_snapshot_id = pending->record.parent_id;
   base_ancestry_ = nullptr;
 }
@@ -330,6 +333,7 @@ void VolumeImpl::Unfreeze(const std::shared_ptr<PendingSnapshot>& pending) {
 void VolumeImpl::FinishPending(const PendingSnapshot* pending) {
   absl::MutexLock lock(&mu_);
   std::erase_if(pending_, [&](const auto& p) { return p.get() == pending; });
+  pending_count_.store(pending_.size(), std::memory_order_release);
 }
 
 std::vector<std::shared_ptr<PendingSnapshot>> VolumeImpl::FailPending(
@@ -342,6 +346,7 @@ std::vector<std::shared_ptr<PendingSnapshot>> VolumeImpl::FailPending(
     if (it == pending_.end()) return failed;
     failed.assign(it, pending_.end());
     pending_.erase(it, pending_.end());
+    pending_count_.store(pending_.size(), std::memory_order_release);
     record_.last_snapshot_id = pending->record.parent_id;
     base_ancestry_ = nullptr;
   }

@@ -140,6 +140,10 @@ class VolumeImpl final : public Volume {
   std::unique_ptr<SparseBitmap> dirty_ ABSL_GUARDED_BY(gate_);  // Swapped under gate_ exclusive.
   meta::VolumeRecord record_ ABSL_GUARDED_BY(mu_);
   std::deque<std::shared_ptr<PendingSnapshot>> pending_ ABSL_GUARDED_BY(mu_);
+  // pending_.size(), readable without mu_: the write path checks it before copying the list.
+  // Changes under gate_ exclusive or with no write in flight on a frozen chunk, so a writer
+  // holding gate_ shared sees every snapshot frozen before its write began.
+  std::atomic<size_t> pending_count_{0};
   SnapshotTree::Ancestry base_ancestry_ ABSL_GUARDED_BY(mu_);  // Of record_.last_snapshot_id.
   uint64_t hydrate_cursor_ = 0;  // Used by the single hydration driver only.
 };
