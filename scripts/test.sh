@@ -15,6 +15,6 @@ if [ "${STRATA_SKIP_SANITIZERS:-0}" != 1 ]; then
   echo "== unit tests under ASan+UBSan (build-asan/)"
   BUILD_DIR=build-asan BUILD_TYPE=Debug CMAKE_EXTRA="-DSTRATA_SANITIZE=ON -DSTRATA_BUILD_BENCH=OFF" \
     scripts/setup.sh
-  (cd build-asan && ctest --output-on-failure -j 2 -L unit) || status=1
+  (cd build-asan && ctest --output-on-failure -j 2 -L "unit|crash") || status=1
 fi
 exit $status
