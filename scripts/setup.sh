@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  build-essential cmake ninja-build pkg-config
+  build-essential cmake ninja-build pkg-config clang
   librocksdb-dev liburing-dev libxxhash-dev libssl-dev libabsl-dev libzstd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3

@@ -11,6 +11,9 @@ status=0
 echo "== tests (build/)"
 (cd build && ctest --output-on-failure -j 2) || status=1
 
+echo "== clang thread-safety analysis"
+scripts/thread_safety_check.sh || status=1
+
 if [ "${STRATA_SKIP_SANITIZERS:-0}" != 1 ]; then
   echo "== unit tests under ASan+UBSan (build-asan/)"
   BUILD_DIR=build-asan BUILD_TYPE=Debug CMAKE_EXTRA="-DSTRATA_SANITIZE=ON -DSTRATA_BUILD_BENCH=OFF" \

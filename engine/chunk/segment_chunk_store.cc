@@ -183,16 +183,19 @@ class SegmentChunkStore final : public ChunkStore {
     // Seal the active segment so its dead records can be reclaimed too.
     active_id_ = 0;
     // One pass over the index: drop unpinned zero-ref entries, gather live records per segment.
+    std::vector<std::pair<ChunkKey, ChunkLocation>> entries;
+    STRATA_RETURN_IF_ERROR(ScanIndex([&](const ChunkKey& key, const ChunkLocation& loc) {
+      entries.push_back({key, loc});
+    }));
     meta::WriteBatch drops;
     std::map<uint64_t, std::vector<std::pair<ChunkKey, ChunkLocation>>> live;
-    absl::Status scan = ScanIndex([&](const ChunkKey& key, const ChunkLocation& loc) {
+    for (const auto& [key, loc] : entries) {
       if (loc.refcount == 0 && !pins_.contains(key)) {
         drops.Delete(IndexKey(key));
       } else {
         live[loc.segment_id].push_back({key, loc});
       }
-    });
-    STRATA_RETURN_IF_ERROR(scan);
+    }
     STRATA_RETURN_IF_ERROR(catalog_->Write(drops));
     absl::flat_hash_set<uint64_t> staged_segments;
     for (const auto& [key, loc] : staged_) staged_segments.insert(loc.segment_id);

@@ -104,6 +104,12 @@ class SnapshotReader final : public Snapshot {
       }
       pos += n;
     }
+    // Deleting a snapshot may merge its entries into its child; a reader that raced with that
+    // could have resolved stale entries, so it fails rather than return them.
+    std::optional<meta::SnapshotRecord> now = tree_.Get(record_.id);
+    if (!now.has_value() || now->deleted) {
+      return absl::NotFoundError(absl::StrCat("snapshot ", record_.id, " was deleted"));
+    }
     return absl::OkStatus();
   }
 
@@ -546,7 +552,9 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CreateSnapshot(const CreateSnapshotRequ
   r.tags = request.tags;
   if (!r.parent_id.empty()) {
     STRATA_ASSIGN_OR_RETURN(pending->parent_ancestry, tree_->Ancestors(r.parent_id));
-    pending->parent_seq = tree_->Get(r.parent_id)->seq;
+    const meta::SnapshotRecord parent = *tree_->Get(r.parent_id);
+    pending->parent_seq = parent.seq;
+    pending->compare_with_parent = parent.state == meta::SnapshotRecordState::kCompleted;
   }
   volume->Freeze(pending);  // The point in time.
   meta::WriteBatch batch;

@@ -396,6 +396,12 @@ void VolumeImpl::StoreIngested(PendingSnapshot& pending, uint64_t chunk_index,
     entry = *key;
   }
   ChunkEntry parent;
+  if (!pending.compare_with_parent) {
+    absl::MutexLock lock(&pending.mu);
+    pending.entries[chunk_index] = entry;
+    if (entry.has_value()) pending.pinned.push_back(*entry);
+    return;
+  }
   if (pending.parent_ancestry != nullptr) {
     absl::StatusOr<ChunkEntry> resolved = deps_.tree->Resolve(
         pending.record.tree, pending.parent_seq, pending.parent_ancestry, chunk_index);

@@ -31,6 +31,9 @@ struct PendingSnapshot {
   meta::SnapshotRecord record;          // As created (state kPending).
   SnapshotTree::Ancestry parent_ancestry;  // Null when there is no parent.
   uint64_t parent_seq = 0;
+  // False when the parent was itself pending at creation: its entries may not be resolvable
+  // yet, so every frozen chunk is recorded rather than compared with the parent.
+  bool compare_with_parent = true;
   std::unique_ptr<SparseBitmap> frozen;
   std::atomic<uint64_t> frozen_count{0};  // Set by the ingest driver for progress.
   std::atomic<uint64_t> ingested_count{0};

@@ -14,7 +14,7 @@ namespace {
 using ::strata::testing::IsOk;
 using ::strata::testing::Pattern;
 using ::strata::testing::StatusIs;
-using ::testing::HasSubstr;
+
 
 constexpr uint64_t kChunk = 64 * 1024;
 constexpr uint64_t kMiB = 1 << 20;
@@ -469,6 +469,100 @@ TEST_F(RegionTest, SecondRegionIsIndependent) {
   Reopen();
   EXPECT_EQ(store_->ListRegions(), (std::vector<std::string>{"dr-2", "local-1"}));
   EXPECT_EQ(store_->DefaultRegion()->name(), "local-1");
+}
+
+}  // namespace
+}  // namespace strata
+
+namespace strata {
+namespace {
+
+// Block listings are in 512 KiB blocks whatever the chunk size.
+class ChunkSizeTest : public ::testing::TestWithParam<uint64_t> {};
+
+TEST_P(ChunkSizeTest, ChangedBlocksUseApiBlocksForAnyChunkSize) {
+  ::strata::testing::TempDir dir;
+  StoreOptions options;
+  options.background_work = false;
+  options.chunk_size_bytes = GetParam();
+  auto store = Store::Open(dir.path(), options);
+  ASSERT_THAT(store, IsOk());
+  Region* region = (*store)->DefaultRegion();
+  EXPECT_EQ(region->chunk_size_bytes(), GetParam());
+  auto vol = region->CreateVolume({.size_bytes = 8 * kMiB});
+  Volume* volume = *region->GetVolume(vol->id);
+  ASSERT_THAT(volume->Write(0, Pattern(8 * kMiB, 1)), IsOk());
+  auto first = region->CreateSnapshot({.volume_id = vol->id});
+  ASSERT_THAT(region->RunBackgroundWork(), IsOk());
+  ASSERT_THAT(volume->Write(5 * kApiBlockBytes + 8192, Pattern(4096, 2)), IsOk());
+  auto second = region->CreateSnapshot({.volume_id = vol->id});
+  ASSERT_THAT(region->RunBackgroundWork(), IsOk());
+  auto changed = region->ListChangedBlocks(first->id, second->id, "", 100);
+  ASSERT_THAT(changed, IsOk());
+  std::vector<uint64_t> blocks;
+  for (const BlockRef& b : changed->blocks) blocks.push_back(b.block_index);
+  // A 1 MiB chunk spans blocks 4 and 5: both are reported (their chunk changed).
+  const std::vector<uint64_t> want =
+      GetParam() > kApiBlockBytes ? std::vector<uint64_t>{4, 5} : std::vector<uint64_t>{5};
+  EXPECT_EQ(blocks, want);
+  EXPECT_EQ(changed->block_size_bytes, kApiBlockBytes);
+  auto all = region->ListSnapshotBlocks(second->id, "", 10000);
+  EXPECT_EQ(all->blocks.size(), 16u);
+  auto page = region->ListSnapshotBlocks(second->id, "", 5);
+  EXPECT_EQ(page->blocks.size(), 5u);
+  EXPECT_EQ(page->next_token, "5");
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, ChunkSizeTest,
+                         ::testing::Values(4096, 64 * 1024, 512 * 1024, 1024 * 1024));
+
+TEST(ChunkSizeOptionTest, InvalidChunkSizeIsRefused) {
+  ::strata::testing::TempDir dir;
+  StoreOptions options;
+  options.chunk_size_bytes = 3000;
+  EXPECT_THAT(Store::Open(dir.path(), options), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace strata
+
+namespace strata {
+namespace {
+
+class BackToBackTest : public RegionTest {};
+
+TEST_F(BackToBackTest, SecondSnapshotWhileFirstPendingIsExact) {
+  const std::string vol = NewVolume(kMiB);
+  WriteAt(vol, 0, Pattern(kMiB, 1));
+  const std::string s0 = Snap(vol);
+  WriteAt(vol, 0, Pattern(kChunk, 2));
+  const auto image1 = ReadAll(Vol(vol));
+  auto s1 = region_->CreateSnapshot({.volume_id = vol});
+  // Back to the s0 content while s1 is pending: s2 must not mistake it for "unchanged".
+  WriteAt(vol, 0, Pattern(kMiB, 1));
+  const auto image2 = ReadAll(Vol(vol));
+  auto s2 = region_->CreateSnapshot({.volume_id = vol});
+  // Overwrite again while both are pending: s2 ingests chunk 0 before s1 has committed.
+  WriteAt(vol, 0, Pattern(kChunk, 5));
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  EXPECT_EQ(region_->DescribeSnapshot(s2->id)->parent_id, s1->id);
+  EXPECT_EQ(ReadSnapshot(s1->id), image1);
+  EXPECT_EQ(ReadSnapshot(s2->id), image2);
+  (void)s0;
+}
+
+TEST_F(BackToBackTest, OpenReaderOfADeletedSnapshotFailsInsteadOfReadingStaleData) {
+  const std::string vol = NewVolume(kMiB);
+  WriteAt(vol, 0, Pattern(kMiB, 3));
+  const std::string s1 = Snap(vol);
+  auto reader = region_->OpenSnapshot(s1);
+  ASSERT_THAT(reader, IsOk());
+  WriteAt(vol, 0, Pattern(kMiB, 4));
+  Snap(vol);
+  ASSERT_THAT(region_->DeleteSnapshot(s1), IsOk());
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  std::vector<std::byte> out(kMiB);
+  EXPECT_THAT((*reader)->Read(0, out), StatusIs(absl::StatusCode::kNotFound));
 }
 
 }  // namespace
