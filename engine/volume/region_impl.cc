@@ -90,12 +90,17 @@ class SnapshotReader final : public Snapshot {
       return absl::InvalidArgumentError(absl::StrCat(record_.id, ": range ", offset_bytes, "+",
                                                      out.size(), " is past the end"));
     }
+    if (out.empty()) return absl::OkStatus();
     std::vector<std::byte> buffer(chunk_size_bytes_);
+    const uint64_t first = offset_bytes / chunk_size_bytes_;
+    const uint64_t last = (offset_bytes + out.size() - 1) / chunk_size_bytes_;
+    STRATA_ASSIGN_OR_RETURN(std::vector<ChunkEntry> entries,
+                            tree_.ResolveRange(record_.tree, ancestry_, first, last - first + 1));
     for (uint64_t pos = offset_bytes; pos < offset_bytes + out.size();) {
       const uint64_t c = pos / chunk_size_bytes_;
       const uint64_t in_chunk = pos % chunk_size_bytes_;
       const uint64_t n = std::min<uint64_t>(chunk_size_bytes_ - in_chunk, offset_bytes + out.size() - pos);
-      STRATA_ASSIGN_OR_RETURN(ChunkEntry entry, tree_.Resolve(record_.tree, record_.seq, ancestry_, c));
+      const ChunkEntry& entry = entries[c - first];
       if (entry.has_value()) {
         STRATA_RETURN_IF_ERROR(chunks_.Read(*entry, buffer));
         std::memcpy(out.data() + (pos - offset_bytes), buffer.data() + in_chunk, n);
@@ -658,8 +663,11 @@ absl::StatusOr<std::string> RegionImpl::BlockToken(const meta::SnapshotRecord& r
   const uint64_t end = std::min(start + kApiBlockBytes, record.volume_size_bytes);
   std::string material;
   bool any = false;
-  for (uint64_t c = start / chunk_size_bytes_; c * chunk_size_bytes_ < end; ++c) {
-    STRATA_ASSIGN_OR_RETURN(ChunkEntry entry, tree_->Resolve(record.tree, record.seq, ancestry, c));
+  const uint64_t first = start / chunk_size_bytes_;
+  const uint64_t count = (end - 1) / chunk_size_bytes_ - first + 1;
+  STRATA_ASSIGN_OR_RETURN(std::vector<ChunkEntry> entries,
+                          tree_->ResolveRange(record.tree, ancestry, first, count));
+  for (const ChunkEntry& entry : entries) {
     any |= entry.has_value();
     material += entry.has_value() ? entry->Encode() : std::string(chunk::kChunkKeyBytes, '\0');
   }

@@ -114,3 +114,35 @@ absl::StatusOr<ChunkEntry> SnapshotTree::Resolve(uint64_t tree, uint64_t seq,
 }
 
 }  // namespace strata::volume
+
+namespace strata::volume {
+
+absl::StatusOr<std::vector<ChunkEntry>> SnapshotTree::ResolveRange(uint64_t tree,
+                                                                   const Ancestry& ancestry,
+                                                                   uint64_t first_chunk,
+                                                                   uint64_t count) const {
+  std::vector<ChunkEntry> out(count);
+  std::vector<bool> found(count, false);
+  absl::Status bad;
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(
+      meta::ResolveTreePrefix(tree), meta::ResolvePrefix(tree, first_chunk),
+      [&](absl::string_view key, absl::string_view value) {
+        const uint64_t c = meta::ResolveKeyChunk(key);
+        if (c >= first_chunk + count) return false;
+        const uint64_t i = c - first_chunk;
+        // Entries of one chunk come newest first; only the snapshot's own line counts.
+        if (found[i] || !ancestry->contains(meta::ResolveKeySeq(key))) return true;
+        found[i] = true;
+        absl::StatusOr<ChunkEntry> entry = DecodeEntry(value);
+        if (!entry.ok()) {
+          bad = entry.status();
+          return false;
+        }
+        out[i] = *entry;
+        return true;
+      }));
+  STRATA_RETURN_IF_ERROR(bad);
+  return out;
+}
+
+}  // namespace strata::volume

@@ -50,6 +50,9 @@ class SnapshotTree {
   [[nodiscard]] absl::StatusOr<Ancestry> Ancestors(const std::string& id) const;
   // Resolves chunk `chunk_index` of snapshot `id`.
   [[nodiscard]] absl::StatusOr<ChunkEntry> Resolve(const std::string& id, uint64_t chunk_index) const;
+  // Resolves chunks [first_chunk, first_chunk + count) with one index scan.
+  [[nodiscard]] absl::StatusOr<std::vector<ChunkEntry>> ResolveRange(
+      uint64_t tree, const Ancestry& ancestry, uint64_t first_chunk, uint64_t count) const;
   // As Resolve, with the snapshot's tree, seq and ancestry already at hand.
   [[nodiscard]] absl::StatusOr<ChunkEntry> Resolve(uint64_t tree, uint64_t seq,
                                                    const Ancestry& ancestry,
