@@ -14,6 +14,10 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# The API tests drive the real clients: boto3 and the aws CLI (the machine image has pip's; a
+# fresh Debian 12 gets Debian's).
+python3 -c 'import boto3' 2>/dev/null || missing+=(python3-boto3)
+command -v aws >/dev/null 2>&1 || missing+=(awscli)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   SUDO=""

@@ -28,6 +28,7 @@ constexpr char kUsage[] = R"(usage: strata [--data-dir DIR] [--region NAME] COMM
   snapshot blocks SNAP                     list non-zero 512 KiB blocks
   snapshot changed SNAP1 SNAP2             list blocks that differ
   region list | create NAME
+  account create NAME | account list       (prints access keys; stratad must be stopped)
   gc                                       reclaim space of deleted snapshots
   stats
 Sizes take K, M, G, T suffixes (powers of 1024). DIR defaults to ./data.
@@ -253,7 +254,7 @@ int main(int argc, char** argv) {
   }
   const std::string command = args->positional()[0];
   if (command != "volume" && command != "snapshot" && command != "region" && command != "gc" &&
-      command != "stats") {
+      command != "stats" && command != "account") {
     std::fprintf(stderr, "strata: unknown command \"%s\"\n%s", command.c_str(), kUsage);
     return 2;
   }
@@ -272,6 +273,25 @@ int main(int argc, char** argv) {
       return r.ok() ? 0 : Fail(r.status());
     }
     return Fail(absl::InvalidArgumentError("usage: region list | region create NAME"));
+  }
+  if (command == "account") {
+    const auto& p = args->positional();
+    auto print = [](const strata::Account& a) {
+      std::printf("{\"AccountId\": \"%s\", \"Name\": \"%s\", \"AccessKeyId\": \"%s\", "
+                  "\"SecretAccessKey\": \"%s\"}\n",
+                  a.id.c_str(), a.name.c_str(), a.access_key_id.c_str(), a.secret_access_key.c_str());
+    };
+    if (p.size() == 3 && p[1] == "create") {
+      auto account = (*store)->CreateAccount(p[2]);
+      if (!account.ok()) return Fail(account.status());
+      print(*account);
+      return 0;
+    }
+    if (p.size() == 2 && p[1] == "list") {
+      for (const auto& a : (*store)->ListAccounts()) print(a);
+      return 0;
+    }
+    return Fail(absl::InvalidArgumentError("usage: account create NAME | account list"));
   }
   strata::Region* region = (*store)->DefaultRegion();
   if (args->Has("region")) {

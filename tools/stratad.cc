@@ -1,9 +1,15 @@
-// stratad: the Strata daemon. Opens the store and keeps it open until SIGTERM or SIGINT, then
-// stops cleanly (pending snapshots complete, volumes flush). Later issues add the NBD server
-// and the AWS-compatible API to this process.
+// stratad: the Strata daemon. Opens the store, serves the AWS-compatible API, and keeps running
+// until SIGTERM or SIGINT, then stops cleanly (pending snapshots complete, volumes flush). The
+// NBD server joins this process in a later issue.
+
+#include <sys/stat.h>
 
 #include <csignal>
 #include <cstdio>
+#include <fstream>
+
+#include "api_server.h"
+#include "absl/strings/numbers.h"
 
 #include "absl/strings/str_cat.h"
 #include "cli_args.h"
@@ -13,8 +19,9 @@
 namespace {
 
 constexpr char kUsage[] =
-    "usage: stratad [--data-dir DIR] [--chunk-size SIZE] [--compression]\n"
+    "usage: stratad [--data-dir DIR] [--api-listen HOST:PORT] [--chunk-size SIZE] [--compression]\n"
     "  --data-dir DIR     store directory (default ./data; created if missing)\n"
+    "  --api-listen ADDR  control-plane API address (default 127.0.0.1:8150; 'off' disables)\n"
     "  --chunk-size SIZE  chunk size of a new store, 4K..4M (default 64K)\n"
     "  --compression      compress snapshot chunks with zstd\n";
 
@@ -23,10 +30,30 @@ int Fail(const absl::Status& s) {
   return 2;
 }
 
+// On first start: an admin account, and DIR/credentials and DIR/config in the AWS shared-file
+// format so the aws CLI and SDKs can use it (AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE).
+absl::Status EnsureAdmin(strata::Store& store, const std::string& dir) {
+  if (!store.ListAccounts().empty()) return absl::OkStatus();
+  absl::StatusOr<strata::Account> admin = store.CreateAccount("admin");
+  if (!admin.ok()) return admin.status();
+  const std::string credentials = dir + "/credentials";
+  {
+    std::ofstream out(credentials, std::ios::trunc);
+    out << "[default]\naws_access_key_id = " << admin->access_key_id
+        << "\naws_secret_access_key = " << admin->secret_access_key << "\n";
+    if (!out) return absl::InternalError("cannot write " + credentials);
+  }
+  ::chmod(credentials.c_str(), 0600);
+  std::ofstream config(dir + "/config", std::ios::trunc);
+  config << "[default]\nregion = " << store.DefaultRegion()->name() << "\n";
+  STRATA_LOG(kInfo, "created the admin account ", admin->id, "; credentials in ", credentials);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto args = strata::tools::Args::Parse(argc, argv, 1, {"data-dir", "chunk-size"},
+  auto args = strata::tools::Args::Parse(argc, argv, 1, {"data-dir", "chunk-size", "api-listen"},
                                          {"compression", "help"});
   if (!args.ok()) {
     std::fprintf(stderr, "stratad: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
@@ -54,8 +81,32 @@ int main(int argc, char** argv) {
   sigaddset(&stop, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
+  strata::api::HttpServerOptions api_options;
+  const std::string listen = args->Get("api-listen", "127.0.0.1:8150");
+  const bool api_enabled = listen != "off";
+  if (api_enabled) {
+    const size_t colon = listen.rfind(':');
+    uint32_t port = 0;
+    if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port > 65535) {
+      return Fail(absl::InvalidArgumentError("--api-listen takes HOST:PORT, e.g. 127.0.0.1:8150"));
+    }
+    api_options.host = listen.substr(0, colon);
+    if (api_options.host.size() > 2 && api_options.host.front() == '[') {
+      api_options.host = api_options.host.substr(1, api_options.host.size() - 2);
+    }
+    api_options.port = static_cast<uint16_t>(port);
+  }
+
   auto store = strata::Store::Open(dir, options);
   if (!store.ok()) return Fail(store.status());
+  if (absl::Status s = EnsureAdmin(**store, dir); !s.ok()) return Fail(s);
+  std::unique_ptr<strata::api::ApiServer> api;
+  if (api_enabled) {
+    api = std::make_unique<strata::api::ApiServer>(**store, api_options);
+    if (absl::Status s = api->Start(); !s.ok()) return Fail(s);
+    STRATA_LOG(kInfo, "API on http://", listen.substr(0, listen.rfind(':')), ":", api->port(),
+               " (aws --endpoint-url; credentials in ", dir, "/credentials)");
+  }
   for (const std::string& name : (*store)->ListRegions()) {
     auto region = *(*store)->GetRegion(name);
     auto volumes = region->ListVolumes();
@@ -68,6 +119,7 @@ int main(int argc, char** argv) {
   int signal = 0;
   sigwait(&stop, &signal);
   STRATA_LOG(kInfo, "signal ", signal, ": stopping cleanly");
+  if (api != nullptr) api->Stop();
   store->reset();
   STRATA_LOG(kInfo, "stopped");
   return 0;

@@ -9,8 +9,9 @@ namespace {
 
 using util::PutBigEndian64;
 
-constexpr uint8_t kVolumeRecordVersion = 1;
-constexpr uint8_t kSnapshotRecordVersion = 1;
+// Version 2 appended owner and type fields; version 1 records still decode.
+constexpr uint8_t kVolumeRecordVersion = 2;
+constexpr uint8_t kSnapshotRecordVersion = 2;
 
 std::string IdLeafKey(absl::string_view prefix, absl::string_view id, uint64_t leaf) {
   std::string key = absl::StrCat(prefix, id, "/");
@@ -37,9 +38,12 @@ bool GetTags(util::Decoder& in, std::map<std::string, std::string>& tags) {
   return true;
 }
 
-bool GetVersion(util::Decoder& in, uint8_t expected) {
+// Reads the version byte: 1 to `latest`.
+bool GetVersion(util::Decoder& in, uint8_t latest, uint8_t& version) {
   std::string v;
-  return in.GetBytes(1, v) && static_cast<uint8_t>(v[0]) == expected;
+  if (!in.GetBytes(1, v)) return false;
+  version = static_cast<uint8_t>(v[0]);
+  return version >= 1 && version <= latest;
 }
 
 }  // namespace
@@ -97,19 +101,28 @@ std::string VolumeRecord::Encode() const {
   util::PutFixed64(out, hydrate_bytes_per_second);
   out.push_back(hydrating ? 1 : 0);
   PutTags(out, tags);
+  util::PutLengthPrefixed(out, owner);
+  util::PutLengthPrefixed(out, volume_type);
+  util::PutFixed64(out, iops);
+  util::PutFixed64(out, throughput);
   return out;
 }
 
 absl::StatusOr<VolumeRecord> VolumeRecord::Decode(absl::string_view bytes) {
   util::Decoder in(bytes);
   VolumeRecord r;
-  if (!GetVersion(in, kVolumeRecordVersion) || !in.GetLengthPrefixed(r.id) ||
+  uint8_t version = 0;
+  if (!GetVersion(in, kVolumeRecordVersion, version) || !in.GetLengthPrefixed(r.id) ||
       !in.GetFixed64(r.size_bytes) || !in.GetLengthPrefixed(r.base_snapshot_id) ||
       !in.GetLengthPrefixed(r.last_snapshot_id) || !in.GetFixed64(r.tree) ||
       !in.GetFixed64(r.create_time_micros) || !in.GetFixed64(r.hydrate_bytes_per_second) ||
-      !in.GetBool(r.hydrating) || !GetTags(in, r.tags) || !in.done()) {
+      !in.GetBool(r.hydrating) || !GetTags(in, r.tags) ||
+      (version >= 2 && (!in.GetLengthPrefixed(r.owner) || !in.GetLengthPrefixed(r.volume_type) ||
+                        !in.GetFixed64(r.iops) || !in.GetFixed64(r.throughput))) ||
+      !in.done()) {
     return absl::DataLossError("catalog: corrupt volume record");
   }
+  if (r.volume_type.empty()) r.volume_type = "gp3";
   return r;
 }
 
@@ -129,6 +142,9 @@ std::string SnapshotRecord::Encode() const {
   out.push_back(deleted ? 1 : 0);
   util::PutLengthPrefixed(out, description);
   PutTags(out, tags);
+  util::PutLengthPrefixed(out, owner);
+  util::PutFixed32(out, static_cast<uint32_t>(shared_with.size()));
+  for (const std::string& account : shared_with) util::PutLengthPrefixed(out, account);
   return out;
 }
 
@@ -136,15 +152,27 @@ absl::StatusOr<SnapshotRecord> SnapshotRecord::Decode(absl::string_view bytes) {
   util::Decoder in(bytes);
   SnapshotRecord r;
   std::string state;
-  if (!GetVersion(in, kSnapshotRecordVersion) || !in.GetLengthPrefixed(r.id) ||
+  uint8_t version = 0;
+  if (!GetVersion(in, kSnapshotRecordVersion, version) || !in.GetLengthPrefixed(r.id) ||
       !in.GetFixed64(r.seq) || !in.GetLengthPrefixed(r.volume_id) || !in.GetFixed64(r.tree) ||
       !in.GetLengthPrefixed(r.parent_id) || !in.GetBytes(1, state) || state[0] > 2 ||
       !in.GetLengthPrefixed(r.state_message) || !in.GetFixed64(r.volume_size_bytes) ||
       !in.GetFixed64(r.incremental_bytes) || !in.GetFixed64(r.changed_chunk_count) ||
       !in.GetFixed64(r.start_time_micros) || !in.GetBool(r.deleted) ||
-      !in.GetLengthPrefixed(r.description) || !GetTags(in, r.tags) || !in.done()) {
+      !in.GetLengthPrefixed(r.description) || !GetTags(in, r.tags)) {
     return absl::DataLossError("catalog: corrupt snapshot record");
   }
+  if (version >= 2) {
+    uint32_t shared = 0;
+    if (!in.GetLengthPrefixed(r.owner) || !in.GetFixed32(shared) || shared > 10000) {
+      return absl::DataLossError("catalog: corrupt snapshot record");
+    }
+    r.shared_with.resize(shared);
+    for (std::string& account : r.shared_with) {
+      if (!in.GetLengthPrefixed(account)) return absl::DataLossError("catalog: corrupt snapshot record");
+    }
+  }
+  if (!in.done()) return absl::DataLossError("catalog: corrupt snapshot record");
   r.state = static_cast<SnapshotRecordState>(state[0]);
   return r;
 }

@@ -19,6 +19,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -63,6 +64,10 @@ struct VolumeRecord {
   uint64_t hydrate_bytes_per_second = 0;
   bool hydrating = false;
   std::map<std::string, std::string> tags;
+  std::string owner;        // Account id (12 digits); empty in stores made before accounts.
+  std::string volume_type;  // gp2, gp3, io1, ... (informational). Default: "gp3".
+  uint64_t iops = 0;
+  uint64_t throughput = 0;
 
   std::string Encode() const;
   static absl::StatusOr<VolumeRecord> Decode(absl::string_view bytes);
@@ -85,6 +90,9 @@ struct SnapshotRecord {
   bool deleted = false;  // Deleted by the user; kept hidden while others need its data.
   std::string description;
   std::map<std::string, std::string> tags;
+  std::string owner;  // Account id; empty in stores made before accounts.
+  // createVolumePermission: account ids, or "all" for public.
+  std::vector<std::string> shared_with;
 
   std::string Encode() const;
   static absl::StatusOr<SnapshotRecord> Decode(absl::string_view bytes);

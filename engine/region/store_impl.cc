@@ -7,6 +7,11 @@
 
 #include <filesystem>
 #include <map>
+#include <random>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 
 #include "absl/strings/str_cat.h"
 #include "strata/store.h"
@@ -27,6 +32,17 @@ absl::Status ValidateRegionName(const std::string& name) {
     }
   }
   return absl::OkStatus();
+}
+
+// DIR/accounts: one line per account, "id<TAB>name<TAB>access key<TAB>secret key\n".
+// Rewritten whole through a temporary file and a rename, so it is never half written.
+constexpr char kAccountsFile[] = "accounts";
+
+std::string RandomString(size_t n, absl::string_view alphabet) {
+  std::random_device random;
+  std::string out;
+  for (size_t i = 0; i < n; ++i) out.push_back(alphabet[random() % alphabet.size()]);
+  return out;
 }
 
 class StoreImpl final : public Store {
@@ -87,7 +103,94 @@ class StoreImpl final : public Store {
 
   Region* DefaultRegion() override { return regions_.at(default_region_).get(); }
 
+  absl::Status LoadAccounts() {
+    Env* env = options_.env;
+    const std::string path = absl::StrCat(path_, "/", kAccountsFile);
+    if (!env->FileExists(path)) return absl::OkStatus();
+    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env->OpenFile(path, false));
+    STRATA_ASSIGN_OR_RETURN(uint64_t size, file->Size());
+    std::string text(size, '\0');
+    STRATA_RETURN_IF_ERROR(file->Read(0, std::as_writable_bytes(std::span(text.data(), text.size()))));
+    absl::MutexLock lock(&accounts_mu_);
+    for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+      std::vector<std::string> f = absl::StrSplit(line, '\t');
+      if (f.size() != 4) return absl::DataLossError(absl::StrCat(path, ": corrupt line"));
+      accounts_.push_back({f[0], f[1], f[2], f[3]});
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<Account> CreateAccount(const std::string& name) override {
+    if (name.empty() || name.size() > 64 ||
+        name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@") !=
+            std::string::npos) {
+      return absl::InvalidArgumentError(
+          "an account name has 1 to 64 letters, digits or the characters - _ . @");
+    }
+    absl::MutexLock lock(&accounts_mu_);
+    for (const Account& a : accounts_) {
+      if (a.name == name) return absl::AlreadyExistsError(absl::StrCat("account ", name, " exists"));
+    }
+    Account account;
+    do {
+      account.id = RandomString(12, "0123456789");
+    } while (account.id[0] == '0' || FindLocked(account.id, true).ok());
+    account.name = name;
+    account.access_key_id = "AKIA" + RandomString(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567");
+    account.secret_access_key =
+        RandomString(40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+    std::vector<Account> next = accounts_;
+    next.push_back(account);
+    STRATA_RETURN_IF_ERROR(SaveAccounts(next));
+    accounts_ = std::move(next);
+    return account;
+  }
+
+  absl::StatusOr<Account> FindAccessKey(const std::string& access_key_id) override {
+    absl::MutexLock lock(&accounts_mu_);
+    return FindLocked(access_key_id, false);
+  }
+
+  std::vector<Account> ListAccounts() override {
+    absl::MutexLock lock(&accounts_mu_);
+    return accounts_;
+  }
+
  private:
+  absl::StatusOr<Account> FindLocked(const std::string& key, bool by_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(accounts_mu_) {
+    for (const Account& a : accounts_) {
+      if ((by_id ? a.id : a.access_key_id) == key) return a;
+    }
+    return absl::NotFoundError(absl::StrCat("no account with ", by_id ? "id " : "access key ", key));
+  }
+
+  absl::Status SaveAccounts(const std::vector<Account>& accounts) {
+    std::string text;
+    for (const Account& a : accounts) {
+      absl::StrAppend(&text, a.id, "\t", a.name, "\t", a.access_key_id, "\t", a.secret_access_key, "\n");
+    }
+    Env* env = options_.env;
+    const std::string path = absl::StrCat(path_, "/", kAccountsFile);
+    const std::string tmp = path + ".tmp";
+    {
+      STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env->OpenFile(tmp, true));
+      STRATA_RETURN_IF_ERROR(file->Truncate(0));
+      STRATA_RETURN_IF_ERROR(file->Write(0, std::as_bytes(std::span(text.data(), text.size()))));
+      STRATA_RETURN_IF_ERROR(file->Sync());
+    }
+    if (env == Env::Default()) {  // Secrets: owner-only on the real file system.
+      std::error_code ec;
+      std::filesystem::permissions(tmp, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
+                                   std::filesystem::perm_options::replace, ec);
+    }
+    STRATA_RETURN_IF_ERROR(env->RenameFile(tmp, path));
+    return env->SyncDir(path_);
+  }
+
+  absl::Mutex accounts_mu_;
+  std::vector<Account> accounts_ ABSL_GUARDED_BY(accounts_mu_);
+
   const std::string path_;
   const StoreOptions options_;
   const std::unique_ptr<FileLock> lock_;
@@ -112,6 +215,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<FileLock> lock,
                           resolved.env->LockFile(absl::StrCat(path, "/LOCK")));
   auto store = std::make_unique<StoreImpl>(path, resolved, std::move(lock));
+  STRATA_RETURN_IF_ERROR(store->LoadAccounts());
   STRATA_RETURN_IF_ERROR(store->OpenExisting());
   if (store->ListRegions().empty()) {
     STRATA_RETURN_IF_ERROR(store->CreateRegion(options.default_region).status());

@@ -168,7 +168,8 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(dir_ + "/catalog"));
 
   STRATA_ASSIGN_OR_RETURN(std::optional<std::string> format, catalog_->Get(meta::FormatKey()));
-  if (!format.has_value()) {
+  const bool fresh = !format.has_value();
+  if (fresh) {
     if (!IsPowerOfTwo(options_.chunk_size_bytes) || options_.chunk_size_bytes < 4096 ||
         options_.chunk_size_bytes > (4u << 20)) {
       return absl::InvalidArgumentError("chunk size must be a power of two from 4 KiB to 4 MiB");
@@ -203,7 +204,7 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     if (!seq_in.GetFixed64(next_seq_)) return absl::DataLossError("corrupt next_seq record");
   }
   STRATA_ASSIGN_OR_RETURN(std::optional<std::string> clean_mark, catalog_->Get(meta::CleanKey()));
-  const bool clean = clean_mark.has_value();
+  const bool clean = clean_mark.has_value() || fresh;
   if (!clean) STRATA_LOG(kInfo, "region ", name_, ": unclean stop; changed-block tracking rescans");
   STRATA_RETURN_IF_ERROR(RecoverPendingSnapshots(clean));
   STRATA_RETURN_IF_ERROR(LoadVolumes(clean));
@@ -333,6 +334,10 @@ VolumeInfo RegionImpl::ToInfo(VolumeImpl& volume) const {
   info.create_time_micros = r.create_time_micros;
   info.tags = r.tags;
   info.hydrating = r.hydrating;
+  info.owner = r.owner;
+  info.volume_type = r.volume_type;
+  info.iops = r.iops;
+  info.throughput = r.throughput;
   if (!r.base_snapshot_id.empty()) {
     const uint64_t total = volume.chunk_count();
     info.hydration_percent =
@@ -383,6 +388,10 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolume(const CreateVolumeRequest& r
   r.id = NewId("vol");
   r.create_time_micros = env_->NowMicros();
   r.tags = request.tags;
+  r.owner = request.owner;
+  r.volume_type = request.volume_type.empty() ? "gp3" : request.volume_type;
+  r.iops = request.iops;
+  r.throughput = request.throughput;
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Head> head,
                           Head::Open(env_, HeadPath(r.id), r.size_bytes, true));
   meta::WriteBatch batch;
@@ -492,6 +501,29 @@ absl::Status RegionImpl::StartHydration(const std::string& volume_id, uint64_t b
   return absl::OkStatus();
 }
 
+absl::Status RegionImpl::SetVolumeType(const std::string& volume_id, const std::string& volume_type,
+                                       uint64_t iops, uint64_t throughput) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  volume->set_type(volume_type, iops, throughput);
+  return PersistVolume(*volume);
+}
+
+absl::Status RegionImpl::SetSnapshotPermissions(const std::string& snapshot_id,
+                                                const std::vector<std::string>& shared_with) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(snapshot_id));
+  r.shared_with = shared_with;
+  if (auto it = pending_.find(snapshot_id); it != pending_.end()) {
+    it->second->record.shared_with = shared_with;
+  }
+  meta::WriteBatch batch;
+  batch.Put(meta::SnapshotKey(r.id), r.Encode());
+  STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+  tree_->Put(r);
+  return absl::OkStatus();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Snapshots
 
@@ -527,6 +559,8 @@ SnapshotInfo RegionImpl::ToInfo(const meta::SnapshotRecord& r) const {
   info.start_time_micros = r.start_time_micros;
   info.description = r.description;
   info.tags = r.tags;
+  info.owner = r.owner;
+  info.shared_with = r.shared_with;
   info.progress_percent = r.state == meta::SnapshotRecordState::kCompleted ? 100 : 0;
   if (auto it = pending_.find(r.id); it != pending_.end()) {
     const uint64_t total = it->second->frozen_count.load();
@@ -555,6 +589,7 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CreateSnapshot(const CreateSnapshotRequ
   r.start_time_micros = env_->NowMicros();
   r.description = request.description;
   r.tags = request.tags;
+  r.owner = request.owner;
   if (!r.parent_id.empty()) {
     STRATA_ASSIGN_OR_RETURN(pending->parent_ancestry, tree_->Ancestors(r.parent_id));
     const meta::SnapshotRecord parent = *tree_->Get(r.parent_id);

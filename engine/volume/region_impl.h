@@ -39,6 +39,10 @@ class RegionImpl final : public Region {
   absl::Status TagVolume(const std::string& volume_id, const std::map<std::string, std::string>& set,
                          const std::vector<std::string>& remove) override;
   absl::Status StartHydration(const std::string& volume_id, uint64_t bytes_per_second) override;
+  absl::Status SetVolumeType(const std::string& volume_id, const std::string& volume_type,
+                             uint64_t iops, uint64_t throughput) override;
+  absl::Status SetSnapshotPermissions(const std::string& snapshot_id,
+                                      const std::vector<std::string>& shared_with) override;
 
   absl::StatusOr<SnapshotInfo> CreateSnapshot(const CreateSnapshotRequest& request) override;
   absl::StatusOr<SnapshotInfo> DescribeSnapshot(const std::string& snapshot_id) override;

@@ -86,6 +86,13 @@ void VolumeImpl::set_record_fields(const std::map<std::string, std::string>& tag
   record_.hydrate_bytes_per_second = hydrate_bytes_per_second;
 }
 
+void VolumeImpl::set_type(const std::string& volume_type, uint64_t iops, uint64_t throughput) {
+  absl::MutexLock lock(&mu_);
+  record_.volume_type = volume_type;
+  record_.iops = iops;
+  record_.throughput = throughput;
+}
+
 uint64_t VolumeImpl::chunk_count() const { return ChunksFor(size_bytes(), chunk_shift_); }
 
 uint64_t VolumeImpl::ChunkLength(uint64_t chunk_index) const {

@@ -70,6 +70,7 @@ class VolumeImpl final : public Volume {
   meta::VolumeRecord record() const;
   void set_record_fields(const std::map<std::string, std::string>& tags, bool hydrating,
                          uint64_t hydrate_bytes_per_second);
+  void set_type(const std::string& volume_type, uint64_t iops, uint64_t throughput);
   uint64_t chunk_count() const;
   uint64_t owned_count() const { return owned_.Count(); }
 

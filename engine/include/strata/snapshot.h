@@ -30,6 +30,8 @@ struct SnapshotInfo {
   uint64_t start_time_micros = 0;
   std::string description;
   std::map<std::string, std::string> tags;
+  std::string owner;                     // Account id.
+  std::vector<std::string> shared_with;  // createVolumePermission: account ids or "all".
 };
 
 // One block of a changed-block listing, in kApiBlockBytes units.

@@ -42,12 +42,26 @@ struct CreateVolumeRequest {
   uint64_t size_bytes = 0;
   std::string snapshot_id;  // Empty: a blank volume.
   std::map<std::string, std::string> tags;
+  std::string owner;                 // Account id of the creator. Default: none.
+  std::string volume_type = "gp3";   // Informational: gp2, gp3, io1, io2, st1, sc1, standard.
+  uint64_t iops = 0;
+  uint64_t throughput = 0;
 };
 
 struct CreateSnapshotRequest {
   std::string volume_id;
   std::string description;
   std::map<std::string, std::string> tags;
+  std::string owner;  // Account id of the creator. Default: none.
+};
+
+// An account: resources belong to the account that created them. Requests are mapped to an
+// account by the access key they are signed with.
+struct Account {
+  std::string id;  // 12 digits.
+  std::string name;
+  std::string access_key_id;      // "AKIA" and 16 characters.
+  std::string secret_access_key;  // 40 characters.
 };
 
 // Statistics of a region's chunk store.
@@ -72,6 +86,13 @@ class Region {
   [[nodiscard]] virtual absl::StatusOr<Volume*> GetVolume(const std::string& volume_id) = 0;
   [[nodiscard]] virtual absl::StatusOr<VolumeInfo> DescribeVolume(const std::string& volume_id) = 0;
   [[nodiscard]] virtual absl::StatusOr<std::vector<VolumeInfo>> ListVolumes() = 0;
+  // Changes a volume's informational type, IOPS and throughput.
+  [[nodiscard]] virtual absl::Status SetVolumeType(const std::string& volume_id,
+                                                   const std::string& volume_type, uint64_t iops,
+                                                   uint64_t throughput) = 0;
+  // Replaces a snapshot's createVolumePermission list (account ids, or "all").
+  [[nodiscard]] virtual absl::Status SetSnapshotPermissions(
+      const std::string& snapshot_id, const std::vector<std::string>& shared_with) = 0;
   // Grows a volume. A smaller size is kInvalidArgument: volumes never shrink.
   [[nodiscard]] virtual absl::Status GrowVolume(const std::string& volume_id,
                                                 uint64_t new_size_bytes) = 0;
@@ -142,6 +163,12 @@ class Store {
   // Creates a region with its own store area. kAlreadyExists if it exists.
   [[nodiscard]] virtual absl::StatusOr<Region*> CreateRegion(const std::string& name) = 0;
   virtual Region* DefaultRegion() = 0;
+
+  // Accounts (store-wide, kept in DIR/accounts, written atomically).
+  // Creates an account with a fresh id and key pair. kInvalidArgument for a bad name.
+  [[nodiscard]] virtual absl::StatusOr<Account> CreateAccount(const std::string& name) = 0;
+  [[nodiscard]] virtual absl::StatusOr<Account> FindAccessKey(const std::string& access_key_id) = 0;
+  virtual std::vector<Account> ListAccounts() = 0;
 };
 
 }  // namespace strata

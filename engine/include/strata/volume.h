@@ -29,6 +29,10 @@ struct VolumeInfo {
   // Hydration from the base snapshot: percent of chunks held in the volume's own head.
   int hydration_percent = 100;
   bool hydrating = false;
+  std::string owner;  // Account id.
+  std::string volume_type = "gp3";
+  uint64_t iops = 0;
+  uint64_t throughput = 0;
 };
 
 // A volume of a Region. Obtained from Region::GetVolume; valid until the volume is deleted or the

@@ -1,0 +1,39 @@
+#include "api_server.h"
+
+#include <ctime>
+#include <variant>
+
+#include "absl/strings/str_cat.h"
+#include "sigv4.h"
+
+namespace strata::api {
+
+ApiServer::ApiServer(Store& store, HttpServerOptions options)
+    : store_(store), ec2_(store), http_(std::move(options), [this](const HttpRequest& r) { return Handle(r); }) {}
+
+HttpResponse ApiServer::Handle(const HttpRequest& request) {
+  auto lookup = [this](const std::string& access_key) -> absl::StatusOr<std::string> {
+    absl::StatusOr<Account> account = store_.FindAccessKey(access_key);
+    if (!account.ok()) return account.status();
+    return account->secret_access_key;
+  };
+  std::variant<SigV4Authorization, AuthFailure> verified = Verify(request, lookup, ::time(nullptr));
+  if (const AuthFailure* failure = std::get_if<AuthFailure>(&verified)) {
+    return Ec2Service::Error(failure->code == "AuthFailure" ? 401 : 403, failure->code, failure->message);
+  }
+  const SigV4Authorization& auth = std::get<SigV4Authorization>(verified);
+  absl::StatusOr<Account> account = store_.FindAccessKey(auth.access_key_id);
+  if (!account.ok()) return Ec2Service::Error(403, "InvalidClientTokenId", "unknown access key");
+  absl::StatusOr<Region*> region = store_.GetRegion(auth.region);
+  if (!region.ok()) {
+    std::string known;
+    for (const std::string& name : store_.ListRegions()) absl::StrAppend(&known, known.empty() ? "" : ", ", name);
+    return Ec2Service::Error(400, "InvalidRegion",
+                             absl::StrCat("region \"", auth.region, "\" is not served here; regions: ", known));
+  }
+  if (auth.service == "ec2") return ec2_.Handle(request, *account, **region);
+  return Ec2Service::Error(400, "UnknownService",
+                           absl::StrCat("service \"", auth.service, "\" is not served by Strata yet"));
+}
+
+}  // namespace strata::api

@@ -1,0 +1,31 @@
+#pragma once
+// The control plane: HTTP, SigV4 authentication, and dispatch by the signed service name to the
+// AWS-compatible services over one Store.
+
+#include <memory>
+#include <string>
+
+#include "ec2_service.h"
+#include "http_server.h"
+#include "strata/store.h"
+
+namespace strata::api {
+
+class ApiServer {
+ public:
+  // `store` must outlive the server.
+  ApiServer(Store& store, HttpServerOptions options);
+  [[nodiscard]] absl::Status Start() { return http_.Start(); }
+  void Stop() { http_.Stop(); }
+  uint16_t port() const { return http_.port(); }
+
+  // Authenticates and serves one request (exposed for tests).
+  HttpResponse Handle(const HttpRequest& request);
+
+ private:
+  Store& store_;
+  Ec2Service ec2_;
+  HttpServer http_;
+};
+
+}  // namespace strata::api

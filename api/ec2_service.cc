@@ -1,0 +1,640 @@
+#include "ec2_service.h"
+
+#include <algorithm>
+#include <ctime>
+#include <functional>
+#include <random>
+#include <set>
+#include <variant>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "xml_writer.h"
+
+namespace strata::api {
+namespace {
+
+constexpr uint64_t kGiB = 1ull << 30;
+constexpr char kXmlns[] = "xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"";
+constexpr int64_t kMaxVolumeGiB = 65536;
+
+// An error as EC2 reports it: HTTP status, code, message.
+struct Ec2Error {
+  int status;
+  std::string code;
+  std::string message;
+};
+
+using Result = std::variant<std::string, Ec2Error>;  // Response body XML, or an error.
+
+std::string RequestId() {
+  std::random_device r;
+  return absl::StrFormat("%08x-%04x-%04x-%04x-%012x", r(), r() & 0xFFFF, (r() & 0x0FFF) | 0x4000,
+                         (r() & 0x3FFF) | 0x8000, (static_cast<uint64_t>(r()) << 16) ^ r());
+}
+
+std::string IsoTime(uint64_t micros) {
+  const time_t secs = static_cast<time_t>(micros / 1000000);
+  tm utc{};
+  gmtime_r(&secs, &utc);
+  char buf[32];
+  strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &utc);
+  return absl::StrFormat("%s.%03dZ", buf, static_cast<int>(micros / 1000 % 1000));
+}
+
+uint64_t GiBCeil(uint64_t bytes) { return (bytes + kGiB - 1) / kGiB; }
+
+// Maps an engine status to EC2's error for a call about `kind` ("Volume", "Snapshot").
+Ec2Error FromStatus(const absl::Status& s, const std::string& kind) {
+  const std::string message(s.message());
+  switch (s.code()) {
+    case absl::StatusCode::kNotFound: return {400, absl::StrCat("Invalid", kind, ".NotFound"), message};
+    case absl::StatusCode::kInvalidArgument: return {400, "InvalidParameterValue", message};
+    case absl::StatusCode::kAlreadyExists: return {400, absl::StrCat("Invalid", kind, ".Duplicate"), message};
+    case absl::StatusCode::kFailedPrecondition: return {400, "IncorrectState", message};
+    case absl::StatusCode::kPermissionDenied: return {403, "UnauthorizedOperation", message};
+    case absl::StatusCode::kResourceExhausted: return {503, "InsufficientVolumeCapacity", message};
+    default: return {500, "InternalError", message};
+  }
+}
+
+Ec2Error Invalid(const std::string& message) { return {400, "InvalidParameterValue", message}; }
+Ec2Error Missing(const std::string& name) {
+  return {400, "MissingParameter", absl::StrCat("the request must contain the parameter ", name)};
+}
+
+// Owner of a resource; resources from before accounts belong to the first (admin) account.
+bool Owns(const Account& account, const std::string& owner, Store& store) {
+  if (!owner.empty()) return owner == account.id;
+  std::vector<Account> all = store.ListAccounts();
+  return !all.empty() && all.front().id == account.id;
+}
+
+bool CanUseSnapshot(const Account& account, const SnapshotInfo& s, Store& store) {
+  if (Owns(account, s.owner, store)) return true;
+  return std::find(s.shared_with.begin(), s.shared_with.end(), account.id) != s.shared_with.end() ||
+         std::find(s.shared_with.begin(), s.shared_with.end(), "all") != s.shared_with.end();
+}
+
+// TagSpecification.N.ResourceType / .Tag.M.Key / .Tag.M.Value for `resource_type`.
+absl::StatusOr<std::map<std::string, std::string>> TagSpecs(const QueryParams& p,
+                                                            const std::string& resource_type) {
+  std::map<std::string, std::string> tags;
+  for (const std::string& spec : p.StructList("TagSpecification")) {
+    const std::string type = p.GetOr(spec + "ResourceType", "");
+    if (type != resource_type) {
+      return absl::InvalidArgumentError(absl::StrCat("tag specification resource type \"", type,
+                                                     "\" is not valid here; use ", resource_type));
+    }
+    for (const std::string& tag : p.StructList(spec + "Tag")) {
+      tags[p.GetOr(tag + "Key", "")] = p.GetOr(tag + "Value", "");
+    }
+  }
+  return tags;
+}
+
+void WriteTags(XmlWriter& x, const std::map<std::string, std::string>& tags) {
+  x.Open("tagSet");
+  for (const auto& [k, v] : tags) {
+    x.Open("item");
+    x.Text("key", k);
+    x.Text("value", v);
+    x.Close();
+  }
+  x.Close();
+}
+
+void WriteVolume(XmlWriter& x, const VolumeInfo& v, const std::string& zone) {
+  x.Text("volumeId", v.id);
+  x.Number("size", GiBCeil(v.size_bytes));
+  x.Text("snapshotId", v.snapshot_id);
+  x.Text("availabilityZone", zone);
+  x.Text("status", "available");
+  x.Text("createTime", IsoTime(v.create_time_micros));
+  x.Open("attachmentSet");
+  x.Close();
+  WriteTags(x, v.tags);
+  x.Text("volumeType", v.volume_type);
+  if (v.iops != 0) x.Number("iops", v.iops);
+  if (v.throughput != 0) x.Number("throughput", v.throughput);
+  x.Bool("encrypted", false);
+  x.Bool("multiAttachEnabled", false);
+}
+
+void WriteSnapshot(XmlWriter& x, const SnapshotInfo& s, const std::string& owner) {
+  x.Text("snapshotId", s.id);
+  x.Text("volumeId", s.volume_id);
+  x.Text("status", SnapshotStateName(s.state));
+  if (!s.state_message.empty()) x.Text("statusMessage", s.state_message);
+  x.Text("startTime", IsoTime(s.start_time_micros));
+  x.Text("progress", absl::StrCat(s.progress_percent, "%"));
+  x.Text("ownerId", owner);
+  x.Text("description", s.description);
+  x.Number("volumeSize", GiBCeil(s.volume_size_bytes));
+  x.Bool("encrypted", false);
+  x.Text("storageTier", "standard");
+  if (s.state == SnapshotState::kCompleted) {
+    x.Number("fullSnapshotSizeInBytes", s.volume_size_bytes);
+  }
+  WriteTags(x, s.tags);
+}
+
+// Page of `items` from `next_token` (an index) with `max_results`, EC2 style.
+struct Page {
+  size_t begin = 0, end = 0;
+  std::string next_token;
+};
+absl::StatusOr<Page> Paginate(const QueryParams& p, size_t count, int64_t min_max, int64_t max_max) {
+  absl::StatusOr<std::optional<int64_t>> max = p.GetInt("MaxResults");
+  if (!max.ok()) return max.status();
+  Page page;
+  const std::string token = p.GetOr("NextToken", "");
+  if (!token.empty() && (!absl::SimpleAtoi(token, &page.begin) || page.begin > count)) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid NextToken \"", token, "\""));
+  }
+  size_t limit = count;
+  if (max->has_value()) {
+    if (**max < min_max) {
+      return absl::InvalidArgumentError(absl::StrCat("MaxResults must be at least ", min_max));
+    }
+    // As AWS: a larger value returns at most `max_max` items per page.
+    limit = static_cast<size_t>(std::min(**max, max_max));
+  }
+  page.end = std::min(count, page.begin + limit);
+  if (page.end < count) page.next_token = absl::StrCat(page.end);
+  return page;
+}
+
+bool TagFilterMatches(const Filter& f, const std::map<std::string, std::string>& tags, bool& handled) {
+  handled = true;
+  if (f.name == "tag-key") {
+    for (const auto& [k, v] : tags) {
+      if (MatchesAny(f.values, k)) return true;
+    }
+    return false;
+  }
+  if (absl::StartsWith(f.name, "tag:")) {
+    auto it = tags.find(f.name.substr(4));
+    return it != tags.end() && MatchesAny(f.values, it->second);
+  }
+  if (f.name == "tag-value") {
+    for (const auto& [k, v] : tags) {
+      if (MatchesAny(f.values, v)) return true;
+    }
+    return false;
+  }
+  handled = false;
+  return false;
+}
+
+class Call {
+ public:
+  Call(Store& store, Region& region, const Account& account, const QueryParams& p,
+       const std::string& action, std::map<std::string, std::string>& tokens, absl::Mutex& tokens_mu)
+      : store_(store), region_(region), account_(account), p_(p), action_(action),
+        tokens_(tokens), tokens_mu_(tokens_mu) {
+    x_.Open(absl::StrCat(action, "Response"), kXmlns);
+    x_.Text("requestId", RequestId());
+  }
+
+  Result Run() {
+    static const std::map<std::string, Result (Call::*)()> kActions = {
+        {"CreateVolume", &Call::CreateVolume},
+        {"DescribeVolumes", &Call::DescribeVolumes},
+        {"DeleteVolume", &Call::DeleteVolume},
+        {"ModifyVolume", &Call::ModifyVolume},
+        {"CreateSnapshot", &Call::CreateSnapshot},
+        {"DescribeSnapshots", &Call::DescribeSnapshots},
+        {"DeleteSnapshot", &Call::DeleteSnapshot},
+        {"CreateTags", &Call::CreateTags},
+        {"DeleteTags", &Call::DeleteTags},
+        {"ModifySnapshotAttribute", &Call::ModifySnapshotAttribute},
+        {"DescribeSnapshotAttribute", &Call::DescribeSnapshotAttribute},
+        {"ResetSnapshotAttribute", &Call::ResetSnapshotAttribute},
+    };
+    auto it = kActions.find(action_);
+    if (it == kActions.end()) {
+      return Ec2Error{400, "InvalidAction",
+                      absl::StrCat("the action \"", action_, "\" is not supported by Strata (see docs/api.md)")};
+    }
+    if (p_.GetOr("DryRun", "false") == "true") {
+      return Ec2Error{412, "DryRunOperation", "Request would have succeeded, but DryRun flag is set."};
+    }
+    return (this->*(it->second))();
+  }
+
+ private:
+  std::string Zone() const { return region_.name() + "a"; }
+
+  absl::StatusOr<VolumeInfo> OwnedVolume(const std::string& id) {
+    absl::StatusOr<VolumeInfo> v = region_.DescribeVolume(id);
+    if (!v.ok() || !Owns(account_, v->owner, store_)) {
+      return absl::NotFoundError(absl::StrCat("The volume '", id, "' does not exist."));
+    }
+    return v;
+  }
+  absl::StatusOr<SnapshotInfo> VisibleSnapshot(const std::string& id, bool must_own) {
+    absl::StatusOr<SnapshotInfo> s = region_.DescribeSnapshot(id);
+    if (!s.ok() || !(must_own ? Owns(account_, s->owner, store_) : CanUseSnapshot(account_, *s, store_))) {
+      return absl::NotFoundError(absl::StrCat("The snapshot '", id, "' does not exist."));
+    }
+    return s;
+  }
+  std::string OwnerOf(const std::string& owner) {
+    if (!owner.empty()) return owner;
+    std::vector<Account> all = store_.ListAccounts();
+    return all.empty() ? "" : all.front().id;
+  }
+
+  Result CreateVolume() {
+    absl::StatusOr<std::optional<int64_t>> size = p_.GetInt("Size");
+    if (!size.ok()) return Invalid(std::string(size.status().message()));
+    const std::string snapshot = p_.GetOr("SnapshotId", "");
+    if (!size->has_value() && snapshot.empty()) return Missing("Size or SnapshotId");
+    if (size->has_value() && (**size < 1 || **size > kMaxVolumeGiB)) {
+      return Invalid(absl::StrCat("Size must be from 1 to ", kMaxVolumeGiB, " GiB"));
+    }
+    const std::string type = p_.GetOr("VolumeType", "gp3");
+    static const std::set<std::string> kTypes = {"gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"};
+    if (!kTypes.contains(type)) {
+      return Invalid(absl::StrCat("VolumeType \"", type, "\" is not one of gp2, gp3, io1, io2, st1, sc1, standard"));
+    }
+    absl::StatusOr<std::optional<int64_t>> iops = p_.GetInt("Iops");
+    absl::StatusOr<std::optional<int64_t>> throughput = p_.GetInt("Throughput");
+    if (!iops.ok() || !throughput.ok()) return Invalid("Iops and Throughput must be integers");
+    if (p_.GetOr("Encrypted", "false") == "true") {
+      return Ec2Error{400, "InvalidParameterCombination",
+                      "encrypted volumes are not supported yet (the encryption issue adds them)"};
+    }
+    absl::StatusOr<std::map<std::string, std::string>> tags = TagSpecs(p_, "volume");
+    if (!tags.ok()) return Invalid(std::string(tags.status().message()));
+    const std::string token = p_.GetOr("ClientToken", "");
+    if (!token.empty()) {
+      absl::MutexLock lock(&tokens_mu_);
+      if (auto it = tokens_.find(account_.id + "/" + token); it != tokens_.end()) {
+        absl::StatusOr<VolumeInfo> v = region_.DescribeVolume(it->second);
+        if (v.ok()) {
+          WriteVolume(x_, *v, Zone());
+          return x_.Finish();
+        }
+      }
+    }
+    if (!snapshot.empty()) {
+      absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(snapshot, false);
+      if (!s.ok()) return FromStatus(s.status(), "Snapshot");
+    }
+    CreateVolumeRequest request;
+    request.size_bytes = size->has_value() ? static_cast<uint64_t>(**size) * kGiB : 0;
+    request.snapshot_id = snapshot;
+    request.tags = *tags;
+    request.owner = account_.id;
+    request.volume_type = type;
+    request.iops = static_cast<uint64_t>(iops->value_or(0));
+    request.throughput = static_cast<uint64_t>(throughput->value_or(0));
+    absl::StatusOr<VolumeInfo> v = region_.CreateVolume(request);
+    if (!v.ok()) return FromStatus(v.status(), snapshot.empty() ? "Volume" : "Snapshot");
+    if (!token.empty()) {
+      absl::MutexLock lock(&tokens_mu_);
+      tokens_[account_.id + "/" + token] = v->id;
+    }
+    WriteVolume(x_, *v, Zone());
+    return x_.Finish();
+  }
+
+  Result DescribeVolumes() {
+    const std::vector<std::string> ids = p_.List("VolumeId");
+    const std::vector<Filter> filters = ParseFilters(p_);
+    if (!ids.empty() && p_.Get("MaxResults").has_value()) {
+      return Ec2Error{400, "InvalidParameterCombination", "MaxResults cannot be used with VolumeId"};
+    }
+    absl::StatusOr<std::vector<VolumeInfo>> all = region_.ListVolumes();
+    if (!all.ok()) return FromStatus(all.status(), "Volume");
+    std::vector<VolumeInfo> mine;
+    for (const VolumeInfo& v : *all) {
+      if (!Owns(account_, v.owner, store_)) continue;
+      if (!ids.empty() && std::find(ids.begin(), ids.end(), v.id) == ids.end()) continue;
+      bool keep = true;
+      for (const Filter& f : filters) {
+        bool handled = false;
+        bool match = TagFilterMatches(f, v.tags, handled);
+        if (!handled) {
+          if (f.name == "volume-id") match = MatchesAny(f.values, v.id);
+          else if (f.name == "status") match = MatchesAny(f.values, "available");
+          else if (f.name == "size") match = MatchesAny(f.values, absl::StrCat(GiBCeil(v.size_bytes)));
+          else if (f.name == "snapshot-id") match = MatchesAny(f.values, v.snapshot_id);
+          else if (f.name == "volume-type") match = MatchesAny(f.values, v.volume_type);
+          else if (f.name == "availability-zone") match = MatchesAny(f.values, Zone());
+          else if (f.name == "encrypted") match = MatchesAny(f.values, "false");
+          else return Ec2Error{400, "InvalidParameterValue", absl::StrCat("The filter '", f.name, "' is invalid")};
+        }
+        keep &= match;
+      }
+      if (keep) mine.push_back(v);
+    }
+    for (const std::string& id : ids) {
+      if (std::none_of(mine.begin(), mine.end(), [&](const VolumeInfo& v) { return v.id == id; }) &&
+          filters.empty()) {
+        return Ec2Error{400, "InvalidVolume.NotFound", absl::StrCat("The volume '", id, "' does not exist.")};
+      }
+    }
+    std::sort(mine.begin(), mine.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    absl::StatusOr<Page> page = Paginate(p_, mine.size(), 5, 500);
+    if (!page.ok()) return Invalid(std::string(page.status().message()));
+    x_.Open("volumeSet");
+    for (size_t i = page->begin; i < page->end; ++i) {
+      x_.Open("item");
+      WriteVolume(x_, mine[i], Zone());
+      x_.Close();
+    }
+    x_.Close();
+    if (!page->next_token.empty()) x_.Text("nextToken", page->next_token);
+    return x_.Finish();
+  }
+
+  Result DeleteVolume() {
+    const std::string id = p_.GetOr("VolumeId", "");
+    if (id.empty()) return Missing("VolumeId");
+    absl::StatusOr<VolumeInfo> v = OwnedVolume(id);
+    if (!v.ok()) return FromStatus(v.status(), "Volume");
+    if (absl::Status s = region_.DeleteVolume(id); !s.ok()) {
+      Ec2Error e = FromStatus(s, "Volume");
+      if (s.code() == absl::StatusCode::kFailedPrecondition) e.code = "VolumeInUse";
+      return e;
+    }
+    x_.Bool("return", true);
+    return x_.Finish();
+  }
+
+  Result ModifyVolume() {
+    const std::string id = p_.GetOr("VolumeId", "");
+    if (id.empty()) return Missing("VolumeId");
+    absl::StatusOr<VolumeInfo> v = OwnedVolume(id);
+    if (!v.ok()) return FromStatus(v.status(), "Volume");
+    absl::StatusOr<std::optional<int64_t>> size = p_.GetInt("Size");
+    absl::StatusOr<std::optional<int64_t>> iops = p_.GetInt("Iops");
+    absl::StatusOr<std::optional<int64_t>> throughput = p_.GetInt("Throughput");
+    if (!size.ok() || !iops.ok() || !throughput.ok()) return Invalid("Size, Iops and Throughput must be integers");
+    const uint64_t original = GiBCeil(v->size_bytes);
+    if (size->has_value()) {
+      if (**size < static_cast<int64_t>(original)) {
+        return Invalid(absl::StrCat("the new size (", **size, ") cannot be smaller than the current size (",
+                                    original, "): volumes never shrink"));
+      }
+      if (**size > kMaxVolumeGiB) return Invalid(absl::StrCat("Size is at most ", kMaxVolumeGiB));
+      if (absl::Status s = region_.GrowVolume(id, static_cast<uint64_t>(**size) * kGiB); !s.ok()) {
+        return FromStatus(s, "Volume");
+      }
+    }
+    const std::string type = p_.GetOr("VolumeType", v->volume_type);
+    if (absl::Status s = region_.SetVolumeType(id, type, static_cast<uint64_t>(iops->value_or(v->iops)),
+                                               static_cast<uint64_t>(throughput->value_or(v->throughput)));
+        !s.ok()) {
+      return FromStatus(s, "Volume");
+    }
+    absl::StatusOr<VolumeInfo> now = region_.DescribeVolume(id);
+    if (!now.ok()) return FromStatus(now.status(), "Volume");
+    x_.Open("volumeModification");
+    x_.Text("volumeId", id);
+    x_.Text("modificationState", "completed");
+    x_.Number("targetSize", GiBCeil(now->size_bytes));
+    x_.Text("targetVolumeType", now->volume_type);
+    x_.Number("originalSize", original);
+    x_.Text("originalVolumeType", v->volume_type);
+    x_.Number("progress", 100);
+    x_.Text("startTime", IsoTime(now->create_time_micros));
+    x_.Close();
+    return x_.Finish();
+  }
+
+  Result CreateSnapshot() {
+    const std::string id = p_.GetOr("VolumeId", "");
+    if (id.empty()) return Missing("VolumeId");
+    absl::StatusOr<VolumeInfo> v = OwnedVolume(id);
+    if (!v.ok()) return FromStatus(v.status(), "Volume");
+    absl::StatusOr<std::map<std::string, std::string>> tags = TagSpecs(p_, "snapshot");
+    if (!tags.ok()) return Invalid(std::string(tags.status().message()));
+    absl::StatusOr<SnapshotInfo> s =
+        region_.CreateSnapshot({id, p_.GetOr("Description", ""), *tags, account_.id});
+    if (!s.ok()) return FromStatus(s.status(), "Volume");
+    WriteSnapshot(x_, *s, account_.id);
+    return x_.Finish();
+  }
+
+  Result DescribeSnapshots() {
+    const std::vector<std::string> ids = p_.List("SnapshotId");
+    const std::vector<std::string> owners = p_.List("Owner");
+    const std::vector<std::string> restorable = p_.List("RestorableBy");
+    const std::vector<Filter> filters = ParseFilters(p_);
+    absl::StatusOr<std::vector<SnapshotInfo>> all = region_.ListSnapshots();
+    if (!all.ok()) return FromStatus(all.status(), "Snapshot");
+    std::vector<SnapshotInfo> out;
+    for (const SnapshotInfo& s : *all) {
+      if (!CanUseSnapshot(account_, s, store_)) continue;
+      const std::string owner = OwnerOf(s.owner);
+      if (!ids.empty() && std::find(ids.begin(), ids.end(), s.id) == ids.end()) continue;
+      if (!owners.empty()) {
+        bool any = false;
+        for (const std::string& o : owners) any |= (o == "self" && owner == account_.id) || o == owner;
+        if (!any) continue;
+      }
+      if (!restorable.empty()) {
+        bool any = false;
+        for (const std::string& r : restorable) {
+          const std::string who = r == "self" ? account_.id : r;
+          any |= owner == who || std::find(s.shared_with.begin(), s.shared_with.end(), who) != s.shared_with.end() ||
+                 (r == "all" && std::find(s.shared_with.begin(), s.shared_with.end(), "all") != s.shared_with.end());
+        }
+        if (!any) continue;
+      }
+      bool keep = true;
+      for (const Filter& f : filters) {
+        bool handled = false;
+        bool match = TagFilterMatches(f, s.tags, handled);
+        if (!handled) {
+          if (f.name == "snapshot-id") match = MatchesAny(f.values, s.id);
+          else if (f.name == "volume-id") match = MatchesAny(f.values, s.volume_id);
+          else if (f.name == "status") match = MatchesAny(f.values, SnapshotStateName(s.state));
+          else if (f.name == "owner-id") match = MatchesAny(f.values, owner);
+          else if (f.name == "description") match = MatchesAny(f.values, s.description);
+          else if (f.name == "progress") match = MatchesAny(f.values, absl::StrCat(s.progress_percent, "%"));
+          else if (f.name == "volume-size") match = MatchesAny(f.values, absl::StrCat(GiBCeil(s.volume_size_bytes)));
+          else if (f.name == "encrypted") match = MatchesAny(f.values, "false");
+          else return Ec2Error{400, "InvalidParameterValue", absl::StrCat("The filter '", f.name, "' is invalid")};
+        }
+        keep &= match;
+      }
+      if (keep) out.push_back(s);
+    }
+    for (const std::string& id : ids) {
+      if (std::none_of(out.begin(), out.end(), [&](const SnapshotInfo& s) { return s.id == id; }) &&
+          filters.empty() && owners.empty() && restorable.empty()) {
+        return Ec2Error{400, "InvalidSnapshot.NotFound", absl::StrCat("The snapshot '", id, "' does not exist.")};
+      }
+    }
+    absl::StatusOr<Page> page = Paginate(p_, out.size(), 5, 1000);
+    if (!page.ok()) return Invalid(std::string(page.status().message()));
+    x_.Open("snapshotSet");
+    for (size_t i = page->begin; i < page->end; ++i) {
+      x_.Open("item");
+      WriteSnapshot(x_, out[i], OwnerOf(out[i].owner));
+      x_.Close();
+    }
+    x_.Close();
+    if (!page->next_token.empty()) x_.Text("nextToken", page->next_token);
+    return x_.Finish();
+  }
+
+  Result DeleteSnapshot() {
+    const std::string id = p_.GetOr("SnapshotId", "");
+    if (id.empty()) return Missing("SnapshotId");
+    absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(id, true);
+    if (!s.ok()) return FromStatus(s.status(), "Snapshot");
+    if (absl::Status st = region_.DeleteSnapshot(id); !st.ok()) return FromStatus(st, "Snapshot");
+    x_.Bool("return", true);
+    return x_.Finish();
+  }
+
+  // Tags on volumes and snapshots the caller owns. All resources are checked before any
+  // changes, so a bad id changes nothing.
+  Result Tag(bool add) {
+    const std::vector<std::string> ids = p_.List("ResourceId");
+    if (ids.empty()) return Missing("ResourceId");
+    std::map<std::string, std::string> set;
+    std::vector<std::string> remove;
+    for (const std::string& tag : p_.StructList("Tag")) {
+      const std::string key = p_.GetOr(tag + "Key", "");
+      if (add) {
+        set[key] = p_.GetOr(tag + "Value", "");
+      } else {
+        remove.push_back(key);  // TODO(#3): DeleteTags with a Value deletes only on a match.
+      }
+    }
+    if (add && set.empty()) return Missing("Tag");
+    for (const std::string& id : ids) {
+      if (absl::StartsWith(id, "vol-")) {
+        if (absl::StatusOr<VolumeInfo> v = OwnedVolume(id); !v.ok()) return FromStatus(v.status(), "Volume");
+      } else if (absl::StartsWith(id, "snap-")) {
+        if (absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(id, true); !s.ok()) {
+          return FromStatus(s.status(), "Snapshot");
+        }
+      } else {
+        return Ec2Error{400, "InvalidID", absl::StrCat("The ID '", id, "' is not valid")};
+      }
+    }
+    for (const std::string& id : ids) {
+      absl::Status s = absl::StartsWith(id, "vol-") ? region_.TagVolume(id, set, remove)
+                                                    : region_.TagSnapshot(id, set, remove);
+      if (!s.ok()) return FromStatus(s, absl::StartsWith(id, "vol-") ? "Volume" : "Snapshot");
+    }
+    x_.Bool("return", true);
+    return x_.Finish();
+  }
+  Result CreateTags() { return Tag(true); }
+  Result DeleteTags() { return Tag(false); }
+
+  Result ModifySnapshotAttribute() {
+    const std::string id = p_.GetOr("SnapshotId", "");
+    if (id.empty()) return Missing("SnapshotId");
+    const std::string attribute = p_.GetOr("Attribute", "createVolumePermission");
+    if (attribute != "createVolumePermission") {
+      return Invalid("only the createVolumePermission attribute can be modified");
+    }
+    absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(id, true);
+    if (!s.ok()) return FromStatus(s.status(), "Snapshot");
+    std::vector<std::string> add, remove;
+    for (const std::string& item : p_.StructList("CreateVolumePermission.Add")) {
+      add.push_back(p_.Get(item + "Group").value_or(p_.GetOr(item + "UserId", "")));
+    }
+    for (const std::string& item : p_.StructList("CreateVolumePermission.Remove")) {
+      remove.push_back(p_.Get(item + "Group").value_or(p_.GetOr(item + "UserId", "")));
+    }
+    const std::string op = p_.GetOr("OperationType", "");
+    std::vector<std::string> users = p_.List("UserId");
+    for (const std::string& g : p_.List("UserGroup")) users.push_back(g);
+    if (op == "add") add.insert(add.end(), users.begin(), users.end());
+    else if (op == "remove") remove.insert(remove.end(), users.begin(), users.end());
+    else if (!op.empty()) return Invalid("OperationType must be add or remove");
+    for (const std::string& who : add) {
+      if (who != "all" && (who.size() != 12 || who.find_first_not_of("0123456789") != std::string::npos)) {
+        return Invalid(absl::StrCat("\"", who, "\" is not an account id (12 digits) or the group all"));
+      }
+    }
+    std::vector<std::string> shared = s->shared_with;
+    for (const std::string& who : add) {
+      if (std::find(shared.begin(), shared.end(), who) == shared.end()) shared.push_back(who);
+    }
+    for (const std::string& who : remove) std::erase(shared, who);
+    if (absl::Status st = region_.SetSnapshotPermissions(id, shared); !st.ok()) return FromStatus(st, "Snapshot");
+    x_.Bool("return", true);
+    return x_.Finish();
+  }
+
+  Result DescribeSnapshotAttribute() {
+    const std::string id = p_.GetOr("SnapshotId", "");
+    if (id.empty()) return Missing("SnapshotId");
+    if (p_.GetOr("Attribute", "") != "createVolumePermission") {
+      return Invalid("only the createVolumePermission attribute is supported");
+    }
+    absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(id, true);
+    if (!s.ok()) return FromStatus(s.status(), "Snapshot");
+    x_.Text("snapshotId", id);
+    x_.Open("createVolumePermission");
+    for (const std::string& who : s->shared_with) {
+      x_.Open("item");
+      if (who == "all") x_.Text("group", "all");
+      else x_.Text("userId", who);
+      x_.Close();
+    }
+    x_.Close();
+    return x_.Finish();
+  }
+
+  Result ResetSnapshotAttribute() {
+    const std::string id = p_.GetOr("SnapshotId", "");
+    if (id.empty()) return Missing("SnapshotId");
+    absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(id, true);
+    if (!s.ok()) return FromStatus(s.status(), "Snapshot");
+    if (absl::Status st = region_.SetSnapshotPermissions(id, {}); !st.ok()) return FromStatus(st, "Snapshot");
+    x_.Bool("return", true);
+    return x_.Finish();
+  }
+
+  Store& store_;
+  Region& region_;
+  const Account& account_;
+  const QueryParams& p_;
+  const std::string action_;
+  std::map<std::string, std::string>& tokens_;
+  absl::Mutex& tokens_mu_;
+  XmlWriter x_;
+};
+
+}  // namespace
+
+HttpResponse Ec2Service::Error(int status, const std::string& code, const std::string& message) {
+  XmlWriter x;
+  x.Open("Response");
+  x.Open("Errors");
+  x.Open("Error");
+  x.Text("Code", code);
+  x.Text("Message", message);
+  x.Close();
+  x.Close();
+  x.Text("RequestID", RequestId());
+  return HttpResponse{status, {{"Content-Type", "text/xml;charset=UTF-8"}}, x.Finish()};
+}
+
+HttpResponse Ec2Service::Handle(const HttpRequest& request, const Account& account, Region& region) {
+  absl::StatusOr<QueryParams> params = QueryParams::Parse(
+      request.method == "POST" ? absl::string_view(request.body) : absl::string_view(request.query));
+  if (!params.ok()) return Error(400, "InvalidParameterValue", std::string(params.status().message()));
+  const std::string action = params->GetOr("Action", "");
+  if (action.empty()) return Error(400, "MissingAction", "the request has no Action parameter");
+  Result result = Call(store_, region, account, *params, action, volume_tokens_, tokens_mu_).Run();
+  if (const Ec2Error* e = std::get_if<Ec2Error>(&result)) return Error(e->status, e->code, e->message);
+  return HttpResponse{200, {{"Content-Type", "text/xml;charset=UTF-8"}}, std::get<std::string>(std::move(result))};
+}
+
+}  // namespace strata::api

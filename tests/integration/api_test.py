@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Drives stratad's AWS-compatible API with the real clients: boto3 and the aws CLI.
+
+Usage: api_test.py BIN_DIR. Starts stratad on a free loopback port with a fresh store, runs the
+workflows, stops it with SIGTERM. Prints "N passed, M failed".
+"""
+import datetime
+import hashlib
+import hmac
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import boto3
+import botocore
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+BIN = sys.argv[1]
+PASSED = 0
+FAILED = 0
+
+
+def check(cond, what):
+    global PASSED, FAILED
+    if cond:
+        PASSED += 1
+    else:
+        FAILED += 1
+        print("FAIL:", what, flush=True)
+
+
+def expect_error(code, fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except botocore.exceptions.ClientError as e:
+        got = e.response["Error"]["Code"]
+        check(got == code, f"expected {code}, got {got}: {e}")
+        return e
+    check(False, f"expected {code}, call succeeded")
+    return None
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="strata-api-")
+    data = os.path.join(work, "data")
+    env = dict(os.environ, STRATA_QUIET="")
+    env.pop("STRATA_QUIET")
+    accounts = {}
+    for name in ("alice", "bob", "carol"):
+        out = subprocess.run([f"{BIN}/strata", "--data-dir", data, "account", "create", name],
+                             check=True, capture_output=True, text=True).stdout
+        accounts[name] = json.loads(out)
+    log = open(os.path.join(work, "stratad.log"), "w+")
+    daemon = subprocess.Popen([f"{BIN}/stratad", "--data-dir", data, "--api-listen", "127.0.0.1:0"],
+                              stderr=log, env=env)
+    port = None
+    for _ in range(200):
+        log.seek(0)
+        m = re.search(r"API on http://127\.0\.0\.1:(\d+)", log.read())
+        if m:
+            port = int(m.group(1))
+            break
+        time.sleep(0.05)
+    check(port is not None, "stratad printed its API port")
+    endpoint = f"http://127.0.0.1:{port}"
+
+    def client(name, region="local-1"):
+        a = accounts[name]
+        return boto3.client("ec2", endpoint_url=endpoint, region_name=region,
+                            aws_access_key_id=a["AccessKeyId"],
+                            aws_secret_access_key=a["SecretAccessKey"])
+
+    try:
+        run(client, accounts, endpoint, data)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        rc = daemon.wait(timeout=60)
+        check(rc == 0, f"stratad exit status {rc}")
+        log.seek(0)
+        check("stopped" in log.read(), "stratad stopped cleanly")
+    print(f"{PASSED} passed, {FAILED} failed")
+    return 0 if FAILED == 0 else 1
+
+
+def run(client, accounts, endpoint, data):
+    alice, bob, carol = client("alice"), client("bob"), client("carol")
+    alice_id, bob_id = accounts["alice"]["AccountId"], accounts["bob"]["AccountId"]
+
+    # Volumes: create with tags, describe with filters and pagination.
+    vol = alice.create_volume(Size=1, AvailabilityZone="local-1a", VolumeType="gp3",
+                              TagSpecifications=[{"ResourceType": "volume",
+                                                  "Tags": [{"Key": "Name", "Value": "web-1"}]}])
+    vid = vol["VolumeId"]
+    check(re.fullmatch(r"vol-[0-9a-f]{17}", vid), f"volume id {vid}")
+    check(vol["Size"] == 1 and vol["State"] == "available", f"create_volume {vol}")
+    for i in range(6):
+        alice.create_volume(Size=2, AvailabilityZone="local-1a",
+                            TagSpecifications=[{"ResourceType": "volume",
+                                                "Tags": [{"Key": "Name", "Value": f"db-{i}"}]}])
+    got = alice.describe_volumes(Filters=[{"Name": "tag:Name", "Values": ["web-?"]}])["Volumes"]
+    check([v["VolumeId"] for v in got] == [vid], "tag filter with ? wildcard")
+    got = alice.describe_volumes(Filters=[{"Name": "size", "Values": ["2"]},
+                                          {"Name": "tag:Name", "Values": ["db-*"]}])["Volumes"]
+    check(len(got) == 6, f"two filters: {len(got)}")
+    page = alice.describe_volumes(MaxResults=5)
+    check(len(page["Volumes"]) == 5 and "NextToken" in page, "first page of 5")
+    rest = alice.describe_volumes(MaxResults=5, NextToken=page["NextToken"])
+    check(len(rest["Volumes"]) == 2 and "NextToken" not in rest, "second page of 2")
+    paginator = alice.get_paginator("describe_volumes")
+    total = sum(len(p["Volumes"]) for p in paginator.paginate(PaginationConfig={"PageSize": 5}))
+    check(total == 7, f"paginator total {total}")
+    check(carol.describe_volumes()["Volumes"] == [], "another account sees no volumes")
+    expect_error("InvalidVolume.NotFound", carol.delete_volume, VolumeId=vid)
+    expect_error("InvalidVolume.NotFound", alice.describe_volumes, VolumeIds=["vol-0123456789abcdef0"])
+    expect_error("InvalidParameterValue", alice.create_volume, Size=0, AvailabilityZone="local-1a")
+    expect_error("InvalidParameterValue", alice.create_volume, Size=1, AvailabilityZone="local-1a",
+                 VolumeType="fast")
+    expect_error("InvalidParameterValue", alice.describe_volumes,
+                 Filters=[{"Name": "no-such-filter", "Values": ["x"]}])
+
+    # Idempotent create with ClientToken.
+    a = alice.create_volume(Size=1, AvailabilityZone="local-1a", ClientToken="tok-1")
+    b = alice.create_volume(Size=1, AvailabilityZone="local-1a", ClientToken="tok-1")
+    check(a["VolumeId"] == b["VolumeId"], "ClientToken makes CreateVolume idempotent")
+    alice.delete_volume(VolumeId=a["VolumeId"])
+
+    # ModifyVolume: grow and change type; shrinking is refused.
+    mod = alice.modify_volume(VolumeId=vid, Size=3, VolumeType="io2", Iops=3000)["VolumeModification"]
+    check(mod["TargetSize"] == 3 and mod["OriginalSize"] == 1 and mod["TargetVolumeType"] == "io2",
+          f"modify_volume {mod}")
+    expect_error("InvalidParameterValue", alice.modify_volume, VolumeId=vid, Size=2)
+    check(alice.describe_volumes(VolumeIds=[vid])["Volumes"][0]["Size"] == 3, "grown to 3 GiB")
+
+    # Snapshots: pending then completed, filters, tags.
+    snap = alice.create_snapshot(VolumeId=vid, Description="nightly",
+                                 TagSpecifications=[{"ResourceType": "snapshot",
+                                                     "Tags": [{"Key": "tier", "Value": "gold"}]}])
+    sid = snap["SnapshotId"]
+    check(snap["State"] in ("pending", "completed") and snap["OwnerId"] == alice_id, f"snapshot {snap}")
+    alice.get_waiter("snapshot_completed").wait(SnapshotIds=[sid], WaiterConfig={"Delay": 1})
+    s = alice.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]
+    check(s["State"] == "completed" and s["Progress"] == "100%" and s["VolumeSize"] == 3, f"{s}")
+    got = alice.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:tier", "Values": ["g*"]}])
+    check([x["SnapshotId"] for x in got["Snapshots"]] == [sid], "snapshot tag filter")
+    got = alice.describe_snapshots(Filters=[{"Name": "description", "Values": ["night*"]}])
+    check(len(got["Snapshots"]) == 1, "description filter")
+
+    # A volume from the snapshot.
+    clone = alice.create_volume(SnapshotId=sid, AvailabilityZone="local-1a")
+    check(clone["SnapshotId"] == sid and clone["Size"] == 3, f"clone {clone}")
+
+    # Sharing: bob may create a volume from it, carol may not.
+    expect_error("InvalidSnapshot.NotFound", bob.create_volume, SnapshotId=sid, AvailabilityZone="local-1a")
+    alice.modify_snapshot_attribute(SnapshotId=sid, Attribute="createVolumePermission",
+                                    OperationType="add", UserIds=[bob_id])
+    attr = alice.describe_snapshot_attribute(SnapshotId=sid, Attribute="createVolumePermission")
+    check(attr["CreateVolumePermissions"] == [{"UserId": bob_id}], f"attribute {attr}")
+    shared = bob.describe_snapshots(RestorableByUserIds=["self"])["Snapshots"]
+    check([x["SnapshotId"] for x in shared] == [sid], "bob sees the shared snapshot")
+    bob_vol = bob.create_volume(SnapshotId=sid, AvailabilityZone="local-1a")
+    check(bob_vol["SnapshotId"] == sid, "bob creates a volume from the shared snapshot")
+    expect_error("InvalidSnapshot.NotFound", carol.create_volume, SnapshotId=sid, AvailabilityZone="local-1a")
+    check(carol.describe_snapshots(RestorableByUserIds=["self"])["Snapshots"] == [], "carol sees nothing")
+    expect_error("InvalidSnapshot.NotFound", bob.delete_snapshot, SnapshotId=sid)
+    expect_error("InvalidParameterValue", alice.modify_snapshot_attribute, SnapshotId=sid,
+                 Attribute="createVolumePermission", OperationType="add", UserIds=["not-an-account"])
+    alice.reset_snapshot_attribute(SnapshotId=sid, Attribute="createVolumePermission")
+    expect_error("InvalidSnapshot.NotFound", bob.create_volume, SnapshotId=sid, AvailabilityZone="local-1a")
+
+    # Tags.
+    alice.create_tags(Resources=[vid, sid], Tags=[{"Key": "env", "Value": "prod"}])
+    check({"Key": "env", "Value": "prod"} in alice.describe_volumes(VolumeIds=[vid])["Volumes"][0]["Tags"],
+          "create_tags on a volume")
+    alice.delete_tags(Resources=[sid], Tags=[{"Key": "env"}])
+    tags = alice.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0].get("Tags", [])
+    check(all(t["Key"] != "env" for t in tags), "delete_tags")
+    expect_error("InvalidVolume.NotFound", carol.create_tags, Resources=[vid],
+                 Tags=[{"Key": "x", "Value": "y"}])
+
+    # Deleting: a volume with a pending snapshot is refused; a snapshot deletes.
+    alice.delete_snapshot(SnapshotId=sid)
+    expect_error("InvalidSnapshot.NotFound", alice.describe_snapshots, SnapshotIds=[sid])
+    check(alice.describe_volumes(VolumeIds=[clone["VolumeId"]])["Volumes"][0]["SnapshotId"] == sid,
+          "a volume made from a deleted snapshot keeps working")
+    expect_error("InvalidAction", alice.describe_instances)
+    expect_error("DryRunOperation", alice.describe_volumes, DryRun=True)
+
+    # Auth: unknown region, unsigned, badly signed, stale, unknown key: refused, nothing changes.
+    expect_error("InvalidRegion", client("alice", region="mars-1").describe_volumes)
+    before = len(alice.describe_volumes()["Volumes"])
+    body = "Action=CreateVolume&Version=2016-11-15&Size=1&AvailabilityZone=local-1a"
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    def raw(hdrs):
+        req = urllib.request.Request(endpoint + "/", data=body.encode(), headers=hdrs, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    status, text = raw(headers)
+    check(status == 401 and "<Code>AuthFailure</Code>" in text, f"unsigned: {status} {text}")
+
+    def signed(secret, access=None, when=None):
+        if when is None:  # botocore's own signer.
+            creds = Credentials(access or accounts["alice"]["AccessKeyId"], secret)
+            req = AWSRequest(method="POST", url=endpoint + "/", data=body, headers=dict(headers))
+            SigV4Auth(creds, "ec2", "local-1").add_auth(req)
+            return dict(req.headers.items())
+        # An independent SigV4 signer, to sign with a chosen (stale) time.
+        amz = when.strftime("%Y%m%dT%H%M%SZ")
+        host = endpoint[len("http://"):]
+        canonical = "\n".join(["POST", "/", "", f"content-type:{headers['Content-Type']}", f"host:{host}",
+                               f"x-amz-date:{amz}", "", "content-type;host;x-amz-date",
+                               hashlib.sha256(body.encode()).hexdigest()])
+        scope = f"{amz[:8]}/local-1/ec2/aws4_request"
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+        key = ("AWS4" + secret).encode()
+        for part in (amz[:8], "local-1", "ec2", "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        sig = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        access = access or accounts["alice"]["AccessKeyId"]
+        return dict(headers, **{"X-Amz-Date": amz, "Authorization":
+                    f"AWS4-HMAC-SHA256 Credential={access}/{scope}, "
+                    f"SignedHeaders=content-type;host;x-amz-date, Signature={sig}"})
+
+    status, text = raw(signed(accounts["alice"]["SecretAccessKey"]))
+    check(status == 200 and "<volumeId>" in text, f"hand-signed request works: {status} {text[:200]}")
+    status, text = raw(signed("wrong-secret"))
+    check(status == 403 and "SignatureDoesNotMatch" in text, f"bad signature: {status}")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    status, text = raw(signed(accounts["alice"]["SecretAccessKey"], when=now))
+    check(status == 200, f"independent signer agrees with the server: {status} {text[:200]}")
+    late = now - datetime.timedelta(minutes=20)
+    status, text = raw(signed(accounts["alice"]["SecretAccessKey"], when=late))
+    check(status == 401 and "AuthFailure" in text, f"replayed late: {status} {text[:200]}")
+    status, text = raw(signed("x", access="AKIAUNKNOWNUNKNOWN00"))
+    check(status == 403 and "InvalidClientTokenId" in text, f"unknown key: {status}")
+    check(len(alice.describe_volumes()["Volumes"]) == before + 2, "only the good requests created volumes")
+
+    # The aws CLI, unchanged, against the same endpoint.
+    cli_env = dict(os.environ, AWS_ACCESS_KEY_ID=accounts["alice"]["AccessKeyId"],
+                   AWS_SECRET_ACCESS_KEY=accounts["alice"]["SecretAccessKey"],
+                   AWS_DEFAULT_REGION="local-1")
+    out = subprocess.run(["aws", "--endpoint-url", endpoint, "ec2", "describe-volumes",
+                          "--filters", "Name=tag:Name,Values=web-1", "--query", "Volumes[].VolumeId",
+                          "--output", "text"], env=cli_env, capture_output=True, text=True)
+    check(out.returncode == 0 and out.stdout.strip() == vid, f"aws cli describe-volumes: {out}")
+    out = subprocess.run(["aws", "--endpoint-url", endpoint, "ec2", "delete-volume", "--volume-id",
+                          "vol-0123456789abcdef0"], env=cli_env, capture_output=True, text=True)
+    check(out.returncode != 0 and "InvalidVolume.NotFound" in out.stderr, f"aws cli error: {out.stderr}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
