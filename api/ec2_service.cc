@@ -192,9 +192,8 @@ bool TagFilterMatches(const Filter& f, const std::map<std::string, std::string>&
 class Call {
  public:
   Call(Store& store, Region& region, const Account& account, const QueryParams& p,
-       const std::string& action, std::map<std::string, std::string>& tokens, absl::Mutex& tokens_mu)
-      : store_(store), region_(region), account_(account), p_(p), action_(action),
-        tokens_(tokens), tokens_mu_(tokens_mu) {
+       const std::string& action, ClientTokens& tokens)
+      : store_(store), region_(region), account_(account), p_(p), action_(action), tokens_(tokens) {
     x_.Open(absl::StrCat(action, "Response"), kXmlns);
     x_.Text("requestId", RequestId());
   }
@@ -272,9 +271,8 @@ class Call {
     if (!tags.ok()) return Invalid(std::string(tags.status().message()));
     const std::string token = p_.GetOr("ClientToken", "");
     if (!token.empty()) {
-      absl::MutexLock lock(&tokens_mu_);
-      if (auto it = tokens_.find(account_.id + "/" + token); it != tokens_.end()) {
-        absl::StatusOr<VolumeInfo> v = region_.DescribeVolume(it->second);
+      if (std::optional<std::string> id = tokens_.Find(account_.id + "/" + token); id.has_value()) {
+        absl::StatusOr<VolumeInfo> v = region_.DescribeVolume(*id);
         if (v.ok()) {
           WriteVolume(x_, *v, Zone());
           return x_.Finish();
@@ -295,10 +293,7 @@ class Call {
     request.throughput = static_cast<uint64_t>(throughput->value_or(0));
     absl::StatusOr<VolumeInfo> v = region_.CreateVolume(request);
     if (!v.ok()) return FromStatus(v.status(), snapshot.empty() ? "Volume" : "Snapshot");
-    if (!token.empty()) {
-      absl::MutexLock lock(&tokens_mu_);
-      tokens_[account_.id + "/" + token] = v->id;
-    }
+    if (!token.empty()) tokens_.Remember(account_.id + "/" + token, v->id);
     WriteVolume(x_, *v, Zone());
     return x_.Finish();
   }
@@ -606,8 +601,7 @@ class Call {
   const Account& account_;
   const QueryParams& p_;
   const std::string action_;
-  std::map<std::string, std::string>& tokens_;
-  absl::Mutex& tokens_mu_;
+  ClientTokens& tokens_;
   XmlWriter x_;
 };
 
@@ -632,7 +626,7 @@ HttpResponse Ec2Service::Handle(const HttpRequest& request, const Account& accou
   if (!params.ok()) return Error(400, "InvalidParameterValue", std::string(params.status().message()));
   const std::string action = params->GetOr("Action", "");
   if (action.empty()) return Error(400, "MissingAction", "the request has no Action parameter");
-  Result result = Call(store_, region, account, *params, action, volume_tokens_, tokens_mu_).Run();
+  Result result = Call(store_, region, account, *params, action, volume_tokens_).Run();
   if (const Ec2Error* e = std::get_if<Ec2Error>(&result)) return Error(e->status, e->code, e->message);
   return HttpResponse{200, {{"Content-Type", "text/xml;charset=UTF-8"}}, std::get<std::string>(std::move(result))};
 }

@@ -3,6 +3,8 @@
 // Parses and validates parameters, calls the public engine API, writes EC2 XML. The only
 // Status -> EC2 error mapping lives here.
 
+#include <map>
+#include <optional>
 #include <string>
 
 #include "absl/synchronization/mutex.h"
@@ -11,6 +13,26 @@
 #include "strata/store.h"
 
 namespace strata::api {
+
+// ClientToken -> resource id, for idempotent retries (kept per process). Thread-safe.
+class ClientTokens {
+ public:
+  std::optional<std::string> Find(const std::string& key) {
+    absl::MutexLock lock(&mu_);
+    auto it = ids_.find(key);
+    if (it == ids_.end()) return std::nullopt;
+    return it->second;
+  }
+  void Remember(const std::string& key, const std::string& id) {
+    absl::MutexLock lock(&mu_);
+    if (ids_.size() < kMaxTokens) ids_[key] = id;
+  }
+
+ private:
+  static constexpr size_t kMaxTokens = 100000;
+  absl::Mutex mu_;
+  std::map<std::string, std::string> ids_ ABSL_GUARDED_BY(mu_);
+};
 
 class Ec2Service {
  public:
@@ -25,9 +47,7 @@ class Ec2Service {
 
  private:
   Store& store_;
-  // ClientToken -> volume id, for idempotent CreateVolume retries (per process).
-  absl::Mutex tokens_mu_;
-  std::map<std::string, std::string> volume_tokens_ ABSL_GUARDED_BY(tokens_mu_);
+  ClientTokens volume_tokens_;
 };
 
 }  // namespace strata::api

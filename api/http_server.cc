@@ -155,13 +155,16 @@ void HttpServer::Serve(int fd) {
     HttpResponse response = handler_(request);
     open = SendAll(fd, SerializeResponse(response, keep_alive)) && keep_alive;
   }
-  ::close(fd);
-  absl::MutexLock lock(&mu_);
-  auto it = connections_.find(fd);
-  if (it != connections_.end()) {
-    finished_.push_back(std::move(it->second));
-    connections_.erase(it);
+  {
+    // Leave the table before closing: once closed, the fd number may be reused by accept.
+    absl::MutexLock lock(&mu_);
+    auto it = connections_.find(fd);
+    if (it != connections_.end()) {
+      finished_.push_back(std::move(it->second));
+      connections_.erase(it);
+    }
   }
+  ::close(fd);
 }
 
 absl::StatusOr<std::optional<HttpRequest>> HttpServer::ParseRequest(std::string& buffer,
