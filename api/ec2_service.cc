@@ -46,6 +46,28 @@ std::string IsoTime(uint64_t micros) {
 
 uint64_t GiBCeil(uint64_t bytes) { return (bytes + kGiB - 1) / kGiB; }
 
+uint64_t NowMicros() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
+void WriteModification(XmlWriter& x, const Modification& m) {
+  x.Text("volumeId", m.volume_id);
+  x.Text("modificationState", "completed");
+  x.Number("targetSize", m.target_size_gib);
+  if (m.target_iops != 0) x.Number("targetIops", m.target_iops);
+  x.Text("targetVolumeType", m.target_type);
+  if (m.target_throughput != 0) x.Number("targetThroughput", m.target_throughput);
+  x.Number("originalSize", m.original_size_gib);
+  if (m.original_iops != 0) x.Number("originalIops", m.original_iops);
+  x.Text("originalVolumeType", m.original_type);
+  if (m.original_throughput != 0) x.Number("originalThroughput", m.original_throughput);
+  x.Number("progress", 100);
+  x.Text("startTime", IsoTime(m.time_micros));
+  x.Text("endTime", IsoTime(m.time_micros));
+}
+
 // Maps an engine status to EC2's error for a call about `kind` ("Volume", "Snapshot").
 Ec2Error FromStatus(const absl::Status& s, const std::string& kind) {
   const std::string message(s.message());
@@ -106,14 +128,28 @@ void WriteTags(XmlWriter& x, const std::map<std::string, std::string>& tags) {
   x.Close();
 }
 
+void WriteAttachment(XmlWriter& x, const VolumeInfo& v, const std::string& state) {
+  x.Text("volumeId", v.id);
+  x.Text("instanceId", v.attached_to);
+  x.Text("device", v.device);
+  x.Text("status", state);
+  x.Text("attachTime", IsoTime(v.attach_time_micros));
+  x.Bool("deleteOnTermination", false);
+}
+
 void WriteVolume(XmlWriter& x, const VolumeInfo& v, const std::string& zone) {
   x.Text("volumeId", v.id);
   x.Number("size", GiBCeil(v.size_bytes));
   x.Text("snapshotId", v.snapshot_id);
   x.Text("availabilityZone", zone);
-  x.Text("status", "available");
+  x.Text("status", v.attached_to.empty() ? "available" : "in-use");
   x.Text("createTime", IsoTime(v.create_time_micros));
   x.Open("attachmentSet");
+  if (!v.attached_to.empty()) {
+    x.Open("item");
+    WriteAttachment(x, v, "attached");
+    x.Close();
+  }
   x.Close();
   WriteTags(x, v.tags);
   x.Text("volumeType", v.volume_type);
@@ -192,8 +228,9 @@ bool TagFilterMatches(const Filter& f, const std::map<std::string, std::string>&
 class Call {
  public:
   Call(Store& store, Region& region, const Account& account, const QueryParams& p,
-       const std::string& action, ClientTokens& tokens)
-      : store_(store), region_(region), account_(account), p_(p), action_(action), tokens_(tokens) {
+       const std::string& action, ClientTokens& tokens, Modifications& modifications)
+      : store_(store), region_(region), account_(account), p_(p), action_(action), tokens_(tokens),
+        modifications_(modifications) {
     x_.Open(absl::StrCat(action, "Response"), kXmlns);
     x_.Text("requestId", RequestId());
   }
@@ -212,6 +249,12 @@ class Call {
         {"ModifySnapshotAttribute", &Call::ModifySnapshotAttribute},
         {"DescribeSnapshotAttribute", &Call::DescribeSnapshotAttribute},
         {"ResetSnapshotAttribute", &Call::ResetSnapshotAttribute},
+        {"AttachVolume", &Call::AttachVolume},
+        {"DetachVolume", &Call::DetachVolume},
+        {"CreateSnapshots", &Call::CreateSnapshots},
+        {"CopySnapshot", &Call::CopySnapshot},
+        {"DescribeTags", &Call::DescribeTags},
+        {"DescribeVolumesModifications", &Call::DescribeVolumesModifications},
     };
     auto it = kActions.find(action_);
     if (it == kActions.end()) {
@@ -316,7 +359,9 @@ class Call {
         bool match = TagFilterMatches(f, v.tags, handled);
         if (!handled) {
           if (f.name == "volume-id") match = MatchesAny(f.values, v.id);
-          else if (f.name == "status") match = MatchesAny(f.values, "available");
+          else if (f.name == "status") match = MatchesAny(f.values, v.attached_to.empty() ? "available" : "in-use");
+          else if (f.name == "attachment.instance-id") match = MatchesAny(f.values, v.attached_to);
+          else if (f.name == "attachment.device") match = MatchesAny(f.values, v.device);
           else if (f.name == "size") match = MatchesAny(f.values, absl::StrCat(GiBCeil(v.size_bytes)));
           else if (f.name == "snapshot-id") match = MatchesAny(f.values, v.snapshot_id);
           else if (f.name == "volume-type") match = MatchesAny(f.values, v.volume_type);
@@ -390,15 +435,11 @@ class Call {
     }
     absl::StatusOr<VolumeInfo> now = region_.DescribeVolume(id);
     if (!now.ok()) return FromStatus(now.status(), "Volume");
+    Modification m{id, original, GiBCeil(now->size_bytes), v->volume_type, now->volume_type,
+                   v->iops, now->iops, v->throughput, now->throughput, NowMicros()};
+    modifications_.Record(m);
     x_.Open("volumeModification");
-    x_.Text("volumeId", id);
-    x_.Text("modificationState", "completed");
-    x_.Number("targetSize", GiBCeil(now->size_bytes));
-    x_.Text("targetVolumeType", now->volume_type);
-    x_.Number("originalSize", original);
-    x_.Text("originalVolumeType", v->volume_type);
-    x_.Number("progress", 100);
-    x_.Text("startTime", IsoTime(now->create_time_micros));
+    WriteModification(x_, m);
     x_.Close();
     return x_.Finish();
   }
@@ -586,6 +627,182 @@ class Call {
     return x_.Finish();
   }
 
+  Result AttachVolume() {
+    const std::string id = p_.GetOr("VolumeId", "");
+    const std::string instance = p_.GetOr("InstanceId", "");
+    const std::string device = p_.GetOr("Device", "");
+    if (id.empty()) return Missing("VolumeId");
+    if (instance.empty()) return Missing("InstanceId");
+    if (device.empty()) return Missing("Device");
+    absl::StatusOr<VolumeInfo> v = OwnedVolume(id);
+    if (!v.ok()) return FromStatus(v.status(), "Volume");
+    if (absl::Status s = region_.AttachVolume(id, instance, device); !s.ok()) {
+      Ec2Error e = FromStatus(s, "Volume");
+      if (s.code() == absl::StatusCode::kFailedPrecondition) e.code = "VolumeInUse";
+      if (s.code() == absl::StatusCode::kAlreadyExists) e.code = "InvalidParameterValue";
+      return e;
+    }
+    absl::StatusOr<VolumeInfo> now = region_.DescribeVolume(id);
+    if (!now.ok()) return FromStatus(now.status(), "Volume");
+    WriteAttachment(x_, *now, "attached");
+    return x_.Finish();
+  }
+
+  Result DetachVolume() {
+    const std::string id = p_.GetOr("VolumeId", "");
+    if (id.empty()) return Missing("VolumeId");
+    absl::StatusOr<VolumeInfo> v = OwnedVolume(id);
+    if (!v.ok()) return FromStatus(v.status(), "Volume");
+    if (v->attached_to.empty()) {
+      return Ec2Error{400, "IncorrectState", absl::StrCat("Volume '", id, "' is in the 'available' state.")};
+    }
+    const std::string instance = p_.GetOr("InstanceId", "");
+    if (absl::Status s = region_.DetachVolume(id, instance); !s.ok()) {
+      Ec2Error e = FromStatus(s, "Volume");
+      if (s.code() == absl::StatusCode::kFailedPrecondition) e.code = "InvalidAttachment.NotFound";
+      return e;
+    }
+    WriteAttachment(x_, *v, "detached");
+    return x_.Finish();
+  }
+
+  // All volumes attached to an instance (attachment group), at one point in time.
+  Result CreateSnapshots() {
+    const std::string instance = p_.GetOr("InstanceSpecification.InstanceId", "");
+    if (instance.empty()) return Missing("InstanceSpecification.InstanceId");
+    const bool exclude_boot = p_.GetOr("InstanceSpecification.ExcludeBootVolume", "false") == "true";
+    const std::vector<std::string> excluded = p_.List("InstanceSpecification.ExcludeDataVolumeId");
+    const bool copy_tags = p_.GetOr("CopyTagsFromSource", "") == "volume";
+    absl::StatusOr<std::map<std::string, std::string>> tags = TagSpecs(p_, "snapshot");
+    if (!tags.ok()) return Invalid(std::string(tags.status().message()));
+    absl::StatusOr<std::vector<VolumeInfo>> all = region_.ListVolumes();
+    if (!all.ok()) return FromStatus(all.status(), "Volume");
+    std::vector<CreateSnapshotRequest> requests;
+    for (const VolumeInfo& v : *all) {
+      if (v.attached_to != instance || !Owns(account_, v.owner, store_)) continue;
+      if (std::find(excluded.begin(), excluded.end(), v.id) != excluded.end()) continue;
+      if (exclude_boot && (v.device == "/dev/sda1" || v.device == "/dev/xvda")) continue;
+      std::map<std::string, std::string> snapshot_tags = copy_tags ? v.tags : std::map<std::string, std::string>();
+      for (const auto& [k, val] : *tags) snapshot_tags[k] = val;
+      requests.push_back({v.id, p_.GetOr("Description", ""), snapshot_tags, account_.id});
+    }
+    if (requests.empty()) {
+      return Ec2Error{400, "InvalidInstanceId.NotFound",
+                      absl::StrCat("no volumes of yours are attached to '", instance, "'")};
+    }
+    absl::StatusOr<std::vector<SnapshotInfo>> snaps = region_.CreateSnapshots(requests);
+    if (!snaps.ok()) return FromStatus(snaps.status(), "Volume");
+    x_.Open("snapshotSet");
+    for (const SnapshotInfo& s : *snaps) {
+      x_.Open("item");
+      x_.Text("description", s.description);
+      WriteTags(x_, s.tags);
+      x_.Bool("encrypted", false);
+      x_.Text("volumeId", s.volume_id);
+      x_.Text("state", SnapshotStateName(s.state));
+      x_.Number("volumeSize", GiBCeil(s.volume_size_bytes));
+      x_.Text("startTime", IsoTime(s.start_time_micros));
+      x_.Text("progress", absl::StrCat(s.progress_percent, "%"));
+      x_.Text("ownerId", account_.id);
+      x_.Text("snapshotId", s.id);
+      x_.Close();
+    }
+    x_.Close();
+    return x_.Finish();
+  }
+
+  Result CopySnapshot() {
+    const std::string source = p_.GetOr("SourceSnapshotId", "");
+    if (source.empty()) return Missing("SourceSnapshotId");
+    const std::string source_region = p_.GetOr("SourceRegion", region_.name());
+    if (source_region != region_.name()) {
+      return Ec2Error{400, "InvalidParameterValue",
+                      "copies between regions come with the regions issue; SourceRegion must be this region"};
+    }
+    if (p_.GetOr("Encrypted", "false") == "true") {
+      return Ec2Error{400, "InvalidParameterCombination", "encrypted copies are not supported yet"};
+    }
+    absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(source, false);
+    if (!s.ok()) return FromStatus(s.status(), "Snapshot");
+    absl::StatusOr<std::map<std::string, std::string>> tags = TagSpecs(p_, "snapshot");
+    if (!tags.ok()) return Invalid(std::string(tags.status().message()));
+    absl::StatusOr<SnapshotInfo> copy =
+        region_.CopySnapshot(source, {"", p_.GetOr("Description", ""), *tags, account_.id});
+    if (!copy.ok()) return FromStatus(copy.status(), "Snapshot");
+    WriteTags(x_, copy->tags);
+    x_.Text("snapshotId", copy->id);
+    return x_.Finish();
+  }
+
+  Result DescribeTags() {
+    const std::vector<Filter> filters = ParseFilters(p_);
+    struct Row {
+      std::string id, type, key, value;
+    };
+    std::vector<Row> rows;
+    absl::StatusOr<std::vector<VolumeInfo>> volumes = region_.ListVolumes();
+    absl::StatusOr<std::vector<SnapshotInfo>> snapshots = region_.ListSnapshots();
+    if (!volumes.ok() || !snapshots.ok()) return Ec2Error{500, "InternalError", "listing failed"};
+    for (const VolumeInfo& v : *volumes) {
+      if (!Owns(account_, v.owner, store_)) continue;
+      for (const auto& [k, val] : v.tags) rows.push_back({v.id, "volume", k, val});
+    }
+    for (const SnapshotInfo& sn : *snapshots) {
+      if (!Owns(account_, sn.owner, store_)) continue;
+      for (const auto& [k, val] : sn.tags) rows.push_back({sn.id, "snapshot", k, val});
+    }
+    std::vector<Row> kept;
+    for (const Row& r : rows) {
+      bool keep = true;
+      for (const Filter& f : filters) {
+        if (f.name == "key") keep &= MatchesAny(f.values, r.key);
+        else if (f.name == "value") keep &= MatchesAny(f.values, r.value);
+        else if (f.name == "resource-id") keep &= MatchesAny(f.values, r.id);
+        else if (f.name == "resource-type") keep &= MatchesAny(f.values, r.type);
+        else return Ec2Error{400, "InvalidParameterValue", absl::StrCat("The filter '", f.name, "' is invalid")};
+      }
+      if (keep) kept.push_back(r);
+    }
+    absl::StatusOr<Page> page = Paginate(p_, kept.size(), 5, 1000);
+    if (!page.ok()) return Invalid(std::string(page.status().message()));
+    x_.Open("tagSet");
+    for (size_t i = page->begin; i < page->end; ++i) {
+      x_.Open("item");
+      x_.Text("resourceId", kept[i].id);
+      x_.Text("resourceType", kept[i].type);
+      x_.Text("key", kept[i].key);
+      x_.Text("value", kept[i].value);
+      x_.Close();
+    }
+    x_.Close();
+    if (!page->next_token.empty()) x_.Text("nextToken", page->next_token);
+    return x_.Finish();
+  }
+
+  Result DescribeVolumesModifications() {
+    const std::vector<std::string> ids = p_.List("VolumeId");
+    for (const std::string& id : ids) {
+      if (absl::StatusOr<VolumeInfo> v = OwnedVolume(id); !v.ok()) return FromStatus(v.status(), "Volume");
+    }
+    std::vector<Modification> out;
+    for (const Modification& m : modifications_.All()) {
+      if (!ids.empty() && std::find(ids.begin(), ids.end(), m.volume_id) == ids.end()) continue;
+      if (absl::StatusOr<VolumeInfo> v = OwnedVolume(m.volume_id); !v.ok()) continue;
+      out.push_back(m);
+    }
+    absl::StatusOr<Page> page = Paginate(p_, out.size(), 5, 500);
+    if (!page.ok()) return Invalid(std::string(page.status().message()));
+    x_.Open("volumeModificationSet");
+    for (size_t i = page->begin; i < page->end; ++i) {
+      x_.Open("item");
+      WriteModification(x_, out[i]);
+      x_.Close();
+    }
+    x_.Close();
+    if (!page->next_token.empty()) x_.Text("nextToken", page->next_token);
+    return x_.Finish();
+  }
+
   Result ResetSnapshotAttribute() {
     const std::string id = p_.GetOr("SnapshotId", "");
     if (id.empty()) return Missing("SnapshotId");
@@ -602,6 +819,7 @@ class Call {
   const QueryParams& p_;
   const std::string action_;
   ClientTokens& tokens_;
+  Modifications& modifications_;
   XmlWriter x_;
 };
 
@@ -626,7 +844,7 @@ HttpResponse Ec2Service::Handle(const HttpRequest& request, const Account& accou
   if (!params.ok()) return Error(400, "InvalidParameterValue", std::string(params.status().message()));
   const std::string action = params->GetOr("Action", "");
   if (action.empty()) return Error(400, "MissingAction", "the request has no Action parameter");
-  Result result = Call(store_, region, account, *params, action, volume_tokens_).Run();
+  Result result = Call(store_, region, account, *params, action, volume_tokens_, modifications_).Run();
   if (const Ec2Error* e = std::get_if<Ec2Error>(&result)) return Error(e->status, e->code, e->message);
   return HttpResponse{200, {{"Content-Type", "text/xml;charset=UTF-8"}}, std::get<std::string>(std::move(result))};
 }

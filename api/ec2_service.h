@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "http_server.h"
@@ -34,6 +35,36 @@ class ClientTokens {
   std::map<std::string, std::string> ids_ ABSL_GUARDED_BY(mu_);
 };
 
+// A completed ModifyVolume, for DescribeVolumesModifications. Grows apply at once (O(1)), so
+// every modification is "completed" with progress 100.
+struct Modification {
+  std::string volume_id;
+  uint64_t original_size_gib = 0, target_size_gib = 0;
+  std::string original_type, target_type;
+  uint64_t original_iops = 0, target_iops = 0;
+  uint64_t original_throughput = 0, target_throughput = 0;
+  uint64_t time_micros = 0;
+};
+
+// The latest modification per volume (kept per process). Thread-safe.
+class Modifications {
+ public:
+  void Record(const Modification& m) {
+    absl::MutexLock lock(&mu_);
+    by_volume_[m.volume_id] = m;
+  }
+  std::vector<Modification> All() {
+    absl::MutexLock lock(&mu_);
+    std::vector<Modification> out;
+    for (const auto& [id, m] : by_volume_) out.push_back(m);
+    return out;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, Modification> by_volume_ ABSL_GUARDED_BY(mu_);
+};
+
 class Ec2Service {
  public:
   // `store` must outlive the service. Thread-safe.
@@ -48,6 +79,7 @@ class Ec2Service {
  private:
   Store& store_;
   ClientTokens volume_tokens_;
+  Modifications modifications_;
 };
 
 }  // namespace strata::api

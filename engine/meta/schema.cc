@@ -105,6 +105,9 @@ std::string VolumeRecord::Encode() const {
   util::PutLengthPrefixed(out, volume_type);
   util::PutFixed64(out, iops);
   util::PutFixed64(out, throughput);
+  util::PutLengthPrefixed(out, attached_to);
+  util::PutLengthPrefixed(out, device);
+  util::PutFixed64(out, attach_time_micros);
   return out;
 }
 
@@ -118,7 +121,9 @@ absl::StatusOr<VolumeRecord> VolumeRecord::Decode(absl::string_view bytes) {
       !in.GetFixed64(r.create_time_micros) || !in.GetFixed64(r.hydrate_bytes_per_second) ||
       !in.GetBool(r.hydrating) || !GetTags(in, r.tags) ||
       (version >= 2 && (!in.GetLengthPrefixed(r.owner) || !in.GetLengthPrefixed(r.volume_type) ||
-                        !in.GetFixed64(r.iops) || !in.GetFixed64(r.throughput))) ||
+                        !in.GetFixed64(r.iops) || !in.GetFixed64(r.throughput) ||
+                        !in.GetLengthPrefixed(r.attached_to) || !in.GetLengthPrefixed(r.device) ||
+                        !in.GetFixed64(r.attach_time_micros))) ||
       !in.done()) {
     return absl::DataLossError("catalog: corrupt volume record");
   }

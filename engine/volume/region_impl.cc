@@ -338,6 +338,9 @@ VolumeInfo RegionImpl::ToInfo(VolumeImpl& volume) const {
   info.volume_type = r.volume_type;
   info.iops = r.iops;
   info.throughput = r.throughput;
+  info.attached_to = r.attached_to;
+  info.device = r.device;
+  info.attach_time_micros = r.attach_time_micros;
   if (!r.base_snapshot_id.empty()) {
     const uint64_t total = volume.chunk_count();
     info.hydration_percent =
@@ -450,6 +453,10 @@ absl::Status RegionImpl::DeleteVolume(const std::string& volume_id) {
         "volume ", volume_id, " has a pending snapshot; delete it once the snapshot completes"));
   }
   const meta::VolumeRecord record = volume->record();
+  if (!record.attached_to.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("volume ", volume_id, " is attached to ",
+                                                      record.attached_to, "; detach it first"));
+  }
   meta::WriteBatch batch;
   batch.Delete(meta::VolumeKey(volume_id));
   for (const std::string& prefix : {meta::OwnedPrefix(volume_id), meta::DirtyPrefix(volume_id)}) {
@@ -570,18 +577,17 @@ SnapshotInfo RegionImpl::ToInfo(const meta::SnapshotRecord& r) const {
   return info;
 }
 
-absl::StatusOr<SnapshotInfo> RegionImpl::CreateSnapshot(const CreateSnapshotRequest& request) {
+absl::StatusOr<std::shared_ptr<PendingSnapshot>> RegionImpl::NewPending(
+    VolumeImpl& volume, const CreateSnapshotRequest& request, uint64_t seq) {
   STRATA_RETURN_IF_ERROR(ValidateTags(request.tags));
   if (request.description.size() > 255) {
     return absl::InvalidArgumentError("a description is at most 255 characters");
   }
-  absl::MutexLock lock(&mu_);
-  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(request.volume_id));
-  const meta::VolumeRecord vr = volume->record();
+  const meta::VolumeRecord vr = volume.record();
   auto pending = std::make_shared<PendingSnapshot>();
   meta::SnapshotRecord& r = pending->record;
   r.id = NewId("snap");
-  r.seq = next_seq_;
+  r.seq = seq;
   r.volume_id = vr.id;
   r.tree = vr.tree;
   r.parent_id = vr.last_snapshot_id;
@@ -596,22 +602,140 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CreateSnapshot(const CreateSnapshotRequ
     pending->parent_seq = parent.seq;
     pending->compare_with_parent = parent.state == meta::SnapshotRecordState::kCompleted;
   }
-  volume->Freeze(pending);  // The point in time.
+  return pending;
+}
+
+absl::StatusOr<SnapshotInfo> RegionImpl::CreateSnapshot(const CreateSnapshotRequest& request) {
+  STRATA_ASSIGN_OR_RETURN(std::vector<SnapshotInfo> infos, CreateSnapshots({request}));
+  return infos.front();
+}
+
+absl::StatusOr<std::vector<SnapshotInfo>> RegionImpl::CreateSnapshots(
+    const std::vector<CreateSnapshotRequest>& requests) {
+  if (requests.empty()) return absl::InvalidArgumentError("no volumes to snapshot");
+  absl::MutexLock lock(&mu_);
+  // Ordered by volume id: the gates are taken in this order, so two calls cannot deadlock.
+  std::map<std::string, std::pair<VolumeImpl*, std::shared_ptr<PendingSnapshot>>> plan;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(requests[i].volume_id));
+    if (plan.contains(volume->id())) {
+      return absl::InvalidArgumentError(absl::StrCat("volume ", volume->id(), " is listed twice"));
+    }
+    STRATA_ASSIGN_OR_RETURN(std::shared_ptr<PendingSnapshot> pending,
+                            NewPending(*volume, requests[i], next_seq_ + i));
+    plan[volume->id()] = {volume, std::move(pending)};
+  }
+  // The point in time: every volume's writes are paused together for the O(1) swaps.
+  for (auto& [id, entry] : plan) entry.first->LockGate();
+  for (auto& [id, entry] : plan) entry.first->FreezeLocked(entry.second);
+  for (auto it = plan.rbegin(); it != plan.rend(); ++it) it->second.first->UnlockGate();
+  meta::WriteBatch batch;
+  for (auto& [id, entry] : plan) {
+    batch.Put(meta::SnapshotKey(entry.second->record.id), entry.second->record.Encode());
+    batch.Put(meta::VolumeKey(id), entry.first->record().Encode());
+  }
+  std::string seq;
+  util::PutFixed64(seq, next_seq_ + requests.size());
+  batch.Put(meta::NextSeqKey(), seq);
+  if (absl::Status s = catalog_->Write(batch); !s.ok()) {
+    for (auto& [id, entry] : plan) entry.first->Unfreeze(entry.second);
+    return s;
+  }
+  next_seq_ += requests.size();
+  std::vector<SnapshotInfo> infos;
+  for (const CreateSnapshotRequest& request : requests) {
+    const std::shared_ptr<PendingSnapshot>& pending = plan[request.volume_id].second;
+    tree_->Put(pending->record);
+    pending_[pending->record.id] = pending;
+    Enqueue({Task::Kind::kIngest, pending->record.id, pending, 0});
+    infos.push_back(ToInfo(pending->record));
+  }
+  return infos;
+}
+
+absl::StatusOr<SnapshotInfo> RegionImpl::CopySnapshot(const std::string& source_snapshot_id,
+                                                      const CreateSnapshotRequest& request) {
+  STRATA_RETURN_IF_ERROR(ValidateTags(request.tags));
+  if (request.description.size() > 255) {
+    return absl::InvalidArgumentError("a description is at most 255 characters");
+  }
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord source, FindCompletedSnapshot(source_snapshot_id));
+  meta::SnapshotRecord r;
+  r.id = NewId("snap");
+  r.seq = next_seq_;
+  r.volume_id = source.volume_id;
+  r.tree = source.tree;
+  r.parent_id = source.id;
+  r.state = meta::SnapshotRecordState::kCompleted;
+  r.volume_size_bytes = source.volume_size_bytes;
+  r.start_time_micros = env_->NowMicros();
+  r.description = request.description;
+  r.tags = request.tags;
+  r.owner = request.owner;
   meta::WriteBatch batch;
   batch.Put(meta::SnapshotKey(r.id), r.Encode());
-  batch.Put(meta::VolumeKey(vr.id), volume->record().Encode());
   std::string seq;
   util::PutFixed64(seq, next_seq_ + 1);
   batch.Put(meta::NextSeqKey(), seq);
-  if (absl::Status s = catalog_->Write(batch); !s.ok()) {
-    volume->Unfreeze(pending);
-    return s;
-  }
+  STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
   ++next_seq_;
   tree_->Put(r);
-  pending_[r.id] = pending;
-  Enqueue({Task::Kind::kIngest, r.id, pending, 0});
   return ToInfo(r);
+}
+
+absl::Status RegionImpl::AttachVolume(const std::string& volume_id, const std::string& instance_id,
+                                      const std::string& device) {
+  auto hex = [](absl::string_view s) { return s.find_first_not_of("0123456789abcdef") == absl::string_view::npos; };
+  if (!(instance_id.size() == 19 || instance_id.size() == 10) || instance_id.substr(0, 2) != "i-" ||
+      !hex(absl::string_view(instance_id).substr(2))) {
+    return absl::InvalidArgumentError(absl::StrCat("instance id \"", instance_id,
+                                                   "\" must be i- and 17 (or 8) hex digits"));
+  }
+  if (device.size() < 6 || device.size() > 32 || device.substr(0, 5) != "/dev/" ||
+      device.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789/") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("device \"", device, "\" must look like /dev/sdf"));
+  }
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  const meta::VolumeRecord r = volume->record();
+  if (!r.attached_to.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("volume ", volume_id, " is already attached to ",
+                                                      r.attached_to, "; detach it first"));
+  }
+  for (const auto& [id, other] : volumes_) {
+    const meta::VolumeRecord o = other->record();
+    if (o.attached_to == instance_id && o.device == device) {
+      return absl::AlreadyExistsError(absl::StrCat("device ", device, " of ", instance_id,
+                                                   " is taken by ", id));
+    }
+  }
+  volume->set_attachment(instance_id, device, env_->NowMicros());
+  if (absl::Status s = PersistVolume(*volume); !s.ok()) {
+    volume->set_attachment("", "", 0);
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RegionImpl::DetachVolume(const std::string& volume_id, const std::string& instance_id) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  const meta::VolumeRecord r = volume->record();
+  if (r.attached_to.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("volume ", volume_id, " is not attached"));
+  }
+  if (!instance_id.empty() && instance_id != r.attached_to) {
+    return absl::FailedPreconditionError(absl::StrCat("volume ", volume_id, " is attached to ",
+                                                      r.attached_to, ", not ", instance_id));
+  }
+  STRATA_RETURN_IF_ERROR(volume->Flush());
+  volume->set_attachment("", "", 0);
+  if (absl::Status s = PersistVolume(*volume); !s.ok()) {
+    volume->set_attachment(r.attached_to, r.device, r.attach_time_micros);
+    return s;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<SnapshotInfo> RegionImpl::DescribeSnapshot(const std::string& snapshot_id) {

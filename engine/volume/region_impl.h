@@ -39,6 +39,13 @@ class RegionImpl final : public Region {
   absl::Status TagVolume(const std::string& volume_id, const std::map<std::string, std::string>& set,
                          const std::vector<std::string>& remove) override;
   absl::Status StartHydration(const std::string& volume_id, uint64_t bytes_per_second) override;
+  absl::Status AttachVolume(const std::string& volume_id, const std::string& instance_id,
+                            const std::string& device) override;
+  absl::Status DetachVolume(const std::string& volume_id, const std::string& instance_id) override;
+  absl::StatusOr<std::vector<SnapshotInfo>> CreateSnapshots(
+      const std::vector<CreateSnapshotRequest>& requests) override;
+  absl::StatusOr<SnapshotInfo> CopySnapshot(const std::string& source_snapshot_id,
+                                            const CreateSnapshotRequest& request) override;
   absl::Status SetVolumeType(const std::string& volume_id, const std::string& volume_type,
                              uint64_t iops, uint64_t throughput) override;
   absl::Status SetSnapshotPermissions(const std::string& snapshot_id,
@@ -110,6 +117,11 @@ class RegionImpl final : public Region {
   absl::Status PersistVolume(VolumeImpl& volume) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::StatusOr<VolumeImpl*> FindVolumeLocked(const std::string& volume_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Builds the pending snapshot of `volume` (not yet frozen) for `request`.
+  absl::StatusOr<std::shared_ptr<PendingSnapshot>> NewPending(VolumeImpl& volume,
+                                                              const CreateSnapshotRequest& request,
+                                                              uint64_t seq)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<meta::SnapshotRecord> FindSnapshot(const std::string& snapshot_id) const;
   absl::StatusOr<meta::SnapshotRecord> FindCompletedSnapshot(const std::string& snapshot_id) const;

@@ -318,6 +318,19 @@ absl::Status VolumeImpl::Flush() {
 
 void VolumeImpl::Freeze(const std::shared_ptr<PendingSnapshot>& pending) {
   absl::MutexLock gate(&gate_);
+  FreezeLocked(pending);
+}
+
+void VolumeImpl::set_attachment(const std::string& instance_id, const std::string& device,
+                                uint64_t micros) {
+  absl::MutexLock lock(&mu_);
+  record_.attached_to = instance_id;
+  record_.device = device;
+  record_.attach_time_micros = micros;
+}
+
+void VolumeImpl::FreezeLocked(const std::shared_ptr<PendingSnapshot>& pending)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
   pending->frozen = std::move(dirty_);
   dirty_ = std::make_unique<SparseBitmap>(chunk_count());
   absl::MutexLock lock(&mu_);

@@ -82,6 +82,13 @@ class VolumeImpl final : public Volume {
 
   // Freezes the dirty set into `pending` (O(1)) and makes it the volume's last snapshot.
   void Freeze(const std::shared_ptr<PendingSnapshot>& pending);
+  // For snapshots of several volumes at one point in time: hold every volume's gate (in
+  // volume id order), freeze each, then release them all.
+  void LockGate() ABSL_NO_THREAD_SAFETY_ANALYSIS { gate_.Lock(); }
+  void UnlockGate() ABSL_NO_THREAD_SAFETY_ANALYSIS { gate_.Unlock(); }
+  // REQUIRES: LockGate() held.
+  void FreezeLocked(const std::shared_ptr<PendingSnapshot>& pending);
+  void set_attachment(const std::string& instance_id, const std::string& device, uint64_t micros);
   // Undoes Freeze after its catalog write failed.
   void Unfreeze(const std::shared_ptr<PendingSnapshot>& pending);
   // Ingests chunk `chunk_index` of `pending` if still frozen; errors land in pending.error.

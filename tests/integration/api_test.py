@@ -185,6 +185,46 @@ def run(client, accounts, endpoint, data):
     expect_error("InvalidVolume.NotFound", carol.create_tags, Resources=[vid],
                  Tags=[{"Key": "x", "Value": "y"}])
 
+    # Attachment groups: attach two volumes to a local group, snapshot them at one point in time.
+    group = "i-0123456789abcdef0"
+    second = alice.create_volume(Size=1, AvailabilityZone="local-1a",
+                                 TagSpecifications=[{"ResourceType": "volume",
+                                                     "Tags": [{"Key": "role", "Value": "logs"}]}])["VolumeId"]
+    att = alice.attach_volume(VolumeId=vid, InstanceId=group, Device="/dev/sdf")
+    check(att["State"] == "attached" and att["InstanceId"] == group, f"attach {att}")
+    alice.attach_volume(VolumeId=second, InstanceId=group, Device="/dev/sdg")
+    expect_error("VolumeInUse", alice.attach_volume, VolumeId=vid, InstanceId=group, Device="/dev/sdh")
+    expect_error("VolumeInUse", alice.delete_volume, VolumeId=vid)
+    v = alice.describe_volumes(VolumeIds=[vid])["Volumes"][0]
+    check(v["State"] == "in-use" and v["Attachments"][0]["Device"] == "/dev/sdf", f"in-use {v}")
+    got = alice.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [group]}])["Volumes"]
+    check(len(got) == 2, "attachment.instance-id filter")
+    multi = alice.create_snapshots(InstanceSpecification={"InstanceId": group}, Description="group",
+                                   CopyTagsFromSource="volume")["Snapshots"]
+    check(sorted(x["VolumeId"] for x in multi) == sorted([vid, second]), f"create_snapshots {multi}")
+    logs = [x for x in multi if x["VolumeId"] == second][0]
+    check({"Key": "role", "Value": "logs"} in logs["Tags"], "CopyTagsFromSource=volume")
+    alice.get_waiter("snapshot_completed").wait(SnapshotIds=[x["SnapshotId"] for x in multi],
+                                                WaiterConfig={"Delay": 1})
+    expect_error("InvalidInstanceId.NotFound", alice.create_snapshots,
+                 InstanceSpecification={"InstanceId": "i-00000000000000000"})
+    det = alice.detach_volume(VolumeId=second)
+    check(det["State"] == "detached", f"detach {det}")
+    expect_error("IncorrectState", alice.detach_volume, VolumeId=second)
+    alice.detach_volume(VolumeId=vid, InstanceId=group)
+    check(alice.describe_volumes(VolumeIds=[vid])["Volumes"][0]["State"] == "available", "available again")
+
+    # Copy within the region, modifications and tags listings.
+    copy = alice.copy_snapshot(SourceSnapshotId=sid, SourceRegion="local-1", Description="copy")
+    c = alice.describe_snapshots(SnapshotIds=[copy["SnapshotId"]])["Snapshots"][0]
+    check(c["State"] == "completed" and c["Description"] == "copy", f"copy {c}")
+    mods = alice.describe_volumes_modifications(VolumeIds=[vid])["VolumesModifications"]
+    check(len(mods) == 1 and mods[0]["TargetSize"] == 3 and mods[0]["ModificationState"] == "completed",
+          f"modifications {mods}")
+    tags = alice.describe_tags(Filters=[{"Name": "resource-id", "Values": [vid]}])["Tags"]
+    check({"Key": "Name", "Value": "web-1", "ResourceId": vid, "ResourceType": "volume"} in tags, f"tags {tags}")
+    check(carol.describe_tags()["Tags"] == [], "carol has no tags")
+
     # Deleting: a volume with a pending snapshot is refused; a snapshot deletes.
     alice.delete_snapshot(SnapshotId=sid)
     expect_error("InvalidSnapshot.NotFound", alice.describe_snapshots, SnapshotIds=[sid])

@@ -86,6 +86,23 @@ class Region {
   [[nodiscard]] virtual absl::StatusOr<Volume*> GetVolume(const std::string& volume_id) = 0;
   [[nodiscard]] virtual absl::StatusOr<VolumeInfo> DescribeVolume(const std::string& volume_id) = 0;
   [[nodiscard]] virtual absl::StatusOr<std::vector<VolumeInfo>> ListVolumes() = 0;
+  // Attaches a volume to `instance_id` (an instance, or a local attachment group named like one)
+  // as `device`. kFailedPrecondition if it is attached already or the device is taken.
+  [[nodiscard]] virtual absl::Status AttachVolume(const std::string& volume_id,
+                                                  const std::string& instance_id,
+                                                  const std::string& device) = 0;
+  // Detaches a volume (flushing it first). With a non-empty `instance_id`, it must match.
+  [[nodiscard]] virtual absl::Status DetachVolume(const std::string& volume_id,
+                                                  const std::string& instance_id) = 0;
+  // Snapshots several volumes at one point in time (crash-consistent across them): writes
+  // completed before the call are in every snapshot, none begun after. All or nothing.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<SnapshotInfo>> CreateSnapshots(
+      const std::vector<CreateSnapshotRequest>& requests) = 0;
+  // Copies a completed snapshot within the region in O(1): the copy shares the source's data
+  // (it is the source's child with an empty delta), so deleting the source keeps it intact.
+  // `request.volume_id` is ignored.
+  [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> CopySnapshot(
+      const std::string& source_snapshot_id, const CreateSnapshotRequest& request) = 0;
   // Changes a volume's informational type, IOPS and throughput.
   [[nodiscard]] virtual absl::Status SetVolumeType(const std::string& volume_id,
                                                    const std::string& volume_type, uint64_t iops,

@@ -33,6 +33,9 @@ struct VolumeInfo {
   std::string volume_type = "gp3";
   uint64_t iops = 0;
   uint64_t throughput = 0;
+  std::string attached_to;  // Instance id (attachment group); empty when available.
+  std::string device;
+  uint64_t attach_time_micros = 0;
 };
 
 // A volume of a Region. Obtained from Region::GetVolume; valid until the volume is deleted or the

@@ -567,3 +567,100 @@ TEST_F(BackToBackTest, OpenReaderOfADeletedSnapshotFailsInsteadOfReadingStaleDat
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+class MultiVolumeTest : public RegionTest {};
+
+uint64_t CounterAt(Region* region, const std::string& snap) {
+  auto reader = region->OpenSnapshot(snap);
+  std::vector<std::byte> block(4096);
+  EXPECT_THAT((*reader)->Read(0, block), IsOk());
+  uint64_t v = 0;
+  std::memcpy(&v, block.data(), 8);
+  return v;
+}
+
+TEST_F(MultiVolumeTest, CreateSnapshotsIsCrashConsistentAcrossVolumes) {
+  Reopen(/*background=*/true);
+  const std::string a = NewVolume(kMiB), b = NewVolume(kMiB);
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    std::vector<std::byte> block(4096);
+    for (uint64_t i = 1; !stop.load(); ++i) {
+      std::memcpy(block.data(), &i, 8);
+      ASSERT_THAT(Vol(a)->Write(0, block), IsOk());  // A first, then B: B never leads A.
+      ASSERT_THAT(Vol(b)->Write(0, block), IsOk());
+    }
+  });
+  for (int round = 0; round < 20; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    auto snaps = region_->CreateSnapshots({{.volume_id = b}, {.volume_id = a}});
+    ASSERT_THAT(snaps, IsOk());
+    ASSERT_EQ(snaps->size(), 2u);
+    EXPECT_EQ((*snaps)[0].volume_id, b);
+    for (const SnapshotInfo& s : *snaps) {
+      ASSERT_EQ(region_->WaitForSnapshot(s.id, 60000)->state, SnapshotState::kCompleted);
+    }
+    const uint64_t in_b = CounterAt(region_, (*snaps)[0].id);
+    const uint64_t in_a = CounterAt(region_, (*snaps)[1].id);
+    EXPECT_LE(in_b, in_a);
+    EXPECT_LE(in_a, in_b + 1) << "round " << round;
+  }
+  stop.store(true);
+  writer.join();
+  EXPECT_THAT(region_->CreateSnapshots({{.volume_id = a}, {.volume_id = a}}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(region_->CreateSnapshots({{.volume_id = a}, {.volume_id = "vol-nope"}}),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(region_->CreateSnapshots({}), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(MultiVolumeTest, AttachDetachAndInUseVolumesCannotBeDeleted) {
+  const std::string a = NewVolume(kMiB), b = NewVolume(kMiB);
+  const std::string instance = "i-0123456789abcdef0";
+  ASSERT_THAT(region_->AttachVolume(a, instance, "/dev/sdf"), IsOk());
+  EXPECT_THAT(region_->AttachVolume(a, instance, "/dev/sdg"), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(region_->AttachVolume(b, instance, "/dev/sdf"), StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_THAT(region_->AttachVolume(b, "i-xyz", "/dev/sdg"), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(region_->AttachVolume(b, instance, "sdg"), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(region_->DeleteVolume(a), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(region_->DescribeVolume(a)->attached_to, instance);
+  Reopen();
+  EXPECT_EQ(region_->DescribeVolume(a)->device, "/dev/sdf");
+  EXPECT_THAT(region_->DetachVolume(a, "i-0000000000000000f"), StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_THAT(region_->DetachVolume(a, instance), IsOk());
+  EXPECT_THAT(region_->DetachVolume(a, ""), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(region_->DescribeVolume(a)->attached_to, "");
+  EXPECT_THAT(region_->DeleteVolume(a), IsOk());
+}
+
+}  // namespace
+}  // namespace strata
+
+namespace strata {
+namespace {
+
+class CopyTest : public RegionTest {};
+
+TEST_F(CopyTest, CopyIsExactAndSurvivesDeletingTheSource) {
+  const std::string vol = NewVolume(kMiB);
+  WriteAt(vol, 0, Pattern(kMiB, 7));
+  const std::string source = Snap(vol);
+  auto copy = region_->CopySnapshot(source, {.description = "copy", .owner = "123456789012"});
+  ASSERT_THAT(copy, IsOk());
+  EXPECT_EQ(copy->state, SnapshotState::kCompleted);
+  EXPECT_EQ(copy->owner, "123456789012");
+  EXPECT_EQ(ReadSnapshot(copy->id), Pattern(kMiB, 7));
+  ASSERT_THAT(region_->DeleteSnapshot(source), IsOk());
+  ASSERT_THAT(region_->DeleteVolume(vol), IsOk());
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  EXPECT_EQ(ReadSnapshot(copy->id), Pattern(kMiB, 7));
+  EXPECT_THAT(region_->CopySnapshot("snap-nope", {}), StatusIs(absl::StatusCode::kNotFound));
+  const std::string clone = NewVolume(0, copy->id);
+  EXPECT_EQ(ReadAll(Vol(clone)), Pattern(kMiB, 7));
+}
+
+}  // namespace
+}  // namespace strata
