@@ -108,6 +108,7 @@ std::string VolumeRecord::Encode() const {
   util::PutLengthPrefixed(out, attached_to);
   util::PutLengthPrefixed(out, device);
   util::PutFixed64(out, attach_time_micros);
+  out.push_back(hidden ? 1 : 0);
   return out;
 }
 
@@ -123,7 +124,7 @@ absl::StatusOr<VolumeRecord> VolumeRecord::Decode(absl::string_view bytes) {
       (version >= 2 && (!in.GetLengthPrefixed(r.owner) || !in.GetLengthPrefixed(r.volume_type) ||
                         !in.GetFixed64(r.iops) || !in.GetFixed64(r.throughput) ||
                         !in.GetLengthPrefixed(r.attached_to) || !in.GetLengthPrefixed(r.device) ||
-                        !in.GetFixed64(r.attach_time_micros))) ||
+                        !in.GetFixed64(r.attach_time_micros) || !in.GetBool(r.hidden))) ||
       !in.done()) {
     return absl::DataLossError("catalog: corrupt volume record");
   }

@@ -68,6 +68,7 @@ struct VolumeRecord {
   std::string volume_type;  // gp2, gp3, io1, ... (informational). Default: "gp3".
   uint64_t iops = 0;
   uint64_t throughput = 0;
+  bool hidden = false;      // A builder for an EBS direct snapshot; not listed.
   std::string attached_to;  // Instance id (an attachment group), or empty.
   std::string device;       // Device name of the attachment, e.g. /dev/sdf.
   uint64_t attach_time_micros = 0;

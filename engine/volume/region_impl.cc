@@ -26,6 +26,8 @@ inline constexpr uint64_t kHydrateSliceMicros = 100 * 1000;
 inline constexpr uint64_t kHydrateUnlimitedSliceChunks = 256;
 inline constexpr uint64_t kMaxListResults = 10000;
 inline constexpr size_t kMaxTagCount = 50;
+// The volume id EBS shows for snapshots made with the EBS direct APIs.
+inline constexpr char kDirectSnapshotVolumeId[] = "vol-ffffffff";
 
 bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
@@ -274,6 +276,12 @@ absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS 
     volumes_[id] = std::move(volume);
   }
   STRATA_RETURN_IF_ERROR(catalog_->Write(fixes));
+  // Builders of direct snapshots interrupted by the stop: their snapshots failed above.
+  std::vector<std::string> builders;
+  for (const auto& [id, volume] : volumes_) {
+    if (volume->record().hidden) builders.push_back(id);
+  }
+  for (const std::string& id : builders) STRATA_RETURN_IF_ERROR(DeleteVolumeLocked(id));
   // Heads whose volume record is gone belong to deletions interrupted after their commit.
   STRATA_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(dir_ + "/heads"));
   for (const std::string& name : names) {
@@ -364,9 +372,15 @@ absl::Status RegionImpl::PersistVolume(VolumeImpl& volume) {
 }
 
 absl::StatusOr<VolumeInfo> RegionImpl::CreateVolume(const CreateVolumeRequest& request) {
-  STRATA_RETURN_IF_ERROR(ValidateTags(request.tags));
   absl::MutexLock lock(&mu_);
+  return CreateVolumeLocked(request, /*hidden=*/false);
+}
+
+absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequest& request,
+                                                          bool hidden) {
+  STRATA_RETURN_IF_ERROR(ValidateTags(request.tags));
   meta::VolumeRecord r;
+  r.hidden = hidden;
   r.size_bytes = request.size_bytes;
   if (!request.snapshot_id.empty()) {
     STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord snap, FindCompletedSnapshot(request.snapshot_id));
@@ -428,7 +442,9 @@ absl::StatusOr<VolumeInfo> RegionImpl::DescribeVolume(const std::string& volume_
 absl::StatusOr<std::vector<VolumeInfo>> RegionImpl::ListVolumes() {
   absl::MutexLock lock(&mu_);
   std::vector<VolumeInfo> out;
-  for (const auto& [id, volume] : volumes_) out.push_back(ToInfo(*volume));
+  for (const auto& [id, volume] : volumes_) {
+    if (!volume->record().hidden) out.push_back(ToInfo(*volume));
+  }
   return out;
 }
 
@@ -447,6 +463,10 @@ absl::Status RegionImpl::GrowVolume(const std::string& volume_id, uint64_t new_s
 
 absl::Status RegionImpl::DeleteVolume(const std::string& volume_id) {
   absl::MutexLock lock(&mu_);
+  return DeleteVolumeLocked(volume_id);
+}
+
+absl::Status RegionImpl::DeleteVolumeLocked(const std::string& volume_id) {
   STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
   if (volume->HasPending()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -682,6 +702,72 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CopySnapshot(const std::string& source_
   ++next_seq_;
   tree_->Put(r);
   return ToInfo(r);
+}
+
+absl::StatusOr<Region::DirectSnapshot> RegionImpl::StartDirectSnapshot(
+    uint64_t size_bytes, const std::string& parent_snapshot_id, const CreateSnapshotRequest& request) {
+  absl::MutexLock lock(&mu_);
+  CreateVolumeRequest builder_request;
+  builder_request.size_bytes = size_bytes;
+  builder_request.snapshot_id = parent_snapshot_id;
+  builder_request.owner = request.owner;
+  STRATA_ASSIGN_OR_RETURN(VolumeInfo builder, CreateVolumeLocked(builder_request, /*hidden=*/true));
+  VolumeImpl* volume = volumes_.at(builder.id).get();
+  absl::StatusOr<std::shared_ptr<PendingSnapshot>> pending = NewPending(*volume, request, next_seq_);
+  if (!pending.ok()) {
+    (void)DeleteVolumeLocked(builder.id);
+    return pending.status();
+  }
+  (*pending)->direct = true;
+  (*pending)->frozen_yet = false;
+  meta::WriteBatch batch;
+  batch.Put(meta::SnapshotKey((*pending)->record.id), (*pending)->record.Encode());
+  std::string seq;
+  util::PutFixed64(seq, next_seq_ + 1);
+  batch.Put(meta::NextSeqKey(), seq);
+  if (absl::Status s = catalog_->Write(batch); !s.ok()) {
+    (void)DeleteVolumeLocked(builder.id);
+    return s;
+  }
+  ++next_seq_;
+  tree_->Put((*pending)->record);
+  pending_[(*pending)->record.id] = *pending;
+  return DirectSnapshot{ToInfo((*pending)->record), builder.id};
+}
+
+absl::Status RegionImpl::CompleteDirectSnapshot(const std::string& snapshot_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = pending_.find(snapshot_id);
+  if (it == pending_.end() || !it->second->direct || it->second->frozen_yet) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("snapshot ", snapshot_id, " is not a direct snapshot in progress"));
+  }
+  std::shared_ptr<PendingSnapshot> pending = it->second;
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * builder, FindVolumeLocked(pending->record.volume_id));
+  STRATA_RETURN_IF_ERROR(builder->Flush());
+  builder->Freeze(pending);
+  pending->frozen_yet = true;
+  Enqueue({Task::Kind::kIngest, snapshot_id, pending, 0});
+  return absl::OkStatus();
+}
+
+absl::Status RegionImpl::AbortDirectSnapshot(const std::string& snapshot_id, const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  auto it = pending_.find(snapshot_id);
+  if (it == pending_.end() || !it->second->direct || it->second->frozen_yet) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("snapshot ", snapshot_id, " is not a direct snapshot in progress"));
+  }
+  std::shared_ptr<PendingSnapshot> pending = it->second;
+  pending_.erase(it);
+  meta::SnapshotRecord r = *tree_->Get(snapshot_id);
+  r.state = meta::SnapshotRecordState::kError;
+  r.state_message = reason;
+  meta::WriteBatch batch;
+  batch.Put(meta::SnapshotKey(r.id), r.Encode());
+  STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+  tree_->Put(r);
+  return DeleteVolumeLocked(pending->record.volume_id);
 }
 
 absl::Status RegionImpl::AttachVolume(const std::string& volume_id, const std::string& instance_id,
@@ -1057,10 +1143,14 @@ void RegionImpl::RunIngest(const std::shared_ptr<PendingSnapshot>& pending) {
     error = pending->error;
   }
   if (error.ok()) error = CompleteSnapshot(*volume, *pending);
-  if (!error.ok()) {
-    FailSnapshot(*volume, pending, error);
-    return;
+  if (!error.ok()) FailSnapshot(*volume, pending, error);
+  if (pending->direct) {
+    // The builder volume served only this snapshot.
+    if (absl::Status s = DeleteVolumeLocked(pending->record.volume_id); !s.ok()) {
+      STRATA_LOG(kWarning, "snapshot ", pending->record.id, ": builder not deleted: ", s.ToString());
+    }
   }
+  if (!error.ok()) return;
   // A deleted parent waited for this child to complete before it could be merged.
   if (std::optional<meta::SnapshotRecord> parent = tree_->Get(pending->record.parent_id);
       parent.has_value() && parent->deleted) {
@@ -1080,6 +1170,7 @@ absl::Status RegionImpl::CompleteSnapshot(VolumeImpl& volume, PendingSnapshot& p
     data_chunks += entry.has_value() ? 1 : 0;
   }
   r.state = meta::SnapshotRecordState::kCompleted;
+  if (pending.direct) r.volume_id = kDirectSnapshotVolumeId;  // As EBS shows it.
   r.changed_chunk_count = pending.entries.size();
   r.incremental_bytes = data_chunks * chunk_size_bytes_;
   batch.Put(meta::SnapshotKey(r.id), r.Encode());

@@ -46,6 +46,11 @@ class RegionImpl final : public Region {
       const std::vector<CreateSnapshotRequest>& requests) override;
   absl::StatusOr<SnapshotInfo> CopySnapshot(const std::string& source_snapshot_id,
                                             const CreateSnapshotRequest& request) override;
+  absl::StatusOr<DirectSnapshot> StartDirectSnapshot(uint64_t size_bytes,
+                                                     const std::string& parent_snapshot_id,
+                                                     const CreateSnapshotRequest& request) override;
+  absl::Status CompleteDirectSnapshot(const std::string& snapshot_id) override;
+  absl::Status AbortDirectSnapshot(const std::string& snapshot_id, const std::string& reason) override;
   absl::Status SetVolumeType(const std::string& volume_id, const std::string& volume_type,
                              uint64_t iops, uint64_t throughput) override;
   absl::Status SetSnapshotPermissions(const std::string& snapshot_id,
@@ -117,6 +122,9 @@ class RegionImpl final : public Region {
   absl::Status PersistVolume(VolumeImpl& volume) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::StatusOr<VolumeImpl*> FindVolumeLocked(const std::string& volume_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status DeleteVolumeLocked(const std::string& volume_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<VolumeInfo> CreateVolumeLocked(const CreateVolumeRequest& request, bool hidden)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Builds the pending snapshot of `volume` (not yet frozen) for `request`.
   absl::StatusOr<std::shared_ptr<PendingSnapshot>> NewPending(VolumeImpl& volume,

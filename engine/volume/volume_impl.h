@@ -31,6 +31,10 @@ struct PendingSnapshot {
   meta::SnapshotRecord record;          // As created (state kPending).
   SnapshotTree::Ancestry parent_ancestry;  // Null when there is no parent.
   uint64_t parent_seq = 0;
+  // An EBS direct snapshot: created before its builder volume is frozen (at completion); its
+  // builder is deleted when it completes or fails.
+  bool direct = false;
+  bool frozen_yet = true;
   // False when the parent was itself pending at creation: its entries may not be resolvable
   // yet, so every frozen chunk is recorded rather than compared with the parent.
   bool compare_with_parent = true;

@@ -103,6 +103,23 @@ class Region {
   // `request.volume_id` is ignored.
   [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> CopySnapshot(
       const std::string& source_snapshot_id, const CreateSnapshotRequest& request) = 0;
+  // EBS direct snapshots, written block by block. StartDirectSnapshot makes a pending snapshot
+  // backed by a hidden builder volume of `size_bytes` (from `parent_snapshot_id` when given, so
+  // unwritten blocks keep the parent's data); returns the snapshot and the builder's id, which
+  // takes the blocks through GetVolume. CompleteDirectSnapshot freezes the builder and ingests
+  // it like any snapshot; the builder is deleted afterwards. A direct snapshot not completed
+  // before a stop fails.
+  struct DirectSnapshot {
+    SnapshotInfo snapshot;
+    std::string builder_volume_id;
+  };
+  [[nodiscard]] virtual absl::StatusOr<DirectSnapshot> StartDirectSnapshot(
+      uint64_t size_bytes, const std::string& parent_snapshot_id,
+      const CreateSnapshotRequest& request) = 0;
+  [[nodiscard]] virtual absl::Status CompleteDirectSnapshot(const std::string& snapshot_id) = 0;
+  // Fails a direct snapshot that will not be completed (e.g. its timeout passed).
+  [[nodiscard]] virtual absl::Status AbortDirectSnapshot(const std::string& snapshot_id,
+                                                         const std::string& reason) = 0;
   // Changes a volume's informational type, IOPS and throughput.
   [[nodiscard]] virtual absl::Status SetVolumeType(const std::string& volume_id,
                                                    const std::string& volume_type, uint64_t iops,

@@ -664,3 +664,54 @@ TEST_F(CopyTest, CopyIsExactAndSurvivesDeletingTheSource) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+class DirectTest : public RegionTest {};
+
+TEST_F(DirectTest, BlockByBlockSnapshotOnTopOfAParent) {
+  const std::string vol = NewVolume(2 * kMiB);
+  WriteAt(vol, 0, Pattern(2 * kMiB, 1));
+  const std::string parent = Snap(vol);
+  auto direct = region_->StartDirectSnapshot(2 * kMiB, parent, {.description = "direct"});
+  ASSERT_THAT(direct, IsOk());
+  EXPECT_EQ(direct->snapshot.state, SnapshotState::kPending);
+  EXPECT_EQ(direct->snapshot.parent_id, parent);
+  const auto listed = region_->ListVolumes();
+  ASSERT_THAT(listed, IsOk());
+  for (const VolumeInfo& v : *listed) EXPECT_NE(v.id, direct->builder_volume_id);
+  ASSERT_THAT(Vol(direct->builder_volume_id)->Write(kApiBlockBytes, Pattern(kApiBlockBytes, 2)), IsOk());
+  ASSERT_THAT(region_->CompleteDirectSnapshot(direct->snapshot.id), IsOk());
+  EXPECT_THAT(region_->CompleteDirectSnapshot(direct->snapshot.id),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  auto done = region_->DescribeSnapshot(direct->snapshot.id);
+  EXPECT_EQ(done->state, SnapshotState::kCompleted);
+  EXPECT_EQ(done->volume_id, "vol-ffffffff");
+  auto want = Pattern(2 * kMiB, 1);
+  const auto block = Pattern(kApiBlockBytes, 2);
+  std::copy(block.begin(), block.end(), want.begin() + kApiBlockBytes);
+  EXPECT_EQ(ReadSnapshot(direct->snapshot.id), want);
+  EXPECT_THAT(region_->GetVolume(direct->builder_volume_id), StatusIs(absl::StatusCode::kNotFound));
+  auto changed = region_->ListChangedBlocks(parent, direct->snapshot.id, "", 100);
+  ASSERT_EQ(changed->blocks.size(), 1u);
+  EXPECT_EQ(changed->blocks[0].block_index, 1u);
+}
+
+TEST_F(DirectTest, AbortedAndInterruptedDirectSnapshotsFail) {
+  auto a = region_->StartDirectSnapshot(kMiB, "", {});
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(region_->AbortDirectSnapshot(a->snapshot.id, "timed out"), IsOk());
+  EXPECT_EQ(region_->DescribeSnapshot(a->snapshot.id)->state, SnapshotState::kError);
+  EXPECT_EQ(region_->DescribeSnapshot(a->snapshot.id)->state_message, "timed out");
+  auto b = region_->StartDirectSnapshot(kMiB, "", {});
+  ASSERT_THAT(b, IsOk());
+  Reopen();
+  EXPECT_EQ(region_->DescribeSnapshot(b->snapshot.id)->state, SnapshotState::kError);
+  EXPECT_THAT(region_->GetVolume(b->builder_volume_id), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(region_->StartDirectSnapshot(kMiB, "snap-nope", {}), StatusIs(absl::StatusCode::kNotFound));
+}
+
+}  // namespace
+}  // namespace strata
