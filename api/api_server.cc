@@ -9,7 +9,7 @@
 namespace strata::api {
 
 ApiServer::ApiServer(Store& store, HttpServerOptions options)
-    : store_(store), ec2_(store), http_(std::move(options), [this](const HttpRequest& r) { return Handle(r); }) {}
+    : store_(store), ec2_(store), ebs_(store), http_(std::move(options), [this](const HttpRequest& r) { return Handle(r); }) {}
 
 HttpResponse ApiServer::Handle(const HttpRequest& request) {
   auto lookup = [this](const std::string& access_key) -> absl::StatusOr<std::string> {
@@ -17,21 +17,33 @@ HttpResponse ApiServer::Handle(const HttpRequest& request) {
     if (!account.ok()) return account.status();
     return account->secret_access_key;
   };
+  // Errors take the format of the service named in the credential scope (EC2 XML by default).
+  absl::StatusOr<SigV4Authorization> scope = ParseAuthorization(request.Header("authorization"));
+  const bool rest_json = scope.ok() && scope->service == "ebs";
+  auto error = [&](int status, const std::string& ec2_code, const std::string& json_type,
+                   const std::string& message) {
+    return rest_json ? EbsService::Error(status, json_type, message)
+                     : Ec2Service::Error(status, ec2_code, message);
+  };
   std::variant<SigV4Authorization, AuthFailure> verified = Verify(request, lookup, ::time(nullptr));
   if (const AuthFailure* failure = std::get_if<AuthFailure>(&verified)) {
-    return Ec2Service::Error(failure->code == "AuthFailure" ? 401 : 403, failure->code, failure->message);
+    const std::string json_type = failure->code == "AuthFailure"            ? "AccessDeniedException"
+                                  : failure->code == "InvalidClientTokenId" ? "UnrecognizedClientException"
+                                                                            : "InvalidSignatureException";
+    return error(failure->code == "AuthFailure" ? 401 : 403, failure->code, json_type, failure->message);
   }
   const SigV4Authorization& auth = std::get<SigV4Authorization>(verified);
   absl::StatusOr<Account> account = store_.FindAccessKey(auth.access_key_id);
-  if (!account.ok()) return Ec2Service::Error(403, "InvalidClientTokenId", "unknown access key");
+  if (!account.ok()) return error(403, "InvalidClientTokenId", "UnrecognizedClientException", "unknown access key");
   absl::StatusOr<Region*> region = store_.GetRegion(auth.region);
   if (!region.ok()) {
     std::string known;
     for (const std::string& name : store_.ListRegions()) absl::StrAppend(&known, known.empty() ? "" : ", ", name);
-    return Ec2Service::Error(400, "InvalidRegion",
-                             absl::StrCat("region \"", auth.region, "\" is not served here; regions: ", known));
+    return error(400, "InvalidRegion", "ValidationException",
+                 absl::StrCat("region \"", auth.region, "\" is not served here; regions: ", known));
   }
   if (auth.service == "ec2") return ec2_.Handle(request, *account, **region);
+  if (auth.service == "ebs") return ebs_.Handle(request, *account, **region);
   return Ec2Service::Error(400, "UnknownService",
                            absl::StrCat("service \"", auth.service, "\" is not served by Strata yet"));
 }

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "ebs_service.h"
 #include "ec2_service.h"
 #include "http_server.h"
 #include "strata/store.h"
@@ -25,6 +26,7 @@ class ApiServer {
  private:
   Store& store_;
   Ec2Service ec2_;
+  EbsService ebs_;
   HttpServer http_;
 };
 

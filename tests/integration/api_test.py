@@ -4,6 +4,7 @@
 Usage: api_test.py BIN_DIR. Starts stratad on a free loopback port with a fresh store, runs the
 workflows, stops it with SIGTERM. Prints "N passed, M failed".
 """
+import base64
 import datetime
 import hashlib
 import hmac
@@ -233,6 +234,8 @@ def run(client, accounts, endpoint, data):
     expect_error("InvalidAction", alice.describe_instances)
     expect_error("DryRunOperation", alice.describe_volumes, DryRun=True)
 
+    run_ebs_direct(client, accounts, endpoint)
+
     # Auth: unknown region, unsigned, badly signed, stale, unknown key: refused, nothing changes.
     expect_error("InvalidRegion", client("alice", region="mars-1").describe_volumes)
     before = len(alice.describe_volumes()["Volumes"])
@@ -298,6 +301,84 @@ def run(client, accounts, endpoint, data):
     out = subprocess.run(["aws", "--endpoint-url", endpoint, "ec2", "delete-volume", "--volume-id",
                           "vol-0123456789abcdef0"], env=cli_env, capture_output=True, text=True)
     check(out.returncode != 0 and "InvalidVolume.NotFound" in out.stderr, f"aws cli error: {out.stderr}")
+
+
+
+def run_ebs_direct(client, accounts, endpoint):
+    a = accounts["alice"]
+    ebs = boto3.client("ebs", endpoint_url=endpoint, region_name="local-1",
+                       aws_access_key_id=a["AccessKeyId"], aws_secret_access_key=a["SecretAccessKey"])
+    ec2 = client("alice")
+    block = 512 * 1024
+    image = bytearray(os.urandom(4 * 1024 * 1024))
+    image[2 * block:3 * block] = bytes(block)  # One all-zero block: not listed.
+
+    def put(snapshot_id, index, data):
+        digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        ebs.put_snapshot_block(SnapshotId=snapshot_id, BlockIndex=index, BlockData=data, DataLength=len(data),
+                               Checksum=digest, ChecksumAlgorithm="SHA256")
+        return hashlib.sha256(data).digest()
+
+    start = ebs.start_snapshot(VolumeSize=1, Description="uploaded", Timeout=60,
+                               Tags=[{"Key": "src", "Value": "image"}])
+    sid = start["SnapshotId"]
+    check(start["Status"] == "pending" and start["BlockSize"] == block, f"start_snapshot {start}")
+    digests = {}
+    for i in range(8):
+        if i == 2:
+            continue
+        digests[i] = put(sid, i, bytes(image[i * block:(i + 1) * block]))
+    e = expect_error("ValidationException", ebs.put_snapshot_block, SnapshotId=sid, BlockIndex=9,
+                     BlockData=bytes(block), DataLength=block,
+                     Checksum=base64.b64encode(b"x" * 32).decode(), ChecksumAlgorithm="SHA256")
+    linear = base64.b64encode(hashlib.sha256(b"".join(digests[i] for i in sorted(digests))).digest()).decode()
+    expect_error("ValidationException", ebs.complete_snapshot, SnapshotId=sid, ChangedBlocksCount=7,
+                 Checksum=base64.b64encode(b"y" * 32).decode(), ChecksumAlgorithm="SHA256",
+                 ChecksumAggregationMethod="LINEAR")
+    expect_error("ValidationException", ebs.complete_snapshot, SnapshotId=sid, ChangedBlocksCount=6)
+    done = ebs.complete_snapshot(SnapshotId=sid, ChangedBlocksCount=7, Checksum=linear,
+                                 ChecksumAlgorithm="SHA256", ChecksumAggregationMethod="LINEAR")
+    check(done["Status"] == "pending", f"complete_snapshot {done}")
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[sid], WaiterConfig={"Delay": 1})
+    described = ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]
+    check(described["VolumeId"] == "vol-ffffffff" and described["Description"] == "uploaded", f"{described}")
+    listed = ebs.list_snapshot_blocks(SnapshotId=sid)
+    indexes = [b["BlockIndex"] for b in listed["Blocks"]]
+    check(indexes == [0, 1, 3, 4, 5, 6, 7], f"list_snapshot_blocks {indexes}")
+    check(listed["VolumeSize"] == 1 and listed["BlockSize"] == block, "listing sizes")
+    whole = bytearray(4 * 1024 * 1024)
+    for b in listed["Blocks"]:
+        got = ebs.get_snapshot_block(SnapshotId=sid, BlockIndex=b["BlockIndex"], BlockToken=b["BlockToken"])
+        data = got["BlockData"].read()
+        check(base64.b64encode(hashlib.sha256(data).digest()).decode() == got["Checksum"], "block checksum")
+        whole[b["BlockIndex"] * block:(b["BlockIndex"] + 1) * block] = data
+    check(whole == image, "the uploaded image reads back block for block")
+    expect_error("ValidationException", ebs.get_snapshot_block, SnapshotId=sid, BlockIndex=0, BlockToken="bogus")
+    page = ebs.list_snapshot_blocks(SnapshotId=sid, MaxResults=100, StartingBlockIndex=4)
+    check([b["BlockIndex"] for b in page["Blocks"]] == [4, 5, 6, 7], "StartingBlockIndex")
+
+    # A child of it with two blocks changed: ListChangedBlocks returns exactly those.
+    child = ebs.start_snapshot(VolumeSize=1, ParentSnapshotId=sid)["SnapshotId"]
+    d1 = put(child, 1, os.urandom(block))
+    d5 = put(child, 5, os.urandom(block))
+    ebs.complete_snapshot(SnapshotId=child, ChangedBlocksCount=2)
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[child], WaiterConfig={"Delay": 1})
+    changed = ebs.list_changed_blocks(FirstSnapshotId=sid, SecondSnapshotId=child)["ChangedBlocks"]
+    check([b["BlockIndex"] for b in changed] == [1, 5], f"list_changed_blocks {changed}")
+    check(all("FirstBlockToken" in b and "SecondBlockToken" in b for b in changed), "both tokens")
+    vol = ec2.create_volume(SnapshotId=child, AvailabilityZone="local-1a")
+    check(vol["SnapshotId"] == child and vol["Size"] == 1, "a volume from a direct snapshot")
+
+    # Another account cannot read or write it; unknown snapshots are not found.
+    c = accounts["carol"]
+    carol = boto3.client("ebs", endpoint_url=endpoint, region_name="local-1",
+                         aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"])
+    expect_error("ResourceNotFoundException", carol.list_snapshot_blocks, SnapshotId=sid)
+    expect_error("ResourceNotFoundException", ebs.list_snapshot_blocks, SnapshotId="snap-0123456789abcdef0")
+    expect_error("ValidationException", ebs.start_snapshot, VolumeSize=70000)
+    bad = boto3.client("ebs", endpoint_url=endpoint, region_name="local-1",
+                       aws_access_key_id=a["AccessKeyId"], aws_secret_access_key="wrong")
+    expect_error("InvalidSignatureException", bad.list_snapshot_blocks, SnapshotId=sid)
 
 
 if __name__ == "__main__":
