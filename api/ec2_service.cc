@@ -538,13 +538,14 @@ class Call {
     const std::vector<std::string> ids = p_.List("ResourceId");
     if (ids.empty()) return Missing("ResourceId");
     std::map<std::string, std::string> set;
-    std::vector<std::string> remove;
+    // DeleteTags: a key alone deletes the tag; a key with a value deletes it only on a match.
+    std::vector<std::pair<std::string, std::optional<std::string>>> remove;
     for (const std::string& tag : p_.StructList("Tag")) {
       const std::string key = p_.GetOr(tag + "Key", "");
       if (add) {
         set[key] = p_.GetOr(tag + "Value", "");
       } else {
-        remove.push_back(key);  // TODO(#3): DeleteTags with a Value deletes only on a match.
+        remove.emplace_back(key, p_.Get(tag + "Value"));
       }
     }
     if (add && set.empty()) return Missing("Tag");
@@ -560,8 +561,21 @@ class Call {
       }
     }
     for (const std::string& id : ids) {
-      absl::Status s = absl::StartsWith(id, "vol-") ? region_.TagVolume(id, set, remove)
-                                                    : region_.TagSnapshot(id, set, remove);
+      const bool volume = absl::StartsWith(id, "vol-");
+      std::map<std::string, std::string> current;
+      if (volume) {
+        absl::StatusOr<VolumeInfo> v = region_.DescribeVolume(id);
+        if (v.ok()) current = v->tags;
+      } else {
+        absl::StatusOr<SnapshotInfo> sn = region_.DescribeSnapshot(id);
+        if (sn.ok()) current = sn->tags;
+      }
+      std::vector<std::string> keys;
+      for (const auto& [key, value] : remove) {
+        auto it = current.find(key);
+        if (it != current.end() && (!value.has_value() || *value == it->second)) keys.push_back(key);
+      }
+      absl::Status s = volume ? region_.TagVolume(id, set, keys) : region_.TagSnapshot(id, set, keys);
       if (!s.ok()) return FromStatus(s, absl::StartsWith(id, "vol-") ? "Volume" : "Snapshot");
     }
     x_.Bool("return", true);

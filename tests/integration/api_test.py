@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ import urllib.request
 
 import boto3
 import botocore
+import botocore.config
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -180,6 +182,9 @@ def run(client, accounts, endpoint, data):
     alice.create_tags(Resources=[vid, sid], Tags=[{"Key": "env", "Value": "prod"}])
     check({"Key": "env", "Value": "prod"} in alice.describe_volumes(VolumeIds=[vid])["Volumes"][0]["Tags"],
           "create_tags on a volume")
+    alice.delete_tags(Resources=[sid], Tags=[{"Key": "env", "Value": "staging"}])
+    tags = alice.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0].get("Tags", [])
+    check({"Key": "env", "Value": "prod"} in tags, "delete_tags with another value keeps the tag")
     alice.delete_tags(Resources=[sid], Tags=[{"Key": "env"}])
     tags = alice.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0].get("Tags", [])
     check(all(t["Key"] != "env" for t in tags), "delete_tags")
@@ -235,6 +240,24 @@ def run(client, accounts, endpoint, data):
     expect_error("DryRunOperation", alice.describe_volumes, DryRun=True)
 
     run_ebs_direct(client, accounts, endpoint)
+
+    # A stalled client (half a request, then silence) does not stall the others.
+    host, port = endpoint[len("http://"):].split(":")
+    stalled = [socket.create_connection((host, int(port))) for _ in range(8)]
+    for sock in stalled:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Len")
+    a = accounts["alice"]
+    impatient = boto3.client("ec2", endpoint_url=endpoint, region_name="local-1",
+                             aws_access_key_id=a["AccessKeyId"], aws_secret_access_key=a["SecretAccessKey"],
+                             config=botocore.config.Config(read_timeout=20, connect_timeout=20,
+                                                           retries={"max_attempts": 1}))
+    try:
+        impatient.describe_volumes()
+        check(True, "")
+    except botocore.exceptions.BotoCoreError as e:
+        check(False, f"a request while 8 connections stall: {e}")
+    for sock in stalled:
+        sock.close()
 
     # Auth: unknown region, unsigned, badly signed, stale, unknown key: refused, nothing changes.
     expect_error("InvalidRegion", client("alice", region="mars-1").describe_volumes)
