@@ -31,6 +31,12 @@ inline constexpr char kDirectSnapshotVolumeId[] = "vol-ffffffff";
 
 bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
+void PutNextSeq(meta::WriteBatch& batch, uint64_t next_seq) {
+  std::string value;
+  util::PutFixed64(value, next_seq);
+  batch.Put(meta::NextSeqKey(), value);
+}
+
 absl::Status ValidateTags(const std::map<std::string, std::string>& tags) {
   if (tags.size() > kMaxTagCount) {
     return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxTagCount, " tags"));
@@ -654,9 +660,7 @@ absl::StatusOr<std::vector<SnapshotInfo>> RegionImpl::CreateSnapshots(
     batch.Put(meta::SnapshotKey(entry.second->record.id), entry.second->record.Encode());
     batch.Put(meta::VolumeKey(id), entry.first->record().Encode());
   }
-  std::string seq;
-  util::PutFixed64(seq, next_seq_ + requests.size());
-  batch.Put(meta::NextSeqKey(), seq);
+  PutNextSeq(batch, next_seq_ + requests.size());
   if (absl::Status s = catalog_->Write(batch); !s.ok()) {
     for (auto& [id, entry] : plan) entry.first->Unfreeze(entry.second);
     return s;
@@ -695,9 +699,7 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CopySnapshot(const std::string& source_
   r.owner = request.owner;
   meta::WriteBatch batch;
   batch.Put(meta::SnapshotKey(r.id), r.Encode());
-  std::string seq;
-  util::PutFixed64(seq, next_seq_ + 1);
-  batch.Put(meta::NextSeqKey(), seq);
+  PutNextSeq(batch, next_seq_ + 1);
   STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
   ++next_seq_;
   tree_->Put(r);
@@ -722,9 +724,7 @@ absl::StatusOr<Region::DirectSnapshot> RegionImpl::StartDirectSnapshot(
   (*pending)->frozen_yet = false;
   meta::WriteBatch batch;
   batch.Put(meta::SnapshotKey((*pending)->record.id), (*pending)->record.Encode());
-  std::string seq;
-  util::PutFixed64(seq, next_seq_ + 1);
-  batch.Put(meta::NextSeqKey(), seq);
+  PutNextSeq(batch, next_seq_ + 1);
   if (absl::Status s = catalog_->Write(batch); !s.ok()) {
     (void)DeleteVolumeLocked(builder.id);
     return s;
@@ -735,14 +735,19 @@ absl::StatusOr<Region::DirectSnapshot> RegionImpl::StartDirectSnapshot(
   return DirectSnapshot{ToInfo((*pending)->record), builder.id};
 }
 
-absl::Status RegionImpl::CompleteDirectSnapshot(const std::string& snapshot_id) {
-  absl::MutexLock lock(&mu_);
+absl::StatusOr<std::shared_ptr<PendingSnapshot>> RegionImpl::FindOpenDirectLocked(
+    const std::string& snapshot_id) {
   auto it = pending_.find(snapshot_id);
   if (it == pending_.end() || !it->second->direct || it->second->frozen_yet) {
     return absl::FailedPreconditionError(
         absl::StrCat("snapshot ", snapshot_id, " is not a direct snapshot in progress"));
   }
-  std::shared_ptr<PendingSnapshot> pending = it->second;
+  return it->second;
+}
+
+absl::Status RegionImpl::CompleteDirectSnapshot(const std::string& snapshot_id) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(std::shared_ptr<PendingSnapshot> pending, FindOpenDirectLocked(snapshot_id));
   STRATA_ASSIGN_OR_RETURN(VolumeImpl * builder, FindVolumeLocked(pending->record.volume_id));
   STRATA_RETURN_IF_ERROR(builder->Flush());
   builder->Freeze(pending);
@@ -753,13 +758,8 @@ absl::Status RegionImpl::CompleteDirectSnapshot(const std::string& snapshot_id) 
 
 absl::Status RegionImpl::AbortDirectSnapshot(const std::string& snapshot_id, const std::string& reason) {
   absl::MutexLock lock(&mu_);
-  auto it = pending_.find(snapshot_id);
-  if (it == pending_.end() || !it->second->direct || it->second->frozen_yet) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("snapshot ", snapshot_id, " is not a direct snapshot in progress"));
-  }
-  std::shared_ptr<PendingSnapshot> pending = it->second;
-  pending_.erase(it);
+  STRATA_ASSIGN_OR_RETURN(std::shared_ptr<PendingSnapshot> pending, FindOpenDirectLocked(snapshot_id));
+  pending_.erase(snapshot_id);
   meta::SnapshotRecord r = *tree_->Get(snapshot_id);
   r.state = meta::SnapshotRecordState::kError;
   r.state_message = reason;

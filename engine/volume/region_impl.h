@@ -131,6 +131,9 @@ class RegionImpl final : public Region {
                                                               const CreateSnapshotRequest& request,
                                                               uint64_t seq)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The pending direct snapshot `snapshot_id`, not yet completed.
+  absl::StatusOr<std::shared_ptr<PendingSnapshot>> FindOpenDirectLocked(const std::string& snapshot_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<meta::SnapshotRecord> FindSnapshot(const std::string& snapshot_id) const;
   absl::StatusOr<meta::SnapshotRecord> FindCompletedSnapshot(const std::string& snapshot_id) const;
   VolumeInfo ToInfo(VolumeImpl& volume) const;
