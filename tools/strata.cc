@@ -3,6 +3,7 @@
 // data import and export, garbage collection.
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -29,6 +30,8 @@ constexpr char kUsage[] = R"(usage: strata [--data-dir DIR] [--region NAME] COMM
   snapshot changed SNAP1 SNAP2             list blocks that differ
   region list | create NAME
   account create NAME | account list       (prints access keys; stratad must be stopped)
+  env [--endpoint URL]                     print the variables that point the aws CLI and
+                                           SDKs at stratad (works while stratad runs)
   gc                                       reclaim space of deleted snapshots
   stats
 Sizes take K, M, G, T suffixes (powers of 1024). DIR defaults to ./data.
@@ -228,6 +231,23 @@ absl::Status SnapshotCommand(strata::Region& region, const Args& a) {
   return absl::InvalidArgumentError(absl::StrCat("unknown snapshot command \"", verb, "\""));
 }
 
+// Prints shell exports for the aws CLI and SDKs: the credentials stratad wrote on first start.
+int PrintEnv(const std::string& dir, const std::string& endpoint) {
+  const std::string credentials = dir + "/credentials";
+  std::ifstream in(credentials);
+  if (!in) {
+    std::fprintf(stderr, "strata: %s is missing: start stratad once on %s (scripts/run.sh) to create it\n",
+                 credentials.c_str(), dir.c_str());
+    return 1;
+  }
+  const std::string abs = std::filesystem::absolute(dir).string();
+  std::printf("export AWS_SHARED_CREDENTIALS_FILE=%s/credentials\n", abs.c_str());
+  std::printf("export AWS_CONFIG_FILE=%s/config\n", abs.c_str());
+  std::printf("export AWS_ENDPOINT_URL=%s\n", endpoint.c_str());
+  std::printf("# aws --endpoint-url %s ec2 describe-volumes\n", endpoint.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -242,7 +262,8 @@ int main(int argc, char** argv) {
     }
   }
   auto args = Args::Parse(static_cast<int>(rest.size()), rest.data(), 1,
-                          {"data-dir", "region", "size", "snapshot", "offset", "rate", "description"},
+                          {"data-dir", "region", "size", "snapshot", "offset", "rate", "description",
+                           "endpoint"},
                           {"help"});
   if (!args.ok()) {
     std::fprintf(stderr, "strata: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
@@ -253,6 +274,7 @@ int main(int argc, char** argv) {
     return args->Has("help") ? 0 : 2;
   }
   const std::string command = args->positional()[0];
+  if (command == "env") return PrintEnv(args->Get("data-dir", "./data"), args->Get("endpoint", "http://127.0.0.1:8150"));
   if (command != "volume" && command != "snapshot" && command != "region" && command != "gc" &&
       command != "stats" && command != "account") {
     std::fprintf(stderr, "strata: unknown command \"%s\"\n%s", command.c_str(), kUsage);
