@@ -250,10 +250,10 @@ absl::Status RegionImpl::RecoverPendingSnapshots(bool clean) {
 absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   std::vector<meta::VolumeRecord> records;
   absl::Status bad;
-  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::kVolumePrefix, "", [&](absl::string_view, absl::string_view v) {
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::kVolumePrefix, "", [&](absl::string_view key, absl::string_view v) {
     absl::StatusOr<meta::VolumeRecord> r = meta::VolumeRecord::Decode(v);
     if (!r.ok()) {
-      bad = r.status();
+      bad = absl::DataLossError(absl::StrCat(r.status().message(), " (key ", key, ")"));
       return false;
     }
     records.push_back(*std::move(r));

@@ -20,10 +20,10 @@ absl::StatusOr<ChunkEntry> DecodeEntry(absl::string_view bytes) {
 absl::Status SnapshotTree::Load() {
   absl::flat_hash_map<std::string, meta::SnapshotRecord> records;
   absl::Status corrupt;
-  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::kSnapshotPrefix, "", [&](absl::string_view, absl::string_view v) {
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::kSnapshotPrefix, "", [&](absl::string_view key, absl::string_view v) {
     absl::StatusOr<meta::SnapshotRecord> r = meta::SnapshotRecord::Decode(v);
     if (!r.ok()) {
-      corrupt = r.status();
+      corrupt = absl::DataLossError(absl::StrCat(r.status().message(), " (key ", key, ")"));
       return false;
     }
     records[r->id] = *std::move(r);
