@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config clang
   librocksdb-dev liburing-dev libxxhash-dev libssl-dev libabsl-dev libzstd-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
-  python3
+  python3 qemu-utils libnbd-bin
 )
 missing=()
 for p in "${packages[@]}"; do

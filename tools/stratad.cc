@@ -9,6 +9,9 @@
 #include <fstream>
 
 #include "api_server.h"
+#include "nbd_server.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/numbers.h"
 
 #include "absl/strings/str_cat.h"
@@ -22,6 +25,8 @@ constexpr char kUsage[] =
     "usage: stratad [--data-dir DIR] [--api-listen HOST:PORT] [--chunk-size SIZE] [--compression]\n"
     "  --data-dir DIR     store directory (default ./data; created if missing)\n"
     "  --api-listen ADDR  control-plane API address (default 127.0.0.1:8150; 'off' disables)\n"
+    "  --nbd-listen LIST  NBD addresses, comma-separated HOST:PORT or unix:PATH\n"
+    "                     (default 127.0.0.1:10809,unix:DIR/nbd.sock; 'off' disables)\n"
     "  --chunk-size SIZE  chunk size of a new store, 4K..4M (default 64K)\n"
     "  --compression      compress snapshot chunks with zstd\n";
 
@@ -53,7 +58,7 @@ absl::Status EnsureAdmin(strata::Store& store, const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto args = strata::tools::Args::Parse(argc, argv, 1, {"data-dir", "chunk-size", "api-listen"},
+  auto args = strata::tools::Args::Parse(argc, argv, 1, {"data-dir", "chunk-size", "api-listen", "nbd-listen"},
                                          {"compression", "help"});
   if (!args.ok()) {
     std::fprintf(stderr, "stratad: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
@@ -115,10 +120,21 @@ int main(int argc, char** argv) {
                snapshots.ok() ? snapshots->size() : 0, " snapshots, chunk size ",
                region->chunk_size_bytes());
   }
+  std::unique_ptr<strata::nbd::NbdServer> nbd;
+  const std::string nbd_listen = args->Get("nbd-listen", "127.0.0.1:10809,unix:" + dir + "/nbd.sock");
+  if (nbd_listen != "off") {
+    strata::nbd::NbdServerOptions nbd_options;
+    nbd_options.listen = absl::StrSplit(nbd_listen, ',', absl::SkipEmpty());
+    nbd = std::make_unique<strata::nbd::NbdServer>(**store, nbd_options);
+    if (absl::Status s = nbd->Start(); !s.ok()) return Fail(s);
+    STRATA_LOG(kInfo, "NBD on ", absl::StrJoin(nbd->addresses(), " "),
+               " (exports: attached volumes, named by volume id)");
+  }
   STRATA_LOG(kInfo, "stratad serving store ", dir, " (pid ", getpid(), "); SIGTERM or Ctrl-C stops");
   int signal = 0;
   sigwait(&stop, &signal);
   STRATA_LOG(kInfo, "signal ", signal, ": stopping cleanly");
+  if (nbd != nullptr) nbd->Stop();
   if (api != nullptr) api->Stop();
   store->reset();
   STRATA_LOG(kInfo, "stopped");

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "http_server.h"
+#include "request.h"
 #include "query.h"
 #include "sigv4.h"
 
@@ -36,5 +37,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const auto& [k, v] : params->all()) (void)WildcardMatch(k, v);
   }
   (void)ParseAuthorization(input);
+  // NBD request headers against a small export.
+  using namespace strata::nbd;
+  for (size_t at = 0; at + kRequestHeaderBytes <= size && at < 8 * kRequestHeaderBytes; at += kRequestHeaderBytes) {
+    auto bytes = std::as_bytes(std::span(data + at, kRequestHeaderBytes));
+    auto decoded = DecodeRequest(std::span<const std::byte, kRequestHeaderBytes>(bytes.data(), kRequestHeaderBytes));
+    if (const Request* r = std::get_if<Request>(&decoded)) {
+      auto checked = ValidateRequest(*r, {1 << 20, (at / kRequestHeaderBytes) % 2 == 1});
+      if (const Request* ok = std::get_if<Request>(&checked)) {
+        // A valid request is within the export and aligned.
+        if (ok->offset + ok->length > (1u << 20) || ok->offset % kMinBlockBytes != 0) __builtin_trap();
+      }
+    }
+  }
   return 0;
 }

@@ -1,0 +1,55 @@
+#pragma once
+// The NBD server: fixed newstyle handshake, exports of attached volumes (named by volume id),
+// simple replies; one thread per connection. Speaks to the engine's public API only.
+
+#include <atomic>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "strata/store.h"
+
+namespace strata::nbd {
+
+struct NbdServerOptions {
+  // Addresses: "HOST:PORT" (TCP; port 0 picks one) or "unix:PATH".
+  std::vector<std::string> listen = {"127.0.0.1:10809"};
+  size_t max_connections = 256;
+};
+
+// Thread-safe. `store` must outlive the server.
+class NbdServer {
+ public:
+  NbdServer(Store& store, NbdServerOptions options);
+  ~NbdServer();
+  NbdServer(const NbdServer&) = delete;
+  NbdServer& operator=(const NbdServer&) = delete;
+
+  [[nodiscard]] absl::Status Start();
+  void Stop();
+  // The bound addresses, in the order of options.listen ("127.0.0.1:PORT", "unix:PATH").
+  std::vector<std::string> addresses() const;
+
+ private:
+  struct Listener {
+    int fd = -1;
+    std::string address;
+    std::thread thread;
+  };
+  void AcceptLoop(Listener& listener);
+  void Serve(int fd);
+
+  Store& store_;
+  const NbdServerOptions options_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::atomic<bool> stopping_{false};
+  absl::Mutex mu_;
+  std::map<int, std::thread> connections_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> finished_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace strata::nbd

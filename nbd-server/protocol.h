@@ -1,0 +1,92 @@
+#pragma once
+// NBD protocol constants (fixed newstyle handshake, simple replies), as in
+// ../shared/reference/nbd-protocol.md. All integers on the wire are big-endian.
+//
+// Handshake:  server "NBDMAGIC"(8) | "IHAVEOPT"(8) | handshake flags(2)
+//             client flags(4)
+// Option:     client IHAVEOPT(8) | option(4) | length(4) | data
+//             server kOptionReplyMagic(8) | option(4) | reply type(4) | length(4) | data
+// Request:    kRequestMagic(4) | flags(2) | type(2) | cookie(8) | offset(8) | length(4)
+// Reply:      kSimpleReplyMagic(4) | error(4) | cookie(8) | data (READ only)
+
+#include <cstdint>
+
+namespace strata::nbd {
+
+inline constexpr uint64_t kNbdMagic = 0x4e42444d41474943ull;  // "NBDMAGIC"
+inline constexpr uint64_t kOptionMagic = 0x49484156454F5054ull;  // "IHAVEOPT"
+inline constexpr uint64_t kOptionReplyMagic = 0x3e889045565a9ull;
+inline constexpr uint32_t kRequestMagic = 0x25609513;
+inline constexpr uint32_t kSimpleReplyMagic = 0x67446698;
+inline constexpr size_t kRequestHeaderBytes = 4 + 2 + 2 + 8 + 8 + 4;
+static_assert(kRequestHeaderBytes == 28);
+
+// Handshake flags (server) and client flags.
+inline constexpr uint16_t kFlagFixedNewstyle = 1 << 0;
+inline constexpr uint16_t kFlagNoZeroes = 1 << 1;
+
+// Options.
+inline constexpr uint32_t kOptExportName = 1;
+inline constexpr uint32_t kOptAbort = 2;
+inline constexpr uint32_t kOptList = 3;
+inline constexpr uint32_t kOptStartTls = 5;
+inline constexpr uint32_t kOptInfo = 6;
+inline constexpr uint32_t kOptGo = 7;
+
+// Option replies.
+inline constexpr uint32_t kRepAck = 1;
+inline constexpr uint32_t kRepServer = 2;
+inline constexpr uint32_t kRepInfo = 3;
+inline constexpr uint32_t kRepErrUnsup = 0x80000001;
+inline constexpr uint32_t kRepErrPolicy = 0x80000002;
+inline constexpr uint32_t kRepErrInvalid = 0x80000003;
+inline constexpr uint32_t kRepErrUnknown = 0x80000006;
+
+// Info types.
+inline constexpr uint16_t kInfoExport = 0;
+inline constexpr uint16_t kInfoName = 1;
+inline constexpr uint16_t kInfoDescription = 2;
+inline constexpr uint16_t kInfoBlockSize = 3;
+
+// Transmission flags.
+inline constexpr uint16_t kTxHasFlags = 1 << 0;
+inline constexpr uint16_t kTxReadOnly = 1 << 1;
+inline constexpr uint16_t kTxSendFlush = 1 << 2;
+inline constexpr uint16_t kTxSendFua = 1 << 3;
+inline constexpr uint16_t kTxSendTrim = 1 << 5;
+inline constexpr uint16_t kTxSendWriteZeroes = 1 << 6;
+inline constexpr uint16_t kTxCanMultiConn = 1 << 8;
+inline constexpr uint16_t kTxSendCache = 1 << 10;
+
+// Commands and their flags.
+inline constexpr uint16_t kCmdRead = 0;
+inline constexpr uint16_t kCmdWrite = 1;
+inline constexpr uint16_t kCmdDisc = 2;
+inline constexpr uint16_t kCmdFlush = 3;
+inline constexpr uint16_t kCmdTrim = 4;
+inline constexpr uint16_t kCmdCache = 5;
+inline constexpr uint16_t kCmdWriteZeroes = 6;
+inline constexpr uint16_t kCmdFlagFua = 1 << 0;
+inline constexpr uint16_t kCmdFlagNoHole = 1 << 1;
+
+// Errors (errno values as the protocol defines them).
+inline constexpr uint32_t kEperm = 1;
+inline constexpr uint32_t kEio = 5;
+inline constexpr uint32_t kEnomem = 12;
+inline constexpr uint32_t kEinval = 22;
+inline constexpr uint32_t kEnospc = 28;
+inline constexpr uint32_t kEoverflow = 75;
+inline constexpr uint32_t kEnotsup = 95;
+inline constexpr uint32_t kEshutdown = 108;
+
+// Sizes we advertise: libnbd clients refuse I/O below the minimum; nbdcopy ignores the maximum,
+// so it must be large.
+inline constexpr uint32_t kMinBlockBytes = 512;
+inline constexpr uint32_t kPreferredBlockBytes = 4096;
+inline constexpr uint32_t kMaxRequestBytes = 32u << 20;
+static_assert(kMaxRequestBytes % kMinBlockBytes == 0);
+// Bounds on the handshake.
+inline constexpr uint32_t kMaxOptionBytes = 4096;
+inline constexpr int kMaxOptions = 64;
+
+}  // namespace strata::nbd

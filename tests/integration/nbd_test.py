@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""NBD with the real clients (nbdinfo, nbdcopy, qemu-img, qemu-io) and a raw socket client for
+malformed requests; volumes made, attached and snapshotted through boto3.
+
+Usage: nbd_test.py BIN_DIR. Prints "N passed, M failed".
+"""
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import boto3
+import botocore
+
+BIN = sys.argv[1]
+PASSED = 0
+FAILED = 0
+MiB = 1 << 20
+
+
+def check(cond, what):
+    global PASSED, FAILED
+    if cond:
+        PASSED += 1
+    else:
+        FAILED += 1
+        print("FAIL:", what, flush=True)
+
+
+def sh(*args, **kwargs):
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=120, **kwargs)
+
+
+class RawClient:
+    """A minimal fixed-newstyle NBD client that can send what real clients never do."""
+
+    def __init__(self, port, export):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        hello = self.recv(18)
+        assert hello[:16] == b"NBDMAGICIHAVEOPT"
+        self.s.sendall(struct.pack(">I", 3))  # FIXED_NEWSTYLE | NO_ZEROES
+        name = export.encode()
+        self.option(7, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
+        self.export_size = None
+        while True:
+            magic, opt, rtype, length = struct.unpack(">QIII", self.recv(20))
+            data = self.recv(length)
+            if rtype == 3 and struct.unpack(">H", data[:2])[0] == 0:
+                self.export_size = struct.unpack(">Q", data[2:10])[0]
+            if rtype == 1 or rtype & 0x80000000:
+                self.go_reply = rtype
+                break
+
+    def recv(self, n):
+        out = b""
+        while len(out) < n:
+            chunk = self.s.recv(n - len(out))
+            if not chunk:
+                raise ConnectionError("closed")
+            out += chunk
+        return out
+
+    def option(self, opt, data):
+        self.s.sendall(struct.pack(">QII", 0x49484156454F5054, opt, len(data)) + data)
+
+    def request(self, cmd, offset, length, flags=0, payload=b"", magic=0x25609513):
+        self.s.sendall(struct.pack(">IHHQQI", magic, flags, cmd, 7, offset, length) + payload)
+        magic, error, cookie = struct.unpack(">IIQ", self.recv(16))
+        data = self.recv(length) if cmd == 0 and error == 0 else b""
+        return error, data
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="strata-nbd-")
+    data_dir = os.path.join(work, "data")
+    log = open(os.path.join(work, "stratad.log"), "w+")
+    env = dict(os.environ)
+    env.pop("STRATA_QUIET", None)
+    sock_path = os.path.join(work, "nbd.sock")
+    daemon = subprocess.Popen([f"{BIN}/stratad", "--data-dir", data_dir, "--api-listen", "127.0.0.1:0",
+                               "--nbd-listen", f"127.0.0.1:0,unix:{sock_path}"], stderr=log, env=env)
+    api = nbd = None
+    for _ in range(200):
+        log.seek(0)
+        text = log.read()
+        a = re.search(r"API on http://127\.0\.0\.1:(\d+)", text)
+        n = re.search(r"NBD on 127\.0\.0\.1:(\d+)", text)
+        if a and n:
+            api, nbd = int(a.group(1)), int(n.group(1))
+            break
+        time.sleep(0.05)
+    check(api and nbd, "stratad printed its API and NBD ports")
+    try:
+        run(work, data_dir, api, nbd, sock_path)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        check(daemon.wait(timeout=60) == 0, "stratad stops cleanly")
+    print(f"{PASSED} passed, {FAILED} failed")
+    return 0 if FAILED == 0 else 1
+
+
+def run(work, data_dir, api, nbd, sock_path):
+    creds = open(os.path.join(data_dir, "credentials")).read()
+    key = re.search(r"aws_access_key_id = (\S+)", creds).group(1)
+    secret = re.search(r"aws_secret_access_key = (\S+)", creds).group(1)
+    ec2 = boto3.client("ec2", endpoint_url=f"http://127.0.0.1:{api}", region_name="local-1",
+                       aws_access_key_id=key, aws_secret_access_key=secret)
+    group = "i-0abcdef0123456789"
+    vol = ec2.create_volume(Size=1, AvailabilityZone="local-1a")["VolumeId"]
+    uri = f"nbd://127.0.0.1:{nbd}/{vol}"
+    out = sh("nbdinfo", "--size", uri)
+    check(out.returncode != 0, "a detached volume is not exported")
+    ec2.attach_volume(VolumeId=vol, InstanceId=group, Device="/dev/sdf")
+    out = sh("nbdinfo", "--size", uri)
+    check(out.stdout.strip() == str(1 << 30), f"nbdinfo --size: {out.stdout} {out.stderr}")
+    out = sh("nbdinfo", "--list", "--json", f"nbd://127.0.0.1:{nbd}")
+    names = [e["export-name"] for e in json.loads(out.stdout)["exports"]] if out.returncode == 0 else []
+    check(names == [vol], f"nbdinfo --list: {names}")
+
+    # Write an image over NBD (TCP), read it back over the unix socket.
+    image = os.path.join(work, "image.raw")
+    with open(image, "wb") as f:
+        f.write(os.urandom(48 * MiB))
+        f.truncate(1 << 30)
+    out = sh("nbdcopy", image, uri)
+    check(out.returncode == 0, f"nbdcopy to the volume: {out.stderr}")
+    out = sh("qemu-img", "compare", "-f", "raw", "-F", "raw", image, f"nbd+unix:///{vol}?socket={sock_path}")
+    check(out.returncode == 0, f"qemu-img compare over the unix socket: {out.stdout} {out.stderr}")
+
+    # Snapshot, then a volume from the snapshot reads the same data.
+    snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+    out = sh("qemu-io", "-f", "raw", "-c", "write -P 0x5a 0 1M", uri)  # After the snapshot.
+    check(out.returncode == 0, f"qemu-io write: {out.stderr}")
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snap], WaiterConfig={"Delay": 1})
+    clone = ec2.create_volume(SnapshotId=snap, AvailabilityZone="local-1a")["VolumeId"]
+    ec2.attach_volume(VolumeId=clone, InstanceId=group, Device="/dev/sdg")
+    back = os.path.join(work, "back.raw")
+    out = sh("nbdcopy", f"nbd://127.0.0.1:{nbd}/{clone}", back)
+    check(out.returncode == 0 and open(back, "rb").read() == open(image, "rb").read(),
+          "the volume from the snapshot holds the image, not the later write")
+    out = sh("qemu-io", "-f", "raw", "-c", "read -P 0x5a 0 1M", uri)
+    check(out.returncode == 0 and "read 1048576/1048576" in out.stdout, "the later write is on the volume")
+
+    # Malformed requests get the protocol's errors; the connection goes on.
+    c = RawClient(nbd, vol)
+    check(c.go_reply == 1 and c.export_size == 1 << 30, "raw client: NBD_OPT_GO")
+    check(c.request(0, 100, 512)[0] == 22, "misaligned read: EINVAL")
+    check(c.request(0, (1 << 30) - 512, 1024)[0] == 22, "read past the end: EINVAL")
+    check(c.request(0, 0, 64 * MiB)[0] == 75, "read longer than the maximum: EOVERFLOW")
+    check(c.request(1, 1 << 30, 512, payload=b"x" * 512)[0] == 22, "write past the end: EINVAL, payload skipped")
+    check(c.request(0, 0, 512, flags=0x8000)[0] == 22, "unknown flag: EINVAL")
+    check(c.request(9, 0, 0)[0] == 22, "unknown command: EINVAL")
+    err, data = c.request(0, 0, 4096)
+    check(err == 0 and data == b"\x5a" * 4096, "a good read after the bad ones")
+    check(c.request(3, 0, 0)[0] == 0, "flush")
+    c.s.close()
+    c = RawClient(nbd, "vol-nosuch")
+    check(c.go_reply == 0x80000006, "unknown export: NBD_REP_ERR_UNKNOWN")
+    c.s.close()
+
+    # Detached: no longer exported; deleting an attached volume is refused.
+    try:
+        ec2.delete_volume(VolumeId=clone)
+        check(False, "delete of an attached volume must fail")
+    except botocore.exceptions.ClientError as e:
+        check(e.response["Error"]["Code"] == "VolumeInUse", f"{e}")
+    ec2.detach_volume(VolumeId=clone)
+    out = sh("nbdinfo", "--size", f"nbd://127.0.0.1:{nbd}/{clone}")
+    check(out.returncode != 0, "a detached volume is no longer exported")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
