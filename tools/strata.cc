@@ -7,10 +7,14 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "admin.h"
+#include "api_client.h"
 #include "cli_args.h"
+#include "nlohmann/json.hpp"
 #include "strata/store.h"
 
 namespace {
@@ -18,6 +22,19 @@ namespace {
 using strata::tools::Args;
 
 constexpr char kUsage[] = R"(usage: strata [--data-dir DIR] [--region NAME] COMMAND ...
+Through stratad's API (stratad running; signed with DIR/credentials or AWS_* variables):
+  init                                     create the store and its admin credentials, print env
+  env [--endpoint URL]                     print the variables for the aws CLI and SDKs
+  status                                   what stratad serves: volumes, snapshots, exports
+  attach VOL [--instance-id i-...] [--device /dev/sdX]
+                                           export VOL over NBD; prints how to use it
+  detach VOL                               end the export (flushes first)
+  ec2 ACTION [Name=Value ...]              any EC2 call of docs/api.md, e.g.
+                                           ec2 DescribeVolumes Filter.1.Name=tag:Name Filter.1.Value.1=web
+  Options: --endpoint URL (default http://127.0.0.1:8150), --output json|text|table,
+  --nbd HOST:PORT (for printed lines, default 127.0.0.1:10809). API errors exit 254 with
+  the AWS error code on stderr.
+On the store directly (stratad stopped):
   volume create --size SIZE [--snapshot SNAP] [--tag K=V]...
   volume list | describe VOL | delete VOL | grow VOL --size SIZE
   volume import VOL FILE [--offset N]      write FILE's bytes into VOL
@@ -30,8 +47,6 @@ constexpr char kUsage[] = R"(usage: strata [--data-dir DIR] [--region NAME] COMM
   snapshot changed SNAP1 SNAP2             list blocks that differ
   region list | create NAME
   account create NAME | account list       (prints access keys; stratad must be stopped)
-  env [--endpoint URL]                     print the variables that point the aws CLI and
-                                           SDKs at stratad (works while stratad runs)
   gc                                       reclaim space of deleted snapshots
   stats
 Sizes take K, M, G, T suffixes (powers of 1024). DIR defaults to ./data.
@@ -231,6 +246,161 @@ absl::Status SnapshotCommand(strata::Region& region, const Args& a) {
   return absl::InvalidArgumentError(absl::StrCat("unknown snapshot command \"", verb, "\""));
 }
 
+using json = nlohmann::json;
+
+// Prints JSON, or for --output text|table the rows of the first list in it.
+void PrintResult(const std::string& text, const std::string& format) {
+  json value = json::parse(text, nullptr, false);
+  if (format == "json" || value.is_discarded()) {
+    std::printf("%s\n", text.c_str());
+    return;
+  }
+  const json* rows = &value;
+  if (value.is_object()) {
+    for (auto it = value.begin(); it != value.end(); ++it) {
+      if (it->is_array()) {
+        rows = &*it;
+        break;
+      }
+    }
+  }
+  std::vector<json> items = rows->is_array() ? std::vector<json>(rows->begin(), rows->end())
+                                             : std::vector<json>{*rows};
+  std::vector<std::string> columns;
+  for (const json& item : items) {
+    if (!item.is_object()) continue;
+    for (auto it = item.begin(); it != item.end(); ++it) {
+      if (!it->is_structured() && std::find(columns.begin(), columns.end(), it.key()) == columns.end()) {
+        columns.push_back(it.key());
+      }
+    }
+  }
+  // Ids that every row has first (text output is most often cut for them), then other ids,
+  // then the rest.
+  auto rank = [&](const std::string& c) {
+    if (c.size() <= 2 || !c.ends_with("Id")) return 2;
+    for (const json& item : items) {
+      if (!item.is_object() || !item.contains(c) || item[c] == "") return 1;
+    }
+    return 0;
+  };
+  std::stable_sort(columns.begin(), columns.end(),
+                   [&](const std::string& x, const std::string& y) { return rank(x) < rank(y); });
+  if (format == "table") {
+    for (size_t i = 0; i < columns.size(); ++i) std::printf("%s%s", i ? "\t" : "", columns[i].c_str());
+    std::printf("\n");
+  }
+  for (const json& item : items) {
+    if (!item.is_object()) {
+      std::printf("%s\n", item.is_string() ? item.get<std::string>().c_str() : item.dump().c_str());
+      continue;
+    }
+    for (size_t i = 0; i < columns.size(); ++i) {
+      const json& v = item.contains(columns[i]) ? item[columns[i]] : json("");
+      std::printf("%s%s", i ? "\t" : "", v.is_string() ? v.get<std::string>().c_str() : v.dump().c_str());
+    }
+    std::printf("\n");
+  }
+}
+
+// Runs one EC2 call; prints an API error as the aws CLI does and returns 254 for it.
+int Ec2(const strata::tools::ApiEndpoint& endpoint, const std::string& action,
+        const std::map<std::string, std::string>& params, json* out, const std::string& format) {
+  absl::StatusOr<strata::tools::ApiResult> result = strata::tools::CallEc2(endpoint, action, params);
+  if (!result.ok()) return Fail(result.status());
+  if (!result->error_code.empty()) {
+    std::fprintf(stderr, "strata: An error occurred (%s) when calling the %s operation: %s\n",
+                 result->error_code.c_str(), action.c_str(), result->error_message.c_str());
+    return 254;
+  }
+  if (out != nullptr) *out = json::parse(result->json, nullptr, false);
+  if (!format.empty()) PrintResult(result->json, format);
+  return 0;
+}
+
+json AsList(const json& v) { return v.is_array() ? v : json::array(); }
+
+int ApiCommand(const Args& a, const std::string& dir) {
+  const auto& p = a.positional();
+  const std::string format = a.Get("output", "json");
+  if (format != "json" && format != "text" && format != "table") {
+    return Fail(absl::InvalidArgumentError("--output is json, text or table"));
+  }
+  absl::StatusOr<strata::tools::ApiEndpoint> endpoint =
+      strata::tools::LoadEndpoint(dir, a.Get("endpoint", ""), a.Get("region", ""));
+  if (!endpoint.ok()) return Fail(endpoint.status());
+  const std::string nbd = a.Get("nbd", "127.0.0.1:10809");
+  if (p[0] == "ec2") {
+    if (p.size() < 2) return Fail(absl::InvalidArgumentError("usage: ec2 ACTION [Name=Value ...]"));
+    std::map<std::string, std::string> params;
+    for (size_t i = 2; i < p.size(); ++i) {
+      const size_t eq = p[i].find('=');
+      if (eq == std::string::npos || eq == 0) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat("parameter \"", p[i], "\" is not Name=Value")));
+      }
+      params[p[i].substr(0, eq)] = p[i].substr(eq + 1);
+    }
+    return Ec2(*endpoint, p[1], params, nullptr, format);
+  }
+  if (p[0] == "status") {
+    json volumes, snapshots;
+    if (int rc = Ec2(*endpoint, "DescribeVolumes", {}, &volumes, ""); rc != 0) return rc;
+    if (int rc = Ec2(*endpoint, "DescribeSnapshots", {{"Owner.1", "self"}}, &snapshots, ""); rc != 0) return rc;
+    json exports = json::array();
+    for (const json& v : AsList(volumes["volumeSet"])) {
+      if (v.value("status", "") == "in-use") exports.push_back("nbd://" + nbd + "/" + v.value("volumeId", ""));
+    }
+    json status = {{"Endpoint", endpoint->url},
+                   {"Region", endpoint->region},
+                   {"Volumes", AsList(volumes["volumeSet"]).size()},
+                   {"Snapshots", AsList(snapshots["snapshotSet"]).size()},
+                   {"NbdExports", exports}};
+    PrintResult(status.dump(2), format);
+    return 0;
+  }
+  if (p[0] == "attach" || p[0] == "detach") {
+    if (p.size() != 2) return Fail(absl::InvalidArgumentError(absl::StrCat("usage: ", p[0], " VOLUME")));
+    const std::string& volume = p[1];
+    if (p[0] == "detach") return Ec2(*endpoint, "DetachVolume", {{"VolumeId", volume}}, nullptr, format);
+    const std::string instance = a.Get("instance-id", "i-00000000000000001");
+    std::string device = a.Get("device", "");
+    if (device.empty()) {  // The first /dev/sdX the group does not use.
+      json attached;
+      if (int rc = Ec2(*endpoint, "DescribeVolumes",
+                       {{"Filter.1.Name", "attachment.instance-id"}, {"Filter.1.Value.1", instance}},
+                       &attached, "");
+          rc != 0) {
+        return rc;
+      }
+      std::set<std::string> used;
+      for (const json& v : AsList(attached["volumeSet"])) {
+        for (const json& at : AsList(v["attachmentSet"])) used.insert(at.value("device", ""));
+      }
+      for (char c = 'f'; c <= 'z' && device.empty(); ++c) {
+        if (!used.contains(std::string("/dev/sd") + c)) device = std::string("/dev/sd") + c;
+      }
+    }
+    json attachment;
+    if (int rc = Ec2(*endpoint, "AttachVolume", {{"VolumeId", volume}, {"InstanceId", instance}, {"Device", device}},
+                     &attachment, "");
+        rc != 0) {
+      return rc;
+    }
+    const std::string host = nbd.substr(0, nbd.rfind(':'));
+    const std::string port = nbd.substr(nbd.rfind(':') + 1);
+    json out = {{"Attachment", attachment},
+                {"NbdUri", "nbd://" + nbd + "/" + volume},
+                {"NbdUnixUri", "nbd+unix:///" + volume + "?socket=" + std::filesystem::absolute(dir).lexically_normal().string() + "/nbd.sock"},
+                {"Use",
+                 {"nbdinfo nbd://" + nbd + "/" + volume,
+                  "qemu-system-x86_64 ... -drive file=nbd://" + nbd + "/" + volume + ",format=raw,if=virtio",
+                  "nbd-client " + host + " " + port + " /dev/nbd0 -N " + volume + "   # needs the nbd kernel module"}}};
+    PrintResult(out.dump(2), format);
+    return 0;
+  }
+  return Fail(absl::InvalidArgumentError(absl::StrCat("unknown command \"", p[0], "\"")));
+}
+
 // Prints shell exports for the aws CLI and SDKs: the credentials stratad wrote on first start.
 int PrintEnv(const std::string& dir, const std::string& endpoint) {
   const std::string credentials = dir + "/credentials";
@@ -240,7 +410,7 @@ int PrintEnv(const std::string& dir, const std::string& endpoint) {
                  credentials.c_str(), dir.c_str());
     return 1;
   }
-  const std::string abs = std::filesystem::absolute(dir).string();
+  const std::string abs = std::filesystem::absolute(dir).lexically_normal().string();
   std::printf("export AWS_SHARED_CREDENTIALS_FILE=%s/credentials\n", abs.c_str());
   std::printf("export AWS_CONFIG_FILE=%s/config\n", abs.c_str());
   std::printf("export AWS_ENDPOINT_URL=%s\n", endpoint.c_str());
@@ -263,7 +433,7 @@ int main(int argc, char** argv) {
   }
   auto args = Args::Parse(static_cast<int>(rest.size()), rest.data(), 1,
                           {"data-dir", "region", "size", "snapshot", "offset", "rate", "description",
-                           "endpoint"},
+                           "endpoint", "output", "nbd", "instance-id", "device"},
                           {"help"});
   if (!args.ok()) {
     std::fprintf(stderr, "strata: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
@@ -274,7 +444,21 @@ int main(int argc, char** argv) {
     return args->Has("help") ? 0 : 2;
   }
   const std::string command = args->positional()[0];
-  if (command == "env") return PrintEnv(args->Get("data-dir", "./data"), args->Get("endpoint", "http://127.0.0.1:8150"));
+  const std::string dir = args->Get("data-dir", "./data");
+  if (command == "env") return PrintEnv(dir, args->Get("endpoint", "http://127.0.0.1:8150"));
+  if (command == "status" || command == "attach" || command == "detach" || command == "ec2") {
+    return ApiCommand(*args, dir);
+  }
+  if (command == "init") {
+    auto store = strata::Store::Open(dir, {});
+    if (!store.ok()) return Fail(store.status());
+    absl::StatusOr<bool> created = strata::tools::EnsureAdmin(**store, dir);
+    if (!created.ok()) return Fail(created.status());
+    store->reset();
+    std::fprintf(stderr, "strata: store in %s %s; start it with: build/bin/stratad --data-dir %s\n",
+                 dir.c_str(), *created ? "created with an admin account" : "already set up", dir.c_str());
+    return PrintEnv(dir, args->Get("endpoint", "http://127.0.0.1:8150"));
+  }
   if (command != "volume" && command != "snapshot" && command != "region" && command != "gc" &&
       command != "stats" && command != "account") {
     std::fprintf(stderr, "strata: unknown command \"%s\"\n%s", command.c_str(), kUsage);

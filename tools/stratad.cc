@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "admin.h"
 #include "api_server.h"
 #include "nbd_server.h"
 #include "absl/strings/str_join.h"
@@ -33,26 +34,6 @@ constexpr char kUsage[] =
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "stratad: %s\n", std::string(s.message()).c_str());
   return 2;
-}
-
-// On first start: an admin account, and DIR/credentials and DIR/config in the AWS shared-file
-// format so the aws CLI and SDKs can use it (AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE).
-absl::Status EnsureAdmin(strata::Store& store, const std::string& dir) {
-  if (!store.ListAccounts().empty()) return absl::OkStatus();
-  absl::StatusOr<strata::Account> admin = store.CreateAccount("admin");
-  if (!admin.ok()) return admin.status();
-  const std::string credentials = dir + "/credentials";
-  {
-    std::ofstream out(credentials, std::ios::trunc);
-    out << "[default]\naws_access_key_id = " << admin->access_key_id
-        << "\naws_secret_access_key = " << admin->secret_access_key << "\n";
-    if (!out) return absl::InternalError("cannot write " + credentials);
-  }
-  ::chmod(credentials.c_str(), 0600);
-  std::ofstream config(dir + "/config", std::ios::trunc);
-  config << "[default]\nregion = " << store.DefaultRegion()->name() << "\n";
-  STRATA_LOG(kInfo, "created the admin account ", admin->id, "; credentials in ", credentials);
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -104,7 +85,9 @@ int main(int argc, char** argv) {
 
   auto store = strata::Store::Open(dir, options);
   if (!store.ok()) return Fail(store.status());
-  if (absl::Status s = EnsureAdmin(**store, dir); !s.ok()) return Fail(s);
+  absl::StatusOr<bool> created = strata::tools::EnsureAdmin(**store, dir);
+  if (!created.ok()) return Fail(created.status());
+  if (*created) STRATA_LOG(kInfo, "created the admin account; credentials in ", dir, "/credentials");
   std::unique_ptr<strata::api::ApiServer> api;
   if (api_enabled) {
     api = std::make_unique<strata::api::ApiServer>(**store, api_options);

@@ -164,6 +164,27 @@ def run(work, data_dir, api, nbd, sock_path):
     check(c.go_reply == 0x80000006, "unknown export: NBD_REP_ERR_UNKNOWN")
     c.s.close()
 
+    # The strata CLI through the API: attach prints the NBD lines, status lists exports.
+    cli = [f"{BIN}/strata", "--data-dir", data_dir, "--endpoint", f"http://127.0.0.1:{api}",
+           "--nbd", f"127.0.0.1:{nbd}"]
+    third = ec2.create_volume(Size=1, AvailabilityZone="local-1a")["VolumeId"]
+    out = sh(*cli, "attach", third)
+    attached = json.loads(out.stdout) if out.returncode == 0 else {}
+    check(attached.get("NbdUri") == f"nbd://127.0.0.1:{nbd}/{third}", f"strata attach: {out.stdout} {out.stderr}")
+    check(sh("nbdinfo", "--size", attached.get("NbdUri", "nbd://x")).returncode == 0, "the printed URI works")
+    out = sh(*cli, "status")
+    status = json.loads(out.stdout) if out.returncode == 0 else {}
+    check(f"nbd://127.0.0.1:{nbd}/{third}" in status.get("NbdExports", []), f"strata status: {out.stdout}")
+    out = sh(*cli, "ec2", "DescribeVolumes", f"VolumeId.1={third}", "--output", "text")
+    check(out.returncode == 0 and out.stdout.split("\t")[0] == third, f"ec2 --output text: {out.stdout}")
+    out = sh(*cli, "detach", third)
+    check(out.returncode == 0 and sh("nbdinfo", "--size", attached.get("NbdUri", "nbd://x")).returncode != 0,
+          "strata detach ends the export")
+    out = sh(*cli, "ec2", "DeleteVolume", "VolumeId=vol-00000000000000000")
+    check(out.returncode == 254 and "InvalidVolume.NotFound" in out.stderr, f"API error: {out.returncode} {out.stderr}")
+    out = sh(f"{BIN}/strata", "--data-dir", data_dir, "--endpoint", "http://127.0.0.1:1", "status")
+    check(out.returncode == 1 and "cannot reach stratad" in out.stderr, f"unreachable: {out.stderr}")
+
     # Detached: no longer exported; deleting an attached volume is refused.
     try:
         ec2.delete_volume(VolumeId=clone)

@@ -1,0 +1,280 @@
+#include "api_client.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "http_server.h"
+#include "nlohmann/json.hpp"
+#include "sigv4.h"
+
+namespace strata::tools {
+namespace {
+
+using json = nlohmann::json;
+
+// Reads KEY from the [default] section of an AWS shared file.
+std::string IniValue(const std::string& path, const std::string& key) {
+  std::ifstream in(path);
+  std::string line;
+  bool in_default = false;
+  while (std::getline(in, line)) {
+    absl::string_view l = absl::StripAsciiWhitespace(line);
+    if (absl::StartsWith(l, "[")) {
+      in_default = l == "[default]";
+      continue;
+    }
+    if (!in_default) continue;
+    const size_t eq = l.find('=');
+    if (eq == absl::string_view::npos) continue;
+    if (absl::StripAsciiWhitespace(l.substr(0, eq)) == key) {
+      return std::string(absl::StripAsciiWhitespace(l.substr(eq + 1)));
+    }
+  }
+  return "";
+}
+
+// One XML element: name, text, children (in order).
+struct Node {
+  std::string name;
+  std::string text;
+  std::vector<Node> children;
+};
+
+class XmlParser {
+ public:
+  explicit XmlParser(const std::string& s) : s_(s) {}
+  absl::StatusOr<Node> Parse() {
+    SkipProlog();
+    Node root;
+    if (!Element(root, 0)) return absl::DataLossError("the API returned malformed XML");
+    return root;
+  }
+
+ private:
+  void SkipProlog() {
+    while (pos_ < s_.size()) {
+      SkipSpace();
+      if (s_.compare(pos_, 2, "<?") == 0) {
+        pos_ = s_.find("?>", pos_);
+        pos_ = pos_ == std::string::npos ? s_.size() : pos_ + 2;
+      } else {
+        return;
+      }
+    }
+  }
+  void SkipSpace() {
+    while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+  }
+  static std::string Unescape(absl::string_view t) {
+    std::string out;
+    for (size_t i = 0; i < t.size(); ++i) {
+      if (t[i] != '&') {
+        out.push_back(t[i]);
+        continue;
+      }
+      const size_t semi = t.find(';', i);
+      const absl::string_view entity = t.substr(i + 1, semi - i - 1);
+      out += entity == "amp" ? "&" : entity == "lt" ? "<" : entity == "gt" ? ">" : entity == "quot" ? "\"" : "'";
+      i = semi;
+    }
+    return out;
+  }
+  bool Element(Node& node, int depth) {
+    if (depth > 32 || pos_ >= s_.size() || s_[pos_] != '<') return false;
+    const size_t end = s_.find('>', pos_);
+    if (end == std::string::npos) return false;
+    std::string tag = s_.substr(pos_ + 1, end - pos_ - 1);
+    const bool self_closing = !tag.empty() && tag.back() == '/';
+    if (self_closing) tag.pop_back();
+    node.name = tag.substr(0, tag.find(' '));
+    pos_ = end + 1;
+    if (self_closing) return true;
+    for (;;) {
+      const size_t text_end = s_.find('<', pos_);
+      if (text_end == std::string::npos) return false;
+      node.text += Unescape(absl::string_view(s_).substr(pos_, text_end - pos_));
+      pos_ = text_end;
+      if (s_.compare(pos_, 2, "</") == 0) {
+        const size_t close = s_.find('>', pos_);
+        if (close == std::string::npos) return false;
+        pos_ = close + 1;
+        return true;
+      }
+      Node child;
+      if (!Element(child, depth + 1)) return false;
+      node.children.push_back(std::move(child));
+    }
+  }
+  const std::string& s_;
+  size_t pos_ = 0;
+};
+
+json ToJson(const Node& node) {
+  // EC2 names its lists "...Set"; an empty one has no items to tell it is a list.
+  if (node.children.empty() && absl::EndsWith(node.name, "Set")) return json::array();
+  if (node.children.empty()) return json(std::string(absl::StripAsciiWhitespace(node.text)));
+  bool list = true;
+  for (const Node& c : node.children) list &= c.name == "item";
+  if (list) {
+    json array = json::array();
+    for (const Node& c : node.children) array.push_back(ToJson(c));
+    return array;
+  }
+  json object = json::object();
+  for (const Node& c : node.children) object[c.name] = ToJson(c);
+  return object;
+}
+
+// Sends one HTTP request and reads the response (Content-Length framed).
+absl::StatusOr<std::pair<int, std::string>> Send(const std::string& host, const std::string& port,
+                                                 const std::string& request) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot resolve ", host));
+  }
+  const int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const bool connected = fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) == 0;
+  ::freeaddrinfo(res);
+  if (!connected) {
+    if (fd >= 0) ::close(fd);
+    return absl::UnavailableError(absl::StrCat("cannot reach stratad at ", host, ":", port,
+                                               ": is it running? (scripts/run.sh)"));
+  }
+  timeval tv{60, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string buffer;
+  char chunk[65536];
+  for (;;) {
+    const size_t header_end = buffer.find("\r\n\r\n");
+    if (header_end != std::string::npos) {
+      const size_t cl = buffer.find("Content-Length: ");
+      uint64_t length = 0;
+      if (cl != std::string::npos && cl < header_end) {
+        (void)absl::SimpleAtoi(buffer.substr(cl + 16, buffer.find("\r\n", cl) - cl - 16), &length);
+      }
+      if (buffer.size() >= header_end + 4 + length) {
+        int status = 0;
+        (void)absl::SimpleAtoi(buffer.substr(9, 3), &status);
+        ::close(fd);
+        return std::make_pair(status, buffer.substr(header_end + 4, length));
+      }
+    }
+    const ssize_t n = ::recv(fd, chunk, sizeof(chunk), 0);
+    if (n <= 0) {
+      ::close(fd);
+      return absl::UnavailableError("stratad closed the connection");
+    }
+    buffer.append(chunk, static_cast<size_t>(n));
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<ApiEndpoint> LoadEndpoint(const std::string& data_dir, const std::string& url,
+                                         const std::string& region) {
+  ApiEndpoint e;
+  if (!url.empty()) e.url = url;
+  const char* key = std::getenv("AWS_ACCESS_KEY_ID");
+  const char* secret = std::getenv("AWS_SECRET_ACCESS_KEY");
+  if (key != nullptr && secret != nullptr) {
+    e.access_key_id = key;
+    e.secret_access_key = secret;
+  } else {
+    e.access_key_id = IniValue(data_dir + "/credentials", "aws_access_key_id");
+    e.secret_access_key = IniValue(data_dir + "/credentials", "aws_secret_access_key");
+  }
+  if (e.access_key_id.empty() || e.secret_access_key.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run stratad once on ",
+        data_dir, " (it writes ", data_dir, "/credentials)"));
+  }
+  const char* env_region = std::getenv("AWS_DEFAULT_REGION");
+  std::string config_region = IniValue(data_dir + "/config", "region");
+  e.region = !region.empty() ? region : env_region != nullptr ? env_region
+                                      : !config_region.empty() ? config_region : e.region;
+  return e;
+}
+
+absl::StatusOr<std::string> Ec2XmlToJson(const std::string& xml) {
+  absl::StatusOr<Node> root = XmlParser(xml).Parse();
+  if (!root.ok()) return root.status();
+  json out = ToJson(*root);
+  if (out.is_object()) out.erase("requestId");
+  return out.dump(2);
+}
+
+absl::StatusOr<ApiResult> CallEc2(const ApiEndpoint& endpoint, const std::string& action,
+                                  const std::map<std::string, std::string>& params) {
+  absl::string_view rest = endpoint.url;
+  if (!absl::ConsumePrefix(&rest, "http://")) {
+    return absl::InvalidArgumentError("the endpoint must be http://HOST:PORT");
+  }
+  const std::string hostport(rest.substr(0, rest.find('/')));
+  const size_t colon = hostport.rfind(':');
+  const std::string host = colon == std::string::npos ? hostport : hostport.substr(0, colon);
+  const std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
+  std::vector<std::string> pairs = {"Action=" + action, "Version=2016-11-15"};
+  for (const auto& [k, v] : params) pairs.push_back(api::UriEncode(k, false) + "=" + api::UriEncode(v, false));
+  const std::string body = absl::StrJoin(pairs, "&");
+  char stamp[32];
+  const time_t now = ::time(nullptr);
+  tm utc{};
+  gmtime_r(&now, &utc);
+  strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &utc);
+  api::HttpRequest request;
+  request.method = "POST";
+  request.path = "/";
+  request.headers = {{"host", hostport},
+                     {"content-type", "application/x-www-form-urlencoded; charset=utf-8"},
+                     {"x-amz-date", stamp}};
+  request.body = body;
+  api::SigV4Authorization auth;
+  auth.access_key_id = endpoint.access_key_id;
+  auth.date = std::string(stamp, 8);
+  auth.region = endpoint.region;
+  auth.service = "ec2";
+  const std::vector<std::string> signed_headers = {"content-type", "host", "x-amz-date"};
+  const std::string signature = api::Sign(endpoint.secret_access_key, stamp, auth,
+                                          api::CanonicalRequest(request, signed_headers, api::Sha256Hex(body)));
+  const std::string wire = absl::StrCat(
+      "POST / HTTP/1.1\r\nHost: ", hostport, "\r\nContent-Type: ", request.headers["content-type"],
+      "\r\nX-Amz-Date: ", stamp, "\r\nAuthorization: AWS4-HMAC-SHA256 Credential=", endpoint.access_key_id,
+      "/", auth.date, "/", auth.region, "/ec2/aws4_request, SignedHeaders=", absl::StrJoin(signed_headers, ";"),
+      ", Signature=", signature, "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
+  absl::StatusOr<std::pair<int, std::string>> response = Send(host, port, wire);
+  if (!response.ok()) return response.status();
+  ApiResult result;
+  result.http_status = response->first;
+  absl::StatusOr<std::string> converted = Ec2XmlToJson(response->second);
+  if (!converted.ok()) return converted.status();
+  result.json = *converted;
+  if (result.http_status >= 300) {
+    json parsed = json::parse(result.json, nullptr, false);
+    if (parsed.is_object() && parsed.contains("Errors")) {
+      const json& error = parsed["Errors"]["Error"];
+      result.error_code = error.value("Code", "Error");
+      result.error_message = error.value("Message", "");
+    } else {
+      result.error_code = "Error";
+      result.error_message = response->second;
+    }
+  }
+  return result;
+}
+
+}  // namespace strata::tools
