@@ -67,6 +67,52 @@ bool Owns(Store& store, const Account& account, const std::string& owner) {
 
 }  // namespace
 
+absl::StatusOr<StartSnapshotArgs> ParseStartSnapshot(const std::string& text) {
+  json body = json::parse(text.empty() ? std::string("{}") : text, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded() || !body.is_object()) {
+    return absl::InvalidArgumentError("the request body is not a JSON object");
+  }
+  StartSnapshotArgs args;
+  if (!body.contains("VolumeSize") || !body["VolumeSize"].is_number_integer()) {
+    return absl::InvalidArgumentError("VolumeSize (GiB, an integer) is required");
+  }
+  args.volume_size_gib = body["VolumeSize"].get<int64_t>();
+  if (args.volume_size_gib < 1 || args.volume_size_gib > static_cast<int64_t>(kMaxDirectVolumeGiB)) {
+    return absl::InvalidArgumentError(absl::StrCat("VolumeSize must be from 1 to ", kMaxDirectVolumeGiB, " GiB"));
+  }
+  auto string_field = [&](const char* name, std::string& out) -> absl::Status {
+    if (!body.contains(name)) return absl::OkStatus();
+    if (!body[name].is_string()) return absl::InvalidArgumentError(absl::StrCat(name, " must be a string"));
+    out = body[name].get<std::string>();
+    return absl::OkStatus();
+  };
+  for (auto [name, out] : {std::pair<const char*, std::string*>{"ParentSnapshotId", &args.parent_snapshot_id},
+                           {"Description", &args.description}, {"ClientToken", &args.client_token}}) {
+    if (absl::Status s = string_field(name, *out); !s.ok()) return s;
+  }
+  if (body.contains("Encrypted") && (!body["Encrypted"].is_boolean() || body["Encrypted"].get<bool>())) {
+    return absl::InvalidArgumentError("encrypted direct snapshots come with the encryption issue");
+  }
+  if (body.contains("Timeout")) {
+    if (!body["Timeout"].is_number_integer()) return absl::InvalidArgumentError("Timeout must be an integer");
+    args.timeout_minutes = body["Timeout"].get<int64_t>();
+    if (args.timeout_minutes < 10 || args.timeout_minutes > 4320) {
+      return absl::InvalidArgumentError("Timeout must be from 10 to 4320 minutes");
+    }
+  }
+  if (body.contains("Tags")) {
+    if (!body["Tags"].is_array()) return absl::InvalidArgumentError("Tags must be a list");
+    for (const json& tag : body["Tags"]) {
+      if (!tag.is_object() || !tag.contains("Key") || !tag["Key"].is_string() ||
+          (tag.contains("Value") && !tag["Value"].is_string())) {
+        return absl::InvalidArgumentError("each tag is {\"Key\": string, \"Value\": string}");
+      }
+      args.tags[tag["Key"].get<std::string>()] = tag.value("Value", "");
+    }
+  }
+  return args;
+}
+
 class EbsCall {
  public:
   EbsCall(EbsService& service, const HttpRequest& request, const Account& account, Region& region)
@@ -125,39 +171,15 @@ class EbsCall {
   }
 
   Result StartSnapshot() {
-    json body;
-    try {
-      body = request_.body.empty() ? json::object() : json::parse(request_.body);
-    } catch (const json::exception& e) {
-      return Validation(absl::StrCat("the request body is not JSON: ", e.what()));
-    }
-    if (!body.is_object() || !body.contains("VolumeSize") || !body["VolumeSize"].is_number_integer()) {
-      return Validation("VolumeSize (GiB, an integer) is required");
-    }
-    const int64_t size_gib = body["VolumeSize"].get<int64_t>();
-    if (size_gib < 1 || size_gib > static_cast<int64_t>(kMaxDirectVolumeGiB)) {
-      return Validation(absl::StrCat("VolumeSize must be from 1 to ", kMaxDirectVolumeGiB, " GiB"));
-    }
-    if (body.value("Encrypted", false)) {
-      return Validation("encrypted direct snapshots come with the encryption issue");
-    }
-    int64_t timeout = kDefaultTimeoutMinutes;
-    if (body.contains("Timeout")) {
-      if (!body["Timeout"].is_number_integer()) return Validation("Timeout must be an integer");
-      timeout = body["Timeout"].get<int64_t>();
-      if (timeout < 10 || timeout > 4320) return Validation("Timeout must be from 10 to 4320 minutes");
-    }
+    absl::StatusOr<StartSnapshotArgs> args = ParseStartSnapshot(request_.body);
+    if (!args.ok()) return Validation(std::string(args.status().message()));
+    const int64_t size_gib = args->volume_size_gib;
+    const int64_t timeout = args->timeout_minutes;
     CreateSnapshotRequest request;
     request.owner = account_.id;
-    request.description = body.value("Description", "");
-    if (body.contains("Tags")) {
-      if (!body["Tags"].is_array()) return Validation("Tags must be a list");
-      for (const json& tag : body["Tags"]) {
-        if (!tag.is_object() || !tag.contains("Key")) return Validation("each tag needs a Key");
-        request.tags[tag.value("Key", "")] = tag.value("Value", "");
-      }
-    }
-    const std::string parent = body.value("ParentSnapshotId", "");
+    request.description = args->description;
+    request.tags = args->tags;
+    const std::string parent = args->parent_snapshot_id;
     if (!parent.empty()) {
       absl::StatusOr<SnapshotInfo> p = Readable(parent);
       if (!p.ok()) return FromStatus(p.status());
@@ -165,7 +187,7 @@ class EbsCall {
         return Validation("VolumeSize is smaller than the parent snapshot's");
       }
     }
-    const std::string token = body.value("ClientToken", "");
+    const std::string token = args->client_token;
     if (!token.empty()) {
       absl::MutexLock lock(&service_.mu_);
       if (auto it = service_.client_tokens_.find(account_.id + "/" + token); it != service_.client_tokens_.end()) {

@@ -7,11 +7,25 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
+
 #include "absl/synchronization/mutex.h"
 #include "http_server.h"
 #include "strata/store.h"
 
 namespace strata::api {
+
+// The checked body of StartSnapshot (REST-JSON). Pure, so it can be fuzzed.
+struct StartSnapshotArgs {
+  int64_t volume_size_gib = 0;
+  std::string parent_snapshot_id;
+  std::string description;
+  std::string client_token;
+  int64_t timeout_minutes = 60;
+  std::map<std::string, std::string> tags;
+};
+// kInvalidArgument with the reason for a malformed or out-of-range body.
+absl::StatusOr<StartSnapshotArgs> ParseStartSnapshot(const std::string& body);
 
 class EbsService {
  public:

@@ -255,6 +255,7 @@ class Call {
         {"CopySnapshot", &Call::CopySnapshot},
         {"DescribeTags", &Call::DescribeTags},
         {"DescribeVolumesModifications", &Call::DescribeVolumesModifications},
+        {"CreateAccount", &Call::CreateAccount},
     };
     auto it = kActions.find(action_);
     if (it == kActions.end()) {
@@ -814,6 +815,28 @@ class Call {
     }
     x_.Close();
     if (!page->next_token.empty()) x_.Text("nextToken", page->next_token);
+    return x_.Finish();
+  }
+
+  // Strata's own action (AWS has no verb for it): the admin account (the store's first) adds
+  // an account and gets its keys. Used by `strata account create` while stratad runs.
+  Result CreateAccount() {
+    std::vector<Account> all = store_.ListAccounts();
+    if (all.empty() || all.front().id != account_.id) {
+      return Ec2Error{403, "UnauthorizedOperation", "only the admin account may create accounts"};
+    }
+    const std::string name = p_.GetOr("AccountName", "");
+    if (name.empty()) return Missing("AccountName");
+    absl::StatusOr<Account> created = store_.CreateAccount(name);
+    if (!created.ok()) {
+      Ec2Error e = FromStatus(created.status(), "Account");
+      if (created.status().code() == absl::StatusCode::kAlreadyExists) e.code = "AccountAlreadyExists";
+      return e;
+    }
+    x_.Text("accountId", created->id);
+    x_.Text("accountName", created->name);
+    x_.Text("accessKeyId", created->access_key_id);
+    x_.Text("secretAccessKey", created->secret_access_key);
     return x_.Finish();
   }
 

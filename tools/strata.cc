@@ -46,7 +46,8 @@ On the store directly (stratad stopped):
   snapshot blocks SNAP                     list non-zero 512 KiB blocks
   snapshot changed SNAP1 SNAP2             list blocks that differ
   region list | create NAME
-  account create NAME | account list       (prints access keys; stratad must be stopped)
+  account create NAME | account list       (prints access keys; while stratad runs, create
+                                           goes through its API as the admin account)
   gc                                       reclaim space of deleted snapshots
   stats
 Sizes take K, M, G, T suffixes (powers of 1024). DIR defaults to ./data.
@@ -467,6 +468,22 @@ int main(int argc, char** argv) {
   strata::StoreOptions options;
   options.background_work = false;  // The CLI runs background work itself, then exits.
   auto store = strata::Store::Open(args->Get("data-dir", "./data"), options);
+  if (!store.ok() && store.status().code() == absl::StatusCode::kFailedPrecondition &&
+      command == "account" && args->positional().size() == 3 && args->positional()[1] == "create") {
+    // stratad has the store: ask it (as the admin account).
+    absl::StatusOr<strata::tools::ApiEndpoint> endpoint =
+        strata::tools::LoadEndpoint(dir, args->Get("endpoint", ""), args->Get("region", ""));
+    if (!endpoint.ok()) return Fail(endpoint.status());
+    json created;
+    if (int rc = Ec2(*endpoint, "CreateAccount", {{"AccountName", args->positional()[2]}}, &created, ""); rc != 0) {
+      return rc;
+    }
+    std::printf("%s\n", json({{"AccountId", created.value("accountId", "")},
+                              {"Name", created.value("accountName", "")},
+                              {"AccessKeyId", created.value("accessKeyId", "")},
+                              {"SecretAccessKey", created.value("secretAccessKey", "")}}).dump().c_str());
+    return 0;
+  }
   if (!store.ok()) return Fail(store.status());
   if (command == "region") {
     const auto& p = args->positional();

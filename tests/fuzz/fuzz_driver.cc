@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
       "Action=CreateVolume&Size=1&TagSpecification.1.ResourceType=volume&TagSpecification.1.Tag.1.Key=a"
       "&Filter.1.Name=tag%3AName&Filter.1.Value.1=w%2A&VolumeId.1=vol-1",
       "AWS4-HMAC-SHA256 Credential=a/b/c/d/aws4_request,SignedHeaders=host,Signature=00",
+      R"({"VolumeSize": 8, "ParentSnapshotId": "snap-1", "Tags": [{"Key": "a", "Value": "b"}], "Timeout": 60})",
       std::string("\x25\x60\x95\x13\x00\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x07"
                   "\x00\x00\x00\x00\x00\x00\x10\x00\x00\x00\x02\x00", 28),
   };

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "ebs_service.h"
 #include "http_server.h"
 #include "request.h"
 #include "query.h"
@@ -37,6 +38,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const auto& [k, v] : params->all()) (void)WildcardMatch(k, v);
   }
   (void)ParseAuthorization(input);
+  (void)ParseStartSnapshot(input);  // The REST-JSON body of the EBS direct StartSnapshot.
   // NBD request headers against a small export.
   using namespace strata::nbd;
   for (size_t at = 0; at + kRequestHeaderBytes <= size && at < 8 * kRequestHeaderBytes; at += kRequestHeaderBytes) {

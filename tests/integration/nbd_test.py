@@ -4,6 +4,8 @@ malformed requests; volumes made, attached and snapshotted through boto3.
 
 Usage: nbd_test.py BIN_DIR. Prints "N passed, M failed".
 """
+import base64
+import hashlib
 import json
 import os
 import re
@@ -184,6 +186,42 @@ def run(work, data_dir, api, nbd, sock_path):
     check(out.returncode == 254 and "InvalidVolume.NotFound" in out.stderr, f"API error: {out.returncode} {out.stderr}")
     out = sh(f"{BIN}/strata", "--data-dir", data_dir, "--endpoint", "http://127.0.0.1:1", "status")
     check(out.returncode == 1 and "cannot reach stratad" in out.stderr, f"unreachable: {out.stderr}")
+
+    # Accounts while stratad runs: the admin adds one through the API; others may not.
+    out = sh(*cli, "account", "create", "dave")
+    dave = json.loads(out.stdout) if out.returncode == 0 else {}
+    check(re.fullmatch(r"\d{12}", dave.get("AccountId", "")), f"account create via the API: {out.stdout} {out.stderr}")
+    dave_ec2 = boto3.client("ec2", endpoint_url=f"http://127.0.0.1:{api}", region_name="local-1",
+                            aws_access_key_id=dave.get("AccessKeyId", "x"),
+                            aws_secret_access_key=dave.get("SecretAccessKey", "x"))
+    check(dave_ec2.describe_volumes()["Volumes"] == [], "the new account works and owns nothing")
+    out = sh(*cli, "ec2", "CreateAccount", "AccountName=eve",
+             env=dict(os.environ, AWS_ACCESS_KEY_ID=dave.get("AccessKeyId", "x"),
+                      AWS_SECRET_ACCESS_KEY=dave.get("SecretAccessKey", "x")))
+    check(out.returncode == 254 and "UnauthorizedOperation" in out.stderr, f"non-admin CreateAccount: {out.stderr}")
+
+    # EBS direct round trip: upload blocks, make a volume of the snapshot, read it over NBD.
+    ebs = boto3.client("ebs", endpoint_url=f"http://127.0.0.1:{api}", region_name="local-1",
+                       aws_access_key_id=key, aws_secret_access_key=secret)
+    block = 512 * 1024
+    direct = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+    blocks = {0: os.urandom(block), 7: os.urandom(block), 2047: os.urandom(block)}
+    for index, data in blocks.items():
+        ebs.put_snapshot_block(SnapshotId=direct, BlockIndex=index, BlockData=data, DataLength=block,
+                               Checksum=base64.b64encode(hashlib.sha256(data).digest()).decode(),
+                               ChecksumAlgorithm="SHA256")
+    ebs.complete_snapshot(SnapshotId=direct, ChangedBlocksCount=len(blocks))
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[direct], WaiterConfig={"Delay": 1})
+    restored = ec2.create_volume(SnapshotId=direct, AvailabilityZone="local-1a")["VolumeId"]
+    ec2.attach_volume(VolumeId=restored, InstanceId=group, Device="/dev/sdh")
+    read_back = os.path.join(work, "direct.raw")
+    out = sh("nbdcopy", f"nbd://127.0.0.1:{nbd}/{restored}", read_back)
+    want = bytearray(1 << 30)
+    for index, data in blocks.items():
+        want[index * block:(index + 1) * block] = data
+    check(out.returncode == 0 and open(read_back, "rb").read() == bytes(want),
+          "a volume of an EBS direct snapshot reads back over NBD")
+    ec2.detach_volume(VolumeId=restored)
 
     # Detached: no longer exported; deleting an attached volume is refused.
     try:

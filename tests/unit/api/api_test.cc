@@ -111,3 +111,24 @@ TEST(SigV4Test, RefusesMissingMalformedAndStale) {
 
 }  // namespace
 }  // namespace strata::api
+
+#include "ebs_service.h"
+
+namespace strata::api {
+namespace {
+
+TEST(StartSnapshotParseTest, ChecksTypesAndRanges) {
+  auto ok = ParseStartSnapshot(R"({"VolumeSize": 8, "Tags": [{"Key": "k", "Value": "v"}], "Timeout": 30})");
+  ASSERT_THAT(ok, IsOk());
+  EXPECT_EQ(ok->volume_size_gib, 8);
+  EXPECT_EQ(ok->tags.at("k"), "v");
+  for (const char* bad : {"", "[]", "not json", R"({"VolumeSize": "8"})", R"({"VolumeSize": 0})",
+                          R"({"VolumeSize": 8, "Description": 5})", R"({"VolumeSize": 8, "Timeout": 5})",
+                          R"({"VolumeSize": 8, "Tags": [{"Value": "v"}]})", R"({"VolumeSize": 8, "Tags": {}})",
+                          R"({"VolumeSize": 8, "Encrypted": true})"}) {
+    EXPECT_THAT(ParseStartSnapshot(bad), StatusIs(absl::StatusCode::kInvalidArgument)) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace strata::api
