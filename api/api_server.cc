@@ -9,7 +9,10 @@
 namespace strata::api {
 
 ApiServer::ApiServer(Store& store, HttpServerOptions options)
-    : store_(store), ec2_(store), ebs_(store), http_(std::move(options), [this](const HttpRequest& r) { return Handle(r); }) {}
+    : store_(store),
+      ec2_(store),
+      ebs_(store),
+      http_(std::move(options), [this](const HttpRequest& r) { return Handle(r); }) {}
 
 HttpResponse ApiServer::Handle(const HttpRequest& request) {
   auto lookup = [this](const std::string& access_key) -> absl::StatusOr<std::string> {
@@ -27,25 +30,30 @@ HttpResponse ApiServer::Handle(const HttpRequest& request) {
   };
   std::variant<SigV4Authorization, AuthFailure> verified = Verify(request, lookup, ::time(nullptr));
   if (const AuthFailure* failure = std::get_if<AuthFailure>(&verified)) {
-    const std::string json_type = failure->code == "AuthFailure"            ? "AccessDeniedException"
-                                  : failure->code == "InvalidClientTokenId" ? "UnrecognizedClientException"
-                                                                            : "InvalidSignatureException";
-    return error(failure->code == "AuthFailure" ? 401 : 403, failure->code, json_type, failure->message);
+    const std::string json_type = failure->code == "AuthFailure" ? "AccessDeniedException"
+                                  : failure->code == "InvalidClientTokenId"
+                                      ? "UnrecognizedClientException"
+                                      : "InvalidSignatureException";
+    return error(failure->code == "AuthFailure" ? 401 : 403, failure->code, json_type,
+                 failure->message);
   }
   const SigV4Authorization& auth = std::get<SigV4Authorization>(verified);
   absl::StatusOr<Account> account = store_.FindAccessKey(auth.access_key_id);
-  if (!account.ok()) return error(403, "InvalidClientTokenId", "UnrecognizedClientException", "unknown access key");
+  if (!account.ok())
+    return error(403, "InvalidClientTokenId", "UnrecognizedClientException", "unknown access key");
   absl::StatusOr<Region*> region = store_.GetRegion(auth.region);
   if (!region.ok()) {
     std::string known;
-    for (const std::string& name : store_.ListRegions()) absl::StrAppend(&known, known.empty() ? "" : ", ", name);
+    for (const std::string& name : store_.ListRegions())
+      absl::StrAppend(&known, known.empty() ? "" : ", ", name);
     return error(400, "InvalidRegion", "ValidationException",
                  absl::StrCat("region \"", auth.region, "\" is not served here; regions: ", known));
   }
   if (auth.service == "ec2") return ec2_.Handle(request, *account, **region);
   if (auth.service == "ebs") return ebs_.Handle(request, *account, **region);
-  return Ec2Service::Error(400, "UnknownService",
-                           absl::StrCat("service \"", auth.service, "\" is not served by Strata yet"));
+  return Ec2Service::Error(
+      400, "UnknownService",
+      absl::StrCat("service \"", auth.service, "\" is not served by Strata yet"));
 }
 
 }  // namespace strata::api

@@ -34,12 +34,18 @@ EbsError NotFound(const std::string& m) { return {404, "ResourceNotFoundExceptio
 EbsError FromStatus(const absl::Status& s) {
   const std::string m(s.message());
   switch (s.code()) {
-    case absl::StatusCode::kNotFound: return NotFound(m);
-    case absl::StatusCode::kInvalidArgument: return Validation(m);
-    case absl::StatusCode::kFailedPrecondition: return {409, "ConflictException", m};
-    case absl::StatusCode::kPermissionDenied: return {403, "AccessDeniedException", m};
-    case absl::StatusCode::kResourceExhausted: return {503, "ServiceQuotaExceededException", m};
-    default: return {500, "InternalServerException", m};
+    case absl::StatusCode::kNotFound:
+      return NotFound(m);
+    case absl::StatusCode::kInvalidArgument:
+      return Validation(m);
+    case absl::StatusCode::kFailedPrecondition:
+      return {409, "ConflictException", m};
+    case absl::StatusCode::kPermissionDenied:
+      return {403, "AccessDeniedException", m};
+    case absl::StatusCode::kResourceExhausted:
+      return {503, "ServiceQuotaExceededException", m};
+    default:
+      return {500, "InternalServerException", m};
   }
 }
 
@@ -68,7 +74,8 @@ bool Owns(Store& store, const Account& account, const std::string& owner) {
 }  // namespace
 
 absl::StatusOr<StartSnapshotArgs> ParseStartSnapshot(const std::string& text) {
-  json body = json::parse(text.empty() ? std::string("{}") : text, nullptr, /*allow_exceptions=*/false);
+  json body =
+      json::parse(text.empty() ? std::string("{}") : text, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded() || !body.is_object()) {
     return absl::InvalidArgumentError("the request body is not a JSON object");
   }
@@ -77,24 +84,31 @@ absl::StatusOr<StartSnapshotArgs> ParseStartSnapshot(const std::string& text) {
     return absl::InvalidArgumentError("VolumeSize (GiB, an integer) is required");
   }
   args.volume_size_gib = body["VolumeSize"].get<int64_t>();
-  if (args.volume_size_gib < 1 || args.volume_size_gib > static_cast<int64_t>(kMaxDirectVolumeGiB)) {
-    return absl::InvalidArgumentError(absl::StrCat("VolumeSize must be from 1 to ", kMaxDirectVolumeGiB, " GiB"));
+  if (args.volume_size_gib < 1 ||
+      args.volume_size_gib > static_cast<int64_t>(kMaxDirectVolumeGiB)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("VolumeSize must be from 1 to ", kMaxDirectVolumeGiB, " GiB"));
   }
   auto string_field = [&](const char* name, std::string& out) -> absl::Status {
     if (!body.contains(name)) return absl::OkStatus();
-    if (!body[name].is_string()) return absl::InvalidArgumentError(absl::StrCat(name, " must be a string"));
+    if (!body[name].is_string())
+      return absl::InvalidArgumentError(absl::StrCat(name, " must be a string"));
     out = body[name].get<std::string>();
     return absl::OkStatus();
   };
-  for (auto [name, out] : {std::pair<const char*, std::string*>{"ParentSnapshotId", &args.parent_snapshot_id},
-                           {"Description", &args.description}, {"ClientToken", &args.client_token}}) {
+  for (auto [name, out] :
+       {std::pair<const char*, std::string*>{"ParentSnapshotId", &args.parent_snapshot_id},
+        {"Description", &args.description},
+        {"ClientToken", &args.client_token}}) {
     if (absl::Status s = string_field(name, *out); !s.ok()) return s;
   }
-  if (body.contains("Encrypted") && (!body["Encrypted"].is_boolean() || body["Encrypted"].get<bool>())) {
+  if (body.contains("Encrypted") &&
+      (!body["Encrypted"].is_boolean() || body["Encrypted"].get<bool>())) {
     return absl::InvalidArgumentError("encrypted direct snapshots come with the encryption issue");
   }
   if (body.contains("Timeout")) {
-    if (!body["Timeout"].is_number_integer()) return absl::InvalidArgumentError("Timeout must be an integer");
+    if (!body["Timeout"].is_number_integer())
+      return absl::InvalidArgumentError("Timeout must be an integer");
     args.timeout_minutes = body["Timeout"].get<int64_t>();
     if (args.timeout_minutes < 10 || args.timeout_minutes > 4320) {
       return absl::InvalidArgumentError("Timeout must be from 10 to 4320 minutes");
@@ -126,11 +140,16 @@ class EbsCall {
     const std::string& m = request_.method;
     if (parts.empty() || parts[0] != "snapshots") return NotFound("no such EBS direct API path");
     if (m == "POST" && parts.size() == 1) return StartSnapshot();
-    if (m == "POST" && parts.size() == 3 && parts[1] == "completion") return CompleteSnapshot(parts[2]);
-    if (m == "PUT" && parts.size() == 4 && parts[2] == "blocks") return PutSnapshotBlock(parts[1], parts[3]);
-    if (m == "GET" && parts.size() == 3 && parts[2] == "blocks") return ListSnapshotBlocks(parts[1]);
-    if (m == "GET" && parts.size() == 4 && parts[2] == "blocks") return GetSnapshotBlock(parts[1], parts[3]);
-    if (m == "GET" && parts.size() == 3 && parts[2] == "changedblocks") return ListChangedBlocks(parts[1]);
+    if (m == "POST" && parts.size() == 3 && parts[1] == "completion")
+      return CompleteSnapshot(parts[2]);
+    if (m == "PUT" && parts.size() == 4 && parts[2] == "blocks")
+      return PutSnapshotBlock(parts[1], parts[3]);
+    if (m == "GET" && parts.size() == 3 && parts[2] == "blocks")
+      return ListSnapshotBlocks(parts[1]);
+    if (m == "GET" && parts.size() == 4 && parts[2] == "blocks")
+      return GetSnapshotBlock(parts[1], parts[3]);
+    if (m == "GET" && parts.size() == 3 && parts[2] == "changedblocks")
+      return ListChangedBlocks(parts[1]);
     return NotFound(absl::StrCat("no EBS direct API at ", m, " ", request_.path));
   }
 
@@ -138,12 +157,15 @@ class EbsCall {
   // A snapshot the caller may read (own or shared with it).
   absl::StatusOr<SnapshotInfo> Readable(const std::string& id) {
     absl::StatusOr<SnapshotInfo> s = region_.DescribeSnapshot(id);
-    const bool visible = s.ok() && (Owns(service_.store_, account_, s->owner) ||
-                                    std::count(s->shared_with.begin(), s->shared_with.end(), account_.id) ||
-                                    std::count(s->shared_with.begin(), s->shared_with.end(), "all"));
-    if (!visible) return absl::NotFoundError(absl::StrCat("The snapshot '", id, "' does not exist."));
+    const bool visible =
+        s.ok() && (Owns(service_.store_, account_, s->owner) ||
+                   std::count(s->shared_with.begin(), s->shared_with.end(), account_.id) ||
+                   std::count(s->shared_with.begin(), s->shared_with.end(), "all"));
+    if (!visible)
+      return absl::NotFoundError(absl::StrCat("The snapshot '", id, "' does not exist."));
     if (s->state != SnapshotState::kCompleted) {
-      return absl::FailedPreconditionError(absl::StrCat("The snapshot '", id, "' is not completed."));
+      return absl::FailedPreconditionError(
+          absl::StrCat("The snapshot '", id, "' is not completed."));
     }
     return s;
   }
@@ -156,8 +178,10 @@ class EbsCall {
       auto it = service_.uploads_.find(id);
       if (it != service_.uploads_.end()) upload = it->second;
     }
-    if (upload == nullptr || upload->account_id != account_.id || upload->region != region_.name()) {
-      return absl::NotFoundError(absl::StrCat("The snapshot '", id, "' is not being written by you."));
+    if (upload == nullptr || upload->account_id != account_.id ||
+        upload->region != region_.name()) {
+      return absl::NotFoundError(
+          absl::StrCat("The snapshot '", id, "' is not being written by you."));
     }
     if (NowMicros() > upload->deadline_micros) {
       absl::MutexLock lock(&upload->mu);
@@ -190,7 +214,8 @@ class EbsCall {
     const std::string token = args->client_token;
     if (!token.empty()) {
       absl::MutexLock lock(&service_.mu_);
-      if (auto it = service_.client_tokens_.find(account_.id + "/" + token); it != service_.client_tokens_.end()) {
+      if (auto it = service_.client_tokens_.find(account_.id + "/" + token);
+          it != service_.client_tokens_.end()) {
         absl::StatusOr<SnapshotInfo> s = region_.DescribeSnapshot(it->second);
         if (s.ok()) return Json(201, SnapshotJson(*s, parent));
       }
@@ -242,7 +267,8 @@ class EbsCall {
     if (!upload.ok()) return FromStatus(upload.status());
     if (request_.body.size() != kApiBlockBytes ||
         request_.Header("x-amz-data-length") != absl::StrCat(kApiBlockBytes)) {
-      return Validation(absl::StrCat("each block is ", kApiBlockBytes, " bytes (x-amz-Data-Length and body)"));
+      return Validation(
+          absl::StrCat("each block is ", kApiBlockBytes, " bytes (x-amz-Data-Length and body)"));
     }
     if (request_.Header("x-amz-checksum-algorithm") != "SHA256") {
       return Validation("x-amz-Checksum-Algorithm must be SHA256");
@@ -255,11 +281,13 @@ class EbsCall {
       return Validation(absl::StrCat("block ", *index, " is past the end of the snapshot"));
     }
     absl::MutexLock lock(&(*upload)->mu);
-    if ((*upload)->finished) return EbsError{409, "ConflictException", "the snapshot is already completed"};
+    if ((*upload)->finished)
+      return EbsError{409, "ConflictException", "the snapshot is already completed"};
     absl::StatusOr<Volume*> builder = region_.GetVolume((*upload)->builder_volume_id);
     if (!builder.ok()) return FromStatus(builder.status());
-    if (absl::Status s = (*builder)->Write(*index * kApiBlockBytes,
-                                           std::as_bytes(std::span(request_.body.data(), request_.body.size())));
+    if (absl::Status s =
+            (*builder)->Write(*index * kApiBlockBytes,
+                              std::as_bytes(std::span(request_.body.data(), request_.body.size())));
         !s.ok()) {
       return FromStatus(s);
     }
@@ -279,7 +307,8 @@ class EbsCall {
       return Validation("x-amz-ChangedBlocksCount is required");
     }
     absl::MutexLock lock(&(*upload)->mu);
-    if ((*upload)->finished) return EbsError{409, "ConflictException", "the snapshot is already completed"};
+    if ((*upload)->finished)
+      return EbsError{409, "ConflictException", "the snapshot is already completed"};
     if (count != (*upload)->block_sha256.size()) {
       return Validation(absl::StrCat("ChangedBlocksCount is ", count, " but ",
                                      (*upload)->block_sha256.size(), " blocks were written"));
@@ -288,7 +317,8 @@ class EbsCall {
     if (!checksum.empty()) {
       if (request_.Header("x-amz-checksum-algorithm") != "SHA256" ||
           request_.Header("x-amz-checksum-aggregation-method") != "LINEAR") {
-        return Validation("the aggregate checksum must be SHA256 with the LINEAR aggregation method");
+        return Validation(
+            "the aggregate checksum must be SHA256 with the LINEAR aggregation method");
       }
       std::string linear;
       for (const auto& [index, digest] : (*upload)->block_sha256) linear += digest;  // Index order.
@@ -305,7 +335,8 @@ class EbsCall {
     absl::StatusOr<std::optional<int64_t>> max = query_.GetInt("maxResults");
     if (!max.ok()) return max.status();
     const int64_t v = max->value_or(10000);
-    if (v < 100 || v > 10000) return absl::InvalidArgumentError("maxResults must be from 100 to 10000");
+    if (v < 100 || v > 10000)
+      return absl::InvalidArgumentError("maxResults must be from 100 to 10000");
     return static_cast<uint64_t>(v);
   }
   // pageToken, else startingBlockIndex, as the engine's token.
@@ -314,7 +345,8 @@ class EbsCall {
     if (!page.empty()) return page;
     absl::StatusOr<std::optional<int64_t>> start = query_.GetInt("startingBlockIndex");
     if (!start.ok()) return start.status();
-    if (start->has_value() && **start < 0) return absl::InvalidArgumentError("startingBlockIndex must be >= 0");
+    if (start->has_value() && **start < 0)
+      return absl::InvalidArgumentError("startingBlockIndex must be >= 0");
     return start->has_value() ? absl::StrCat(**start) : std::string();
   }
 
@@ -409,9 +441,11 @@ HttpResponse EbsService::Error(int status, const std::string& type, const std::s
                       json({{"Message", message}, {"__type", type}}).dump()};
 }
 
-HttpResponse EbsService::Handle(const HttpRequest& request, const Account& account, Region& region) {
+HttpResponse EbsService::Handle(const HttpRequest& request, const Account& account,
+                                Region& region) {
   Result result = EbsCall(*this, request, account, region).Run();
-  if (const EbsError* e = std::get_if<EbsError>(&result)) return Error(e->status, e->type, e->message);
+  if (const EbsError* e = std::get_if<EbsError>(&result))
+    return Error(e->status, e->type, e->message);
   return std::get<HttpResponse>(std::move(result));
 }
 

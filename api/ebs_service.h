@@ -8,7 +8,6 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-
 #include "absl/synchronization/mutex.h"
 #include "http_server.h"
 #include "strata/store.h"
@@ -50,7 +49,7 @@ class EbsService {
   Store& store_;
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Upload>> uploads_ ABSL_GUARDED_BY(mu_);  // By snapshot id.
-  std::map<std::string, std::string> client_tokens_ ABSL_GUARDED_BY(mu_);      // -> snapshot id.
+  std::map<std::string, std::string> client_tokens_ ABSL_GUARDED_BY(mu_);        // -> snapshot id.
   friend class EbsCall;
 };
 

@@ -72,13 +72,20 @@ void WriteModification(XmlWriter& x, const Modification& m) {
 Ec2Error FromStatus(const absl::Status& s, const std::string& kind) {
   const std::string message(s.message());
   switch (s.code()) {
-    case absl::StatusCode::kNotFound: return {400, absl::StrCat("Invalid", kind, ".NotFound"), message};
-    case absl::StatusCode::kInvalidArgument: return {400, "InvalidParameterValue", message};
-    case absl::StatusCode::kAlreadyExists: return {400, absl::StrCat("Invalid", kind, ".Duplicate"), message};
-    case absl::StatusCode::kFailedPrecondition: return {400, "IncorrectState", message};
-    case absl::StatusCode::kPermissionDenied: return {403, "UnauthorizedOperation", message};
-    case absl::StatusCode::kResourceExhausted: return {503, "InsufficientVolumeCapacity", message};
-    default: return {500, "InternalError", message};
+    case absl::StatusCode::kNotFound:
+      return {400, absl::StrCat("Invalid", kind, ".NotFound"), message};
+    case absl::StatusCode::kInvalidArgument:
+      return {400, "InvalidParameterValue", message};
+    case absl::StatusCode::kAlreadyExists:
+      return {400, absl::StrCat("Invalid", kind, ".Duplicate"), message};
+    case absl::StatusCode::kFailedPrecondition:
+      return {400, "IncorrectState", message};
+    case absl::StatusCode::kPermissionDenied:
+      return {403, "UnauthorizedOperation", message};
+    case absl::StatusCode::kResourceExhausted:
+      return {503, "InsufficientVolumeCapacity", message};
+    default:
+      return {500, "InternalError", message};
   }
 }
 
@@ -182,7 +189,8 @@ struct Page {
   size_t begin = 0, end = 0;
   std::string next_token;
 };
-absl::StatusOr<Page> Paginate(const QueryParams& p, size_t count, int64_t min_max, int64_t max_max) {
+absl::StatusOr<Page> Paginate(const QueryParams& p, size_t count, int64_t min_max,
+                              int64_t max_max) {
   absl::StatusOr<std::optional<int64_t>> max = p.GetInt("MaxResults");
   if (!max.ok()) return max.status();
   Page page;
@@ -203,7 +211,8 @@ absl::StatusOr<Page> Paginate(const QueryParams& p, size_t count, int64_t min_ma
   return page;
 }
 
-bool TagFilterMatches(const Filter& f, const std::map<std::string, std::string>& tags, bool& handled) {
+bool TagFilterMatches(const Filter& f, const std::map<std::string, std::string>& tags,
+                      bool& handled) {
   handled = true;
   if (f.name == "tag-key") {
     for (const auto& [k, v] : tags) {
@@ -229,7 +238,12 @@ class Call {
  public:
   Call(Store& store, Region& region, const Account& account, const QueryParams& p,
        const std::string& action, ClientTokens& tokens, Modifications& modifications)
-      : store_(store), region_(region), account_(account), p_(p), action_(action), tokens_(tokens),
+      : store_(store),
+        region_(region),
+        account_(account),
+        p_(p),
+        action_(action),
+        tokens_(tokens),
         modifications_(modifications) {
     x_.Open(absl::StrCat(action, "Response"), kXmlns);
     x_.Text("requestId", RequestId());
@@ -260,10 +274,12 @@ class Call {
     auto it = kActions.find(action_);
     if (it == kActions.end()) {
       return Ec2Error{400, "InvalidAction",
-                      absl::StrCat("the action \"", action_, "\" is not supported by Strata (see docs/api.md)")};
+                      absl::StrCat("the action \"", action_,
+                                   "\" is not supported by Strata (see docs/api.md)")};
     }
     if (p_.GetOr("DryRun", "false") == "true") {
-      return Ec2Error{412, "DryRunOperation", "Request would have succeeded, but DryRun flag is set."};
+      return Ec2Error{412, "DryRunOperation",
+                      "Request would have succeeded, but DryRun flag is set."};
     }
     return (this->*(it->second))();
   }
@@ -280,7 +296,8 @@ class Call {
   }
   absl::StatusOr<SnapshotInfo> VisibleSnapshot(const std::string& id, bool must_own) {
     absl::StatusOr<SnapshotInfo> s = region_.DescribeSnapshot(id);
-    if (!s.ok() || !(must_own ? Owns(account_, s->owner, store_) : CanUseSnapshot(account_, *s, store_))) {
+    if (!s.ok() ||
+        !(must_own ? Owns(account_, s->owner, store_) : CanUseSnapshot(account_, *s, store_))) {
       return absl::NotFoundError(absl::StrCat("The snapshot '", id, "' does not exist."));
     }
     return s;
@@ -300,9 +317,11 @@ class Call {
       return Invalid(absl::StrCat("Size must be from 1 to ", kMaxVolumeGiB, " GiB"));
     }
     const std::string type = p_.GetOr("VolumeType", "gp3");
-    static const std::set<std::string> kTypes = {"gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"};
+    static const std::set<std::string> kTypes = {"gp2", "gp3", "io1",     "io2",
+                                                 "st1", "sc1", "standard"};
     if (!kTypes.contains(type)) {
-      return Invalid(absl::StrCat("VolumeType \"", type, "\" is not one of gp2, gp3, io1, io2, st1, sc1, standard"));
+      return Invalid(absl::StrCat("VolumeType \"", type,
+                                  "\" is not one of gp2, gp3, io1, io2, st1, sc1, standard"));
     }
     absl::StatusOr<std::optional<int64_t>> iops = p_.GetInt("Iops");
     absl::StatusOr<std::optional<int64_t>> throughput = p_.GetInt("Throughput");
@@ -346,7 +365,8 @@ class Call {
     const std::vector<std::string> ids = p_.List("VolumeId");
     const std::vector<Filter> filters = ParseFilters(p_);
     if (!ids.empty() && p_.Get("MaxResults").has_value()) {
-      return Ec2Error{400, "InvalidParameterCombination", "MaxResults cannot be used with VolumeId"};
+      return Ec2Error{400, "InvalidParameterCombination",
+                      "MaxResults cannot be used with VolumeId"};
     }
     absl::StatusOr<std::vector<VolumeInfo>> all = region_.ListVolumes();
     if (!all.ok()) return FromStatus(all.status(), "Volume");
@@ -359,16 +379,27 @@ class Call {
         bool handled = false;
         bool match = TagFilterMatches(f, v.tags, handled);
         if (!handled) {
-          if (f.name == "volume-id") match = MatchesAny(f.values, v.id);
-          else if (f.name == "status") match = MatchesAny(f.values, v.attached_to.empty() ? "available" : "in-use");
-          else if (f.name == "attachment.instance-id") match = MatchesAny(f.values, v.attached_to);
-          else if (f.name == "attachment.device") match = MatchesAny(f.values, v.device);
-          else if (f.name == "size") match = MatchesAny(f.values, absl::StrCat(GiBCeil(v.size_bytes)));
-          else if (f.name == "snapshot-id") match = MatchesAny(f.values, v.snapshot_id);
-          else if (f.name == "volume-type") match = MatchesAny(f.values, v.volume_type);
-          else if (f.name == "availability-zone") match = MatchesAny(f.values, Zone());
-          else if (f.name == "encrypted") match = MatchesAny(f.values, "false");
-          else return Ec2Error{400, "InvalidParameterValue", absl::StrCat("The filter '", f.name, "' is invalid")};
+          if (f.name == "volume-id")
+            match = MatchesAny(f.values, v.id);
+          else if (f.name == "status")
+            match = MatchesAny(f.values, v.attached_to.empty() ? "available" : "in-use");
+          else if (f.name == "attachment.instance-id")
+            match = MatchesAny(f.values, v.attached_to);
+          else if (f.name == "attachment.device")
+            match = MatchesAny(f.values, v.device);
+          else if (f.name == "size")
+            match = MatchesAny(f.values, absl::StrCat(GiBCeil(v.size_bytes)));
+          else if (f.name == "snapshot-id")
+            match = MatchesAny(f.values, v.snapshot_id);
+          else if (f.name == "volume-type")
+            match = MatchesAny(f.values, v.volume_type);
+          else if (f.name == "availability-zone")
+            match = MatchesAny(f.values, Zone());
+          else if (f.name == "encrypted")
+            match = MatchesAny(f.values, "false");
+          else
+            return Ec2Error{400, "InvalidParameterValue",
+                            absl::StrCat("The filter '", f.name, "' is invalid")};
         }
         keep &= match;
       }
@@ -377,7 +408,8 @@ class Call {
     for (const std::string& id : ids) {
       if (std::none_of(mine.begin(), mine.end(), [&](const VolumeInfo& v) { return v.id == id; }) &&
           filters.empty()) {
-        return Ec2Error{400, "InvalidVolume.NotFound", absl::StrCat("The volume '", id, "' does not exist.")};
+        return Ec2Error{400, "InvalidVolume.NotFound",
+                        absl::StrCat("The volume '", id, "' does not exist.")};
       }
     }
     std::sort(mine.begin(), mine.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
@@ -416,12 +448,14 @@ class Call {
     absl::StatusOr<std::optional<int64_t>> size = p_.GetInt("Size");
     absl::StatusOr<std::optional<int64_t>> iops = p_.GetInt("Iops");
     absl::StatusOr<std::optional<int64_t>> throughput = p_.GetInt("Throughput");
-    if (!size.ok() || !iops.ok() || !throughput.ok()) return Invalid("Size, Iops and Throughput must be integers");
+    if (!size.ok() || !iops.ok() || !throughput.ok())
+      return Invalid("Size, Iops and Throughput must be integers");
     const uint64_t original = GiBCeil(v->size_bytes);
     if (size->has_value()) {
       if (**size < static_cast<int64_t>(original)) {
-        return Invalid(absl::StrCat("the new size (", **size, ") cannot be smaller than the current size (",
-                                    original, "): volumes never shrink"));
+        return Invalid(absl::StrCat("the new size (", **size,
+                                    ") cannot be smaller than the current size (", original,
+                                    "): volumes never shrink"));
       }
       if (**size > kMaxVolumeGiB) return Invalid(absl::StrCat("Size is at most ", kMaxVolumeGiB));
       if (absl::Status s = region_.GrowVolume(id, static_cast<uint64_t>(**size) * kGiB); !s.ok()) {
@@ -429,15 +463,24 @@ class Call {
       }
     }
     const std::string type = p_.GetOr("VolumeType", v->volume_type);
-    if (absl::Status s = region_.SetVolumeType(id, type, static_cast<uint64_t>(iops->value_or(v->iops)),
-                                               static_cast<uint64_t>(throughput->value_or(v->throughput)));
+    if (absl::Status s =
+            region_.SetVolumeType(id, type, static_cast<uint64_t>(iops->value_or(v->iops)),
+                                  static_cast<uint64_t>(throughput->value_or(v->throughput)));
         !s.ok()) {
       return FromStatus(s, "Volume");
     }
     absl::StatusOr<VolumeInfo> now = region_.DescribeVolume(id);
     if (!now.ok()) return FromStatus(now.status(), "Volume");
-    Modification m{id, original, GiBCeil(now->size_bytes), v->volume_type, now->volume_type,
-                   v->iops, now->iops, v->throughput, now->throughput, NowMicros()};
+    Modification m{id,
+                   original,
+                   GiBCeil(now->size_bytes),
+                   v->volume_type,
+                   now->volume_type,
+                   v->iops,
+                   now->iops,
+                   v->throughput,
+                   now->throughput,
+                   NowMicros()};
     modifications_.Record(m);
     x_.Open("volumeModification");
     WriteModification(x_, m);
@@ -473,15 +516,19 @@ class Call {
       if (!ids.empty() && std::find(ids.begin(), ids.end(), s.id) == ids.end()) continue;
       if (!owners.empty()) {
         bool any = false;
-        for (const std::string& o : owners) any |= (o == "self" && owner == account_.id) || o == owner;
+        for (const std::string& o : owners)
+          any |= (o == "self" && owner == account_.id) || o == owner;
         if (!any) continue;
       }
       if (!restorable.empty()) {
         bool any = false;
         for (const std::string& r : restorable) {
           const std::string who = r == "self" ? account_.id : r;
-          any |= owner == who || std::find(s.shared_with.begin(), s.shared_with.end(), who) != s.shared_with.end() ||
-                 (r == "all" && std::find(s.shared_with.begin(), s.shared_with.end(), "all") != s.shared_with.end());
+          any |=
+              owner == who ||
+              std::find(s.shared_with.begin(), s.shared_with.end(), who) != s.shared_with.end() ||
+              (r == "all" &&
+               std::find(s.shared_with.begin(), s.shared_with.end(), "all") != s.shared_with.end());
         }
         if (!any) continue;
       }
@@ -490,15 +537,25 @@ class Call {
         bool handled = false;
         bool match = TagFilterMatches(f, s.tags, handled);
         if (!handled) {
-          if (f.name == "snapshot-id") match = MatchesAny(f.values, s.id);
-          else if (f.name == "volume-id") match = MatchesAny(f.values, s.volume_id);
-          else if (f.name == "status") match = MatchesAny(f.values, SnapshotStateName(s.state));
-          else if (f.name == "owner-id") match = MatchesAny(f.values, owner);
-          else if (f.name == "description") match = MatchesAny(f.values, s.description);
-          else if (f.name == "progress") match = MatchesAny(f.values, absl::StrCat(s.progress_percent, "%"));
-          else if (f.name == "volume-size") match = MatchesAny(f.values, absl::StrCat(GiBCeil(s.volume_size_bytes)));
-          else if (f.name == "encrypted") match = MatchesAny(f.values, "false");
-          else return Ec2Error{400, "InvalidParameterValue", absl::StrCat("The filter '", f.name, "' is invalid")};
+          if (f.name == "snapshot-id")
+            match = MatchesAny(f.values, s.id);
+          else if (f.name == "volume-id")
+            match = MatchesAny(f.values, s.volume_id);
+          else if (f.name == "status")
+            match = MatchesAny(f.values, SnapshotStateName(s.state));
+          else if (f.name == "owner-id")
+            match = MatchesAny(f.values, owner);
+          else if (f.name == "description")
+            match = MatchesAny(f.values, s.description);
+          else if (f.name == "progress")
+            match = MatchesAny(f.values, absl::StrCat(s.progress_percent, "%"));
+          else if (f.name == "volume-size")
+            match = MatchesAny(f.values, absl::StrCat(GiBCeil(s.volume_size_bytes)));
+          else if (f.name == "encrypted")
+            match = MatchesAny(f.values, "false");
+          else
+            return Ec2Error{400, "InvalidParameterValue",
+                            absl::StrCat("The filter '", f.name, "' is invalid")};
         }
         keep &= match;
       }
@@ -507,7 +564,8 @@ class Call {
     for (const std::string& id : ids) {
       if (std::none_of(out.begin(), out.end(), [&](const SnapshotInfo& s) { return s.id == id; }) &&
           filters.empty() && owners.empty() && restorable.empty()) {
-        return Ec2Error{400, "InvalidSnapshot.NotFound", absl::StrCat("The snapshot '", id, "' does not exist.")};
+        return Ec2Error{400, "InvalidSnapshot.NotFound",
+                        absl::StrCat("The snapshot '", id, "' does not exist.")};
       }
     }
     absl::StatusOr<Page> page = Paginate(p_, out.size(), 5, 1000);
@@ -552,7 +610,8 @@ class Call {
     if (add && set.empty()) return Missing("Tag");
     for (const std::string& id : ids) {
       if (absl::StartsWith(id, "vol-")) {
-        if (absl::StatusOr<VolumeInfo> v = OwnedVolume(id); !v.ok()) return FromStatus(v.status(), "Volume");
+        if (absl::StatusOr<VolumeInfo> v = OwnedVolume(id); !v.ok())
+          return FromStatus(v.status(), "Volume");
       } else if (absl::StartsWith(id, "snap-")) {
         if (absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(id, true); !s.ok()) {
           return FromStatus(s.status(), "Snapshot");
@@ -574,9 +633,11 @@ class Call {
       std::vector<std::string> keys;
       for (const auto& [key, value] : remove) {
         auto it = current.find(key);
-        if (it != current.end() && (!value.has_value() || *value == it->second)) keys.push_back(key);
+        if (it != current.end() && (!value.has_value() || *value == it->second))
+          keys.push_back(key);
       }
-      absl::Status s = volume ? region_.TagVolume(id, set, keys) : region_.TagSnapshot(id, set, keys);
+      absl::Status s =
+          volume ? region_.TagVolume(id, set, keys) : region_.TagSnapshot(id, set, keys);
       if (!s.ok()) return FromStatus(s, absl::StartsWith(id, "vol-") ? "Volume" : "Snapshot");
     }
     x_.Bool("return", true);
@@ -604,12 +665,17 @@ class Call {
     const std::string op = p_.GetOr("OperationType", "");
     std::vector<std::string> users = p_.List("UserId");
     for (const std::string& g : p_.List("UserGroup")) users.push_back(g);
-    if (op == "add") add.insert(add.end(), users.begin(), users.end());
-    else if (op == "remove") remove.insert(remove.end(), users.begin(), users.end());
-    else if (!op.empty()) return Invalid("OperationType must be add or remove");
+    if (op == "add")
+      add.insert(add.end(), users.begin(), users.end());
+    else if (op == "remove")
+      remove.insert(remove.end(), users.begin(), users.end());
+    else if (!op.empty())
+      return Invalid("OperationType must be add or remove");
     for (const std::string& who : add) {
-      if (who != "all" && (who.size() != 12 || who.find_first_not_of("0123456789") != std::string::npos)) {
-        return Invalid(absl::StrCat("\"", who, "\" is not an account id (12 digits) or the group all"));
+      if (who != "all" &&
+          (who.size() != 12 || who.find_first_not_of("0123456789") != std::string::npos)) {
+        return Invalid(
+            absl::StrCat("\"", who, "\" is not an account id (12 digits) or the group all"));
       }
     }
     std::vector<std::string> shared = s->shared_with;
@@ -617,7 +683,8 @@ class Call {
       if (std::find(shared.begin(), shared.end(), who) == shared.end()) shared.push_back(who);
     }
     for (const std::string& who : remove) std::erase(shared, who);
-    if (absl::Status st = region_.SetSnapshotPermissions(id, shared); !st.ok()) return FromStatus(st, "Snapshot");
+    if (absl::Status st = region_.SetSnapshotPermissions(id, shared); !st.ok())
+      return FromStatus(st, "Snapshot");
     x_.Bool("return", true);
     return x_.Finish();
   }
@@ -634,8 +701,10 @@ class Call {
     x_.Open("createVolumePermission");
     for (const std::string& who : s->shared_with) {
       x_.Open("item");
-      if (who == "all") x_.Text("group", "all");
-      else x_.Text("userId", who);
+      if (who == "all")
+        x_.Text("group", "all");
+      else
+        x_.Text("userId", who);
       x_.Close();
     }
     x_.Close();
@@ -669,7 +738,8 @@ class Call {
     absl::StatusOr<VolumeInfo> v = OwnedVolume(id);
     if (!v.ok()) return FromStatus(v.status(), "Volume");
     if (v->attached_to.empty()) {
-      return Ec2Error{400, "IncorrectState", absl::StrCat("Volume '", id, "' is in the 'available' state.")};
+      return Ec2Error{400, "IncorrectState",
+                      absl::StrCat("Volume '", id, "' is in the 'available' state.")};
     }
     const std::string instance = p_.GetOr("InstanceId", "");
     if (absl::Status s = region_.DetachVolume(id, instance); !s.ok()) {
@@ -685,7 +755,8 @@ class Call {
   Result CreateSnapshots() {
     const std::string instance = p_.GetOr("InstanceSpecification.InstanceId", "");
     if (instance.empty()) return Missing("InstanceSpecification.InstanceId");
-    const bool exclude_boot = p_.GetOr("InstanceSpecification.ExcludeBootVolume", "false") == "true";
+    const bool exclude_boot =
+        p_.GetOr("InstanceSpecification.ExcludeBootVolume", "false") == "true";
     const std::vector<std::string> excluded = p_.List("InstanceSpecification.ExcludeDataVolumeId");
     const bool copy_tags = p_.GetOr("CopyTagsFromSource", "") == "volume";
     absl::StatusOr<std::map<std::string, std::string>> tags = TagSpecs(p_, "snapshot");
@@ -697,7 +768,8 @@ class Call {
       if (v.attached_to != instance || !Owns(account_, v.owner, store_)) continue;
       if (std::find(excluded.begin(), excluded.end(), v.id) != excluded.end()) continue;
       if (exclude_boot && (v.device == "/dev/sda1" || v.device == "/dev/xvda")) continue;
-      std::map<std::string, std::string> snapshot_tags = copy_tags ? v.tags : std::map<std::string, std::string>();
+      std::map<std::string, std::string> snapshot_tags =
+          copy_tags ? v.tags : std::map<std::string, std::string>();
       for (const auto& [k, val] : *tags) snapshot_tags[k] = val;
       requests.push_back({v.id, p_.GetOr("Description", ""), snapshot_tags, account_.id});
     }
@@ -731,8 +803,9 @@ class Call {
     if (source.empty()) return Missing("SourceSnapshotId");
     const std::string source_region = p_.GetOr("SourceRegion", region_.name());
     if (source_region != region_.name()) {
-      return Ec2Error{400, "InvalidParameterValue",
-                      "copies between regions come with the regions issue; SourceRegion must be this region"};
+      return Ec2Error{
+          400, "InvalidParameterValue",
+          "copies between regions come with the regions issue; SourceRegion must be this region"};
     }
     if (p_.GetOr("Encrypted", "false") == "true") {
       return Ec2Error{400, "InvalidParameterCombination", "encrypted copies are not supported yet"};
@@ -770,11 +843,17 @@ class Call {
     for (const Row& r : rows) {
       bool keep = true;
       for (const Filter& f : filters) {
-        if (f.name == "key") keep &= MatchesAny(f.values, r.key);
-        else if (f.name == "value") keep &= MatchesAny(f.values, r.value);
-        else if (f.name == "resource-id") keep &= MatchesAny(f.values, r.id);
-        else if (f.name == "resource-type") keep &= MatchesAny(f.values, r.type);
-        else return Ec2Error{400, "InvalidParameterValue", absl::StrCat("The filter '", f.name, "' is invalid")};
+        if (f.name == "key")
+          keep &= MatchesAny(f.values, r.key);
+        else if (f.name == "value")
+          keep &= MatchesAny(f.values, r.value);
+        else if (f.name == "resource-id")
+          keep &= MatchesAny(f.values, r.id);
+        else if (f.name == "resource-type")
+          keep &= MatchesAny(f.values, r.type);
+        else
+          return Ec2Error{400, "InvalidParameterValue",
+                          absl::StrCat("The filter '", f.name, "' is invalid")};
       }
       if (keep) kept.push_back(r);
     }
@@ -797,7 +876,8 @@ class Call {
   Result DescribeVolumesModifications() {
     const std::vector<std::string> ids = p_.List("VolumeId");
     for (const std::string& id : ids) {
-      if (absl::StatusOr<VolumeInfo> v = OwnedVolume(id); !v.ok()) return FromStatus(v.status(), "Volume");
+      if (absl::StatusOr<VolumeInfo> v = OwnedVolume(id); !v.ok())
+        return FromStatus(v.status(), "Volume");
     }
     std::vector<Modification> out;
     for (const Modification& m : modifications_.All()) {
@@ -830,7 +910,8 @@ class Call {
     absl::StatusOr<Account> created = store_.CreateAccount(name);
     if (!created.ok()) {
       Ec2Error e = FromStatus(created.status(), "Account");
-      if (created.status().code() == absl::StatusCode::kAlreadyExists) e.code = "AccountAlreadyExists";
+      if (created.status().code() == absl::StatusCode::kAlreadyExists)
+        e.code = "AccountAlreadyExists";
       return e;
     }
     x_.Text("accountId", created->id);
@@ -845,7 +926,8 @@ class Call {
     if (id.empty()) return Missing("SnapshotId");
     absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(id, true);
     if (!s.ok()) return FromStatus(s.status(), "Snapshot");
-    if (absl::Status st = region_.SetSnapshotPermissions(id, {}); !st.ok()) return FromStatus(st, "Snapshot");
+    if (absl::Status st = region_.SetSnapshotPermissions(id, {}); !st.ok())
+      return FromStatus(st, "Snapshot");
     x_.Bool("return", true);
     return x_.Finish();
   }
@@ -875,15 +957,21 @@ HttpResponse Ec2Service::Error(int status, const std::string& code, const std::s
   return HttpResponse{status, {{"Content-Type", "text/xml;charset=UTF-8"}}, x.Finish()};
 }
 
-HttpResponse Ec2Service::Handle(const HttpRequest& request, const Account& account, Region& region) {
-  absl::StatusOr<QueryParams> params = QueryParams::Parse(
-      request.method == "POST" ? absl::string_view(request.body) : absl::string_view(request.query));
-  if (!params.ok()) return Error(400, "InvalidParameterValue", std::string(params.status().message()));
+HttpResponse Ec2Service::Handle(const HttpRequest& request, const Account& account,
+                                Region& region) {
+  absl::StatusOr<QueryParams> params =
+      QueryParams::Parse(request.method == "POST" ? absl::string_view(request.body)
+                                                  : absl::string_view(request.query));
+  if (!params.ok())
+    return Error(400, "InvalidParameterValue", std::string(params.status().message()));
   const std::string action = params->GetOr("Action", "");
   if (action.empty()) return Error(400, "MissingAction", "the request has no Action parameter");
-  Result result = Call(store_, region, account, *params, action, volume_tokens_, modifications_).Run();
-  if (const Ec2Error* e = std::get_if<Ec2Error>(&result)) return Error(e->status, e->code, e->message);
-  return HttpResponse{200, {{"Content-Type", "text/xml;charset=UTF-8"}}, std::get<std::string>(std::move(result))};
+  Result result =
+      Call(store_, region, account, *params, action, volume_tokens_, modifications_).Run();
+  if (const Ec2Error* e = std::get_if<Ec2Error>(&result))
+    return Error(e->status, e->code, e->message);
+  return HttpResponse{
+      200, {{"Content-Type", "text/xml;charset=UTF-8"}}, std::get<std::string>(std::move(result))};
 }
 
 }  // namespace strata::api

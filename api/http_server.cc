@@ -19,21 +19,36 @@ namespace {
 
 const char* Reason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Payload Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 409:
+      return "Conflict";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Payload Too Large";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Status";
   }
 }
 
@@ -67,7 +82,8 @@ absl::Status HttpServer::Start() {
   addrinfo* res = nullptr;
   const std::string port = std::to_string(options_.port);
   if (int rc = ::getaddrinfo(options_.host.c_str(), port.c_str(), &hints, &res); rc != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("bad listen address ", options_.host, ": ", gai_strerror(rc)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad listen address ", options_.host, ": ", gai_strerror(rc)));
   }
   const int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
@@ -77,8 +93,8 @@ absl::Status HttpServer::Start() {
   if (bound != 0 || ::listen(fd, 128) != 0) {
     const int saved = errno;
     ::close(fd);
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.host, ":", options_.port,
-                                               ": ", std::strerror(saved)));
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.host, ":",
+                                               options_.port, ": ", std::strerror(saved)));
   }
   sockaddr_storage addr{};
   socklen_t len = sizeof(addr);
@@ -140,7 +156,8 @@ void HttpServer::Serve(int fd) {
     if (!parsed.ok()) {
       int status = 400;
       (void)absl::SimpleAtoi(std::string(parsed.status().message()).substr(0, 3), &status);
-      (void)SendAll(fd, SerializeResponse({status, {}, std::string(parsed.status().message()) + "\n"}, false));
+      (void)SendAll(fd, SerializeResponse(
+                            {status, {}, std::string(parsed.status().message()) + "\n"}, false));
       break;
     }
     if (!parsed->has_value()) {
@@ -167,8 +184,8 @@ void HttpServer::Serve(int fd) {
   ::close(fd);
 }
 
-absl::StatusOr<std::optional<HttpRequest>> HttpServer::ParseRequest(std::string& buffer,
-                                                                    const HttpServerOptions& options) {
+absl::StatusOr<std::optional<HttpRequest>> HttpServer::ParseRequest(
+    std::string& buffer, const HttpServerOptions& options) {
   const size_t end = buffer.find("\r\n\r\n");
   if (end == std::string::npos) {
     if (buffer.size() > options.max_header_bytes) return BadRequest(431, "headers too large");
@@ -186,7 +203,8 @@ absl::StatusOr<std::optional<HttpRequest>> HttpServer::ParseRequest(std::string&
   }
   request.method = request_line.substr(0, sp1);
   request.target = request_line.substr(sp1 + 1, sp2 - sp1 - 1);
-  if (request.target.empty() || request.target[0] != '/') return BadRequest(400, "bad request target");
+  if (request.target.empty() || request.target[0] != '/')
+    return BadRequest(400, "bad request target");
   const size_t q = request.target.find('?');
   request.path = request.target.substr(0, q);
   request.query = q == std::string::npos ? "" : request.target.substr(q + 1);
@@ -217,7 +235,8 @@ absl::StatusOr<std::optional<HttpRequest>> HttpServer::ParseRequest(std::string&
 }
 
 std::string HttpServer::SerializeResponse(const HttpResponse& response, bool keep_alive) {
-  std::string out = absl::StrCat("HTTP/1.1 ", response.status, " ", Reason(response.status), "\r\n");
+  std::string out =
+      absl::StrCat("HTTP/1.1 ", response.status, " ", Reason(response.status), "\r\n");
   bool has_type = false;
   for (const auto& [k, v] : response.headers) {
     absl::StrAppend(&out, k, ": ", v, "\r\n");

@@ -20,9 +20,9 @@ namespace strata::api {
 
 struct HttpRequest {
   std::string method;
-  std::string target;  // Path and query as sent, percent-encoded.
-  std::string path;    // Part of target before '?'.
-  std::string query;   // Part after '?', or empty.
+  std::string target;                          // Path and query as sent, percent-encoded.
+  std::string path;                            // Part of target before '?'.
+  std::string query;                           // Part after '?', or empty.
   std::map<std::string, std::string> headers;  // Names lowercased; repeated headers joined by ','.
   std::string body;
   std::string Header(const std::string& name) const {

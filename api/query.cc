@@ -59,7 +59,8 @@ absl::StatusOr<std::optional<int64_t>> QueryParams::GetInt(const std::string& na
   if (!v.has_value()) return std::optional<int64_t>();
   int64_t n = 0;
   if (!absl::SimpleAtoi(*v, &n)) {
-    return absl::InvalidArgumentError(absl::StrCat("parameter ", name, " must be an integer, not \"", *v, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("parameter ", name, " must be an integer, not \"", *v, "\""));
   }
   return std::optional<int64_t>(n);
 }

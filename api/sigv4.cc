@@ -51,10 +51,13 @@ bool ParseAmzDate(const std::string& s, int64_t& unix_seconds) {
 std::string UriEncode(absl::string_view s, bool keep_slash) {
   std::string out;
   for (unsigned char c : s) {
-    if (absl::ascii_isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/')) {
+    if (absl::ascii_isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' ||
+        (keep_slash && c == '/')) {
       out.push_back(static_cast<char>(c));
     } else {
-      absl::StrAppend(&out, "%", absl::AsciiStrToUpper(absl::BytesToHexString(std::string(1, static_cast<char>(c)))));
+      absl::StrAppend(
+          &out, "%",
+          absl::AsciiStrToUpper(absl::BytesToHexString(std::string(1, static_cast<char>(c)))));
     }
   }
   return out;
@@ -107,12 +110,14 @@ absl::StatusOr<SigV4Authorization> ParseAuthorization(const std::string& header)
     }
   }
   if (auth.access_key_id.empty() || auth.signed_headers.empty() || auth.signature.empty()) {
-    return absl::InvalidArgumentError("Authorization needs Credential, SignedHeaders and Signature");
+    return absl::InvalidArgumentError(
+        "Authorization needs Credential, SignedHeaders and Signature");
   }
   return auth;
 }
 
-std::string CanonicalRequest(const HttpRequest& request, const std::vector<std::string>& signed_headers,
+std::string CanonicalRequest(const HttpRequest& request,
+                             const std::vector<std::string>& signed_headers,
                              const std::string& payload_hash) {
   // Query: decode each pair, re-encode strictly, sort.
   std::vector<std::pair<std::string, std::string>> params;
@@ -147,9 +152,10 @@ std::string CanonicalRequest(const HttpRequest& request, const std::vector<std::
 
 std::string Sign(const std::string& secret_access_key, const std::string& amz_date,
                  const SigV4Authorization& auth, const std::string& canonical_request) {
-  const std::string scope = absl::StrCat(auth.date, "/", auth.region, "/", auth.service, "/aws4_request");
-  const std::string to_sign = absl::StrCat("AWS4-HMAC-SHA256\n", amz_date, "\n", scope, "\n",
-                                           Sha256Hex(canonical_request));
+  const std::string scope =
+      absl::StrCat(auth.date, "/", auth.region, "/", auth.service, "/aws4_request");
+  const std::string to_sign =
+      absl::StrCat("AWS4-HMAC-SHA256\n", amz_date, "\n", scope, "\n", Sha256Hex(canonical_request));
   std::string key = Hmac("AWS4" + secret_access_key, auth.date);
   key = Hmac(key, auth.region);
   key = Hmac(key, auth.service);
@@ -162,18 +168,21 @@ std::variant<SigV4Authorization, AuthFailure> Verify(const HttpRequest& request,
                                                      int64_t now_unix_seconds) {
   const std::string header = request.Header("authorization");
   if (header.empty()) {
-    return AuthFailure{"AuthFailure", "the request is not signed: sign it with AWS Signature Version 4"};
+    return AuthFailure{"AuthFailure",
+                       "the request is not signed: sign it with AWS Signature Version 4"};
   }
   absl::StatusOr<SigV4Authorization> auth = ParseAuthorization(header);
   if (!auth.ok()) return AuthFailure{"AuthFailure", std::string(auth.status().message())};
   const std::string amz_date = request.Header("x-amz-date");
   int64_t when = 0;
   if (!ParseAmzDate(amz_date, when) || amz_date.substr(0, 8) != auth->date) {
-    return AuthFailure{"AuthFailure", "X-Amz-Date is missing or does not match the credential scope"};
+    return AuthFailure{"AuthFailure",
+                       "X-Amz-Date is missing or does not match the credential scope"};
   }
   if (std::llabs(now_unix_seconds - when) > kMaxClockSkewSeconds) {
-    return AuthFailure{"AuthFailure", "the request time is more than 15 minutes from the server's: "
-                                      "check the client's clock (replays are refused)"};
+    return AuthFailure{"AuthFailure",
+                       "the request time is more than 15 minutes from the server's: "
+                       "check the client's clock (replays are refused)"};
   }
   if (std::find(auth->signed_headers.begin(), auth->signed_headers.end(), "host") ==
       auth->signed_headers.end()) {
@@ -181,7 +190,8 @@ std::variant<SigV4Authorization, AuthFailure> Verify(const HttpRequest& request,
   }
   absl::StatusOr<std::string> secret = secret_for(auth->access_key_id);
   if (!secret.ok()) {
-    return AuthFailure{"InvalidClientTokenId", "the access key id is not known to this Strata store"};
+    return AuthFailure{"InvalidClientTokenId",
+                       "the access key id is not known to this Strata store"};
   }
   std::string payload_hash = request.Header("x-amz-content-sha256");
   if (payload_hash.empty() || payload_hash == "UNSIGNED-PAYLOAD") {
@@ -192,8 +202,9 @@ std::variant<SigV4Authorization, AuthFailure> Verify(const HttpRequest& request,
   const std::string expected =
       Sign(*secret, amz_date, *auth, CanonicalRequest(request, auth->signed_headers, payload_hash));
   if (!SafeEqual(expected, absl::AsciiStrToLower(auth->signature))) {
-    return AuthFailure{"SignatureDoesNotMatch",
-                       "the request signature does not match: check the secret key and signing method"};
+    return AuthFailure{
+        "SignatureDoesNotMatch",
+        "the request signature does not match: check the secret key and signing method"};
   }
   return *std::move(auth);
 }

@@ -13,7 +13,7 @@ namespace strata::api {
 
 struct SigV4Authorization {
   std::string access_key_id;
-  std::string date;     // YYYYMMDD of the credential scope.
+  std::string date;  // YYYYMMDD of the credential scope.
   std::string region;
   std::string service;
   std::vector<std::string> signed_headers;  // Lowercase, sorted as sent.
@@ -31,7 +31,8 @@ struct AuthFailure {
 absl::StatusOr<SigV4Authorization> ParseAuthorization(const std::string& header);
 
 // The canonical request of SigV4 for `request`.
-std::string CanonicalRequest(const HttpRequest& request, const std::vector<std::string>& signed_headers,
+std::string CanonicalRequest(const HttpRequest& request,
+                             const std::vector<std::string>& signed_headers,
                              const std::string& payload_hash);
 
 // The hex signature of `canonical_request` with `secret_access_key`.

@@ -61,7 +61,13 @@ void BM_SnapshotIngest(benchmark::State& state) {
   state.counters["ingest_ms"] = ingest_ms / static_cast<double>(state.iterations());
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * 256 * kMiB));
 }
-BENCHMARK(BM_SnapshotIngest)->Arg(1)->Arg(64)->Arg(1024)->Iterations(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_SnapshotIngest)
+    ->Arg(1)
+    ->Arg(64)
+    ->Arg(1024)
+    ->Iterations(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // ListChangedBlocks between two snapshots with `changed` chunks changed in a volume of `size`.
 void BM_ListChangedBlocks(benchmark::State& state) {
@@ -95,8 +101,11 @@ void BM_ListChangedBlocks(benchmark::State& state) {
   state.counters["changed_blocks"] = static_cast<double>(blocks);
 }
 BENCHMARK(BM_ListChangedBlocks)
-    ->Args({16, 64})->Args({256, 64})->Args({4096, 64})   // Versus changed count.
-    ->Args({256, 1})->Args({256, 1024})                   // Versus volume size.
+    ->Args({16, 64})
+    ->Args({256, 64})
+    ->Args({4096, 64})  // Versus changed count.
+    ->Args({256, 1})
+    ->Args({256, 1024})  // Versus volume size.
     ->Unit(benchmark::kMillisecond);
 
 void BM_DedupIdenticalVolumes(benchmark::State& state) {
@@ -114,7 +123,8 @@ void BM_DedupIdenticalVolumes(benchmark::State& state) {
       if (v == 0) one = region->GetStats()->stored_bytes;
     }
     state.counters["stored_bytes_one_volume"] = static_cast<double>(one);
-    state.counters["stored_bytes_two_volumes"] = static_cast<double>(region->GetStats()->stored_bytes);
+    state.counters["stored_bytes_two_volumes"] =
+        static_cast<double>(region->GetStats()->stored_bytes);
   }
 }
 BENCHMARK(BM_DedupIdenticalVolumes)->Iterations(1)->Unit(benchmark::kMillisecond);
@@ -127,14 +137,16 @@ void BM_MemoryHundredThinTebibyteVolumes(benchmark::State& state) {
     const uint64_t before = ResidentBytes();
     for (int i = 0; i < 100; ++i) {
       const std::string id = region->CreateVolume({.size_bytes = 1024 * kGiB})->id;
-      (void)region->GetVolume(id).value()->Write(static_cast<uint64_t>(i) * kGiB, RandomBytes(4096, i));
+      (void)region->GetVolume(id).value()->Write(static_cast<uint64_t>(i) * kGiB,
+                                                 RandomBytes(4096, i));
     }
     state.counters["rss_growth_bytes"] = static_cast<double>(ResidentBytes() - before);
     store.reset();
     // Reopened: every volume loaded from the catalog.
     const uint64_t reopen_before = ResidentBytes();
     store = OpenStore(dir);
-    state.counters["rss_growth_reopen_bytes"] = static_cast<double>(ResidentBytes() - reopen_before);
+    state.counters["rss_growth_reopen_bytes"] =
+        static_cast<double>(ResidentBytes() - reopen_before);
   }
 }
 BENCHMARK(BM_MemoryHundredThinTebibyteVolumes)->Iterations(1)->Unit(benchmark::kMillisecond);

@@ -8,9 +8,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
-#include <array>
 #include <optional>
 
 #include "absl/strings/numbers.h"
@@ -73,13 +73,19 @@ uint64_t Get(const unsigned char* p, int bytes) {
 uint32_t ToNbdError(const absl::Status& s) {
   switch (s.code()) {
     case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kOutOfRange: return kEinval;
-    case absl::StatusCode::kResourceExhausted: return kEnospc;
-    case absl::StatusCode::kPermissionDenied: return kEperm;
-    case absl::StatusCode::kUnimplemented: return kEnotsup;
+    case absl::StatusCode::kOutOfRange:
+      return kEinval;
+    case absl::StatusCode::kResourceExhausted:
+      return kEnospc;
+    case absl::StatusCode::kPermissionDenied:
+      return kEperm;
+    case absl::StatusCode::kUnimplemented:
+      return kEnotsup;
     case absl::StatusCode::kNotFound:
-    case absl::StatusCode::kFailedPrecondition: return kEshutdown;
-    default: return kEio;  // Includes kDataLoss: the chunk is named in the log.
+    case absl::StatusCode::kFailedPrecondition:
+      return kEshutdown;
+    default:
+      return kEio;  // Includes kDataLoss: the chunk is named in the log.
   }
 }
 
@@ -88,7 +94,8 @@ constexpr uint16_t kTransmissionFlags = kTxHasFlags | kTxSendFlush | kTxSendFua 
 
 }  // namespace
 
-NbdServer::NbdServer(Store& store, NbdServerOptions options) : store_(store), options_(std::move(options)) {}
+NbdServer::NbdServer(Store& store, NbdServerOptions options)
+    : store_(store), options_(std::move(options)) {}
 
 NbdServer::~NbdServer() { Stop(); }
 
@@ -99,22 +106,27 @@ absl::Status NbdServer::Start() {
     if (address.starts_with("unix:")) {
       const std::string path = address.substr(5);
       sockaddr_un addr{};
-      if (path.size() >= sizeof(addr.sun_path)) return absl::InvalidArgumentError("unix socket path too long");
+      if (path.size() >= sizeof(addr.sun_path))
+        return absl::InvalidArgumentError("unix socket path too long");
       addr.sun_family = AF_UNIX;
       std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
       ::unlink(path.c_str());
       fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd, 64) != 0) {
+      if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+          ::listen(fd, 64) != 0) {
         const int saved = errno;
         if (fd >= 0) ::close(fd);
-        return absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", std::strerror(saved)));
+        return absl::UnavailableError(
+            absl::StrCat("cannot listen on ", address, ": ", std::strerror(saved)));
       }
       listener->address = address;
     } else {
       const size_t colon = address.rfind(':');
       uint32_t port = 0;
-      if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) || port > 65535) {
-        return absl::InvalidArgumentError(absl::StrCat("NBD address \"", address, "\" is not HOST:PORT or unix:PATH"));
+      if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
+          port > 65535) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("NBD address \"", address, "\" is not HOST:PORT or unix:PATH"));
       }
       std::string host = address.substr(0, colon);
       if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
@@ -134,13 +146,15 @@ absl::Status NbdServer::Start() {
       if (!ok) {
         const int saved = errno;
         ::close(fd);
-        return absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", std::strerror(saved)));
+        return absl::UnavailableError(
+            absl::StrCat("cannot listen on ", address, ": ", std::strerror(saved)));
       }
       sockaddr_storage bound{};
       socklen_t len = sizeof(bound);
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
-      const uint16_t actual = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                                                : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+      const uint16_t actual =
+          ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
       listener->address = absl::StrCat(address.substr(0, colon), ":", actual);
     }
     listener->fd = fd;
@@ -246,7 +260,8 @@ class Session {
     unsigned char client_flags[4];
     if (!conn_.Read(client_flags, 4)) return std::nullopt;
     const uint32_t flags = static_cast<uint32_t>(Get(client_flags, 4));
-    if ((flags & kFlagFixedNewstyle) == 0 || (flags & ~uint32_t{kFlagFixedNewstyle | kFlagNoZeroes}) != 0) {
+    if ((flags & kFlagFixedNewstyle) == 0 ||
+        (flags & ~uint32_t{kFlagFixedNewstyle | kFlagNoZeroes}) != 0) {
       return std::nullopt;  // Only fixed newstyle clients.
     }
     const bool no_zeroes = (flags & kFlagNoZeroes) != 0;
@@ -333,8 +348,9 @@ class Session {
     }
     chosen = FindExport(store_, name);
     if (!chosen.has_value()) {
-      return OptionReply(option, kRepErrUnknown, absl::StrCat("no attached volume named \"", name,
-                                                              "\": attach it first (AttachVolume)"))
+      return OptionReply(option, kRepErrUnknown,
+                         absl::StrCat("no attached volume named \"", name,
+                                      "\": attach it first (AttachVolume)"))
                  ? kRepErrUnknown
                  : 0;
     }
@@ -392,7 +408,9 @@ class Session {
         case kCmdRead:
           buffer.resize(std::max<size_t>(buffer.size(), r.length));
           status = e.volume->Read(r.offset, std::span(buffer).first(r.length));
-          if (!Reply(r.cookie, status.ok() ? 0 : ToNbdError(status), std::span(buffer).first(r.length))) return;
+          if (!Reply(r.cookie, status.ok() ? 0 : ToNbdError(status),
+                     std::span(buffer).first(r.length)))
+            return;
           continue;
         case kCmdWrite:
           buffer.resize(std::max<size_t>(buffer.size(), r.length));

@@ -13,7 +13,7 @@
 
 namespace strata::nbd {
 
-inline constexpr uint64_t kNbdMagic = 0x4e42444d41474943ull;  // "NBDMAGIC"
+inline constexpr uint64_t kNbdMagic = 0x4e42444d41474943ull;     // "NBDMAGIC"
 inline constexpr uint64_t kOptionMagic = 0x49484156454F5054ull;  // "IHAVEOPT"
 inline constexpr uint64_t kOptionReplyMagic = 0x3e889045565a9ull;
 inline constexpr uint32_t kRequestMagic = 0x25609513;

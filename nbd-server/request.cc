@@ -13,7 +13,8 @@ uint64_t Get(std::span<const std::byte> p, size_t offset, size_t bytes) {
 
 }  // namespace
 
-std::variant<Request, RequestError> DecodeRequest(std::span<const std::byte, kRequestHeaderBytes> header) {
+std::variant<Request, RequestError> DecodeRequest(
+    std::span<const std::byte, kRequestHeaderBytes> header) {
   if (Get(header, 0, 4) != kRequestMagic) return RequestError{kEinval, /*fatal=*/true};
   Request r;
   r.flags = static_cast<uint16_t>(Get(header, 4, 2));
@@ -28,7 +29,8 @@ std::variant<Request, RequestError> ValidateRequest(const Request& r, const Expo
   switch (r.type) {
     case kCmdDisc:
     case kCmdFlush:
-      if (r.offset != 0 || r.length != 0 || (r.flags & ~kCmdFlagFua) != 0) return RequestError{kEinval};
+      if (r.offset != 0 || r.length != 0 || (r.flags & ~kCmdFlagFua) != 0)
+        return RequestError{kEinval};
       return r;
     case kCmdRead:
     case kCmdWrite:
@@ -50,8 +52,10 @@ std::variant<Request, RequestError> ValidateRequest(const Request& r, const Expo
     // A write's payload follows: the stream cannot be resynchronized without reading it.
     return RequestError{kEoverflow, /*fatal=*/r.type == kCmdWrite};
   }
-  if (r.offset > info.size_bytes || r.length > info.size_bytes - r.offset) return RequestError{kEinval};
-  if (r.offset % kMinBlockBytes != 0 || r.length % kMinBlockBytes != 0) return RequestError{kEinval};
+  if (r.offset > info.size_bytes || r.length > info.size_bytes - r.offset)
+    return RequestError{kEinval};
+  if (r.offset % kMinBlockBytes != 0 || r.length % kMinBlockBytes != 0)
+    return RequestError{kEinval};
   return r;
 }
 

@@ -31,7 +31,8 @@ struct RequestError {
 };
 
 // Decodes the kRequestHeaderBytes header.
-std::variant<Request, RequestError> DecodeRequest(std::span<const std::byte, kRequestHeaderBytes> header);
+std::variant<Request, RequestError> DecodeRequest(
+    std::span<const std::byte, kRequestHeaderBytes> header);
 // Checks range, alignment, flags, read-only and the length bound of a decoded request.
 // RequestError::error is 0 for a request that needs no check (DISC).
 std::variant<Request, RequestError> ValidateRequest(const Request& request, const ExportInfo& info);

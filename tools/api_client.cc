@@ -86,7 +86,11 @@ class XmlParser {
       }
       const size_t semi = t.find(';', i);
       const absl::string_view entity = t.substr(i + 1, semi - i - 1);
-      out += entity == "amp" ? "&" : entity == "lt" ? "<" : entity == "gt" ? ">" : entity == "quot" ? "\"" : "'";
+      out += entity == "amp"    ? "&"
+             : entity == "lt"   ? "<"
+             : entity == "gt"   ? ">"
+             : entity == "quot" ? "\""
+                                : "'";
       i = semi;
     }
     return out;
@@ -205,8 +209,10 @@ absl::StatusOr<ApiEndpoint> LoadEndpoint(const std::string& data_dir, const std:
   }
   const char* env_region = std::getenv("AWS_DEFAULT_REGION");
   std::string config_region = IniValue(data_dir + "/config", "region");
-  e.region = !region.empty() ? region : env_region != nullptr ? env_region
-                                      : !config_region.empty() ? config_region : e.region;
+  e.region = !region.empty()          ? region
+             : env_region != nullptr  ? env_region
+             : !config_region.empty() ? config_region
+                                      : e.region;
   return e;
 }
 
@@ -229,7 +235,8 @@ absl::StatusOr<ApiResult> CallEc2(const ApiEndpoint& endpoint, const std::string
   const std::string host = colon == std::string::npos ? hostport : hostport.substr(0, colon);
   const std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
   std::vector<std::string> pairs = {"Action=" + action, "Version=2016-11-15"};
-  for (const auto& [k, v] : params) pairs.push_back(api::UriEncode(k, false) + "=" + api::UriEncode(v, false));
+  for (const auto& [k, v] : params)
+    pairs.push_back(api::UriEncode(k, false) + "=" + api::UriEncode(v, false));
   const std::string body = absl::StrJoin(pairs, "&");
   char stamp[32];
   const time_t now = ::time(nullptr);
@@ -249,13 +256,16 @@ absl::StatusOr<ApiResult> CallEc2(const ApiEndpoint& endpoint, const std::string
   auth.region = endpoint.region;
   auth.service = "ec2";
   const std::vector<std::string> signed_headers = {"content-type", "host", "x-amz-date"};
-  const std::string signature = api::Sign(endpoint.secret_access_key, stamp, auth,
-                                          api::CanonicalRequest(request, signed_headers, api::Sha256Hex(body)));
+  const std::string signature =
+      api::Sign(endpoint.secret_access_key, stamp, auth,
+                api::CanonicalRequest(request, signed_headers, api::Sha256Hex(body)));
   const std::string wire = absl::StrCat(
       "POST / HTTP/1.1\r\nHost: ", hostport, "\r\nContent-Type: ", request.headers["content-type"],
-      "\r\nX-Amz-Date: ", stamp, "\r\nAuthorization: AWS4-HMAC-SHA256 Credential=", endpoint.access_key_id,
-      "/", auth.date, "/", auth.region, "/ec2/aws4_request, SignedHeaders=", absl::StrJoin(signed_headers, ";"),
-      ", Signature=", signature, "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
+      "\r\nX-Amz-Date: ", stamp,
+      "\r\nAuthorization: AWS4-HMAC-SHA256 Credential=", endpoint.access_key_id, "/", auth.date,
+      "/", auth.region, "/ec2/aws4_request, SignedHeaders=", absl::StrJoin(signed_headers, ";"),
+      ", Signature=", signature, "\r\nContent-Length: ", body.size(),
+      "\r\nConnection: close\r\n\r\n", body);
   absl::StatusOr<std::pair<int, std::string>> response = Send(host, port, wire);
   if (!response.ok()) return response.status();
   ApiResult result;

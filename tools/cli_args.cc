@@ -5,7 +5,8 @@
 
 namespace strata::tools {
 
-absl::StatusOr<Args> Args::Parse(int argc, char** argv, int first, const std::set<std::string>& known,
+absl::StatusOr<Args> Args::Parse(int argc, char** argv, int first,
+                                 const std::set<std::string>& known,
                                  const std::set<std::string>& switches) {
   Args args;
   for (int i = first; i < argc; ++i) {
@@ -24,12 +25,14 @@ absl::StatusOr<Args> Args::Parse(int argc, char** argv, int first, const std::se
       return absl::InvalidArgumentError(absl::StrCat("unknown option --", name));
     }
     if (switches.contains(name)) {
-      if (value.has_value()) return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
+      if (value.has_value())
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
       args.options_[name] = "true";
       continue;
     }
     if (!value.has_value()) {
-      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+      if (i + 1 >= argc)
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
       value = argv[++i];
     }
     args.options_[name] = *value;
@@ -62,7 +65,8 @@ absl::StatusOr<uint64_t> ParseSize(const std::string& text) {
 absl::StatusOr<uint64_t> Args::GetSize(const std::string& name, uint64_t fallback) const {
   if (!Has(name)) return fallback;
   absl::StatusOr<uint64_t> v = ParseSize(Get(name));
-  if (!v.ok()) return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", v.status().message()));
+  if (!v.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", v.status().message()));
   return v;
 }
 

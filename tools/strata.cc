@@ -100,14 +100,16 @@ absl::Status ExportTo(const std::function<absl::Status(uint64_t, std::span<std::
   for (uint64_t off = 0; off < size; off += buf.size()) {
     auto piece = std::span(buf).first(std::min<uint64_t>(buf.size(), size - off));
     if (absl::Status s = read(off, piece); !s.ok()) return s;
-    out.write(reinterpret_cast<const char*>(piece.data()), static_cast<std::streamsize>(piece.size()));
+    out.write(reinterpret_cast<const char*>(piece.data()),
+              static_cast<std::streamsize>(piece.size()));
   }
   out.close();
   if (!out) return absl::DataLossError(absl::StrCat("writing ", path, " failed"));
   return absl::OkStatus();
 }
 
-absl::Status VolumeCommand(strata::Region& region, const Args& a, const std::vector<std::string>& tags) {
+absl::Status VolumeCommand(strata::Region& region, const Args& a,
+                           const std::vector<std::string>& tags) {
   const auto& p = a.positional();
   const std::string verb = p.size() > 1 ? p[1] : "";
   if (verb == "create") {
@@ -163,7 +165,8 @@ absl::Status VolumeCommand(strata::Region& region, const Args& a, const std::vec
       size_t n = static_cast<size_t>(in.gcount());
       if (n == 0) break;
       // Pad a short tail to a whole sector with zeros.
-      const size_t padded = (n + strata::kSectorBytes - 1) / strata::kSectorBytes * strata::kSectorBytes;
+      const size_t padded =
+          (n + strata::kSectorBytes - 1) / strata::kSectorBytes * strata::kSectorBytes;
       std::fill(buf.begin() + n, buf.begin() + padded, std::byte{0});
       if (absl::Status s = (*volume)->Write(pos, std::span(buf).first(padded)); !s.ok()) return s;
       pos += padded;
@@ -174,13 +177,15 @@ absl::Status VolumeCommand(strata::Region& region, const Args& a, const std::vec
     if (absl::Status s = Need(a, 4, "volume export VOL FILE"); !s.ok()) return s;
     auto volume = region.GetVolume(p[2]);
     if (!volume.ok()) return volume.status();
-    return ExportTo([&](uint64_t off, std::span<std::byte> out) { return (*volume)->Read(off, out); },
-                    (*volume)->size_bytes(), p[3]);
+    return ExportTo(
+        [&](uint64_t off, std::span<std::byte> out) { return (*volume)->Read(off, out); },
+        (*volume)->size_bytes(), p[3]);
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown volume command \"", verb, "\""));
 }
 
-absl::Status PrintBlocks(const std::function<absl::StatusOr<strata::BlockListing>(const std::string&)>& page) {
+absl::Status PrintBlocks(
+    const std::function<absl::StatusOr<strata::BlockListing>(const std::string&)>& page) {
   std::string token;
   uint64_t count = 0;
   do {
@@ -238,11 +243,13 @@ absl::Status SnapshotCommand(strata::Region& region, const Args& a) {
   }
   if (verb == "blocks") {
     if (absl::Status s = Need(a, 3, "snapshot blocks SNAP"); !s.ok()) return s;
-    return PrintBlocks([&](const std::string& t) { return region.ListSnapshotBlocks(p[2], t, 10000); });
+    return PrintBlocks(
+        [&](const std::string& t) { return region.ListSnapshotBlocks(p[2], t, 10000); });
   }
   if (verb == "changed") {
     if (absl::Status s = Need(a, 4, "snapshot changed SNAP1 SNAP2"); !s.ok()) return s;
-    return PrintBlocks([&](const std::string& t) { return region.ListChangedBlocks(p[2], p[3], t, 10000); });
+    return PrintBlocks(
+        [&](const std::string& t) { return region.ListChangedBlocks(p[2], p[3], t, 10000); });
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown snapshot command \"", verb, "\""));
 }
@@ -265,13 +272,14 @@ void PrintResult(const std::string& text, const std::string& format) {
       }
     }
   }
-  std::vector<json> items = rows->is_array() ? std::vector<json>(rows->begin(), rows->end())
-                                             : std::vector<json>{*rows};
+  std::vector<json> items =
+      rows->is_array() ? std::vector<json>(rows->begin(), rows->end()) : std::vector<json>{*rows};
   std::vector<std::string> columns;
   for (const json& item : items) {
     if (!item.is_object()) continue;
     for (auto it = item.begin(); it != item.end(); ++it) {
-      if (!it->is_structured() && std::find(columns.begin(), columns.end(), it.key()) == columns.end()) {
+      if (!it->is_structured() &&
+          std::find(columns.begin(), columns.end(), it.key()) == columns.end()) {
         columns.push_back(it.key());
       }
     }
@@ -288,7 +296,8 @@ void PrintResult(const std::string& text, const std::string& format) {
   std::stable_sort(columns.begin(), columns.end(),
                    [&](const std::string& x, const std::string& y) { return rank(x) < rank(y); });
   if (format == "table") {
-    for (size_t i = 0; i < columns.size(); ++i) std::printf("%s%s", i ? "\t" : "", columns[i].c_str());
+    for (size_t i = 0; i < columns.size(); ++i)
+      std::printf("%s%s", i ? "\t" : "", columns[i].c_str());
     std::printf("\n");
   }
   for (const json& item : items) {
@@ -298,7 +307,8 @@ void PrintResult(const std::string& text, const std::string& format) {
     }
     for (size_t i = 0; i < columns.size(); ++i) {
       const json& v = item.contains(columns[i]) ? item[columns[i]] : json("");
-      std::printf("%s%s", i ? "\t" : "", v.is_string() ? v.get<std::string>().c_str() : v.dump().c_str());
+      std::printf("%s%s", i ? "\t" : "",
+                  v.is_string() ? v.get<std::string>().c_str() : v.dump().c_str());
     }
     std::printf("\n");
   }
@@ -307,7 +317,8 @@ void PrintResult(const std::string& text, const std::string& format) {
 // Runs one EC2 call; prints an API error as the aws CLI does and returns 254 for it.
 int Ec2(const strata::tools::ApiEndpoint& endpoint, const std::string& action,
         const std::map<std::string, std::string>& params, json* out, const std::string& format) {
-  absl::StatusOr<strata::tools::ApiResult> result = strata::tools::CallEc2(endpoint, action, params);
+  absl::StatusOr<strata::tools::ApiResult> result =
+      strata::tools::CallEc2(endpoint, action, params);
   if (!result.ok()) return Fail(result.status());
   if (!result->error_code.empty()) {
     std::fprintf(stderr, "strata: An error occurred (%s) when calling the %s operation: %s\n",
@@ -337,7 +348,8 @@ int ApiCommand(const Args& a, const std::string& dir) {
     for (size_t i = 2; i < p.size(); ++i) {
       const size_t eq = p[i].find('=');
       if (eq == std::string::npos || eq == 0) {
-        return Fail(absl::InvalidArgumentError(absl::StrCat("parameter \"", p[i], "\" is not Name=Value")));
+        return Fail(
+            absl::InvalidArgumentError(absl::StrCat("parameter \"", p[i], "\" is not Name=Value")));
       }
       params[p[i].substr(0, eq)] = p[i].substr(eq + 1);
     }
@@ -346,10 +358,13 @@ int ApiCommand(const Args& a, const std::string& dir) {
   if (p[0] == "status") {
     json volumes, snapshots;
     if (int rc = Ec2(*endpoint, "DescribeVolumes", {}, &volumes, ""); rc != 0) return rc;
-    if (int rc = Ec2(*endpoint, "DescribeSnapshots", {{"Owner.1", "self"}}, &snapshots, ""); rc != 0) return rc;
+    if (int rc = Ec2(*endpoint, "DescribeSnapshots", {{"Owner.1", "self"}}, &snapshots, "");
+        rc != 0)
+      return rc;
     json exports = json::array();
     for (const json& v : AsList(volumes["volumeSet"])) {
-      if (v.value("status", "") == "in-use") exports.push_back("nbd://" + nbd + "/" + v.value("volumeId", ""));
+      if (v.value("status", "") == "in-use")
+        exports.push_back("nbd://" + nbd + "/" + v.value("volumeId", ""));
     }
     json status = {{"Endpoint", endpoint->url},
                    {"Region", endpoint->region},
@@ -360,16 +375,19 @@ int ApiCommand(const Args& a, const std::string& dir) {
     return 0;
   }
   if (p[0] == "attach" || p[0] == "detach") {
-    if (p.size() != 2) return Fail(absl::InvalidArgumentError(absl::StrCat("usage: ", p[0], " VOLUME")));
+    if (p.size() != 2)
+      return Fail(absl::InvalidArgumentError(absl::StrCat("usage: ", p[0], " VOLUME")));
     const std::string& volume = p[1];
-    if (p[0] == "detach") return Ec2(*endpoint, "DetachVolume", {{"VolumeId", volume}}, nullptr, format);
+    if (p[0] == "detach")
+      return Ec2(*endpoint, "DetachVolume", {{"VolumeId", volume}}, nullptr, format);
     const std::string instance = a.Get("instance-id", "i-00000000000000001");
     std::string device = a.Get("device", "");
     if (device.empty()) {  // The first /dev/sdX the group does not use.
       json attached;
-      if (int rc = Ec2(*endpoint, "DescribeVolumes",
-                       {{"Filter.1.Name", "attachment.instance-id"}, {"Filter.1.Value.1", instance}},
-                       &attached, "");
+      if (int rc =
+              Ec2(*endpoint, "DescribeVolumes",
+                  {{"Filter.1.Name", "attachment.instance-id"}, {"Filter.1.Value.1", instance}},
+                  &attached, "");
           rc != 0) {
         return rc;
       }
@@ -382,7 +400,8 @@ int ApiCommand(const Args& a, const std::string& dir) {
       }
     }
     json attachment;
-    if (int rc = Ec2(*endpoint, "AttachVolume", {{"VolumeId", volume}, {"InstanceId", instance}, {"Device", device}},
+    if (int rc = Ec2(*endpoint, "AttachVolume",
+                     {{"VolumeId", volume}, {"InstanceId", instance}, {"Device", device}},
                      &attachment, "");
         rc != 0) {
       return rc;
@@ -391,11 +410,15 @@ int ApiCommand(const Args& a, const std::string& dir) {
     const std::string port = nbd.substr(nbd.rfind(':') + 1);
     json out = {{"Attachment", attachment},
                 {"NbdUri", "nbd://" + nbd + "/" + volume},
-                {"NbdUnixUri", "nbd+unix:///" + volume + "?socket=" + std::filesystem::absolute(dir).lexically_normal().string() + "/nbd.sock"},
+                {"NbdUnixUri", "nbd+unix:///" + volume + "?socket=" +
+                                   std::filesystem::absolute(dir).lexically_normal().string() +
+                                   "/nbd.sock"},
                 {"Use",
                  {"nbdinfo nbd://" + nbd + "/" + volume,
-                  "qemu-system-x86_64 ... -drive file=nbd://" + nbd + "/" + volume + ",format=raw,if=virtio",
-                  "nbd-client " + host + " " + port + " /dev/nbd0 -N " + volume + "   # needs the nbd kernel module"}}};
+                  "qemu-system-x86_64 ... -drive file=nbd://" + nbd + "/" + volume +
+                      ",format=raw,if=virtio",
+                  "nbd-client " + host + " " + port + " /dev/nbd0 -N " + volume +
+                      "   # needs the nbd kernel module"}}};
     PrintResult(out.dump(2), format);
     return 0;
   }
@@ -407,7 +430,8 @@ int PrintEnv(const std::string& dir, const std::string& endpoint) {
   const std::string credentials = dir + "/credentials";
   std::ifstream in(credentials);
   if (!in) {
-    std::fprintf(stderr, "strata: %s is missing: start stratad once on %s (scripts/run.sh) to create it\n",
+    std::fprintf(stderr,
+                 "strata: %s is missing: start stratad once on %s (scripts/run.sh) to create it\n",
                  credentials.c_str(), dir.c_str());
     return 1;
   }
@@ -433,8 +457,8 @@ int main(int argc, char** argv) {
     }
   }
   auto args = Args::Parse(static_cast<int>(rest.size()), rest.data(), 1,
-                          {"data-dir", "region", "size", "snapshot", "offset", "rate", "description",
-                           "endpoint", "output", "nbd", "instance-id", "device"},
+                          {"data-dir", "region", "size", "snapshot", "offset", "rate",
+                           "description", "endpoint", "output", "nbd", "instance-id", "device"},
                           {"help"});
   if (!args.ok()) {
     std::fprintf(stderr, "strata: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
@@ -457,7 +481,8 @@ int main(int argc, char** argv) {
     if (!created.ok()) return Fail(created.status());
     store->reset();
     std::fprintf(stderr, "strata: store in %s %s; start it with: build/bin/stratad --data-dir %s\n",
-                 dir.c_str(), *created ? "created with an admin account" : "already set up", dir.c_str());
+                 dir.c_str(), *created ? "created with an admin account" : "already set up",
+                 dir.c_str());
     return PrintEnv(dir, args->Get("endpoint", "http://127.0.0.1:8150"));
   }
   if (command != "volume" && command != "snapshot" && command != "region" && command != "gc" &&
@@ -475,13 +500,17 @@ int main(int argc, char** argv) {
         strata::tools::LoadEndpoint(dir, args->Get("endpoint", ""), args->Get("region", ""));
     if (!endpoint.ok()) return Fail(endpoint.status());
     json created;
-    if (int rc = Ec2(*endpoint, "CreateAccount", {{"AccountName", args->positional()[2]}}, &created, ""); rc != 0) {
+    if (int rc =
+            Ec2(*endpoint, "CreateAccount", {{"AccountName", args->positional()[2]}}, &created, "");
+        rc != 0) {
       return rc;
     }
     std::printf("%s\n", json({{"AccountId", created.value("accountId", "")},
                               {"Name", created.value("accountName", "")},
                               {"AccessKeyId", created.value("accessKeyId", "")},
-                              {"SecretAccessKey", created.value("secretAccessKey", "")}}).dump().c_str());
+                              {"SecretAccessKey", created.value("secretAccessKey", "")}})
+                            .dump()
+                            .c_str());
     return 0;
   }
   if (!store.ok()) return Fail(store.status());
@@ -500,9 +529,10 @@ int main(int argc, char** argv) {
   if (command == "account") {
     const auto& p = args->positional();
     auto print = [](const strata::Account& a) {
-      std::printf("{\"AccountId\": \"%s\", \"Name\": \"%s\", \"AccessKeyId\": \"%s\", "
-                  "\"SecretAccessKey\": \"%s\"}\n",
-                  a.id.c_str(), a.name.c_str(), a.access_key_id.c_str(), a.secret_access_key.c_str());
+      std::printf(
+          "{\"AccountId\": \"%s\", \"Name\": \"%s\", \"AccessKeyId\": \"%s\", "
+          "\"SecretAccessKey\": \"%s\"}\n",
+          a.id.c_str(), a.name.c_str(), a.access_key_id.c_str(), a.secret_access_key.c_str());
     };
     if (p.size() == 3 && p[1] == "create") {
       auto account = (*store)->CreateAccount(p[2]);
@@ -534,10 +564,11 @@ int main(int argc, char** argv) {
     auto s = region->GetStats();
     status = s.status();
     if (s.ok()) {
-      std::printf("chunks=%llu references=%llu stored_bytes=%llu segment_bytes=%llu segments=%llu\n",
-                  (unsigned long long)s->chunk_count, (unsigned long long)s->referenced_chunk_count,
-                  (unsigned long long)s->stored_bytes, (unsigned long long)s->segment_file_bytes,
-                  (unsigned long long)s->segment_count);
+      std::printf(
+          "chunks=%llu references=%llu stored_bytes=%llu segment_bytes=%llu segments=%llu\n",
+          (unsigned long long)s->chunk_count, (unsigned long long)s->referenced_chunk_count,
+          (unsigned long long)s->stored_bytes, (unsigned long long)s->segment_file_bytes,
+          (unsigned long long)s->segment_count);
     }
   }
   if (status.ok()) status = region->RunBackgroundWork();

@@ -9,7 +9,8 @@
 int main(int argc, char** argv) {
   auto args = strata::tools::Args::Parse(argc, argv, 1, {"data-dir"}, {"help"});
   if (!args.ok() || args->Has("help") || !args->positional().empty()) {
-    if (!args.ok()) std::fprintf(stderr, "strata-fsck: %s\n", std::string(args.status().message()).c_str());
+    if (!args.ok())
+      std::fprintf(stderr, "strata-fsck: %s\n", std::string(args.status().message()).c_str());
     std::fputs("usage: strata-fsck [--data-dir DIR]   (default ./data; stratad must be stopped)\n",
                args.ok() && args->Has("help") ? stdout : stderr);
     return args.ok() && args->Has("help") ? 0 : 2;
@@ -26,7 +27,8 @@ int main(int argc, char** argv) {
       "%llu reclaimable; %zu findings\n",
       (unsigned long long)report->regions_checked, (unsigned long long)report->volumes_checked,
       (unsigned long long)report->snapshots_checked,
-      (unsigned long long)report->manifest_entries_checked, (unsigned long long)report->chunks_checked,
-      (unsigned long long)report->reclaimable_chunks, report->findings.size());
+      (unsigned long long)report->manifest_entries_checked,
+      (unsigned long long)report->chunks_checked, (unsigned long long)report->reclaimable_chunks,
+      report->findings.size());
   return report->findings.empty() ? 0 : 1;
 }

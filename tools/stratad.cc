@@ -8,15 +8,14 @@
 #include <cstdio>
 #include <fstream>
 
-#include "admin.h"
-#include "api_server.h"
-#include "nbd_server.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/numbers.h"
-
-#include "absl/strings/str_cat.h"
+#include "admin.h"
+#include "api_server.h"
 #include "cli_args.h"
+#include "nbd_server.h"
 #include "strata/store.h"
 #include "util/log.h"
 
@@ -39,7 +38,8 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto args = strata::tools::Args::Parse(argc, argv, 1, {"data-dir", "chunk-size", "api-listen", "nbd-listen"},
+  auto args = strata::tools::Args::Parse(argc, argv, 1,
+                                         {"data-dir", "chunk-size", "api-listen", "nbd-listen"},
                                          {"compression", "help"});
   if (!args.ok()) {
     std::fprintf(stderr, "stratad: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
@@ -50,7 +50,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (!args->positional().empty()) {
-    std::fprintf(stderr, "stratad: unexpected argument %s\n%s", args->positional()[0].c_str(), kUsage);
+    std::fprintf(stderr, "stratad: unexpected argument %s\n%s", args->positional()[0].c_str(),
+                 kUsage);
     return 2;
   }
   strata::StoreOptions options;
@@ -73,7 +74,8 @@ int main(int argc, char** argv) {
   if (api_enabled) {
     const size_t colon = listen.rfind(':');
     uint32_t port = 0;
-    if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port > 65535) {
+    if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
+        port > 65535) {
       return Fail(absl::InvalidArgumentError("--api-listen takes HOST:PORT, e.g. 127.0.0.1:8150"));
     }
     api_options.host = listen.substr(0, colon);
@@ -87,7 +89,8 @@ int main(int argc, char** argv) {
   if (!store.ok()) return Fail(store.status());
   absl::StatusOr<bool> created = strata::tools::EnsureAdmin(**store, dir);
   if (!created.ok()) return Fail(created.status());
-  if (*created) STRATA_LOG(kInfo, "created the admin account; credentials in ", dir, "/credentials");
+  if (*created)
+    STRATA_LOG(kInfo, "created the admin account; credentials in ", dir, "/credentials");
   std::unique_ptr<strata::api::ApiServer> api;
   if (api_enabled) {
     api = std::make_unique<strata::api::ApiServer>(**store, api_options);
@@ -104,7 +107,8 @@ int main(int argc, char** argv) {
                region->chunk_size_bytes());
   }
   std::unique_ptr<strata::nbd::NbdServer> nbd;
-  const std::string nbd_listen = args->Get("nbd-listen", "127.0.0.1:10809,unix:" + dir + "/nbd.sock");
+  const std::string nbd_listen =
+      args->Get("nbd-listen", "127.0.0.1:10809,unix:" + dir + "/nbd.sock");
   if (nbd_listen != "off") {
     strata::nbd::NbdServerOptions nbd_options;
     nbd_options.listen = absl::StrSplit(nbd_listen, ',', absl::SkipEmpty());
@@ -113,7 +117,8 @@ int main(int argc, char** argv) {
     STRATA_LOG(kInfo, "NBD on ", absl::StrJoin(nbd->addresses(), " "),
                " (exports: attached volumes, named by volume id)");
   }
-  STRATA_LOG(kInfo, "stratad serving store ", dir, " (pid ", getpid(), "); SIGTERM or Ctrl-C stops");
+  STRATA_LOG(kInfo, "stratad serving store ", dir, " (pid ", getpid(),
+             "); SIGTERM or Ctrl-C stops");
   int signal = 0;
   sigwait(&stop, &signal);
   STRATA_LOG(kInfo, "signal ", signal, ": stopping cleanly");

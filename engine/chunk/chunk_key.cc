@@ -1,10 +1,10 @@
-#include "absl/strings/string_view.h"
 #include "chunk/chunk_key.h"
 
 #include <atomic>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "xxhash.h"
 
 namespace strata::chunk {
@@ -37,16 +37,16 @@ std::optional<ChunkKey> ChunkKey::Decode(absl::string_view bytes) {
 }
 
 std::string ChunkKey::ToString() const {
-  return absl::StrCat(
-      "d", domain, ":",
-      absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(fingerprint.data()),
-                                              fingerprint.size())),
-      ".", variant);
+  return absl::StrCat("d", domain, ":",
+                      absl::BytesToHexString(absl::string_view(
+                          reinterpret_cast<const char*>(fingerprint.data()), fingerprint.size())),
+                      ".", variant);
 }
 
 Fingerprint FingerprintOf(uint32_t domain, std::span<const std::byte> data) {
   if (FingerprintFn fn = g_fingerprint_override.load(); fn != nullptr) return fn(domain, data);
-  const XXH128_hash_t h = XXH3_128bits_withSeed(data.data(), data.size(), 0x5354524154410000ull ^ domain);
+  const XXH128_hash_t h =
+      XXH3_128bits_withSeed(data.data(), data.size(), 0x5354524154410000ull ^ domain);
   Fingerprint fp;
   XXH128_canonical_t canonical;
   XXH128_canonicalFromHash(&canonical, h);

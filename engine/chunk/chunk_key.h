@@ -2,7 +2,6 @@
 // A chunk's identity: dedup domain, fingerprint of its plaintext, and a variant number that
 // tells apart chunks whose fingerprints collide (bytes are compared on every match).
 
-#include "absl/strings/string_view.h"
 #include <array>
 #include <compare>
 #include <cstdint>
@@ -13,6 +12,7 @@
 #include <string_view>
 
 #include "absl/hash/hash.h"
+#include "absl/strings/string_view.h"
 
 namespace strata::chunk {
 

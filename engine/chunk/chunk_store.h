@@ -3,7 +3,6 @@
 // interface the rest of the engine uses; SegmentChunkStore (segment files plus an index in the
 // catalog) is its first implementation, a RADOS one can follow (DESIGN.md, Scale-out).
 
-#include "absl/strings/string_view.h"
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -11,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "chunk/chunk_key.h"
 #include "meta/catalog.h"
 #include "strata/env.h"

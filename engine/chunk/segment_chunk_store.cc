@@ -1,7 +1,6 @@
 // SegmentChunkStore: chunk records appended to segment files; the index ("c/" keys) in the
 // catalog, so refcount changes commit atomically with the manifests that cause them.
 
-#include "absl/strings/string_view.h"
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -12,6 +11,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "chunk/chunk_store.h"
 #include "chunk/segment_format.h"
@@ -117,7 +117,8 @@ class SegmentChunkStore final : public ChunkStore {
       // Same fingerprint: only identical bytes may share storage (a forced or real collision
       // must never let one volume read another's data).
       if (loc->raw_length == data.size()) {
-        STRATA_RETURN_IF_ERROR(ReadLocation(key, *loc, existing, FindSegmentLocked(loc->segment_id)));
+        STRATA_RETURN_IF_ERROR(
+            ReadLocation(key, *loc, existing, FindSegmentLocked(loc->segment_id)));
         if (std::memcmp(existing.data(), data.data(), data.size()) == 0) {
           ++pins_[key];
           return key;
@@ -126,8 +127,8 @@ class SegmentChunkStore final : public ChunkStore {
       STRATA_LOG(kWarning, "fingerprint collision on chunk ", key.ToString(),
                  ": storing as another variant");
     }
-    return absl::InternalError(absl::StrCat("more than ", kMaxVariants,
-                                            " colliding chunks for one fingerprint"));
+    return absl::InternalError(
+        absl::StrCat("more than ", kMaxVariants, " colliding chunks for one fingerprint"));
   }
 
   absl::Status Read(const ChunkKey& key, std::span<std::byte> out) override {
@@ -140,7 +141,8 @@ class SegmentChunkStore final : public ChunkStore {
     if (!loc.has_value()) {
       STRATA_ASSIGN_OR_RETURN(loc, LookupIndex(key));
     }
-    if (!loc.has_value()) return absl::NotFoundError(absl::StrCat("chunk ", key.ToString(), " not found"));
+    if (!loc.has_value())
+      return absl::NotFoundError(absl::StrCat("chunk ", key.ToString(), " not found"));
     if (loc->raw_length != out.size()) {
       return absl::DataLossError(absl::StrCat("chunk ", key.ToString(), ": stored length ",
                                               loc->raw_length, " does not match ", out.size()));
@@ -249,16 +251,17 @@ class SegmentChunkStore final : public ChunkStore {
  private:
   absl::Status ScanIndex(const ChunkVisitor& visit) {
     absl::Status corrupt;
-    STRATA_RETURN_IF_ERROR(catalog_->Scan(kIndexPrefix, "", [&](absl::string_view k, absl::string_view v) {
-      std::optional<ChunkKey> key = ChunkKey::Decode(k.substr(kIndexPrefix.size()));
-      std::optional<ChunkLocation> loc = ChunkLocation::Decode(v);
-      if (!key.has_value() || !loc.has_value()) {
-        corrupt = absl::DataLossError("catalog: corrupt chunk index entry");
-        return false;
-      }
-      visit(*key, *loc);
-      return true;
-    }));
+    STRATA_RETURN_IF_ERROR(
+        catalog_->Scan(kIndexPrefix, "", [&](absl::string_view k, absl::string_view v) {
+          std::optional<ChunkKey> key = ChunkKey::Decode(k.substr(kIndexPrefix.size()));
+          std::optional<ChunkLocation> loc = ChunkLocation::Decode(v);
+          if (!key.has_value() || !loc.has_value()) {
+            corrupt = absl::DataLossError("catalog: corrupt chunk index entry");
+            return false;
+          }
+          visit(*key, *loc);
+          return true;
+        }));
     return corrupt;
   }
 
@@ -267,7 +270,8 @@ class SegmentChunkStore final : public ChunkStore {
     if (!value.has_value()) return std::nullopt;
     std::optional<ChunkLocation> loc = ChunkLocation::Decode(*value);
     if (!loc.has_value()) {
-      return absl::DataLossError(absl::StrCat("catalog: corrupt index entry of chunk ", key.ToString()));
+      return absl::DataLossError(
+          absl::StrCat("catalog: corrupt index entry of chunk ", key.ToString()));
     }
     return loc;
   }
@@ -292,8 +296,8 @@ class SegmentChunkStore final : public ChunkStore {
   static absl::Status ReadLocation(const ChunkKey& key, const ChunkLocation& loc,
                                    std::span<std::byte> out, File* file) {
     if (file == nullptr) {
-      return absl::DataLossError(absl::StrCat("chunk ", key.ToString(), ": segment ",
-                                              loc.segment_id, " is missing"));
+      return absl::DataLossError(
+          absl::StrCat("chunk ", key.ToString(), ": segment ", loc.segment_id, " is missing"));
     }
     std::vector<std::byte> record(kRecordHeaderBytes + loc.stored_length);
     STRATA_RETURN_IF_ERROR(file->Read(loc.offset_bytes, record));
@@ -304,7 +308,8 @@ class SegmentChunkStore final : public ChunkStore {
                                    std::span<const std::byte> record, std::span<std::byte> out) {
     auto corrupt = [&](absl::string_view what) {
       return absl::DataLossError(absl::StrCat("chunk ", key.ToString(), " in segment ",
-                                              loc.segment_id, " at ", loc.offset_bytes, ": ", what));
+                                              loc.segment_id, " at ", loc.offset_bytes, ": ",
+                                              what));
     };
     uint64_t checksum = 0;
     uint32_t raw_length = 0, stored_length = 0;
@@ -405,7 +410,8 @@ class SegmentChunkStore final : public ChunkStore {
   // Copies the live records of segment `id` to the active segment, repoints the index, then
   // deletes the old file. The copy is synced before the index changes, and the file is
   // deleted only after, so a crash at any point loses nothing.
-  absl::Status RelocateLocked(uint64_t id, const std::vector<std::pair<ChunkKey, ChunkLocation>>& live)
+  absl::Status RelocateLocked(uint64_t id,
+                              const std::vector<std::pair<ChunkKey, ChunkLocation>>& live)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_EXCLUSIVE_LOCKS_REQUIRED(gc_mu_) {
     meta::WriteBatch moves;
     for (const auto& [key, loc] : live) {

@@ -1,7 +1,6 @@
 #pragma once
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace strata::io {
 

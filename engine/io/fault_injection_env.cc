@@ -21,7 +21,6 @@ std::string ParentDir(const std::string& path) {
 
 }  // namespace
 
-
 class FaultFile final : public File {
  public:
   FaultFile(FaultInjectionEnv* env, std::string path, std::unique_ptr<File> base)

@@ -1,12 +1,11 @@
 // PosixEnv: pread/pwrite/fdatasync on regular files, flock for store locks.
 
-#include "absl/strings/string_view.h"
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
-#include <dirent.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,6 +13,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "io/errno.h"
 #include "strata/env.h"
 
@@ -88,8 +88,10 @@ class PosixFile final : public File {
     static constexpr size_t kZeroPieceBytes = 1 << 20;
     static const std::vector<std::byte> zeros(kZeroPieceBytes);
     for (uint64_t done = 0; done < length_bytes;) {
-      const size_t n = static_cast<size_t>(std::min<uint64_t>(kZeroPieceBytes, length_bytes - done));
-      if (absl::Status s = Write(offset_bytes + done, std::span(zeros.data(), n)); !s.ok()) return s;
+      const size_t n =
+          static_cast<size_t>(std::min<uint64_t>(kZeroPieceBytes, length_bytes - done));
+      if (absl::Status s = Write(offset_bytes + done, std::span(zeros.data(), n)); !s.ok())
+        return s;
       done += n;
     }
     return absl::OkStatus();

@@ -3,7 +3,6 @@
 // snapshots, manifests, the chunk index). RocksDB is its first implementation; a RADOS omap one
 // can replace it (DESIGN.md, Scale-out).
 
-#include "absl/strings/string_view.h"
 #include <functional>
 #include <memory>
 #include <optional>
@@ -13,13 +12,16 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace strata::meta {
 
 // An ordered list of puts and deletes applied atomically by Catalog::Write.
 class WriteBatch {
  public:
-  void Put(std::string key, std::string value) { ops_.push_back({std::move(key), std::move(value), false}); }
+  void Put(std::string key, std::string value) {
+    ops_.push_back({std::move(key), std::move(value), false});
+  }
   void Delete(std::string key) { ops_.push_back({std::move(key), {}, true}); }
   bool empty() const { return ops_.empty(); }
   size_t size() const { return ops_.size(); }
@@ -43,7 +45,8 @@ class Catalog {
  public:
   virtual ~Catalog() = default;
   // Opens (creating if missing) a RocksDB catalog in directory `path`.
-  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Catalog>> OpenRocksDb(const std::string& path);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Catalog>> OpenRocksDb(
+      const std::string& path);
 
   // Returns the value of `key`, or nullopt if absent.
   [[nodiscard]] virtual absl::StatusOr<std::optional<std::string>> Get(absl::string_view key) = 0;

@@ -1,9 +1,9 @@
 // The RocksDB implementation of the catalog. RocksDB statuses become absl::Status here, once.
 
-#include "absl/strings/string_view.h"
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "meta/catalog.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
@@ -20,8 +20,9 @@ absl::Status FromRocks(const rocksdb::Status& s, absl::string_view context) {
   if (s.IsCorruption()) return absl::DataLossError(message);
   if (s.IsNoSpace()) return absl::ResourceExhaustedError(message);
   if (s.IsIOError()) {
-    return s.ToString().find("No space") != std::string::npos ? absl::ResourceExhaustedError(message)
-                                                             : absl::DataLossError(message);
+    return s.ToString().find("No space") != std::string::npos
+               ? absl::ResourceExhaustedError(message)
+               : absl::DataLossError(message);
   }
   if (s.IsInvalidArgument()) return absl::InvalidArgumentError(message);
   if (s.IsBusy() || s.IsTryAgain()) return absl::UnavailableError(message);
@@ -86,7 +87,8 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::OpenRocksDb(const std::string&
   table.cache_index_and_filter_blocks = true;
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   rocksdb::DB* raw = nullptr;
-  if (absl::Status s = FromRocks(rocksdb::DB::Open(options, path, &raw), absl::StrCat("open ", path));
+  if (absl::Status s =
+          FromRocks(rocksdb::DB::Open(options, path, &raw), absl::StrCat("open ", path));
       !s.ok()) {
     return s;
   }

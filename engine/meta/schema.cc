@@ -1,7 +1,7 @@
-#include "absl/strings/string_view.h"
 #include "meta/schema.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "util/coding.h"
 
 namespace strata::meta {
@@ -51,7 +51,9 @@ bool GetVersion(util::Decoder& in, uint8_t latest, uint8_t& version) {
 std::string FormatKey() { return "x/format"; }
 std::string CleanKey() { return "x/clean"; }
 std::string NextSeqKey() { return "x/next_seq"; }
-std::string VolumeKey(absl::string_view volume_id) { return absl::StrCat(kVolumePrefix, volume_id); }
+std::string VolumeKey(absl::string_view volume_id) {
+  return absl::StrCat(kVolumePrefix, volume_id);
+}
 std::string OwnedLeafKey(absl::string_view id, uint64_t leaf) { return IdLeafKey("o/", id, leaf); }
 std::string OwnedPrefix(absl::string_view id) { return absl::StrCat("o/", id, "/"); }
 std::string DirtyLeafKey(absl::string_view id, uint64_t leaf) { return IdLeafKey("d/", id, leaf); }
@@ -83,7 +85,9 @@ std::string ResolveKey(uint64_t tree, uint64_t chunk_index, uint64_t seq) {
   PutBigEndian64(key, ~seq);  // Newest first.
   return key;
 }
-uint64_t ManifestKeyChunk(absl::string_view key) { return util::DecodeBigEndian64(key.data() + 10); }
+uint64_t ManifestKeyChunk(absl::string_view key) {
+  return util::DecodeBigEndian64(key.data() + 10);
+}
 uint64_t ResolveKeyChunk(absl::string_view key) { return util::DecodeBigEndian64(key.data() + 10); }
 uint64_t ResolveKeySeq(absl::string_view key) { return ~util::DecodeBigEndian64(key.data() + 18); }
 uint64_t LeafKeyIndex(absl::string_view key) {
@@ -175,7 +179,8 @@ absl::StatusOr<SnapshotRecord> SnapshotRecord::Decode(absl::string_view bytes) {
     }
     r.shared_with.resize(shared);
     for (std::string& account : r.shared_with) {
-      if (!in.GetLengthPrefixed(account)) return absl::DataLossError("catalog: corrupt snapshot record");
+      if (!in.GetLengthPrefixed(account))
+        return absl::DataLossError("catalog: corrupt snapshot record");
     }
   }
   if (!in.done()) return absl::DataLossError("catalog: corrupt snapshot record");

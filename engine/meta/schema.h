@@ -14,15 +14,15 @@
 //   "c/" chunk key (22)                -> chunk index entry (chunk/chunk_store.h)
 // A manifest entry is a 22-byte chunk key, or empty for an all-zero chunk.
 
-#include "absl/strings/string_view.h"
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
-#include <vector>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace strata::meta {
 

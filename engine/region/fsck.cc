@@ -25,9 +25,9 @@ class RegionChecker {
 
   absl::Status Run() {
     STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(dir_ + "/catalog"));
-    STRATA_ASSIGN_OR_RETURN(chunks_, chunk::ChunkStore::OpenSegmentStore(
-                                         env_, dir_ + "/segments", catalog_.get(),
-                                         {.read_only = true}));
+    STRATA_ASSIGN_OR_RETURN(
+        chunks_, chunk::ChunkStore::OpenSegmentStore(env_, dir_ + "/segments", catalog_.get(),
+                                                     {.read_only = true}));
     STRATA_RETURN_IF_ERROR(LoadSnapshots());
     STRATA_RETURN_IF_ERROR(CheckManifests());
     STRATA_RETURN_IF_ERROR(CheckResolveIndex());
@@ -39,17 +39,18 @@ class RegionChecker {
   void Find(std::string finding) { report_.findings.push_back(absl::StrCat(name_, ": ", finding)); }
 
   absl::Status LoadSnapshots() {
-    return catalog_->Scan(meta::kSnapshotPrefix, "", [&](absl::string_view key, absl::string_view v) {
-      absl::StatusOr<meta::SnapshotRecord> r = meta::SnapshotRecord::Decode(v);
-      if (!r.ok()) {
-        Find(absl::StrCat("corrupt snapshot record ", key));
-        return true;
-      }
-      by_seq_[r->seq] = *r;
-      ids_[r->id] = r->seq;
-      ++report_.snapshots_checked;
-      return true;
-    });
+    return catalog_->Scan(
+        meta::kSnapshotPrefix, "", [&](absl::string_view key, absl::string_view v) {
+          absl::StatusOr<meta::SnapshotRecord> r = meta::SnapshotRecord::Decode(v);
+          if (!r.ok()) {
+            Find(absl::StrCat("corrupt snapshot record ", key));
+            return true;
+          }
+          by_seq_[r->seq] = *r;
+          ids_[r->id] = r->seq;
+          ++report_.snapshots_checked;
+          return true;
+        });
   }
 
   absl::Status CheckManifests() {
@@ -92,26 +93,29 @@ class RegionChecker {
 
   absl::Status CheckResolveIndex() {
     std::set<std::tuple<uint64_t, uint64_t, uint64_t>> indexed;
-    STRATA_RETURN_IF_ERROR(catalog_->Scan("r/", "", [&](absl::string_view key, absl::string_view value) {
-      uint64_t tree = 0;
-      for (int i = 0; i < 8; ++i) tree = (tree << 8) | static_cast<uint8_t>(key[2 + i]);
-      const uint64_t c = meta::ResolveKeyChunk(key);
-      const uint64_t seq = meta::ResolveKeySeq(key);
-      indexed.insert({tree, c, seq});
-      if (!manifest_.contains({tree, c, seq})) {
-        Find(absl::StrCat("resolve index entry (chunk ", c, ", seq ", seq, ") has no manifest entry"));
-        return true;
-      }
-      auto manifest_value = catalog_->Get(meta::ManifestKey(seq, c));
-      if (!manifest_value.ok() || !manifest_value->has_value() || **manifest_value != value) {
-        Find(absl::StrCat("resolve index entry (chunk ", c, ", seq ", seq, ") differs from the manifest"));
-      }
-      return true;
-    }));
+    STRATA_RETURN_IF_ERROR(
+        catalog_->Scan("r/", "", [&](absl::string_view key, absl::string_view value) {
+          uint64_t tree = 0;
+          for (int i = 0; i < 8; ++i) tree = (tree << 8) | static_cast<uint8_t>(key[2 + i]);
+          const uint64_t c = meta::ResolveKeyChunk(key);
+          const uint64_t seq = meta::ResolveKeySeq(key);
+          indexed.insert({tree, c, seq});
+          if (!manifest_.contains({tree, c, seq})) {
+            Find(absl::StrCat("resolve index entry (chunk ", c, ", seq ", seq,
+                              ") has no manifest entry"));
+            return true;
+          }
+          auto manifest_value = catalog_->Get(meta::ManifestKey(seq, c));
+          if (!manifest_value.ok() || !manifest_value->has_value() || **manifest_value != value) {
+            Find(absl::StrCat("resolve index entry (chunk ", c, ", seq ", seq,
+                              ") differs from the manifest"));
+          }
+          return true;
+        }));
     for (const auto& entry : manifest_) {
       if (!indexed.contains(entry)) {
-        Find(absl::StrCat("manifest entry (chunk ", std::get<1>(entry), ", seq ", std::get<2>(entry),
-                          ") is missing from the resolve index"));
+        Find(absl::StrCat("manifest entry (chunk ", std::get<1>(entry), ", seq ",
+                          std::get<2>(entry), ") is missing from the resolve index"));
       }
     }
     return absl::OkStatus();
@@ -120,8 +124,10 @@ class RegionChecker {
   absl::Status CheckChunks() {
     std::set<chunk::ChunkKey> indexed;
     std::vector<std::pair<chunk::ChunkKey, chunk::ChunkLocation>> all;
-    STRATA_RETURN_IF_ERROR(chunks_->ForEachChunk(
-        [&](const chunk::ChunkKey& key, const chunk::ChunkLocation& loc) { all.push_back({key, loc}); }));
+    STRATA_RETURN_IF_ERROR(
+        chunks_->ForEachChunk([&](const chunk::ChunkKey& key, const chunk::ChunkLocation& loc) {
+          all.push_back({key, loc});
+        }));
     for (const auto& [key, loc] : all) {
       ++report_.chunks_checked;
       indexed.insert(key);
@@ -151,7 +157,8 @@ class RegionChecker {
         return true;
       }
       if (!r->last_snapshot_id.empty() && !ids_.contains(r->last_snapshot_id)) {
-        Find(absl::StrCat("volume ", r->id, ": last snapshot ", r->last_snapshot_id, " is missing"));
+        Find(
+            absl::StrCat("volume ", r->id, ": last snapshot ", r->last_snapshot_id, " is missing"));
       }
       const std::string head = absl::StrCat(dir_, "/heads/", r->id, ".0.head");
       if (!env_->FileExists(head)) Find(absl::StrCat("volume ", r->id, ": head file is missing"));

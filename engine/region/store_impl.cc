@@ -9,11 +9,10 @@
 #include <map>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
-
-#include "absl/strings/str_cat.h"
 #include "strata/store.h"
 #include "util/status_macros.h"
 #include "volume/region_impl.h"
@@ -69,10 +68,10 @@ class StoreImpl final : public Store {
   }
 
   absl::StatusOr<Region*> OpenRegion(const std::string& name) {
-    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<volume::RegionImpl> region,
-                            volume::RegionImpl::Open(options_.env, name,
-                                                     absl::StrCat(path_, "/regions/", name),
-                                                     options_));
+    STRATA_ASSIGN_OR_RETURN(
+        std::unique_ptr<volume::RegionImpl> region,
+        volume::RegionImpl::Open(options_.env, name, absl::StrCat(path_, "/regions/", name),
+                                 options_));
     Region* raw = region.get();
     regions_[name] = std::move(region);
     if (default_region_.empty() || name == options_.default_region) default_region_ = name;
@@ -110,7 +109,8 @@ class StoreImpl final : public Store {
     STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env->OpenFile(path, false));
     STRATA_ASSIGN_OR_RETURN(uint64_t size, file->Size());
     std::string text(size, '\0');
-    STRATA_RETURN_IF_ERROR(file->Read(0, std::as_writable_bytes(std::span(text.data(), text.size()))));
+    STRATA_RETURN_IF_ERROR(
+        file->Read(0, std::as_writable_bytes(std::span(text.data(), text.size()))));
     absl::MutexLock lock(&accounts_mu_);
     for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
       std::vector<std::string> f = absl::StrSplit(line, '\t');
@@ -122,14 +122,16 @@ class StoreImpl final : public Store {
 
   absl::StatusOr<Account> CreateAccount(const std::string& name) override {
     if (name.empty() || name.size() > 64 ||
-        name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@") !=
+        name.find_first_not_of(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.@") !=
             std::string::npos) {
       return absl::InvalidArgumentError(
           "an account name has 1 to 64 letters, digits or the characters - _ . @");
     }
     absl::MutexLock lock(&accounts_mu_);
     for (const Account& a : accounts_) {
-      if (a.name == name) return absl::AlreadyExistsError(absl::StrCat("account ", name, " exists"));
+      if (a.name == name)
+        return absl::AlreadyExistsError(absl::StrCat("account ", name, " exists"));
     }
     Account account;
     do {
@@ -162,13 +164,15 @@ class StoreImpl final : public Store {
     for (const Account& a : accounts_) {
       if ((by_id ? a.id : a.access_key_id) == key) return a;
     }
-    return absl::NotFoundError(absl::StrCat("no account with ", by_id ? "id " : "access key ", key));
+    return absl::NotFoundError(
+        absl::StrCat("no account with ", by_id ? "id " : "access key ", key));
   }
 
   absl::Status SaveAccounts(const std::vector<Account>& accounts) {
     std::string text;
     for (const Account& a : accounts) {
-      absl::StrAppend(&text, a.id, "\t", a.name, "\t", a.access_key_id, "\t", a.secret_access_key, "\n");
+      absl::StrAppend(&text, a.id, "\t", a.name, "\t", a.access_key_id, "\t", a.secret_access_key,
+                      "\n");
     }
     Env* env = options_.env;
     const std::string path = absl::StrCat(path_, "/", kAccountsFile);
@@ -181,8 +185,9 @@ class StoreImpl final : public Store {
     }
     if (env == Env::Default()) {  // Secrets: owner-only on the real file system.
       std::error_code ec;
-      std::filesystem::permissions(tmp, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
-                                   std::filesystem::perm_options::replace, ec);
+      std::filesystem::permissions(
+          tmp, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
+          std::filesystem::perm_options::replace, ec);
     }
     STRATA_RETURN_IF_ERROR(env->RenameFile(tmp, path));
     return env->SyncDir(path_);

@@ -2,18 +2,25 @@
 // Fixed-width little-endian and big-endian encoding for on-disk records and catalog keys.
 // Big-endian integers in keys make RocksDB's bytewise order equal numeric order.
 
-#include "absl/strings/string_view.h"
 #include <cstdint>
 #include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "absl/strings/string_view.h"
+
 namespace strata::util {
 
-inline void PutFixed16(std::string& out, uint16_t v) { out.append(reinterpret_cast<const char*>(&v), 2); }
-inline void PutFixed32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
-inline void PutFixed64(std::string& out, uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
+inline void PutFixed16(std::string& out, uint16_t v) {
+  out.append(reinterpret_cast<const char*>(&v), 2);
+}
+inline void PutFixed32(std::string& out, uint32_t v) {
+  out.append(reinterpret_cast<const char*>(&v), 4);
+}
+inline void PutFixed64(std::string& out, uint64_t v) {
+  out.append(reinterpret_cast<const char*>(&v), 8);
+}
 inline void PutBigEndian64(std::string& out, uint64_t v) {
   for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>(v >> shift));
 }

@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "util/log.h"
 
 #include <atomic>
@@ -6,21 +5,27 @@
 #include <cstdlib>
 #include <ctime>
 
+#include "absl/strings/string_view.h"
+
 namespace strata::util {
 namespace {
 
 std::atomic<LogLevel>& Threshold() {
   static std::atomic<LogLevel> level{std::getenv("STRATA_QUIET") ? LogLevel::kWarning
-                                                                  : LogLevel::kInfo};
+                                                                 : LogLevel::kInfo};
   return level;
 }
 
 const char* Name(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return "D";
-    case LogLevel::kInfo: return "I";
-    case LogLevel::kWarning: return "W";
-    case LogLevel::kError: return "E";
+    case LogLevel::kDebug:
+      return "D";
+    case LogLevel::kInfo:
+      return "I";
+    case LogLevel::kWarning:
+      return "W";
+    case LogLevel::kError:
+      return "E";
   }
   return "?";
 }

@@ -2,10 +2,10 @@
 // A minimal leveled logger writing to stderr. Logs name volumes, snapshots and chunks by id,
 // never by contents or key bytes.
 
-#include "absl/strings/string_view.h"
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace strata::util {
 

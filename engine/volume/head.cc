@@ -7,7 +7,9 @@
 
 namespace strata::volume {
 
-std::string Head::ExtentPath(size_t index) const { return absl::StrCat(base_path_, ".", index, ".head"); }
+std::string Head::ExtentPath(size_t index) const {
+  return absl::StrCat(base_path_, ".", index, ".head");
+}
 
 bool Head::ParseFileName(const std::string& name, std::string& volume_id) {
   std::vector<std::string> parts = absl::StrSplit(name, '.');
@@ -57,23 +59,26 @@ absl::Status Head::ForEachExtent(uint64_t offset_bytes, uint64_t length_bytes, F
 }
 
 absl::Status Head::Read(uint64_t offset_bytes, std::span<std::byte> out) {
-  return ForEachExtent(offset_bytes, out.size(), [&](Extent& e, uint64_t at, uint64_t start, uint64_t n) {
-    return e.file->Read(at, out.subspan(start, n));
-  });
+  return ForEachExtent(offset_bytes, out.size(),
+                       [&](Extent& e, uint64_t at, uint64_t start, uint64_t n) {
+                         return e.file->Read(at, out.subspan(start, n));
+                       });
 }
 
 absl::Status Head::Write(uint64_t offset_bytes, std::span<const std::byte> data) {
-  return ForEachExtent(offset_bytes, data.size(), [&](Extent& e, uint64_t at, uint64_t start, uint64_t n) {
-    e.unsynced.store(true, std::memory_order_release);
-    return e.file->Write(at, data.subspan(start, n));
-  });
+  return ForEachExtent(offset_bytes, data.size(),
+                       [&](Extent& e, uint64_t at, uint64_t start, uint64_t n) {
+                         e.unsynced.store(true, std::memory_order_release);
+                         return e.file->Write(at, data.subspan(start, n));
+                       });
 }
 
 absl::Status Head::PunchHole(uint64_t offset_bytes, uint64_t length_bytes) {
-  return ForEachExtent(offset_bytes, length_bytes, [&](Extent& e, uint64_t at, uint64_t, uint64_t n) {
-    e.unsynced.store(true, std::memory_order_release);
-    return e.file->PunchHole(at, n);
-  });
+  return ForEachExtent(offset_bytes, length_bytes,
+                       [&](Extent& e, uint64_t at, uint64_t, uint64_t n) {
+                         e.unsynced.store(true, std::memory_order_release);
+                         return e.file->PunchHole(at, n);
+                       });
 }
 
 absl::Status Head::Sync() {

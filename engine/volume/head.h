@@ -21,7 +21,7 @@ class Head {
   // Opens (with `create`, creates) the extent files for a `size_bytes` head named `base_path`
   // ("DIR/heads/vol-..."). `env` must outlive the Head. Thread-safe for positional I/O.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Head>> Open(Env* env, std::string base_path,
-                                                                   uint64_t size_bytes, bool create);
+                                                                  uint64_t size_bytes, bool create);
   // Deletes every extent file of the head named `base_path`.
   [[nodiscard]] static absl::Status Delete(Env* env, const std::string& base_path);
   // The file names ("vol-....<n>.head") of a head, for orphan detection.

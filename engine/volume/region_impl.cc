@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "volume/region_impl.h"
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "util/coding.h"
@@ -59,9 +59,12 @@ void ApplyTags(std::map<std::string, std::string>& tags,
 
 SnapshotState ToState(meta::SnapshotRecordState s) {
   switch (s) {
-    case meta::SnapshotRecordState::kPending: return SnapshotState::kPending;
-    case meta::SnapshotRecordState::kCompleted: return SnapshotState::kCompleted;
-    case meta::SnapshotRecordState::kError: return SnapshotState::kError;
+    case meta::SnapshotRecordState::kPending:
+      return SnapshotState::kPending;
+    case meta::SnapshotRecordState::kCompleted:
+      return SnapshotState::kCompleted;
+    case meta::SnapshotRecordState::kError:
+      return SnapshotState::kError;
   }
   return SnapshotState::kError;
 }
@@ -88,15 +91,18 @@ class SnapshotReader final : public Snapshot {
  public:
   SnapshotReader(const SnapshotTree& tree, chunk::ChunkStore& chunks, meta::SnapshotRecord record,
                  SnapshotTree::Ancestry ancestry, uint64_t chunk_size_bytes)
-      : tree_(tree), chunks_(chunks), record_(std::move(record)), ancestry_(std::move(ancestry)),
+      : tree_(tree),
+        chunks_(chunks),
+        record_(std::move(record)),
+        ancestry_(std::move(ancestry)),
         chunk_size_bytes_(chunk_size_bytes) {}
   const std::string& id() const override { return record_.id; }
   uint64_t size_bytes() const override { return record_.volume_size_bytes; }
 
   absl::Status Read(uint64_t offset_bytes, std::span<std::byte> out) override {
     if (offset_bytes > size_bytes() || out.size() > size_bytes() - offset_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(record_.id, ": range ", offset_bytes, "+",
-                                                     out.size(), " is past the end"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(record_.id, ": range ", offset_bytes, "+", out.size(), " is past the end"));
     }
     if (out.empty()) return absl::OkStatus();
     std::vector<std::byte> buffer(chunk_size_bytes_);
@@ -107,7 +113,8 @@ class SnapshotReader final : public Snapshot {
     for (uint64_t pos = offset_bytes; pos < offset_bytes + out.size();) {
       const uint64_t c = pos / chunk_size_bytes_;
       const uint64_t in_chunk = pos % chunk_size_bytes_;
-      const uint64_t n = std::min<uint64_t>(chunk_size_bytes_ - in_chunk, offset_bytes + out.size() - pos);
+      const uint64_t n =
+          std::min<uint64_t>(chunk_size_bytes_ - in_chunk, offset_bytes + out.size() - pos);
       const ChunkEntry& entry = entries[c - first];
       if (entry.has_value()) {
         STRATA_RETURN_IF_ERROR(chunks_.Read(*entry, buffer));
@@ -142,9 +149,12 @@ namespace strata {
 
 const char* SnapshotStateName(SnapshotState state) {
   switch (state) {
-    case SnapshotState::kPending: return "pending";
-    case SnapshotState::kCompleted: return "completed";
-    case SnapshotState::kError: return "error";
+    case SnapshotState::kPending:
+      return "pending";
+    case SnapshotState::kCompleted:
+      return "completed";
+    case SnapshotState::kError:
+      return "error";
   }
   return "error";
 }
@@ -197,13 +207,13 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     return absl::DataLossError(absl::StrCat("region ", name_, ": corrupt format record"));
   }
   if (version != meta::kFormatVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "region ", name_, ": format version ", version, " is not supported (this build reads ",
-        meta::kFormatVersion, ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("region ", name_, ": format version ", version,
+                     " is not supported (this build reads ", meta::kFormatVersion, ")"));
   }
-  STRATA_ASSIGN_OR_RETURN(chunks_, chunk::ChunkStore::OpenSegmentStore(
-                                       env_, dir_ + "/segments", catalog_.get(),
-                                       {.compression = options_.compression}));
+  STRATA_ASSIGN_OR_RETURN(
+      chunks_, chunk::ChunkStore::OpenSegmentStore(env_, dir_ + "/segments", catalog_.get(),
+                                                   {.compression = options_.compression}));
   tree_ = std::make_unique<SnapshotTree>(catalog_.get());
   STRATA_RETURN_IF_ERROR(tree_->Load());
   STRATA_ASSIGN_OR_RETURN(std::optional<std::string> seq, catalog_->Get(meta::NextSeqKey()));
@@ -250,15 +260,16 @@ absl::Status RegionImpl::RecoverPendingSnapshots(bool clean) {
 absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   std::vector<meta::VolumeRecord> records;
   absl::Status bad;
-  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::kVolumePrefix, "", [&](absl::string_view key, absl::string_view v) {
-    absl::StatusOr<meta::VolumeRecord> r = meta::VolumeRecord::Decode(v);
-    if (!r.ok()) {
-      bad = absl::DataLossError(absl::StrCat(r.status().message(), " (key ", key, ")"));
-      return false;
-    }
-    records.push_back(*std::move(r));
-    return true;
-  }));
+  STRATA_RETURN_IF_ERROR(
+      catalog_->Scan(meta::kVolumePrefix, "", [&](absl::string_view key, absl::string_view v) {
+        absl::StatusOr<meta::VolumeRecord> r = meta::VolumeRecord::Decode(v);
+        if (!r.ok()) {
+          bad = absl::DataLossError(absl::StrCat(r.status().message(), " (key ", key, ")"));
+          return false;
+        }
+        records.push_back(*std::move(r));
+        return true;
+      }));
   STRATA_RETURN_IF_ERROR(bad);
   std::set<std::string> known_heads;
   meta::WriteBatch fixes;
@@ -392,9 +403,9 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequ
     STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord snap, FindCompletedSnapshot(request.snapshot_id));
     if (r.size_bytes == 0) r.size_bytes = snap.volume_size_bytes;
     if (r.size_bytes < snap.volume_size_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "size ", r.size_bytes, " is smaller than snapshot ", snap.id, " (",
-          snap.volume_size_bytes, " bytes)"));
+      return absl::InvalidArgumentError(absl::StrCat("size ", r.size_bytes,
+                                                     " is smaller than snapshot ", snap.id, " (",
+                                                     snap.volume_size_bytes, " bytes)"));
     }
     r.base_snapshot_id = r.last_snapshot_id = snap.id;
     r.tree = snap.tree;
@@ -404,9 +415,9 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequ
   }
   if (r.size_bytes == 0 || r.size_bytes % kVolumeSizeAlignBytes != 0 ||
       r.size_bytes > kMaxVolumeSizeBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "volume size ", r.size_bytes, " must be a non-zero multiple of ", kVolumeSizeAlignBytes,
-        " bytes, at most ", kMaxVolumeSizeBytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("volume size ", r.size_bytes, " must be a non-zero multiple of ",
+                     kVolumeSizeAlignBytes, " bytes, at most ", kMaxVolumeSizeBytes));
   }
   r.id = NewId("vol");
   r.create_time_micros = env_->NowMicros();
@@ -426,8 +437,8 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequ
   }
   const std::string id = r.id;
   auto volume = std::make_unique<VolumeImpl>(
-      VolumeDeps{env_, catalog_.get(), chunks_.get(), tree_.get(), chunk_size_bytes_},
-      std::move(r), std::move(head));
+      VolumeDeps{env_, catalog_.get(), chunks_.get(), tree_.get(), chunk_size_bytes_}, std::move(r),
+      std::move(head));
   VolumeImpl* raw = volume.get();
   volumes_[id] = std::move(volume);
   return ToInfo(*raw);
@@ -486,10 +497,11 @@ absl::Status RegionImpl::DeleteVolumeLocked(const std::string& volume_id) {
   meta::WriteBatch batch;
   batch.Delete(meta::VolumeKey(volume_id));
   for (const std::string& prefix : {meta::OwnedPrefix(volume_id), meta::DirtyPrefix(volume_id)}) {
-    STRATA_RETURN_IF_ERROR(catalog_->Scan(prefix, "", [&](absl::string_view key, absl::string_view) {
-      batch.Delete(std::string(key));
-      return true;
-    }));
+    STRATA_RETURN_IF_ERROR(
+        catalog_->Scan(prefix, "", [&](absl::string_view key, absl::string_view) {
+          batch.Delete(std::string(key));
+          return true;
+        }));
   }
   // The record goes first: a crash before the head is deleted leaves an orphan head, which the
   // next open deletes, never a volume without its head.
@@ -560,7 +572,8 @@ absl::Status RegionImpl::SetSnapshotPermissions(const std::string& snapshot_id,
 // ---------------------------------------------------------------------------------------------
 // Snapshots
 
-absl::StatusOr<meta::SnapshotRecord> RegionImpl::FindSnapshot(const std::string& snapshot_id) const {
+absl::StatusOr<meta::SnapshotRecord> RegionImpl::FindSnapshot(
+    const std::string& snapshot_id) const {
   std::optional<meta::SnapshotRecord> r = tree_->Get(snapshot_id);
   if (!r.has_value() || r->deleted) {
     return absl::NotFoundError(absl::StrCat("snapshot ", snapshot_id, " does not exist"));
@@ -572,9 +585,8 @@ absl::StatusOr<meta::SnapshotRecord> RegionImpl::FindCompletedSnapshot(
     const std::string& snapshot_id) const {
   STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(snapshot_id));
   if (r.state != meta::SnapshotRecordState::kCompleted) {
-    return absl::FailedPreconditionError(absl::StrCat("snapshot ", snapshot_id, " is ",
-                                                      SnapshotStateName(ToState(r.state)),
-                                                      ", not completed"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "snapshot ", snapshot_id, " is ", SnapshotStateName(ToState(r.state)), ", not completed"));
   }
   return r;
 }
@@ -598,7 +610,8 @@ SnapshotInfo RegionImpl::ToInfo(const meta::SnapshotRecord& r) const {
   if (auto it = pending_.find(r.id); it != pending_.end()) {
     const uint64_t total = it->second->frozen_count.load();
     const uint64_t done = it->second->ingested_count.load();
-    info.progress_percent = total == 0 ? 0 : static_cast<int>(std::min<uint64_t>(99, done * 100 / total));
+    info.progress_percent =
+        total == 0 ? 0 : static_cast<int>(std::min<uint64_t>(99, done * 100 / total));
   }
   return info;
 }
@@ -707,7 +720,8 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CopySnapshot(const std::string& source_
 }
 
 absl::StatusOr<Region::DirectSnapshot> RegionImpl::StartDirectSnapshot(
-    uint64_t size_bytes, const std::string& parent_snapshot_id, const CreateSnapshotRequest& request) {
+    uint64_t size_bytes, const std::string& parent_snapshot_id,
+    const CreateSnapshotRequest& request) {
   absl::MutexLock lock(&mu_);
   CreateVolumeRequest builder_request;
   builder_request.size_bytes = size_bytes;
@@ -715,7 +729,8 @@ absl::StatusOr<Region::DirectSnapshot> RegionImpl::StartDirectSnapshot(
   builder_request.owner = request.owner;
   STRATA_ASSIGN_OR_RETURN(VolumeInfo builder, CreateVolumeLocked(builder_request, /*hidden=*/true));
   VolumeImpl* volume = volumes_.at(builder.id).get();
-  absl::StatusOr<std::shared_ptr<PendingSnapshot>> pending = NewPending(*volume, request, next_seq_);
+  absl::StatusOr<std::shared_ptr<PendingSnapshot>> pending =
+      NewPending(*volume, request, next_seq_);
   if (!pending.ok()) {
     (void)DeleteVolumeLocked(builder.id);
     return pending.status();
@@ -747,7 +762,8 @@ absl::StatusOr<std::shared_ptr<PendingSnapshot>> RegionImpl::FindOpenDirectLocke
 
 absl::Status RegionImpl::CompleteDirectSnapshot(const std::string& snapshot_id) {
   absl::MutexLock lock(&mu_);
-  STRATA_ASSIGN_OR_RETURN(std::shared_ptr<PendingSnapshot> pending, FindOpenDirectLocked(snapshot_id));
+  STRATA_ASSIGN_OR_RETURN(std::shared_ptr<PendingSnapshot> pending,
+                          FindOpenDirectLocked(snapshot_id));
   STRATA_ASSIGN_OR_RETURN(VolumeImpl * builder, FindVolumeLocked(pending->record.volume_id));
   STRATA_RETURN_IF_ERROR(builder->Flush());
   builder->Freeze(pending);
@@ -756,9 +772,11 @@ absl::Status RegionImpl::CompleteDirectSnapshot(const std::string& snapshot_id) 
   return absl::OkStatus();
 }
 
-absl::Status RegionImpl::AbortDirectSnapshot(const std::string& snapshot_id, const std::string& reason) {
+absl::Status RegionImpl::AbortDirectSnapshot(const std::string& snapshot_id,
+                                             const std::string& reason) {
   absl::MutexLock lock(&mu_);
-  STRATA_ASSIGN_OR_RETURN(std::shared_ptr<PendingSnapshot> pending, FindOpenDirectLocked(snapshot_id));
+  STRATA_ASSIGN_OR_RETURN(std::shared_ptr<PendingSnapshot> pending,
+                          FindOpenDirectLocked(snapshot_id));
   pending_.erase(snapshot_id);
   meta::SnapshotRecord r = *tree_->Get(snapshot_id);
   r.state = meta::SnapshotRecordState::kError;
@@ -772,28 +790,31 @@ absl::Status RegionImpl::AbortDirectSnapshot(const std::string& snapshot_id, con
 
 absl::Status RegionImpl::AttachVolume(const std::string& volume_id, const std::string& instance_id,
                                       const std::string& device) {
-  auto hex = [](absl::string_view s) { return s.find_first_not_of("0123456789abcdef") == absl::string_view::npos; };
+  auto hex = [](absl::string_view s) {
+    return s.find_first_not_of("0123456789abcdef") == absl::string_view::npos;
+  };
   if (!(instance_id.size() == 19 || instance_id.size() == 10) || instance_id.substr(0, 2) != "i-" ||
       !hex(absl::string_view(instance_id).substr(2))) {
-    return absl::InvalidArgumentError(absl::StrCat("instance id \"", instance_id,
-                                                   "\" must be i- and 17 (or 8) hex digits"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("instance id \"", instance_id, "\" must be i- and 17 (or 8) hex digits"));
   }
   if (device.size() < 6 || device.size() > 32 || device.substr(0, 5) != "/dev/" ||
       device.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789/") != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("device \"", device, "\" must look like /dev/sdf"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("device \"", device, "\" must look like /dev/sdf"));
   }
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
   const meta::VolumeRecord r = volume->record();
   if (!r.attached_to.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat("volume ", volume_id, " is already attached to ",
-                                                      r.attached_to, "; detach it first"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "volume ", volume_id, " is already attached to ", r.attached_to, "; detach it first"));
   }
   for (const auto& [id, other] : volumes_) {
     const meta::VolumeRecord o = other->record();
     if (o.attached_to == instance_id && o.device == device) {
-      return absl::AlreadyExistsError(absl::StrCat("device ", device, " of ", instance_id,
-                                                   " is taken by ", id));
+      return absl::AlreadyExistsError(
+          absl::StrCat("device ", device, " of ", instance_id, " is taken by ", id));
     }
   }
   volume->set_attachment(instance_id, device, env_->NowMicros());
@@ -804,7 +825,8 @@ absl::Status RegionImpl::AttachVolume(const std::string& volume_id, const std::s
   return absl::OkStatus();
 }
 
-absl::Status RegionImpl::DetachVolume(const std::string& volume_id, const std::string& instance_id) {
+absl::Status RegionImpl::DetachVolume(const std::string& volume_id,
+                                      const std::string& instance_id) {
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
   const meta::VolumeRecord r = volume->record();
@@ -975,15 +997,17 @@ absl::StatusOr<BlockListing> RegionImpl::ListChangedBlocks(const std::string& fi
   STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord a, FindCompletedSnapshot(first_snapshot_id));
   STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord b, FindCompletedSnapshot(second_snapshot_id));
   if (a.tree != b.tree) {
-    return absl::InvalidArgumentError(absl::StrCat("snapshots ", a.id, " and ", b.id,
-                                                   " are not of the same lineage"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshots ", a.id, " and ", b.id, " are not of the same lineage"));
   }
   STRATA_ASSIGN_OR_RETURN(SnapshotTree::Ancestry anc_a, tree_->Ancestors(a.id));
   STRATA_ASSIGN_OR_RETURN(SnapshotTree::Ancestry anc_b, tree_->Ancestors(b.id));
   // Only the deltas on the two paths below the common ancestor can differ.
   std::set<uint64_t> path_seqs;
-  for (uint64_t s : *anc_a) if (!anc_b->contains(s)) path_seqs.insert(s);
-  for (uint64_t s : *anc_b) if (!anc_a->contains(s)) path_seqs.insert(s);
+  for (uint64_t s : *anc_a)
+    if (!anc_b->contains(s)) path_seqs.insert(s);
+  for (uint64_t s : *anc_b)
+    if (!anc_a->contains(s)) path_seqs.insert(s);
   std::set<uint64_t> candidates;
   for (uint64_t seq : path_seqs) {
     STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::ManifestPrefix(seq), "",
@@ -1027,12 +1051,14 @@ absl::StatusOr<std::string> RegionImpl::GetSnapshotBlock(const std::string& snap
                                                          uint64_t block_index) {
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Snapshot> snapshot, OpenSnapshot(snapshot_id));
   const uint64_t offset = block_index * kApiBlockBytes;
-  if (block_index >= snapshot->size_bytes() / kApiBlockBytes + 1 || offset >= snapshot->size_bytes()) {
-    return absl::InvalidArgumentError(absl::StrCat("block ", block_index, " is past the end of ",
-                                                   snapshot_id));
+  if (block_index >= snapshot->size_bytes() / kApiBlockBytes + 1 ||
+      offset >= snapshot->size_bytes()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block ", block_index, " is past the end of ", snapshot_id));
   }
   std::string out(std::min<uint64_t>(kApiBlockBytes, snapshot->size_bytes() - offset), '\0');
-  STRATA_RETURN_IF_ERROR(snapshot->Read(offset, std::as_writable_bytes(std::span(out.data(), out.size()))));
+  STRATA_RETURN_IF_ERROR(
+      snapshot->Read(offset, std::as_writable_bytes(std::span(out.data(), out.size()))));
   return out;
 }
 
@@ -1109,8 +1135,8 @@ std::optional<RegionImpl::Task> RegionImpl::RunTask(Task task) {
     case Task::Kind::kPrune: {
       absl::MutexLock lock(&mu_);
       if (absl::Status s = Prune(task.id); !s.ok()) {
-        STRATA_LOG(kError, "snapshot ", task.id, ": deletion failed, retried at next open: ",
-                   s.ToString());
+        STRATA_LOG(kError, "snapshot ", task.id,
+                   ": deletion failed, retried at next open: ", s.ToString());
       }
       return std::nullopt;
     }
@@ -1147,7 +1173,8 @@ void RegionImpl::RunIngest(const std::shared_ptr<PendingSnapshot>& pending) {
   if (pending->direct) {
     // The builder volume served only this snapshot.
     if (absl::Status s = DeleteVolumeLocked(pending->record.volume_id); !s.ok()) {
-      STRATA_LOG(kWarning, "snapshot ", pending->record.id, ": builder not deleted: ", s.ToString());
+      STRATA_LOG(kWarning, "snapshot ", pending->record.id,
+                 ": builder not deleted: ", s.ToString());
     }
   }
   if (!error.ok()) return;
@@ -1194,8 +1221,9 @@ void RegionImpl::FailSnapshot(VolumeImpl& volume, const std::shared_ptr<PendingS
     std::optional<meta::SnapshotRecord> r = tree_->Get(failed->record.id);
     if (!r.has_value()) continue;
     r->state = meta::SnapshotRecordState::kError;
-    r->state_message = failed == pending ? std::string(why.message())
-                                         : absl::StrCat("its parent ", pending->record.id, " failed");
+    r->state_message = failed == pending
+                           ? std::string(why.message())
+                           : absl::StrCat("its parent ", pending->record.id, " failed");
     batch.Put(meta::SnapshotKey(r->id), r->Encode());
     failed_records.push_back(*r);
     pending_.erase(r->id);
@@ -1253,17 +1281,17 @@ absl::Status RegionImpl::RemoveSnapshotData(const meta::SnapshotRecord& r) {
   absl::Status bad;
   STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::ManifestPrefix(r.seq), "",
                                         [&](absl::string_view key, absl::string_view value) {
-    const uint64_t c = meta::ManifestKeyChunk(key);
-    absl::StatusOr<ChunkEntry> entry = DecodeEntry(value);
-    if (!entry.ok()) {
-      bad = entry.status();
-      return false;
-    }
-    if (entry->has_value()) drops.push_back(**entry);
-    batch.Delete(std::string(key));
-    batch.Delete(meta::ResolveKey(r.tree, c, r.seq));
-    return true;
-  }));
+                                          const uint64_t c = meta::ManifestKeyChunk(key);
+                                          absl::StatusOr<ChunkEntry> entry = DecodeEntry(value);
+                                          if (!entry.ok()) {
+                                            bad = entry.status();
+                                            return false;
+                                          }
+                                          if (entry->has_value()) drops.push_back(**entry);
+                                          batch.Delete(std::string(key));
+                                          batch.Delete(meta::ResolveKey(r.tree, c, r.seq));
+                                          return true;
+                                        }));
   STRATA_RETURN_IF_ERROR(bad);
   batch.Delete(meta::SnapshotKey(r.id));
   STRATA_RETURN_IF_ERROR(chunks_->Commit(std::move(batch), {}, drops));
@@ -1278,11 +1306,11 @@ absl::Status RegionImpl::MergeIntoChild(const meta::SnapshotRecord& r, meta::Sna
   std::vector<chunk::ChunkKey> drops;
   absl::Status bad;
   std::vector<std::pair<uint64_t, std::string>> entries;
-  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::ManifestPrefix(r.seq), "",
-                                        [&](absl::string_view key, absl::string_view value) {
-    entries.emplace_back(meta::ManifestKeyChunk(key), std::string(value));
-    return true;
-  }));
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(
+      meta::ManifestPrefix(r.seq), "", [&](absl::string_view key, absl::string_view value) {
+        entries.emplace_back(meta::ManifestKeyChunk(key), std::string(value));
+        return true;
+      }));
   for (const auto& [c, value] : entries) {
     STRATA_ASSIGN_OR_RETURN(ChunkEntry entry, DecodeEntry(value));
     batch.Delete(meta::ManifestKey(r.seq, c));
@@ -1325,7 +1353,8 @@ std::optional<RegionImpl::Task> RegionImpl::HydrateStep(const std::string& volum
   if (status.ok()) status = volume->Flush();
   if (!status.ok()) {
     STRATA_LOG(kError, "volume ", volume_id, ": hydration paused: ", status.ToString());
-    return Task{Task::Kind::kHydrate, volume_id, nullptr, env_->NowMicros() + 10 * kHydrateSliceMicros};
+    return Task{Task::Kind::kHydrate, volume_id, nullptr,
+                env_->NowMicros() + 10 * kHydrateSliceMicros};
   }
   if (*copied > 0) {
     return Task{Task::Kind::kHydrate, volume_id, nullptr, env_->NowMicros() + kHydrateSliceMicros};

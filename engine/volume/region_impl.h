@@ -2,7 +2,6 @@
 // RegionImpl: one region's volumes and snapshots over its catalog and chunk store, and the
 // background worker that ingests snapshots, prunes deleted ones and hydrates volumes.
 
-#include "absl/strings/string_view.h"
 #include <deque>
 #include <map>
 #include <memory>
@@ -10,6 +9,7 @@
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "chunk/chunk_store.h"
 #include "meta/catalog.h"
@@ -36,7 +36,8 @@ class RegionImpl final : public Region {
   absl::StatusOr<std::vector<VolumeInfo>> ListVolumes() override;
   absl::Status GrowVolume(const std::string& volume_id, uint64_t new_size_bytes) override;
   absl::Status DeleteVolume(const std::string& volume_id) override;
-  absl::Status TagVolume(const std::string& volume_id, const std::map<std::string, std::string>& set,
+  absl::Status TagVolume(const std::string& volume_id,
+                         const std::map<std::string, std::string>& set,
                          const std::vector<std::string>& remove) override;
   absl::Status StartHydration(const std::string& volume_id, uint64_t bytes_per_second) override;
   absl::Status AttachVolume(const std::string& volume_id, const std::string& instance_id,
@@ -50,7 +51,8 @@ class RegionImpl final : public Region {
                                                      const std::string& parent_snapshot_id,
                                                      const CreateSnapshotRequest& request) override;
   absl::Status CompleteDirectSnapshot(const std::string& snapshot_id) override;
-  absl::Status AbortDirectSnapshot(const std::string& snapshot_id, const std::string& reason) override;
+  absl::Status AbortDirectSnapshot(const std::string& snapshot_id,
+                                   const std::string& reason) override;
   absl::Status SetVolumeType(const std::string& volume_id, const std::string& volume_type,
                              uint64_t iops, uint64_t throughput) override;
   absl::Status SetSnapshotPermissions(const std::string& snapshot_id,
@@ -132,8 +134,8 @@ class RegionImpl final : public Region {
                                                               uint64_t seq)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The pending direct snapshot `snapshot_id`, not yet completed.
-  absl::StatusOr<std::shared_ptr<PendingSnapshot>> FindOpenDirectLocked(const std::string& snapshot_id)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::shared_ptr<PendingSnapshot>> FindOpenDirectLocked(
+      const std::string& snapshot_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<meta::SnapshotRecord> FindSnapshot(const std::string& snapshot_id) const;
   absl::StatusOr<meta::SnapshotRecord> FindCompletedSnapshot(const std::string& snapshot_id) const;
   VolumeInfo ToInfo(VolumeImpl& volume) const;

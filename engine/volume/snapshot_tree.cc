@@ -1,7 +1,7 @@
-#include "absl/strings/string_view.h"
 #include "volume/snapshot_tree.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "util/status_macros.h"
 
 namespace strata::volume {
@@ -20,15 +20,16 @@ absl::StatusOr<ChunkEntry> DecodeEntry(absl::string_view bytes) {
 absl::Status SnapshotTree::Load() {
   absl::flat_hash_map<std::string, meta::SnapshotRecord> records;
   absl::Status corrupt;
-  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::kSnapshotPrefix, "", [&](absl::string_view key, absl::string_view v) {
-    absl::StatusOr<meta::SnapshotRecord> r = meta::SnapshotRecord::Decode(v);
-    if (!r.ok()) {
-      corrupt = absl::DataLossError(absl::StrCat(r.status().message(), " (key ", key, ")"));
-      return false;
-    }
-    records[r->id] = *std::move(r);
-    return true;
-  }));
+  STRATA_RETURN_IF_ERROR(
+      catalog_->Scan(meta::kSnapshotPrefix, "", [&](absl::string_view key, absl::string_view v) {
+        absl::StatusOr<meta::SnapshotRecord> r = meta::SnapshotRecord::Decode(v);
+        if (!r.ok()) {
+          corrupt = absl::DataLossError(absl::StrCat(r.status().message(), " (key ", key, ")"));
+          return false;
+        }
+        records[r->id] = *std::move(r);
+        return true;
+      }));
   STRATA_RETURN_IF_ERROR(corrupt);
   absl::MutexLock lock(&mu_);
   records_ = std::move(records);
@@ -91,7 +92,8 @@ absl::StatusOr<SnapshotTree::Ancestry> SnapshotTree::Ancestors(const std::string
   return ancestry;
 }
 
-absl::StatusOr<ChunkEntry> SnapshotTree::Resolve(const std::string& id, uint64_t chunk_index) const {
+absl::StatusOr<ChunkEntry> SnapshotTree::Resolve(const std::string& id,
+                                                 uint64_t chunk_index) const {
   std::optional<meta::SnapshotRecord> record = Get(id);
   if (!record.has_value()) return absl::NotFoundError(absl::StrCat("snapshot ", id, " not found"));
   STRATA_ASSIGN_OR_RETURN(Ancestry ancestry, Ancestors(id));
@@ -102,13 +104,14 @@ absl::StatusOr<ChunkEntry> SnapshotTree::Resolve(uint64_t tree, uint64_t seq,
                                                  const Ancestry& ancestry,
                                                  uint64_t chunk_index) const {
   std::optional<std::string> found;
-  STRATA_RETURN_IF_ERROR(catalog_->Scan(
-      meta::ResolvePrefix(tree, chunk_index), meta::ResolveKey(tree, chunk_index, seq),
-      [&](absl::string_view key, absl::string_view value) {
-        if (!ancestry->contains(meta::ResolveKeySeq(key))) return true;
-        found.emplace(value);
-        return false;
-      }));
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::ResolvePrefix(tree, chunk_index),
+                                        meta::ResolveKey(tree, chunk_index, seq),
+                                        [&](absl::string_view key, absl::string_view value) {
+                                          if (!ancestry->contains(meta::ResolveKeySeq(key)))
+                                            return true;
+                                          found.emplace(value);
+                                          return false;
+                                        }));
   if (!found.has_value()) return ChunkEntry();
   return DecodeEntry(*found);
 }
@@ -124,23 +127,24 @@ absl::StatusOr<std::vector<ChunkEntry>> SnapshotTree::ResolveRange(uint64_t tree
   std::vector<ChunkEntry> out(count);
   std::vector<bool> found(count, false);
   absl::Status bad;
-  STRATA_RETURN_IF_ERROR(catalog_->Scan(
-      meta::ResolveTreePrefix(tree), meta::ResolvePrefix(tree, first_chunk),
-      [&](absl::string_view key, absl::string_view value) {
-        const uint64_t c = meta::ResolveKeyChunk(key);
-        if (c >= first_chunk + count) return false;
-        const uint64_t i = c - first_chunk;
-        // Entries of one chunk come newest first; only the snapshot's own line counts.
-        if (found[i] || !ancestry->contains(meta::ResolveKeySeq(key))) return true;
-        found[i] = true;
-        absl::StatusOr<ChunkEntry> entry = DecodeEntry(value);
-        if (!entry.ok()) {
-          bad = entry.status();
-          return false;
-        }
-        out[i] = *entry;
-        return true;
-      }));
+  STRATA_RETURN_IF_ERROR(
+      catalog_->Scan(meta::ResolveTreePrefix(tree), meta::ResolvePrefix(tree, first_chunk),
+                     [&](absl::string_view key, absl::string_view value) {
+                       const uint64_t c = meta::ResolveKeyChunk(key);
+                       if (c >= first_chunk + count) return false;
+                       const uint64_t i = c - first_chunk;
+                       // Entries of one chunk come newest first; only the snapshot's own line
+                       // counts.
+                       if (found[i] || !ancestry->contains(meta::ResolveKeySeq(key))) return true;
+                       found[i] = true;
+                       absl::StatusOr<ChunkEntry> entry = DecodeEntry(value);
+                       if (!entry.ok()) {
+                         bad = entry.status();
+                         return false;
+                       }
+                       out[i] = *entry;
+                       return true;
+                     }));
   STRATA_RETURN_IF_ERROR(bad);
   return out;
 }

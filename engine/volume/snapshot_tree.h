@@ -5,7 +5,6 @@
 // index seek (entries are ordered newest first) and an in-memory ancestor test, never by walking
 // manifests.
 
-#include "absl/strings/string_view.h"
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -16,6 +15,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "chunk/chunk_key.h"
 #include "meta/catalog.h"
@@ -49,10 +49,13 @@ class SnapshotTree {
   // The seqs of `id` and all its ancestors. kNotFound for an unknown snapshot.
   [[nodiscard]] absl::StatusOr<Ancestry> Ancestors(const std::string& id) const;
   // Resolves chunk `chunk_index` of snapshot `id`.
-  [[nodiscard]] absl::StatusOr<ChunkEntry> Resolve(const std::string& id, uint64_t chunk_index) const;
+  [[nodiscard]] absl::StatusOr<ChunkEntry> Resolve(const std::string& id,
+                                                   uint64_t chunk_index) const;
   // Resolves chunks [first_chunk, first_chunk + count) with one index scan.
-  [[nodiscard]] absl::StatusOr<std::vector<ChunkEntry>> ResolveRange(
-      uint64_t tree, const Ancestry& ancestry, uint64_t first_chunk, uint64_t count) const;
+  [[nodiscard]] absl::StatusOr<std::vector<ChunkEntry>> ResolveRange(uint64_t tree,
+                                                                     const Ancestry& ancestry,
+                                                                     uint64_t first_chunk,
+                                                                     uint64_t count) const;
   // As Resolve, with the snapshot's tree, seq and ancestry already at hand.
   [[nodiscard]] absl::StatusOr<ChunkEntry> Resolve(uint64_t tree, uint64_t seq,
                                                    const Ancestry& ancestry,

@@ -1,8 +1,9 @@
-#include "absl/strings/string_view.h"
 #include "volume/sparse_bitmap.h"
 
 #include <bit>
 #include <cstring>
+
+#include "absl/strings/string_view.h"
 
 namespace strata::volume {
 namespace {
@@ -109,13 +110,15 @@ uint64_t SparseBitmap::Count() const {
   for (uint64_t i = 0; i < leaf_count_; ++i) {
     const Leaf* leaf = FindLeaf(i);
     if (leaf == nullptr) continue;
-    for (const auto& word : leaf->words) count += std::popcount(word.load(std::memory_order_relaxed));
+    for (const auto& word : leaf->words)
+      count += std::popcount(word.load(std::memory_order_relaxed));
   }
   return count;
 }
 
 void SparseBitmap::Union(const SparseBitmap& other) {
-  for (std::optional<uint64_t> bit = other.NextSet(0); bit.has_value(); bit = other.NextSet(*bit + 1)) {
+  for (std::optional<uint64_t> bit = other.NextSet(0); bit.has_value();
+       bit = other.NextSet(*bit + 1)) {
     Set(*bit);
   }
 }

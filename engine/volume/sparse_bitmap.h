@@ -3,7 +3,6 @@
 // 1 TiB volume costs a few KiB until written. Leaves are also the unit of persistence
 // (meta::kBitmapLeafBytes per catalog value).
 
-#include "absl/strings/string_view.h"
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -12,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "meta/schema.h"
 
 namespace strata::volume {

@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "volume/volume_impl.h"
 
 #include <algorithm>
@@ -6,6 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "util/log.h"
 #include "util/status_macros.h"
 
@@ -14,8 +14,9 @@ namespace strata::volume {
 // Locks the stripes of chunks [first, last] in ascending stripe order, shared or exclusive.
 class VolumeImpl::StripeLocks {
  public:
-  StripeLocks(VolumeImpl& volume, uint64_t first, uint64_t last, bool exclusive)
-      ABSL_NO_THREAD_SAFETY_ANALYSIS : volume_(volume), exclusive_(exclusive) {
+  StripeLocks(VolumeImpl& volume, uint64_t first, uint64_t last,
+              bool exclusive) ABSL_NO_THREAD_SAFETY_ANALYSIS : volume_(volume),
+                                                               exclusive_(exclusive) {
     if (last - first + 1 >= kStripeCount) {
       held_.set();
     } else {
@@ -101,15 +102,14 @@ uint64_t VolumeImpl::ChunkLength(uint64_t chunk_index) const {
 
 absl::Status VolumeImpl::CheckRange(uint64_t offset_bytes, uint64_t length_bytes) const {
   if (offset_bytes % kSectorBytes != 0 || length_bytes % kSectorBytes != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        id_, ": offset ", offset_bytes, " and length ", length_bytes, " must be multiples of ",
-        kSectorBytes));
+    return absl::InvalidArgumentError(absl::StrCat(id_, ": offset ", offset_bytes, " and length ",
+                                                   length_bytes, " must be multiples of ",
+                                                   kSectorBytes));
   }
   const uint64_t size = size_bytes();
   if (offset_bytes > size || length_bytes > size - offset_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(id_, ": range ", offset_bytes, "+",
-                                                   length_bytes, " is past the end (",
-                                                   size, " bytes)"));
+    return absl::InvalidArgumentError(absl::StrCat(id_, ": range ", offset_bytes, "+", length_bytes,
+                                                   " is past the end (", size, " bytes)"));
   }
   return absl::OkStatus();
 }
@@ -173,7 +173,8 @@ absl::StatusOr<ChunkEntry> VolumeImpl::ResolveBase(uint64_t chunk_index) {
   }
   if (base.empty()) return ChunkEntry();
   std::optional<meta::SnapshotRecord> rec = deps_.tree->Get(base);
-  if (!rec.has_value()) return absl::InternalError(absl::StrCat(id_, ": base snapshot ", base, " is gone"));
+  if (!rec.has_value())
+    return absl::InternalError(absl::StrCat(id_, ": base snapshot ", base, " is gone"));
   if (ancestry == nullptr) {
     STRATA_ASSIGN_OR_RETURN(ancestry, deps_.tree->Ancestors(base));
     absl::MutexLock lock(&mu_);
@@ -209,10 +210,11 @@ absl::Status VolumeImpl::Read(uint64_t offset_bytes, std::span<std::byte> out) {
   for (uint64_t pos = offset_bytes; pos < offset_bytes + out.size();) {
     const uint64_t c = pos >> chunk_shift_;
     const uint64_t in_chunk = pos - (c << chunk_shift_);
-    const uint64_t n = std::min<uint64_t>(deps_.chunk_size_bytes - in_chunk,
-                                          offset_bytes + out.size() - pos);
+    const uint64_t n =
+        std::min<uint64_t>(deps_.chunk_size_bytes - in_chunk, offset_bytes + out.size() - pos);
     auto piece = out.subspan(pos - offset_bytes, n);
-    STRATA_RETURN_IF_ERROR(owned_.Test(c) ? head_->Read(pos, piece) : ReadUnowned(c, in_chunk, piece));
+    STRATA_RETURN_IF_ERROR(owned_.Test(c) ? head_->Read(pos, piece)
+                                          : ReadUnowned(c, in_chunk, piece));
     pos += n;
   }
   return absl::OkStatus();
@@ -232,7 +234,8 @@ absl::Status VolumeImpl::CopyUp(uint64_t chunk_index) {
 absl::Status VolumeImpl::PrepareForWrite(uint64_t chunk_index, bool covers_whole_chunk) {
   if (pending_count_.load(std::memory_order_acquire) > 0) {
     for (const std::shared_ptr<PendingSnapshot>& pending : PendingList()) {
-      IngestChunkLocked(*pending, chunk_index);  // Copy-before-write keeps the snapshot point in time.
+      IngestChunkLocked(*pending,
+                        chunk_index);  // Copy-before-write keeps the snapshot point in time.
     }
   }
   if (!covers_whole_chunk && !owned_.Test(chunk_index)) return CopyUp(chunk_index);
@@ -271,7 +274,8 @@ absl::Status VolumeImpl::ZeroRange(uint64_t offset_bytes, uint64_t length_bytes)
   StripeLocks locks(*this, first, last, /*exclusive=*/true);
   for (uint64_t c = first; c <= last; ++c) {
     const uint64_t start = c << chunk_shift_;
-    STRATA_RETURN_IF_ERROR(PrepareForWrite(c, offset_bytes <= start && end >= start + ChunkLength(c)));
+    STRATA_RETURN_IF_ERROR(
+        PrepareForWrite(c, offset_bytes <= start && end >= start + ChunkLength(c)));
   }
   STRATA_RETURN_IF_ERROR(head_->PunchHole(offset_bytes, length_bytes));
   for (uint64_t c = first; c <= last; ++c) {

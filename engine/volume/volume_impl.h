@@ -28,7 +28,7 @@ namespace strata::volume {
 // A snapshot between CreateSnapshot and completion. Its frozen bitmap holds the chunks still to
 // ingest; a chunk leaves it (under the chunk's stripe lock) once its content is stored.
 struct PendingSnapshot {
-  meta::SnapshotRecord record;          // As created (state kPending).
+  meta::SnapshotRecord record;             // As created (state kPending).
   SnapshotTree::Ancestry parent_ancestry;  // Null when there is no parent.
   uint64_t parent_seq = 0;
   // An EBS direct snapshot: created before its builder volume is frozen (at completion); its
@@ -104,7 +104,8 @@ class VolumeImpl final : public Volume {
   // Forgets a failed pending snapshot and the ones after it; the volume's last snapshot goes
   // back to its parent and every owned chunk becomes dirty, so nothing is missed.
   // Returns the failed snapshots.
-  std::vector<std::shared_ptr<PendingSnapshot>> FailPending(const std::shared_ptr<PendingSnapshot>& pending);
+  std::vector<std::shared_ptr<PendingSnapshot>> FailPending(
+      const std::shared_ptr<PendingSnapshot>& pending);
   bool HasPending() const;
 
   // Makes the volume's next snapshot incremental to `new_last` (the parent of its deleted last
@@ -129,12 +130,14 @@ class VolumeImpl final : public Volume {
   absl::Status PrepareForWrite(uint64_t chunk_index, bool covers_whole_chunk);
   absl::Status CopyUp(uint64_t chunk_index);
   absl::StatusOr<ChunkEntry> ResolveBase(uint64_t chunk_index);
-  absl::Status ReadUnowned(uint64_t chunk_index, uint64_t offset_in_chunk, std::span<std::byte> out);
+  absl::Status ReadUnowned(uint64_t chunk_index, uint64_t offset_in_chunk,
+                           std::span<std::byte> out);
   // Shared by Trim and WriteZeroes.
   absl::Status ZeroRange(uint64_t offset_bytes, uint64_t length_bytes);
   // REQUIRES: gate_ shared and the chunk's stripe held exclusively.
   void IngestChunkLocked(PendingSnapshot& pending, uint64_t chunk_index);
-  void StoreIngested(PendingSnapshot& pending, uint64_t chunk_index, std::span<const std::byte> data);
+  void StoreIngested(PendingSnapshot& pending, uint64_t chunk_index,
+                     std::span<const std::byte> data);
 
   const VolumeDeps deps_;
   const std::string id_;
@@ -151,7 +154,7 @@ class VolumeImpl final : public Volume {
   absl::Mutex stripes_[kStripeCount];
   mutable absl::Mutex mu_;
 
-  SparseBitmap owned_;                                      // Resized under gate_ exclusive.
+  SparseBitmap owned_;                                          // Resized under gate_ exclusive.
   std::unique_ptr<SparseBitmap> dirty_ ABSL_GUARDED_BY(gate_);  // Swapped under gate_ exclusive.
   meta::VolumeRecord record_ ABSL_GUARDED_BY(mu_);
   std::deque<std::shared_ptr<PendingSnapshot>> pending_ ABSL_GUARDED_BY(mu_);

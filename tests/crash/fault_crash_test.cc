@@ -86,7 +86,8 @@ TEST_F(FaultCrashTest, SeededWorkloadsSurvivePowerLoss) {
     // The state at the start of the round is durable: it was reopened after a crash.
     const std::vector<std::byte> start = ReadVolume(id);
     for (uint64_t sector = 0; sector < kVolumeBytes / kSector; ++sector) {
-      model.SetDurable(sector, SectorValue(std::span(start).subspan(sector * kSector, kSector), sector));
+      model.SetDurable(sector,
+                       SectorValue(std::span(start).subspan(sector * kSector, kSector), sector));
     }
     std::vector<std::pair<std::string, std::vector<uint64_t>>> snapshots;
     Volume* volume = *region_->GetVolume(id);
@@ -99,7 +100,8 @@ TEST_F(FaultCrashTest, SeededWorkloadsSurvivePowerLoss) {
         case OpKind::kWrite:
         case OpKind::kWriteFua:
           FillValue(std::span(buf).first(len), op.value, op.block * 8);
-          ASSERT_THAT(volume->Write(off, std::span(buf).first(len), op.kind == OpKind::kWriteFua), IsOk());
+          ASSERT_THAT(volume->Write(off, std::span(buf).first(len), op.kind == OpKind::kWriteFua),
+                      IsOk());
           break;
         case OpKind::kTrim:
           ASSERT_THAT(volume->Trim(off, len), IsOk());
@@ -149,7 +151,8 @@ TEST_F(FaultCrashTest, SeededWorkloadsSurvivePowerLoss) {
       }
       const std::vector<std::byte> got = ReadSnapshot(snap);
       for (uint64_t sector = 0; sector < kVolumeBytes / kSector; ++sector) {
-        ASSERT_EQ(SectorValue(std::span(got).subspan(sector * kSector, kSector), sector), image[sector])
+        ASSERT_EQ(SectorValue(std::span(got).subspan(sector * kSector, kSector), sector),
+                  image[sector])
             << "snapshot " << snap << " sector " << sector;
       }
     }

@@ -122,7 +122,8 @@ TEST_F(KillTest, SigkillAtRandomPointsLosesNothingAcknowledged) {
       std::vector<std::byte> start(kVolumeBytes);
       ASSERT_THAT((*store->DefaultRegion()->GetVolume(volume_id))->Read(0, start), IsOk());
       for (uint64_t sector = 0; sector < kVolumeBytes / kSector; ++sector) {
-        model.SetDurable(sector, SectorValue(std::span(start).subspan(sector * kSector, kSector), sector));
+        model.SetDurable(sector,
+                         SectorValue(std::span(start).subspan(sector * kSector, kSector), sector));
       }
     }
     const uint64_t workload_seed = rng();
@@ -175,14 +176,15 @@ TEST_F(KillTest, SigkillAtRandomPointsLosesNothingAcknowledged) {
     }
     for (const auto& [snap, image] : snapshots) {
       auto info = region->DescribeSnapshot(snap);
-      if (!info.ok()) continue;  // Deleted by a later op.
+      if (!info.ok()) continue;                                // Deleted by a later op.
       if (info->state != SnapshotState::kCompleted) continue;  // Pending at the kill: failed.
       auto reader = region->OpenSnapshot(snap);
       ASSERT_THAT(reader, IsOk());
       std::vector<std::byte> got(kVolumeBytes);
       ASSERT_THAT((*reader)->Read(0, got), IsOk());
       for (uint64_t sector = 0; sector < kVolumeBytes / kSector; ++sector) {
-        ASSERT_EQ(SectorValue(std::span(got).subspan(sector * kSector, kSector), sector), image[sector])
+        ASSERT_EQ(SectorValue(std::span(got).subspan(sector * kSector, kSector), sector),
+                  image[sector])
             << "snapshot " << snap << " sector " << sector;
       }
     }

@@ -37,7 +37,8 @@ inline uint64_t SectorValue(std::span<const std::byte> sector, uint64_t sector_i
   std::memcpy(&index, sector.data() + 8, 8);
   std::vector<std::byte> want(kSector);
   FillValue(want, id, sector_index);
-  if (index != sector_index || std::memcmp(want.data(), sector.data(), kSector) != 0) return UINT64_MAX;
+  if (index != sector_index || std::memcmp(want.data(), sector.data(), kSector) != 0)
+    return UINT64_MAX;
   return id;
 }
 
@@ -45,9 +46,9 @@ enum class OpKind { kWrite, kWriteFua, kTrim, kFlush, kSnapshot, kDeleteSnapshot
 
 struct Op {
   OpKind kind;
-  uint64_t block = 0;        // First block (writes, trims).
+  uint64_t block = 0;  // First block (writes, trims).
   uint64_t block_count = 0;
-  uint64_t value = 0;        // Value id for writes; index into snapshots for deletions.
+  uint64_t value = 0;  // Value id for writes; index into snapshots for deletions.
 };
 
 // Generates the op sequence for `seed` over a volume of `block_count` blocks.

@@ -9,8 +9,8 @@
 
 #include "ebs_service.h"
 #include "http_server.h"
-#include "request.h"
 #include "query.h"
+#include "request.h"
 #include "sigv4.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -27,7 +27,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const HttpRequest& request = **parsed;
     (void)CanonicalRequest(request, {"host", "x-amz-date"}, "UNSIGNED-PAYLOAD");
     (void)ParseAuthorization(request.Header("authorization"));
-    auto lookup = [](const std::string&) -> absl::StatusOr<std::string> { return std::string("k"); };
+    auto lookup = [](const std::string&) -> absl::StatusOr<std::string> {
+      return std::string("k");
+    };
     (void)Verify(request, lookup, 1767225600);
   }
   auto params = QueryParams::Parse(input);
@@ -41,14 +43,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)ParseStartSnapshot(input);  // The REST-JSON body of the EBS direct StartSnapshot.
   // NBD request headers against a small export.
   using namespace strata::nbd;
-  for (size_t at = 0; at + kRequestHeaderBytes <= size && at < 8 * kRequestHeaderBytes; at += kRequestHeaderBytes) {
+  for (size_t at = 0; at + kRequestHeaderBytes <= size && at < 8 * kRequestHeaderBytes;
+       at += kRequestHeaderBytes) {
     auto bytes = std::as_bytes(std::span(data + at, kRequestHeaderBytes));
-    auto decoded = DecodeRequest(std::span<const std::byte, kRequestHeaderBytes>(bytes.data(), kRequestHeaderBytes));
+    auto decoded = DecodeRequest(
+        std::span<const std::byte, kRequestHeaderBytes>(bytes.data(), kRequestHeaderBytes));
     if (const Request* r = std::get_if<Request>(&decoded)) {
       auto checked = ValidateRequest(*r, {1 << 20, (at / kRequestHeaderBytes) % 2 == 1});
       if (const Request* ok = std::get_if<Request>(&checked)) {
         // A valid request is within the export and aligned.
-        if (ok->offset + ok->length > (1u << 20) || ok->offset % kMinBlockBytes != 0) __builtin_trap();
+        if (ok->offset + ok->length > (1u << 20) || ok->offset % kMinBlockBytes != 0)
+          __builtin_trap();
       }
     }
   }

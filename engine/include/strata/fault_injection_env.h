@@ -2,8 +2,8 @@
 // An Env wrapper that injects I/O errors and simulates power loss, for crash tests.
 
 #include <map>
-#include <span>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -14,9 +14,9 @@ namespace strata {
 
 // Per-file crash state of a FaultInjectionEnv.
 struct FaultFileState {
-  bool durable_entry = true;  // False: created and its directory not synced since.
-  bool dirty = false;         // The undo image below is armed.
-  uint64_t synced_size = 0;   // Size at the last Sync (valid when dirty).
+  bool durable_entry = true;                   // False: created and its directory not synced since.
+  bool dirty = false;                          // The undo image below is armed.
+  uint64_t synced_size = 0;                    // Size at the last Sync (valid when dirty).
   std::map<uint64_t, std::string> undo_pages;  // Page index -> bytes as last synced.
 };
 
@@ -50,8 +50,8 @@ class FaultInjectionEnv : public Env {
 
   // Internal: called by the wrapped files.
   absl::Status MaybeFail();
-  void SaveUndo(const std::string& path, File& base, uint64_t offset_bytes,
-                uint64_t length_bytes, bool skip_holes);
+  void SaveUndo(const std::string& path, File& base, uint64_t offset_bytes, uint64_t length_bytes,
+                bool skip_holes);
   void MarkSynced(const std::string& path);
 
  private:
@@ -59,7 +59,8 @@ class FaultInjectionEnv : public Env {
   absl::Mutex mu_;
   int64_t fail_countdown_ ABSL_GUARDED_BY(mu_) = -1;  // -1: no fault armed.
   absl::Status fail_status_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, FaultFileState> files_ ABSL_GUARDED_BY(mu_);  // Files written since tracking.
+  std::map<std::string, FaultFileState> files_
+      ABSL_GUARDED_BY(mu_);  // Files written since tracking.
 };
 
 }  // namespace strata

@@ -42,8 +42,8 @@ struct CreateVolumeRequest {
   uint64_t size_bytes = 0;
   std::string snapshot_id;  // Empty: a blank volume.
   std::map<std::string, std::string> tags;
-  std::string owner;                 // Account id of the creator. Default: none.
-  std::string volume_type = "gp3";   // Informational: gp2, gp3, io1, io2, st1, sc1, standard.
+  std::string owner;                // Account id of the creator. Default: none.
+  std::string volume_type = "gp3";  // Informational: gp2, gp3, io1, io2, st1, sc1, standard.
   uint64_t iops = 0;
   uint64_t throughput = 0;
 };
@@ -66,10 +66,10 @@ struct Account {
 
 // Statistics of a region's chunk store.
 struct StoreStats {
-  uint64_t chunk_count = 0;         // Distinct stored chunks.
+  uint64_t chunk_count = 0;             // Distinct stored chunks.
   uint64_t referenced_chunk_count = 0;  // Sum of refcounts.
-  uint64_t stored_bytes = 0;        // Bytes of live chunk records.
-  uint64_t segment_file_bytes = 0;  // Bytes of segment files (live and dead).
+  uint64_t stored_bytes = 0;            // Bytes of live chunk records.
+  uint64_t segment_file_bytes = 0;      // Bytes of segment files (live and dead).
   uint64_t segment_count = 0;
 };
 
@@ -149,8 +149,8 @@ class Region {
       const std::string& snapshot_id) = 0;
   [[nodiscard]] virtual absl::StatusOr<std::vector<SnapshotInfo>> ListSnapshots() = 0;
   // Waits until the snapshot leaves kPending or `timeout_ms` passes; returns its info.
-  [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> WaitForSnapshot(
-      const std::string& snapshot_id, uint64_t timeout_ms) = 0;
+  [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> WaitForSnapshot(const std::string& snapshot_id,
+                                                                     uint64_t timeout_ms) = 0;
   // Deletes a snapshot: only data that no other snapshot or volume needs goes. A pending
   // snapshot cannot be deleted (kFailedPrecondition).
   [[nodiscard]] virtual absl::Status DeleteSnapshot(const std::string& snapshot_id) = 0;
@@ -171,8 +171,8 @@ class Region {
       const std::string& first_snapshot_id, const std::string& second_snapshot_id,
       const std::string& next_token, uint64_t max_results) = 0;
   // Reads block `block_index` (kApiBlockBytes) of a snapshot (EBS GetSnapshotBlock).
-  [[nodiscard]] virtual absl::StatusOr<std::string> GetSnapshotBlock(
-      const std::string& snapshot_id, uint64_t block_index) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::string> GetSnapshotBlock(const std::string& snapshot_id,
+                                                                     uint64_t block_index) = 0;
 
   // Reclaims the space of unreferenced chunks: compacts segments whose live share is below
   // half and deletes empty ones. Returns the bytes given back to the file system.

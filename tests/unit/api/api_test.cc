@@ -38,21 +38,23 @@ TEST(HttpParseTest, RefusesMalformedAndOversizedRequests) {
   HttpServerOptions options;
   options.max_body_bytes = 10;
   options.max_header_bytes = 100;
-  for (std::string bad : {std::string("garbage\r\n\r\n"), std::string("GET nopath HTTP/1.1\r\n\r\n"),
-                          std::string("GET / HTTP/1.1\r\nno colon\r\n\r\n"),
-                          std::string("GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
-                          std::string("POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n"),
-                          std::string("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
-                          "GET / HTTP/1.1\r\nX: " + std::string(200, 'a') + "\r\n\r\n",
-                          std::string(200, 'a')}) {
-    EXPECT_THAT(HttpServer::ParseRequest(bad, options), StatusIs(absl::StatusCode::kInvalidArgument))
+  for (std::string bad :
+       {std::string("garbage\r\n\r\n"), std::string("GET nopath HTTP/1.1\r\n\r\n"),
+        std::string("GET / HTTP/1.1\r\nno colon\r\n\r\n"),
+        std::string("GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+        std::string("POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n"),
+        std::string("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        "GET / HTTP/1.1\r\nX: " + std::string(200, 'a') + "\r\n\r\n", std::string(200, 'a')}) {
+    EXPECT_THAT(HttpServer::ParseRequest(bad, options),
+                StatusIs(absl::StatusCode::kInvalidArgument))
         << bad.substr(0, 40);
   }
 }
 
 TEST(QueryTest, ListsStructsIntsAndBadEscapes) {
-  auto p = QueryParams::Parse("VolumeId.1=a&VolumeId.2=b&VolumeId.4=d&Filter.1.Name=tag%3AName&"
-                              "Filter.1.Value.1=web%2A&Filter.2.Name=size&Filter.2.Value.1=2&Size=x+y");
+  auto p = QueryParams::Parse(
+      "VolumeId.1=a&VolumeId.2=b&VolumeId.4=d&Filter.1.Name=tag%3AName&"
+      "Filter.1.Value.1=web%2A&Filter.2.Name=size&Filter.2.Value.1=2&Size=x+y");
   ASSERT_THAT(p, IsOk());
   EXPECT_EQ(p->List("VolumeId"), (std::vector<std::string>{"a", "b"}));
   std::vector<Filter> filters = ParseFilters(*p);
@@ -96,8 +98,9 @@ TEST(SigV4Test, RefusesMissingMalformedAndStale) {
   request.path = "/";
   auto failure = std::get<AuthFailure>(Verify(request, lookup, 0));
   EXPECT_EQ(failure.code, "AuthFailure");
-  request.headers["authorization"] = "AWS4-HMAC-SHA256 Credential=AK/20260101/r/ec2/aws4_request, "
-                                     "SignedHeaders=host;x-amz-date, Signature=00";
+  request.headers["authorization"] =
+      "AWS4-HMAC-SHA256 Credential=AK/20260101/r/ec2/aws4_request, "
+      "SignedHeaders=host;x-amz-date, Signature=00";
   request.headers["x-amz-date"] = "20260101T000000Z";
   request.headers["host"] = "h";
   failure = std::get<AuthFailure>(Verify(request, lookup, 1767225600 + 3600));  // An hour later.
@@ -118,14 +121,16 @@ namespace strata::api {
 namespace {
 
 TEST(StartSnapshotParseTest, ChecksTypesAndRanges) {
-  auto ok = ParseStartSnapshot(R"({"VolumeSize": 8, "Tags": [{"Key": "k", "Value": "v"}], "Timeout": 30})");
+  auto ok = ParseStartSnapshot(
+      R"({"VolumeSize": 8, "Tags": [{"Key": "k", "Value": "v"}], "Timeout": 30})");
   ASSERT_THAT(ok, IsOk());
   EXPECT_EQ(ok->volume_size_gib, 8);
   EXPECT_EQ(ok->tags.at("k"), "v");
-  for (const char* bad : {"", "[]", "not json", R"({"VolumeSize": "8"})", R"({"VolumeSize": 0})",
-                          R"({"VolumeSize": 8, "Description": 5})", R"({"VolumeSize": 8, "Timeout": 5})",
-                          R"({"VolumeSize": 8, "Tags": [{"Value": "v"}]})", R"({"VolumeSize": 8, "Tags": {}})",
-                          R"({"VolumeSize": 8, "Encrypted": true})"}) {
+  for (const char* bad :
+       {"", "[]", "not json", R"({"VolumeSize": "8"})", R"({"VolumeSize": 0})",
+        R"({"VolumeSize": 8, "Description": 5})", R"({"VolumeSize": 8, "Timeout": 5})",
+        R"({"VolumeSize": 8, "Tags": [{"Value": "v"}]})", R"({"VolumeSize": 8, "Tags": {}})",
+        R"({"VolumeSize": 8, "Encrypted": true})"}) {
     EXPECT_THAT(ParseStartSnapshot(bad), StatusIs(absl::StatusCode::kInvalidArgument)) << bad;
   }
 }

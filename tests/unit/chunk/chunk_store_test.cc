@@ -27,8 +27,8 @@ class ChunkStoreTest : public ::testing::Test {
     auto catalog = meta::Catalog::OpenRocksDb(dir_.path() + "/catalog");
     ASSERT_THAT(catalog, IsOk());
     catalog_ = std::move(*catalog);
-    auto store = ChunkStore::OpenSegmentStore(env_.get(), dir_.path() + "/segments",
-                                              catalog_.get(), {.compression = compression});
+    auto store = ChunkStore::OpenSegmentStore(env_.get(), dir_.path() + "/segments", catalog_.get(),
+                                              {.compression = compression});
     ASSERT_THAT(store, IsOk());
     store_ = std::move(*store);
   }
@@ -42,7 +42,8 @@ class ChunkStoreTest : public ::testing::Test {
     std::optional<ChunkLocation> found;
     EXPECT_THAT(store_->ForEachChunk([&](const ChunkKey& k, const ChunkLocation& loc) {
       if (k == key) found = loc;
-    }), IsOk());
+    }),
+                IsOk());
     return found;
   }
   void FlipByte(const ChunkKey& key, uint64_t offset_in_record) {

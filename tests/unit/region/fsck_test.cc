@@ -33,7 +33,8 @@ class FsckTest : public ::testing::Test {
     snapshot_id_ = snap->id;
   }
   std::string SegmentPath() {
-    for (const auto& e : std::filesystem::directory_iterator(dir_.path() + "/regions/local-1/segments")) {
+    for (const auto& e :
+         std::filesystem::directory_iterator(dir_.path() + "/regions/local-1/segments")) {
       if (std::filesystem::file_size(e.path()) > 0) return e.path().string();
     }
     return "";

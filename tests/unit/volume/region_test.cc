@@ -15,7 +15,6 @@ using ::strata::testing::IsOk;
 using ::strata::testing::Pattern;
 using ::strata::testing::StatusIs;
 
-
 constexpr uint64_t kChunk = 64 * 1024;
 constexpr uint64_t kMiB = 1 << 20;
 
@@ -115,8 +114,10 @@ TEST_F(RegionTest, MisalignedOrOutOfRangeIoIsInvalidArgumentAndChangesNothing) {
 }
 
 TEST_F(RegionTest, CreateVolumeRejectsBadSizes) {
-  EXPECT_THAT(region_->CreateVolume({.size_bytes = 0}), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(region_->CreateVolume({.size_bytes = 4097}), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(region_->CreateVolume({.size_bytes = 0}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(region_->CreateVolume({.size_bytes = 4097}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(region_->CreateVolume({.size_bytes = kMaxVolumeSizeBytes + 4096}),
               StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(region_->CreateVolume({.size_bytes = kMiB, .snapshot_id = "snap-nope"}),
@@ -365,7 +366,7 @@ TEST_F(RegionTest, ListChangedBlocksFindsExactlyTheChangedBlocks) {
   const std::string vol = NewVolume(8 * kMiB);
   WriteAt(vol, 0, Pattern(8 * kMiB, 40));
   const std::string s1 = Snap(vol);
-  WriteAt(vol, 3 * kApiBlockBytes + 4096, Pattern(4096, 41));  // Block 3.
+  WriteAt(vol, 3 * kApiBlockBytes + 4096, Pattern(4096, 41));                // Block 3.
   ASSERT_THAT(Vol(vol)->Trim(10 * kApiBlockBytes, kApiBlockBytes), IsOk());  // Block 10.
   WriteAt(vol, 5 * kApiBlockBytes, Pattern(kChunk, 40 + 0));  // Rewrite: a real change.
   const std::string s2 = Snap(vol);
@@ -621,15 +622,20 @@ TEST_F(MultiVolumeTest, AttachDetachAndInUseVolumesCannotBeDeleted) {
   const std::string a = NewVolume(kMiB), b = NewVolume(kMiB);
   const std::string instance = "i-0123456789abcdef0";
   ASSERT_THAT(region_->AttachVolume(a, instance, "/dev/sdf"), IsOk());
-  EXPECT_THAT(region_->AttachVolume(a, instance, "/dev/sdg"), StatusIs(absl::StatusCode::kFailedPrecondition));
-  EXPECT_THAT(region_->AttachVolume(b, instance, "/dev/sdf"), StatusIs(absl::StatusCode::kAlreadyExists));
-  EXPECT_THAT(region_->AttachVolume(b, "i-xyz", "/dev/sdg"), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(region_->AttachVolume(b, instance, "sdg"), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(region_->AttachVolume(a, instance, "/dev/sdg"),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(region_->AttachVolume(b, instance, "/dev/sdf"),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_THAT(region_->AttachVolume(b, "i-xyz", "/dev/sdg"),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(region_->AttachVolume(b, instance, "sdg"),
+              StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(region_->DeleteVolume(a), StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_EQ(region_->DescribeVolume(a)->attached_to, instance);
   Reopen();
   EXPECT_EQ(region_->DescribeVolume(a)->device, "/dev/sdf");
-  EXPECT_THAT(region_->DetachVolume(a, "i-0000000000000000f"), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(region_->DetachVolume(a, "i-0000000000000000f"),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
   ASSERT_THAT(region_->DetachVolume(a, instance), IsOk());
   EXPECT_THAT(region_->DetachVolume(a, ""), StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_EQ(region_->DescribeVolume(a)->attached_to, "");
@@ -681,7 +687,8 @@ TEST_F(DirectTest, BlockByBlockSnapshotOnTopOfAParent) {
   const auto listed = region_->ListVolumes();
   ASSERT_THAT(listed, IsOk());
   for (const VolumeInfo& v : *listed) EXPECT_NE(v.id, direct->builder_volume_id);
-  ASSERT_THAT(Vol(direct->builder_volume_id)->Write(kApiBlockBytes, Pattern(kApiBlockBytes, 2)), IsOk());
+  ASSERT_THAT(Vol(direct->builder_volume_id)->Write(kApiBlockBytes, Pattern(kApiBlockBytes, 2)),
+              IsOk());
   ASSERT_THAT(region_->CompleteDirectSnapshot(direct->snapshot.id), IsOk());
   EXPECT_THAT(region_->CompleteDirectSnapshot(direct->snapshot.id),
               StatusIs(absl::StatusCode::kFailedPrecondition));
@@ -710,7 +717,8 @@ TEST_F(DirectTest, AbortedAndInterruptedDirectSnapshotsFail) {
   Reopen();
   EXPECT_EQ(region_->DescribeSnapshot(b->snapshot.id)->state, SnapshotState::kError);
   EXPECT_THAT(region_->GetVolume(b->builder_volume_id), StatusIs(absl::StatusCode::kNotFound));
-  EXPECT_THAT(region_->StartDirectSnapshot(kMiB, "snap-nope", {}), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(region_->StartDirectSnapshot(kMiB, "snap-nope", {}),
+              StatusIs(absl::StatusCode::kNotFound));
 }
 
 }  // namespace
