@@ -312,11 +312,64 @@ class Session {
           if (status == kRepAck && option == kOptGo) return e;
           break;
         }
-        default:  // STARTTLS, STRUCTURED_REPLY, meta contexts: not yet.
+        case kOptStructuredReply:
+          if (length != 0) {
+            if (!OptionReply(option, kRepErrInvalid)) return std::nullopt;
+            break;
+          }
+          structured_ = true;
+          if (!OptionReply(option, kRepAck)) return std::nullopt;
+          break;
+        case kOptListMetaContext:
+        case kOptSetMetaContext:
+          if (!MetaContext(option, data)) return std::nullopt;
+          break;
+        default:  // STARTTLS and the rest: not yet.
           if (!OptionReply(option, kRepErrUnsup)) return std::nullopt;
       }
     }
     return std::nullopt;  // Too many options.
+  }
+
+  // NBD_OPT_LIST_META_CONTEXT / SET_META_CONTEXT: base:allocation is the one context.
+  bool MetaContext(uint32_t option, const std::string& data) {
+    if (option == kOptSetMetaContext) base_allocation_ = false;  // Replaced even on failure.
+    if (!structured_)
+      return OptionReply(option, kRepErrInvalid, "negotiate structured replies first");
+    const auto* p = reinterpret_cast<const unsigned char*>(data.data());
+    size_t at = 0;
+    auto need = [&](size_t n) { return data.size() - at >= n; };
+    if (!need(4)) return OptionReply(option, kRepErrInvalid);
+    const uint32_t name_length = static_cast<uint32_t>(Get(p, 4));
+    at = 4;
+    if (!need(name_length) || !need(name_length + 4)) return OptionReply(option, kRepErrInvalid);
+    const std::string name = data.substr(at, name_length);
+    at += name_length;
+    const uint32_t queries = static_cast<uint32_t>(Get(p + at, 4));
+    at += 4;
+    bool match = queries == 0 && option == kOptListMetaContext;
+    for (uint32_t i = 0; i < queries; ++i) {
+      if (!need(4)) return OptionReply(option, kRepErrInvalid);
+      const uint32_t query_length = static_cast<uint32_t>(Get(p + at, 4));
+      at += 4;
+      if (!need(query_length)) return OptionReply(option, kRepErrInvalid);
+      const std::string query = data.substr(at, query_length);
+      at += query_length;
+      match |= query == kBaseAllocation || (option == kOptListMetaContext && query == "base:");
+    }
+    if (at != data.size()) return OptionReply(option, kRepErrInvalid);
+    if (!FindExport(store_, name).has_value()) return OptionReply(option, kRepErrUnknown);
+    if (match) {
+      std::string reply;
+      Put(reply, option == kOptSetMetaContext ? kBaseAllocationId : 0, 4);
+      reply += kBaseAllocation;
+      if (!OptionReply(option, kRepMetaContext, reply)) return false;
+      if (option == kOptSetMetaContext) {
+        base_allocation_ = true;
+        meta_export_ = name;
+      }
+    }
+    return OptionReply(option, kRepAck);
   }
 
   std::vector<std::string> AttachedVolumes() {
@@ -381,6 +434,51 @@ class Session {
     return conn_.Write(out.data(), out.size());
   }
 
+  bool Chunk(uint64_t cookie, uint16_t flags, uint16_t type, const std::string& payload_head,
+             std::span<const std::byte> payload_tail = {}) {
+    std::string out;
+    Put(out, kStructuredReplyMagic, 4);
+    Put(out, flags, 2);
+    Put(out, type, 2);
+    Put(out, cookie, 8);
+    Put(out, payload_head.size() + payload_tail.size(), 4);
+    out += payload_head;
+    return conn_.Write(out.data(), out.size()) &&
+           (payload_tail.empty() || conn_.Write(payload_tail.data(), payload_tail.size()));
+  }
+  bool ErrorChunk(uint64_t cookie, uint32_t error) {
+    std::string payload;
+    Put(payload, error, 4);
+    Put(payload, 0, 2);  // No message.
+    return Chunk(cookie, kReplyFlagDone, kReplyTypeError, payload);
+  }
+  // A READ's reply: simple, or one OFFSET_DATA chunk (or an error chunk) when structured.
+  bool ReadReply(const Request& r, const absl::Status& status, std::span<const std::byte> data) {
+    if (!structured_) return Reply(r.cookie, status.ok() ? 0 : ToNbdError(status), data);
+    if (!status.ok()) return ErrorChunk(r.cookie, ToNbdError(status));
+    std::string head;
+    Put(head, r.offset, 8);
+    return Chunk(r.cookie, kReplyFlagDone, kReplyTypeOffsetData, head, data);
+  }
+  bool BlockStatus(const Export& e, const Request& r) {
+    const size_t max = (r.flags & kCmdFlagReqOne) != 0 ? 1 : kMaxBlockStatusExtents;
+    absl::StatusOr<std::vector<AllocationExtent>> map =
+        e.volume->Allocation(r.offset, r.length, max);
+    if (!map.ok()) return ErrorChunk(r.cookie, ToNbdError(map.status()));
+    std::string payload;
+    Put(payload, kBaseAllocationId, 4);
+    for (const AllocationExtent& x : *map) {
+      // Descriptors are 32-bit: a longer run is split (the request length bounds the sum).
+      for (uint64_t left = x.length_bytes; left > 0;) {
+        const uint64_t piece = std::min<uint64_t>(left, 0x80000000u);
+        Put(payload, piece, 4);
+        Put(payload, x.zero ? (kStateHole | kStateZero) : 0, 4);
+        left -= piece;
+      }
+    }
+    return Chunk(r.cookie, kReplyFlagDone, kReplyTypeBlockStatus, payload);
+  }
+
   void Transmit(const Export& e) {
     std::vector<std::byte> buffer;  // Grows to the largest request, at most kMaxRequestBytes.
     for (;;) {
@@ -389,15 +487,22 @@ class Session {
       std::variant<Request, RequestError> decoded = DecodeRequest(header);
       if (std::holds_alternative<RequestError>(decoded)) return;  // Bad magic: cannot resync.
       const Request& raw = std::get<Request>(decoded);
+      const bool block_status = base_allocation_ && meta_export_ == e.name;
       std::variant<Request, RequestError> checked =
-          ValidateRequest(raw, {e.volume->size_bytes(), /*read_only=*/false});
+          ValidateRequest(raw, {e.volume->size_bytes(), /*read_only=*/false, block_status});
       if (const RequestError* err = std::get_if<RequestError>(&checked)) {
+        // With structured replies a READ's error must be structured too.
+        auto send_error = [&] {
+          return structured_ && (raw.type == kCmdRead || raw.type == kCmdBlockStatus)
+                     ? ErrorChunk(raw.cookie, err->error)
+                     : Reply(raw.cookie, err->error);
+        };
         if (err->fatal) {
-          Reply(raw.cookie, err->error);
+          send_error();
           return;
         }
         if (raw.type == kCmdWrite && !conn_.Discard(raw.length)) return;
-        if (!Reply(raw.cookie, err->error)) return;
+        if (!send_error()) return;
         continue;
       }
       const Request& r = std::get<Request>(checked);
@@ -408,9 +513,10 @@ class Session {
         case kCmdRead:
           buffer.resize(std::max<size_t>(buffer.size(), r.length));
           status = e.volume->Read(r.offset, std::span(buffer).first(r.length));
-          if (!Reply(r.cookie, status.ok() ? 0 : ToNbdError(status),
-                     std::span(buffer).first(r.length)))
-            return;
+          if (!ReadReply(r, status, std::span(buffer).first(r.length))) return;
+          continue;
+        case kCmdBlockStatus:
+          if (!BlockStatus(e, r)) return;
           continue;
         case kCmdWrite:
           buffer.resize(std::max<size_t>(buffer.size(), r.length));
@@ -436,6 +542,9 @@ class Session {
 
   Store& store_;
   Conn conn_;
+  bool structured_ = false;
+  bool base_allocation_ = false;  // Selected by NBD_OPT_SET_META_CONTEXT for `meta_export_`.
+  std::string meta_export_;
 };
 
 }  // namespace

@@ -32,11 +32,15 @@ inline constexpr uint32_t kOptList = 3;
 inline constexpr uint32_t kOptStartTls = 5;
 inline constexpr uint32_t kOptInfo = 6;
 inline constexpr uint32_t kOptGo = 7;
+inline constexpr uint32_t kOptStructuredReply = 8;
+inline constexpr uint32_t kOptListMetaContext = 9;
+inline constexpr uint32_t kOptSetMetaContext = 10;
 
 // Option replies.
 inline constexpr uint32_t kRepAck = 1;
 inline constexpr uint32_t kRepServer = 2;
 inline constexpr uint32_t kRepInfo = 3;
+inline constexpr uint32_t kRepMetaContext = 4;
 inline constexpr uint32_t kRepErrUnsup = 0x80000001;
 inline constexpr uint32_t kRepErrPolicy = 0x80000002;
 inline constexpr uint32_t kRepErrInvalid = 0x80000003;
@@ -66,8 +70,27 @@ inline constexpr uint16_t kCmdFlush = 3;
 inline constexpr uint16_t kCmdTrim = 4;
 inline constexpr uint16_t kCmdCache = 5;
 inline constexpr uint16_t kCmdWriteZeroes = 6;
+inline constexpr uint16_t kCmdBlockStatus = 7;
 inline constexpr uint16_t kCmdFlagFua = 1 << 0;
 inline constexpr uint16_t kCmdFlagNoHole = 1 << 1;
+inline constexpr uint16_t kCmdFlagReqOne = 1 << 3;
+
+// Structured replies: kStructuredReplyMagic(4) | flags(2) | type(2) | cookie(8) | length(4) |
+// payload
+inline constexpr uint32_t kStructuredReplyMagic = 0x668e33ef;
+inline constexpr uint16_t kReplyFlagDone = 1 << 0;
+inline constexpr uint16_t kReplyTypeOffsetData = 1;   // offset(8) | data
+inline constexpr uint16_t kReplyTypeBlockStatus = 5;  // context id(4) | (length(4) | flags(4))*
+inline constexpr uint16_t kReplyTypeError =
+    (1 << 15) + 1;  // error(4) | message length(2) | message
+
+// The base:allocation meta context: its id and status flags.
+inline constexpr char kBaseAllocation[] = "base:allocation";
+inline constexpr uint32_t kBaseAllocationId = 1;
+inline constexpr uint32_t kStateHole = 1 << 0;
+inline constexpr uint32_t kStateZero = 1 << 1;
+// Block status replies carry at most this many descriptors.
+inline constexpr size_t kMaxBlockStatusExtents = 1024;
 
 // Errors (errno values as the protocol defines them).
 inline constexpr uint32_t kEperm = 1;

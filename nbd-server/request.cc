@@ -38,6 +38,13 @@ std::variant<Request, RequestError> ValidateRequest(const Request& r, const Expo
     case kCmdCache:
     case kCmdWriteZeroes:
       break;
+    case kCmdBlockStatus:
+      if (!info.block_status || r.length == 0 || (r.flags & ~kCmdFlagReqOne) != 0) {
+        return RequestError{kEinval};
+      }
+      if (r.offset > info.size_bytes || r.length > info.size_bytes - r.offset)
+        return RequestError{kEinval};
+      return r;
     default:
       return RequestError{kEinval};
   }

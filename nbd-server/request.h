@@ -21,6 +21,7 @@ struct Request {
 struct ExportInfo {
   uint64_t size_bytes = 0;
   bool read_only = false;
+  bool block_status = false;  // A meta context was selected, so BLOCK_STATUS is allowed.
 };
 
 // A request that failed validation: reply `error` (with its cookie), and close the connection

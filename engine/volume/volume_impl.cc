@@ -296,6 +296,44 @@ absl::Status VolumeImpl::WriteZeroes(uint64_t offset_bytes, uint64_t length_byte
   return fua ? Flush() : absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<AllocationExtent>> VolumeImpl::Allocation(uint64_t offset_bytes,
+                                                                     uint64_t length_bytes,
+                                                                     size_t max_extents) {
+  absl::ReaderMutexLock gate(&gate_);
+  STRATA_RETURN_IF_ERROR(CheckRange(offset_bytes, length_bytes));
+  std::vector<AllocationExtent> out;
+  const uint64_t end = offset_bytes + length_bytes;
+  for (uint64_t pos = offset_bytes; pos < end && max_extents > 0;) {
+    const uint64_t c = pos >> chunk_shift_;
+    uint64_t chunk_end = std::min(end, (c + 1) << chunk_shift_);
+    bool zero = false;
+    if (!owned_.Test(c)) {
+      bool has_base = false;
+      {
+        absl::MutexLock lock(&mu_);
+        has_base = !record_.last_snapshot_id.empty();
+      }
+      if (has_base) {
+        STRATA_ASSIGN_OR_RETURN(ChunkEntry entry, ResolveBase(c));
+        zero = !entry.has_value();
+      } else {
+        // No snapshot beneath: a hole up to the next chunk the volume holds, in one step.
+        zero = true;
+        const std::optional<uint64_t> next = owned_.NextSet(c);
+        chunk_end = next.has_value() ? std::min(end, *next << chunk_shift_) : end;
+      }
+    }
+    if (!out.empty() && out.back().zero == zero) {
+      out.back().length_bytes += chunk_end - pos;
+    } else {
+      if (out.size() == max_extents) break;
+      out.push_back({chunk_end - pos, zero});
+    }
+    pos = chunk_end;
+  }
+  return out;
+}
+
 absl::Status VolumeImpl::Flush() {
   absl::MutexLock flush(&flush_mu_);
   std::vector<std::pair<uint64_t, std::string>> leaves;

@@ -69,6 +69,9 @@ class VolumeImpl final : public Volume {
   absl::Status Trim(uint64_t offset_bytes, uint64_t length_bytes) override;
   absl::Status WriteZeroes(uint64_t offset_bytes, uint64_t length_bytes, bool fua) override;
   absl::Status Flush() override;
+  absl::StatusOr<std::vector<AllocationExtent>> Allocation(uint64_t offset_bytes,
+                                                           uint64_t length_bytes,
+                                                           size_t max_extents) override;
 
   // --- For the region. ---
   meta::VolumeRecord record() const;

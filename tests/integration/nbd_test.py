@@ -149,6 +149,23 @@ def run(work, data_dir, api, nbd, sock_path):
     out = sh("qemu-io", "-f", "raw", "-c", "read -P 0x5a 0 1M", uri)
     check(out.returncode == 0 and "read 1048576/1048576" in out.stdout, "the later write is on the volume")
 
+    # base:allocation: holes and data as the volume holds them (structured replies).
+    sparse = ec2.create_volume(Size=1, AvailabilityZone="local-1a")["VolumeId"]
+    ec2.attach_volume(VolumeId=sparse, InstanceId=group, Device="/dev/sdi")
+    suri = f"nbd://127.0.0.1:{nbd}/{sparse}"
+    sh("qemu-io", "-f", "raw", "-c", "write -P 1 1M 128k", "-c", "write -P 2 100M 64k", suri)
+    out = sh("qemu-img", "map", "--output=json", "-f", "raw", suri)
+    extents = json.loads(out.stdout) if out.returncode == 0 else []
+    data_runs = [(e["start"], e["length"]) for e in extents if e["data"]]
+    check(data_runs == [(MiB, 128 * 1024), (100 * MiB, 64 * 1024)], f"qemu-img map: {data_runs} {out.stderr}")
+    out = sh("nbdinfo", "--map", suri)
+    check(out.returncode == 0 and "hole,zero" in out.stdout, f"nbdinfo --map: {out.stdout} {out.stderr}")
+    converted = os.path.join(work, "sparse.qcow2")
+    out = sh("qemu-img", "convert", "-O", "qcow2", suri, converted)
+    check(out.returncode == 0 and sh("qemu-img", "compare", "-f", "raw", "-F", "qcow2", suri, converted).returncode == 0,
+          "qemu-img convert skips holes and copies data exactly")
+    ec2.detach_volume(VolumeId=sparse)
+
     # Malformed requests get the protocol's errors; the connection goes on.
     c = RawClient(nbd, vol)
     check(c.go_reply == 1 and c.export_size == 1 << 30, "raw client: NBD_OPT_GO")

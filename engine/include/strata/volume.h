@@ -6,8 +6,10 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace strata {
 
@@ -38,6 +40,12 @@ struct VolumeInfo {
   uint64_t attach_time_micros = 0;
 };
 
+// A run of a volume's address space, as Volume::Allocation reports it.
+struct AllocationExtent {
+  uint64_t length_bytes = 0;
+  bool zero = false;  // True: reads as zeros and holds no data (a hole).
+};
+
 // A volume of a Region. Obtained from Region::GetVolume; valid until the volume is deleted or the
 // Store closes. Thread-safe: any number of threads may do I/O at once (as NBD multi-conn does).
 // I/O and Flush fail with kInvalidArgument for misaligned or out-of-range requests and change
@@ -60,6 +68,11 @@ class Volume {
   // Makes a range read as zeros (as Trim: zero chunks are never stored).
   [[nodiscard]] virtual absl::Status WriteZeroes(uint64_t offset_bytes, uint64_t length_bytes,
                                                  bool fua = false) = 0;
+  // Describes [offset_bytes, offset_bytes + length_bytes) as runs of data and holes, at most
+  // `max_extents` runs (the last may end before the range does). Chunks the volume holds count
+  // as data; chunks it reads through a snapshot are holes where the snapshot has none.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<AllocationExtent>> Allocation(
+      uint64_t offset_bytes, uint64_t length_bytes, size_t max_extents) = 0;
   // Makes every write completed before this call durable (survives a crash of the process or
   // the machine).
   [[nodiscard]] virtual absl::Status Flush() = 0;

@@ -723,3 +723,36 @@ TEST_F(DirectTest, AbortedAndInterruptedDirectSnapshotsFail) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+class AllocationTest : public RegionTest {};
+
+TEST_F(AllocationTest, ReportsDataAndHolesThroughTheSnapshot) {
+  const std::string vol = NewVolume(kMiB);
+  auto map = Vol(vol)->Allocation(0, kMiB, 100);
+  ASSERT_THAT(map, IsOk());
+  ASSERT_EQ(map->size(), 1u);
+  EXPECT_TRUE((*map)[0].zero);
+  WriteAt(vol, 2 * kChunk, Pattern(kChunk, 1));
+  map = Vol(vol)->Allocation(0, kMiB, 100);
+  ASSERT_EQ(map->size(), 3u);
+  EXPECT_EQ((*map)[0].length_bytes, 2 * kChunk);
+  EXPECT_TRUE((*map)[0].zero);
+  EXPECT_FALSE((*map)[1].zero);
+  EXPECT_EQ((*map)[1].length_bytes, kChunk);
+  EXPECT_EQ((*map)[2].length_bytes, kMiB - 3 * kChunk);
+  // A clone: data where the snapshot has chunks, holes elsewhere.
+  const std::string clone = NewVolume(0, Snap(vol));
+  map = Vol(clone)->Allocation(kChunk, 2 * kChunk, 100);
+  ASSERT_EQ(map->size(), 2u);
+  EXPECT_TRUE((*map)[0].zero);
+  EXPECT_FALSE((*map)[1].zero);
+  map = Vol(clone)->Allocation(0, kMiB, 1);
+  EXPECT_EQ(map->size(), 1u);
+  EXPECT_THAT(Vol(clone)->Allocation(kMiB, 512, 10), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace strata
