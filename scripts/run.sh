@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Sets up Strata and runs stratad in the foreground on the embedded default store in ./data.
+# Sets up Strata and runs stratad in the foreground on the embedded default store in ./data:
+# the AWS-compatible API on 127.0.0.1:8150 and NBD on 127.0.0.1:10809 (and data/nbd.sock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cat <<'MSG'
 
 Strata: stratad is starting on the store in ./data (Ctrl-C stops it cleanly).
-While it runs, the store is locked; stop it to use the offline CLI:
-  build/bin/strata volume create --size 1G          # a thin 1 GiB volume
-  build/bin/strata volume import VOL disk.raw       # write an image into it
-  build/bin/strata snapshot create VOL              # point-in-time, incremental
-  build/bin/strata volume create --snapshot SNAP    # O(1) clone, read lazily
-  build/bin/strata snapshot changed SNAP1 SNAP2     # changed 512 KiB blocks
-  build/bin/strata-fsck                             # check every reference and checksum
+In another shell:
+  eval "$(build/bin/strata env)"                    # point the aws CLI and SDKs at it
+  aws ec2 create-volume --size 8 --availability-zone local-1a
+  build/bin/strata attach vol-...                   # export it over NBD; prints how to use it
+  nbdcopy disk.raw nbd://127.0.0.1:10809/vol-...    # write an image into it
+  aws ec2 create-snapshot --volume-id vol-...       # point-in-time, incremental
+  aws ec2 create-volume --snapshot-id snap-... --availability-zone local-1a
+  build/bin/strata status
+API reference: docs/api.md. Stop stratad before strata-fsck or the offline CLI commands.
 MSG
 exec build/bin/stratad --data-dir ./data "$@"
