@@ -213,8 +213,10 @@ void NbdServer::AcceptLoop(Listener& listener) {
 
 namespace {
 
-// A volume attached for export, found by its id in any region.
+// A volume attached for export, found by its id in any region, pinned while the connection
+// uses it so it cannot be deleted under the connection.
 struct Export {
+  std::shared_ptr<Region::VolumePin> pin;
   Volume* volume = nullptr;
   std::string name;
 };
@@ -225,8 +227,10 @@ std::optional<Export> FindExport(Store& store, const std::string& name) {
     if (!region.ok()) continue;
     absl::StatusOr<VolumeInfo> info = (*region)->DescribeVolume(name);
     if (!info.ok() || info->attached_to.empty()) continue;
-    absl::StatusOr<Volume*> volume = (*region)->GetVolume(name);
-    if (volume.ok()) return Export{*volume, name};
+    absl::StatusOr<std::unique_ptr<Region::VolumePin>> pin = (*region)->PinVolume(name);
+    if (!pin.ok()) continue;
+    Volume* volume = &(*pin)->volume();
+    return Export{std::shared_ptr<Region::VolumePin>(std::move(*pin)), volume, name};
   }
   return std::nullopt;
 }

@@ -450,6 +450,27 @@ absl::StatusOr<Volume*> RegionImpl::GetVolume(const std::string& volume_id) {
   return volume;
 }
 
+namespace {
+
+class Pin final : public Region::VolumePin {
+ public:
+  explicit Pin(VolumeImpl& volume) : volume_(volume) { volume_.pins().fetch_add(1); }
+  ~Pin() override { volume_.pins().fetch_sub(1); }
+  Volume& volume() override { return volume_; }
+
+ private:
+  VolumeImpl& volume_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Region::VolumePin>> RegionImpl::PinVolume(
+    const std::string& volume_id) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  return std::make_unique<Pin>(*volume);
+}
+
 absl::StatusOr<VolumeInfo> RegionImpl::DescribeVolume(const std::string& volume_id) {
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
@@ -490,6 +511,11 @@ absl::Status RegionImpl::DeleteVolumeLocked(const std::string& volume_id) {
         "volume ", volume_id, " has a pending snapshot; delete it once the snapshot completes"));
   }
   const meta::VolumeRecord record = volume->record();
+  if (const int pins = volume->pins().load(); pins > 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", volume_id, " is open by ", pins,
+                     " client connection(s); disconnect them first"));
+  }
   if (!record.attached_to.empty()) {
     return absl::FailedPreconditionError(absl::StrCat("volume ", volume_id, " is attached to ",
                                                       record.attached_to, "; detach it first"));

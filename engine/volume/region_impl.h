@@ -32,6 +32,7 @@ class RegionImpl final : public Region {
 
   absl::StatusOr<VolumeInfo> CreateVolume(const CreateVolumeRequest& request) override;
   absl::StatusOr<Volume*> GetVolume(const std::string& volume_id) override;
+  absl::StatusOr<std::unique_ptr<VolumePin>> PinVolume(const std::string& volume_id) override;
   absl::StatusOr<VolumeInfo> DescribeVolume(const std::string& volume_id) override;
   absl::StatusOr<std::vector<VolumeInfo>> ListVolumes() override;
   absl::Status GrowVolume(const std::string& volume_id, uint64_t new_size_bytes) override;

@@ -80,6 +80,8 @@ class VolumeImpl final : public Volume {
   void set_type(const std::string& volume_type, uint64_t iops, uint64_t throughput);
   uint64_t chunk_count() const;
   uint64_t owned_count() const { return owned_.Count(); }
+  // Pins held by front ends (Region::PinVolume); the volume cannot be deleted while any is.
+  std::atomic<int>& pins() { return pins_; }
 
   // Loads the owned bitmap from the catalog, and the dirty bitmap too when `clean` (the store
   // stopped cleanly); otherwise every owned chunk counts as dirty (the rescan of invariant 3).
@@ -167,6 +169,7 @@ class VolumeImpl final : public Volume {
   std::atomic<size_t> pending_count_{0};
   SnapshotTree::Ancestry base_ancestry_ ABSL_GUARDED_BY(mu_);  // Of record_.last_snapshot_id.
   uint64_t hydrate_cursor_ = 0;  // Used by the single hydration driver only.
+  std::atomic<int> pins_{0};
 };
 
 }  // namespace strata::volume

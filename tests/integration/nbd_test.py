@@ -246,9 +246,25 @@ def run(work, data_dir, api, nbd, sock_path):
         check(False, "delete of an attached volume must fail")
     except botocore.exceptions.ClientError as e:
         check(e.response["Error"]["Code"] == "VolumeInUse", f"{e}")
+    held = RawClient(nbd, clone)  # A connection open across the detach.
     ec2.detach_volume(VolumeId=clone)
     out = sh("nbdinfo", "--size", f"nbd://127.0.0.1:{nbd}/{clone}")
     check(out.returncode != 0, "a detached volume is no longer exported")
+    try:
+        ec2.delete_volume(VolumeId=clone)
+        check(False, "deleting a volume with an open NBD connection must fail")
+    except botocore.exceptions.ClientError as e:
+        check(e.response["Error"]["Code"] == "VolumeInUse", f"{e}")
+    check(held.request(0, 0, 4096)[0] == 0, "the open connection still reads")
+    held.s.close()
+    for _ in range(100):  # The server notices the close and unpins.
+        try:
+            ec2.delete_volume(VolumeId=clone)
+            break
+        except botocore.exceptions.ClientError:
+            time.sleep(0.05)
+    check(not any(v["VolumeId"] == clone for v in ec2.describe_volumes()["Volumes"]),
+          "deleted once the connection closed")
 
 
 if __name__ == "__main__":

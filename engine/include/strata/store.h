@@ -84,6 +84,16 @@ class Region {
       const CreateVolumeRequest& request) = 0;
   // Returns the live volume; valid until it is deleted or the Store closes.
   [[nodiscard]] virtual absl::StatusOr<Volume*> GetVolume(const std::string& volume_id) = 0;
+  // Returns the volume pinned: DeleteVolume refuses it (kFailedPrecondition) until every pin is
+  // destroyed. For front ends that hold a volume across calls (NBD connections).
+  // REQUIRES: pins are destroyed before the Store.
+  class VolumePin {
+   public:
+    virtual ~VolumePin() = default;
+    virtual Volume& volume() = 0;
+  };
+  [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<VolumePin>> PinVolume(
+      const std::string& volume_id) = 0;
   [[nodiscard]] virtual absl::StatusOr<VolumeInfo> DescribeVolume(const std::string& volume_id) = 0;
   [[nodiscard]] virtual absl::StatusOr<std::vector<VolumeInfo>> ListVolumes() = 0;
   // Attaches a volume to `instance_id` (an instance, or a local attachment group named like one)

@@ -756,3 +756,22 @@ TEST_F(AllocationTest, ReportsDataAndHolesThroughTheSnapshot) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+class PinTest : public RegionTest {};
+
+TEST_F(PinTest, PinnedVolumeCannotBeDeletedUntilUnpinned) {
+  const std::string vol = NewVolume(kMiB);
+  auto pin = region_->PinVolume(vol);
+  ASSERT_THAT(pin, IsOk());
+  ASSERT_THAT((*pin)->volume().Write(0, Pattern(4096, 1)), IsOk());
+  EXPECT_THAT(region_->DeleteVolume(vol), StatusIs(absl::StatusCode::kFailedPrecondition));
+  pin->reset();
+  EXPECT_THAT(region_->DeleteVolume(vol), IsOk());
+  EXPECT_THAT(region_->PinVolume(vol), StatusIs(absl::StatusCode::kNotFound));
+}
+
+}  // namespace
+}  // namespace strata
