@@ -211,27 +211,28 @@ absl::StatusOr<Page> Paginate(const QueryParams& p, size_t count, int64_t min_ma
   return page;
 }
 
-bool TagFilterMatches(const Filter& f, const std::map<std::string, std::string>& tags,
-                      bool& handled) {
-  handled = true;
-  if (f.name == "tag-key") {
-    for (const auto& [k, v] : tags) {
-      if (MatchesAny(f.values, k)) return true;
+// A resource's filterable values by EC2 filter name. With its tags (tag:KEY, tag-key,
+// tag-value) this is the one mechanism behind every Describe call's Filter.N.
+using Facets = std::map<std::string, std::string>;
+
+// True when the resource matches every filter; kInvalidArgument names an unknown filter.
+absl::StatusOr<bool> MatchesFilters(const std::vector<Filter>& filters, const Facets& facets,
+                                    const std::map<std::string, std::string>& tags) {
+  for (const Filter& f : filters) {
+    bool match = false;
+    if (f.name == "tag-key" || f.name == "tag-value") {
+      for (const auto& [k, v] : tags) match |= MatchesAny(f.values, f.name == "tag-key" ? k : v);
+    } else if (absl::StartsWith(f.name, "tag:")) {
+      auto it = tags.find(f.name.substr(4));
+      match = it != tags.end() && MatchesAny(f.values, it->second);
+    } else if (auto it = facets.find(f.name); it != facets.end()) {
+      match = MatchesAny(f.values, it->second);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("The filter '", f.name, "' is invalid"));
     }
-    return false;
+    if (!match) return false;
   }
-  if (absl::StartsWith(f.name, "tag:")) {
-    auto it = tags.find(f.name.substr(4));
-    return it != tags.end() && MatchesAny(f.values, it->second);
-  }
-  if (f.name == "tag-value") {
-    for (const auto& [k, v] : tags) {
-      if (MatchesAny(f.values, v)) return true;
-    }
-    return false;
-  }
-  handled = false;
-  return false;
+  return true;
 }
 
 class Call {
@@ -374,36 +375,18 @@ class Call {
     for (const VolumeInfo& v : *all) {
       if (!Owns(account_, v.owner, store_)) continue;
       if (!ids.empty() && std::find(ids.begin(), ids.end(), v.id) == ids.end()) continue;
-      bool keep = true;
-      for (const Filter& f : filters) {
-        bool handled = false;
-        bool match = TagFilterMatches(f, v.tags, handled);
-        if (!handled) {
-          if (f.name == "volume-id")
-            match = MatchesAny(f.values, v.id);
-          else if (f.name == "status")
-            match = MatchesAny(f.values, v.attached_to.empty() ? "available" : "in-use");
-          else if (f.name == "attachment.instance-id")
-            match = MatchesAny(f.values, v.attached_to);
-          else if (f.name == "attachment.device")
-            match = MatchesAny(f.values, v.device);
-          else if (f.name == "size")
-            match = MatchesAny(f.values, absl::StrCat(GiBCeil(v.size_bytes)));
-          else if (f.name == "snapshot-id")
-            match = MatchesAny(f.values, v.snapshot_id);
-          else if (f.name == "volume-type")
-            match = MatchesAny(f.values, v.volume_type);
-          else if (f.name == "availability-zone")
-            match = MatchesAny(f.values, Zone());
-          else if (f.name == "encrypted")
-            match = MatchesAny(f.values, "false");
-          else
-            return Ec2Error{400, "InvalidParameterValue",
-                            absl::StrCat("The filter '", f.name, "' is invalid")};
-        }
-        keep &= match;
-      }
-      if (keep) mine.push_back(v);
+      const Facets facets = {{"volume-id", v.id},
+                             {"status", v.attached_to.empty() ? "available" : "in-use"},
+                             {"attachment.instance-id", v.attached_to},
+                             {"attachment.device", v.device},
+                             {"size", absl::StrCat(GiBCeil(v.size_bytes))},
+                             {"snapshot-id", v.snapshot_id},
+                             {"volume-type", v.volume_type},
+                             {"availability-zone", Zone()},
+                             {"encrypted", "false"}};
+      absl::StatusOr<bool> keep = MatchesFilters(filters, facets, v.tags);
+      if (!keep.ok()) return Invalid(std::string(keep.status().message()));
+      if (*keep) mine.push_back(v);
     }
     for (const std::string& id : ids) {
       if (std::none_of(mine.begin(), mine.end(), [&](const VolumeInfo& v) { return v.id == id; }) &&
@@ -532,34 +515,17 @@ class Call {
         }
         if (!any) continue;
       }
-      bool keep = true;
-      for (const Filter& f : filters) {
-        bool handled = false;
-        bool match = TagFilterMatches(f, s.tags, handled);
-        if (!handled) {
-          if (f.name == "snapshot-id")
-            match = MatchesAny(f.values, s.id);
-          else if (f.name == "volume-id")
-            match = MatchesAny(f.values, s.volume_id);
-          else if (f.name == "status")
-            match = MatchesAny(f.values, SnapshotStateName(s.state));
-          else if (f.name == "owner-id")
-            match = MatchesAny(f.values, owner);
-          else if (f.name == "description")
-            match = MatchesAny(f.values, s.description);
-          else if (f.name == "progress")
-            match = MatchesAny(f.values, absl::StrCat(s.progress_percent, "%"));
-          else if (f.name == "volume-size")
-            match = MatchesAny(f.values, absl::StrCat(GiBCeil(s.volume_size_bytes)));
-          else if (f.name == "encrypted")
-            match = MatchesAny(f.values, "false");
-          else
-            return Ec2Error{400, "InvalidParameterValue",
-                            absl::StrCat("The filter '", f.name, "' is invalid")};
-        }
-        keep &= match;
-      }
-      if (keep) out.push_back(s);
+      const Facets facets = {{"snapshot-id", s.id},
+                             {"volume-id", s.volume_id},
+                             {"status", SnapshotStateName(s.state)},
+                             {"owner-id", owner},
+                             {"description", s.description},
+                             {"progress", absl::StrCat(s.progress_percent, "%")},
+                             {"volume-size", absl::StrCat(GiBCeil(s.volume_size_bytes))},
+                             {"encrypted", "false"}};
+      absl::StatusOr<bool> keep = MatchesFilters(filters, facets, s.tags);
+      if (!keep.ok()) return Invalid(std::string(keep.status().message()));
+      if (*keep) out.push_back(s);
     }
     for (const std::string& id : ids) {
       if (std::none_of(out.begin(), out.end(), [&](const SnapshotInfo& s) { return s.id == id; }) &&
@@ -841,21 +807,12 @@ class Call {
     }
     std::vector<Row> kept;
     for (const Row& r : rows) {
-      bool keep = true;
-      for (const Filter& f : filters) {
-        if (f.name == "key")
-          keep &= MatchesAny(f.values, r.key);
-        else if (f.name == "value")
-          keep &= MatchesAny(f.values, r.value);
-        else if (f.name == "resource-id")
-          keep &= MatchesAny(f.values, r.id);
-        else if (f.name == "resource-type")
-          keep &= MatchesAny(f.values, r.type);
-        else
-          return Ec2Error{400, "InvalidParameterValue",
-                          absl::StrCat("The filter '", f.name, "' is invalid")};
-      }
-      if (keep) kept.push_back(r);
+      absl::StatusOr<bool> keep = MatchesFilters(
+          filters,
+          {{"key", r.key}, {"value", r.value}, {"resource-id", r.id}, {"resource-type", r.type}},
+          {});
+      if (!keep.ok()) return Invalid(std::string(keep.status().message()));
+      if (*keep) kept.push_back(r);
     }
     absl::StatusOr<Page> page = Paginate(p_, kept.size(), 5, 1000);
     if (!page.ok()) return Invalid(std::string(page.status().message()));
