@@ -170,6 +170,9 @@ class SegmentChunkStore final : public ChunkStore {
     }
     if (needs_sync) STRATA_RETURN_IF_ERROR(SyncSegmentsLocked());
     STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+    // Committed chunks live in the index now: a staged copy would carry a stale refcount into
+    // the next commit of the same chunk (two snapshots that stored the same new data).
+    for (const auto& [key, delta] : deltas) staged_.erase(key);
     for (const ChunkKey& k : add_refs) UnpinLocked(k);
     return absl::OkStatus();
   }

@@ -149,6 +149,25 @@ TEST_F(ChunkStoreTest, PinnedUncommittedChunkSurvivesGarbageCollection) {
   EXPECT_THAT(store_->Read(*key, out), IsOk());
 }
 
+TEST_F(ChunkStoreTest, SameNewChunkCommittedByTwoSessionsCountsTwice) {
+  // Two pending snapshots store the same new data; each commits its own reference.
+  const auto data = Pattern(kChunk, 9);
+  auto first = store_->Put(kPlaintextDomain, data);
+  auto second = store_->Put(kPlaintextDomain, data);
+  ASSERT_THAT(first, IsOk());
+  ASSERT_THAT(second, IsOk());
+  ASSERT_EQ(*first, *second);
+  ASSERT_THAT(store_->Commit({}, std::span(&*first, 1), {}), IsOk());
+  ASSERT_THAT(store_->Commit({}, std::span(&*second, 1), {}), IsOk());
+  EXPECT_EQ(Location(*first)->refcount, 2u);
+  // Dropping one reference keeps the chunk through garbage collection.
+  ASSERT_THAT(store_->Commit({}, {}, std::span(&*first, 1)), IsOk());
+  ASSERT_THAT(store_->CollectGarbage(), IsOk());
+  std::vector<std::byte> out(kChunk);
+  ASSERT_THAT(store_->Read(*first, out), IsOk());
+  EXPECT_EQ(out, data);
+}
+
 TEST_F(ChunkStoreTest, ChunkKeyEncodingRoundTripsAndRejectsBadLengths) {
   ChunkKey key{7, {}, 3};
   key.fingerprint[0] = 0xAB;
