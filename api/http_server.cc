@@ -111,16 +111,7 @@ void HttpServer::Stop() {
   if (listen_fd_ >= 0) ::shutdown(listen_fd_, SHUT_RDWR);
   if (accept_thread_.joinable()) accept_thread_.join();
   if (listen_fd_ >= 0) ::close(listen_fd_);
-  std::map<int, std::thread> connections;
-  std::vector<std::thread> finished;
-  {
-    absl::MutexLock lock(&mu_);
-    for (auto& [fd, thread] : connections_) ::shutdown(fd, SHUT_RDWR);
-    connections.swap(connections_);
-    finished.swap(finished_);
-  }
-  for (auto& [fd, thread] : connections) thread.join();
-  for (std::thread& t : finished) t.join();
+  connections_.StopAll();
 }
 
 void HttpServer::AcceptLoop() {
@@ -135,15 +126,10 @@ void HttpServer::AcceptLoop() {
     ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    absl::MutexLock lock(&mu_);
-    for (std::thread& t : finished_) t.join();
-    finished_.clear();
-    if (connections_.size() >= options_.max_connections) {
+    if (!connections_.Start(fd, options_.max_connections, [this](int c) { Serve(c); })) {
       (void)SendAll(fd, SerializeResponse({503, {}, "too many connections\n"}, false));
       ::close(fd);
-      continue;
     }
-    connections_[fd] = std::thread([this, fd] { Serve(fd); });
   }
 }
 
@@ -172,16 +158,6 @@ void HttpServer::Serve(int fd) {
     HttpResponse response = handler_(request);
     open = SendAll(fd, SerializeResponse(response, keep_alive)) && keep_alive;
   }
-  {
-    // Leave the table before closing: once closed, the fd number may be reused by accept.
-    absl::MutexLock lock(&mu_);
-    auto it = connections_.find(fd);
-    if (it != connections_.end()) {
-      finished_.push_back(std::move(it->second));
-      connections_.erase(it);
-    }
-  }
-  ::close(fd);
 }
 
 absl::StatusOr<std::optional<HttpRequest>> HttpServer::ParseRequest(

@@ -15,6 +15,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/connection_threads.h"
 
 namespace strata::api {
 
@@ -79,9 +80,7 @@ class HttpServer {
   uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
   std::thread accept_thread_;
-  absl::Mutex mu_;
-  std::map<int, std::thread> connections_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::thread> finished_ ABSL_GUARDED_BY(mu_);
+  common::ConnectionThreads connections_;
 };
 
 }  // namespace strata::api

@@ -179,16 +179,7 @@ void NbdServer::Stop() {
     ::close(l->fd);
     if (l->address.starts_with("unix:")) ::unlink(l->address.substr(5).c_str());
   }
-  std::map<int, std::thread> connections;
-  std::vector<std::thread> finished;
-  {
-    absl::MutexLock lock(&mu_);
-    for (auto& [fd, t] : connections_) ::shutdown(fd, SHUT_RDWR);
-    connections.swap(connections_);
-    finished.swap(finished_);
-  }
-  for (auto& [fd, t] : connections) t.join();
-  for (std::thread& t : finished) t.join();
+  connections_.StopAll();
 }
 
 void NbdServer::AcceptLoop(Listener& listener) {
@@ -200,14 +191,7 @@ void NbdServer::AcceptLoop(Listener& listener) {
     }
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    absl::MutexLock lock(&mu_);
-    for (std::thread& t : finished_) t.join();
-    finished_.clear();
-    if (connections_.size() >= options_.max_connections) {
-      ::close(fd);
-      continue;
-    }
-    connections_[fd] = std::thread([this, fd] { Serve(fd); });
+    if (!connections_.Start(fd, options_.max_connections, [this](int c) { Serve(c); })) ::close(fd);
   }
 }
 
@@ -553,17 +537,6 @@ class Session {
 
 }  // namespace
 
-void NbdServer::Serve(int fd) {
-  Session(store_, fd).Run();
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = connections_.find(fd);
-    if (it != connections_.end()) {
-      finished_.push_back(std::move(it->second));
-      connections_.erase(it);
-    }
-  }
-  ::close(fd);
-}
+void NbdServer::Serve(int fd) { Session(store_, fd).Run(); }
 
 }  // namespace strata::nbd

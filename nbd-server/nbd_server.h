@@ -11,6 +11,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "common/connection_threads.h"
 #include "strata/store.h"
 
 namespace strata::nbd {
@@ -47,9 +48,7 @@ class NbdServer {
   const NbdServerOptions options_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::atomic<bool> stopping_{false};
-  absl::Mutex mu_;
-  std::map<int, std::thread> connections_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::thread> finished_ ABSL_GUARDED_BY(mu_);
+  common::ConnectionThreads connections_;
 };
 
 }  // namespace strata::nbd
