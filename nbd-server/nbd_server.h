@@ -1,6 +1,6 @@
 #pragma once
-// The NBD server: fixed newstyle handshake, exports of attached volumes (named by volume id),
-// simple replies; one thread per connection. Speaks to the engine's public API only.
+// The NBD server: listeners on TCP and unix sockets, one thread per connection running a
+// Session over the store's exports. Speaks to the engine's public API only.
 
 #include <atomic>
 #include <map>
@@ -12,7 +12,10 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "common/connection_threads.h"
+#include "exports.h"
+#include "session.h"
 #include "strata/store.h"
+#include "tls.h"
 
 namespace strata::nbd {
 
@@ -20,6 +23,9 @@ struct NbdServerOptions {
   // Addresses: "HOST:PORT" (TCP; port 0 picks one) or "unix:PATH".
   std::vector<std::string> listen = {"127.0.0.1:10809"};
   size_t max_connections = 256;
+  // kOff unless TLS credentials are given; then kOn (offered) or kRequire.
+  TlsMode tls_mode = TlsMode::kOff;
+  TlsOptions tls;
 };
 
 // Thread-safe. `store` must outlive the server.
@@ -44,8 +50,9 @@ class NbdServer {
   void AcceptLoop(Listener& listener);
   void Serve(int fd);
 
-  Store& store_;
+  StoreExportCatalog exports_;
   const NbdServerOptions options_;
+  std::unique_ptr<TlsContext> tls_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::atomic<bool> stopping_{false};
   common::ConnectionThreads connections_;

@@ -1,7 +1,5 @@
 #include "request.h"
 
-#include <cstring>
-
 namespace strata::nbd {
 namespace {
 
@@ -11,27 +9,44 @@ uint64_t Get(std::span<const std::byte> p, size_t offset, size_t bytes) {
   return v;
 }
 
+bool OutOfRange(const Request& r, const ExportInfo& info) {
+  return r.offset > info.size_bytes || r.length > info.size_bytes - r.offset;
+}
+
 }  // namespace
 
-std::variant<Request, RequestError> DecodeRequest(
-    std::span<const std::byte, kRequestHeaderBytes> header) {
-  if (Get(header, 0, 4) != kRequestMagic) return RequestError{kEinval, /*fatal=*/true};
+std::variant<Request, RequestError> DecodeRequest(std::span<const std::byte> header,
+                                                  bool extended) {
+  const size_t expected = extended ? kExtendedHeaderBytes : kRequestHeaderBytes;
+  const uint32_t magic = extended ? kExtendedRequestMagic : kRequestMagic;
+  if (header.size() != expected || Get(header, 0, 4) != magic) {
+    return RequestError{kEinval, /*fatal=*/true};
+  }
   Request r;
   r.flags = static_cast<uint16_t>(Get(header, 4, 2));
   r.type = static_cast<uint16_t>(Get(header, 6, 2));
   r.cookie = Get(header, 8, 8);
   r.offset = Get(header, 16, 8);
-  r.length = static_cast<uint32_t>(Get(header, 24, 4));
+  r.length = Get(header, 24, extended ? 8 : 4);
   return r;
 }
 
 std::variant<Request, RequestError> ValidateRequest(const Request& r, const ExportInfo& info) {
+  // A write's payload follows its header: an error that leaves it unread would desynchronize
+  // the stream, so a write longer than we will ever read is fatal.
+  if (r.type == kCmdWrite && r.length > kMaxRequestBytes) {
+    return RequestError{kEoverflow, /*fatal=*/true};
+  }
   switch (r.type) {
     case kCmdDisc:
     case kCmdFlush:
       if (r.offset != 0 || r.length != 0 || (r.flags & ~kCmdFlagFua) != 0)
         return RequestError{kEinval};
       return r;
+    case kCmdResize:
+      if (!info.can_resize) return RequestError{info.read_only ? kEperm : kEinval};
+      if (r.length != 0 || r.flags != 0) return RequestError{kEinval};
+      return r;  // The size itself is the engine's to judge.
     case kCmdRead:
     case kCmdWrite:
     case kCmdTrim:
@@ -42,25 +57,22 @@ std::variant<Request, RequestError> ValidateRequest(const Request& r, const Expo
       if (!info.block_status || r.length == 0 || (r.flags & ~kCmdFlagReqOne) != 0) {
         return RequestError{kEinval};
       }
-      if (r.offset > info.size_bytes || r.length > info.size_bytes - r.offset)
-        return RequestError{kEinval};
+      if (OutOfRange(r, info)) return RequestError{kEinval};
       return r;
     default:
       return RequestError{kEinval};
   }
-  const uint16_t allowed = r.type == kCmdWriteZeroes ? (kCmdFlagFua | kCmdFlagNoHole)
+  const uint16_t allowed = r.type == kCmdWriteZeroes
+                               ? (kCmdFlagFua | kCmdFlagNoHole | kCmdFlagFastZero)
                            : r.type == kCmdRead || r.type == kCmdCache ? 0
                                                                        : kCmdFlagFua;
   if ((r.flags & ~allowed) != 0) return RequestError{kEinval};
   if ((r.type == kCmdWrite || r.type == kCmdTrim || r.type == kCmdWriteZeroes) && info.read_only) {
     return RequestError{kEperm};
   }
-  if ((r.type == kCmdRead || r.type == kCmdWrite) && r.length > kMaxRequestBytes) {
-    // A write's payload follows: the stream cannot be resynchronized without reading it.
-    return RequestError{kEoverflow, /*fatal=*/r.type == kCmdWrite};
-  }
-  if (r.offset > info.size_bytes || r.length > info.size_bytes - r.offset)
-    return RequestError{kEinval};
+  if (r.type == kCmdRead && r.length > kMaxRequestBytes) return RequestError{kEoverflow};
+  // Without extended headers TRIM, WRITE_ZEROES and CACHE are bounded by their 32-bit field.
+  if (OutOfRange(r, info)) return RequestError{kEinval};
   if (r.offset % kMinBlockBytes != 0 || r.length % kMinBlockBytes != 0)
     return RequestError{kEinval};
   return r;

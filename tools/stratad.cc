@@ -1,6 +1,6 @@
 // stratad: the Strata daemon. Opens the store, serves the AWS-compatible API, and keeps running
-// until SIGTERM or SIGINT, then stops cleanly (pending snapshots complete, volumes flush). The
-// NBD server joins this process in a later issue.
+// and NBD, and keeps running until SIGTERM or SIGINT, then stops cleanly (connections close,
+// pending snapshots complete, volumes flush).
 
 #include <sys/stat.h>
 
@@ -27,6 +27,12 @@ constexpr char kUsage[] =
     "  --api-listen ADDR  control-plane API address (default 127.0.0.1:8150; 'off' disables)\n"
     "  --nbd-listen LIST  NBD addresses, comma-separated HOST:PORT or unix:PATH\n"
     "                     (default 127.0.0.1:10809,unix:DIR/nbd.sock; 'off' disables)\n"
+    "  --tls MODE         NBD STARTTLS: off, on (offered) or require (default: on when\n"
+    "                     credentials are given, else off)\n"
+    "  --tls-psk-file F   TLS pre-shared keys, IDENTITY:HEXKEY per line (psktool format);\n"
+    "                     the identity is an account name or id\n"
+    "  --tls-x509-dir D   ca-cert.pem, server-cert.pem, server-key.pem; a client certificate's\n"
+    "                     common name is an account name or id\n"
     "  --chunk-size SIZE  chunk size of a new store, 4K..4M (default 64K)\n"
     "  --compression      compress snapshot chunks with zstd\n";
 
@@ -39,7 +45,8 @@ int Fail(const absl::Status& s) {
 
 int main(int argc, char** argv) {
   auto args = strata::tools::Args::Parse(argc, argv, 1,
-                                         {"data-dir", "chunk-size", "api-listen", "nbd-listen"},
+                                         {"data-dir", "chunk-size", "api-listen", "nbd-listen", "tls",
+                                          "tls-psk-file", "tls-x509-dir"},
                                          {"compression", "help"});
   if (!args.ok()) {
     std::fprintf(stderr, "stratad: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
@@ -85,6 +92,24 @@ int main(int argc, char** argv) {
     api_options.port = static_cast<uint16_t>(port);
   }
 
+  strata::nbd::NbdServerOptions nbd_options;
+  nbd_options.tls.psk_file = args->Get("tls-psk-file", "");
+  nbd_options.tls.x509_dir = args->Get("tls-x509-dir", "");
+  const bool have_credentials = !nbd_options.tls.psk_file.empty() || !nbd_options.tls.x509_dir.empty();
+  const std::string tls_mode = args->Get("tls", have_credentials ? "on" : "off");
+  if (tls_mode == "off") {
+    nbd_options.tls_mode = strata::nbd::TlsMode::kOff;
+  } else if (tls_mode == "on" || tls_mode == "require") {
+    if (!have_credentials) {
+      return Fail(absl::InvalidArgumentError(
+          "--tls " + tls_mode + " needs --tls-psk-file or --tls-x509-dir"));
+    }
+    nbd_options.tls_mode =
+        tls_mode == "on" ? strata::nbd::TlsMode::kOn : strata::nbd::TlsMode::kRequire;
+  } else {
+    return Fail(absl::InvalidArgumentError("--tls takes off, on or require"));
+  }
+
   auto store = strata::Store::Open(dir, options);
   if (!store.ok()) return Fail(store.status());
   absl::StatusOr<bool> created = strata::tools::EnsureAdmin(**store, dir);
@@ -110,12 +135,13 @@ int main(int argc, char** argv) {
   const std::string nbd_listen =
       args->Get("nbd-listen", "127.0.0.1:10809,unix:" + dir + "/nbd.sock");
   if (nbd_listen != "off") {
-    strata::nbd::NbdServerOptions nbd_options;
     nbd_options.listen = absl::StrSplit(nbd_listen, ',', absl::SkipEmpty());
     nbd = std::make_unique<strata::nbd::NbdServer>(**store, nbd_options);
     if (absl::Status s = nbd->Start(); !s.ok()) return Fail(s);
     STRATA_LOG(kInfo, "NBD on ", absl::StrJoin(nbd->addresses(), " "),
-               " (exports: attached volumes, named by volume id)");
+               " (exports: attached volumes by volume id, read-write; completed snapshots by "
+               "snapshot id, read-only; TLS ",
+               tls_mode, ")");
   }
   STRATA_LOG(kInfo, "stratad serving store ", dir, " (pid ", getpid(),
              "); SIGTERM or Ctrl-C stops");

@@ -134,6 +134,8 @@ absl::Status VolumeImpl::LoadBitmaps(bool clean) {
     STRATA_RETURN_IF_ERROR(bad);
   } else {
     dirty_->Union(owned_);
+    suspect_ = std::make_unique<SparseBitmap>(chunk_count());
+    suspect_->Union(owned_);
   }
   return absl::OkStatus();
 }
@@ -334,6 +336,65 @@ absl::StatusOr<std::vector<AllocationExtent>> VolumeImpl::Allocation(uint64_t of
   return out;
 }
 
+absl::StatusOr<bool> VolumeImpl::ChunkChanged(uint64_t chunk_index) {
+  if (suspect_ == nullptr || !suspect_->Test(chunk_index)) return dirty_->Test(chunk_index);
+  StripeLocks locks(*this, chunk_index, chunk_index, /*exclusive=*/true);
+  if (!suspect_->Test(chunk_index)) return dirty_->Test(chunk_index);  // Compared meanwhile.
+  // A pending snapshot may not resolve yet: keep the chunk counted as changed until it completes.
+  if (pending_count_.load(std::memory_order_acquire) > 0) return true;
+  const uint64_t length = ChunkLength(chunk_index);
+  std::vector<std::byte> head(length);
+  std::vector<std::byte> base(length);
+  STRATA_RETURN_IF_ERROR(head_->Read(chunk_index << chunk_shift_, head));
+  STRATA_RETURN_IF_ERROR(ReadUnowned(chunk_index, 0, base));
+  const bool changed = std::memcmp(head.data(), base.data(), length) != 0;
+  if (!changed) dirty_->Clear(chunk_index);
+  suspect_->Clear(chunk_index);
+  return changed;
+}
+
+absl::StatusOr<std::vector<ChangeExtent>> VolumeImpl::Changes(uint64_t offset_bytes,
+                                                              uint64_t length_bytes,
+                                                              size_t max_extents) {
+  absl::ReaderMutexLock gate(&gate_);
+  STRATA_RETURN_IF_ERROR(CheckRange(offset_bytes, length_bytes));
+  std::vector<ChangeExtent> out;
+  auto add = [&](uint64_t length, bool changed) {
+    if (!out.empty() && out.back().changed == changed) {
+      out.back().length_bytes += length;
+      return true;
+    }
+    if (out.size() == max_extents) return false;
+    out.push_back({length, changed});
+    return true;
+  };
+  const uint64_t end = offset_bytes + length_bytes;
+  bool has_base = false;
+  {
+    absl::MutexLock lock(&mu_);
+    has_base = !record_.last_snapshot_id.empty();
+  }
+  if (!has_base) {
+    if (length_bytes > 0 && max_extents > 0) out.push_back({length_bytes, true});
+    return out;
+  }
+  for (uint64_t pos = offset_bytes; pos < end;) {
+    const uint64_t c = pos >> chunk_shift_;
+    bool changed = false;
+    uint64_t run_end = std::min(end, (c + 1) << chunk_shift_);
+    if (dirty_->Test(c)) {
+      STRATA_ASSIGN_OR_RETURN(changed, ChunkChanged(c));
+    } else {
+      // Unchanged up to the next dirty chunk, in one step.
+      const std::optional<uint64_t> next = dirty_->NextSet(c);
+      run_end = next.has_value() ? std::min(end, *next << chunk_shift_) : end;
+    }
+    if (!add(run_end - pos, changed)) break;
+    pos = run_end;
+  }
+  return out;
+}
+
 absl::Status VolumeImpl::Flush() {
   absl::MutexLock flush(&flush_mu_);
   std::vector<std::pair<uint64_t, std::string>> leaves;
@@ -375,6 +436,7 @@ void VolumeImpl::FreezeLocked(const std::shared_ptr<PendingSnapshot>& pending)
     ABSL_NO_THREAD_SAFETY_ANALYSIS {
   pending->frozen = std::move(dirty_);
   dirty_ = std::make_unique<SparseBitmap>(chunk_count());
+  suspect_.reset();
   absl::MutexLock lock(&mu_);
   pending_.push_back(pending);
   pending_count_.store(pending_.size(), std::memory_order_release);
@@ -505,6 +567,7 @@ absl::Status VolumeImpl::Grow(uint64_t new_size_bytes) {
   const uint64_t chunks = ChunksFor(new_size_bytes, chunk_shift_);
   owned_.Resize(chunks);
   dirty_->Resize(chunks);
+  if (suspect_ != nullptr) suspect_->Resize(chunks);
   size_bytes_.store(new_size_bytes, std::memory_order_release);
   return absl::OkStatus();
 }

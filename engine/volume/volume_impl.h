@@ -72,6 +72,8 @@ class VolumeImpl final : public Volume {
   absl::StatusOr<std::vector<AllocationExtent>> Allocation(uint64_t offset_bytes,
                                                            uint64_t length_bytes,
                                                            size_t max_extents) override;
+  absl::StatusOr<std::vector<ChangeExtent>> Changes(uint64_t offset_bytes, uint64_t length_bytes,
+                                                    size_t max_extents) override;
 
   // --- For the region. ---
   meta::VolumeRecord record() const;
@@ -137,6 +139,10 @@ class VolumeImpl final : public Volume {
   absl::StatusOr<ChunkEntry> ResolveBase(uint64_t chunk_index);
   absl::Status ReadUnowned(uint64_t chunk_index, uint64_t offset_in_chunk,
                            std::span<std::byte> out);
+  // Whether chunk `chunk_index` differs from the last snapshot. A chunk marked dirty only by the
+  // rescan after an unclean stop is compared (and unmarked if equal) on first use.
+  // REQUIRES: gate_ shared.
+  absl::StatusOr<bool> ChunkChanged(uint64_t chunk_index) ABSL_SHARED_LOCKS_REQUIRED(gate_);
   // Shared by Trim and WriteZeroes.
   absl::Status ZeroRange(uint64_t offset_bytes, uint64_t length_bytes);
   // REQUIRES: gate_ shared and the chunk's stripe held exclusively.
@@ -161,6 +167,9 @@ class VolumeImpl final : public Volume {
 
   SparseBitmap owned_;                                          // Resized under gate_ exclusive.
   std::unique_ptr<SparseBitmap> dirty_ ABSL_GUARDED_BY(gate_);  // Swapped under gate_ exclusive.
+  // Dirty chunks not known to be changed: marked by the rescan after an unclean stop, cleared
+  // once compared with the last snapshot, emptied by a freeze. Null when there are none.
+  std::unique_ptr<SparseBitmap> suspect_ ABSL_GUARDED_BY(gate_);
   meta::VolumeRecord record_ ABSL_GUARDED_BY(mu_);
   std::deque<std::shared_ptr<PendingSnapshot>> pending_ ABSL_GUARDED_BY(mu_);
   // pending_.size(), readable without mu_: the write path checks it before copying the list.

@@ -9,6 +9,8 @@
 #include <vector>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
+// The target's starting inputs.
+std::vector<std::string> FuzzSeeds();
 
 int main(int argc, char** argv) {
   const uint64_t seed = std::getenv("STRATA_TEST_SEED")
@@ -17,21 +19,8 @@ int main(int argc, char** argv) {
   const long iterations = argc > 1 ? std::atol(argv[1]) : 20000;
   std::printf("seed: STRATA_TEST_SEED=%llu, %ld iterations\n",
               static_cast<unsigned long long>(seed), iterations);
-  const std::vector<std::string> seeds = {
-      "POST / HTTP/1.1\r\nHost: 127.0.0.1:8150\r\nX-Amz-Date: 20260101T000000Z\r\nAuthorization: "
-      "AWS4-HMAC-SHA256 Credential=AKIA/20260101/local-1/ec2/aws4_request, "
-      "SignedHeaders=host;x-amz-date, "
-      "Signature=abcd\r\nContent-Length: 30\r\n\r\nAction=DescribeVolumes&MaxResults=5",
-      "GET /snapshots/snap-1/blocks?maxResults=100&pageToken=3 HTTP/1.1\r\nHost: h\r\n\r\n",
-      "Action=CreateVolume&Size=1&TagSpecification.1.ResourceType=volume&TagSpecification.1.Tag.1."
-      "Key=a"
-      "&Filter.1.Name=tag%3AName&Filter.1.Value.1=w%2A&VolumeId.1=vol-1",
-      "AWS4-HMAC-SHA256 Credential=a/b/c/d/aws4_request,SignedHeaders=host,Signature=00",
-      R"({"VolumeSize": 8, "ParentSnapshotId": "snap-1", "Tags": [{"Key": "a", "Value": "b"}], "Timeout": 60})",
-      std::string("\x25\x60\x95\x13\x00\x01\x00\x01\x00\x00\x00\x00\x00\x00\x00\x07"
-                  "\x00\x00\x00\x00\x00\x00\x10\x00\x00\x00\x02\x00",
-                  28),
-  };
+  const std::vector<std::string> seeds = FuzzSeeds();
+
   std::mt19937_64 rng(seed);
   for (const std::string& s : seeds)
     LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(s.data()), s.size());

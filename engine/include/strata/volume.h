@@ -46,6 +46,12 @@ struct AllocationExtent {
   bool zero = false;  // True: reads as zeros and holds no data (a hole).
 };
 
+// A run of a volume's address space, as Volume::Changes reports it.
+struct ChangeExtent {
+  uint64_t length_bytes = 0;
+  bool changed = false;  // True: the range may differ from the volume's last snapshot.
+};
+
 // A volume of a Region. Obtained from Region::GetVolume; valid until the volume is deleted or the
 // Store closes. Thread-safe: any number of threads may do I/O at once (as NBD multi-conn does).
 // I/O and Flush fail with kInvalidArgument for misaligned or out-of-range requests and change
@@ -73,6 +79,14 @@ class Volume {
   // as data; chunks it reads through a snapshot are holes where the snapshot has none.
   [[nodiscard]] virtual absl::StatusOr<std::vector<AllocationExtent>> Allocation(
       uint64_t offset_bytes, uint64_t length_bytes, size_t max_extents) = 0;
+  // Describes [offset_bytes, offset_bytes + length_bytes) as runs of chunks changed and not
+  // changed since the volume's last snapshot (everything is changed when it has none), at most
+  // `max_extents` runs. Never misses a change, across crashes too; after an unclean stop a chunk
+  // the volume holds is compared with the snapshot the first time it is asked about, so the
+  // answer stays exact rather than reporting every chunk held.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<ChangeExtent>> Changes(uint64_t offset_bytes,
+                                                                          uint64_t length_bytes,
+                                                                          size_t max_extents) = 0;
   // Makes every write completed before this call durable (survives a crash of the process or
   // the machine).
   [[nodiscard]] virtual absl::Status Flush() = 0;

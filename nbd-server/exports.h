@@ -1,0 +1,81 @@
+#pragma once
+// What an NBD client can open: attached volumes (read-write, by volume id) and completed
+// snapshots (read-only, by snapshot id, on request). The catalog decides who may open what and
+// bounds the connections of each export.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "strata/store.h"
+
+namespace strata::nbd {
+
+// One client's handle on an export. Thread-compatible (one session uses it).
+class Export {
+ public:
+  virtual ~Export() = default;
+  virtual const std::string& name() const = 0;
+  virtual std::string description() const = 0;
+  virtual uint64_t size_bytes() const = 0;
+  virtual bool read_only() const = 0;
+  // Volumes grow (NBD_CMD_RESIZE) and report changes since their last snapshot.
+  virtual bool is_volume() const = 0;
+
+  [[nodiscard]] virtual absl::Status Read(uint64_t offset, std::span<std::byte> out) = 0;
+  [[nodiscard]] virtual absl::Status Write(uint64_t offset, std::span<const std::byte> data,
+                                           bool fua) = 0;
+  [[nodiscard]] virtual absl::Status Trim(uint64_t offset, uint64_t length) = 0;
+  [[nodiscard]] virtual absl::Status WriteZeroes(uint64_t offset, uint64_t length, bool fua) = 0;
+  [[nodiscard]] virtual absl::Status Flush() = 0;
+  [[nodiscard]] virtual absl::Status Resize(uint64_t new_size_bytes) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<AllocationExtent>> Allocation(
+      uint64_t offset, uint64_t length, size_t max_extents) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<ChangeExtent>> Changes(uint64_t offset,
+                                                                          uint64_t length,
+                                                                          size_t max_extents) = 0;
+};
+
+class ExportCatalog {
+ public:
+  virtual ~ExportCatalog() = default;
+  // Opens export `name` for `account` (an account id; nullopt for a client that did not
+  // authenticate, which may open any export). kNotFound when there is no such export or it is
+  // not the account's; kResourceExhausted when it has kMaxConnectionsPerExport connections.
+  virtual absl::StatusOr<std::unique_ptr<Export>> Open(const std::string& name,
+                                                       const std::optional<std::string>& account) = 0;
+  // The attached volumes `account` may open (snapshots are opened on request, not listed).
+  virtual std::vector<std::string> List(const std::optional<std::string>& account) = 0;
+  // The account id a TLS identity (an account name or id) names, if any.
+  virtual std::optional<std::string> AccountFor(const std::string& identity) = 0;
+};
+
+// The catalog of a Store's regions. Thread-safe; `store` must outlive it and its exports.
+class StoreExportCatalog final : public ExportCatalog {
+ public:
+  explicit StoreExportCatalog(Store& store) : store_(store) {}
+  absl::StatusOr<std::unique_ptr<Export>> Open(const std::string& name,
+                                               const std::optional<std::string>& account) override;
+  std::vector<std::string> List(const std::optional<std::string>& account) override;
+  std::optional<std::string> AccountFor(const std::string& identity) override;
+
+  // Takes one of an export's connection slots; false when all are in use.
+  bool Acquire(const std::string& name);
+  void Release(const std::string& name);
+
+ private:
+  absl::StatusOr<std::unique_ptr<Export>> OpenVolume(Region& region, const VolumeInfo& info);
+
+  Store& store_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, int> connections_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace strata::nbd

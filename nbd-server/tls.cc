@@ -1,0 +1,159 @@
+#include "tls.h"
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace strata::nbd {
+namespace {
+
+std::string OpenSslError() {
+  const unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return "unknown TLS error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof(buf));
+  return buf;
+}
+
+absl::StatusOr<std::map<std::string, std::string>> LoadPskFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read PSK file ", path));
+  std::map<std::string, std::string> out;
+  std::string line;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    absl::string_view text = absl::StripAsciiWhitespace(line);
+    if (text.empty() || text[0] == '#') continue;
+    const size_t colon = text.rfind(':');
+    const absl::string_view hex =
+        colon == absl::string_view::npos ? absl::string_view() : text.substr(colon + 1);
+    const bool is_hex = hex.size() % 2 == 0 && std::all_of(hex.begin(), hex.end(), [](char c) {
+                          return absl::ascii_isxdigit(static_cast<unsigned char>(c));
+                        });
+    std::string key = is_hex ? absl::HexStringToBytes(hex) : std::string();
+    if (colon == absl::string_view::npos || colon == 0 || !is_hex || key.size() < 16 ||
+        key.size() > 64) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", number, ": expected IDENTITY:HEXKEY with a 16 to 64 byte key"));
+    }
+    out[std::string(text.substr(0, colon))] = std::move(key);
+  }
+  if (out.empty()) return absl::InvalidArgumentError(absl::StrCat("PSK file ", path, " is empty"));
+  return out;
+}
+
+}  // namespace
+
+TlsTransport::TlsTransport(SSL* ssl, std::string peer_identity)
+    : ssl_(ssl), peer_identity_(std::move(peer_identity)) {}
+
+TlsTransport::~TlsTransport() {
+  SSL_shutdown(ssl_);
+  SSL_free(ssl_);
+}
+
+ssize_t TlsTransport::Recv(void* buf, size_t n) {
+  const int got = SSL_read(ssl_, buf, static_cast<int>(std::min<size_t>(n, 1 << 30)));
+  if (got > 0) return got;
+  return SSL_get_error(ssl_, got) == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+}
+
+bool TlsTransport::Send(std::span<const iovec> pieces) {
+  for (const iovec& p : pieces) {
+    if (p.iov_len == 0) continue;
+    if (SSL_write(ssl_, p.iov_base, static_cast<int>(p.iov_len)) <= 0) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsOptions& options) {
+  if (options.psk_file.empty() && options.x509_dir.empty()) {
+    return absl::InvalidArgumentError("TLS needs a PSK file or an X.509 directory");
+  }
+  std::unique_ptr<TlsContext> context(new TlsContext());
+  context->ctx_ = SSL_CTX_new(TLS_server_method());
+  if (context->ctx_ == nullptr) return absl::InternalError(OpenSslError());
+  SSL_CTX* ctx = context->ctx_;
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_app_data(ctx, context.get());
+  if (!options.psk_file.empty()) {
+    auto psks = LoadPskFile(options.psk_file);
+    if (!psks.ok()) return psks.status();
+    context->psks_ = std::move(*psks);
+    SSL_CTX_set_psk_server_callback(ctx, &TlsContext::FindPsk);
+  }
+  if (!options.x509_dir.empty()) {
+    const std::string cert = options.x509_dir + "/server-cert.pem";
+    const std::string key = options.x509_dir + "/server-key.pem";
+    const std::string ca = options.x509_dir + "/ca-cert.pem";
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1 ||
+        SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr) != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cannot load X.509 credentials from ", options.x509_dir,
+          " (ca-cert.pem, server-cert.pem, server-key.pem): ", OpenSslError()));
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  }
+  // TLS 1.2 suites for both kinds of credentials (TLS 1.3 has its own list).
+  if (SSL_CTX_set_cipher_list(ctx, "ECDHE-PSK:DHE-PSK:PSK:HIGH:!aNULL:!MD5:!RC4:!3DES") != 1) {
+    return absl::InternalError(OpenSslError());
+  }
+  return context;
+}
+
+TlsContext::~TlsContext() {
+  for (auto& [identity, key] : psks_) OPENSSL_cleanse(key.data(), key.size());
+  SSL_CTX_free(ctx_);
+}
+
+unsigned int TlsContext::FindPsk(SSL* ssl, const char* identity, unsigned char* psk,
+                                 unsigned int max_psk_len) {
+  auto* self = static_cast<TlsContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+  if (identity == nullptr) return 0;
+  auto it = self->psks_.find(identity);
+  if (it == self->psks_.end() || it->second.size() > max_psk_len) return 0;
+  std::memcpy(psk, it->second.data(), it->second.size());
+  return static_cast<unsigned int>(it->second.size());
+}
+
+absl::StatusOr<std::unique_ptr<TlsTransport>> TlsContext::Accept(int fd) {
+  SSL* ssl = SSL_new(ctx_);
+  if (ssl == nullptr || SSL_set_fd(ssl, fd) != 1) {
+    SSL_free(ssl);
+    return absl::InternalError(OpenSslError());
+  }
+  if (SSL_accept(ssl) != 1) {
+    const std::string why = OpenSslError();
+    SSL_free(ssl);
+    return absl::UnauthenticatedError(absl::StrCat("TLS handshake failed: ", why));
+  }
+  std::string identity;
+  if (const char* psk_identity = SSL_get_psk_identity(ssl); psk_identity != nullptr) {
+    identity = psk_identity;
+  } else if (X509* cert = SSL_get1_peer_certificate(ssl); cert != nullptr) {
+    char cn[256] = {};
+    X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
+    identity = cn;
+    X509_free(cert);
+  }
+  return std::make_unique<TlsTransport>(ssl, std::move(identity));
+}
+
+}  // namespace strata::nbd

@@ -1,0 +1,87 @@
+#include "transport.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace strata::nbd {
+
+ssize_t SocketTransport::Recv(void* buf, size_t n) {
+  for (;;) {
+    const ssize_t got = ::recv(fd_, buf, n, 0);
+    if (got < 0 && errno == EINTR) continue;
+    return got;
+  }
+}
+
+bool SocketTransport::Send(std::span<const iovec> pieces) {
+  constexpr size_t kMaxPieces = 8;
+  iovec iov[kMaxPieces];
+  size_t count = 0;
+  for (const iovec& p : pieces) {
+    if (p.iov_len == 0) continue;
+    if (count == kMaxPieces) return false;
+    iov[count++] = p;
+  }
+  size_t first = 0;
+  while (first < count) {
+    msghdr msg{};
+    msg.msg_iov = iov + first;
+    msg.msg_iovlen = count - first;
+    ssize_t put = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    if (put < 0 && errno == EINTR) continue;
+    if (put <= 0) return false;
+    while (first < count && static_cast<size_t>(put) >= iov[first].iov_len) {
+      put -= static_cast<ssize_t>(iov[first].iov_len);
+      ++first;
+    }
+    if (first < count) {
+      iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + put;
+      iov[first].iov_len -= static_cast<size_t>(put);
+    }
+  }
+  return true;
+}
+
+bool BufferedReader::Read(void* out, size_t n) {
+  auto* dst = static_cast<std::byte*>(out);
+  const size_t from_buffer = std::min(n, buffered());
+  std::memcpy(dst, buffer_.data() + begin_, from_buffer);
+  begin_ += from_buffer;
+  dst += from_buffer;
+  n -= from_buffer;
+  if (begin_ == end_) begin_ = end_ = 0;
+  while (n > 0) {
+    if (n >= buffer_.size() / 2) {  // A large payload goes straight to its destination.
+      const ssize_t got = transport_->Recv(dst, n);
+      if (got <= 0) return false;
+      dst += got;
+      n -= static_cast<size_t>(got);
+      continue;
+    }
+    const ssize_t got = transport_->Recv(buffer_.data(), buffer_.size());
+    if (got <= 0) return false;
+    end_ = static_cast<size_t>(got);
+    const size_t take = std::min(n, end_);
+    std::memcpy(dst, buffer_.data(), take);
+    begin_ = take;
+    dst += take;
+    n -= take;
+    if (begin_ == end_) begin_ = end_ = 0;
+  }
+  return true;
+}
+
+bool BufferedReader::Discard(size_t n) {
+  char sink[16384];
+  while (n > 0) {
+    const size_t step = std::min(n, sizeof(sink));
+    if (!Read(sink, step)) return false;
+    n -= step;
+  }
+  return true;
+}
+
+}  // namespace strata::nbd
