@@ -12,8 +12,7 @@ namespace {
 // Holds one of the catalog's connection slots for an export.
 class Slot {
  public:
-  Slot(StoreExportCatalog& catalog, std::string name)
-      : catalog_(catalog), name_(std::move(name)) {}
+  Slot(StoreExportCatalog& catalog, std::string name) : catalog_(catalog), name_(std::move(name)) {}
   ~Slot() { catalog_.Release(name_); }
   Slot(const Slot&) = delete;
   Slot& operator=(const Slot&) = delete;
@@ -55,9 +54,9 @@ class VolumeExport final : public Export {
   absl::Status Resize(uint64_t new_size_bytes) override {
     if (new_size_bytes == volume_.size_bytes()) return absl::OkStatus();
     if (new_size_bytes < volume_.size_bytes()) {
-      return absl::PermissionDeniedError(
-          absl::StrCat(name_, ": volumes never shrink (", volume_.size_bytes(), " to ",
-                       new_size_bytes, " bytes)"));
+      return absl::PermissionDeniedError(absl::StrCat(name_, ": volumes never shrink (",
+                                                      volume_.size_bytes(), " to ", new_size_bytes,
+                                                      " bytes)"));
     }
     return region_.GrowVolume(name_, new_size_bytes);
   }
@@ -125,9 +124,9 @@ bool MayUse(const std::optional<std::string>& account, const std::string& owner,
 }
 
 absl::Status NoSuchExport(const std::string& name) {
-  return absl::NotFoundError(absl::StrCat(
-      "no export named \"", name, "\": attach the volume first (AttachVolume), or name a "
-      "completed snapshot you may use"));
+  return absl::NotFoundError(absl::StrCat("no export named \"", name,
+                                          "\": attach the volume first (AttachVolume), or name a "
+                                          "completed snapshot you may use"));
 }
 
 absl::Status TooManyConnections(const std::string& name) {
@@ -187,9 +186,9 @@ absl::StatusOr<std::unique_ptr<Export>> StoreExportCatalog::OpenVolume(Region& r
   auto slot = std::make_unique<Slot>(*this, info.id);
   absl::StatusOr<std::unique_ptr<Region::VolumePin>> pin = region.PinVolume(info.id);
   if (!pin.ok()) return pin.status();
-  return std::make_unique<VolumeExport>(std::move(slot), region, std::move(*pin), info.id,
-                                        absl::StrCat("volume attached to ", info.attached_to,
-                                                     " as ", info.device));
+  return std::make_unique<VolumeExport>(
+      std::move(slot), region, std::move(*pin), info.id,
+      absl::StrCat("volume attached to ", info.attached_to, " as ", info.device));
 }
 
 std::vector<std::string> StoreExportCatalog::List(const std::optional<std::string>& account) {

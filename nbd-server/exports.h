@@ -49,8 +49,8 @@ class ExportCatalog {
   // Opens export `name` for `account` (an account id; nullopt for a client that did not
   // authenticate, which may open any export). kNotFound when there is no such export or it is
   // not the account's; kResourceExhausted when it has kMaxConnectionsPerExport connections.
-  virtual absl::StatusOr<std::unique_ptr<Export>> Open(const std::string& name,
-                                                       const std::optional<std::string>& account) = 0;
+  virtual absl::StatusOr<std::unique_ptr<Export>> Open(
+      const std::string& name, const std::optional<std::string>& account) = 0;
   // The attached volumes `account` may open (snapshots are opened on request, not listed).
   virtual std::vector<std::string> List(const std::optional<std::string>& account) = 0;
   // The account id a TLS identity (an account name or id) names, if any.

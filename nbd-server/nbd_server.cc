@@ -17,9 +17,7 @@
 #include "transport.h"
 
 namespace strata::nbd {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 NbdServer::NbdServer(Store& store, NbdServerOptions options)
     : exports_(store), options_(std::move(options)) {}

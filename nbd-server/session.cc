@@ -271,7 +271,8 @@ bool Session::InfoOrGo(uint32_t option, const std::string& data, std::unique_ptr
 bool Session::MetaContext(uint32_t option, const std::string& data) {
   const bool set = option == kOptSetMetaContext;
   if (set) want_allocation_ = want_changes_ = false;  // Replaced even on failure.
-  if (!structured_) return OptionReply(option, kRepErrInvalid, "negotiate structured replies first");
+  if (!structured_)
+    return OptionReply(option, kRepErrInvalid, "negotiate structured replies first");
   const auto* p = reinterpret_cast<const unsigned char*>(data.data());
   size_t at = 0;
   auto need = [&](size_t n) { return data.size() - at >= n; };

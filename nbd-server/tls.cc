@@ -105,11 +105,13 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsOptions&
         SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1 ||
         SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr) != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "cannot load X.509 credentials from ", options.x509_dir,
-          " (ca-cert.pem, server-cert.pem, server-key.pem): ", OpenSslError()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot load X.509 credentials from ", options.x509_dir,
+                       " (ca-cert.pem, server-cert.pem, server-key.pem): ", OpenSslError()));
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    if (!options.psk_file.empty())
+      SSL_CTX_set_client_hello_cb(ctx, &TlsContext::ChooseMode, nullptr);
   }
   // TLS 1.2 suites for both kinds of credentials (TLS 1.3 has its own list).
   if (SSL_CTX_set_cipher_list(ctx, "ECDHE-PSK:DHE-PSK:PSK:HIGH:!aNULL:!MD5:!RC4:!3DES") != 1) {
@@ -123,12 +125,28 @@ TlsContext::~TlsContext() {
   SSL_CTX_free(ctx_);
 }
 
+int TlsContext::ChooseMode(SSL* ssl, int* /*alert*/, void* /*arg*/) {
+  // A client offering a pre-shared key (TLS 1.3's pre_shared_key extension) authenticates with
+  // it: asking it for a certificate, or offering ours, would make a PSK-only client give up.
+  const unsigned char* psk_extension = nullptr;
+  size_t length = 0;
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_psk, &psk_extension, &length) == 1) {
+    SSL_set_verify(ssl, SSL_VERIFY_NONE, nullptr);
+    SSL_certs_clear(ssl);
+  }
+  return SSL_CLIENT_HELLO_SUCCESS;
+}
+
 unsigned int TlsContext::FindPsk(SSL* ssl, const char* identity, unsigned char* psk,
                                  unsigned int max_psk_len) {
   auto* self = static_cast<TlsContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
   if (identity == nullptr) return 0;
   auto it = self->psks_.find(identity);
   if (it == self->psks_.end() || it->second.size() > max_psk_len) return 0;
+  // TLS 1.3 does not keep the identity where SSL_get_psk_identity finds it: note it here.
+  if (auto* chosen = static_cast<std::string*>(SSL_get_app_data(ssl)); chosen != nullptr) {
+    *chosen = identity;
+  }
   std::memcpy(psk, it->second.data(), it->second.size());
   return static_cast<unsigned int>(it->second.size());
 }
@@ -139,18 +157,24 @@ absl::StatusOr<std::unique_ptr<TlsTransport>> TlsContext::Accept(int fd) {
     SSL_free(ssl);
     return absl::InternalError(OpenSslError());
   }
-  if (SSL_accept(ssl) != 1) {
+  std::string psk_identity;
+  SSL_set_app_data(ssl, &psk_identity);
+  const int accepted = SSL_accept(ssl);
+  SSL_set_app_data(ssl, nullptr);
+  if (accepted != 1) {
     const std::string why = OpenSslError();
     SSL_free(ssl);
     return absl::UnauthenticatedError(absl::StrCat("TLS handshake failed: ", why));
   }
-  std::string identity;
-  if (const char* psk_identity = SSL_get_psk_identity(ssl); psk_identity != nullptr) {
-    identity = psk_identity;
-  } else if (X509* cert = SSL_get1_peer_certificate(ssl); cert != nullptr) {
+  std::string identity = std::move(psk_identity);
+  if (identity.empty() && SSL_get_psk_identity(ssl) != nullptr)
+    identity = SSL_get_psk_identity(ssl);
+  if (X509* cert = SSL_get1_peer_certificate(ssl); identity.empty() && cert != nullptr) {
     char cn[256] = {};
     X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
     identity = cn;
+    X509_free(cert);
+  } else if (cert != nullptr) {
     X509_free(cert);
   }
   return std::make_unique<TlsTransport>(ssl, std::move(identity));

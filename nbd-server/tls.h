@@ -51,6 +51,7 @@ class TlsContext {
 
  private:
   TlsContext() = default;
+  static int ChooseMode(SSL* ssl, int* alert, void* arg);
   static unsigned int FindPsk(SSL* ssl, const char* identity, unsigned char* psk,
                               unsigned int max_psk_len);
 

@@ -8,7 +8,8 @@ packages=(
   build-essential cmake ninja-build pkg-config clang
   librocksdb-dev liburing-dev libxxhash-dev libssl-dev libabsl-dev libzstd-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
-  python3 qemu-utils libnbd-bin
+  python3 qemu-utils libnbd-bin python3-libnbd fio nbdkit nbd-server
+  qemu-system-x86 busybox-static cpio e2fsprogs libclang-rt-14-dev
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -23,7 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-upgrade -q "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-upgrade --no-install-recommends -q "${missing[@]}"
 fi
 
 BUILD_DIR=${BUILD_DIR:-build}

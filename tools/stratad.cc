@@ -44,10 +44,10 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto args = strata::tools::Args::Parse(argc, argv, 1,
-                                         {"data-dir", "chunk-size", "api-listen", "nbd-listen", "tls",
-                                          "tls-psk-file", "tls-x509-dir"},
-                                         {"compression", "help"});
+  auto args = strata::tools::Args::Parse(
+      argc, argv, 1,
+      {"data-dir", "chunk-size", "api-listen", "nbd-listen", "tls", "tls-psk-file", "tls-x509-dir"},
+      {"compression", "help"});
   if (!args.ok()) {
     std::fprintf(stderr, "stratad: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
     return 2;
@@ -74,6 +74,8 @@ int main(int argc, char** argv) {
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  // A peer that hangs up under a TLS write (OpenSSL uses write(2)) must not kill the daemon.
+  std::signal(SIGPIPE, SIG_IGN);
 
   strata::api::HttpServerOptions api_options;
   const std::string listen = args->Get("api-listen", "127.0.0.1:8150");
@@ -95,14 +97,15 @@ int main(int argc, char** argv) {
   strata::nbd::NbdServerOptions nbd_options;
   nbd_options.tls.psk_file = args->Get("tls-psk-file", "");
   nbd_options.tls.x509_dir = args->Get("tls-x509-dir", "");
-  const bool have_credentials = !nbd_options.tls.psk_file.empty() || !nbd_options.tls.x509_dir.empty();
+  const bool have_credentials =
+      !nbd_options.tls.psk_file.empty() || !nbd_options.tls.x509_dir.empty();
   const std::string tls_mode = args->Get("tls", have_credentials ? "on" : "off");
   if (tls_mode == "off") {
     nbd_options.tls_mode = strata::nbd::TlsMode::kOff;
   } else if (tls_mode == "on" || tls_mode == "require") {
     if (!have_credentials) {
-      return Fail(absl::InvalidArgumentError(
-          "--tls " + tls_mode + " needs --tls-psk-file or --tls-x509-dir"));
+      return Fail(absl::InvalidArgumentError("--tls " + tls_mode +
+                                             " needs --tls-psk-file or --tls-x509-dir"));
     }
     nbd_options.tls_mode =
         tls_mode == "on" ? strata::nbd::TlsMode::kOn : strata::nbd::TlsMode::kRequire;

@@ -9,10 +9,6 @@ import hashlib
 import json
 import os
 import re
-import signal
-import socket
-import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,91 +16,23 @@ import time
 import boto3
 import botocore
 
+from strata_testlib import MiB, Checks, Daemon, RawClient, sh
+
 BIN = sys.argv[1]
-PASSED = 0
-FAILED = 0
-MiB = 1 << 20
-
-
-def check(cond, what):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL:", what, flush=True)
-
-
-def sh(*args, **kwargs):
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=120, **kwargs)
-
-
-class RawClient:
-    """A minimal fixed-newstyle NBD client that can send what real clients never do."""
-
-    def __init__(self, port, export):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        hello = self.recv(18)
-        assert hello[:16] == b"NBDMAGICIHAVEOPT"
-        self.s.sendall(struct.pack(">I", 3))  # FIXED_NEWSTYLE | NO_ZEROES
-        name = export.encode()
-        self.option(7, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
-        self.export_size = None
-        while True:
-            magic, opt, rtype, length = struct.unpack(">QIII", self.recv(20))
-            data = self.recv(length)
-            if rtype == 3 and struct.unpack(">H", data[:2])[0] == 0:
-                self.export_size = struct.unpack(">Q", data[2:10])[0]
-            if rtype == 1 or rtype & 0x80000000:
-                self.go_reply = rtype
-                break
-
-    def recv(self, n):
-        out = b""
-        while len(out) < n:
-            chunk = self.s.recv(n - len(out))
-            if not chunk:
-                raise ConnectionError("closed")
-            out += chunk
-        return out
-
-    def option(self, opt, data):
-        self.s.sendall(struct.pack(">QII", 0x49484156454F5054, opt, len(data)) + data)
-
-    def request(self, cmd, offset, length, flags=0, payload=b"", magic=0x25609513):
-        self.s.sendall(struct.pack(">IHHQQI", magic, flags, cmd, 7, offset, length) + payload)
-        magic, error, cookie = struct.unpack(">IIQ", self.recv(16))
-        data = self.recv(length) if cmd == 0 and error == 0 else b""
-        return error, data
+check = Checks()
 
 
 def main():
     work = tempfile.mkdtemp(prefix="strata-nbd-")
     data_dir = os.path.join(work, "data")
-    log = open(os.path.join(work, "stratad.log"), "w+")
-    env = dict(os.environ)
-    env.pop("STRATA_QUIET", None)
     sock_path = os.path.join(work, "nbd.sock")
-    daemon = subprocess.Popen([f"{BIN}/stratad", "--data-dir", data_dir, "--api-listen", "127.0.0.1:0",
-                               "--nbd-listen", f"127.0.0.1:0,unix:{sock_path}"], stderr=log, env=env)
-    api = nbd = None
-    for _ in range(200):
-        log.seek(0)
-        text = log.read()
-        a = re.search(r"API on http://127\.0\.0\.1:(\d+)", text)
-        n = re.search(r"NBD on 127\.0\.0\.1:(\d+)", text)
-        if a and n:
-            api, nbd = int(a.group(1)), int(n.group(1))
-            break
-        time.sleep(0.05)
-    check(api and nbd, "stratad printed its API and NBD ports")
+    daemon = Daemon(BIN, data_dir, unix_socket=sock_path)
+    check(daemon.start(), "stratad printed its API and NBD ports")
     try:
-        run(work, data_dir, api, nbd, sock_path)
+        run(work, data_dir, daemon.api, daemon.nbd, sock_path)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        check(daemon.wait(timeout=60) == 0, "stratad stops cleanly")
-    print(f"{PASSED} passed, {FAILED} failed")
-    return 0 if FAILED == 0 else 1
+        check(daemon.stop() == 0, "stratad stops cleanly")
+    return check.summary()
 
 
 def run(work, data_dir, api, nbd, sock_path):
