@@ -58,13 +58,19 @@ const std::byte* Zeroes() {
 
 Session::Session(ExportCatalog& catalog, int fd, Transport* transport,
                  const SessionOptions& options)
-    : catalog_(catalog), fd_(fd), transport_(transport), options_(options), reader_(transport) {}
+    : catalog_(catalog),
+      fd_(fd),
+      transport_(transport),
+      options_(options),
+      writer_(transport),
+      reader_(transport, [this] { return writer_.Flush(); }) {}
 
 Session::~Session() = default;
 
 void Session::Run() {
   std::unique_ptr<Export> chosen = Handshake();
   if (chosen != nullptr) Transmit(*chosen);
+  writer_.Flush();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -77,7 +83,7 @@ bool Session::OptionReply(uint32_t option, uint32_t type, absl::string_view data
   Put(head, type, 4);
   Put(head, data.size(), 4);
   const iovec pieces[] = {Piece(head.data(), head.size()), Piece(data.data(), data.size())};
-  return transport_->Send(pieces);
+  return writer_.Send(pieces);
 }
 
 uint32_t Session::OpenError(const absl::Status& status) const {
@@ -101,7 +107,7 @@ std::unique_ptr<Export> Session::Handshake() {
   Put(hello, kOptionMagic, 8);
   Put(hello, kFlagFixedNewstyle | kFlagNoZeroes, 2);
   const iovec greeting[] = {Piece(hello.data(), hello.size())};
-  if (!transport_->Send(greeting)) return nullptr;
+  if (!writer_.Send(greeting)) return nullptr;
   unsigned char client_flags[4];
   if (!reader_.Read(client_flags, 4)) return nullptr;
   const uint32_t flags = static_cast<uint32_t>(Get(client_flags, 4));
@@ -144,7 +150,7 @@ std::unique_ptr<Export> Session::Handshake() {
         Put(out, TransmissionFlags(**e), 2);
         if (!no_zeroes_) out.append(124, '\0');
         const iovec reply[] = {Piece(out.data(), out.size())};
-        if (!transport_->Send(reply)) return nullptr;
+        if (!writer_.Send(reply)) return nullptr;
         return std::move(*e);
       }
       case kOptAbort:
@@ -207,7 +213,7 @@ bool Session::StartTls(uint32_t option, uint32_t length) {
     return OptionReply(option, kRepErrUnsup, "TLS is not configured on this server");
   }
   if (tls_ != nullptr || length != 0) return OptionReply(option, kRepErrInvalid);
-  if (!OptionReply(option, kRepAck)) return false;
+  if (!OptionReply(option, kRepAck) || !writer_.Flush()) return false;
   if (reader_.buffered() != 0) return false;  // Plaintext sent after STARTTLS: not a client.
   absl::StatusOr<std::unique_ptr<TlsTransport>> tls = options_.tls->Accept(fd_);
   if (!tls.ok()) {
@@ -223,6 +229,7 @@ bool Session::StartTls(uint32_t option, uint32_t length) {
   account_ = std::move(account);
   transport_ = tls_.get();
   reader_.set_transport(transport_);
+  writer_.set_transport(transport_);
   // Nothing negotiated in plaintext carries over.
   structured_ = extended_ = want_allocation_ = want_changes_ = false;
   return true;
@@ -344,7 +351,7 @@ bool Session::SendHeader(uint64_t cookie, uint16_t flags, uint16_t type, uint64_
   iovec pieces[4] = {Piece(head, n)};
   size_t count = 1;
   for (const iovec& p : payload) pieces[count++] = p;
-  return transport_->Send(std::span(pieces, count));
+  return writer_.Send(std::span(pieces, count));
 }
 
 bool Session::Error(const Request& r, uint32_t error, absl::string_view message) {
@@ -356,7 +363,7 @@ bool Session::Error(const Request& r, uint32_t error, absl::string_view message)
     PutAt(head + 4, error, 4);
     PutAt(head + 8, r.cookie, 8);
     const iovec pieces[] = {Piece(head, sizeof(head))};
-    return transport_->Send(pieces);
+    return writer_.Send(pieces);
   }
   message = message.substr(0, 1024);
   std::byte payload[6];
@@ -381,7 +388,7 @@ bool Session::Done(const Request& r, const absl::Status& status) {
   PutAt(head + 4, 0, 4);
   PutAt(head + 8, r.cookie, 8);
   const iovec pieces[] = {Piece(head, sizeof(head))};
-  return transport_->Send(pieces);
+  return writer_.Send(pieces);
 }
 
 bool Session::ReadReply(const Request& r, std::span<const std::byte> data) {
@@ -391,7 +398,7 @@ bool Session::ReadReply(const Request& r, std::span<const std::byte> data) {
     PutAt(head + 4, 0, 4);
     PutAt(head + 8, r.cookie, 8);
     const iovec pieces[] = {Piece(head, sizeof(head)), Piece(data.data(), data.size())};
-    return transport_->Send(pieces);
+    return writer_.Send(pieces);
   }
   std::byte offset[8];
   PutAt(offset, r.offset, 8);

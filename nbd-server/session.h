@@ -61,6 +61,7 @@ class Session {
   const int fd_;
   Transport* transport_;
   const SessionOptions options_;
+  BatchedWriter writer_;
   BufferedReader reader_;
   std::unique_ptr<TlsTransport> tls_;
   std::optional<std::string> account_;  // Set by a TLS upgrade.

@@ -45,6 +45,40 @@ bool SocketTransport::Send(std::span<const iovec> pieces) {
   return true;
 }
 
+bool BatchedWriter::Send(std::span<const iovec> pieces) {
+  size_t total = 0;
+  for (const iovec& p : pieces) total += p.iov_len;
+  if (used_ + total <= buffer_.size()) {
+    for (const iovec& p : pieces) {
+      std::memcpy(buffer_.data() + used_, p.iov_base, p.iov_len);
+      used_ += p.iov_len;
+    }
+    return true;
+  }
+  // Too big to gather: what is queued and the new pieces go out in one send.
+  iovec all[8];
+  size_t count = 0;
+  if (used_ > 0) all[count++] = {buffer_.data(), used_};
+  for (const iovec& p : pieces) {
+    if (count == std::size(all)) return false;
+    all[count++] = p;
+  }
+  used_ = 0;
+  return transport_->Send(std::span(all, count));
+}
+
+bool BatchedWriter::Flush() {
+  if (used_ == 0) return true;
+  const iovec piece = {buffer_.data(), used_};
+  used_ = 0;
+  return transport_->Send(std::span(&piece, 1));
+}
+
+ssize_t BufferedReader::Recv(void* buf, size_t n) {
+  if (before_wait_ != nullptr && !before_wait_()) return -1;
+  return transport_->Recv(buf, n);
+}
+
 bool BufferedReader::Read(void* out, size_t n) {
   auto* dst = static_cast<std::byte*>(out);
   const size_t from_buffer = std::min(n, buffered());
@@ -55,13 +89,13 @@ bool BufferedReader::Read(void* out, size_t n) {
   if (begin_ == end_) begin_ = end_ = 0;
   while (n > 0) {
     if (n >= buffer_.size() / 2) {  // A large payload goes straight to its destination.
-      const ssize_t got = transport_->Recv(dst, n);
+      const ssize_t got = Recv(dst, n);
       if (got <= 0) return false;
       dst += got;
       n -= static_cast<size_t>(got);
       continue;
     }
-    const ssize_t got = transport_->Recv(buffer_.data(), buffer_.size());
+    const ssize_t got = Recv(buffer_.data(), buffer_.size());
     if (got <= 0) return false;
     end_ = static_cast<size_t>(got);
     const size_t take = std::min(n, end_);

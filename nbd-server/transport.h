@@ -6,6 +6,7 @@
 #include <sys/uio.h>
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -32,10 +33,29 @@ class SocketTransport final : public Transport {
   const int fd_;
 };
 
-// Full-length reads over a Transport, through a buffer.
+// Replies of pipelined requests, gathered so that a burst goes out in one send: small pieces
+// are copied into a buffer, which is sent when full, with a large payload, or on Flush (before
+// the session waits for input).
+class BatchedWriter {
+ public:
+  explicit BatchedWriter(Transport* transport) : transport_(transport), buffer_(kBufferBytes) {}
+  void set_transport(Transport* transport) { transport_ = transport; }
+  bool Send(std::span<const iovec> pieces);
+  bool Flush();
+
+ private:
+  static constexpr size_t kBufferBytes = 256 * 1024;
+  Transport* transport_;
+  std::vector<std::byte> buffer_;
+  size_t used_ = 0;
+};
+
+// Full-length reads over a Transport, through a buffer. `before_wait` runs before each read
+// that may block (the session flushes its replies there); returning false fails the read.
 class BufferedReader {
  public:
-  explicit BufferedReader(Transport* transport) : transport_(transport), buffer_(kBufferBytes) {}
+  explicit BufferedReader(Transport* transport, std::function<bool()> before_wait = nullptr)
+      : transport_(transport), before_wait_(std::move(before_wait)), buffer_(kBufferBytes) {}
   void set_transport(Transport* transport) { transport_ = transport; }
   // Reads exactly `n` bytes; false at the end of the stream or on error.
   bool Read(void* out, size_t n);
@@ -44,8 +64,11 @@ class BufferedReader {
   size_t buffered() const { return end_ - begin_; }
 
  private:
+  ssize_t Recv(void* buf, size_t n);
+
   static constexpr size_t kBufferBytes = 256 * 1024;
   Transport* transport_;
+  std::function<bool()> before_wait_;
   std::vector<std::byte> buffer_;
   size_t begin_ = 0;
   size_t end_ = 0;

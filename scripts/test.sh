@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets up (packages, build) and runs every test, then the unit tests once more under
-# AddressSanitizer and UndefinedBehaviorSanitizer. Prints ctest's summaries; exits non-zero on
+# Sets up (packages, build) and runs every test, then libFuzzer on the NBD session for a minute,
+# then the unit tests once more under AddressSanitizer and UndefinedBehaviorSanitizer. Prints ctest's summaries; exits non-zero on
 # any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,9 @@ echo "== clang thread-safety analysis"
 scripts/thread_safety_check.sh || status=1
 
 if [ "${STRATA_SKIP_SANITIZERS:-0}" != 1 ]; then
+  echo "== libFuzzer on the NBD session (build-fuzz/)"
+  scripts/fuzz.sh "${STRATA_FUZZ_SECONDS:-60}" || status=1
+
   echo "== unit tests under ASan+UBSan (build-asan/)"
   BUILD_DIR=build-asan BUILD_TYPE=Debug CMAKE_EXTRA="-DSTRATA_SANITIZE=ON -DSTRATA_BUILD_BENCH=OFF" \
     scripts/setup.sh

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -133,6 +134,18 @@ std::vector<std::string> FuzzSeeds() {
   Option(listing, kOptInfo, std::string("\0\0\0\0\0\0", 6));
   Option(listing, kOptAbort, "");
   return {ClientStream(name, false), ClientStream(name, true), listing};
+}
+
+// libFuzzer calls this first: with STRATA_FUZZ_SEED_DIR set, the seeds start the corpus there.
+extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
+  const char* dir = std::getenv("STRATA_FUZZ_SEED_DIR");
+  if (dir == nullptr) return 0;
+  int n = 0;
+  for (const std::string& seed : FuzzSeeds()) {
+    std::ofstream(std::filesystem::path(dir) / ("seed-" + std::to_string(n++)), std::ios::binary)
+        << seed;
+  }
+  return 0;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""fio's nbd engine against stratad and its peers, in one run on one file system: nbdkit (file
+and memory plugins), nbd-server, qemu-nbd on a raw file, on a qcow2 overlay with a backing file
+and on a LUKS qcow2. Reports throughput, latency and the server's CPU time per request, and
+ratios of Strata to each peer; writes the table to stdout and, with --write-docs, into
+docs/benchmarks.md between its NBD markers.
+
+Usage: bench/nbd_peers.py BUILD_BIN_DIR [--runtime S] [--write-docs]
+Scratch files go to STRATA_BENCH_DIR (default /var/tmp)."""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+from strata_testlib import GiB, MiB, Daemon, sh  # noqa: E402
+
+SIZE = GiB
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+ROWS = [
+    # name, fio rw, block size, iodepth, connections, fresh target (first write)
+    ("1 MiB seq read QD8", "read", "1M", 8, 1, False),
+    ("1 MiB seq write QD8", "write", "1M", 8, 1, False),
+    ("4 KiB rand read QD32", "randread", "4k", 32, 1, False),
+    ("4 KiB rand write QD32", "randwrite", "4k", 32, 1, False),
+    ("4 KiB rand read QD1", "randread", "4k", 1, 1, False),
+    ("4 KiB rand write QD1", "randwrite", "4k", 1, 1, False),
+    ("4 KiB first write QD32", "randwrite", "4k", 32, 1, True),
+    ("1 MiB seq read QD8 x2 conn", "read", "1M", 8, 2, False),
+    ("4 KiB rand read QD32 x2 conn", "randread", "4k", 32, 2, False),
+    ("4 KiB rand write QD32 x2 conn", "randwrite", "4k", 32, 2, False),
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.args}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not listen")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+class Peer:
+    """A server process exporting SIZE bytes; `fresh()` gives a never-written target."""
+
+    def __init__(self, name, work, image):
+        self.name, self.work, self.image = name, work, image
+        self.proc = None
+        self.pid = None
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+
+class ProcessPeer(Peer):
+    def __init__(self, name, work, image, argv_for, prepare=None):
+        super().__init__(name, work, image)
+        self.argv_for, self.prepare = argv_for, prepare
+
+    def start(self, fresh):
+        target = os.path.join(self.work, f"{self.name}-{'fresh' if fresh else 'data'}")
+        for f in os.listdir(self.work):
+            if f.startswith(self.name + "-"):
+                os.remove(os.path.join(self.work, f))
+        if self.prepare:
+            self.prepare(target, fresh)
+        port = free_port()
+        argv, export = self.argv_for(target, port)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port, self.proc)
+        self.pid = self.proc.pid
+        return f"nbd://127.0.0.1:{port}/{export}"
+
+
+class StrataPeer(Peer):
+    def __init__(self, work, image, bin_dir):
+        super().__init__("strata", work, image)
+        self.bin_dir = bin_dir
+        self.daemon = None
+
+    def start(self, fresh):
+        if self.daemon is None:
+            self.daemon = Daemon(self.bin_dir, os.path.join(self.work, "strata-data"))
+            if not self.daemon.start():
+                raise RuntimeError("stratad did not start")
+            self.ec2 = self.daemon.client()
+            self.data_vol = self.volume()
+            subprocess.run(["nbdcopy", self.image, self.daemon.uri(self.data_vol)], check=True)
+        self.pid = self.daemon.proc.pid
+        return self.daemon.uri(self.volume() if fresh else self.data_vol)
+
+    def volume(self):
+        vol = self.ec2.create_volume(Size=SIZE // GiB, AvailabilityZone="local-1a")["VolumeId"]
+        self.ec2.attach_volume(VolumeId=vol, InstanceId="i-0abcdef0123456789",
+                               Device=f"/dev/sd{chr(ord('f') + len(self.ec2.describe_volumes()['Volumes']) - 1)}")
+        return vol
+
+    def stop(self):
+        pass
+
+    def close(self):
+        if self.daemon is not None:
+            self.daemon.stop()
+
+
+def copy_or_sparse(image):
+    def prepare(target, fresh):
+        if fresh:
+            with open(target, "wb") as f:
+                f.truncate(SIZE)
+        else:
+            shutil.copyfile(image, target)
+    return prepare
+
+
+def peers(work, image, bin_dir):
+    nbdkit = ["nbdkit", "-f", "--exit-with-parent", "-i", "127.0.0.1"]
+    out = [StrataPeer(work, image, bin_dir)]
+    out.append(ProcessPeer("nbdkit-file", work, image,
+                           lambda t, p: (nbdkit + ["-p", str(p), "file", t], ""), copy_or_sparse(image)))
+
+    def memory_argv(t, p):
+        return nbdkit + ["-p", str(p), "memory", f"size={SIZE}"], ""
+    out.append(ProcessPeer("nbdkit-memory", work, image, memory_argv))
+
+    def nbd_server_argv(t, p):
+        conf = t + ".conf"
+        with open(conf, "w") as f:
+            f.write(f"[generic]\n    listenaddr = 127.0.0.1\n    port = {p}\n    allowlist = false\n"
+                    f"[export]\n    exportname = {t}\n    multifile = false\n")
+        return ["nbd-server", "-d", "-C", conf], "export"
+    out.append(ProcessPeer("nbd-server", work, image, nbd_server_argv, copy_or_sparse(image)))
+    qemu = ["qemu-nbd", "-t", "-e", "0", "-b", "127.0.0.1"]
+    out.append(ProcessPeer("qemu-nbd-raw", work, image,
+                           lambda t, p: (qemu + ["-p", str(p), "-f", "raw", t], ""), copy_or_sparse(image)))
+
+    def overlay(target, fresh):
+        base = target + ".base"
+        if fresh:
+            with open(base, "wb") as f:
+                f.truncate(SIZE)
+        else:
+            shutil.copyfile(image, base)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", target],
+                       check=True)
+    out.append(ProcessPeer("qemu-nbd-qcow2-overlay", work, image,
+                           lambda t, p: (qemu + ["-p", str(p), "-f", "qcow2", t], ""), overlay))
+    secret = ["--object", "secret,id=s0,data=strata-bench"]
+
+    def luks(target, fresh):
+        if fresh:
+            subprocess.run(["qemu-img", "create", "-q", *secret, "-f", "qcow2", "-o",
+                            "encrypt.format=luks,encrypt.key-secret=s0", target, str(SIZE)], check=True)
+        else:
+            subprocess.run(["qemu-img", "convert", *secret, "-O", "qcow2", "-o",
+                            "encrypt.format=luks,encrypt.key-secret=s0", "-f", "raw", image, target],
+                           check=True)
+    out.append(ProcessPeer("qemu-nbd-luks-qcow2", work, image,
+                           lambda t, p: (qemu + ["-p", str(p), *secret, "--image-opts",
+                                                 f"driver=qcow2,encrypt.key-secret=s0,file.filename={t}"], ""),
+                           luks))
+    return out
+
+
+def run_fio(uri, rw, bs, depth, conns, fresh, runtime, work):
+    out = os.path.join(work, "fio.json")
+    args = ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
+            f"--iodepth={depth}", f"--numjobs={conns}", "--group_reporting", "--output-format=json",
+            f"--output={out}", "--lat_percentiles=1"]
+    per_job = SIZE // conns
+    args += [f"--size={per_job if not fresh else 256 * MiB // conns}", f"--offset_increment={per_job}"]
+    if not fresh:
+        args += ["--time_based", f"--runtime={runtime}", "--ramp_time=1"]
+    r = subprocess.run(args, capture_output=True, text=True, cwd=work, timeout=600)
+    if r.returncode != 0:
+        return None
+    job = json.load(open(out))["jobs"][0]
+    side = job["read"] if rw in ("read", "randread") else job["write"]
+    return {"bw": side["bw_bytes"], "iops": side["iops"], "ios": side["total_ios"],
+            "p50": side["clat_ns"]["percentile"].get("50.000000", 0) / 1000 if "percentile" in side.get("clat_ns", {}) else
+            side["lat_ns"]["percentile"].get("50.000000", 0) / 1000 if "percentile" in side.get("lat_ns", {}) else 0}
+
+
+def fmt_bw(b):
+    return f"{b / MiB:.0f} MiB/s" if b >= MiB else f"{b / 1024:.0f} KiB/s"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("bin_dir")
+    parser.add_argument("--runtime", type=int, default=5)
+    parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated peer names")
+    a = parser.parse_args()
+    base = os.environ.get("STRATA_BENCH_DIR", "/var/tmp")
+    work = tempfile.mkdtemp(prefix="strata-nbd-bench-", dir=base)
+    image = os.path.join(work, "image.raw")
+    with open(image, "wb") as f:
+        for _ in range(SIZE // (64 * MiB)):
+            f.write(os.urandom(64 * MiB))
+    all_peers = peers(work, image, os.path.abspath(a.bin_dir))
+    if a.only:
+        keep = set(a.only.split(",")) | {"strata"}
+        all_peers = [p for p in all_peers if p.name in keep]
+    results = {}  # (row, peer) -> result dict with cpu_us
+    try:
+        for row in ROWS:
+            name, rw, bs, depth, conns, fresh = row
+            for peer in all_peers:
+                uri = peer.start(fresh)
+                before = cpu_seconds(peer.pid)
+                r = run_fio(uri, rw, bs, depth, conns, fresh, a.runtime, work)
+                after = cpu_seconds(peer.pid)
+                peer.stop()
+                if r is not None and r["ios"] > 0:
+                    # Ramp-up I/O is not in total_ios: CPU per request is an upper bound.
+                    r["cpu_us"] = (after - before) * 1e6 / r["ios"]
+                results[(name, peer.name)] = r
+                print(f"{name:32} {peer.name:24} " +
+                      (f"{fmt_bw(r['bw']):>12} {r['iops']:>9.0f} IOPS p50 {r['p50']:>7.0f} us "
+                       f"cpu {r['cpu_us']:.1f} us/req" if r else "failed"), flush=True)
+    finally:
+        for p in all_peers:
+            p.stop()
+        all_peers[0].close()
+        shutil.rmtree(work, ignore_errors=True)
+    table = render(results, [p.name for p in all_peers])
+    print(table)
+    if a.write_docs:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md")
+        text = open(path).read()
+        start, end = "<!-- nbd-peers:start -->", "<!-- nbd-peers:end -->"
+        if start in text:
+            text = text[:text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
+            open(path, "w").write(text)
+
+
+def render(results, names):
+    peers_only = [n for n in names if n != "strata"]
+    lines = ["| row | Strata | " + " | ".join(f"Strata / {n}" for n in peers_only) +
+             " | Strata CPU/req | " + " | ".join(f"{n} CPU/req" for n in peers_only) + " |",
+             "| --- " * (3 + 2 * len(peers_only)) + "|"]
+    for row in ROWS:
+        s = results.get((row[0], "strata"))
+        cells = [row[0], (fmt_bw(s["bw"]) + (f", p50 {s['p50']:.0f} us" if row[3] == 1 else "")) if s else "failed"]
+        for n in peers_only:
+            p = results.get((row[0], n))
+            cells.append(f"{s['bw'] / p['bw']:.2f}" if s and p and p["bw"] else "n/a")
+        cells.append(f"{s['cpu_us']:.1f} us" if s else "n/a")
+        for n in peers_only:
+            p = results.get((row[0], n))
+            cells.append(f"{p['cpu_us']:.1f} us" if p else "n/a")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
