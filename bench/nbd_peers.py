@@ -85,14 +85,18 @@ class ProcessPeer(Peer):
     def __init__(self, name, work, image, argv_for, prepare=None):
         super().__init__(name, work, image)
         self.argv_for, self.prepare = argv_for, prepare
+        self.prepared = False
 
     def start(self, fresh):
+        # The filled target is made once and reused by every row; a fresh one per use.
         target = os.path.join(self.work, f"{self.name}-{'fresh' if fresh else 'data'}")
-        for f in os.listdir(self.work):
-            if f.startswith(self.name + "-"):
-                os.remove(os.path.join(self.work, f))
-        if self.prepare:
-            self.prepare(target, fresh)
+        if fresh or not self.prepared:
+            for f in os.listdir(self.work):
+                if f.startswith(f"{self.name}-{'fresh' if fresh else 'data'}"):
+                    os.remove(os.path.join(self.work, f))
+            if self.prepare:
+                self.prepare(target, fresh)
+            self.prepared |= not fresh
         port = free_port()
         argv, export = self.argv_for(target, port)
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -156,7 +160,7 @@ def peers(work, image, bin_dir):
         conf = t + ".conf"
         with open(conf, "w") as f:
             f.write(f"[generic]\n    listenaddr = 127.0.0.1\n    port = {p}\n    allowlist = false\n"
-                    f"[export]\n    exportname = {t}\n    multifile = false\n")
+                    f"[export]\n    exportname = {t}\n")
         return ["nbd-server", "-d", "-C", conf], "export"
     out.append(ProcessPeer("nbd-server", work, image, nbd_server_argv, copy_or_sparse(image)))
     qemu = ["qemu-nbd", "-t", "-e", "0", "-b", "127.0.0.1"]

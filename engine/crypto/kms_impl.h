@@ -1,0 +1,138 @@
+#pragma once
+// The region's KMS: keys, aliases and grants as JSON records in a KmsStorage (the region's
+// catalog), key material wrapped by the root key (AES-256-GCM, bound to key id and version).
+// Ciphertext blobs: "SKC1" | key id (36) | version (4, big-endian) | nonce | ciphertext | tag,
+// authenticated with the key id, version and the encryption context. docs/encryption.md.
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "strata/kms.h"
+
+namespace strata::crypto {
+
+// Where the KMS keeps its records. Keys are opaque strings; Put and Delete are durable when
+// they return.
+class KmsStorage {
+ public:
+  virtual ~KmsStorage() = default;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
+  LoadAll() = 0;
+  [[nodiscard]] virtual absl::Status Put(const std::string& key, const std::string& value) = 0;
+  [[nodiscard]] virtual absl::Status Delete(const std::string& key) = 0;
+};
+
+struct KmsOptions {
+  std::string region;
+  KmsStorage* storage = nullptr;  // Not owned; outlives the KMS.
+  SecretBytes root_key;           // 32 bytes; empty: no key can be used (clear errors say so).
+  std::function<uint64_t()> now_micros;  // Default: the wall clock.
+};
+
+// The AWS error code a KMS status stands for (e.g. "DisabledException"), or "" if none.
+std::string KmsErrorCode(const absl::Status& status);
+
+class KmsImpl final : public Kms {
+ public:
+  static absl::StatusOr<std::unique_ptr<KmsImpl>> Open(KmsOptions options);
+  ~KmsImpl() override;
+
+  absl::StatusOr<KmsKeyInfo> CreateKey(const std::string& caller, const std::string& description,
+                                       const std::map<std::string, std::string>& tags,
+                                       const std::string& policy) override;
+  absl::StatusOr<KmsKeyInfo> DescribeKey(const std::string& caller,
+                                         const std::string& key_ref) override;
+  absl::StatusOr<std::vector<KmsKeyInfo>> ListKeys(const std::string& caller) override;
+  absl::Status EnableKey(const std::string& caller, const std::string& key_ref) override;
+  absl::Status DisableKey(const std::string& caller, const std::string& key_ref) override;
+  absl::StatusOr<uint64_t> ScheduleKeyDeletion(const std::string& caller,
+                                               const std::string& key_ref,
+                                               int pending_days) override;
+  absl::Status CancelKeyDeletion(const std::string& caller, const std::string& key_ref) override;
+  absl::Status SetKeyRotation(const std::string& caller, const std::string& key_ref, bool enabled,
+                              int period_days) override;
+  absl::Status RotateKeyOnDemand(const std::string& caller, const std::string& key_ref) override;
+  absl::Status CreateAlias(const std::string& caller, const std::string& alias,
+                           const std::string& key_ref) override;
+  absl::Status UpdateAlias(const std::string& caller, const std::string& alias,
+                           const std::string& key_ref) override;
+  absl::Status DeleteAlias(const std::string& caller, const std::string& alias) override;
+  absl::StatusOr<std::vector<KmsAlias>> ListAliases(const std::string& caller,
+                                                    const std::string& key_ref) override;
+  absl::Status PutKeyPolicy(const std::string& caller, const std::string& key_ref,
+                            const std::string& policy) override;
+  absl::StatusOr<std::string> GetKeyPolicy(const std::string& caller,
+                                           const std::string& key_ref) override;
+  absl::StatusOr<KmsGrant> CreateGrant(const std::string& caller, const std::string& key_ref,
+                                       const std::string& grantee,
+                                       const std::vector<std::string>& operations,
+                                       const std::string& retiring,
+                                       const std::string& name) override;
+  absl::StatusOr<std::vector<KmsGrant>> ListGrants(const std::string& caller,
+                                                   const std::string& key_ref) override;
+  absl::Status RetireGrant(const std::string& caller, const std::string& grant_token,
+                           const std::string& key_ref, const std::string& grant_id) override;
+  absl::Status RevokeGrant(const std::string& caller, const std::string& key_ref,
+                           const std::string& grant_id) override;
+  absl::StatusOr<std::string> Encrypt(const std::string& caller, const std::string& key_ref,
+                                      const SecretBytes& plaintext,
+                                      const EncryptionContext& context) override;
+  absl::StatusOr<Decrypted> Decrypt(const std::string& caller, const std::string& ciphertext,
+                                    const EncryptionContext& context,
+                                    const std::string& key_ref) override;
+  absl::StatusOr<std::string> ReEncrypt(const std::string& caller, const std::string& ciphertext,
+                                        const EncryptionContext& source_context,
+                                        const std::string& destination_key_ref,
+                                        const EncryptionContext& destination_context) override;
+  absl::StatusOr<DataKey> GenerateDataKey(const std::string& caller, const std::string& key_ref,
+                                          size_t bytes, const EncryptionContext& context) override;
+  absl::StatusOr<KmsKeyInfo> DefaultEbsKey(const std::string& account) override;
+
+  struct Record;  // A key: its info, policy, wrapped material per version, grants.
+
+ private:
+  explicit KmsImpl(KmsOptions options);
+  uint64_t Now() const;
+  std::string Arn(const std::string& account, const std::string& key_id) const;
+  // Finds a key by reference as `caller` sees it (its own by id or alias; others' by ARN).
+  absl::StatusOr<Record*> Find(const std::string& caller, const std::string& key_ref)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Checks that `caller` may do `operation` ("kms:Decrypt", ...) on the key.
+  absl::Status Authorize(const std::string& caller, const Record& key,
+                         const std::string& operation) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Usable(const Record& key) const;
+  absl::Status Save(const Record& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Record*> NewKey(const std::string& account, const std::string& description,
+                                 const std::map<std::string, std::string>& tags,
+                                 const std::string& policy, const std::string& manager)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AddVersion(Record& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<SecretBytes> Material(const Record& key, uint32_t version) const;
+  absl::StatusOr<std::string> EncryptLocked(const std::string& caller, const std::string& key_ref,
+                                            const SecretBytes& plaintext,
+                                            const EncryptionContext& context,
+                                            const std::string& operation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Decrypted> DecryptLocked(const std::string& caller, const std::string& ciphertext,
+                                          const EncryptionContext& context,
+                                          const std::string& key_ref, const std::string& operation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SetState(const std::string& caller, const std::string& key_ref, KmsKeyState state,
+                        const std::string& operation);
+  // Drops keys whose deletion time has passed and rotates keys that are due.
+  void Maintain() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SaveAlias(const KmsAlias& alias) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const KmsOptions options_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<Record>> keys_ ABSL_GUARDED_BY(mu_);  // By key id.
+  // (account, alias name) -> key id.
+  std::map<std::pair<std::string, std::string>, std::string> aliases_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace strata::crypto
