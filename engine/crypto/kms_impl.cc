@@ -325,19 +325,7 @@ absl::StatusOr<KmsImpl::Record*> KmsImpl::Find(const std::string& caller,
   }
   if (absl::StartsWith(id, "alias/")) {
     if (id == kEbsAlias && account == caller) {
-      absl::StatusOr<KmsKeyInfo> made = [&]() -> absl::StatusOr<KmsKeyInfo> {
-        auto it = aliases_.find({account, id});
-        if (it != aliases_.end()) return keys_.at(it->second)->info;
-        absl::StatusOr<Record*> r =
-            NewKey(account, "Default key that protects my EBS volumes when no other key is defined",
-                   {}, "", "AWS");
-        if (!r.ok()) return r.status();
-        KmsAlias alias{id, (*r)->info.key_id, account};
-        aliases_[{account, id}] = alias.key_id;
-        if (absl::Status s = SaveAlias(alias); !s.ok()) return s;
-        return (*r)->info;
-      }();
-      if (!made.ok()) return made.status();
+      if (absl::Status s = EnsureEbsKey(account); !s.ok()) return s;
     }
     auto it = aliases_.find({account, id});
     if (it == aliases_.end()) return NotFound(absl::StrCat("Alias ", key_ref, " is not found."));
@@ -348,6 +336,18 @@ absl::StatusOr<KmsImpl::Record*> KmsImpl::Find(const std::string& caller,
     return NotFound(absl::StrCat("Key '", Arn(account, id), "' does not exist"));
   }
   return it->second.get();
+}
+
+absl::Status KmsImpl::EnsureEbsKey(const std::string& account) {
+  if (aliases_.count({account, kEbsAlias}) > 0) return absl::OkStatus();
+  absl::StatusOr<Record*> r =
+      NewKey(account, "Default key that protects my EBS volumes when no other key is defined", {},
+             "", "AWS");
+  if (!r.ok()) return r.status();
+  KmsAlias alias{kEbsAlias, (*r)->info.key_id, account};
+  if (absl::Status s = SaveAlias(alias); !s.ok()) return s;
+  aliases_[{account, kEbsAlias}] = alias.key_id;
+  return absl::OkStatus();
 }
 
 absl::Status KmsImpl::Authorize(const std::string& caller, const Record& key,

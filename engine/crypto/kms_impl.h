@@ -127,6 +127,8 @@ class KmsImpl final : public Kms {
   // Drops keys whose deletion time has passed and rotates keys that are due.
   void Maintain() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SaveAlias(const KmsAlias& alias) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Creates the account's alias/aws/ebs key if it has none.
+  absl::Status EnsureEbsKey(const std::string& account) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const KmsOptions options_;
   mutable absl::Mutex mu_;
