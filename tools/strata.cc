@@ -456,10 +456,11 @@ int main(int argc, char** argv) {
       rest.push_back(argv[i]);
     }
   }
-  auto args = Args::Parse(static_cast<int>(rest.size()), rest.data(), 1,
-                          {"data-dir", "region", "size", "snapshot", "offset", "rate",
-                           "description", "endpoint", "output", "nbd", "instance-id", "device"},
-                          {"help"});
+  auto args =
+      Args::Parse(static_cast<int>(rest.size()), rest.data(), 1,
+                  {"data-dir", "region", "size", "snapshot", "offset", "rate", "description",
+                   "endpoint", "output", "nbd", "instance-id", "device", "kms-root-key-file"},
+                  {"help"});
   if (!args.ok()) {
     std::fprintf(stderr, "strata: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
     return 2;
@@ -492,6 +493,12 @@ int main(int argc, char** argv) {
   }
   strata::StoreOptions options;
   options.background_work = false;  // The CLI runs background work itself, then exits.
+  // The root key, if the store has one (never made here: stratad makes it on first start).
+  absl::StatusOr<strata::SecretBytes> root_key = strata::tools::LoadKmsRootKey(
+      args->Get("kms-root-key-file", strata::tools::DefaultKmsRootKeyPath(dir)),
+      /*generate=*/false, nullptr);
+  if (!root_key.ok()) return Fail(root_key.status());
+  options.kms_root_key = std::move(*root_key);
   auto store = strata::Store::Open(args->Get("data-dir", "./data"), options);
   if (!store.ok() && store.status().code() == absl::StatusCode::kFailedPrecondition &&
       command == "account" && args->positional().size() == 3 && args->positional()[1] == "create") {

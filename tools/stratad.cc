@@ -33,6 +33,8 @@ constexpr char kUsage[] =
     "                     the identity is an account name or id\n"
     "  --tls-x509-dir D   ca-cert.pem, server-cert.pem, server-key.pem; a client certificate's\n"
     "                     common name is an account name or id\n"
+    "  --kms-root-key-file F  the KMS root key, 64 hex digits (default DIR.kms-root-key,\n"
+    "                     made on first start; STRATA_KMS_ROOT_KEY overrides)\n"
     "  --chunk-size SIZE  chunk size of a new store, 4K..4M (default 64K)\n"
     "  --compression      compress snapshot chunks with zstd\n";
 
@@ -44,10 +46,11 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto args = strata::tools::Args::Parse(
-      argc, argv, 1,
-      {"data-dir", "chunk-size", "api-listen", "nbd-listen", "tls", "tls-psk-file", "tls-x509-dir"},
-      {"compression", "help"});
+  auto args =
+      strata::tools::Args::Parse(argc, argv, 1,
+                                 {"data-dir", "chunk-size", "api-listen", "nbd-listen", "tls",
+                                  "tls-psk-file", "tls-x509-dir", "kms-root-key-file"},
+                                 {"compression", "help"});
   if (!args.ok()) {
     std::fprintf(stderr, "stratad: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
     return 2;
@@ -111,6 +114,19 @@ int main(int argc, char** argv) {
         tls_mode == "on" ? strata::nbd::TlsMode::kOn : strata::nbd::TlsMode::kRequire;
   } else {
     return Fail(absl::InvalidArgumentError("--tls takes off, on or require"));
+  }
+
+  const std::string root_key_path =
+      args->Get("kms-root-key-file", strata::tools::DefaultKmsRootKeyPath(dir));
+  bool generated_root_key = false;
+  absl::StatusOr<strata::SecretBytes> root_key =
+      strata::tools::LoadKmsRootKey(root_key_path, /*generate=*/true, &generated_root_key);
+  if (!root_key.ok()) return Fail(root_key.status());
+  options.kms_root_key = std::move(*root_key);
+  if (generated_root_key) {
+    STRATA_LOG(kInfo, "generated the KMS root key in ", root_key_path,
+               " (mode 0600); keep it safe and apart from the data directory: without it "
+               "nothing encrypted can be opened");
   }
 
   auto store = strata::Store::Open(dir, options);

@@ -24,6 +24,11 @@ const char* KmsKeyStateName(KmsKeyState state) {
   return "Unknown";
 }
 
+std::string KmsErrorCode(const absl::Status& status) {
+  absl::optional<absl::Cord> code = status.GetPayload("strata.aws/error-code");
+  return code.has_value() ? std::string(*code) : "";
+}
+
 namespace crypto {
 namespace {
 
@@ -139,10 +144,6 @@ const std::vector<std::string>& GrantOperations() {
 
 }  // namespace
 
-std::string KmsErrorCode(const absl::Status& status) {
-  absl::optional<absl::Cord> code = status.GetPayload(kCodePayload);
-  return code.has_value() ? std::string(*code) : "";
-}
 
 struct KmsImpl::Record {
   KmsKeyInfo info;

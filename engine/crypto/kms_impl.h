@@ -34,8 +34,6 @@ struct KmsOptions {
   std::function<uint64_t()> now_micros;  // Default: the wall clock.
 };
 
-// The AWS error code a KMS status stands for (e.g. "DisabledException"), or "" if none.
-std::string KmsErrorCode(const absl::Status& status);
 
 class KmsImpl final : public Kms {
  public:

@@ -12,6 +12,8 @@
 //   "m/" seq(8) chunk(8)               -> manifest entry of snapshot `seq` (its delta)
 //   "r/" tree(8) chunk(8) ~seq(8)      -> the same entry, indexed for resolution
 //   "c/" chunk key (22)                -> chunk index entry (chunk/chunk_store.h)
+//   "k/key/" key id                    -> KMS key record (JSON; material wrapped by the root key)
+//   "k/alias/" account "/" alias       -> KMS key id
 // A manifest entry is a 22-byte chunk key, or empty for an all-zero chunk.
 
 #include <cstdint>
@@ -35,6 +37,7 @@ std::string CleanKey();
 std::string NextSeqKey();
 std::string VolumeKey(absl::string_view volume_id);
 inline constexpr absl::string_view kVolumePrefix = "v/";
+inline constexpr absl::string_view kKmsPrefix = "k/";
 std::string OwnedLeafKey(absl::string_view volume_id, uint64_t leaf_index);
 std::string OwnedPrefix(absl::string_view volume_id);
 std::string DirtyLeafKey(absl::string_view volume_id, uint64_t leaf_index);

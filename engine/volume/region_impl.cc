@@ -87,6 +87,34 @@ absl::Status CheckMaxResults(uint64_t max_results) {
 }
 
 // Reads a completed snapshot by resolving each chunk through the tree.
+// The KMS's records in the region's catalog, under "k/".
+class CatalogKmsStorage final : public crypto::KmsStorage {
+ public:
+  explicit CatalogKmsStorage(meta::Catalog& catalog) : catalog_(catalog) {}
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> LoadAll() override {
+    std::vector<std::pair<std::string, std::string>> out;
+    STRATA_RETURN_IF_ERROR(
+        catalog_.Scan(meta::kKmsPrefix, "", [&](absl::string_view key, absl::string_view value) {
+          out.emplace_back(std::string(key.substr(meta::kKmsPrefix.size())), std::string(value));
+          return true;
+        }));
+    return out;
+  }
+  absl::Status Put(const std::string& key, const std::string& value) override {
+    meta::WriteBatch batch;
+    batch.Put(absl::StrCat(meta::kKmsPrefix, key), value);
+    return catalog_.Write(batch);
+  }
+  absl::Status Delete(const std::string& key) override {
+    meta::WriteBatch batch;
+    batch.Delete(absl::StrCat(meta::kKmsPrefix, key));
+    return catalog_.Write(batch);
+  }
+
+ private:
+  meta::Catalog& catalog_;
+};
+
 class SnapshotReader final : public Snapshot {
  public:
   SnapshotReader(const SnapshotTree& tree, chunk::ChunkStore& chunks, meta::SnapshotRecord record,
@@ -184,6 +212,12 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   if (ec) return absl::InternalError(absl::StrCat("mkdir ", dir_, ": ", ec.message()));
   STRATA_RETURN_IF_ERROR(env_->CreateDirs(dir_ + "/heads"));
   STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(dir_ + "/catalog"));
+  kms_storage_ = std::make_unique<CatalogKmsStorage>(*catalog_);
+  crypto::KmsOptions kms_options;
+  kms_options.region = name_;
+  kms_options.storage = kms_storage_.get();
+  kms_options.root_key = options_.kms_root_key;
+  STRATA_ASSIGN_OR_RETURN(kms_, crypto::KmsImpl::Open(std::move(kms_options)));
 
   STRATA_ASSIGN_OR_RETURN(std::optional<std::string> format, catalog_->Get(meta::FormatKey()));
   const bool fresh = !format.has_value();

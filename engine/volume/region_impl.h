@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "chunk/chunk_store.h"
+#include "crypto/kms_impl.h"
 #include "meta/catalog.h"
 #include "strata/store.h"
 #include "volume/snapshot_tree.h"
@@ -86,6 +87,7 @@ class RegionImpl final : public Region {
 
   // For strata-fsck and tests.
   meta::Catalog* catalog() { return catalog_.get(); }
+  Kms& kms() override { return *kms_; }
   chunk::ChunkStore* chunks() { return chunks_.get(); }
   const SnapshotTree& tree() const { return *tree_; }
 
@@ -153,6 +155,8 @@ class RegionImpl final : public Region {
   const StoreOptions options_;
   uint64_t chunk_size_bytes_ = 0;
   std::unique_ptr<meta::Catalog> catalog_;
+  std::unique_ptr<crypto::KmsStorage> kms_storage_;
+  std::unique_ptr<crypto::KmsImpl> kms_;
   std::unique_ptr<chunk::ChunkStore> chunks_;
   std::unique_ptr<SnapshotTree> tree_;
 

@@ -68,6 +68,10 @@ struct Decrypted {
   std::string key_arn;
 };
 
+// The AWS error code a KMS status stands for ("DisabledException", "NotFoundException", ...),
+// or "" when it carries none.
+std::string KmsErrorCode(const absl::Status& status);
+
 class Kms {
  public:
   virtual ~Kms() = default;

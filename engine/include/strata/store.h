@@ -11,6 +11,8 @@
 
 #include "absl/status/statusor.h"
 #include "strata/env.h"
+#include "strata/kms.h"
+#include "strata/secret.h"
 #include "strata/snapshot.h"
 #include "strata/volume.h"
 
@@ -34,6 +36,9 @@ struct StoreOptions {
   // Run background work (snapshot ingest, hydration, deletion, GC). Tests turn it off to step
   // it by hand with Region::RunBackgroundWork. Default: true.
   bool background_work = true;
+  // The KMS root key (32 bytes) that wraps every region's key material. Empty: the store opens,
+  // but no KMS key can be used and nothing encrypted can be read; errors say so.
+  SecretBytes kms_root_key;
 };
 
 struct CreateVolumeRequest {
@@ -79,6 +84,8 @@ class Region {
   virtual ~Region() = default;
   virtual const std::string& name() const = 0;
   virtual uint64_t chunk_size_bytes() const = 0;
+  // The region's key management service.
+  virtual Kms& kms() = 0;
 
   [[nodiscard]] virtual absl::StatusOr<VolumeInfo> CreateVolume(
       const CreateVolumeRequest& request) = 0;
