@@ -10,8 +10,18 @@ namespace {
 using util::PutBigEndian64;
 
 // Version 2 appended owner and type fields; version 1 records still decode.
-constexpr uint8_t kVolumeRecordVersion = 2;
-constexpr uint8_t kSnapshotRecordVersion = 2;
+constexpr uint8_t kVolumeRecordVersion = 3;
+constexpr uint8_t kSnapshotRecordVersion = 3;
+
+void PutEncryption(std::string& out, const EncryptionRecord& e) {
+  util::PutFixed32(out, e.domain);
+  util::PutLengthPrefixed(out, e.kms_key_arn);
+  util::PutLengthPrefixed(out, e.wrapped_key);
+}
+bool GetEncryption(util::Decoder& in, EncryptionRecord& e) {
+  return in.GetFixed32(e.domain) && in.GetLengthPrefixed(e.kms_key_arn) &&
+         in.GetLengthPrefixed(e.wrapped_key);
+}
 
 std::string IdLeafKey(absl::string_view prefix, absl::string_view id, uint64_t leaf) {
   std::string key = absl::StrCat(prefix, id, "/");
@@ -51,6 +61,8 @@ bool GetVersion(util::Decoder& in, uint8_t latest, uint8_t& version) {
 std::string FormatKey() { return "x/format"; }
 std::string CleanKey() { return "x/clean"; }
 std::string NextSeqKey() { return "x/next_seq"; }
+std::string NextDomainKey() { return "x/next_domain"; }
+std::string EbsDefaultsKey(absl::string_view account) { return absl::StrCat("e/", account); }
 std::string VolumeKey(absl::string_view volume_id) {
   return absl::StrCat(kVolumePrefix, volume_id);
 }
@@ -113,6 +125,7 @@ std::string VolumeRecord::Encode() const {
   util::PutLengthPrefixed(out, device);
   util::PutFixed64(out, attach_time_micros);
   out.push_back(hidden ? 1 : 0);
+  PutEncryption(out, encryption);
   return out;
 }
 
@@ -129,7 +142,7 @@ absl::StatusOr<VolumeRecord> VolumeRecord::Decode(absl::string_view bytes) {
                         !in.GetFixed64(r.iops) || !in.GetFixed64(r.throughput) ||
                         !in.GetLengthPrefixed(r.attached_to) || !in.GetLengthPrefixed(r.device) ||
                         !in.GetFixed64(r.attach_time_micros) || !in.GetBool(r.hidden))) ||
-      !in.done()) {
+      (version >= 3 && !GetEncryption(in, r.encryption)) || !in.done()) {
     return absl::DataLossError("catalog: corrupt volume record");
   }
   if (r.volume_type.empty()) r.volume_type = "gp3";
@@ -155,6 +168,7 @@ std::string SnapshotRecord::Encode() const {
   util::PutLengthPrefixed(out, owner);
   util::PutFixed32(out, static_cast<uint32_t>(shared_with.size()));
   for (const std::string& account : shared_with) util::PutLengthPrefixed(out, account);
+  PutEncryption(out, encryption);
   return out;
 }
 
@@ -183,7 +197,9 @@ absl::StatusOr<SnapshotRecord> SnapshotRecord::Decode(absl::string_view bytes) {
         return absl::DataLossError("catalog: corrupt snapshot record");
     }
   }
-  if (!in.done()) return absl::DataLossError("catalog: corrupt snapshot record");
+  if ((version >= 3 && !GetEncryption(in, r.encryption)) || !in.done()) {
+    return absl::DataLossError("catalog: corrupt snapshot record");
+  }
   r.state = static_cast<SnapshotRecordState>(state[0]);
   return r;
 }

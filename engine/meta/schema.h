@@ -5,6 +5,8 @@
 //   "x/format"                         -> format version (fixed32) and chunk size (fixed64)
 //   "x/clean"                          -> present while the region is closed cleanly
 //   "x/next_seq"                       -> next snapshot sequence number (fixed64)
+//   "x/next_domain"                    -> next dedup domain number (fixed32)
+//   "e/" account                       -> EBS encryption defaults of an account
 //   "v/" volume_id                     -> VolumeRecord
 //   "o/" volume_id "/" leaf(8)         -> owned bitmap leaf (kBitmapLeafBytes)
 //   "d/" volume_id "/" leaf(8)         -> dirty bitmap leaf, written at a clean stop only
@@ -35,6 +37,8 @@ inline constexpr uint64_t kBitmapLeafBits = kBitmapLeafBytes * 8;
 std::string FormatKey();
 std::string CleanKey();
 std::string NextSeqKey();
+std::string NextDomainKey();
+std::string EbsDefaultsKey(absl::string_view account);
 std::string VolumeKey(absl::string_view volume_id);
 inline constexpr absl::string_view kVolumePrefix = "v/";
 inline constexpr absl::string_view kKmsPrefix = "k/";
@@ -56,6 +60,15 @@ uint64_t ResolveKeySeq(absl::string_view key);
 // The leaf index at the end of an owned/dirty leaf key.
 uint64_t LeafKeyIndex(absl::string_view key);
 
+// How a volume or snapshot is encrypted. Domain 0 is plaintext; an encrypted lineage has its own
+// dedup domain and one 512-bit data key, stored only as a KMS ciphertext blob.
+struct EncryptionRecord {
+  uint32_t domain = 0;
+  std::string kms_key_arn;
+  std::string wrapped_key;  // KMS ciphertext of the data key (context: strata:domain=<domain>).
+  bool encrypted() const { return domain != 0; }
+};
+
 struct VolumeRecord {
   std::string id;
   uint64_t size_bytes = 0;
@@ -75,6 +88,7 @@ struct VolumeRecord {
   std::string attached_to;  // Instance id (an attachment group), or empty.
   std::string device;       // Device name of the attachment, e.g. /dev/sdf.
   uint64_t attach_time_micros = 0;
+  EncryptionRecord encryption;
 
   std::string Encode() const;
   static absl::StatusOr<VolumeRecord> Decode(absl::string_view bytes);
@@ -100,6 +114,7 @@ struct SnapshotRecord {
   std::string owner;  // Account id; empty in stores made before accounts.
   // createVolumePermission: account ids, or "all" for public.
   std::vector<std::string> shared_with;
+  EncryptionRecord encryption;
 
   std::string Encode() const;
   static absl::StatusOr<SnapshotRecord> Decode(absl::string_view bytes);

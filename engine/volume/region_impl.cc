@@ -117,10 +117,12 @@ class CatalogKmsStorage final : public crypto::KmsStorage {
 
 class SnapshotReader final : public Snapshot {
  public:
-  SnapshotReader(const SnapshotTree& tree, chunk::ChunkStore& chunks, meta::SnapshotRecord record,
-                 SnapshotTree::Ancestry ancestry, uint64_t chunk_size_bytes)
+  SnapshotReader(const SnapshotTree& tree, chunk::ChunkStore& chunks, const DomainKeys& keys,
+                 meta::SnapshotRecord record, SnapshotTree::Ancestry ancestry,
+                 uint64_t chunk_size_bytes)
       : tree_(tree),
         chunks_(chunks),
+        keys_(keys),
         record_(std::move(record)),
         ancestry_(std::move(ancestry)),
         chunk_size_bytes_(chunk_size_bytes) {}
@@ -145,7 +147,7 @@ class SnapshotReader final : public Snapshot {
           std::min<uint64_t>(chunk_size_bytes_ - in_chunk, offset_bytes + out.size() - pos);
       const ChunkEntry& entry = entries[c - first];
       if (entry.has_value()) {
-        STRATA_RETURN_IF_ERROR(chunks_.Read(*entry, buffer));
+        STRATA_RETURN_IF_ERROR(keys_.ReadChunk(chunks_, *entry, buffer));
         std::memcpy(out.data() + (pos - offset_bytes), buffer.data() + in_chunk, n);
       } else {
         std::memset(out.data() + (pos - offset_bytes), 0, n);
@@ -164,6 +166,7 @@ class SnapshotReader final : public Snapshot {
  private:
   const SnapshotTree& tree_;
   chunk::ChunkStore& chunks_;
+  const DomainKeys& keys_;
   const meta::SnapshotRecord record_;
   const SnapshotTree::Ancestry ancestry_;
   const uint64_t chunk_size_bytes_;
@@ -250,6 +253,15 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
                                                    {.compression = options_.compression}));
   tree_ = std::make_unique<SnapshotTree>(catalog_.get());
   STRATA_RETURN_IF_ERROR(tree_->Load());
+  for (const meta::SnapshotRecord& snap : tree_->All()) {
+    if (snap.encryption.encrypted()) (void)LoadDomainKey(snap.encryption, snap.owner);
+  }
+  STRATA_ASSIGN_OR_RETURN(std::optional<std::string> next_domain,
+                          catalog_->Get(meta::NextDomainKey()));
+  if (next_domain.has_value()) {
+    util::Decoder domain_in(*next_domain);
+    if (!domain_in.GetFixed32(next_domain_)) return absl::DataLossError("corrupt next_domain");
+  }
   STRATA_ASSIGN_OR_RETURN(std::optional<std::string> seq, catalog_->Get(meta::NextSeqKey()));
   if (seq.has_value()) {
     util::Decoder seq_in(*seq);
@@ -320,9 +332,22 @@ absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS 
                             Head::Open(env_, HeadPath(r.id), r.size_bytes, false));
     known_heads.insert(r.id);
     const std::string id = r.id;
-    auto volume = std::make_unique<VolumeImpl>(
-        VolumeDeps{env_, catalog_.get(), chunks_.get(), tree_.get(), chunk_size_bytes_},
-        std::move(r), std::move(head));
+    const meta::EncryptionRecord encryption = r.encryption;
+    const std::string owner = r.owner;
+    auto volume =
+        std::make_unique<VolumeImpl>(VolumeDeps{env_, catalog_.get(), chunks_.get(), tree_.get(),
+                                                &domain_keys_, chunk_size_bytes_},
+                                     std::move(r), std::move(head));
+    if (encryption.encrypted()) {
+      absl::Status unwrapped = LoadDomainKey(encryption, owner);
+      absl::StatusOr<std::shared_ptr<const DomainKeys::Key>> key =
+          domain_keys_.Get(encryption.domain);
+      volume->set_encryption(key.ok() ? *key : nullptr, key.status());
+      if (!unwrapped.ok()) {
+        STRATA_LOG(kWarning, "region ", name_, ": volume ", id,
+                   " stays closed: ", unwrapped.message());
+      }
+    }
     STRATA_RETURN_IF_ERROR(volume->LoadBitmaps(clean));
     volumes_[id] = std::move(volume);
   }
@@ -400,6 +425,8 @@ VolumeInfo RegionImpl::ToInfo(VolumeImpl& volume) const {
   info.attached_to = r.attached_to;
   info.device = r.device;
   info.attach_time_micros = r.attach_time_micros;
+  info.encrypted = r.encryption.encrypted();
+  info.kms_key_id = r.encryption.kms_key_arn;
   if (!r.base_snapshot_id.empty()) {
     const uint64_t total = volume.chunk_count();
     info.hydration_percent =
@@ -433,8 +460,10 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequ
   meta::VolumeRecord r;
   r.hidden = hidden;
   r.size_bytes = request.size_bytes;
+  meta::EncryptionRecord base_encryption;
   if (!request.snapshot_id.empty()) {
     STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord snap, FindCompletedSnapshot(request.snapshot_id));
+    base_encryption = snap.encryption;
     if (r.size_bytes == 0) r.size_bytes = snap.volume_size_bytes;
     if (r.size_bytes < snap.volume_size_bytes) {
       return absl::InvalidArgumentError(absl::StrCat("size ", r.size_bytes,
@@ -453,6 +482,7 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequ
         absl::StrCat("volume size ", r.size_bytes, " must be a non-zero multiple of ",
                      kVolumeSizeAlignBytes, " bytes, at most ", kMaxVolumeSizeBytes));
   }
+  STRATA_ASSIGN_OR_RETURN(r.encryption, ChooseEncryption(request, base_encryption));
   r.id = NewId("vol");
   r.create_time_micros = env_->NowMicros();
   r.tags = request.tags;
@@ -470,9 +500,21 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequ
     return s;
   }
   const std::string id = r.id;
-  auto volume = std::make_unique<VolumeImpl>(
-      VolumeDeps{env_, catalog_.get(), chunks_.get(), tree_.get(), chunk_size_bytes_}, std::move(r),
-      std::move(head));
+  const meta::EncryptionRecord encryption = r.encryption;
+  const bool new_domain =
+      !r.last_snapshot_id.empty() && encryption.domain != base_encryption.domain;
+  auto volume =
+      std::make_unique<VolumeImpl>(VolumeDeps{env_, catalog_.get(), chunks_.get(), tree_.get(),
+                                              &domain_keys_, chunk_size_bytes_},
+                                   std::move(r), std::move(head));
+  if (encryption.encrypted()) {
+    absl::StatusOr<std::shared_ptr<const DomainKeys::Key>> key =
+        domain_keys_.Get(encryption.domain);
+    volume->set_encryption(key.ok() ? *key : nullptr, key.status());
+  }
+  // Another domain than its snapshot's: its first snapshot must hold every chunk in the new
+  // domain (nothing of the old key or of plaintext may stay in its lineage's new data).
+  if (new_domain) volume->MarkAllChanged();
   VolumeImpl* raw = volume.get();
   volumes_[id] = std::move(volume);
   return ToInfo(*raw);
@@ -666,6 +708,8 @@ SnapshotInfo RegionImpl::ToInfo(const meta::SnapshotRecord& r) const {
   info.tags = r.tags;
   info.owner = r.owner;
   info.shared_with = r.shared_with;
+  info.encrypted = r.encryption.encrypted();
+  info.kms_key_id = r.encryption.kms_key_arn;
   info.progress_percent = r.state == meta::SnapshotRecordState::kCompleted ? 100 : 0;
   if (auto it = pending_.find(r.id); it != pending_.end()) {
     const uint64_t total = it->second->frozen_count.load();
@@ -695,6 +739,7 @@ absl::StatusOr<std::shared_ptr<PendingSnapshot>> RegionImpl::NewPending(
   r.description = request.description;
   r.tags = request.tags;
   r.owner = request.owner;
+  r.encryption = vr.encryption;  // A snapshot is encrypted as its volume, with its data key.
   if (!r.parent_id.empty()) {
     STRATA_ASSIGN_OR_RETURN(pending->parent_ancestry, tree_->Ancestors(r.parent_id));
     const meta::SnapshotRecord parent = *tree_->Get(r.parent_id);
@@ -758,7 +803,26 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CopySnapshot(const std::string& source_
   }
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord source, FindCompletedSnapshot(source_snapshot_id));
+  if (request.encrypted || !request.kms_key_id.empty() || source.encryption.encrypted()) {
+    // Which key the copy gets decides whether it can share the source's data.
+    CreateVolumeRequest as_volume;
+    as_volume.snapshot_id = source.id;
+    as_volume.owner = request.owner;
+    as_volume.encrypted = true;
+    as_volume.kms_key_id = request.kms_key_id;
+    bool same_key = false;
+    if (source.encryption.encrypted()) {
+      const std::string key_ref =
+          request.kms_key_id.empty() ? source.encryption.kms_key_arn : request.kms_key_id;
+      STRATA_ASSIGN_OR_RETURN(KmsKeyInfo key, kms_->DescribeKey(request.owner, key_ref));
+      same_key = key.arn == source.encryption.kms_key_arn;
+    }
+    if (!same_key) return CopyIntoNewDomainLocked(source, as_volume, request);
+    // Same key: the copy shares the source's data key, if the caller may use it.
+    STRATA_RETURN_IF_ERROR(ChooseEncryption(as_volume, source.encryption).status());
+  }
   meta::SnapshotRecord r;
+  r.encryption = source.encryption;
   r.id = NewId("snap");
   r.seq = next_seq_;
   r.volume_id = source.volume_id;
@@ -777,6 +841,37 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CopySnapshot(const std::string& source_
   ++next_seq_;
   tree_->Put(r);
   return ToInfo(r);
+}
+
+absl::StatusOr<SnapshotInfo> RegionImpl::CopyIntoNewDomainLocked(
+    const meta::SnapshotRecord& source, const CreateVolumeRequest& as_volume,
+    const CreateSnapshotRequest& request) {
+  // A hidden builder volume of the source in the new domain, frozen at once: its ingest reads
+  // every chunk through the source and stores it under the new data key; the builder goes when
+  // the copy completes (as an EBS direct snapshot's does).
+  STRATA_ASSIGN_OR_RETURN(VolumeInfo builder, CreateVolumeLocked(as_volume, /*hidden=*/true));
+  VolumeImpl* volume = volumes_.at(builder.id).get();
+  absl::StatusOr<std::shared_ptr<PendingSnapshot>> pending =
+      NewPending(*volume, request, next_seq_);
+  if (!pending.ok()) {
+    (void)DeleteVolumeLocked(builder.id);
+    return pending.status();
+  }
+  (*pending)->direct = true;
+  meta::WriteBatch batch;
+  batch.Put(meta::SnapshotKey((*pending)->record.id), (*pending)->record.Encode());
+  PutNextSeq(batch, next_seq_ + 1);
+  if (absl::Status s = catalog_->Write(batch); !s.ok()) {
+    (void)DeleteVolumeLocked(builder.id);
+    return s;
+  }
+  ++next_seq_;
+  tree_->Put((*pending)->record);
+  pending_[(*pending)->record.id] = *pending;
+  volume->Freeze(*pending);
+  Enqueue({Task::Kind::kIngest, (*pending)->record.id, *pending, 0});
+  (void)source;
+  return ToInfo((*pending)->record);
 }
 
 absl::StatusOr<Region::DirectSnapshot> RegionImpl::StartDirectSnapshot(
@@ -976,8 +1071,8 @@ absl::Status RegionImpl::TagSnapshot(const std::string& snapshot_id,
 absl::StatusOr<std::unique_ptr<Snapshot>> RegionImpl::OpenSnapshot(const std::string& snapshot_id) {
   STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindCompletedSnapshot(snapshot_id));
   STRATA_ASSIGN_OR_RETURN(SnapshotTree::Ancestry ancestry, tree_->Ancestors(snapshot_id));
-  return std::make_unique<SnapshotReader>(*tree_, *chunks_, std::move(r), std::move(ancestry),
-                                          chunk_size_bytes_);
+  return std::make_unique<SnapshotReader>(*tree_, *chunks_, domain_keys_, std::move(r),
+                                          std::move(ancestry), chunk_size_bytes_);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1425,6 +1520,104 @@ std::optional<RegionImpl::Task> RegionImpl::HydrateStep(const std::string& volum
     STRATA_LOG(kError, "volume ", volume_id, ": recording hydration: ", s.ToString());
   }
   return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encryption
+
+namespace {
+
+EncryptionContext DataKeyContext(uint32_t domain) {
+  return {{"strata:domain", absl::StrCat(domain)}};
+}
+
+}  // namespace
+
+absl::Status RegionImpl::LoadDomainKey(const meta::EncryptionRecord& encryption,
+                                       const std::string& owner) {
+  if (domain_keys_.Get(encryption.domain).ok()) return absl::OkStatus();
+  absl::StatusOr<Decrypted> key =
+      kms_->Decrypt(owner, encryption.wrapped_key, DataKeyContext(encryption.domain), "");
+  if (!key.ok()) {
+    domain_keys_.SetUnavailable(encryption.domain, key.status());
+    return key.status();
+  }
+  return domain_keys_.Add(encryption.domain, key->plaintext);
+}
+
+absl::StatusOr<meta::EncryptionRecord> RegionImpl::ChooseEncryption(
+    const CreateVolumeRequest& request, const meta::EncryptionRecord& base) {
+  STRATA_ASSIGN_OR_RETURN(EbsEncryptionDefaults defaults, GetEbsEncryptionDefaults(request.owner));
+  const bool encrypted = request.encrypted || base.encrypted() || defaults.enabled;
+  if (!encrypted) {
+    if (!request.kms_key_id.empty()) {
+      return absl::InvalidArgumentError("a KMS key is given only with encryption on");
+    }
+    return meta::EncryptionRecord();
+  }
+  std::string key_ref = request.kms_key_id;
+  if (key_ref.empty()) {
+    key_ref = base.encrypted()              ? base.kms_key_arn
+              : defaults.kms_key_id.empty() ? "alias/aws/ebs"
+                                            : defaults.kms_key_id;
+  }
+  STRATA_ASSIGN_OR_RETURN(KmsKeyInfo key, kms_->DescribeKey(request.owner, key_ref));
+  if (base.encrypted() && key.arn == base.kms_key_arn) {
+    // The snapshot's key: the same data key and dedup domain (its lineage), if the owner may
+    // use that key (its own, or shared by policy or grant).
+    STRATA_ASSIGN_OR_RETURN(Decrypted data_key, kms_->Decrypt(request.owner, base.wrapped_key,
+                                                              DataKeyContext(base.domain), ""));
+    STRATA_RETURN_IF_ERROR(domain_keys_.Add(base.domain, data_key.plaintext));
+    return base;
+  }
+  // A new data key: a new dedup domain.
+  meta::EncryptionRecord out;
+  {
+    const uint32_t domain = next_domain_;
+    std::string value;
+    util::PutFixed32(value, domain + 1);
+    meta::WriteBatch batch;
+    batch.Put(meta::NextDomainKey(), value);
+    STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+    next_domain_ = domain + 1;
+    out.domain = domain;
+  }
+  for (int attempt = 0;; ++attempt) {
+    STRATA_ASSIGN_OR_RETURN(DataKey data_key, kms_->GenerateDataKey(request.owner, key.arn, 64,
+                                                                    DataKeyContext(out.domain)));
+    absl::Status added = domain_keys_.Add(out.domain, data_key.plaintext);
+    if (!added.ok() && attempt == 0) continue;  // Equal XTS halves: astronomically rare; retry.
+    STRATA_RETURN_IF_ERROR(added);
+    out.kms_key_arn = data_key.key_arn;
+    out.wrapped_key = std::move(data_key.ciphertext);
+    return out;
+  }
+}
+
+absl::StatusOr<EbsEncryptionDefaults> RegionImpl::GetEbsEncryptionDefaults(
+    const std::string& account) {
+  STRATA_ASSIGN_OR_RETURN(std::optional<std::string> value,
+                          catalog_->Get(meta::EbsDefaultsKey(account)));
+  EbsEncryptionDefaults out;
+  if (!value.has_value()) return out;
+  util::Decoder in(*value);
+  if (!in.GetBool(out.enabled) || !in.GetLengthPrefixed(out.kms_key_id) || !in.done()) {
+    return absl::DataLossError(absl::StrCat("corrupt EBS encryption defaults of ", account));
+  }
+  return out;
+}
+
+absl::Status RegionImpl::SetEbsEncryptionDefaults(const std::string& account,
+                                                  const EbsEncryptionDefaults& defaults) {
+  if (!defaults.kms_key_id.empty()) {
+    STRATA_RETURN_IF_ERROR(kms_->DescribeKey(account, defaults.kms_key_id).status());
+  }
+  std::string value;
+  value.push_back(defaults.enabled ? 1 : 0);
+  util::PutLengthPrefixed(value, defaults.kms_key_id);
+  meta::WriteBatch batch;
+  batch.Put(meta::EbsDefaultsKey(account), value);
+  return catalog_->Write(batch);
 }
 
 }  // namespace strata::volume

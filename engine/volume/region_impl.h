@@ -88,6 +88,10 @@ class RegionImpl final : public Region {
   // For strata-fsck and tests.
   meta::Catalog* catalog() { return catalog_.get(); }
   Kms& kms() override { return *kms_; }
+  absl::StatusOr<EbsEncryptionDefaults> GetEbsEncryptionDefaults(
+      const std::string& account) override;
+  absl::Status SetEbsEncryptionDefaults(const std::string& account,
+                                        const EbsEncryptionDefaults& defaults) override;
   chunk::ChunkStore* chunks() { return chunks_.get(); }
   const SnapshotTree& tree() const { return *tree_; }
 
@@ -100,6 +104,17 @@ class RegionImpl final : public Region {
   };
 
   RegionImpl(Env* env, std::string name, std::string dir, const StoreOptions& options);
+  // Unwraps an encrypted domain's data key (as `owner`) into domain_keys_, or records why not.
+  absl::Status LoadDomainKey(const meta::EncryptionRecord& encryption, const std::string& owner);
+  // The encryption of a new volume (AWS's rules); makes and registers a new data key when the
+  // volume needs its own domain.
+  absl::StatusOr<SnapshotInfo> CopyIntoNewDomainLocked(const meta::SnapshotRecord& source,
+                                                       const CreateVolumeRequest& as_volume,
+                                                       const CreateSnapshotRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<meta::EncryptionRecord> ChooseEncryption(const CreateVolumeRequest& request,
+                                                          const meta::EncryptionRecord& base)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Init();
   absl::Status RecoverPendingSnapshots(bool clean);
   absl::Status LoadVolumes(bool clean);
@@ -157,6 +172,8 @@ class RegionImpl final : public Region {
   std::unique_ptr<meta::Catalog> catalog_;
   std::unique_ptr<crypto::KmsStorage> kms_storage_;
   std::unique_ptr<crypto::KmsImpl> kms_;
+  DomainKeys domain_keys_;
+  uint32_t next_domain_ ABSL_GUARDED_BY(mu_) = 1;  // Domain 0 is plaintext.
   std::unique_ptr<chunk::ChunkStore> chunks_;
   std::unique_ptr<SnapshotTree> tree_;
 

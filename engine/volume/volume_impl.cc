@@ -65,6 +65,7 @@ VolumeImpl::VolumeImpl(const VolumeDeps& deps, meta::VolumeRecord record,
       id_(record.id),
       chunk_shift_(static_cast<unsigned>(std::countr_zero(deps.chunk_size_bytes))),
       head_(std::move(head)),
+      domain_(record.encryption.domain),
       size_bytes_(record.size_bytes),
       owned_(ChunksFor(record.size_bytes, chunk_shift_)),
       dirty_(std::make_unique<SparseBitmap>(ChunksFor(record.size_bytes, chunk_shift_))),
@@ -101,6 +102,7 @@ uint64_t VolumeImpl::ChunkLength(uint64_t chunk_index) const {
 }
 
 absl::Status VolumeImpl::CheckRange(uint64_t offset_bytes, uint64_t length_bytes) const {
+  if (!key_status_.ok()) return key_status_;
   if (offset_bytes % kSectorBytes != 0 || length_bytes % kSectorBytes != 0) {
     return absl::InvalidArgumentError(absl::StrCat(id_, ": offset ", offset_bytes, " and length ",
                                                    length_bytes, " must be multiples of ",
@@ -140,6 +142,11 @@ absl::Status VolumeImpl::LoadBitmaps(bool clean) {
   return absl::OkStatus();
 }
 
+void VolumeImpl::MarkAllChanged() {
+  absl::MutexLock gate(&gate_);
+  for (uint64_t c = 0; c < chunk_count(); ++c) dirty_->Set(c);
+}
+
 absl::Status VolumeImpl::SaveDirtyBitmap(meta::WriteBatch& batch) {
   STRATA_RETURN_IF_ERROR(deps_.catalog->Scan(meta::DirtyPrefix(id_), "",
                                              [&](absl::string_view key, absl::string_view) {
@@ -163,6 +170,68 @@ std::vector<std::shared_ptr<PendingSnapshot>> VolumeImpl::PendingList() const {
 bool VolumeImpl::HasPending() const {
   absl::MutexLock lock(&mu_);
   return !pending_.empty();
+}
+
+absl::Status VolumeImpl::HeadRead(uint64_t offset_bytes, std::span<std::byte> out) const {
+  if (key_ == nullptr) return head_->Read(offset_bytes, out);
+  const uint64_t unit = crypto::kXtsUnitBytes;
+  const uint64_t begin = offset_bytes / unit * unit;
+  const uint64_t end = (offset_bytes + out.size() + unit - 1) / unit * unit;
+  const bool aligned = begin == offset_bytes && end == offset_bytes + out.size();
+  std::vector<std::byte> scratch;
+  std::span<std::byte> units = out;
+  if (!aligned) {
+    scratch.resize(end - begin);
+    units = scratch;
+  }
+  STRATA_RETURN_IF_ERROR(head_->Read(begin, units));
+  for (uint64_t at = 0; at < units.size(); at += unit) {
+    std::span<std::byte> u = units.subspan(at, unit);
+    if (IsAllZero(u)) continue;  // A hole: never written, or trimmed.
+    key_->xts->Decrypt((begin + at) / unit, u, u);
+  }
+  if (!aligned) std::memcpy(out.data(), scratch.data() + (offset_bytes - begin), out.size());
+  return absl::OkStatus();
+}
+
+absl::Status VolumeImpl::HeadWrite(uint64_t offset_bytes, std::span<const std::byte> data) {
+  if (key_ == nullptr) return head_->Write(offset_bytes, data);
+  const uint64_t unit = crypto::kXtsUnitBytes;
+  const uint64_t begin = offset_bytes / unit * unit;
+  const uint64_t end = (offset_bytes + data.size() + unit - 1) / unit * unit;
+  std::vector<std::byte> units(end - begin);
+  if (begin != offset_bytes) {
+    STRATA_RETURN_IF_ERROR(HeadRead(begin, std::span(units).first(unit)));
+  }
+  if (end != offset_bytes + data.size() && (end - unit != begin || begin == offset_bytes)) {
+    STRATA_RETURN_IF_ERROR(HeadRead(end - unit, std::span(units).last(unit)));
+  }
+  std::memcpy(units.data() + (offset_bytes - begin), data.data(), data.size());
+  key_->xts->EncryptUnits(begin / unit, units, units);
+  return head_->Write(begin, units);
+}
+
+absl::Status VolumeImpl::HeadZero(uint64_t offset_bytes, uint64_t length_bytes) {
+  if (key_ == nullptr) return head_->PunchHole(offset_bytes, length_bytes);
+  // Whole units become holes (read as zeros); partly covered ones are rewritten.
+  const uint64_t unit = crypto::kXtsUnitBytes;
+  const uint64_t end = offset_bytes + length_bytes;
+  const uint64_t inner_begin = (offset_bytes + unit - 1) / unit * unit;
+  const uint64_t inner_end = end / unit * unit;
+  if (inner_begin >= inner_end) {
+    const std::vector<std::byte> zeros(length_bytes);
+    return HeadWrite(offset_bytes, zeros);
+  }
+  STRATA_RETURN_IF_ERROR(head_->PunchHole(inner_begin, inner_end - inner_begin));
+  if (offset_bytes < inner_begin) {
+    const std::vector<std::byte> zeros(inner_begin - offset_bytes);
+    STRATA_RETURN_IF_ERROR(HeadWrite(offset_bytes, zeros));
+  }
+  if (inner_end < end) {
+    const std::vector<std::byte> zeros(end - inner_end);
+    STRATA_RETURN_IF_ERROR(HeadWrite(inner_end, zeros));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ChunkEntry> VolumeImpl::ResolveBase(uint64_t chunk_index) {
@@ -193,7 +262,7 @@ absl::Status VolumeImpl::ReadUnowned(uint64_t chunk_index, uint64_t offset_in_ch
     return absl::OkStatus();
   }
   std::vector<std::byte> buffer(deps_.chunk_size_bytes);
-  STRATA_RETURN_IF_ERROR(deps_.chunks->Read(*entry, buffer));
+  STRATA_RETURN_IF_ERROR(deps_.keys->ReadChunk(*deps_.chunks, *entry, buffer));
   std::memcpy(out.data(), buffer.data() + offset_in_chunk, out.size());
   return absl::OkStatus();
 }
@@ -208,15 +277,14 @@ absl::Status VolumeImpl::Read(uint64_t offset_bytes, std::span<std::byte> out) {
   // reader sees either the base data or the full head data, as with any racing write.
   bool all_owned = true;
   for (uint64_t c = first; c <= last && all_owned; ++c) all_owned = owned_.Test(c);
-  if (all_owned) return head_->Read(offset_bytes, out);  // The hot path: one read.
+  if (all_owned) return HeadRead(offset_bytes, out);  // The hot path: one read.
   for (uint64_t pos = offset_bytes; pos < offset_bytes + out.size();) {
     const uint64_t c = pos >> chunk_shift_;
     const uint64_t in_chunk = pos - (c << chunk_shift_);
     const uint64_t n =
         std::min<uint64_t>(deps_.chunk_size_bytes - in_chunk, offset_bytes + out.size() - pos);
     auto piece = out.subspan(pos - offset_bytes, n);
-    STRATA_RETURN_IF_ERROR(owned_.Test(c) ? head_->Read(pos, piece)
-                                          : ReadUnowned(c, in_chunk, piece));
+    STRATA_RETURN_IF_ERROR(owned_.Test(c) ? HeadRead(pos, piece) : ReadUnowned(c, in_chunk, piece));
     pos += n;
   }
   return absl::OkStatus();
@@ -229,8 +297,8 @@ absl::Status VolumeImpl::CopyUp(uint64_t chunk_index) {
   // Unowned head bytes may hold stale, unflushed data from before a crash: overwrite them all.
   if (!entry.has_value()) return head_->PunchHole(start, length);
   std::vector<std::byte> buffer(deps_.chunk_size_bytes);
-  STRATA_RETURN_IF_ERROR(deps_.chunks->Read(*entry, buffer));
-  return head_->Write(start, std::span(buffer).first(length));
+  STRATA_RETURN_IF_ERROR(deps_.keys->ReadChunk(*deps_.chunks, *entry, buffer));
+  return HeadWrite(start, std::span(buffer).first(length));
 }
 
 absl::Status VolumeImpl::PrepareForWrite(uint64_t chunk_index, bool covers_whole_chunk) {
@@ -258,7 +326,7 @@ absl::Status VolumeImpl::Write(uint64_t offset_bytes, std::span<const std::byte>
       const bool whole = offset_bytes <= start && end >= start + ChunkLength(c);
       STRATA_RETURN_IF_ERROR(PrepareForWrite(c, whole));
     }
-    STRATA_RETURN_IF_ERROR(head_->Write(offset_bytes, data));
+    STRATA_RETURN_IF_ERROR(HeadWrite(offset_bytes, data));
     for (uint64_t c = first; c <= last; ++c) {
       owned_.Set(c);
       dirty_->Set(c);
@@ -279,7 +347,7 @@ absl::Status VolumeImpl::ZeroRange(uint64_t offset_bytes, uint64_t length_bytes)
     STRATA_RETURN_IF_ERROR(
         PrepareForWrite(c, offset_bytes <= start && end >= start + ChunkLength(c)));
   }
-  STRATA_RETURN_IF_ERROR(head_->PunchHole(offset_bytes, length_bytes));
+  STRATA_RETURN_IF_ERROR(HeadZero(offset_bytes, length_bytes));
   for (uint64_t c = first; c <= last; ++c) {
     owned_.Set(c);
     dirty_->Set(c);
@@ -345,7 +413,7 @@ absl::StatusOr<bool> VolumeImpl::ChunkChanged(uint64_t chunk_index) {
   const uint64_t length = ChunkLength(chunk_index);
   std::vector<std::byte> head(length);
   std::vector<std::byte> base(length);
-  STRATA_RETURN_IF_ERROR(head_->Read(chunk_index << chunk_shift_, head));
+  STRATA_RETURN_IF_ERROR(HeadRead(chunk_index << chunk_shift_, head));
   STRATA_RETURN_IF_ERROR(ReadUnowned(chunk_index, 0, base));
   const bool changed = std::memcmp(head.data(), base.data(), length) != 0;
   if (!changed) dirty_->Clear(chunk_index);
@@ -489,7 +557,11 @@ void VolumeImpl::IngestChunkLocked(PendingSnapshot& pending, uint64_t chunk_inde
   if (!pending.frozen->Test(chunk_index)) return;
   std::vector<std::byte> buffer(deps_.chunk_size_bytes);
   const uint64_t start = chunk_index << chunk_shift_;
-  absl::Status status = head_->Read(start, buffer);
+  // A chunk never written here (a volume whose domain differs from its snapshot's ingests
+  // every chunk) is read through the snapshot.
+  absl::Status status = owned_.Test(chunk_index)
+                            ? HeadRead(start, std::span(buffer).first(ChunkLength(chunk_index)))
+                            : ReadThroughParent(pending, chunk_index, buffer);
   if (status.ok()) {
     // Bytes past the volume's size at freeze time are not part of the snapshot.
     const uint64_t frozen_size = pending.record.volume_size_bytes;
@@ -507,6 +579,17 @@ void VolumeImpl::IngestChunkLocked(PendingSnapshot& pending, uint64_t chunk_inde
   pending.ingested_count.fetch_add(1, std::memory_order_relaxed);
 }
 
+absl::Status VolumeImpl::ReadThroughParent(const PendingSnapshot& pending, uint64_t chunk_index,
+                                           std::span<std::byte> out) {
+  std::memset(out.data(), 0, out.size());
+  if (pending.parent_ancestry == nullptr) return absl::OkStatus();
+  STRATA_ASSIGN_OR_RETURN(ChunkEntry entry,
+                          deps_.tree->Resolve(pending.record.tree, pending.parent_seq,
+                                              pending.parent_ancestry, chunk_index));
+  if (!entry.has_value()) return absl::OkStatus();
+  return deps_.keys->ReadChunk(*deps_.chunks, *entry, out);
+}
+
 void VolumeImpl::StoreIngested(PendingSnapshot& pending, uint64_t chunk_index,
                                std::span<const std::byte> data) {
   auto fail = [&](const absl::Status& status) {
@@ -515,7 +598,7 @@ void VolumeImpl::StoreIngested(PendingSnapshot& pending, uint64_t chunk_index,
   };
   ChunkEntry entry;
   if (!IsAllZero(data)) {
-    absl::StatusOr<chunk::ChunkKey> key = deps_.chunks->Put(chunk::kPlaintextDomain, data);
+    absl::StatusOr<chunk::ChunkKey> key = deps_.keys->PutChunk(*deps_.chunks, domain_, data);
     if (!key.ok()) return fail(key.status());
     entry = *key;
   }

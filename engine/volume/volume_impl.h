@@ -19,6 +19,7 @@
 #include "meta/schema.h"
 #include "strata/env.h"
 #include "strata/volume.h"
+#include "volume/domain_keys.h"
 #include "volume/head.h"
 #include "volume/snapshot_tree.h"
 #include "volume/sparse_bitmap.h"
@@ -54,6 +55,7 @@ struct VolumeDeps {
   meta::Catalog* catalog = nullptr;
   chunk::ChunkStore* chunks = nullptr;
   const SnapshotTree* tree = nullptr;
+  const DomainKeys* keys = nullptr;
   uint64_t chunk_size_bytes = 0;
 };
 
@@ -82,6 +84,15 @@ class VolumeImpl final : public Volume {
   void set_type(const std::string& volume_type, uint64_t iops, uint64_t throughput);
   uint64_t chunk_count() const;
   uint64_t owned_count() const { return owned_.Count(); }
+  // An encrypted volume's data key (its domain's), or why it is not available (then every I/O
+  // fails with that reason). Set once, before the volume is used.
+  void set_encryption(std::shared_ptr<const DomainKeys::Key> key, absl::Status unavailable) {
+    key_ = std::move(key);
+    key_status_ = std::move(unavailable);
+  }
+  uint32_t domain() const { return domain_; }
+  // Marks every chunk changed (a volume whose domain differs from its snapshot's).
+  void MarkAllChanged();
   // Pins held by front ends (Region::PinVolume); the volume cannot be deleted while any is.
   std::atomic<int>& pins() { return pins_; }
 
@@ -131,6 +142,13 @@ class VolumeImpl final : public Volume {
   static constexpr size_t kStripeCount = 256;
 
   absl::Status CheckRange(uint64_t offset_bytes, uint64_t length_bytes) const;
+  // Head I/O in plaintext: through AES-256-XTS per 4 KiB unit (tweak: the unit's number) when
+  // the volume is encrypted. An all-zero unit on disk (a hole) reads as zeros. HeadWrite
+  // rewrites partly covered units whole. REQUIRES for HeadWrite and HeadZero: the chunks'
+  // stripes held exclusively.
+  absl::Status HeadRead(uint64_t offset_bytes, std::span<std::byte> out) const;
+  absl::Status HeadWrite(uint64_t offset_bytes, std::span<const std::byte> data);
+  absl::Status HeadZero(uint64_t offset_bytes, uint64_t length_bytes);
   uint64_t ChunkLength(uint64_t chunk_index) const;
   // Prepares chunk `chunk_index` for a write that covers it fully or partially.
   // REQUIRES: gate_ shared and the chunk's stripe held exclusively.
@@ -147,6 +165,9 @@ class VolumeImpl final : public Volume {
   absl::Status ZeroRange(uint64_t offset_bytes, uint64_t length_bytes);
   // REQUIRES: gate_ shared and the chunk's stripe held exclusively.
   void IngestChunkLocked(PendingSnapshot& pending, uint64_t chunk_index);
+  // A chunk the volume does not hold, as the pending snapshot's parent has it.
+  absl::Status ReadThroughParent(const PendingSnapshot& pending, uint64_t chunk_index,
+                                 std::span<std::byte> out);
   void StoreIngested(PendingSnapshot& pending, uint64_t chunk_index,
                      std::span<const std::byte> data);
 
@@ -154,6 +175,9 @@ class VolumeImpl final : public Volume {
   const std::string id_;
   const unsigned chunk_shift_;
   const std::unique_ptr<Head> head_;
+  const uint32_t domain_;
+  std::shared_ptr<const DomainKeys::Key> key_;  // Null for plaintext volumes.
+  absl::Status key_status_;
   std::atomic<uint64_t> size_bytes_;
 
   // Lock order: flush_mu_, gate_, stripes_ (ascending), mu_, PendingSnapshot::mu.

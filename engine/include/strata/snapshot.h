@@ -32,6 +32,8 @@ struct SnapshotInfo {
   std::map<std::string, std::string> tags;
   std::string owner;                     // Account id.
   std::vector<std::string> shared_with;  // createVolumePermission: account ids or "all".
+  bool encrypted = false;
+  std::string kms_key_id;  // The ARN of the KMS key that wraps its data key.
 };
 
 // One block of a changed-block listing, in kApiBlockBytes units.

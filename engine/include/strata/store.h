@@ -47,7 +47,13 @@ struct CreateVolumeRequest {
   uint64_t size_bytes = 0;
   std::string snapshot_id;  // Empty: a blank volume.
   std::map<std::string, std::string> tags;
-  std::string owner;                // Account id of the creator. Default: none.
+  std::string owner;  // Account id of the creator. Default: none.
+  // Encryption (the owner's KMS, as AWS's rules say): encrypted when `encrypted`, when the
+  // snapshot is, or when the owner turned EBS encryption by default on. `kms_key_id` (a key
+  // reference) picks the key; empty: the snapshot's key, else the owner's default EBS key. A key
+  // other than the snapshot's means a new data key (a new dedup domain).
+  bool encrypted = false;
+  std::string kms_key_id;
   std::string volume_type = "gp3";  // Informational: gp2, gp3, io1, io2, st1, sc1, standard.
   uint64_t iops = 0;
   uint64_t throughput = 0;
@@ -58,6 +64,10 @@ struct CreateSnapshotRequest {
   std::string description;
   std::map<std::string, std::string> tags;
   std::string owner;  // Account id of the creator. Default: none.
+  // CopySnapshot only: encrypt the copy (an unencrypted source), or re-encrypt it under
+  // `kms_key_id` (a key other than the source's means a new data key and a full copy).
+  bool encrypted = false;
+  std::string kms_key_id;
 };
 
 // An account: resources belong to the account that created them. Requests are mapped to an
@@ -78,6 +88,12 @@ struct StoreStats {
   uint64_t segment_count = 0;
 };
 
+// An account's EBS encryption defaults in a region (EnableEbsEncryptionByDefault and friends).
+struct EbsEncryptionDefaults {
+  bool enabled = false;
+  std::string kms_key_id;  // Empty: alias/aws/ebs.
+};
+
 // A region: its own volumes, snapshots and chunk store. Owned by the Store. Thread-safe.
 class Region {
  public:
@@ -86,6 +102,11 @@ class Region {
   virtual uint64_t chunk_size_bytes() const = 0;
   // The region's key management service.
   virtual Kms& kms() = 0;
+  [[nodiscard]] virtual absl::StatusOr<EbsEncryptionDefaults> GetEbsEncryptionDefaults(
+      const std::string& account) = 0;
+  // kNotFound (a KMS error) when the key does not exist for the account.
+  [[nodiscard]] virtual absl::Status SetEbsEncryptionDefaults(
+      const std::string& account, const EbsEncryptionDefaults& defaults) = 0;
 
   [[nodiscard]] virtual absl::StatusOr<VolumeInfo> CreateVolume(
       const CreateVolumeRequest& request) = 0;

@@ -35,6 +35,8 @@ struct VolumeInfo {
   std::string volume_type = "gp3";
   uint64_t iops = 0;
   uint64_t throughput = 0;
+  bool encrypted = false;
+  std::string kms_key_id;   // The ARN of the KMS key that wraps its data key.
   std::string attached_to;  // Instance id (attachment group); empty when available.
   std::string device;
   uint64_t attach_time_micros = 0;

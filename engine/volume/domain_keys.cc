@@ -1,0 +1,104 @@
+#include "volume/domain_keys.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace strata::volume {
+namespace {
+
+void Hmac(const SecretBytes& key, std::span<const std::byte> data, unsigned char out[32]) {
+  unsigned int n = 32;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &n);
+}
+
+uint64_t TweakBase(const unsigned char* siv) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | siv[i];
+  return v;
+}
+
+}  // namespace
+
+absl::Status DomainKeys::Add(uint32_t domain, const SecretBytes& data_key) {
+  auto key = std::make_shared<Key>();
+  absl::StatusOr<std::unique_ptr<crypto::Xts>> xts = crypto::Xts::Create(data_key);
+  if (!xts.ok()) return xts.status();
+  key->xts = std::move(*xts);
+  key->fingerprint_key = SecretBytes(32);
+  const std::string label = "strata fingerprint";
+  Hmac(data_key, std::as_bytes(std::span(label)), key->fingerprint_key.data());
+  absl::MutexLock lock(&mu_);
+  keys_[domain] = std::move(key);
+  unavailable_.erase(domain);
+  return absl::OkStatus();
+}
+
+void DomainKeys::SetUnavailable(uint32_t domain, const absl::Status& why) {
+  absl::MutexLock lock(&mu_);
+  if (keys_.count(domain) == 0) unavailable_[domain] = why;
+}
+
+absl::StatusOr<std::shared_ptr<const DomainKeys::Key>> DomainKeys::Get(uint32_t domain) const {
+  absl::MutexLock lock(&mu_);
+  auto it = keys_.find(domain);
+  if (it != keys_.end()) return it->second;
+  auto why = unavailable_.find(domain);
+  if (why != unavailable_.end()) {
+    return absl::Status(why->second.code(),
+                        absl::StrCat("the data key of encryption domain ", domain,
+                                     " is not available: ", why->second.message()));
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("the data key of encryption domain ", domain, " is not loaded"));
+}
+
+absl::Status DomainKeys::ReadChunk(chunk::ChunkStore& store, const chunk::ChunkKey& key,
+                                   std::span<std::byte> out) const {
+  if (key.domain == chunk::kPlaintextDomain) return store.Read(key, out);
+  absl::StatusOr<std::shared_ptr<const Key>> k = Get(key.domain);
+  if (!k.ok()) return k.status();
+  std::vector<std::byte> stored(kSivBytes + out.size());
+  if (absl::Status s = store.Read(key, stored); !s.ok()) return s;
+  const auto* siv = reinterpret_cast<const unsigned char*>(stored.data());
+  const uint64_t base = TweakBase(siv);
+  for (size_t at = 0; at < out.size(); at += crypto::kXtsUnitBytes) {
+    const size_t n = std::min(crypto::kXtsUnitBytes, out.size() - at);
+    (*k)->xts->Decrypt(base + at / crypto::kXtsUnitBytes,
+                       std::span(stored).subspan(kSivBytes + at, n), out.subspan(at, n));
+  }
+  unsigned char check[32];
+  Hmac((*k)->fingerprint_key, out, check);
+  if (CRYPTO_memcmp(check, siv, kSivBytes) != 0) {
+    std::memset(out.data(), 0, out.size());
+    return absl::DataLossError(absl::StrCat(
+        "chunk ", key.ToString(), " does not decrypt to its synthetic IV: tampered or corrupt"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<chunk::ChunkKey> DomainKeys::PutChunk(chunk::ChunkStore& store, uint32_t domain,
+                                                     std::span<const std::byte> data) const {
+  if (domain == chunk::kPlaintextDomain) return store.Put(domain, data);
+  absl::StatusOr<std::shared_ptr<const Key>> k = Get(domain);
+  if (!k.ok()) return k.status();
+  std::vector<std::byte> stored(kSivBytes + data.size());
+  unsigned char mac[32];
+  Hmac((*k)->fingerprint_key, data, mac);
+  std::memcpy(stored.data(), mac, kSivBytes);
+  const uint64_t base = TweakBase(mac);
+  for (size_t at = 0; at < data.size(); at += crypto::kXtsUnitBytes) {
+    const size_t n = std::min(crypto::kXtsUnitBytes, data.size() - at);
+    (*k)->xts->Encrypt(base + at / crypto::kXtsUnitBytes, data.subspan(at, n),
+                       std::span(stored).subspan(kSivBytes + at, n));
+  }
+  return store.Put(domain, stored);
+}
+
+}  // namespace strata::volume
