@@ -71,6 +71,13 @@ void WriteModification(XmlWriter& x, const Modification& m) {
 // Maps an engine status to EC2's error for a call about `kind` ("Volume", "Snapshot").
 Ec2Error FromStatus(const absl::Status& s, const std::string& kind) {
   const std::string message(s.message());
+  // KMS refusals keep their meaning (as EC2 reports them for encrypted volumes).
+  const std::string kms = KmsErrorCode(s);
+  if (kms == "DisabledException") return {400, "KMSKeyDisabled", message};
+  if (kms == "KMSInvalidStateException") return {400, "KMSInvalidStateException", message};
+  if (kms == "AccessDeniedException") return {400, "KMSAccessDeniedException", message};
+  if (kms == "NotFoundException") return {400, "KMSKeyNotFound", message};
+  if (kms == "KMSInternalException") return {500, "KMSInternalException", message};
   switch (s.code()) {
     case absl::StatusCode::kNotFound:
       return {400, absl::StrCat("Invalid", kind, ".NotFound"), message};
@@ -162,7 +169,8 @@ void WriteVolume(XmlWriter& x, const VolumeInfo& v, const std::string& zone) {
   x.Text("volumeType", v.volume_type);
   if (v.iops != 0) x.Number("iops", v.iops);
   if (v.throughput != 0) x.Number("throughput", v.throughput);
-  x.Bool("encrypted", false);
+  x.Bool("encrypted", v.encrypted);
+  if (v.encrypted) x.Text("kmsKeyId", v.kms_key_id);
   x.Bool("multiAttachEnabled", false);
 }
 
@@ -176,7 +184,8 @@ void WriteSnapshot(XmlWriter& x, const SnapshotInfo& s, const std::string& owner
   x.Text("ownerId", owner);
   x.Text("description", s.description);
   x.Number("volumeSize", GiBCeil(s.volume_size_bytes));
-  x.Bool("encrypted", false);
+  x.Bool("encrypted", s.encrypted);
+  if (s.encrypted) x.Text("kmsKeyId", s.kms_key_id);
   x.Text("storageTier", "standard");
   if (s.state == SnapshotState::kCompleted) {
     x.Number("fullSnapshotSizeInBytes", s.volume_size_bytes);
@@ -271,6 +280,12 @@ class Call {
         {"DescribeTags", &Call::DescribeTags},
         {"DescribeVolumesModifications", &Call::DescribeVolumesModifications},
         {"CreateAccount", &Call::CreateAccount},
+        {"EnableEbsEncryptionByDefault", &Call::EnableEbsEncryptionByDefault},
+        {"DisableEbsEncryptionByDefault", &Call::DisableEbsEncryptionByDefault},
+        {"GetEbsEncryptionByDefault", &Call::GetEbsEncryptionByDefault},
+        {"ModifyEbsDefaultKmsKeyId", &Call::ModifyEbsDefaultKmsKeyId},
+        {"GetEbsDefaultKmsKeyId", &Call::GetEbsDefaultKmsKeyId},
+        {"ResetEbsDefaultKmsKeyId", &Call::ResetEbsDefaultKmsKeyId},
     };
     auto it = kActions.find(action_);
     if (it == kActions.end()) {
@@ -327,10 +342,6 @@ class Call {
     absl::StatusOr<std::optional<int64_t>> iops = p_.GetInt("Iops");
     absl::StatusOr<std::optional<int64_t>> throughput = p_.GetInt("Throughput");
     if (!iops.ok() || !throughput.ok()) return Invalid("Iops and Throughput must be integers");
-    if (p_.GetOr("Encrypted", "false") == "true") {
-      return Ec2Error{400, "InvalidParameterCombination",
-                      "encrypted volumes are not supported yet (the encryption issue adds them)"};
-    }
     absl::StatusOr<std::map<std::string, std::string>> tags = TagSpecs(p_, "volume");
     if (!tags.ok()) return Invalid(std::string(tags.status().message()));
     const std::string token = p_.GetOr("ClientToken", "");
@@ -353,6 +364,12 @@ class Call {
     request.tags = *tags;
     request.owner = account_.id;
     request.volume_type = type;
+    request.encrypted = p_.GetOr("Encrypted", "false") == "true";
+    request.kms_key_id = p_.GetOr("KmsKeyId", "");
+    if (!request.kms_key_id.empty() && !request.encrypted) {
+      return Ec2Error{400, "InvalidParameterDependency",
+                      "The parameter KmsKeyId requires the parameter Encrypted to be set."};
+    }
     request.iops = static_cast<uint64_t>(iops->value_or(0));
     request.throughput = static_cast<uint64_t>(throughput->value_or(0));
     absl::StatusOr<VolumeInfo> v = region_.CreateVolume(request);
@@ -383,7 +400,7 @@ class Call {
                              {"snapshot-id", v.snapshot_id},
                              {"volume-type", v.volume_type},
                              {"availability-zone", Zone()},
-                             {"encrypted", "false"}};
+                             {"encrypted", v.encrypted ? "true" : "false"}};
       absl::StatusOr<bool> keep = MatchesFilters(filters, facets, v.tags);
       if (!keep.ok()) return Invalid(std::string(keep.status().message()));
       if (*keep) mine.push_back(v);
@@ -522,7 +539,7 @@ class Call {
                              {"description", s.description},
                              {"progress", absl::StrCat(s.progress_percent, "%")},
                              {"volume-size", absl::StrCat(GiBCeil(s.volume_size_bytes))},
-                             {"encrypted", "false"}};
+                             {"encrypted", s.encrypted ? "true" : "false"}};
       absl::StatusOr<bool> keep = MatchesFilters(filters, facets, s.tags);
       if (!keep.ok()) return Invalid(std::string(keep.status().message()));
       if (*keep) out.push_back(s);
@@ -688,7 +705,9 @@ class Call {
     if (!v.ok()) return FromStatus(v.status(), "Volume");
     if (absl::Status s = region_.AttachVolume(id, instance, device); !s.ok()) {
       Ec2Error e = FromStatus(s, "Volume");
-      if (s.code() == absl::StatusCode::kFailedPrecondition) e.code = "VolumeInUse";
+      if (s.code() == absl::StatusCode::kFailedPrecondition && KmsErrorCode(s).empty()) {
+        e.code = "VolumeInUse";
+      }
       if (s.code() == absl::StatusCode::kAlreadyExists) e.code = "InvalidParameterValue";
       return e;
     }
@@ -764,6 +783,59 @@ class Call {
     return x_.Finish();
   }
 
+  // EBS encryption by default, per account and region.
+  Result SetEncryptionByDefault(bool enabled) {
+    absl::StatusOr<EbsEncryptionDefaults> d = region_.GetEbsEncryptionDefaults(account_.id);
+    if (!d.ok()) return FromStatus(d.status(), "Parameter");
+    d->enabled = enabled;
+    if (absl::Status st = region_.SetEbsEncryptionDefaults(account_.id, *d); !st.ok()) {
+      return FromStatus(st, "Parameter");
+    }
+    x_.Bool("ebsEncryptionByDefault", enabled);
+    return x_.Finish();
+  }
+  Result EnableEbsEncryptionByDefault() { return SetEncryptionByDefault(true); }
+  Result DisableEbsEncryptionByDefault() { return SetEncryptionByDefault(false); }
+  Result GetEbsEncryptionByDefault() {
+    absl::StatusOr<EbsEncryptionDefaults> d = region_.GetEbsEncryptionDefaults(account_.id);
+    if (!d.ok()) return FromStatus(d.status(), "Parameter");
+    x_.Bool("ebsEncryptionByDefault", d->enabled);
+    x_.Text("sseType", "sse-ebs");
+    return x_.Finish();
+  }
+  Result WriteDefaultKey(const EbsEncryptionDefaults& d) {
+    absl::StatusOr<KmsKeyInfo> key = region_.kms().DescribeKey(
+        account_.id, d.kms_key_id.empty() ? "alias/aws/ebs" : d.kms_key_id);
+    if (!key.ok()) return FromStatus(key.status(), "Parameter");
+    x_.Text("kmsKeyId", key->arn);
+    return x_.Finish();
+  }
+  Result ModifyEbsDefaultKmsKeyId() {
+    const std::string key = p_.GetOr("KmsKeyId", "");
+    if (key.empty()) return Missing("KmsKeyId");
+    absl::StatusOr<EbsEncryptionDefaults> d = region_.GetEbsEncryptionDefaults(account_.id);
+    if (!d.ok()) return FromStatus(d.status(), "Parameter");
+    d->kms_key_id = key;
+    if (absl::Status st = region_.SetEbsEncryptionDefaults(account_.id, *d); !st.ok()) {
+      return FromStatus(st, "Parameter");
+    }
+    return WriteDefaultKey(*d);
+  }
+  Result GetEbsDefaultKmsKeyId() {
+    absl::StatusOr<EbsEncryptionDefaults> d = region_.GetEbsEncryptionDefaults(account_.id);
+    if (!d.ok()) return FromStatus(d.status(), "Parameter");
+    return WriteDefaultKey(*d);
+  }
+  Result ResetEbsDefaultKmsKeyId() {
+    absl::StatusOr<EbsEncryptionDefaults> d = region_.GetEbsEncryptionDefaults(account_.id);
+    if (!d.ok()) return FromStatus(d.status(), "Parameter");
+    d->kms_key_id.clear();
+    if (absl::Status st = region_.SetEbsEncryptionDefaults(account_.id, *d); !st.ok()) {
+      return FromStatus(st, "Parameter");
+    }
+    return WriteDefaultKey(*d);
+  }
+
   Result CopySnapshot() {
     const std::string source = p_.GetOr("SourceSnapshotId", "");
     if (source.empty()) return Missing("SourceSnapshotId");
@@ -773,15 +845,20 @@ class Call {
           400, "InvalidParameterValue",
           "copies between regions come with the regions issue; SourceRegion must be this region"};
     }
-    if (p_.GetOr("Encrypted", "false") == "true") {
-      return Ec2Error{400, "InvalidParameterCombination", "encrypted copies are not supported yet"};
+    const bool encrypted = p_.GetOr("Encrypted", "false") == "true";
+    const std::string kms_key = p_.GetOr("KmsKeyId", "");
+    if (!kms_key.empty() && !encrypted) {
+      return Ec2Error{400, "InvalidParameterDependency",
+                      "The parameter KmsKeyId requires the parameter Encrypted to be set."};
     }
     absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(source, false);
     if (!s.ok()) return FromStatus(s.status(), "Snapshot");
     absl::StatusOr<std::map<std::string, std::string>> tags = TagSpecs(p_, "snapshot");
     if (!tags.ok()) return Invalid(std::string(tags.status().message()));
-    absl::StatusOr<SnapshotInfo> copy =
-        region_.CopySnapshot(source, {"", p_.GetOr("Description", ""), *tags, account_.id});
+    CreateSnapshotRequest copy_request{"", p_.GetOr("Description", ""), *tags, account_.id};
+    copy_request.encrypted = encrypted;
+    copy_request.kms_key_id = kms_key;
+    absl::StatusOr<SnapshotInfo> copy = region_.CopySnapshot(source, copy_request);
     if (!copy.ok()) return FromStatus(copy.status(), "Snapshot");
     WriteTags(x_, copy->tags);
     x_.Text("snapshotId", copy->id);

@@ -144,7 +144,6 @@ const std::vector<std::string>& GrantOperations() {
 
 }  // namespace
 
-
 struct KmsImpl::Record {
   KmsKeyInfo info;
   std::string policy;
@@ -874,6 +873,14 @@ absl::StatusOr<DataKey> KmsImpl::GenerateDataKey(const std::string& caller,
   key.ciphertext = std::move(*blob);
   key.key_arn = keys_.at(key.ciphertext.substr(4, kKeyIdBytes))->info.arn;
   return key;
+}
+
+absl::Status KmsImpl::CheckUsable(const std::string& caller, const std::string& key_ref) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Record*> r = Find(caller, key_ref);
+  if (!r.ok()) return r.status();
+  if (absl::Status s = Authorize(caller, **r, "kms:Decrypt"); !s.ok()) return s;
+  return Usable(**r);
 }
 
 absl::StatusOr<KmsKeyInfo> KmsImpl::DefaultEbsKey(const std::string& account) {

@@ -34,7 +34,6 @@ struct KmsOptions {
   std::function<uint64_t()> now_micros;  // Default: the wall clock.
 };
 
-
 class KmsImpl final : public Kms {
  public:
   static absl::StatusOr<std::unique_ptr<KmsImpl>> Open(KmsOptions options);
@@ -90,6 +89,8 @@ class KmsImpl final : public Kms {
   absl::StatusOr<DataKey> GenerateDataKey(const std::string& caller, const std::string& key_ref,
                                           size_t bytes, const EncryptionContext& context) override;
   absl::StatusOr<KmsKeyInfo> DefaultEbsKey(const std::string& account) override;
+  // OK when `caller` may decrypt with the key and it is enabled; else the KMS error.
+  absl::Status CheckUsable(const std::string& caller, const std::string& key_ref);
 
   struct Record;  // A key: its info, policy, wrapped material per version, grants.
 

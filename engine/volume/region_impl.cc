@@ -961,6 +961,11 @@ absl::Status RegionImpl::AttachVolume(const std::string& volume_id, const std::s
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
   const meta::VolumeRecord r = volume->record();
+  if (r.encryption.encrypted()) {
+    // As on AWS: a disabled (or pending deletion) key stops new attachments; attached volumes
+    // keep working until detached.
+    STRATA_RETURN_IF_ERROR(kms_->CheckUsable(r.owner, r.encryption.kms_key_arn));
+  }
   if (!r.attached_to.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "volume ", volume_id, " is already attached to ", r.attached_to, "; detach it first"));

@@ -211,6 +211,31 @@ TEST_F(EncryptionTest, DisabledKeysAndTheRootKey) {
   EXPECT_EQ(ReadVolume(vol->id, 4096), Marker(4096));
 }
 
+// Dedup works within a domain (one data key) and never across domains.
+TEST_F(EncryptionTest, DedupStaysWithinADomain) {
+  auto chunks = [&] { return region_->GetStats()->chunk_count; };
+  auto a = NewVolume({.encrypted = true});
+  ASSERT_THAT((*region_->GetVolume(a->id))->Write(0, Marker(kMiB)), IsOk());
+  const std::string snap = Snap(a->id);
+  const uint64_t one = chunks();
+  ASSERT_GT(one, 0u);
+  // A clone (same data key) rewriting the same bytes adds nothing.
+  auto clone = NewVolume({.snapshot_id = snap});
+  ASSERT_THAT((*region_->GetVolume(clone->id))->Write(0, Marker(kMiB)), IsOk());
+  Snap(clone->id);
+  EXPECT_EQ(chunks(), one);
+  // Another encrypted volume (its own data key) with the same bytes stores its own chunks, and
+  // so does a plaintext one.
+  auto b = NewVolume({.encrypted = true});
+  ASSERT_THAT((*region_->GetVolume(b->id))->Write(0, Marker(kMiB)), IsOk());
+  Snap(b->id);
+  EXPECT_EQ(chunks(), 2 * one);
+  auto plain = NewVolume({});
+  ASSERT_THAT((*region_->GetVolume(plain->id))->Write(0, Marker(kMiB)), IsOk());
+  Snap(plain->id);
+  EXPECT_GE(chunks(), 2 * one + 1);
+}
+
 // Invariant 5, the scan: an encrypted volume, its snapshot, a copy and volumes made from them;
 // then every byte of every file under the data directory is searched for the plaintext, the
 // data key and the root key. The same on an unencrypted volume finds the plaintext, so the
