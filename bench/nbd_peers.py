@@ -106,14 +106,15 @@ class ProcessPeer(Peer):
 
 
 class StrataPeer(Peer):
-    def __init__(self, work, image, bin_dir):
-        super().__init__("strata", work, image)
+    def __init__(self, work, image, bin_dir, encrypted=False):
+        super().__init__("strata-encrypted" if encrypted else "strata", work, image)
         self.bin_dir = bin_dir
+        self.encrypted = encrypted
         self.daemon = None
 
     def start(self, fresh):
         if self.daemon is None:
-            self.daemon = Daemon(self.bin_dir, os.path.join(self.work, "strata-data"))
+            self.daemon = Daemon(self.bin_dir, os.path.join(self.work, f"{self.name}-store"))
             if not self.daemon.start():
                 raise RuntimeError("stratad did not start")
             self.ec2 = self.daemon.client()
@@ -123,7 +124,8 @@ class StrataPeer(Peer):
         return self.daemon.uri(self.volume() if fresh else self.data_vol)
 
     def volume(self):
-        vol = self.ec2.create_volume(Size=SIZE // GiB, AvailabilityZone="local-1a")["VolumeId"]
+        vol = self.ec2.create_volume(Size=SIZE // GiB, AvailabilityZone="local-1a",
+                                     Encrypted=self.encrypted)["VolumeId"]
         self.ec2.attach_volume(VolumeId=vol, InstanceId="i-0abcdef0123456789",
                                Device=f"/dev/sd{chr(ord('f') + len(self.ec2.describe_volumes()['Volumes']) - 1)}")
         return vol
@@ -148,7 +150,7 @@ def copy_or_sparse(image):
 
 def peers(work, image, bin_dir):
     nbdkit = ["nbdkit", "-f", "--exit-with-parent", "-i", "127.0.0.1"]
-    out = [StrataPeer(work, image, bin_dir)]
+    out = [StrataPeer(work, image, bin_dir), StrataPeer(work, image, bin_dir, encrypted=True)]
     out.append(ProcessPeer("nbdkit-file", work, image,
                            lambda t, p: (nbdkit + ["-p", str(p), "file", t], ""), copy_or_sparse(image)))
 
@@ -233,7 +235,7 @@ def main():
             f.write(os.urandom(64 * MiB))
     all_peers = peers(work, image, os.path.abspath(a.bin_dir))
     if a.only:
-        keep = set(a.only.split(",")) | {"strata"}
+        keep = set(a.only.split(",")) | {"strata", "strata-encrypted"}
         all_peers = [p for p in all_peers if p.name in keep]
     results = {}  # (row, peer) -> result dict with cpu_us
     try:
@@ -255,7 +257,9 @@ def main():
     finally:
         for p in all_peers:
             p.stop()
-        all_peers[0].close()
+        for p in all_peers:
+            if isinstance(p, StrataPeer):
+                p.close()
         shutil.rmtree(work, ignore_errors=True)
     table = render(results, [p.name for p in all_peers])
     print(table)
@@ -269,7 +273,27 @@ def main():
 
 
 def render(results, names):
-    peers_only = [n for n in names if n != "strata"]
+    return render_plain(results, names) + "\n\n" + render_encrypted(results)
+
+
+def render_encrypted(results):
+    lines = ["Encrypted Strata (AES-256-XTS) in the same run:", "",
+             "| row | encrypted Strata | encrypted / unencrypted Strata | encrypted Strata / qemu-nbd LUKS qcow2 | encrypted CPU/req |",
+             "| --- | --- | --- | --- | --- |"]
+    for row in ROWS:
+        e = results.get((row[0], "strata-encrypted"))
+        s = results.get((row[0], "strata"))
+        q = results.get((row[0], "qemu-nbd-luks-qcow2"))
+        lines.append("| " + " | ".join([
+            row[0], fmt_bw(e["bw"]) if e else "failed",
+            f"{e['bw'] / s['bw']:.2f}" if e and s else "n/a",
+            f"{e['bw'] / q['bw']:.1f}" if e and q else "n/a",
+            f"{e['cpu_us']:.1f} us" if e else "n/a"]) + " |")
+    return "\n".join(lines)
+
+
+def render_plain(results, names):
+    peers_only = [n for n in names if n not in ("strata", "strata-encrypted")]
     lines = ["| row | Strata | " + " | ".join(f"Strata / {n}" for n in peers_only) +
              " | Strata CPU/req | " + " | ".join(f"{n} CPU/req" for n in peers_only) + " |",
              "| --- " * (3 + 2 * len(peers_only)) + "|"]

@@ -41,6 +41,7 @@ class Xts {
   void Run(bool encrypt, uint64_t tweak, std::span<const std::byte> in,
            std::span<std::byte> out) const;
   std::unique_ptr<Contexts> contexts_;
+  const uint64_t id_;  // Unique per process: threads cache keyed contexts by it.
 };
 
 }  // namespace strata::crypto
