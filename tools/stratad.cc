@@ -2,10 +2,12 @@
 // and NBD, and keeps running until SIGTERM or SIGINT, then stops cleanly (connections close,
 // pending snapshots complete, volumes flush).
 
+#include <sys/prctl.h>
 #include <sys/stat.h>
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 #include "absl/strings/numbers.h"
@@ -79,6 +81,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   // A peer that hangs up under a TLS write (OpenSSL uses write(2)) must not kill the daemon.
   std::signal(SIGPIPE, SIG_IGN);
+  // Keys live in this process's memory: no core dumps of it (nor ptrace by other users)
+  // unless asked for.
+  if (std::getenv("STRATA_ALLOW_CORE_DUMPS") == nullptr) ::prctl(PR_SET_DUMPABLE, 0);
 
   strata::api::HttpServerOptions api_options;
   const std::string listen = args->Get("api-listen", "127.0.0.1:8150");

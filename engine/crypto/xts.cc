@@ -4,8 +4,8 @@
 
 #include <atomic>
 #include <cstdlib>
-#include <iterator>
 #include <cstring>
+#include <iterator>
 
 namespace strata::crypto {
 
@@ -63,7 +63,6 @@ absl::StatusOr<std::unique_ptr<Xts>> Xts::Create(const SecretBytes& key) {
   }
   return std::unique_ptr<Xts>(new Xts(std::move(contexts)));
 }
-
 
 void Xts::Run(bool encrypt, uint64_t tweak, std::span<const std::byte> in,
               std::span<std::byte> out) const {
