@@ -817,7 +817,7 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CopySnapshot(const std::string& source_
       STRATA_ASSIGN_OR_RETURN(KmsKeyInfo key, kms_->DescribeKey(request.owner, key_ref));
       same_key = key.arn == source.encryption.kms_key_arn;
     }
-    if (!same_key) return CopyIntoNewDomainLocked(source, as_volume, request);
+    if (!same_key) return CopyIntoNewDomainLocked(as_volume, request);
     // Same key: the copy shares the source's data key, if the caller may use it.
     STRATA_RETURN_IF_ERROR(ChooseEncryption(as_volume, source.encryption).status());
   }
@@ -843,13 +843,10 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CopySnapshot(const std::string& source_
   return ToInfo(r);
 }
 
-absl::StatusOr<SnapshotInfo> RegionImpl::CopyIntoNewDomainLocked(
-    const meta::SnapshotRecord& source, const CreateVolumeRequest& as_volume,
-    const CreateSnapshotRequest& request) {
-  // A hidden builder volume of the source in the new domain, frozen at once: its ingest reads
-  // every chunk through the source and stores it under the new data key; the builder goes when
-  // the copy completes (as an EBS direct snapshot's does).
-  STRATA_ASSIGN_OR_RETURN(VolumeInfo builder, CreateVolumeLocked(as_volume, /*hidden=*/true));
+absl::StatusOr<std::pair<std::shared_ptr<PendingSnapshot>, VolumeImpl*>>
+RegionImpl::StartBuilderSnapshotLocked(const CreateVolumeRequest& builder_request,
+                                       const CreateSnapshotRequest& request) {
+  STRATA_ASSIGN_OR_RETURN(VolumeInfo builder, CreateVolumeLocked(builder_request, /*hidden=*/true));
   VolumeImpl* volume = volumes_.at(builder.id).get();
   absl::StatusOr<std::shared_ptr<PendingSnapshot>> pending =
       NewPending(*volume, request, next_seq_);
@@ -857,7 +854,7 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CopyIntoNewDomainLocked(
     (void)DeleteVolumeLocked(builder.id);
     return pending.status();
   }
-  (*pending)->direct = true;
+  (*pending)->direct = true;  // The builder goes when the snapshot completes or fails.
   meta::WriteBatch batch;
   batch.Put(meta::SnapshotKey((*pending)->record.id), (*pending)->record.Encode());
   PutNextSeq(batch, next_seq_ + 1);
@@ -868,10 +865,18 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CopyIntoNewDomainLocked(
   ++next_seq_;
   tree_->Put((*pending)->record);
   pending_[(*pending)->record.id] = *pending;
-  volume->Freeze(*pending);
-  Enqueue({Task::Kind::kIngest, (*pending)->record.id, *pending, 0});
-  (void)source;
-  return ToInfo((*pending)->record);
+  return std::make_pair(*pending, volume);
+}
+
+absl::StatusOr<SnapshotInfo> RegionImpl::CopyIntoNewDomainLocked(
+    const CreateVolumeRequest& as_volume, const CreateSnapshotRequest& request) {
+  // A hidden builder volume of the source in the new domain, frozen at once: its ingest reads
+  // every chunk through the source and stores it under the new data key.
+  STRATA_ASSIGN_OR_RETURN(auto started, StartBuilderSnapshotLocked(as_volume, request));
+  auto& [pending, volume] = started;
+  volume->Freeze(pending);
+  Enqueue({Task::Kind::kIngest, pending->record.id, pending, 0});
+  return ToInfo(pending->record);
 }
 
 absl::StatusOr<Region::DirectSnapshot> RegionImpl::StartDirectSnapshot(
@@ -882,27 +887,10 @@ absl::StatusOr<Region::DirectSnapshot> RegionImpl::StartDirectSnapshot(
   builder_request.size_bytes = size_bytes;
   builder_request.snapshot_id = parent_snapshot_id;
   builder_request.owner = request.owner;
-  STRATA_ASSIGN_OR_RETURN(VolumeInfo builder, CreateVolumeLocked(builder_request, /*hidden=*/true));
-  VolumeImpl* volume = volumes_.at(builder.id).get();
-  absl::StatusOr<std::shared_ptr<PendingSnapshot>> pending =
-      NewPending(*volume, request, next_seq_);
-  if (!pending.ok()) {
-    (void)DeleteVolumeLocked(builder.id);
-    return pending.status();
-  }
-  (*pending)->direct = true;
-  (*pending)->frozen_yet = false;
-  meta::WriteBatch batch;
-  batch.Put(meta::SnapshotKey((*pending)->record.id), (*pending)->record.Encode());
-  PutNextSeq(batch, next_seq_ + 1);
-  if (absl::Status s = catalog_->Write(batch); !s.ok()) {
-    (void)DeleteVolumeLocked(builder.id);
-    return s;
-  }
-  ++next_seq_;
-  tree_->Put((*pending)->record);
-  pending_[(*pending)->record.id] = *pending;
-  return DirectSnapshot{ToInfo((*pending)->record), builder.id};
+  STRATA_ASSIGN_OR_RETURN(auto started, StartBuilderSnapshotLocked(builder_request, request));
+  auto& [pending, volume] = started;
+  pending->frozen_yet = false;  // Frozen by CompleteDirectSnapshot, once the blocks are in.
+  return DirectSnapshot{ToInfo(pending->record), volume->id()};
 }
 
 absl::StatusOr<std::shared_ptr<PendingSnapshot>> RegionImpl::FindOpenDirectLocked(

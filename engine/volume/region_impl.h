@@ -108,8 +108,12 @@ class RegionImpl final : public Region {
   absl::Status LoadDomainKey(const meta::EncryptionRecord& encryption, const std::string& owner);
   // The encryption of a new volume (AWS's rules); makes and registers a new data key when the
   // volume needs its own domain.
-  absl::StatusOr<SnapshotInfo> CopyIntoNewDomainLocked(const meta::SnapshotRecord& source,
-                                                       const CreateVolumeRequest& as_volume,
+  // A hidden builder volume and its pending snapshot (recorded, not yet frozen).
+  absl::StatusOr<std::pair<std::shared_ptr<PendingSnapshot>, VolumeImpl*>>
+  StartBuilderSnapshotLocked(const CreateVolumeRequest& builder_request,
+                             const CreateSnapshotRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<SnapshotInfo> CopyIntoNewDomainLocked(const CreateVolumeRequest& as_volume,
                                                        const CreateSnapshotRequest& request)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<meta::EncryptionRecord> ChooseEncryption(const CreateVolumeRequest& request,
