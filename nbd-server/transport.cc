@@ -50,6 +50,7 @@ bool BatchedWriter::Send(std::span<const iovec> pieces) {
   for (const iovec& p : pieces) total += p.iov_len;
   if (used_ + total <= buffer_.size()) {
     for (const iovec& p : pieces) {
+      if (p.iov_len == 0) continue;  // An empty piece may have no base at all.
       std::memcpy(buffer_.data() + used_, p.iov_base, p.iov_len);
       used_ += p.iov_len;
     }
@@ -82,7 +83,7 @@ ssize_t BufferedReader::Recv(void* buf, size_t n) {
 bool BufferedReader::Read(void* out, size_t n) {
   auto* dst = static_cast<std::byte*>(out);
   const size_t from_buffer = std::min(n, buffered());
-  std::memcpy(dst, buffer_.data() + begin_, from_buffer);
+  if (from_buffer > 0) std::memcpy(dst, buffer_.data() + begin_, from_buffer);
   begin_ += from_buffer;
   dst += from_buffer;
   n -= from_buffer;
