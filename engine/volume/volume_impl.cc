@@ -185,10 +185,19 @@ absl::Status VolumeImpl::HeadRead(uint64_t offset_bytes, std::span<std::byte> ou
     units = std::span(scratch).first(end - begin);
   }
   STRATA_RETURN_IF_ERROR(head_->Read(begin, units));
-  for (uint64_t at = 0; at < units.size(); at += unit) {
-    std::span<std::byte> u = units.subspan(at, unit);
-    if (IsAllZero(u)) continue;  // A hole: never written, or trimmed.
-    key_->xts->Decrypt((begin + at) / unit, u, u);
+  // A hole (never written, or trimmed) is an all-zero unit; ciphertext shows non-zero bytes at
+  // once, so the check is cheap. Runs without holes are deciphered in one call (large ones on
+  // two cores).
+  for (uint64_t at = 0; at < units.size();) {
+    if (IsAllZero(units.subspan(at, unit))) {
+      at += unit;
+      continue;
+    }
+    uint64_t run_end = at + unit;
+    while (run_end < units.size() && !IsAllZero(units.subspan(run_end, unit))) run_end += unit;
+    const std::span<std::byte> run = units.subspan(at, run_end - at);
+    key_->xts->DecryptUnits((begin + at) / unit, run, run);
+    at = run_end;
   }
   if (!aligned) std::memcpy(out.data(), scratch.data() + (offset_bytes - begin), out.size());
   return absl::OkStatus();
