@@ -38,9 +38,7 @@ Target& GetTarget() {
     const std::string id = region->CreateVolume({.size_bytes = kSpanBytes})->id;
     t->volume = region->GetVolume(id).value();
     const std::string encrypted_id =
-        region
-            ->CreateVolume(
-                {.size_bytes = kSpanBytes, .owner = "111111111111", .encrypted = true})
+        region->CreateVolume({.size_bytes = kSpanBytes, .owner = "111111111111", .encrypted = true})
             ->id;
     t->encrypted = region->GetVolume(encrypted_id).value();
     t->file = std::move(Env::Default()->OpenFile(t->dir->path() + "/plain.raw", true).value());

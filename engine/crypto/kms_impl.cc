@@ -491,7 +491,8 @@ absl::StatusOr<std::vector<KmsKeyInfo>> KmsImpl::ListKeys(const std::string& cal
 }
 
 absl::Status KmsImpl::SetState(const std::string& caller, const std::string& key_ref,
-                               KmsKeyState state, const std::string& operation) {
+                               KmsKeyState state, const std::string& operation,
+                               uint64_t deletion_micros) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Record*> r = Find(caller, key_ref);
   if (!r.ok()) return r.status();
@@ -505,15 +506,16 @@ absl::Status KmsImpl::SetState(const std::string& caller, const std::string& key
                  absl::StrCat((*r)->info.arn, " is pending deletion."));
   }
   (*r)->info.state = state;
+  (*r)->info.deletion_micros = deletion_micros;
   return Save(**r);
 }
 
 absl::Status KmsImpl::EnableKey(const std::string& caller, const std::string& key_ref) {
-  return SetState(caller, key_ref, KmsKeyState::kEnabled, "kms:EnableKey");
+  return SetState(caller, key_ref, KmsKeyState::kEnabled, "kms:EnableKey", 0);
 }
 
 absl::Status KmsImpl::DisableKey(const std::string& caller, const std::string& key_ref) {
-  return SetState(caller, key_ref, KmsKeyState::kDisabled, "kms:DisableKey");
+  return SetState(caller, key_ref, KmsKeyState::kDisabled, "kms:DisableKey", 0);
 }
 
 absl::StatusOr<uint64_t> KmsImpl::ScheduleKeyDeletion(const std::string& caller,
@@ -522,22 +524,13 @@ absl::StatusOr<uint64_t> KmsImpl::ScheduleKeyDeletion(const std::string& caller,
   if (pending_days < 7 || pending_days > 30) {
     return Invalid("PendingWindowInDays must be between 7 and 30");
   }
-  absl::MutexLock lock(&mu_);
-  absl::StatusOr<Record*> r = Find(caller, key_ref);
-  if (!r.ok()) return r.status();
-  if (absl::Status s = Authorize(caller, **r, "kms:ScheduleKeyDeletion"); !s.ok()) return s;
-  if ((*r)->info.manager == "AWS") {
-    return Error(absl::StatusCode::kPermissionDenied, "AccessDeniedException",
-                 "AWS managed keys cannot be disabled or deleted");
+  const uint64_t when = Now() + pending_days * kDayMicros;
+  if (absl::Status s =
+          SetState(caller, key_ref, KmsKeyState::kPendingDeletion, "kms:ScheduleKeyDeletion", when);
+      !s.ok()) {
+    return s;
   }
-  if ((*r)->info.state == KmsKeyState::kPendingDeletion) {
-    return Error(absl::StatusCode::kFailedPrecondition, "KMSInvalidStateException",
-                 absl::StrCat((*r)->info.arn, " is pending deletion."));
-  }
-  (*r)->info.state = KmsKeyState::kPendingDeletion;
-  (*r)->info.deletion_micros = Now() + pending_days * kDayMicros;
-  if (absl::Status s = Save(**r); !s.ok()) return s;
-  return (*r)->info.deletion_micros;
+  return when;
 }
 
 absl::Status KmsImpl::CancelKeyDeletion(const std::string& caller, const std::string& key_ref) {

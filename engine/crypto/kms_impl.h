@@ -121,8 +121,9 @@ class KmsImpl final : public Kms {
                                           const EncryptionContext& context,
                                           const std::string& key_ref, const std::string& operation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Changes a customer key's state, and its deletion time (0 unless pending deletion).
   absl::Status SetState(const std::string& caller, const std::string& key_ref, KmsKeyState state,
-                        const std::string& operation);
+                        const std::string& operation, uint64_t deletion_micros);
   // Drops keys whose deletion time has passed and rotates keys that are due.
   void Maintain() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SaveAlias(const KmsAlias& alias) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

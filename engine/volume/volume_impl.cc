@@ -40,6 +40,22 @@ class VolumeImpl::StripeLocks {
 
 namespace {
 
+// Appends a run to extents whose flag is `kFlag`, merging it into the last run when the flag
+// matches; false when a new run would pass `max_extents`.
+template <auto kFlag, typename Extent>
+bool AppendRun(std::vector<Extent>& out, uint64_t length, bool flag, size_t max_extents) {
+  if (!out.empty() && out.back().*kFlag == flag) {
+    out.back().length_bytes += length;
+    return true;
+  }
+  if (out.size() == max_extents) return false;
+  Extent e;
+  e.length_bytes = length;
+  e.*kFlag = flag;
+  out.push_back(e);
+  return true;
+}
+
 uint64_t ChunksFor(uint64_t size_bytes, unsigned shift) {
   return (size_bytes + (uint64_t{1} << shift) - 1) >> shift;
 }
@@ -407,12 +423,7 @@ absl::StatusOr<std::vector<AllocationExtent>> VolumeImpl::Allocation(uint64_t of
         chunk_end = next.has_value() ? std::min(end, *next << chunk_shift_) : end;
       }
     }
-    if (!out.empty() && out.back().zero == zero) {
-      out.back().length_bytes += chunk_end - pos;
-    } else {
-      if (out.size() == max_extents) break;
-      out.push_back({chunk_end - pos, zero});
-    }
+    if (!AppendRun<&AllocationExtent::zero>(out, chunk_end - pos, zero, max_extents)) break;
     pos = chunk_end;
   }
   return out;
@@ -441,15 +452,6 @@ absl::StatusOr<std::vector<ChangeExtent>> VolumeImpl::Changes(uint64_t offset_by
   absl::ReaderMutexLock gate(&gate_);
   STRATA_RETURN_IF_ERROR(CheckRange(offset_bytes, length_bytes));
   std::vector<ChangeExtent> out;
-  auto add = [&](uint64_t length, bool changed) {
-    if (!out.empty() && out.back().changed == changed) {
-      out.back().length_bytes += length;
-      return true;
-    }
-    if (out.size() == max_extents) return false;
-    out.push_back({length, changed});
-    return true;
-  };
   const uint64_t end = offset_bytes + length_bytes;
   bool has_base = false;
   {
@@ -471,7 +473,7 @@ absl::StatusOr<std::vector<ChangeExtent>> VolumeImpl::Changes(uint64_t offset_by
       const std::optional<uint64_t> next = dirty_->NextSet(c);
       run_end = next.has_value() ? std::min(end, *next << chunk_shift_) : end;
     }
-    if (!add(run_end - pos, changed)) break;
+    if (!AppendRun<&ChangeExtent::changed>(out, run_end - pos, changed, max_extents)) break;
     pos = run_end;
   }
   return out;

@@ -181,7 +181,8 @@ def run(work, data_dir, daemon):
     check(out.returncode == 0 and "read 4096/4096" in out.stdout, "the attached volume keeps working")
     kms.enable_key(KeyId=key_id)
     ec2.attach_volume(VolumeId=clone["VolumeId"], InstanceId=GROUP, Device="/dev/sdh")
-    check(True, "re-enabled: attach works")
+    state = ec2.describe_volumes(VolumeIds=[clone["VolumeId"]])["Volumes"][0]["State"]
+    check(state == "in-use", f"re-enabled: attach works: {state}")
 
     # EBS encryption by default.
     check(not ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"], "off by default")
