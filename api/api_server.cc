@@ -9,9 +9,9 @@
 
 namespace strata::api {
 
-ApiServer::ApiServer(Store& store, HttpServerOptions options)
+ApiServer::ApiServer(Store& store, HttpServerOptions options, Ec2Options ec2_options)
     : store_(store),
-      ec2_(store),
+      ec2_(store, std::move(ec2_options)),
       ebs_(store),
       http_(std::move(options), [this](const HttpRequest& r) { return Handle(r); }) {}
 

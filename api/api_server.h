@@ -15,7 +15,7 @@ namespace strata::api {
 class ApiServer {
  public:
   // `store` must outlive the server.
-  ApiServer(Store& store, HttpServerOptions options);
+  ApiServer(Store& store, HttpServerOptions options, Ec2Options ec2_options = {});
   [[nodiscard]] absl::Status Start() { return http_.Start(); }
   void Stop() { http_.Stop(); }
   uint16_t port() const { return http_.port(); }

@@ -11,46 +11,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "ec2_common.h"
 #include "xml_writer.h"
 
 namespace strata::api {
 namespace {
 
-constexpr uint64_t kGiB = 1ull << 30;
-constexpr char kXmlns[] = "xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"";
+using Tags = std::map<std::string, std::string>;
+
 constexpr int64_t kMaxVolumeGiB = 65536;
-
-// An error as EC2 reports it: HTTP status, code, message.
-struct Ec2Error {
-  int status;
-  std::string code;
-  std::string message;
-};
-
-using Result = std::variant<std::string, Ec2Error>;  // Response body XML, or an error.
-
-std::string RequestId() {
-  std::random_device r;
-  return absl::StrFormat("%08x-%04x-%04x-%04x-%012x", r(), r() & 0xFFFF, (r() & 0x0FFF) | 0x4000,
-                         (r() & 0x3FFF) | 0x8000, (static_cast<uint64_t>(r()) << 16) ^ r());
-}
-
-std::string IsoTime(uint64_t micros) {
-  const time_t secs = static_cast<time_t>(micros / 1000000);
-  tm utc{};
-  gmtime_r(&secs, &utc);
-  char buf[32];
-  strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &utc);
-  return absl::StrFormat("%s.%03dZ", buf, static_cast<int>(micros / 1000 % 1000));
-}
-
-uint64_t GiBCeil(uint64_t bytes) { return (bytes + kGiB - 1) / kGiB; }
-
-uint64_t NowMicros() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
-}
 
 void WriteModification(XmlWriter& x, const Modification& m) {
   x.Text("volumeId", m.volume_id);
@@ -68,78 +37,10 @@ void WriteModification(XmlWriter& x, const Modification& m) {
   x.Text("endTime", IsoTime(m.time_micros));
 }
 
-// Maps an engine status to EC2's error for a call about `kind` ("Volume", "Snapshot").
-Ec2Error FromStatus(const absl::Status& s, const std::string& kind) {
-  const std::string message(s.message());
-  // KMS refusals keep their meaning (as EC2 reports them for encrypted volumes).
-  const std::string kms = KmsErrorCode(s);
-  if (kms == "DisabledException") return {400, "KMSKeyDisabled", message};
-  if (kms == "KMSInvalidStateException") return {400, "KMSInvalidStateException", message};
-  if (kms == "AccessDeniedException") return {400, "KMSAccessDeniedException", message};
-  if (kms == "NotFoundException") return {400, "KMSKeyNotFound", message};
-  if (kms == "KMSInternalException") return {500, "KMSInternalException", message};
-  switch (s.code()) {
-    case absl::StatusCode::kNotFound:
-      return {400, absl::StrCat("Invalid", kind, ".NotFound"), message};
-    case absl::StatusCode::kInvalidArgument:
-      return {400, "InvalidParameterValue", message};
-    case absl::StatusCode::kAlreadyExists:
-      return {400, absl::StrCat("Invalid", kind, ".Duplicate"), message};
-    case absl::StatusCode::kFailedPrecondition:
-      return {400, "IncorrectState", message};
-    case absl::StatusCode::kPermissionDenied:
-      return {403, "UnauthorizedOperation", message};
-    case absl::StatusCode::kResourceExhausted:
-      return {503, "InsufficientVolumeCapacity", message};
-    default:
-      return {500, "InternalError", message};
-  }
-}
-
-Ec2Error Invalid(const std::string& message) { return {400, "InvalidParameterValue", message}; }
-Ec2Error Missing(const std::string& name) {
-  return {400, "MissingParameter", absl::StrCat("the request must contain the parameter ", name)};
-}
-
-// Owner of a resource; resources from before accounts belong to the first (admin) account.
-bool Owns(const Account& account, const std::string& owner, Store& store) {
-  if (!owner.empty()) return owner == account.id;
-  std::vector<Account> all = store.ListAccounts();
-  return !all.empty() && all.front().id == account.id;
-}
-
 bool CanUseSnapshot(const Account& account, const SnapshotInfo& s, Store& store) {
   if (Owns(account, s.owner, store)) return true;
   return std::find(s.shared_with.begin(), s.shared_with.end(), account.id) != s.shared_with.end() ||
          std::find(s.shared_with.begin(), s.shared_with.end(), "all") != s.shared_with.end();
-}
-
-// TagSpecification.N.ResourceType / .Tag.M.Key / .Tag.M.Value for `resource_type`.
-absl::StatusOr<std::map<std::string, std::string>> TagSpecs(const QueryParams& p,
-                                                            const std::string& resource_type) {
-  std::map<std::string, std::string> tags;
-  for (const std::string& spec : p.StructList("TagSpecification")) {
-    const std::string type = p.GetOr(spec + "ResourceType", "");
-    if (type != resource_type) {
-      return absl::InvalidArgumentError(absl::StrCat("tag specification resource type \"", type,
-                                                     "\" is not valid here; use ", resource_type));
-    }
-    for (const std::string& tag : p.StructList(spec + "Tag")) {
-      tags[p.GetOr(tag + "Key", "")] = p.GetOr(tag + "Value", "");
-    }
-  }
-  return tags;
-}
-
-void WriteTags(XmlWriter& x, const std::map<std::string, std::string>& tags) {
-  x.Open("tagSet");
-  for (const auto& [k, v] : tags) {
-    x.Open("item");
-    x.Text("key", k);
-    x.Text("value", v);
-    x.Close();
-  }
-  x.Close();
 }
 
 void WriteAttachment(XmlWriter& x, const VolumeInfo& v, const std::string& state) {
@@ -193,68 +94,20 @@ void WriteSnapshot(XmlWriter& x, const SnapshotInfo& s, const std::string& owner
   WriteTags(x, s.tags);
 }
 
-// Page of `items` from `next_token` (an index) with `max_results`, EC2 style.
-struct Page {
-  size_t begin = 0, end = 0;
-  std::string next_token;
-};
-absl::StatusOr<Page> Paginate(const QueryParams& p, size_t count, int64_t min_max,
-                              int64_t max_max) {
-  absl::StatusOr<std::optional<int64_t>> max = p.GetInt("MaxResults");
-  if (!max.ok()) return max.status();
-  Page page;
-  const std::string token = p.GetOr("NextToken", "");
-  if (!token.empty() && (!absl::SimpleAtoi(token, &page.begin) || page.begin > count)) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid NextToken \"", token, "\""));
-  }
-  size_t limit = count;
-  if (max->has_value()) {
-    if (**max < min_max) {
-      return absl::InvalidArgumentError(absl::StrCat("MaxResults must be at least ", min_max));
-    }
-    // As AWS: a larger value returns at most `max_max` items per page.
-    limit = static_cast<size_t>(std::min(**max, max_max));
-  }
-  page.end = std::min(count, page.begin + limit);
-  if (page.end < count) page.next_token = absl::StrCat(page.end);
-  return page;
-}
-
-// A resource's filterable values by EC2 filter name. With its tags (tag:KEY, tag-key,
-// tag-value) this is the one mechanism behind every Describe call's Filter.N.
-using Facets = std::map<std::string, std::string>;
-
-// True when the resource matches every filter; kInvalidArgument names an unknown filter.
-absl::StatusOr<bool> MatchesFilters(const std::vector<Filter>& filters, const Facets& facets,
-                                    const std::map<std::string, std::string>& tags) {
-  for (const Filter& f : filters) {
-    bool match = false;
-    if (f.name == "tag-key" || f.name == "tag-value") {
-      for (const auto& [k, v] : tags) match |= MatchesAny(f.values, f.name == "tag-key" ? k : v);
-    } else if (absl::StartsWith(f.name, "tag:")) {
-      auto it = tags.find(f.name.substr(4));
-      match = it != tags.end() && MatchesAny(f.values, it->second);
-    } else if (auto it = facets.find(f.name); it != facets.end()) {
-      match = MatchesAny(f.values, it->second);
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("The filter '", f.name, "' is invalid"));
-    }
-    if (!match) return false;
-  }
-  return true;
-}
-
 class Call {
  public:
   Call(Store& store, Region& region, const Account& account, const QueryParams& p,
-       const std::string& action, ClientTokens& tokens, Modifications& modifications)
+       const std::string& action, ClientTokens& tokens, Modifications& modifications,
+       const Ec2Options& options, StoreImageTasks& store_tasks)
       : store_(store),
         region_(region),
         account_(account),
         p_(p),
         action_(action),
         tokens_(tokens),
-        modifications_(modifications) {
+        modifications_(modifications),
+        options_(options),
+        store_tasks_(store_tasks) {
     x_.Open(absl::StrCat(action, "Response"), kXmlns);
     x_.Text("requestId", RequestId());
   }
@@ -287,17 +140,18 @@ class Call {
         {"GetEbsDefaultKmsKeyId", &Call::GetEbsDefaultKmsKeyId},
         {"ResetEbsDefaultKmsKeyId", &Call::ResetEbsDefaultKmsKeyId},
     };
-    auto it = kActions.find(action_);
-    if (it == kActions.end()) {
-      return Ec2Error{400, "InvalidAction",
-                      absl::StrCat("the action \"", action_,
-                                   "\" is not supported by Strata (see docs/api.md)")};
-    }
     if (p_.GetOr("DryRun", "false") == "true") {
       return Ec2Error{412, "DryRunOperation",
                       "Request would have succeeded, but DryRun flag is set."};
     }
-    return (this->*(it->second))();
+    auto it = kActions.find(action_);
+    if (it != kActions.end()) return (this->*(it->second))();
+    std::optional<Result> image_call = RunImageCall(store_, region_, account_, p_, action_,
+                                                    options_, store_tasks_, x_);
+    if (image_call.has_value()) return *std::move(image_call);
+    return Ec2Error{400, "InvalidAction",
+                    absl::StrCat("the action \"", action_,
+                                 "\" is not supported by Strata (see docs/api.md)")};
   }
 
  private:
@@ -599,29 +453,60 @@ class Call {
         if (absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(id, true); !s.ok()) {
           return FromStatus(s.status(), "Snapshot");
         }
+      } else if (absl::StartsWith(id, "ami-")) {
+        absl::StatusOr<ImageInfo> image = region_.images().DescribeImage(id);
+        if (!image.ok() || image->owner != account_.id) {
+          return Ec2Error{400, "InvalidAMIID.NotFound",
+                          absl::StrCat("The image id '[", id, "]' does not exist")};
+        }
+      } else if (absl::StartsWith(id, "i-")) {
+        absl::StatusOr<InstanceInfo> instance = region_.images().DescribeInstance(id);
+        if (!instance.ok() || instance->owner != account_.id) {
+          return Ec2Error{400, "InvalidInstanceID.NotFound",
+                          absl::StrCat("The instance ID '", id, "' does not exist")};
+        }
       } else {
         return Ec2Error{400, "InvalidID", absl::StrCat("The ID '", id, "' is not valid")};
       }
     }
     for (const std::string& id : ids) {
-      const bool volume = absl::StartsWith(id, "vol-");
-      std::map<std::string, std::string> current;
-      if (volume) {
+      // The keys DeleteTags removes: a key alone, or a key whose value matches.
+      auto keys_to_remove = [&](const std::map<std::string, std::string>& current) {
+        std::vector<std::string> keys;
+        for (const auto& [key, value] : remove) {
+          auto it = current.find(key);
+          if (it != current.end() && (!value.has_value() || *value == it->second))
+            keys.push_back(key);
+        }
+        return keys;
+      };
+      absl::Status s;
+      std::string kind;
+      if (absl::StartsWith(id, "vol-")) {
+        kind = "Volume";
         absl::StatusOr<VolumeInfo> v = region_.DescribeVolume(id);
-        if (v.ok()) current = v->tags;
-      } else {
+        s = region_.TagVolume(id, set, keys_to_remove(v.ok() ? v->tags : Tags{}));
+      } else if (absl::StartsWith(id, "snap-")) {
+        kind = "Snapshot";
         absl::StatusOr<SnapshotInfo> sn = region_.DescribeSnapshot(id);
-        if (sn.ok()) current = sn->tags;
+        s = region_.TagSnapshot(id, set, keys_to_remove(sn.ok() ? sn->tags : Tags{}));
+      } else if (absl::StartsWith(id, "ami-")) {
+        kind = "AMIID";
+        s = region_.images()
+                .UpdateImage(id,
+                             [&](ImageInfo& image) {
+                               for (const auto& [k, v] : set) image.tags[k] = v;
+                               for (const std::string& k : keys_to_remove(image.tags))
+                                 image.tags.erase(k);
+                               return absl::OkStatus();
+                             })
+                .status();
+      } else {
+        kind = "InstanceID";
+        absl::StatusOr<InstanceInfo> i = region_.images().DescribeInstance(id);
+        s = region_.images().TagInstance(id, set, keys_to_remove(i.ok() ? i->tags : Tags{}));
       }
-      std::vector<std::string> keys;
-      for (const auto& [key, value] : remove) {
-        auto it = current.find(key);
-        if (it != current.end() && (!value.has_value() || *value == it->second))
-          keys.push_back(key);
-      }
-      absl::Status s =
-          volume ? region_.TagVolume(id, set, keys) : region_.TagSnapshot(id, set, keys);
-      if (!s.ok()) return FromStatus(s, absl::StartsWith(id, "vol-") ? "Volume" : "Snapshot");
+      if (!s.ok()) return FromStatus(s, kind);
     }
     x_.Bool("return", true);
     return x_.Finish();
@@ -882,6 +767,17 @@ class Call {
       if (!Owns(account_, sn.owner, store_)) continue;
       for (const auto& [k, val] : sn.tags) rows.push_back({sn.id, "snapshot", k, val});
     }
+    absl::StatusOr<std::vector<ImageInfo>> images = region_.images().ListImages();
+    absl::StatusOr<std::vector<InstanceInfo>> instances = region_.images().ListInstances();
+    if (!images.ok() || !instances.ok()) return Ec2Error{500, "InternalError", "listing failed"};
+    for (const ImageInfo& image : *images) {
+      if (image.owner != account_.id) continue;
+      for (const auto& [k, val] : image.tags) rows.push_back({image.id, "image", k, val});
+    }
+    for (const InstanceInfo& i : *instances) {
+      if (i.owner != account_.id || i.state == InstanceState::kTerminated) continue;
+      for (const auto& [k, val] : i.tags) rows.push_back({i.id, "instance", k, val});
+    }
     std::vector<Row> kept;
     for (const Row& r : rows) {
       absl::StatusOr<bool> keep = MatchesFilters(
@@ -973,6 +869,8 @@ class Call {
   const std::string action_;
   ClientTokens& tokens_;
   Modifications& modifications_;
+  const Ec2Options& options_;
+  StoreImageTasks& store_tasks_;
   XmlWriter x_;
 };
 
@@ -1001,7 +899,9 @@ HttpResponse Ec2Service::Handle(const HttpRequest& request, const Account& accou
   const std::string action = params->GetOr("Action", "");
   if (action.empty()) return Error(400, "MissingAction", "the request has no Action parameter");
   Result result =
-      Call(store_, region, account, *params, action, volume_tokens_, modifications_).Run();
+      Call(store_, region, account, *params, action, volume_tokens_, modifications_, options_,
+           store_tasks_)
+          .Run();
   if (const Ec2Error* e = std::get_if<Ec2Error>(&result))
     return Error(e->status, e->code, e->message);
   return HttpResponse{

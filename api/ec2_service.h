@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "ec2_image_calls.h"
 #include "http_server.h"
 #include "query.h"
 #include "strata/store.h"
@@ -68,7 +69,7 @@ class Modifications {
 class Ec2Service {
  public:
   // `store` must outlive the service. Thread-safe.
-  explicit Ec2Service(Store& store) : store_(store) {}
+  Ec2Service(Store& store, Ec2Options options) : store_(store), options_(std::move(options)) {}
 
   // Handles one authenticated request of `account` in `region`.
   HttpResponse Handle(const HttpRequest& request, const Account& account, Region& region);
@@ -78,8 +79,10 @@ class Ec2Service {
 
  private:
   Store& store_;
+  const Ec2Options options_;
   ClientTokens volume_tokens_;
   Modifications modifications_;
+  StoreImageTasks store_tasks_;
 };
 
 }  // namespace strata::api

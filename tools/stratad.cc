@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/numbers.h"
@@ -18,6 +19,7 @@
 #include "api_server.h"
 #include "cli_args.h"
 #include "nbd_server.h"
+#include "qemu_hypervisor.h"
 #include "strata/store.h"
 #include "util/log.h"
 
@@ -37,6 +39,11 @@ constexpr char kUsage[] =
     "                     common name is an account name or id\n"
     "  --kms-root-key-file F  the KMS root key, 64 hex digits (default DIR.kms-root-key,\n"
     "                     made on first start; STRATA_KMS_ROOT_KEY overrides)\n"
+    "  --vm MODE          instances' VMs: auto (QEMU when installed) or off (default auto)\n"
+    "  --vm-accel ACCEL   auto (KVM with VMX/SVM, else TCG), kvm or tcg (default auto;\n"
+    "                     STRATA_VM_ACCEL overrides the default)\n"
+    "  --bucket-dir DIR   where store/restore image tasks keep bundles, one directory per\n"
+    "                     bucket (default DATA_DIR/buckets)\n"
     "  --chunk-size SIZE  chunk size of a new store, 4K..4M (default 64K)\n"
     "  --compression      compress snapshot chunks with zstd\n";
 
@@ -51,7 +58,8 @@ int main(int argc, char** argv) {
   auto args =
       strata::tools::Args::Parse(argc, argv, 1,
                                  {"data-dir", "chunk-size", "api-listen", "nbd-listen", "tls",
-                                  "tls-psk-file", "tls-x509-dir", "kms-root-key-file"},
+                                  "tls-psk-file", "tls-x509-dir", "kms-root-key-file", "vm", "vm-accel",
+                                  "bucket-dir"},
                                  {"compression", "help"});
   if (!args.ok()) {
     std::fprintf(stderr, "stratad: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
@@ -134,6 +142,42 @@ int main(int argc, char** argv) {
                "nothing encrypted can be opened");
   }
 
+  // Instances' VMs reach their disks through the NBD server's unix socket.
+  const std::string nbd_listen =
+      args->Get("nbd-listen", "127.0.0.1:10809,unix:" + dir + "/nbd.sock");
+  std::vector<std::string> nbd_addresses;
+  if (nbd_listen != "off") nbd_addresses = absl::StrSplit(nbd_listen, ',', absl::SkipEmpty());
+  std::string nbd_socket, nbd_tcp;
+  for (const std::string& a : nbd_addresses) {
+    if (a.rfind("unix:", 0) == 0 && nbd_socket.empty()) nbd_socket = a.substr(5);
+    if (a.rfind("unix:", 0) != 0 && nbd_tcp.empty()) nbd_tcp = a;
+  }
+  std::unique_ptr<strata::vm::QemuHypervisor> hypervisor;
+  const std::string vm_mode = args->Get("vm", "auto");
+  if (vm_mode != "auto" && vm_mode != "off") {
+    return Fail(absl::InvalidArgumentError("--vm takes auto or off"));
+  }
+  if (vm_mode == "auto" && nbd_socket.empty()) {
+    STRATA_LOG(kWarning, "no unix NBD socket in --nbd-listen: instances run without VMs");
+  } else if (vm_mode == "auto") {
+    strata::vm::QemuOptions vm_options;
+    const char* accel_env = std::getenv("STRATA_VM_ACCEL");
+    vm_options.accel = args->Get("vm-accel", accel_env != nullptr ? accel_env : "auto");
+    vm_options.nbd_socket = std::filesystem::absolute(nbd_socket).string();
+    vm_options.state_dir = dir + "/instances";
+    absl::StatusOr<std::unique_ptr<strata::vm::QemuHypervisor>> created_vm =
+        strata::vm::QemuHypervisor::Create(vm_options);
+    if (created_vm.ok()) {
+      hypervisor = std::move(*created_vm);
+      options.hypervisor = hypervisor.get();
+      STRATA_LOG(kInfo, "instances boot as VMs: ", hypervisor->name());
+    } else if (created_vm.status().code() == absl::StatusCode::kFailedPrecondition) {
+      STRATA_LOG(kWarning, created_vm.status().message());
+    } else {
+      return Fail(created_vm.status());
+    }
+  }
+
   auto store = strata::Store::Open(dir, options);
   if (!store.ok()) return Fail(store.status());
   absl::StatusOr<bool> created = strata::tools::EnsureAdmin(**store, dir);
@@ -142,7 +186,15 @@ int main(int argc, char** argv) {
     STRATA_LOG(kInfo, "created the admin account; credentials in ", dir, "/credentials");
   std::unique_ptr<strata::api::ApiServer> api;
   if (api_enabled) {
-    api = std::make_unique<strata::api::ApiServer>(**store, api_options);
+    strata::api::Ec2Options ec2_options;
+    ec2_options.bucket_dir = args->Get("bucket-dir", dir + "/buckets");
+    if (!nbd_tcp.empty()) {
+      ec2_options.nbd_uri_template = absl::StrCat("nbd://", nbd_tcp, "/{export}");
+    } else if (!nbd_socket.empty()) {
+      ec2_options.nbd_uri_template = absl::StrCat(
+          "nbd+unix:///{export}?socket=", std::filesystem::absolute(nbd_socket).string());
+    }
+    api = std::make_unique<strata::api::ApiServer>(**store, api_options, ec2_options);
     if (absl::Status s = api->Start(); !s.ok()) return Fail(s);
     STRATA_LOG(kInfo, "API on http://", listen.substr(0, listen.rfind(':')), ":", api->port(),
                " (aws --endpoint-url; credentials in ", dir, "/credentials)");
@@ -156,10 +208,8 @@ int main(int argc, char** argv) {
                region->chunk_size_bytes());
   }
   std::unique_ptr<strata::nbd::NbdServer> nbd;
-  const std::string nbd_listen =
-      args->Get("nbd-listen", "127.0.0.1:10809,unix:" + dir + "/nbd.sock");
   if (nbd_listen != "off") {
-    nbd_options.listen = absl::StrSplit(nbd_listen, ',', absl::SkipEmpty());
+    nbd_options.listen = nbd_addresses;
     nbd = std::make_unique<strata::nbd::NbdServer>(**store, nbd_options);
     if (absl::Status s = nbd->Start(); !s.ok()) return Fail(s);
     STRATA_LOG(kInfo, "NBD on ", absl::StrJoin(nbd->addresses(), " "),
@@ -172,8 +222,9 @@ int main(int argc, char** argv) {
   int signal = 0;
   sigwait(&stop, &signal);
   STRATA_LOG(kInfo, "signal ", signal, ": stopping cleanly");
-  if (nbd != nullptr) nbd->Stop();
   if (api != nullptr) api->Stop();
+  if (hypervisor != nullptr) hypervisor->StopAll();  // VMs first: their disks are NBD exports.
+  if (nbd != nullptr) nbd->Stop();
   store->reset();
   STRATA_LOG(kInfo, "stopped");
   return 0;

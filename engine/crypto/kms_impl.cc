@@ -9,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "crypto/aead.h"
 #include "nlohmann/json.hpp"
+#include "strata/aws_error.h"
 
 namespace strata {
 
@@ -24,10 +25,7 @@ const char* KmsKeyStateName(KmsKeyState state) {
   return "Unknown";
 }
 
-std::string KmsErrorCode(const absl::Status& status) {
-  absl::optional<absl::Cord> code = status.GetPayload("strata.aws/error-code");
-  return code.has_value() ? std::string(*code) : "";
-}
+std::string KmsErrorCode(const absl::Status& status) { return AwsErrorCode(status); }
 
 namespace crypto {
 namespace {
@@ -38,13 +36,10 @@ constexpr char kBlobMagic[] = "SKC1";
 constexpr size_t kKeyIdBytes = 36;
 constexpr size_t kBlobHeaderBytes = 4 + kKeyIdBytes + 4;
 constexpr uint64_t kDayMicros = 86400ull * 1000000;
-constexpr char kCodePayload[] = "strata.aws/error-code";
 constexpr char kEbsAlias[] = "alias/aws/ebs";
 
 absl::Status Error(absl::StatusCode code, const std::string& aws_code, const std::string& message) {
-  absl::Status s(code, message);
-  s.SetPayload(kCodePayload, absl::Cord(aws_code));
-  return s;
+  return WithAwsErrorCode(absl::Status(code, message), aws_code);
 }
 absl::Status NotFound(const std::string& what) {
   return Error(absl::StatusCode::kNotFound, "NotFoundException", what);

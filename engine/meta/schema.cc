@@ -70,6 +70,17 @@ std::string OwnedLeafKey(absl::string_view id, uint64_t leaf) { return IdLeafKey
 std::string OwnedPrefix(absl::string_view id) { return absl::StrCat("o/", id, "/"); }
 std::string DirtyLeafKey(absl::string_view id, uint64_t leaf) { return IdLeafKey("d/", id, leaf); }
 std::string DirtyPrefix(absl::string_view id) { return absl::StrCat("d/", id, "/"); }
+std::string ImageKey(absl::string_view image_id) { return absl::StrCat(kImagePrefix, image_id); }
+std::string ImageRefKey(absl::string_view snapshot_id, absl::string_view image_id) {
+  return absl::StrCat(ImageRefPrefix(snapshot_id), image_id);
+}
+std::string ImageRefPrefix(absl::string_view snapshot_id) {
+  return absl::StrCat("i/ref/", snapshot_id, "/");
+}
+std::string ImageSettingsKey(absl::string_view account) { return absl::StrCat("i/set/", account); }
+std::string InstanceKey(absl::string_view instance_id) {
+  return absl::StrCat(kInstancePrefix, instance_id);
+}
 std::string SnapshotKey(absl::string_view id) { return absl::StrCat(kSnapshotPrefix, id); }
 
 std::string ManifestPrefix(uint64_t seq) {

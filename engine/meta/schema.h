@@ -16,6 +16,10 @@
 //   "c/" chunk key (22)                -> chunk index entry (chunk/chunk_store.h)
 //   "k/key/" key id                    -> KMS key record (JSON; material wrapped by the root key)
 //   "k/alias/" account "/" alias       -> KMS key id
+//   "i/img/" image_id                  -> image record (JSON, engine/image)
+//   "i/ref/" snapshot_id "/" image_id  -> empty: the image references the snapshot
+//   "i/set/" account                   -> image settings of an account (JSON)
+//   "i/ins/" instance_id               -> instance record (JSON)
 // A manifest entry is a 22-byte chunk key, or empty for an all-zero chunk.
 
 #include <cstdint>
@@ -42,6 +46,13 @@ std::string EbsDefaultsKey(absl::string_view account);
 std::string VolumeKey(absl::string_view volume_id);
 inline constexpr absl::string_view kVolumePrefix = "v/";
 inline constexpr absl::string_view kKmsPrefix = "k/";
+std::string ImageKey(absl::string_view image_id);
+inline constexpr absl::string_view kImagePrefix = "i/img/";
+std::string ImageRefKey(absl::string_view snapshot_id, absl::string_view image_id);
+std::string ImageRefPrefix(absl::string_view snapshot_id);
+std::string ImageSettingsKey(absl::string_view account);
+std::string InstanceKey(absl::string_view instance_id);
+inline constexpr absl::string_view kInstancePrefix = "i/ins/";
 std::string OwnedLeafKey(absl::string_view volume_id, uint64_t leaf_index);
 std::string OwnedPrefix(absl::string_view volume_id);
 std::string DirtyLeafKey(absl::string_view volume_id, uint64_t leaf_index);

@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "strata/store.h"
 #include "util/status_macros.h"
+#include "image/image_registry.h"
 #include "volume/region_impl.h"
 
 namespace strata {
@@ -72,6 +73,9 @@ class StoreImpl final : public Store {
         std::unique_ptr<volume::RegionImpl> region,
         volume::RegionImpl::Open(options_.env, name, absl::StrCat(path_, "/regions/", name),
                                  options_));
+    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<image::ImageRegistry> images,
+                            image::ImageRegistry::Open(*region, options_.hypervisor));
+    region->set_images(std::move(images));
     Region* raw = region.get();
     regions_[name] = std::move(region);
     if (default_region_.empty() || name == options_.default_region) default_region_ = name;

@@ -16,6 +16,7 @@
 #include "util/coding.h"
 #include "util/log.h"
 #include "util/status_macros.h"
+#include "volume/tags.h"
 #include "xxhash.h"
 
 namespace strata::volume {
@@ -25,7 +26,6 @@ namespace {
 inline constexpr uint64_t kHydrateSliceMicros = 100 * 1000;
 inline constexpr uint64_t kHydrateUnlimitedSliceChunks = 256;
 inline constexpr uint64_t kMaxListResults = 10000;
-inline constexpr size_t kMaxTagCount = 50;
 // The volume id EBS shows for snapshots made with the EBS direct APIs.
 inline constexpr char kDirectSnapshotVolumeId[] = "vol-ffffffff";
 
@@ -35,26 +35,6 @@ void PutNextSeq(meta::WriteBatch& batch, uint64_t next_seq) {
   std::string value;
   util::PutFixed64(value, next_seq);
   batch.Put(meta::NextSeqKey(), value);
-}
-
-absl::Status ValidateTags(const std::map<std::string, std::string>& tags) {
-  if (tags.size() > kMaxTagCount) {
-    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxTagCount, " tags"));
-  }
-  for (const auto& [k, v] : tags) {
-    if (k.empty() || k.size() > 128 || v.size() > 256) {
-      return absl::InvalidArgumentError(
-          "a tag key must be 1 to 128 characters and a value at most 256");
-    }
-  }
-  return absl::OkStatus();
-}
-
-void ApplyTags(std::map<std::string, std::string>& tags,
-               const std::map<std::string, std::string>& set,
-               const std::vector<std::string>& remove) {
-  for (const auto& [k, v] : set) tags[k] = v;
-  for (const std::string& k : remove) tags.erase(k);
 }
 
 SnapshotState ToState(meta::SnapshotRecordState s) {
@@ -887,6 +867,8 @@ absl::StatusOr<Region::DirectSnapshot> RegionImpl::StartDirectSnapshot(
   builder_request.size_bytes = size_bytes;
   builder_request.snapshot_id = parent_snapshot_id;
   builder_request.owner = request.owner;
+  builder_request.encrypted = request.encrypted;
+  builder_request.kms_key_id = request.kms_key_id;
   STRATA_ASSIGN_OR_RETURN(auto started, StartBuilderSnapshotLocked(builder_request, request));
   auto& [pending, volume] = started;
   pending->frozen_yet = false;  // Frozen by CompleteDirectSnapshot, once the blocks are in.
@@ -1021,9 +1003,34 @@ absl::StatusOr<SnapshotInfo> RegionImpl::WaitForSnapshot(const std::string& snap
   }
 }
 
+absl::Status RegionImpl::CommitWithSnapshots(const std::vector<std::string>& snapshot_ids,
+                                             const meta::WriteBatch& batch) {
+  absl::MutexLock lock(&mu_);
+  for (const std::string& id : snapshot_ids) {
+    STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(id));
+    if (r.state == meta::SnapshotRecordState::kError) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("snapshot ", id, " failed: ", r.state_message));
+    }
+  }
+  return catalog_->Write(batch);
+}
+
 absl::Status RegionImpl::DeleteSnapshot(const std::string& snapshot_id) {
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(snapshot_id));
+  std::string image_id;
+  STRATA_RETURN_IF_ERROR(
+      catalog_->Scan(meta::ImageRefPrefix(snapshot_id), "", [&](absl::string_view key, auto) {
+        image_id = std::string(key.substr(meta::ImageRefPrefix(snapshot_id).size()));
+        return false;
+      }));
+  if (!image_id.empty()) {
+    return WithAwsErrorCode(
+        absl::FailedPreconditionError(absl::StrCat("the snapshot ", snapshot_id,
+                                                   " is currently in use by ", image_id)),
+        "InvalidSnapshot.InUse");
+  }
   meta::WriteBatch batch;
   if (r.state == meta::SnapshotRecordState::kPending) {
     return absl::FailedPreconditionError(

@@ -88,6 +88,13 @@ class RegionImpl final : public Region {
   // For strata-fsck and tests.
   meta::Catalog* catalog() { return catalog_.get(); }
   Kms& kms() override { return *kms_; }
+  Images& images() override { return *images_; }
+  // Installs the image registry (engine/image builds on this module, so the Store wires it).
+  void set_images(std::unique_ptr<Images> images) { images_ = std::move(images); }
+  // Writes `batch` if every snapshot in `snapshot_ids` exists and is not deleted, atomically
+  // with DeleteSnapshot (which refuses snapshots an image references).
+  absl::Status CommitWithSnapshots(const std::vector<std::string>& snapshot_ids,
+                                   const meta::WriteBatch& batch);
   absl::StatusOr<EbsEncryptionDefaults> GetEbsEncryptionDefaults(
       const std::string& account) override;
   absl::Status SetEbsEncryptionDefaults(const std::string& account,
@@ -194,6 +201,7 @@ class RegionImpl final : public Region {
   std::deque<Task> queue_ ABSL_GUARDED_BY(queue_mu_);
   bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
   std::thread worker_;
+  std::unique_ptr<Images> images_;  // Last: destroyed first.
 };
 
 }  // namespace strata::volume

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""A real VM on a Strata volume: qemu-system-x86_64 boots a small Linux (tests/integration/
-guest.py) whose root disk is a Strata volume over NBD; the guest writes a file and powers off;
+"""A real VM on a Strata volume: qemu-system-x86_64 boots a small Linux (scripts/
+guest_image.py) whose root disk is a Strata volume over NBD; the guest writes a file and powers off;
 the file is then found in a snapshot of the volume (read through a read-only snapshot export).
 
 Usage: vm_boot_test.py BIN_DIR [CACHE_DIR]. Prints "N passed, M failed"."""
@@ -11,7 +11,8 @@ import sys
 import tempfile
 import time
 
-import guest
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+import guest_image as guest  # noqa: E402
 from strata_testlib import Checks, Daemon, sh
 
 BIN = sys.argv[1]

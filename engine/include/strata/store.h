@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "strata/env.h"
+#include "strata/image.h"
 #include "strata/kms.h"
 #include "strata/secret.h"
 #include "strata/snapshot.h"
@@ -39,6 +40,9 @@ struct StoreOptions {
   // The KMS root key (32 bytes) that wraps every region's key material. Empty: the store opens,
   // but no KMS key can be used and nothing encrypted can be read; errors say so.
   SecretBytes kms_root_key;
+  // Runs the VMs of instances. Not owned; must outlive the Store. Null: an instance is its
+  // attached volumes (no VM).
+  Hypervisor* hypervisor = nullptr;
 };
 
 struct CreateVolumeRequest {
@@ -102,6 +106,8 @@ class Region {
   virtual uint64_t chunk_size_bytes() const = 0;
   // The region's key management service.
   virtual Kms& kms() = 0;
+  // The region's machine images and instances.
+  virtual Images& images() = 0;
   [[nodiscard]] virtual absl::StatusOr<EbsEncryptionDefaults> GetEbsEncryptionDefaults(
       const std::string& account) = 0;
   // kNotFound (a KMS error) when the key does not exist for the account.
@@ -190,7 +196,8 @@ class Region {
   [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> WaitForSnapshot(const std::string& snapshot_id,
                                                                      uint64_t timeout_ms) = 0;
   // Deletes a snapshot: only data that no other snapshot or volume needs goes. A pending
-  // snapshot cannot be deleted (kFailedPrecondition).
+  // snapshot, or one an image references (AWS code InvalidSnapshot.InUse), cannot be deleted
+  // (kFailedPrecondition).
   [[nodiscard]] virtual absl::Status DeleteSnapshot(const std::string& snapshot_id) = 0;
   [[nodiscard]] virtual absl::Status TagSnapshot(const std::string& snapshot_id,
                                                  const std::map<std::string, std::string>& set,
