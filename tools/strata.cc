@@ -11,9 +11,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include <unistd.h>
+
+#include "absl/strings/escaping.h"
 #include "admin.h"
 #include "api_client.h"
 #include "cli_args.h"
+#include "nbd_client.h"
 #include "nlohmann/json.hpp"
 #include "strata/store.h"
 
@@ -29,6 +33,12 @@ Through stratad's API (stratad running; signed with DIR/credentials or AWS_* var
   attach VOL [--instance-id i-...] [--device /dev/sdX]
                                            export VOL over NBD; prints how to use it
   detach VOL                               end the export (flushes first)
+  import-image FILE --name NAME [--description TEXT] [--architecture x86_64|arm64]
+               [--boot-mode legacy-bios|uefi] [--nbd-socket PATH]
+                                           a raw disk image becomes a volume, a snapshot and
+                                           a registered AMI (prints its ImageId)
+  instances                                your instances: state, volumes, NBD exports
+  console INSTANCE                         the instance's serial console output
   ec2 ACTION [Name=Value ...]              any EC2 call of docs/api.md, e.g.
                                            ec2 DescribeVolumes Filter.1.Name=tag:Name Filter.1.Value.1=web
   Options: --endpoint URL (default http://127.0.0.1:8150), --output json|text|table,
@@ -332,6 +342,116 @@ int Ec2(const strata::tools::ApiEndpoint& endpoint, const std::string& action,
 
 json AsList(const json& v) { return v.is_array() ? v : json::array(); }
 
+// Waits for a snapshot to leave "pending"; returns its final status.
+absl::StatusOr<std::string> WaitForSnapshot(const strata::tools::ApiEndpoint& endpoint,
+                                            const std::string& snapshot) {
+  for (int i = 0; i < 36000; ++i) {
+    absl::StatusOr<strata::tools::ApiResult> r =
+        strata::tools::CallEc2(endpoint, "DescribeSnapshots", {{"SnapshotId.1", snapshot}});
+    if (!r.ok()) return r.status();
+    if (!r->error_code.empty()) return absl::InternalError(r->error_message);
+    const json out = json::parse(r->json, nullptr, false);
+    const json list = AsList(out["snapshotSet"]);
+    const std::string state = list.empty() ? "" : list[0].value("status", "");
+    if (state != "pending") return state;
+    usleep(100000);
+  }
+  return absl::DeadlineExceededError(absl::StrCat(snapshot, " is still pending"));
+}
+
+// import-image FILE --name NAME: a blank volume of FILE's size (rounded up to GiB), attached
+// and written over NBD (all-zero pieces skipped: the volume stays thin), detached, snapshot,
+// registered as an image whose root device /dev/sda1 maps the snapshot. The volume is deleted
+// at the end; on failure everything made so far is removed.
+int ImportImage(const Args& a, const strata::tools::ApiEndpoint& endpoint,
+                const std::string& dir, const std::string& format) {
+  const auto& p = a.positional();
+  const std::string name = a.Get("name", "");
+  if (p.size() != 2 || name.empty()) {
+    return Fail(absl::InvalidArgumentError("usage: import-image FILE --name NAME"));
+  }
+  const std::string& file = p[1];
+  std::error_code ec;
+  const uintmax_t size = std::filesystem::file_size(file, ec);
+  if (ec) return Fail(absl::InvalidArgumentError(absl::StrCat("cannot read ", file, ": ", ec.message())));
+  if (size == 0) return Fail(absl::InvalidArgumentError(absl::StrCat(file, " is empty")));
+  const uint64_t gib = (size + (1ull << 30) - 1) >> 30;
+  json created;
+  if (int rc = Ec2(endpoint, "CreateVolume",
+                   {{"Size", absl::StrCat(gib)}, {"AvailabilityZone", endpoint.region + "a"}},
+                   &created, "");
+      rc != 0)
+    return rc;
+  const std::string volume = created.value("volumeId", "");
+  const std::string group = "i-" + volume.substr(4);
+  auto cleanup = [&](int rc) {
+    (void)strata::tools::CallEc2(endpoint, "DetachVolume", {{"VolumeId", volume}});
+    (void)strata::tools::CallEc2(endpoint, "DeleteVolume", {{"VolumeId", volume}});
+    return rc;
+  };
+  if (int rc = Ec2(endpoint, "AttachVolume",
+                   {{"VolumeId", volume}, {"InstanceId", group}, {"Device", "/dev/sda1"}}, nullptr,
+                   "");
+      rc != 0)
+    return cleanup(rc);
+  {
+    const std::string socket = a.Get("nbd-socket", dir + "/nbd.sock");
+    absl::StatusOr<std::unique_ptr<strata::tools::NbdClient>> nbd =
+        strata::tools::NbdClient::Connect(socket, volume);
+    if (!nbd.ok()) return cleanup(Fail(nbd.status()));
+    std::ifstream in(file, std::ios::binary);
+    std::vector<char> buf(1 << 20);
+    for (uint64_t offset = 0; offset < size; offset += buf.size()) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - offset));
+      std::fill(buf.begin(), buf.end(), 0);
+      in.read(buf.data(), static_cast<std::streamsize>(n));
+      if (!in) return cleanup(Fail(absl::DataLossError(absl::StrCat("reading ", file, " failed"))));
+      const size_t padded = (n + 511) / 512 * 512;  // NBD's minimum block: pad the tail.
+      for (size_t piece = 0; piece < padded; piece += 64 << 10) {
+        const size_t len = std::min<size_t>(64 << 10, padded - piece);
+        const std::span<const char> data(buf.data() + piece, len);
+        if (std::all_of(data.begin(), data.end(), [](char c) { return c == 0; })) continue;
+        if (absl::Status s = (*nbd)->Write(offset + piece, data); !s.ok()) return cleanup(Fail(s));
+      }
+    }
+    if (absl::Status s = (*nbd)->Flush(); !s.ok()) return cleanup(Fail(s));
+  }
+  if (int rc = Ec2(endpoint, "DetachVolume", {{"VolumeId", volume}}, nullptr, ""); rc != 0)
+    return cleanup(rc);
+  json snapshot;
+  if (int rc = Ec2(endpoint, "CreateSnapshot",
+                   {{"VolumeId", volume}, {"Description", "strata import-image " + name}},
+                   &snapshot, "");
+      rc != 0)
+    return cleanup(rc);
+  const std::string snap = snapshot.value("snapshotId", "");
+  absl::StatusOr<std::string> state = WaitForSnapshot(endpoint, snap);
+  if (!state.ok() || *state != "completed") {
+    (void)strata::tools::CallEc2(endpoint, "DeleteSnapshot", {{"SnapshotId", snap}});
+    return cleanup(Fail(state.ok() ? absl::InternalError("the snapshot failed") : state.status()));
+  }
+  std::map<std::string, std::string> params = {
+      {"Name", name},
+      {"RootDeviceName", "/dev/sda1"},
+      {"Architecture", a.Get("architecture", "x86_64")},
+      {"VirtualizationType", "hvm"},
+      {"BlockDeviceMapping.1.DeviceName", "/dev/sda1"},
+      {"BlockDeviceMapping.1.Ebs.SnapshotId", snap},
+      {"BlockDeviceMapping.1.Ebs.DeleteOnTermination", "true"}};
+  if (a.Has("description")) params["Description"] = a.Get("description");
+  if (a.Has("boot-mode")) params["BootMode"] = a.Get("boot-mode");
+  json image;
+  if (int rc = Ec2(endpoint, "RegisterImage", params, &image, ""); rc != 0) {
+    (void)strata::tools::CallEc2(endpoint, "DeleteSnapshot", {{"SnapshotId", snap}});
+    return cleanup(rc);
+  }
+  cleanup(0);
+  PrintResult(json({{"ImageId", image.value("imageId", "")}, {"SnapshotId", snap}, {"Name", name}})
+                  .dump(2),
+              format);
+  return 0;
+}
+
 int ApiCommand(const Args& a, const std::string& dir) {
   const auto& p = a.positional();
   const std::string format = a.Get("output", "json");
@@ -422,6 +542,40 @@ int ApiCommand(const Args& a, const std::string& dir) {
     PrintResult(out.dump(2), format);
     return 0;
   }
+  if (p[0] == "import-image") return ImportImage(a, *endpoint, dir, format);
+  if (p[0] == "console") {
+    if (p.size() != 2) return Fail(absl::InvalidArgumentError("usage: console INSTANCE"));
+    json out;
+    if (int rc = Ec2(*endpoint, "GetConsoleOutput", {{"InstanceId", p[1]}}, &out, ""); rc != 0)
+      return rc;
+    std::string text;
+    absl::Base64Unescape(out.value("output", ""), &text);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return 0;
+  }
+  if (p[0] == "instances") {
+    json described;
+    if (int rc = Ec2(*endpoint, "DescribeInstances", {}, &described, ""); rc != 0) return rc;
+    json out = json::array();
+    for (const json& r : AsList(described["reservationSet"])) {
+      for (const json& i : AsList(r["instancesSet"])) {
+        json volumes = json::array();
+        for (const json& m : AsList(i["blockDeviceMapping"])) {
+          volumes.push_back({{"Device", m.value("deviceName", "")},
+                             {"VolumeId", m["ebs"].value("volumeId", "")},
+                             {"NbdUri", m["ebs"].value("strataNbdUri", "")}});
+        }
+        out.push_back({{"InstanceId", i.value("instanceId", "")},
+                       {"ImageId", i.value("imageId", "")},
+                       {"State", i["instanceState"].value("name", "")},
+                       {"Type", i.value("instanceType", "")},
+                       {"Reason", i.value("reason", "")},
+                       {"Volumes", volumes}});
+      }
+    }
+    PrintResult(out.dump(2), format);
+    return 0;
+  }
   return Fail(absl::InvalidArgumentError(absl::StrCat("unknown command \"", p[0], "\"")));
 }
 
@@ -459,7 +613,8 @@ int main(int argc, char** argv) {
   auto args =
       Args::Parse(static_cast<int>(rest.size()), rest.data(), 1,
                   {"data-dir", "region", "size", "snapshot", "offset", "rate", "description",
-                   "endpoint", "output", "nbd", "instance-id", "device", "kms-root-key-file"},
+                   "endpoint", "output", "nbd", "instance-id", "device", "kms-root-key-file", "name",
+                   "architecture", "boot-mode", "nbd-socket"},
                   {"help"});
   if (!args.ok()) {
     std::fprintf(stderr, "strata: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
@@ -472,7 +627,8 @@ int main(int argc, char** argv) {
   const std::string command = args->positional()[0];
   const std::string dir = args->Get("data-dir", "./data");
   if (command == "env") return PrintEnv(dir, args->Get("endpoint", "http://127.0.0.1:8150"));
-  if (command == "status" || command == "attach" || command == "detach" || command == "ec2") {
+  if (command == "status" || command == "attach" || command == "detach" || command == "ec2" ||
+      command == "import-image" || command == "console" || command == "instances") {
     return ApiCommand(*args, dir);
   }
   if (command == "init") {

@@ -155,13 +155,42 @@ absl::Status QemuHypervisor::Start(const Machine& machine, ExitFn on_exit) {
     args.push_back("-fw_cfg");
     args.push_back(absl::StrCat("name=opt/strata/user-data,file=", user_data));
   }
+  auto vm = std::make_unique<Vm>();
+  Vm* raw = vm.get();
+  std::thread old_watcher;
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = vms_.find(machine.instance_id); it != vms_.end()) {
+      old_watcher = std::move(it->second->watcher);
+    }
+    vms_[machine.instance_id] = std::move(vm);
+    // The watcher forks QEMU itself: PR_SET_PDEATHSIG follows the thread that forked, so
+    // that thread must live as long as the VM.
+    raw->watcher = std::thread(&QemuHypervisor::Watch, this, machine.instance_id,
+                               std::move(args), dir + "/qemu.log", std::move(on_exit));
+    mu_.Await(absl::Condition(
+        +[](Vm* v) { return v->pid != -1 || v->exited; }, raw));
+  }
+  if (old_watcher.joinable()) old_watcher.join();
+  // A QEMU that fails at once (bad drive, no export) has exited within a moment: report it.
+  if (WaitExited(machine.instance_id, 1)) {
+    std::ifstream in(dir + "/qemu.log");
+    std::stringstream why;
+    why << in.rdbuf();
+    std::string text = why.str();
+    if (text.size() > 500) text = text.substr(text.size() - 500);
+    return absl::InternalError(absl::StrCat("QEMU exited at start: ", text));
+  }
+  return absl::OkStatus();
+}
+
+void QemuHypervisor::Watch(const std::string& instance_id, std::vector<std::string> args,
+                           const std::string& log, ExitFn on_exit) {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  const std::string log = dir + "/qemu.log";
   const pid_t parent = getpid();
   const pid_t pid = fork();
-  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", strerror(errno)));
   if (pid == 0) {
     // The VM must not outlive stratad (its disks are stratad's exports).
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -177,39 +206,22 @@ absl::Status QemuHypervisor::Start(const Machine& machine, ExitFn on_exit) {
     execv(argv[0], argv.data());
     _exit(127);
   }
-  auto vm = std::make_unique<Vm>();
-  vm->pid = pid;
-  Vm* raw = vm.get();
-  std::thread old_watcher;
   {
     absl::MutexLock lock(&mu_);
-    if (auto it = vms_.find(machine.instance_id); it != vms_.end()) {
-      old_watcher = std::move(it->second->watcher);
+    auto it = vms_.find(instance_id);
+    if (it != vms_.end()) {
+      it->second->pid = pid;
+      if (pid < 0) it->second->exited = true;
     }
-    vms_[machine.instance_id] = std::move(vm);
-    raw->watcher = std::thread(&QemuHypervisor::Watch, this, machine.instance_id, pid,
-                               std::move(on_exit));
   }
-  if (old_watcher.joinable()) old_watcher.join();
-  // A QEMU that fails at once (bad drive, no export) has exited within a moment: report it.
-  if (WaitExited(machine.instance_id, 1)) {
-    std::ifstream in(log);
-    std::stringstream why;
-    why << in.rdbuf();
-    std::string text = why.str();
-    if (text.size() > 500) text = text.substr(text.size() - 500);
-    return absl::InternalError(absl::StrCat("QEMU exited at start: ", text));
+  std::string reason = absl::StrCat("fork failed: ", strerror(errno));
+  if (pid > 0) {
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    reason = WIFEXITED(status) ? absl::StrCat("QEMU exited with status ", WEXITSTATUS(status))
+                               : absl::StrCat("QEMU ended by signal ", WTERMSIG(status));
   }
-  return absl::OkStatus();
-}
-
-void QemuHypervisor::Watch(const std::string& instance_id, pid_t pid, ExitFn on_exit) {
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  const std::string reason = WIFEXITED(status)
-                                 ? absl::StrCat("QEMU exited with status ", WEXITSTATUS(status))
-                                 : absl::StrCat("QEMU ended by signal ", WTERMSIG(status));
   if (on_exit) on_exit(instance_id, reason);
   absl::MutexLock lock(&mu_);
   auto it = vms_.find(instance_id);

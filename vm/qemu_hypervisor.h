@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -52,7 +53,9 @@ class QemuHypervisor final : public Hypervisor {
   explicit QemuHypervisor(QemuOptions options, std::string accel)
       : options_(std::move(options)), accel_(std::move(accel)) {}
   std::string InstanceDir(const std::string& instance_id) const;
-  void Watch(const std::string& instance_id, pid_t pid, ExitFn on_exit);
+  // Runs QEMU with `args` (output to `log`) and waits for it; then calls `on_exit`.
+  void Watch(const std::string& instance_id, std::vector<std::string> args,
+             const std::string& log, ExitFn on_exit);
   // Waits up to `seconds` for the VM to exit; true if it did.
   bool WaitExited(const std::string& instance_id, int seconds);
 
