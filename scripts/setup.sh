@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   python3 qemu-utils libnbd-bin python3-libnbd fio nbdkit nbd-server
   qemu-system-x86 busybox-static cpio e2fsprogs libclang-rt-14-dev
+  syslinux syslinux-common mtools dosfstools fdisk
 )
 missing=()
 for p in "${packages[@]}"; do

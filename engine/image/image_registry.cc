@@ -91,6 +91,23 @@ std::vector<std::string> SnapshotIds(const ImageInfo& image) {
   return ids;
 }
 
+// The settings of one Ebs mapping: a known type, Iops where the type needs them, a size limit.
+absl::Status ValidateEbs(const std::string& device, const EbsBlockDevice& ebs) {
+  static const std::set<std::string> kTypes = {"gp2", "gp3", "io1", "io2",
+                                               "st1", "sc1", "standard"};
+  if (!kTypes.contains(ebs.volume_type)) {
+    return BadMapping(absl::StrCat("Invalid volume type '", ebs.volume_type, "' for ", device));
+  }
+  if ((ebs.volume_type == "io1" || ebs.volume_type == "io2") && ebs.iops == 0) {
+    return BadMapping(absl::StrCat("Iops is required for ", ebs.volume_type, " volumes"));
+  }
+  if (ebs.volume_size_gib > kMaxVolumeGiB) {
+    return BadMapping(absl::StrCat("Volume of size ", ebs.volume_size_gib, "GB for ", device,
+                                   " is over ", kMaxVolumeGiB, "GB"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 ImageRegistry::ImageRegistry(volume::RegionImpl& region, Hypervisor* hypervisor)
@@ -101,6 +118,18 @@ absl::StatusOr<std::unique_ptr<ImageRegistry>> ImageRegistry::Open(volume::Regio
   std::unique_ptr<ImageRegistry> registry(new ImageRegistry(region, hypervisor));
   STRATA_RETURN_IF_ERROR(registry->RecoverInstances());
   return registry;
+}
+
+ImageRegistry::~ImageRegistry() {
+  if (hypervisor_ == nullptr) return;
+  absl::StatusOr<std::vector<InstanceInfo>> instances = ListInstances();
+  if (!instances.ok()) return;
+  for (const InstanceInfo& i : *instances) {
+    if (i.state == InstanceState::kPending || i.state == InstanceState::kRunning ||
+        i.state == InstanceState::kStopping) {
+      (void)StopVm(i.id, /*force=*/true);
+    }
+  }
 }
 
 absl::Status ImageRegistry::RecoverInstances() {
@@ -207,15 +236,7 @@ absl::Status ImageRegistry::ValidateImage(ImageInfo& image, bool allow_pending) 
     }
     if (!m.ebs.has_value()) continue;
     EbsBlockDevice& ebs = *m.ebs;
-    static const std::set<std::string> kTypes = {"gp2", "gp3", "io1", "io2",
-                                                 "st1", "sc1", "standard"};
-    if (!kTypes.contains(ebs.volume_type)) {
-      return BadMapping(absl::StrCat("Invalid volume type '", ebs.volume_type, "' for ",
-                                     m.device_name));
-    }
-    if ((ebs.volume_type == "io1" || ebs.volume_type == "io2") && ebs.iops == 0) {
-      return BadMapping(absl::StrCat("Iops is required for ", ebs.volume_type, " volumes"));
-    }
+    STRATA_RETURN_IF_ERROR(ValidateEbs(m.device_name, ebs));
     if (ebs.snapshot_id.empty()) {
       if (m.device_name == image.root_device_name) {
         return BadMapping(absl::StrCat("the root device ", m.device_name, " needs a snapshot"));
@@ -248,10 +269,7 @@ absl::Status ImageRegistry::ValidateImage(ImageInfo& image, bool allow_pending) 
         if (ebs.kms_key_id.empty()) ebs.kms_key_id = s->kms_key_id;
       }
     }
-    if (ebs.volume_size_gib > kMaxVolumeGiB) {
-      return BadMapping(absl::StrCat("Volume of size ", ebs.volume_size_gib, "GB for ",
-                                     m.device_name, " is over ", kMaxVolumeGiB, "GB"));
-    }
+    STRATA_RETURN_IF_ERROR(ValidateEbs(m.device_name, ebs));
     if (m.device_name == image.root_device_name) root_mapped = true;
   }
   if (!root_mapped) {
@@ -511,7 +529,18 @@ absl::StatusOr<std::vector<BlockDeviceMapping>> ImageRegistry::LaunchMapping(
       if (it != mapping.end()) mapping.erase(it);
       continue;
     }
-    if (it == mapping.end()) {
+    if (it == mapping.end()) {  // A device the image does not map.
+      if (o.ebs.has_value()) {
+        STRATA_RETURN_IF_ERROR(ValidateEbs(o.device_name, *o.ebs));
+        if (o.ebs->snapshot_id.empty() && o.ebs->volume_size_gib == 0) {
+          return BadMapping(absl::StrCat("the mapping of ", o.device_name,
+                                         " needs a SnapshotId or a VolumeSize"));
+        }
+        if (!o.ebs->snapshot_id.empty()) {
+          return BadMapping(absl::StrCat("a launch may add only blank volumes; ", o.device_name,
+                                         " names a snapshot"));
+        }
+      }
       mapping.push_back(o);
       continue;
     }
@@ -539,6 +568,7 @@ absl::StatusOr<std::vector<BlockDeviceMapping>> ImageRegistry::LaunchMapping(
     merged.delete_on_termination = e.delete_on_termination;
     if (e.encrypted) merged.encrypted = true;
     if (!e.kms_key_id.empty()) merged.kms_key_id = e.kms_key_id;
+    STRATA_RETURN_IF_ERROR(ValidateEbs(o.device_name, merged));
     it->ebs = merged;
   }
   return mapping;

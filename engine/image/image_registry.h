@@ -24,6 +24,9 @@ class ImageRegistry final : public Images {
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<ImageRegistry>> Open(
       volume::RegionImpl& region, Hypervisor* hypervisor);
 
+  // Ends the VMs of running instances first: their exit callbacks need the registry.
+  ~ImageRegistry() override;
+
   absl::StatusOr<ImageInfo> RegisterImage(const ImageInfo& request) override;
   absl::StatusOr<ImageInfo> DescribeImage(const std::string& image_id) override;
   absl::StatusOr<std::vector<ImageInfo>> ListImages() override;

@@ -14,21 +14,12 @@ import subprocess
 import sys
 import tempfile
 
-import botocore
 
-from strata_testlib import GiB, MiB, Checks, Daemon, sh
+from strata_testlib import GiB, MiB, Checks, Daemon, error_code, sh
 
 BIN = sys.argv[1]
 check = Checks()
 GROUP = "i-0abcdef0123456789"
-
-
-def error_code(fn, *args, **kwargs):
-    try:
-        fn(*args, **kwargs)
-        return None
-    except botocore.exceptions.ClientError as e:
-        return e.response["Error"]["Code"]
 
 
 def marker(n):

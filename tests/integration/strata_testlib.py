@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import boto3
+import botocore
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -29,6 +30,15 @@ class Checks:
     def summary(self):
         print(f"{self.passed} passed, {self.failed} failed", flush=True)
         return 0 if self.failed == 0 else 1
+
+
+def error_code(fn, *args, **kwargs):
+    """The AWS error code `fn` fails with, or None when it succeeds."""
+    try:
+        fn(*args, **kwargs)
+        return None
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
 
 
 def sh(*args, timeout=120, **kwargs):

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""The path a user takes, with real VMs: a bootable disk built from Debian packages
+(scripts/guest_image.py: cloud kernel, busybox, SYSLINUX) becomes an AMI with `strata
+import-image`; RunInstances boots it in qemu-system-x86_64 (TCG; KVM with hardware
+virtualization) from its root volume over NBD; the guest runs its UserData, writes a file and
+powers off, and the instance is then stopped. CreateImage makes a new AMI from the instance;
+a second account given launch permission runs it, and its guest finds the first guest's file.
+A third account without permission is refused. Then StartInstances boots again,
+TerminateInstances ends a running VM and deletes its volume, and `strata console` prints the
+console.
+
+Usage: instance_vm_test.py BIN_DIR [CACHE_DIR]. Prints "N passed, M failed"."""
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+import guest_image  # noqa: E402
+from strata_testlib import Checks, Daemon, error_code, sh  # noqa: E402
+
+BIN = sys.argv[1]
+check = Checks()
+
+
+def state(ec2, instance):
+    return ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
+
+
+def wait_state(ec2, instance, name, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = state(ec2, instance)
+        if s["State"]["Name"] == name:
+            return s
+        time.sleep(0.5)
+    check(False, f"{instance} did not reach {name}: {state(ec2, instance)['State']}")
+    return state(ec2, instance)
+
+
+def console(ec2, instance):
+    return ec2.get_console_output(InstanceId=instance).get("Output", "")  # boto3 decodes base64.
+
+
+def main():
+    cache = sys.argv[2] if len(sys.argv) > 2 else os.path.join(BIN, "..", "vm-cache")
+    disk = guest_image.build_disk(cache)
+    work = tempfile.mkdtemp(prefix="strata-instances-")
+    data_dir = os.path.join(work, "data")
+    socket = os.path.join(data_dir, "nbd.sock")
+    daemon = Daemon(BIN, data_dir, unix_socket=socket)
+    check(daemon.start(), "stratad starts")
+    check("instances boot as VMs: qemu-system-x86_64" in daemon.log_text(), "stratad found QEMU")
+    try:
+        run(data_dir, daemon, disk, socket)
+    finally:
+        check(daemon.stop() == 0, "stratad stops cleanly")
+    shutil.rmtree(work, ignore_errors=True)
+    return check.summary()
+
+
+def run(data_dir, daemon, disk, socket):
+    ec2 = daemon.client()
+    cli = [f"{BIN}/strata", "--data-dir", data_dir, "--endpoint", f"http://127.0.0.1:{daemon.api}"]
+    out = sh(*cli, "import-image", disk, "--name", "busybox-guest", "--nbd-socket", socket)
+    check(out.returncode == 0, f"strata import-image: {out.stdout} {out.stderr}")
+    image = json.loads(out.stdout)["ImageId"] if out.returncode == 0 else "ami-0"
+    check(ec2.describe_images(ImageIds=[image])["Images"][0]["State"] == "available", "the AMI is available")
+    check(len(ec2.describe_volumes()["Volumes"]) == 0, "import-image leaves no volume behind")
+
+    accounts = {}
+    for name in ("bob", "carol"):
+        o = sh(*cli, "account", "create", name)
+        accounts[name] = json.loads(o.stdout)
+    bob = daemon.client("ec2", (accounts["bob"]["AccessKeyId"], accounts["bob"]["SecretAccessKey"]))
+    carol = daemon.client("ec2", (accounts["carol"]["AccessKeyId"], accounts["carol"]["SecretAccessKey"]))
+
+    # The first guest: boots from its NBD root volume, runs UserData, writes /hello.txt, powers off.
+    start = time.time()
+    first = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.nano",
+                              UserData="echo user-data-says-hello\n")  # boto3 encodes it.
+    instance = first["Instances"][0]["InstanceId"]
+    uri = first["Instances"][0]["BlockDeviceMappings"][0]["Ebs"].get("VolumeId")
+    check(uri is not None, "the instance's root volume is in its mapping")
+    stopped = wait_state(ec2, instance, "stopped")
+    print(f"first guest ran {time.time() - start:.1f} s", flush=True)
+    text = console(ec2, instance)
+    token = re.search(r"STRATA-GUEST-OK (\w+)", text)
+    check(token is not None, f"the guest booted from its volume and wrote its file: {text[-1500:]}")
+    check("user-data-says-hello" in text, "the guest ran the instance's UserData")
+    check("InstanceInitiatedShutdown" in stopped["StateReason"]["Code"],
+          f"a guest power-off stops the instance: {stopped.get('StateReason')}")
+    out = sh(*cli, "console", instance)
+    check(out.returncode == 0 and "STRATA-GUEST-OK" in out.stdout, "strata console prints the console")
+
+    # CreateImage from the stopped instance; a second account with launch permission runs it.
+    made = ec2.create_image(InstanceId=instance, Name="after-first-boot")["ImageId"]
+    deadline = time.time() + 60
+    while ec2.describe_images(ImageIds=[made])["Images"][0]["State"] != "available" and time.time() < deadline:
+        time.sleep(0.5)
+    check(ec2.describe_images(ImageIds=[made])["Images"][0]["State"] == "available", "CreateImage completes")
+    ec2.modify_image_attribute(ImageId=made, LaunchPermission={"Add": [{"UserId": accounts["bob"]["AccountId"]}]})
+    check(error_code(carol.run_instances, ImageId=made, MinCount=1, MaxCount=1) == "AuthFailure",
+          "an account without launch permission is refused")
+    second = bob.run_instances(ImageId=made, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    wait_state(bob, second, "stopped")
+    text = console(bob, second)
+    check(token is not None and f"STRATA-GUEST-FOUND {token.group(1)}" in text,
+          f"the second account's guest finds the first guest's file: {text[-1500:]}")
+
+    # StartInstances boots again (the file from the last boot is there); terminate a running VM.
+    ec2.start_instances(InstanceIds=[instance])
+    wait_state(ec2, instance, "stopped")
+    check(console(ec2, instance).count("STRATA-GUEST-OK") == 2, "StartInstances boots the instance again")
+    # A guest that keeps running (its UserData sleeps): TerminateInstances ends it.
+    third = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
+                              UserData="sleep 600\n")["Instances"][0]
+    deadline = time.time() + 120
+    while "STRATA-GUEST-USER-DATA" not in console(ec2, third["InstanceId"]) and time.time() < deadline:
+        time.sleep(0.5)
+    check(state(ec2, third["InstanceId"])["State"]["Name"] == "running", "a running guest shows running")
+    root = third["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    ended = ec2.terminate_instances(InstanceIds=[third["InstanceId"]])["TerminatingInstances"][0]
+    check(ended["CurrentState"]["Name"] == "terminated", f"TerminateInstances: {ended['CurrentState']}")
+    check(error_code(ec2.describe_volumes, VolumeIds=[root]) == "InvalidVolume.NotFound",
+          "its DeleteOnTermination root volume is deleted")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
