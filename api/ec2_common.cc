@@ -46,11 +46,12 @@ Ec2Error FromStatus(const absl::Status& s, const std::string& kind) {
   if (kms == "NotFoundException") return {400, "KMSKeyNotFound", message};
   if (kms == "KMSInternalException") return {500, "KMSInternalException", message};
   if (!kms.empty() && kms.find('.') != std::string::npos) return {400, kms, message};
-  static const std::set<std::string> kEc2Codes = {"InvalidBlockDeviceMapping", "AuthFailure",
-                                                   "OperationNotPermitted", "IncorrectState",
-                                                   "IncorrectInstanceState", "InvalidParameterValue",
-                                                   "UnauthorizedOperation", "MissingParameter",
-                                                   "InstanceLimitExceeded"};
+  static const std::set<std::string> kEc2Codes = {
+      "InvalidBlockDeviceMapping", "AuthFailure",
+      "OperationNotPermitted",     "IncorrectState",
+      "IncorrectInstanceState",    "InvalidParameterValue",
+      "UnauthorizedOperation",     "MissingParameter",
+      "InstanceLimitExceeded"};
   if (kEc2Codes.contains(kms)) return {kms == "UnauthorizedOperation" ? 403 : 400, kms, message};
   switch (s.code()) {
     case absl::StatusCode::kNotFound:
@@ -90,7 +91,8 @@ absl::StatusOr<std::map<std::string, std::map<std::string, std::string>>> TagSpe
     const std::string type = p.GetOr(spec + "ResourceType", "");
     if (std::find(resource_types.begin(), resource_types.end(), type) == resource_types.end()) {
       std::string valid;
-      for (const std::string& t : resource_types) absl::StrAppend(&valid, valid.empty() ? "" : " or ", t);
+      for (const std::string& t : resource_types)
+        absl::StrAppend(&valid, valid.empty() ? "" : " or ", t);
       return absl::InvalidArgumentError(absl::StrCat("tag specification resource type \"", type,
                                                      "\" is not valid here; use ", valid));
     }
@@ -162,7 +164,6 @@ absl::StatusOr<bool> MatchesFilters(const std::vector<Filter>& filters, const Fa
   }
   return true;
 }
-
 
 absl::StatusOr<uint64_t> ParseIsoTime(const std::string& text) {
   tm t{};

@@ -56,8 +56,7 @@ struct Page {
   size_t begin = 0, end = 0;
   std::string next_token;
 };
-absl::StatusOr<Page> Paginate(const QueryParams& p, size_t count, int64_t min_max,
-                              int64_t max_max);
+absl::StatusOr<Page> Paginate(const QueryParams& p, size_t count, int64_t min_max, int64_t max_max);
 
 // A resource's filterable values by EC2 filter name. With its tags (tag:KEY, tag-key,
 // tag-value) this is the one mechanism behind every Describe call's Filter.N. A name with

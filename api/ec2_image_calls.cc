@@ -114,8 +114,7 @@ class ImageCalls {
         {"ReplaceImageCriteriaInAllowedImagesSettings",
          &ImageCalls::ReplaceImageCriteriaInAllowedImagesSettings},
         {"EnableImageDeregistrationProtection", &ImageCalls::EnableImageDeregistrationProtection},
-        {"DisableImageDeregistrationProtection",
-         &ImageCalls::DisableImageDeregistrationProtection},
+        {"DisableImageDeregistrationProtection", &ImageCalls::DisableImageDeregistrationProtection},
         {"EnableImageDeprecation", &ImageCalls::EnableImageDeprecation},
         {"DisableImageDeprecation", &ImageCalls::DisableImageDeprecation},
         {"CreateStoreImageTask", &ImageCalls::CreateStoreImageTask},
@@ -163,14 +162,16 @@ class ImageCalls {
   }
   // An image the caller owns (required to change it).
   absl::StatusOr<ImageInfo> OwnedImage(const std::string& id) {
-    if (id.empty()) return WithAwsErrorCode(absl::InvalidArgumentError("ImageId is required"),
-                                            "MissingParameter");
+    if (id.empty())
+      return WithAwsErrorCode(absl::InvalidArgumentError("ImageId is required"),
+                              "MissingParameter");
     absl::StatusOr<ImageInfo> image = VisibleImage(id);
     if (!image.ok()) return image.status();
     if (image->owner != account_.id) {
-      return WithAwsErrorCode(absl::PermissionDeniedError(absl::StrCat(
-                                  "You do not own the image ", id, "; only its owner may change it")),
-                              "AuthFailure");
+      return WithAwsErrorCode(
+          absl::PermissionDeniedError(
+              absl::StrCat("You do not own the image ", id, "; only its owner may change it")),
+          "AuthFailure");
     }
     return image;
   }
@@ -179,7 +180,8 @@ class ImageCalls {
     if (!i.ok() || i->owner != account_.id) {
       return WithAwsErrorCode(
           absl::NotFoundError(absl::StrCat("The instance ID '", id, "' does not exist")),
-          absl::StartsWith(id, "i-") ? "InvalidInstanceID.NotFound" : "InvalidInstanceID.Malformed");
+          absl::StartsWith(id, "i-") ? "InvalidInstanceID.NotFound"
+                                     : "InvalidInstanceID.Malformed");
     }
     return i;
   }
@@ -197,9 +199,9 @@ class ImageCalls {
       BlockDeviceMapping mapping;
       mapping.device_name = p_.GetOr(m + "DeviceName", "");
       if (mapping.device_name.empty()) {
-        return WithAwsErrorCode(absl::InvalidArgumentError(
-                                    absl::StrCat(m, "DeviceName is required")),
-                                "InvalidBlockDeviceMapping");
+        return WithAwsErrorCode(
+            absl::InvalidArgumentError(absl::StrCat(m, "DeviceName is required")),
+            "InvalidBlockDeviceMapping");
       }
       mapping.virtual_name = p_.GetOr(m + "VirtualName", "");
       mapping.no_device = p_.Get(m + "NoDevice").has_value();
@@ -209,9 +211,9 @@ class ImageCalls {
         EbsBlockDevice e;
         const std::string ebs = m + "Ebs.";
         e.snapshot_id = p_.GetOr(ebs + "SnapshotId", "");
-        for (auto [name, field] : {std::pair{"VolumeSize", &e.volume_size_gib},
-                                   std::pair{"Iops", &e.iops},
-                                   std::pair{"Throughput", &e.throughput}}) {
+        for (auto [name, field] :
+             {std::pair{"VolumeSize", &e.volume_size_gib}, std::pair{"Iops", &e.iops},
+              std::pair{"Throughput", &e.throughput}}) {
           absl::StatusOr<std::optional<int64_t>> v = p_.GetInt(ebs + name);
           if (!v.ok()) return v.status();
           if (v->has_value()) {
@@ -262,11 +264,11 @@ class ImageCalls {
     if (!image.boot_mode.empty()) x_.Text("bootMode", image.boot_mode);
     if (!image.tpm_support.empty()) x_.Text("tpmSupport", image.tpm_support);
     if (!image.imds_support.empty()) x_.Text("imdsSupport", image.imds_support);
-    if (image.deprecation_micros != 0) x_.Text("deprecationTime", IsoTime(image.deprecation_micros));
+    if (image.deprecation_micros != 0)
+      x_.Text("deprecationTime", IsoTime(image.deprecation_micros));
     if (!image.source_instance_id.empty()) x_.Text("sourceInstanceId", image.source_instance_id);
     if (!image.source_image_id.empty()) x_.Text("sourceImageId", image.source_image_id);
-    if (!image.source_image_region.empty())
-      x_.Text("sourceImageRegion", image.source_image_region);
+    if (!image.source_image_region.empty()) x_.Text("sourceImageRegion", image.source_image_region);
     x_.Text("deregistrationProtection", ProtectionName(image));
     if (image.last_launched_micros != 0)
       x_.Text("lastLaunchedTime", IsoTime(image.last_launched_micros));
@@ -278,35 +280,35 @@ class ImageCalls {
   }
 
   Facets ImageFacets(const ImageInfo& image) {
-    Facets f = {{"architecture", image.architecture},
-                {"description", image.description},
-                {"ena-support", image.ena_support ? "true" : "false"},
-                {"image-id", image.id},
-                {"image-type", "machine"},
-                {"is-public", image.is_public() ? "true" : "false"},
-                {"kernel-id", image.kernel_id},
-                {"ramdisk-id", image.ramdisk_id},
-                {"name", image.name},
-                {"owner-id", image.owner},
-                {"owner-alias", ""},
-                {"platform", ""},
-                {"root-device-name", image.root_device_name},
-                {"root-device-type", "ebs"},
-                {"state", ImageStateName(image.state)},
-                {"state-reason-code", image.state_reason.substr(0, image.state_reason.find(':'))},
-                {"state-reason-message", image.state_reason},
-                {"virtualization-type", image.virtualization_type},
-                {"hypervisor", "xen"},
-                {"boot-mode", image.boot_mode},
-                {"tpm-support", image.tpm_support},
-                {"imds-support", image.imds_support},
-                {"creation-date", IsoTime(image.creation_micros)},
-                {"deprecation-time",
-                 image.deprecation_micros ? IsoTime(image.deprecation_micros) : ""},
-                {"source-instance-id", image.source_instance_id},
-                {"source-image-id", image.source_image_id},
-                {"source-image-region", image.source_image_region},
-                {"deregistration-protection", ProtectionName(image)}};
+    Facets f = {
+        {"architecture", image.architecture},
+        {"description", image.description},
+        {"ena-support", image.ena_support ? "true" : "false"},
+        {"image-id", image.id},
+        {"image-type", "machine"},
+        {"is-public", image.is_public() ? "true" : "false"},
+        {"kernel-id", image.kernel_id},
+        {"ramdisk-id", image.ramdisk_id},
+        {"name", image.name},
+        {"owner-id", image.owner},
+        {"owner-alias", ""},
+        {"platform", ""},
+        {"root-device-name", image.root_device_name},
+        {"root-device-type", "ebs"},
+        {"state", ImageStateName(image.state)},
+        {"state-reason-code", image.state_reason.substr(0, image.state_reason.find(':'))},
+        {"state-reason-message", image.state_reason},
+        {"virtualization-type", image.virtualization_type},
+        {"hypervisor", "xen"},
+        {"boot-mode", image.boot_mode},
+        {"tpm-support", image.tpm_support},
+        {"imds-support", image.imds_support},
+        {"creation-date", IsoTime(image.creation_micros)},
+        {"deprecation-time", image.deprecation_micros ? IsoTime(image.deprecation_micros) : ""},
+        {"source-instance-id", image.source_instance_id},
+        {"source-image-id", image.source_image_id},
+        {"source-image-region", image.source_image_region},
+        {"deregistration-protection", ProtectionName(image)}};
     for (const BlockDeviceMapping& m : image.mappings) {
       f.insert({"block-device-mapping.device-name", m.device_name});
       if (!m.ebs.has_value()) continue;
@@ -327,8 +329,9 @@ class ImageCalls {
     image.name = p_.GetOr("Name", "");
     if (image.name.empty()) return Missing("Name");
     if (p_.Get("ImageLocation").has_value()) {
-      return Invalid("ImageLocation (instance-store images in S3) is not supported; register "
-                     "EBS-backed images with BlockDeviceMapping");
+      return Invalid(
+          "ImageLocation (instance-store images in S3) is not supported; register "
+          "EBS-backed images with BlockDeviceMapping");
     }
     image.owner = account_.id;
     image.description = p_.GetOr("Description", "");
@@ -362,7 +365,8 @@ class ImageCalls {
     const std::vector<std::string> executable_by = p_.List("ExecutableBy");
     absl::StatusOr<std::optional<bool>> include_deprecated = p_.GetBool("IncludeDeprecated");
     absl::StatusOr<std::optional<bool>> include_disabled = p_.GetBool("IncludeDisabled");
-    if (!include_deprecated.ok()) return Invalid(std::string(include_deprecated.status().message()));
+    if (!include_deprecated.ok())
+      return Invalid(std::string(include_deprecated.status().message()));
     if (!include_disabled.ok()) return Invalid(std::string(include_disabled.status().message()));
     for (const std::string& o : owners) {
       if (o != "self" && o != "amazon" && o != "aws-marketplace" && o != "aws-backup-vault" &&
@@ -379,7 +383,8 @@ class ImageCalls {
     if (!settings.ok()) return Fail(settings.status());
     if (!all.ok()) return Fail(all.status());
     for (const std::string& id : ids) {
-      auto it = std::find_if(all->begin(), all->end(), [&](const ImageInfo& i) { return i.id == id; });
+      auto it =
+          std::find_if(all->begin(), all->end(), [&](const ImageInfo& i) { return i.id == id; });
       if (it == all->end() || !MayLaunch(*it)) return Fail(NotFound(id));
     }
     const std::vector<Filter> filters = ParseFilters(p_);
@@ -397,10 +402,9 @@ class ImageCalls {
       if (!executable_by.empty()) {
         bool match = false;
         for (const std::string& e : executable_by) {
-          const bool listed = std::find(image.launch_permissions.begin(),
-                                        image.launch_permissions.end(),
-                                        e == "self" ? account_.id : e) !=
-                              image.launch_permissions.end();
+          const bool listed =
+              std::find(image.launch_permissions.begin(), image.launch_permissions.end(),
+                        e == "self" ? account_.id : e) != image.launch_permissions.end();
           match |= (e == "all" && image.is_public()) ||
                    (e == "self" && (listed || image.owner == account_.id)) || listed;
         }
@@ -496,7 +500,8 @@ class ImageCalls {
   }
 
   // Launch permission changes of ModifyImageAttribute: both request syntaxes.
-  absl::StatusOr<std::pair<std::vector<std::string>, std::vector<std::string>>> PermissionChanges() {
+  absl::StatusOr<std::pair<std::vector<std::string>, std::vector<std::string>>>
+  PermissionChanges() {
     std::vector<std::string> add, remove;
     auto take = [&](const std::string& list, std::vector<std::string>& into) -> absl::Status {
       for (const std::string& item : p_.StructList(list)) {
@@ -821,8 +826,7 @@ class ImageCalls {
     absl::StatusOr<std::string> dir = BucketDir();
     if (!dir.ok()) return Fail(dir.status());
     const std::string key = absl::StrCat(id, ".bin");
-    if (absl::Status s =
-            tasks_.Start(region_, id, *dir, p_.GetOr("Bucket", ""), key, account_.id);
+    if (absl::Status s = tasks_.Start(region_, id, *dir, p_.GetOr("Bucket", ""), key, account_.id);
         !s.ok())
       return Fail(s);
     x_.Text("objectKey", key);
@@ -965,8 +969,7 @@ class ImageCalls {
       return Invalid("UserData must be base64");
     }
     // Images the caller may not see are "not found", as on AWS.
-    if (absl::StatusOr<ImageInfo> image = images_.DescribeImage(image_id);
-        !image.ok()) {
+    if (absl::StatusOr<ImageInfo> image = images_.DescribeImage(image_id); !image.ok()) {
       return Fail(image.status());
     }
     std::vector<InstanceInfo> launched;
@@ -1040,7 +1043,8 @@ class ImageCalls {
   }
 
   // Stop/Start/Terminate: every id is checked before any changes.
-  Result ChangeInstances(const std::function<absl::StatusOr<InstanceInfo>(const std::string&)>& op) {
+  Result ChangeInstances(
+      const std::function<absl::StatusOr<InstanceInfo>(const std::string&)>& op) {
     const std::vector<std::string> ids = p_.List("InstanceId");
     if (ids.empty()) return Missing("InstanceId");
     std::vector<InstanceInfo> before;
@@ -1100,7 +1104,8 @@ class ImageCalls {
     absl::StatusOr<std::string> output = images_.ConsoleOutput(id);
     if (!output.ok()) return Fail(output.status());
     // EC2 returns the last 64 KiB.
-    const std::string tail = output->size() > 65536 ? output->substr(output->size() - 65536) : *output;
+    const std::string tail =
+        output->size() > 65536 ? output->substr(output->size() - 65536) : *output;
     x_.Text("instanceId", id);
     x_.Text("timestamp", IsoTime(NowMicros()));
     x_.Text("output", absl::Base64Escape(tail));
@@ -1167,9 +1172,8 @@ absl::Status StoreImageTasks::Start(Region& region, const std::string& image_id,
   }
   tasks_.push_back(task);
   threads_.emplace_back([this, &region, task, dir] {
-    absl::Status s = region.images().StoreImage(
-        task->image_id, dir, task->object_key, task->owner,
-        [task](int percent) { task->progress = percent; });
+    absl::Status s = region.images().StoreImage(task->image_id, dir, task->object_key, task->owner,
+                                                [task](int percent) { task->progress = percent; });
     absl::MutexLock lock(&mu_);
     task->state = s.ok() ? "Completed" : "Failed";
     if (!s.ok()) task->failure = std::string(s.message());

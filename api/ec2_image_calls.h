@@ -56,7 +56,6 @@ class StoreImageTasks {
 // body into `x` (opened by the caller).
 std::optional<Result> RunImageCall(Store& store, Region& region, const Account& account,
                                    const QueryParams& p, const std::string& action,
-                                   const Ec2Options& options, StoreImageTasks& tasks,
-                                   XmlWriter& x);
+                                   const Ec2Options& options, StoreImageTasks& tasks, XmlWriter& x);
 
 }  // namespace strata::api

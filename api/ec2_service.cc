@@ -146,12 +146,12 @@ class Call {
     }
     auto it = kActions.find(action_);
     if (it != kActions.end()) return (this->*(it->second))();
-    std::optional<Result> image_call = RunImageCall(store_, region_, account_, p_, action_,
-                                                    options_, store_tasks_, x_);
+    std::optional<Result> image_call =
+        RunImageCall(store_, region_, account_, p_, action_, options_, store_tasks_, x_);
     if (image_call.has_value()) return *std::move(image_call);
-    return Ec2Error{400, "InvalidAction",
-                    absl::StrCat("the action \"", action_,
-                                 "\" is not supported by Strata (see docs/api.md)")};
+    return Ec2Error{
+        400, "InvalidAction",
+        absl::StrCat("the action \"", action_, "\" is not supported by Strata (see docs/api.md)")};
   }
 
  private:
@@ -898,10 +898,9 @@ HttpResponse Ec2Service::Handle(const HttpRequest& request, const Account& accou
     return Error(400, "InvalidParameterValue", std::string(params.status().message()));
   const std::string action = params->GetOr("Action", "");
   if (action.empty()) return Error(400, "MissingAction", "the request has no Action parameter");
-  Result result =
-      Call(store_, region, account, *params, action, volume_tokens_, modifications_, options_,
-           store_tasks_)
-          .Run();
+  Result result = Call(store_, region, account, *params, action, volume_tokens_, modifications_,
+                       options_, store_tasks_)
+                      .Run();
   if (const Ec2Error* e = std::get_if<Ec2Error>(&result))
     return Error(e->status, e->code, e->message);
   return HttpResponse{

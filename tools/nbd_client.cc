@@ -101,8 +101,8 @@ absl::StatusOr<std::unique_ptr<NbdClient>> NbdClient::Connect(const std::string&
     if (type == nbd::kRepInfo && length >= 12 && Get(data.data(), 2) == nbd::kInfoExport) {
       size = Get(data.data() + 2, 8);
     } else if (type & (1u << 31)) {
-      return fail(absl::NotFoundError(absl::StrCat("NBD export ", export_name, " refused: ",
-                                                   data.size() > 0 ? data : "error")));
+      return fail(absl::NotFoundError(absl::StrCat(
+          "NBD export ", export_name, " refused: ", data.size() > 0 ? data : "error")));
     }
   }
   return std::unique_ptr<NbdClient>(new NbdClient(fd, size));
@@ -138,8 +138,8 @@ absl::Status NbdClient::Command(uint16_t type, uint64_t offset, std::span<const 
     return absl::DataLossError("unexpected NBD reply");
   }
   if (const uint32_t error = static_cast<uint32_t>(Get(reply + 4, 4)); error != 0) {
-    return absl::InternalError(absl::StrCat("NBD error ", error, " (", strerror(static_cast<int>(error)),
-                                            ") at offset ", offset));
+    return absl::InternalError(absl::StrCat(
+        "NBD error ", error, " (", strerror(static_cast<int>(error)), ") at offset ", offset));
   }
   return absl::OkStatus();
 }

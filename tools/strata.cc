@@ -2,6 +2,8 @@
 // directory directly (stratad must not be running on it): volumes, snapshots, changed blocks,
 // data import and export, garbage collection.
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -9,11 +11,9 @@
 #include <map>
 #include <set>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include <unistd.h>
-
-#include "absl/strings/escaping.h"
 #include "admin.h"
 #include "api_client.h"
 #include "cli_args.h"
@@ -363,8 +363,8 @@ absl::StatusOr<std::string> WaitForSnapshot(const strata::tools::ApiEndpoint& en
 // and written over NBD (all-zero pieces skipped: the volume stays thin), detached, snapshot,
 // registered as an image whose root device /dev/sda1 maps the snapshot. The volume is deleted
 // at the end; on failure everything made so far is removed.
-int ImportImage(const Args& a, const strata::tools::ApiEndpoint& endpoint,
-                const std::string& dir, const std::string& format) {
+int ImportImage(const Args& a, const strata::tools::ApiEndpoint& endpoint, const std::string& dir,
+                const std::string& format) {
   const auto& p = a.positional();
   const std::string name = a.Get("name", "");
   if (p.size() != 2 || name.empty()) {
@@ -373,7 +373,8 @@ int ImportImage(const Args& a, const strata::tools::ApiEndpoint& endpoint,
   const std::string& file = p[1];
   std::error_code ec;
   const uintmax_t size = std::filesystem::file_size(file, ec);
-  if (ec) return Fail(absl::InvalidArgumentError(absl::StrCat("cannot read ", file, ": ", ec.message())));
+  if (ec)
+    return Fail(absl::InvalidArgumentError(absl::StrCat("cannot read ", file, ": ", ec.message())));
   if (size == 0) return Fail(absl::InvalidArgumentError(absl::StrCat(file, " is empty")));
   const uint64_t gib = (size + (1ull << 30) - 1) >> 30;
   json created;
@@ -389,9 +390,9 @@ int ImportImage(const Args& a, const strata::tools::ApiEndpoint& endpoint,
     (void)strata::tools::CallEc2(endpoint, "DeleteVolume", {{"VolumeId", volume}});
     return rc;
   };
-  if (int rc = Ec2(endpoint, "AttachVolume",
-                   {{"VolumeId", volume}, {"InstanceId", group}, {"Device", "/dev/sda1"}}, nullptr,
-                   "");
+  if (int rc =
+          Ec2(endpoint, "AttachVolume",
+              {{"VolumeId", volume}, {"InstanceId", group}, {"Device", "/dev/sda1"}}, nullptr, "");
       rc != 0)
     return cleanup(rc);
   {
@@ -446,9 +447,9 @@ int ImportImage(const Args& a, const strata::tools::ApiEndpoint& endpoint,
     return cleanup(rc);
   }
   cleanup(0);
-  PrintResult(json({{"ImageId", image.value("imageId", "")}, {"SnapshotId", snap}, {"Name", name}})
-                  .dump(2),
-              format);
+  PrintResult(
+      json({{"ImageId", image.value("imageId", "")}, {"SnapshotId", snap}, {"Name", name}}).dump(2),
+      format);
   return 0;
 }
 
@@ -610,12 +611,11 @@ int main(int argc, char** argv) {
       rest.push_back(argv[i]);
     }
   }
-  auto args =
-      Args::Parse(static_cast<int>(rest.size()), rest.data(), 1,
-                  {"data-dir", "region", "size", "snapshot", "offset", "rate", "description",
-                   "endpoint", "output", "nbd", "instance-id", "device", "kms-root-key-file", "name",
-                   "architecture", "boot-mode", "nbd-socket"},
-                  {"help"});
+  auto args = Args::Parse(static_cast<int>(rest.size()), rest.data(), 1,
+                          {"data-dir", "region", "size", "snapshot", "offset", "rate",
+                           "description", "endpoint", "output", "nbd", "instance-id", "device",
+                           "kms-root-key-file", "name", "architecture", "boot-mode", "nbd-socket"},
+                          {"help"});
   if (!args.ok()) {
     std::fprintf(stderr, "strata: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
     return 2;

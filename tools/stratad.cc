@@ -55,12 +55,11 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto args =
-      strata::tools::Args::Parse(argc, argv, 1,
-                                 {"data-dir", "chunk-size", "api-listen", "nbd-listen", "tls",
-                                  "tls-psk-file", "tls-x509-dir", "kms-root-key-file", "vm", "vm-accel",
-                                  "bucket-dir"},
-                                 {"compression", "help"});
+  auto args = strata::tools::Args::Parse(
+      argc, argv, 1,
+      {"data-dir", "chunk-size", "api-listen", "nbd-listen", "tls", "tls-psk-file", "tls-x509-dir",
+       "kms-root-key-file", "vm", "vm-accel", "bucket-dir"},
+      {"compression", "help"});
   if (!args.ok()) {
     std::fprintf(stderr, "stratad: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
     return 2;
@@ -191,8 +190,8 @@ int main(int argc, char** argv) {
     if (!nbd_tcp.empty()) {
       ec2_options.nbd_uri_template = absl::StrCat("nbd://", nbd_tcp, "/{export}");
     } else if (!nbd_socket.empty()) {
-      ec2_options.nbd_uri_template = absl::StrCat(
-          "nbd+unix:///{export}?socket=", std::filesystem::absolute(nbd_socket).string());
+      ec2_options.nbd_uri_template = absl::StrCat("nbd+unix:///{export}?socket=",
+                                                  std::filesystem::absolute(nbd_socket).string());
     }
     api = std::make_unique<strata::api::ApiServer>(**store, api_options, ec2_options);
     if (absl::Status s = api->Start(); !s.ok()) return Fail(s);

@@ -133,15 +133,25 @@ absl::Status QemuHypervisor::Start(const Machine& machine, ExitFn on_exit) {
   std::filesystem::remove(qmp, ec);
   // The console keeps every boot's output, as EC2's does across stops and starts.
   std::vector<std::string> args = {options_.qemu_binary,
-                                   "-name", machine.instance_id,
-                                   "-accel", accel_,
-                                   "-m", absl::StrCat(machine.type.memory_mib),
-                                   "-smp", absl::StrCat(std::min(machine.type.vcpus, 2)),
-                                   "-nodefaults", "-display", "none", "-nic", "none",
-                                   "-chardev", absl::StrCat("file,id=console,path=", console,
-                                                            ",append=on"),
-                                   "-serial", "chardev:console",
-                                   "-qmp", absl::StrCat("unix:", qmp, ",server=on,wait=off"),
+                                   "-name",
+                                   machine.instance_id,
+                                   "-accel",
+                                   accel_,
+                                   "-m",
+                                   absl::StrCat(machine.type.memory_mib),
+                                   "-smp",
+                                   absl::StrCat(std::min(machine.type.vcpus, 2)),
+                                   "-nodefaults",
+                                   "-display",
+                                   "none",
+                                   "-nic",
+                                   "none",
+                                   "-chardev",
+                                   absl::StrCat("file,id=console,path=", console, ",append=on"),
+                                   "-serial",
+                                   "chardev:console",
+                                   "-qmp",
+                                   absl::StrCat("unix:", qmp, ",server=on,wait=off"),
                                    "-no-reboot"};
   for (size_t i = 0; i < machine.volume_ids.size(); ++i) {
     args.push_back("-drive");
@@ -166,8 +176,8 @@ absl::Status QemuHypervisor::Start(const Machine& machine, ExitFn on_exit) {
     vms_[machine.instance_id] = std::move(vm);
     // The watcher forks QEMU itself: PR_SET_PDEATHSIG follows the thread that forked, so
     // that thread must live as long as the VM.
-    raw->watcher = std::thread(&QemuHypervisor::Watch, this, machine.instance_id,
-                               std::move(args), dir + "/qemu.log", std::move(on_exit));
+    raw->watcher = std::thread(&QemuHypervisor::Watch, this, machine.instance_id, std::move(args),
+                               dir + "/qemu.log", std::move(on_exit));
     mu_.Await(absl::Condition(
         +[](Vm* v) { return v->pid != -1 || v->exited; }, raw));
   }

@@ -32,8 +32,7 @@ struct QemuOptions {
 class QemuHypervisor final : public Hypervisor {
  public:
   // kFailedPrecondition when the QEMU binary is not installed.
-  [[nodiscard]] static absl::StatusOr<std::unique_ptr<QemuHypervisor>> Create(
-      QemuOptions options);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<QemuHypervisor>> Create(QemuOptions options);
   // Ends every VM (as a stop with force) and waits for their watchers.
   ~QemuHypervisor() override;
 
@@ -54,8 +53,8 @@ class QemuHypervisor final : public Hypervisor {
       : options_(std::move(options)), accel_(std::move(accel)) {}
   std::string InstanceDir(const std::string& instance_id) const;
   // Runs QEMU with `args` (output to `log`) and waits for it; then calls `on_exit`.
-  void Watch(const std::string& instance_id, std::vector<std::string> args,
-             const std::string& log, ExitFn on_exit);
+  void Watch(const std::string& instance_id, std::vector<std::string> args, const std::string& log,
+             ExitFn on_exit);
   // Waits up to `seconds` for the VM to exit; true if it did.
   bool WaitExited(const std::string& instance_id, int seconds);
 

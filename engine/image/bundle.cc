@@ -55,12 +55,23 @@ std::string XmlEscape(absl::string_view text) {
   std::string out;
   for (char c : text) {
     switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
-      default: out += c;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -107,8 +118,8 @@ absl::Status ValidateObjectKey(const std::string& key) {
   static const std::regex kKey("^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$");
   if (!std::regex_match(key, kKey)) {
     return WithAwsErrorCode(
-        absl::InvalidArgumentError(absl::StrCat(
-            "invalid object key \"", key, "\": 1 to 200 letters, digits, '.', '_' or '-'")),
+        absl::InvalidArgumentError(absl::StrCat("invalid object key \"", key,
+                                                "\": 1 to 200 letters, digits, '.', '_' or '-'")),
         "InvalidParameterValue");
   }
   return absl::OkStatus();
@@ -152,7 +163,10 @@ void PutU64(std::string& out, uint64_t v) {
 class PartWriter {
  public:
   PartWriter(std::string dir, std::string object_key, const SecretBytes& key, std::string aad)
-      : dir_(std::move(dir)), object_key_(std::move(object_key)), key_(key), aad_(std::move(aad)),
+      : dir_(std::move(dir)),
+        object_key_(std::move(object_key)),
+        key_(key),
+        aad_(std::move(aad)),
         zstd_(ZSTD_createCCtx()) {
     ZSTD_CCtx_setParameter(zstd_, ZSTD_c_compressionLevel, 3);
   }
@@ -189,8 +203,7 @@ class PartWriter {
  private:
   absl::Status Flush(absl::string_view compressed) {
     const size_t index = parts_.size();
-    const std::string sealed =
-        crypto::Seal(key_, compressed, absl::StrCat(aad_, "|part|", index));
+    const std::string sealed = crypto::Seal(key_, compressed, absl::StrCat(aad_, "|part|", index));
     const std::string file = PartName(object_key_, index);
     STRATA_RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(dir_, "/", file), sealed));
     parts_.push_back({file, sealed.size(), Sha256(sealed)});
@@ -207,16 +220,17 @@ class PartWriter {
 
 std::string MappingXml(const BlockDeviceMapping& m, int stream) {
   std::string x = absl::StrCat("<mapping><deviceName>", XmlEscape(m.device_name), "</deviceName>");
-  if (!m.virtual_name.empty()) absl::StrAppend(&x, "<virtualName>", XmlEscape(m.virtual_name), "</virtualName>");
+  if (!m.virtual_name.empty())
+    absl::StrAppend(&x, "<virtualName>", XmlEscape(m.virtual_name), "</virtualName>");
   if (m.no_device) absl::StrAppend(&x, "<noDevice>true</noDevice>");
   if (m.ebs.has_value()) {
     const EbsBlockDevice& e = *m.ebs;
     absl::StrAppend(&x, "<ebs><volumeSize>", e.volume_size_gib, "</volumeSize><volumeType>",
                     XmlEscape(e.volume_type), "</volumeType><iops>", e.iops, "</iops><throughput>",
                     e.throughput, "</throughput><deleteOnTermination>",
-                    e.delete_on_termination ? "true" : "false",
-                    "</deleteOnTermination><encrypted>", e.encrypted ? "true" : "false",
-                    "</encrypted><stream>", stream, "</stream></ebs>");
+                    e.delete_on_termination ? "true" : "false", "</deleteOnTermination><encrypted>",
+                    e.encrypted ? "true" : "false", "</encrypted><stream>", stream,
+                    "</stream></ebs>");
   }
   absl::StrAppend(&x, "</mapping>");
   return x;
@@ -234,8 +248,8 @@ absl::Status WriteBundle(Region& region, const ImageInfo& image, const std::stri
   // The data key, wrapped by the account's default EBS key and bound to the image.
   STRATA_ASSIGN_OR_RETURN(KmsKeyInfo kms_key, region.kms().DefaultEbsKey(account));
   const EncryptionContext context = {{kContextKey, image.id}};
-  STRATA_ASSIGN_OR_RETURN(DataKey data_key, region.kms().GenerateDataKey(
-                                                account, kms_key.arn, kDataKeyBytes, context));
+  STRATA_ASSIGN_OR_RETURN(
+      DataKey data_key, region.kms().GenerateDataKey(account, kms_key.arn, kDataKeyBytes, context));
   const SecretBytes aes_key(data_key.plaintext.str().substr(0, 32));
   const SecretBytes hmac_key(data_key.plaintext.str().substr(32, 32));
 
@@ -275,8 +289,8 @@ absl::Status WriteBundle(Region& region, const ImageInfo& image, const std::stri
       token = listing.next_token;
       if (!listing.blocks.empty() && progress && total_bytes > 0) {
         const uint64_t position = listing.blocks.back().block_index * kApiBlockBytes;
-        progress(static_cast<int>(
-            std::min<uint64_t>(99, (done_bytes + position) * 100 / total_bytes)));
+        progress(
+            static_cast<int>(std::min<uint64_t>(99, (done_bytes + position) * 100 / total_bytes)));
       }
     } while (!token.empty());
     done_bytes += snapshot->size_bytes();
@@ -285,16 +299,15 @@ absl::Status WriteBundle(Region& region, const ImageInfo& image, const std::stri
 
   std::string m = absl::StrCat("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<manifest><version>",
                                kManifestVersion, "</version>\n<image>");
-  absl::StrAppend(&m, "<sourceImageId>", XmlEscape(image.id), "</sourceImageId><name>",
-                  XmlEscape(image.name), "</name><description>", XmlEscape(image.description),
-                  "</description><architecture>", XmlEscape(image.architecture),
-                  "</architecture><virtualizationType>", XmlEscape(image.virtualization_type),
-                  "</virtualizationType><bootMode>", XmlEscape(image.boot_mode),
-                  "</bootMode><rootDeviceName>", XmlEscape(image.root_device_name),
-                  "</rootDeviceName><enaSupport>", image.ena_support ? "true" : "false",
-                  "</enaSupport><tpmSupport>", XmlEscape(image.tpm_support),
-                  "</tpmSupport><imdsSupport>", XmlEscape(image.imds_support),
-                  "</imdsSupport>\n<blockDeviceMapping>");
+  absl::StrAppend(
+      &m, "<sourceImageId>", XmlEscape(image.id), "</sourceImageId><name>", XmlEscape(image.name),
+      "</name><description>", XmlEscape(image.description), "</description><architecture>",
+      XmlEscape(image.architecture), "</architecture><virtualizationType>",
+      XmlEscape(image.virtualization_type), "</virtualizationType><bootMode>",
+      XmlEscape(image.boot_mode), "</bootMode><rootDeviceName>", XmlEscape(image.root_device_name),
+      "</rootDeviceName><enaSupport>", image.ena_support ? "true" : "false",
+      "</enaSupport><tpmSupport>", XmlEscape(image.tpm_support), "</tpmSupport><imdsSupport>",
+      XmlEscape(image.imds_support), "</imdsSupport>\n<blockDeviceMapping>");
   int stream = 0;
   for (const BlockDeviceMapping& mapping : image.mappings) {
     const bool has_stream = mapping.ebs.has_value() && !mapping.ebs->snapshot_id.empty();
@@ -323,8 +336,8 @@ absl::StatusOr<ImageInfo> ReadBundle(Region& region, const std::string& dir,
                           ReadFile(absl::StrCat(dir, "/", object_key), kMaxManifestBytes,
                                    absl::StrCat("the manifest ", object_key)));
   if (Element(manifest, "version") != kManifestVersion) {
-    return Corrupt(absl::StrCat(object_key, " is not a Strata bundle manifest (",
-                                kManifestVersion, ")"));
+    return Corrupt(
+        absl::StrCat(object_key, " is not a Strata bundle manifest (", kManifestVersion, ")"));
   }
   // 1. The signature, with the data key the manifest carries (unwrapped by the KMS).
   const size_t sig_at = manifest.rfind("<signature>");
@@ -335,8 +348,8 @@ absl::StatusOr<ImageInfo> ReadBundle(Region& region, const std::string& dir,
   if (!absl::Base64Unescape(Element(manifest, "wrappedKey"), &wrapped)) {
     return Corrupt("the manifest's wrapped key is not base64");
   }
-  STRATA_ASSIGN_OR_RETURN(Decrypted key, region.kms().Decrypt(account, wrapped,
-                                                              {{kContextKey, source_image}}, ""));
+  STRATA_ASSIGN_OR_RETURN(
+      Decrypted key, region.kms().Decrypt(account, wrapped, {{kContextKey, source_image}}, ""));
   if (key.plaintext.size() != kDataKeyBytes) return Corrupt("the bundle's data key is malformed");
   const std::string expected = HmacSha256(SecretBytes(key.plaintext.str().substr(32, 32)).str(),
                                           absl::string_view(manifest).substr(0, sig_at));
@@ -346,7 +359,8 @@ absl::StatusOr<ImageInfo> ReadBundle(Region& region, const std::string& dir,
   }
   // 2. Every part's digest, before any data is used.
   const std::vector<std::string> part_xml = Elements(manifest, "part");
-  if (part_xml.empty() || part_xml.size() > kMaxParts) return Corrupt("the manifest lists no parts");
+  if (part_xml.empty() || part_xml.size() > kMaxParts)
+    return Corrupt("the manifest lists no parts");
   std::vector<std::string> part_files;
   for (size_t i = 0; i < part_xml.size(); ++i) {
     const std::string file = Element(part_xml[i], "file");
@@ -357,11 +371,13 @@ absl::StatusOr<ImageInfo> ReadBundle(Region& region, const std::string& dir,
         ReadFile(absl::StrCat(dir, "/", file), kBundlePartBytes + 64, absl::StrCat("part ", file));
     if (!bytes.ok()) return bytes.status();
     if (bytes->size() != Number(part_xml[i], "bytes")) {
-      return Corrupt(absl::StrCat("part ", file, " has ", bytes->size(), " bytes, the manifest says ",
-                                  Number(part_xml[i], "bytes"), " (truncated?)"));
+      return Corrupt(absl::StrCat("part ", file, " has ", bytes->size(),
+                                  " bytes, the manifest says ", Number(part_xml[i], "bytes"),
+                                  " (truncated?)"));
     }
     if (Sha256(*bytes) != Element(part_xml[i], "sha256")) {
-      return Corrupt(absl::StrCat("part ", file, " does not match its digest (tampered or reordered)"));
+      return Corrupt(
+          absl::StrCat("part ", file, " does not match its digest (tampered or reordered)"));
     }
     part_files.push_back(file);
   }
@@ -415,7 +431,8 @@ absl::StatusOr<ImageInfo> ReadBundle(Region& region, const std::string& dir,
         absl::StatusOr<Region::DirectSnapshot> direct =
             region.StartDirectSnapshot(e.volume_size_gib << 30, "", request);
         if (!direct.ok()) return abort_all(direct.status());
-        builders.push_back({direct->snapshot.id, direct->builder_volume_id, e.volume_size_gib << 30});
+        builders.push_back(
+            {direct->snapshot.id, direct->builder_volume_id, e.volume_size_gib << 30});
         e.snapshot_id = direct->snapshot.id;
       }
       m.ebs = e;
@@ -486,11 +503,10 @@ absl::StatusOr<ImageInfo> ReadBundle(Region& region, const std::string& dir,
         }
         if (stream.size() - consumed < 17 + length) break;
         absl::StatusOr<Volume*> volume = region.GetVolume(builders[index].volume_id);
-        applied = volume.ok() ? (*volume)->Write(
-                                    offset, std::span<const std::byte>(
-                                                reinterpret_cast<const std::byte*>(
-                                                    stream.data() + consumed + 17),
-                                                length))
+        applied = volume.ok() ? (*volume)->Write(offset, std::span<const std::byte>(
+                                                             reinterpret_cast<const std::byte*>(
+                                                                 stream.data() + consumed + 17),
+                                                             length))
                               : volume.status();
         consumed += 17 + length;
       }

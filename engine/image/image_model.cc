@@ -75,7 +75,7 @@ int InstanceStateCode(InstanceState state) {
 }
 
 std::vector<InstanceType> InstanceTypes() {
-  return {{"t3.nano", 2, 512},   {"t3.micro", 2, 1024}, {"t3.small", 2, 2048},
+  return {{"t3.nano", 2, 512},    {"t3.micro", 2, 1024}, {"t3.small", 2, 2048},
           {"t3.medium", 2, 4096}, {"m5.large", 2, 8192}, {"m5.xlarge", 4, 16384},
           {"c5.large", 2, 4096}};
 }

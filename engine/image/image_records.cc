@@ -15,8 +15,8 @@ json MappingJson(const BlockDeviceMapping& m) {
   if (m.no_device) j["no_device"] = true;
   if (m.ebs.has_value()) {
     const EbsBlockDevice& e = *m.ebs;
-    j["ebs"] = {{"snapshot", e.snapshot_id}, {"size_gib", e.volume_size_gib},
-                {"type", e.volume_type},     {"iops", e.iops},
+    j["ebs"] = {{"snapshot", e.snapshot_id},  {"size_gib", e.volume_size_gib},
+                {"type", e.volume_type},      {"iops", e.iops},
                 {"throughput", e.throughput}, {"dot", e.delete_on_termination},
                 {"encrypted", e.encrypted},   {"kms_key", e.kms_key_id}};
   }
@@ -169,8 +169,8 @@ absl::StatusOr<ImageSettings> DecodeSettings(const std::string& bytes) {
 std::string EncodeInstance(const InstanceInfo& i) {
   json volumes = json::array();
   for (const InstanceVolume& v : i.volumes) {
-    volumes.push_back({{"device", v.device_name}, {"volume", v.volume_id},
-                       {"dot", v.delete_on_termination}});
+    volumes.push_back(
+        {{"device", v.device_name}, {"volume", v.volume_id}, {"dot", v.delete_on_termination}});
   }
   json j = {{"id", i.id},
             {"image", i.image_id},

@@ -62,7 +62,8 @@ bool ValidImageName(const std::string& name) {
 }
 
 bool ValidDeviceName(const std::string& name) {
-  static const std::regex kDevice("^(/dev/)?(sd[a-z]|xvd[a-z]{1,2}|hd[a-z]|vd[a-z]|nvme[0-9]n1)[0-9]{0,2}$");
+  static const std::regex kDevice(
+      "^(/dev/)?(sd[a-z]|xvd[a-z]{1,2}|hd[a-z]|vd[a-z]|nvme[0-9]n1)[0-9]{0,2}$");
   return name.size() <= 32 && std::regex_match(name, kDevice);
 }
 
@@ -93,7 +94,7 @@ std::vector<std::string> SnapshotIds(const ImageInfo& image) {
 
 // The settings of one Ebs mapping: a known type, Iops where the type needs them, a size limit.
 absl::Status ValidateEbs(const std::string& device, const EbsBlockDevice& ebs) {
-  static const std::set<std::string> kTypes = {"gp2", "gp3", "io1", "io2",
+  static const std::set<std::string> kTypes = {"gp2", "gp3", "io1",     "io2",
                                                "st1", "sc1", "standard"};
   if (!kTypes.contains(ebs.volume_type)) {
     return BadMapping(absl::StrCat("Invalid volume type '", ebs.volume_type, "' for ", device));
@@ -187,7 +188,8 @@ absl::Status ImageRegistry::ValidateImage(ImageInfo& image, bool allow_pending) 
     return BadValue(absl::StrCat("Invalid value '", image.virtualization_type,
                                  "' for virtualizationType: use hvm or paravirtual"));
   }
-  if (image.virtualization_type == "hvm" && (!image.kernel_id.empty() || !image.ramdisk_id.empty())) {
+  if (image.virtualization_type == "hvm" &&
+      (!image.kernel_id.empty() || !image.ramdisk_id.empty())) {
     return BadValue("KernelId and RamdiskId are for paravirtual images only");
   }
   if (!image.kernel_id.empty() && !absl::StartsWith(image.kernel_id, "aki-")) {
@@ -224,8 +226,8 @@ absl::Status ImageRegistry::ValidateImage(ImageInfo& image, bool allow_pending) 
     if (!devices.insert(m.device_name).second) {
       return BadMapping(absl::StrCat("The device name '", m.device_name, "' is mapped twice"));
     }
-    const int kinds = (m.ebs.has_value() ? 1 : 0) + (m.virtual_name.empty() ? 0 : 1) +
-                      (m.no_device ? 1 : 0);
+    const int kinds =
+        (m.ebs.has_value() ? 1 : 0) + (m.virtual_name.empty() ? 0 : 1) + (m.no_device ? 1 : 0);
     if (kinds != 1) {
       return BadMapping(absl::StrCat("the mapping of ", m.device_name,
                                      " must have exactly one of Ebs, VirtualName or NoDevice"));
@@ -242,8 +244,8 @@ absl::Status ImageRegistry::ValidateImage(ImageInfo& image, bool allow_pending) 
         return BadMapping(absl::StrCat("the root device ", m.device_name, " needs a snapshot"));
       }
       if (ebs.volume_size_gib == 0) {
-        return BadMapping(absl::StrCat("the mapping of ", m.device_name,
-                                       " needs a SnapshotId or a VolumeSize"));
+        return BadMapping(
+            absl::StrCat("the mapping of ", m.device_name, " needs a SnapshotId or a VolumeSize"));
       }
     } else {
       absl::StatusOr<SnapshotInfo> s = region_.DescribeSnapshot(ebs.snapshot_id);
@@ -254,8 +256,8 @@ absl::Status ImageRegistry::ValidateImage(ImageInfo& image, bool allow_pending) 
       if (s->state == SnapshotState::kError ||
           (s->state == SnapshotState::kPending && !allow_pending)) {
         return Error(absl::StatusCode::kFailedPrecondition, "IncorrectState",
-                     absl::StrCat("snapshot ", ebs.snapshot_id, " is ",
-                                  SnapshotStateName(s->state), "; an image needs completed ones"));
+                     absl::StrCat("snapshot ", ebs.snapshot_id, " is ", SnapshotStateName(s->state),
+                                  "; an image needs completed ones"));
       }
       const uint64_t snapshot_gib = (s->volume_size_bytes + kGiB - 1) / kGiB;
       if (ebs.volume_size_gib == 0) ebs.volume_size_gib = snapshot_gib;
@@ -326,9 +328,9 @@ absl::StatusOr<ImageInfo> ImageRegistry::Resolve(ImageInfo image) {
     absl::StatusOr<SnapshotInfo> s = region_.DescribeSnapshot(id);
     if (!s.ok() || s->state == SnapshotState::kError) {
       image.state = ImageState::kFailed;
-      image.state_reason = absl::StrCat(
-          "Client.SnapshotFailed: snapshot ", id, " failed: ",
-          s.ok() ? s->state_message : std::string(s.status().message()));
+      image.state_reason =
+          absl::StrCat("Client.SnapshotFailed: snapshot ", id,
+                       " failed: ", s.ok() ? s->state_message : std::string(s.status().message()));
       break;
     }
     if (s->state == SnapshotState::kPending) all_completed = false;
@@ -386,22 +388,22 @@ absl::StatusOr<ImageInfo> ImageRegistry::UpdateImage(
     STRATA_ASSIGN_OR_RETURN(ImageSettings settings, GetSettings(image.owner));
     if (settings.block_public_access) {
       return Error(absl::StatusCode::kFailedPrecondition, "OperationNotPermitted",
-                   absl::StrCat("image block public access is on for account ", image.owner,
-                                ": ", image.id, " cannot be made public"));
+                   absl::StrCat("image block public access is on for account ", image.owner, ": ",
+                                image.id, " cannot be made public"));
     }
   }
   STRATA_RETURN_IF_ERROR(SaveImage(changed));
   return changed;
 }
 
-absl::StatusOr<std::vector<std::string>> ImageRegistry::DeregisterImage(
-    const std::string& image_id, bool delete_snapshots) {
+absl::StatusOr<std::vector<std::string>> ImageRegistry::DeregisterImage(const std::string& image_id,
+                                                                        bool delete_snapshots) {
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(ImageInfo image, LoadImage(image_id));
   if (image.deregistration_protection) {
-    return Error(absl::StatusCode::kFailedPrecondition, "OperationNotPermitted",
-                 absl::StrCat("deregistration protection is enabled for ", image_id,
-                              "; disable it first"));
+    return Error(
+        absl::StatusCode::kFailedPrecondition, "OperationNotPermitted",
+        absl::StrCat("deregistration protection is enabled for ", image_id, "; disable it first"));
   }
   if (image.protected_until_micros > NowMicros()) {
     return Error(absl::StatusCode::kFailedPrecondition, "OperationNotPermitted",
@@ -446,8 +448,7 @@ absl::StatusOr<ImageSettings> ImageRegistry::GetSettings(const std::string& acco
   return DecodeSettings(*bytes);
 }
 
-absl::Status ImageRegistry::SetSettings(const std::string& account,
-                                        const ImageSettings& settings) {
+absl::Status ImageRegistry::SetSettings(const std::string& account, const ImageSettings& settings) {
   static const std::set<std::string> kStates = {"disabled", "enabled", "audit-mode"};
   if (!kStates.contains(settings.allowed_images_state)) {
     return BadValue(absl::StrCat("Invalid allowed images state '", settings.allowed_images_state,
@@ -834,8 +835,8 @@ absl::StatusOr<ImageInfo> ImageRegistry::CreateImage(const std::string& instance
   if (absl::StatusOr<ImageInfo> s = LoadImage(instance.image_id); s.ok()) source = *s;
   image.architecture = instance.architecture;
   image.root_device_name = instance.root_device_name;
-  image.virtualization_type = source.virtualization_type.empty() ? "hvm"
-                                                                 : source.virtualization_type;
+  image.virtualization_type =
+      source.virtualization_type.empty() ? "hvm" : source.virtualization_type;
   image.boot_mode = source.boot_mode;
   image.ena_support = source.ena_support;
   image.source_instance_id = instance_id;

@@ -79,13 +79,11 @@ class ImageRegistry final : public Images {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status StoreInstance(const InstanceInfo& instance) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sets an instance's state (and reason), unless it is terminated.
-  absl::StatusOr<InstanceInfo> SetInstanceState(const std::string& instance_id,
-                                                InstanceState state, const std::string& reason)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<InstanceInfo> SetInstanceState(const std::string& instance_id, InstanceState state,
+                                                const std::string& reason) ABSL_LOCKS_EXCLUDED(mu_);
   // Boots the instance's VM (or marks it running without a hypervisor).
   absl::StatusOr<InstanceInfo> Boot(const InstanceInfo& instance) ABSL_LOCKS_EXCLUDED(mu_);
-  void OnVmExit(const std::string& instance_id, const std::string& reason)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  void OnVmExit(const std::string& instance_id, const std::string& reason) ABSL_LOCKS_EXCLUDED(mu_);
   // Stops the VM if one runs; returns once it has exited.
   absl::Status StopVm(const std::string& instance_id, bool force) ABSL_LOCKS_EXCLUDED(mu_);
   // The mapping an instance launches with: the image's, with `overrides` applied by device.

@@ -13,9 +13,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "image/image_registry.h"
 #include "strata/store.h"
 #include "util/status_macros.h"
-#include "image/image_registry.h"
 #include "volume/region_impl.h"
 
 namespace strata {

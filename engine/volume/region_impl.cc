@@ -1027,8 +1027,8 @@ absl::Status RegionImpl::DeleteSnapshot(const std::string& snapshot_id) {
       }));
   if (!image_id.empty()) {
     return WithAwsErrorCode(
-        absl::FailedPreconditionError(absl::StrCat("the snapshot ", snapshot_id,
-                                                   " is currently in use by ", image_id)),
+        absl::FailedPreconditionError(
+            absl::StrCat("the snapshot ", snapshot_id, " is currently in use by ", image_id)),
         "InvalidSnapshot.InUse");
   }
   meta::WriteBatch batch;

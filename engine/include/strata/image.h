@@ -43,12 +43,12 @@ struct ImageInfo {
   std::string id;  // "ami-" and 17 hex digits.
   std::string name;
   std::string description;
-  std::string owner;                  // Account id.
-  std::string architecture = "x86_64";  // x86_64 or arm64.
+  std::string owner;                        // Account id.
+  std::string architecture = "x86_64";      // x86_64 or arm64.
   std::string virtualization_type = "hvm";  // hvm or paravirtual.
-  std::string boot_mode;              // legacy-bios, uefi, uefi-preferred, or empty.
+  std::string boot_mode;                    // legacy-bios, uefi, uefi-preferred, or empty.
   std::string root_device_name = "/dev/sda1";
-  std::string kernel_id;  // aki-..., paravirtual only.
+  std::string kernel_id;   // aki-..., paravirtual only.
   std::string ramdisk_id;  // ari-..., paravirtual only.
   bool ena_support = false;
   std::string tpm_support;   // "v2.0" or empty.
@@ -62,11 +62,11 @@ struct ImageInfo {
   std::vector<std::string> launch_permissions;
   uint64_t deprecation_micros = 0;  // 0: not deprecated.
   bool deregistration_protection = false;
-  bool protection_cooldown = false;      // Protection was enabled WithCooldown.
-  uint64_t protected_until_micros = 0;   // Disabled with cooldown: protected until then.
-  std::string source_image_id;           // Lineage of copies.
+  bool protection_cooldown = false;     // Protection was enabled WithCooldown.
+  uint64_t protected_until_micros = 0;  // Disabled with cooldown: protected until then.
+  std::string source_image_id;          // Lineage of copies.
   std::string source_image_region;
-  std::string source_instance_id;        // CreateImage.
+  std::string source_instance_id;  // CreateImage.
   uint64_t last_launched_micros = 0;
   bool is_public() const;
 };
@@ -217,8 +217,7 @@ class Images {
   // (AES-256-GCM under a data key wrapped by `account`'s default EBS KMS key) and split into
   // 10 MiB parts; the manifest lists each part's SHA-256 and is signed (HMAC-SHA256).
   // `progress` (0..100) is called as the bundle is written.
-  [[nodiscard]] virtual absl::Status StoreImage(const std::string& image_id,
-                                                const std::string& dir,
+  [[nodiscard]] virtual absl::Status StoreImage(const std::string& image_id, const std::string& dir,
                                                 const std::string& object_key,
                                                 const std::string& account,
                                                 const std::function<void(int)>& progress) = 0;

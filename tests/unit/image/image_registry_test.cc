@@ -228,10 +228,10 @@ TEST_F(ImageRegistryTest, BundleRoundTripAndDamage) {
   ASSERT_TRUE(image.ok());
   const std::string bucket = dir_.path() + "/bucket";
   int last_progress = -1;
-  ASSERT_TRUE(region_->images()
-                  .StoreImage(image->id, bucket, "b.bin", "111111111111",
-                              [&](int p) { last_progress = p; })
-                  .ok());
+  ASSERT_TRUE(
+      region_->images()
+          .StoreImage(image->id, bucket, "b.bin", "111111111111", [&](int p) { last_progress = p; })
+          .ok());
   EXPECT_EQ(last_progress, 100);
   // A flipped byte in the part: refused, naming it; nothing registered, no snapshot left.
   const std::string part = bucket + "/b.bin.part.000";
