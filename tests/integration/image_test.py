@@ -321,6 +321,26 @@ def run(work, data_dir, daemon):
           f"CreateTags and DescribeTags on an image: {tags}")
     ec2.delete_tags(Resources=[base], Tags=[{"Key": "stage"}])
 
+    # --- Encrypted images: launching needs the KMS key too ---
+    enc_vol = ec2.create_volume(Size=1, AvailabilityZone="local-1a", Encrypted=True)["VolumeId"]
+    enc_snap = ec2.create_snapshot(VolumeId=enc_vol)["SnapshotId"]
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[enc_snap], WaiterConfig={"Delay": 1})
+    ec2.delete_volume(VolumeId=enc_vol)
+    enc_image = register(ec2, "encrypted-image", enc_snap)
+    mapping = ec2.describe_images(ImageIds=[enc_image])["Images"][0]["BlockDeviceMappings"][0]["Ebs"]
+    check(mapping["Encrypted"] and mapping.get("KmsKeyId", "").startswith("arn:"),
+          f"an encrypted snapshot makes an encrypted mapping: {mapping}")
+    launched = ec2.run_instances(ImageId=enc_image, MinCount=1, MaxCount=1)["Instances"][0]
+    vol = ec2.describe_volumes(VolumeIds=[launched["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]])["Volumes"][0]
+    check(vol["Encrypted"], "the owner's instance gets an encrypted volume")
+    ec2.terminate_instances(InstanceIds=[launched["InstanceId"]])
+    ec2.modify_image_attribute(ImageId=enc_image, LaunchPermission={"Add": [{"UserId": bob_id}]})
+    volumes_before = len(bob.describe_volumes()["Volumes"])
+    code = error_code(bob.run_instances, ImageId=enc_image, MinCount=1, MaxCount=1)
+    check(code is not None and code.startswith("KMS"),
+          f"launch permission without access to the KMS key is refused: {code}")
+    check(len(bob.describe_volumes()["Volumes"]) == volumes_before, "and leaves no volume")
+
     # --- Store and restore ---
     bundle_test(work, daemon, ec2, base)
 
