@@ -128,6 +128,8 @@ class ImageCalls {
         {"TerminateInstances", &ImageCalls::TerminateInstances},
         {"GetConsoleOutput", &ImageCalls::GetConsoleOutput},
         {"DescribeInstanceTypes", &ImageCalls::DescribeInstanceTypes},
+        {"DescribeInstanceStatus", &ImageCalls::DescribeInstanceStatus},
+        {"CopyImage", &ImageCalls::CopyImage},
     };
     auto it = kActions.find(action);
     if (it == kActions.end()) return std::nullopt;
@@ -614,6 +616,39 @@ class ImageCalls {
         (void)region_.TagSnapshot(m.ebs->snapshot_id, (*tags)["snapshot"], {});
       }
     }
+    x_.Text("imageId", image->id);
+    return x_.Finish();
+  }
+
+  Result CopyImage() {
+    const std::string source = p_.GetOr("SourceImageId", "");
+    if (source.empty()) return Missing("SourceImageId");
+    const std::string source_region = p_.GetOr("SourceRegion", "");
+    if (source_region.empty()) return Missing("SourceRegion");
+    if (source_region != region_.name()) {
+      return Invalid(absl::StrCat("SourceRegion ", source_region, " is not ", region_.name(),
+                                  ": copies between regions are not served yet"));
+    }
+    ImageInfo request;
+    request.name = p_.GetOr("Name", "");
+    if (request.name.empty()) return Missing("Name");
+    request.description = p_.GetOr("Description", "");
+    request.owner = account_.id;
+    absl::StatusOr<std::map<std::string, std::string>> tags = TagSpecs(p_, "image");
+    if (!tags.ok()) return Invalid(std::string(tags.status().message()));
+    request.tags = *tags;
+    absl::StatusOr<std::optional<bool>> encrypted = p_.GetBool("Encrypted");
+    absl::StatusOr<std::optional<bool>> copy_tags = p_.GetBool("CopyImageTags");
+    if (!encrypted.ok()) return Invalid(std::string(encrypted.status().message()));
+    if (!copy_tags.ok()) return Invalid(std::string(copy_tags.status().message()));
+    const std::string key = p_.GetOr("KmsKeyId", "");
+    if (!key.empty() && !encrypted->value_or(false)) {
+      return Invalid("KmsKeyId requires Encrypted=true");
+    }
+    if (!absl::StartsWith(source, "ami-")) return Fail(Malformed(source));
+    absl::StatusOr<ImageInfo> image = images_.CopyImage(
+        source, request, encrypted->value_or(false), key, copy_tags->value_or(false));
+    if (!image.ok()) return Fail(image.status());
     x_.Text("imageId", image->id);
     return x_.Finish();
   }
@@ -1109,6 +1144,60 @@ class ImageCalls {
     x_.Text("instanceId", id);
     x_.Text("timestamp", IsoTime(NowMicros()));
     x_.Text("output", absl::Base64Escape(tail));
+    return x_.Finish();
+  }
+
+  Result DescribeInstanceStatus() {
+    const std::vector<std::string> ids = p_.List("InstanceId");
+    for (const std::string& id : ids) {
+      if (absl::StatusOr<InstanceInfo> i = OwnedInstance(id); !i.ok()) return Fail(i.status());
+    }
+    absl::StatusOr<std::optional<bool>> all_states = p_.GetBool("IncludeAllInstances");
+    if (!all_states.ok()) return Invalid(std::string(all_states.status().message()));
+    absl::StatusOr<std::vector<InstanceInfo>> all = images_.ListInstances();
+    if (!all.ok()) return Fail(all.status());
+    const std::vector<Filter> filters = ParseFilters(p_);
+    std::vector<const InstanceInfo*> kept;
+    for (const InstanceInfo& i : *all) {
+      if (i.owner != account_.id) continue;
+      if (!ids.empty() && std::find(ids.begin(), ids.end(), i.id) == ids.end()) continue;
+      if (i.state != InstanceState::kRunning && !all_states->value_or(false)) continue;
+      const std::string status = i.state == InstanceState::kRunning ? "ok" : "not-applicable";
+      absl::StatusOr<bool> match =
+          MatchesFilters(filters,
+                         {{"instance-state-name", InstanceStateName(i.state)},
+                          {"instance-state-code", absl::StrCat(InstanceStateCode(i.state))},
+                          {"instance-status.status", status},
+                          {"system-status.status", status},
+                          {"availability-zone", region_.name() + "a"}},
+                         {});
+      if (!match.ok()) return Invalid(std::string(match.status().message()));
+      if (*match) kept.push_back(&i);
+    }
+    absl::StatusOr<Page> page = Paginate(p_, kept.size(), 5, 1000);
+    if (!page.ok()) return Invalid(std::string(page.status().message()));
+    x_.Open("instanceStatusSet");
+    for (size_t n = page->begin; n < page->end; ++n) {
+      const InstanceInfo& i = *kept[n];
+      const std::string status = i.state == InstanceState::kRunning ? "ok" : "not-applicable";
+      x_.Open("item");
+      x_.Text("instanceId", i.id);
+      x_.Text("availabilityZone", region_.name() + "a");
+      x_.Open("instanceState");
+      x_.Number("code", InstanceStateCode(i.state));
+      x_.Text("name", InstanceStateName(i.state));
+      x_.Close();
+      for (const char* kind : {"systemStatus", "instanceStatus"}) {
+        x_.Open(kind);
+        x_.Text("status", status);
+        x_.Open("details");  // Strata does not probe the guest: no reachability check.
+        x_.Close();
+        x_.Close();
+      }
+      x_.Close();
+    }
+    x_.Close();
+    if (!page->next_token.empty()) x_.Text("nextToken", page->next_token);
     return x_.Finish();
   }
 

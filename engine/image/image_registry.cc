@@ -869,6 +869,64 @@ absl::StatusOr<ImageInfo> ImageRegistry::CreateImage(const std::string& instance
   return registered;
 }
 
+absl::StatusOr<ImageInfo> ImageRegistry::CopyImage(const std::string& source_image_id,
+                                                   const ImageInfo& request, bool encrypted,
+                                                   const std::string& kms_key_id,
+                                                   bool copy_tags) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(ImageInfo source, LoadImage(source_image_id));
+  STRATA_ASSIGN_OR_RETURN(source, Resolve(std::move(source)));
+  if (!MayLaunch(source, request.owner)) return ImageNotFound(source_image_id);
+  if (source.state != ImageState::kAvailable) {
+    return Error(absl::StatusCode::kFailedPrecondition, "InvalidAMIID.Unavailable",
+                 absl::StrCat("The image ", source_image_id, " is ", ImageStateName(source.state)));
+  }
+  if (!ValidImageName(request.name)) {
+    return Error(absl::StatusCode::kInvalidArgument, "InvalidAMIName.Malformed",
+                 absl::StrCat("AMI name '", request.name, "' is not valid"));
+  }
+  ImageInfo image = source;
+  image.name = request.name;
+  image.description = request.description.empty() ? source.description : request.description;
+  image.owner = request.owner;
+  image.tags = copy_tags ? source.tags : std::map<std::string, std::string>{};
+  for (const auto& [k, v] : request.tags) image.tags[k] = v;
+  image.source_image_id = source.id;
+  image.source_image_region = region_.name();
+  image.source_instance_id.clear();
+  image.deprecation_micros = 0;
+  image.last_launched_micros = 0;
+  std::vector<std::string> copies;
+  absl::Status copied = absl::OkStatus();
+  for (BlockDeviceMapping& m : image.mappings) {
+    if (!m.ebs.has_value() || m.ebs->snapshot_id.empty()) continue;
+    CreateSnapshotRequest copy;
+    copy.description = absl::StrCat("Copied for ", request.name, " from ", m.ebs->snapshot_id,
+                                    " of ", source.id);
+    copy.owner = request.owner;
+    copy.encrypted = encrypted;
+    copy.kms_key_id = kms_key_id;
+    absl::StatusOr<SnapshotInfo> s = region_.CopySnapshot(m.ebs->snapshot_id, copy);
+    if (!s.ok()) {
+      copied = s.status();
+      break;
+    }
+    copies.push_back(s->id);
+    m.ebs->snapshot_id = s->id;
+    m.ebs->encrypted = s->encrypted;
+    m.ebs->kms_key_id = s->kms_key_id;
+  }
+  absl::StatusOr<ImageInfo> registered =
+      copied.ok() ? RegisterLocked(image, /*allow_pending=*/true) : copied;
+  if (!registered.ok()) {  // The copies were for the image only.
+    for (const std::string& id : copies) {
+      (void)region_.WaitForSnapshot(id, 60000);
+      (void)region_.DeleteSnapshot(id);
+    }
+  }
+  return registered;
+}
+
 absl::StatusOr<std::string> ImageRegistry::ConsoleOutput(const std::string& instance_id) {
   {
     absl::MutexLock lock(&mu_);

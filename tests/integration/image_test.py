@@ -265,6 +265,23 @@ def run(work, data_dir, daemon):
           f"CreateImage snapshots every volume: {new_image['BlockDeviceMappings']}")
     check(new_image["Tags"] == [{"Key": "k", "Value": "v"}], "CreateImage tags")
 
+    statuses = bob.describe_instance_status(InstanceIds=ids)["InstanceStatuses"]
+    check(len(statuses) == 2 and all(st["InstanceStatus"]["Status"] == "ok" for st in statuses),
+          f"DescribeInstanceStatus: {statuses}")
+
+    # CopyImage within the region: new snapshots, lineage, no launch permissions, tags on request.
+    copied = bob.copy_image(SourceImageId=made, SourceRegion="local-1", Name="copied", CopyImageTags=True)["ImageId"]
+    wait(lambda: bob.describe_images(ImageIds=[copied])["Images"][0]["State"] == "available", "the copy")
+    c = bob.describe_images(ImageIds=[copied])["Images"][0]
+    copy_snaps = [m["Ebs"]["SnapshotId"] for m in c["BlockDeviceMappings"]]
+    check(c["SourceImageId"] == made and c["SourceImageRegion"] == "local-1" and c["Tags"] == new_image["Tags"]
+          and len(copy_snaps) == 2 and not set(copy_snaps) & set(new_snaps),
+          f"CopyImage copies the snapshots, with lineage and tags: {c}")
+    check(error_code(carol.copy_image, SourceImageId=made, SourceRegion="local-1", Name="stolen")
+          == "InvalidAMIID.NotFound", "an image one cannot launch cannot be copied")
+    check(error_code(bob.copy_image, SourceImageId=made, SourceRegion="far-away-1", Name="far")
+          == "InvalidParameterValue", "a copy from another region is refused (for now)")
+
     stopped = bob.stop_instances(InstanceIds=[ids[1]])["StoppingInstances"][0]
     check(stopped["CurrentState"]["Name"] == "stopped" and stopped["PreviousState"]["Name"] == "running",
           f"StopInstances: {stopped}")

@@ -227,6 +227,16 @@ class Images {
   [[nodiscard]] virtual absl::StatusOr<ImageInfo> RestoreImage(
       const std::string& dir, const std::string& object_key, const std::string& name,
       const std::string& account, const std::map<std::string, std::string>& tags) = 0;
+  // CopyImage within the region: each snapshot of the mapping is copied (CopySnapshot: O(1)
+  // with the same key; `encrypted` or another `kms_key_id` re-encrypt, and the image is pending
+  // until those copies complete) and a new image is registered for `request.owner` with
+  // SourceImageId and SourceImageRegion; launch permissions are not copied, tags only with
+  // `copy_tags` (merged with `request.tags`). The caller must own or be allowed to launch it.
+  [[nodiscard]] virtual absl::StatusOr<ImageInfo> CopyImage(const std::string& source_image_id,
+                                                            const ImageInfo& request,
+                                                            bool encrypted,
+                                                            const std::string& kms_key_id,
+                                                            bool copy_tags) = 0;
   // The serial console output of an instance.
   [[nodiscard]] virtual absl::StatusOr<std::string> ConsoleOutput(
       const std::string& instance_id) = 0;
