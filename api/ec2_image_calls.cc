@@ -646,8 +646,8 @@ class ImageCalls {
       return Invalid("KmsKeyId requires Encrypted=true");
     }
     if (!absl::StartsWith(source, "ami-")) return Fail(Malformed(source));
-    absl::StatusOr<ImageInfo> image = images_.CopyImage(
-        source, request, encrypted->value_or(false), key, copy_tags->value_or(false));
+    absl::StatusOr<ImageInfo> image = images_.CopyImage(source, request, encrypted->value_or(false),
+                                                        key, copy_tags->value_or(false));
     if (!image.ok()) return Fail(image.status());
     x_.Text("imageId", image->id);
     return x_.Finish();

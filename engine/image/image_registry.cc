@@ -871,8 +871,7 @@ absl::StatusOr<ImageInfo> ImageRegistry::CreateImage(const std::string& instance
 
 absl::StatusOr<ImageInfo> ImageRegistry::CopyImage(const std::string& source_image_id,
                                                    const ImageInfo& request, bool encrypted,
-                                                   const std::string& kms_key_id,
-                                                   bool copy_tags) {
+                                                   const std::string& kms_key_id, bool copy_tags) {
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(ImageInfo source, LoadImage(source_image_id));
   STRATA_ASSIGN_OR_RETURN(source, Resolve(std::move(source)));
@@ -901,8 +900,8 @@ absl::StatusOr<ImageInfo> ImageRegistry::CopyImage(const std::string& source_ima
   for (BlockDeviceMapping& m : image.mappings) {
     if (!m.ebs.has_value() || m.ebs->snapshot_id.empty()) continue;
     CreateSnapshotRequest copy;
-    copy.description = absl::StrCat("Copied for ", request.name, " from ", m.ebs->snapshot_id,
-                                    " of ", source.id);
+    copy.description =
+        absl::StrCat("Copied for ", request.name, " from ", m.ebs->snapshot_id, " of ", source.id);
     copy.owner = request.owner;
     copy.encrypted = encrypted;
     copy.kms_key_id = kms_key_id;

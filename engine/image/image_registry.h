@@ -52,9 +52,9 @@ class ImageRegistry final : public Images {
   absl::StatusOr<ImageInfo> CreateImage(const std::string& instance_id,
                                         const ImageInfo& request) override;
   absl::StatusOr<std::string> ConsoleOutput(const std::string& instance_id) override;
-  absl::StatusOr<ImageInfo> CopyImage(const std::string& source_image_id,
-                                      const ImageInfo& request, bool encrypted,
-                                      const std::string& kms_key_id, bool copy_tags) override;
+  absl::StatusOr<ImageInfo> CopyImage(const std::string& source_image_id, const ImageInfo& request,
+                                      bool encrypted, const std::string& kms_key_id,
+                                      bool copy_tags) override;
   absl::Status StoreImage(const std::string& image_id, const std::string& dir,
                           const std::string& object_key, const std::string& account,
                           const std::function<void(int)>& progress) override;
