@@ -98,7 +98,7 @@ class Call {
  public:
   Call(Store& store, Region& region, const Account& account, const QueryParams& p,
        const std::string& action, ClientTokens& tokens, Modifications& modifications,
-       const Ec2Options& options, StoreImageTasks& store_tasks)
+       const Ec2Options& options, StoreImageTasks& store_tasks, std::string host)
       : store_(store),
         region_(region),
         account_(account),
@@ -107,7 +107,8 @@ class Call {
         tokens_(tokens),
         modifications_(modifications),
         options_(options),
-        store_tasks_(store_tasks) {
+        store_tasks_(store_tasks),
+        host_(std::move(host)) {
     x_.Open(absl::StrCat(action, "Response"), kXmlns);
     x_.Text("requestId", RequestId());
   }
@@ -139,6 +140,7 @@ class Call {
         {"ModifyEbsDefaultKmsKeyId", &Call::ModifyEbsDefaultKmsKeyId},
         {"GetEbsDefaultKmsKeyId", &Call::GetEbsDefaultKmsKeyId},
         {"ResetEbsDefaultKmsKeyId", &Call::ResetEbsDefaultKmsKeyId},
+        {"DescribeRegions", &Call::DescribeRegions},
     };
     if (p_.GetOr("DryRun", "false") == "true") {
       return Ec2Error{412, "DryRunOperation",
@@ -851,6 +853,36 @@ class Call {
     return x_.Finish();
   }
 
+  // Every region this stratad serves; each is reached at this endpoint, signed for its name.
+  Result DescribeRegions() {
+    const std::vector<std::string> names = p_.List("RegionName");
+    const std::vector<Filter> filters = ParseFilters(p_);
+    const std::string endpoint = host_.empty() ? "" : absl::StrCat("http://", host_);
+    std::vector<std::string> regions = store_.ListRegions();
+    for (const std::string& n : names) {
+      if (std::find(regions.begin(), regions.end(), n) == regions.end()) {
+        return Ec2Error{400, "InvalidParameterValue",
+                        absl::StrCat("Invalid region: ", n, " is not served here")};
+      }
+    }
+    x_.Open("regionInfo");
+    for (const std::string& r : regions) {
+      if (!names.empty() && std::find(names.begin(), names.end(), r) == names.end()) continue;
+      absl::StatusOr<bool> match = MatchesFilters(
+          filters, {{"region-name", r}, {"endpoint", endpoint}, {"opt-in-status", "opt-in-not-required"}},
+          {});
+      if (!match.ok()) return Invalid(std::string(match.status().message()));
+      if (!*match) continue;
+      x_.Open("item");
+      x_.Text("regionName", r);
+      x_.Text("regionEndpoint", endpoint);
+      x_.Text("optInStatus", "opt-in-not-required");
+      x_.Close();
+    }
+    x_.Close();
+    return x_.Finish();
+  }
+
   Result ResetSnapshotAttribute() {
     const std::string id = p_.GetOr("SnapshotId", "");
     if (id.empty()) return Missing("SnapshotId");
@@ -871,6 +903,7 @@ class Call {
   Modifications& modifications_;
   const Ec2Options& options_;
   StoreImageTasks& store_tasks_;
+  const std::string host_;  // The request's Host header.
   XmlWriter x_;
 };
 
@@ -899,7 +932,7 @@ HttpResponse Ec2Service::Handle(const HttpRequest& request, const Account& accou
   const std::string action = params->GetOr("Action", "");
   if (action.empty()) return Error(400, "MissingAction", "the request has no Action parameter");
   Result result = Call(store_, region, account, *params, action, volume_tokens_, modifications_,
-                       options_, store_tasks_)
+                       options_, store_tasks_, request.Header("host"))
                       .Run();
   if (const Ec2Error* e = std::get_if<Ec2Error>(&result))
     return Error(e->status, e->code, e->message);

@@ -36,8 +36,14 @@ absl::StatusOr<Args> Args::Parse(int argc, char** argv, int first,
       value = argv[++i];
     }
     args.options_[name] = *value;
+    args.repeated_[name].push_back(*value);
   }
   return args;
+}
+
+std::vector<std::string> Args::GetAll(const std::string& name) const {
+  auto it = repeated_.find(name);
+  return it == repeated_.end() ? std::vector<std::string>{} : it->second;
 }
 
 std::string Args::Get(const std::string& name, const std::string& fallback) const {

@@ -23,7 +23,10 @@ class Args {
 
   const std::vector<std::string>& positional() const { return positional_; }
   bool Has(const std::string& name) const { return options_.contains(name); }
+  // The last value of an option given more than once.
   std::string Get(const std::string& name, const std::string& fallback = "") const;
+  // Every value of an option, in order (`--region a --region b`).
+  std::vector<std::string> GetAll(const std::string& name) const;
   // Parses a size such as 4096, 64K, 10M, 2G, 1T (powers of 1024).
   absl::StatusOr<uint64_t> GetSize(const std::string& name, uint64_t fallback) const;
   absl::StatusOr<uint64_t> GetUint(const std::string& name, uint64_t fallback) const;
@@ -31,6 +34,7 @@ class Args {
  private:
   std::vector<std::string> positional_;
   std::map<std::string, std::string> options_;
+  std::map<std::string, std::vector<std::string>> repeated_;
 };
 
 absl::StatusOr<uint64_t> ParseSize(const std::string& text);

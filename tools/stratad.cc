@@ -44,6 +44,8 @@ constexpr char kUsage[] =
     "                     STRATA_VM_ACCEL overrides the default)\n"
     "  --bucket-dir DIR   where store/restore image tasks keep bundles, one directory per\n"
     "                     bucket (default DATA_DIR/buckets)\n"
+    "  --region NAME      a region to serve (repeatable, or comma-separated; made when\n"
+    "                     missing); the first is the default (default local-1)\n"
     "  --chunk-size SIZE  chunk size of a new store, 4K..4M (default 64K)\n"
     "  --compression      compress snapshot chunks with zstd\n";
 
@@ -58,7 +60,7 @@ int main(int argc, char** argv) {
   auto args = strata::tools::Args::Parse(
       argc, argv, 1,
       {"data-dir", "chunk-size", "api-listen", "nbd-listen", "tls", "tls-psk-file", "tls-x509-dir",
-       "kms-root-key-file", "vm", "vm-accel", "bucket-dir"},
+       "kms-root-key-file", "vm", "vm-accel", "bucket-dir", "region"},
       {"compression", "help"});
   if (!args.ok()) {
     std::fprintf(stderr, "stratad: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
@@ -177,8 +179,23 @@ int main(int argc, char** argv) {
     }
   }
 
+  std::vector<std::string> regions;
+  for (const std::string& list : args->GetAll("region")) {
+    for (absl::string_view name : absl::StrSplit(list, ',', absl::SkipEmpty())) {
+      regions.emplace_back(name);
+    }
+  }
+  if (!regions.empty()) options.default_region = regions.front();
+
   auto store = strata::Store::Open(dir, options);
   if (!store.ok()) return Fail(store.status());
+  for (const std::string& name : regions) {
+    if ((*store)->GetRegion(name).ok()) continue;
+    if (absl::StatusOr<strata::Region*> made = (*store)->CreateRegion(name); !made.ok()) {
+      return Fail(made.status());
+    }
+    STRATA_LOG(kInfo, "created region ", name);
+  }
   absl::StatusOr<bool> created = strata::tools::EnsureAdmin(**store, dir);
   if (!created.ok()) return Fail(created.status());
   if (*created)

@@ -62,7 +62,8 @@ def main():
                              check=True, capture_output=True, text=True).stdout
         accounts[name] = json.loads(out)
     log = open(os.path.join(work, "stratad.log"), "w+")
-    daemon = subprocess.Popen([f"{BIN}/stratad", "--data-dir", data, "--api-listen", "127.0.0.1:0"],
+    daemon = subprocess.Popen([f"{BIN}/stratad", "--data-dir", data, "--api-listen", "127.0.0.1:0",
+                               "--region", "local-1", "--region", "local-2"],
                               stderr=log, env=env)
     port = None
     for _ in range(200):
@@ -258,6 +259,21 @@ def run(client, accounts, endpoint, data):
         check(False, f"a request while 8 connections stall: {e}")
     for sock in stalled:
         sock.close()
+
+    # Regions: each its own resources, all listed by DescribeRegions.
+    regions = alice.describe_regions()["Regions"]
+    check(sorted(r["RegionName"] for r in regions) == ["local-1", "local-2"] and
+          all(r["Endpoint"] == endpoint and r["OptInStatus"] == "opt-in-not-required" for r in regions),
+          f"DescribeRegions lists the regions of --region: {regions}")
+    check([r["RegionName"] for r in alice.describe_regions(RegionNames=["local-2"])["Regions"]] == ["local-2"],
+          "DescribeRegions by name")
+    expect_error("InvalidParameterValue", alice.describe_regions, RegionNames=["mars-1"])
+    west = client("alice", region="local-2")
+    far = west.create_volume(Size=1, AvailabilityZone="local-2a")["VolumeId"]
+    check(far not in [v["VolumeId"] for v in alice.describe_volumes()["Volumes"]] and
+          [v["VolumeId"] for v in west.describe_volumes()["Volumes"]] == [far],
+          "a volume belongs to its region")
+    west.delete_volume(VolumeId=far)
 
     # Auth: unknown region, unsigned, badly signed, stale, unknown key: refused, nothing changes.
     expect_error("InvalidRegion", client("alice", region="mars-1").describe_volumes)
