@@ -869,7 +869,8 @@ class Call {
     for (const std::string& r : regions) {
       if (!names.empty() && std::find(names.begin(), names.end(), r) == names.end()) continue;
       absl::StatusOr<bool> match = MatchesFilters(
-          filters, {{"region-name", r}, {"endpoint", endpoint}, {"opt-in-status", "opt-in-not-required"}},
+          filters,
+          {{"region-name", r}, {"endpoint", endpoint}, {"opt-in-status", "opt-in-not-required"}},
           {});
       if (!match.ok()) return Invalid(std::string(match.status().message()));
       if (!*match) continue;
