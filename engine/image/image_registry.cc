@@ -514,7 +514,8 @@ absl::StatusOr<std::vector<InstanceInfo>> ImageRegistry::ListInstances() {
 }
 
 absl::StatusOr<std::vector<BlockDeviceMapping>> ImageRegistry::LaunchMapping(
-    const ImageInfo& image, const std::vector<BlockDeviceMapping>& overrides) const {
+    const ImageInfo& image, const std::vector<BlockDeviceMapping>& overrides,
+    const std::string& owner) const {
   std::vector<BlockDeviceMapping> mapping = image.mappings;
   for (const BlockDeviceMapping& o : overrides) {
     if (!ValidDeviceName(o.device_name)) {
@@ -537,12 +538,26 @@ absl::StatusOr<std::vector<BlockDeviceMapping>> ImageRegistry::LaunchMapping(
           return BadMapping(absl::StrCat("the mapping of ", o.device_name,
                                          " needs a SnapshotId or a VolumeSize"));
         }
-        if (!o.ebs->snapshot_id.empty()) {
-          return BadMapping(absl::StrCat("a launch may add only blank volumes; ", o.device_name,
-                                         " names a snapshot"));
-        }
       }
-      mapping.push_back(o);
+      BlockDeviceMapping added = o;
+      if (added.ebs.has_value() && !added.ebs->snapshot_id.empty()) {
+        // A snapshot the image does not map: the launching account must be able to use it.
+        absl::StatusOr<SnapshotInfo> s = region_.DescribeSnapshot(added.ebs->snapshot_id);
+        if (!s.ok() || !CanUseSnapshot(*s, owner) || s->state != SnapshotState::kCompleted) {
+          return Error(absl::StatusCode::kNotFound, "InvalidSnapshot.NotFound",
+                       absl::StrCat("The snapshot '", added.ebs->snapshot_id,
+                                    "' does not exist or is not completed"));
+        }
+        const uint64_t snapshot_gib = (s->volume_size_bytes + kGiB - 1) / kGiB;
+        if (added.ebs->volume_size_gib == 0) added.ebs->volume_size_gib = snapshot_gib;
+        if (added.ebs->volume_size_gib < snapshot_gib) {
+          return BadMapping(absl::StrCat("Volume of size ", added.ebs->volume_size_gib,
+                                         "GB is smaller than snapshot '", s->id,
+                                         "', expect size >= ", snapshot_gib, "GB"));
+        }
+        if (s->encrypted) added.ebs->encrypted = true;
+      }
+      mapping.push_back(added);
       continue;
     }
     if (!o.ebs.has_value() || !it->ebs.has_value()) {
@@ -607,7 +622,7 @@ absl::StatusOr<InstanceInfo> ImageRegistry::RunInstance(const LaunchRequest& req
                                 ", not available"));
     }
     STRATA_ASSIGN_OR_RETURN(std::vector<BlockDeviceMapping> mapping,
-                            LaunchMapping(*image, request.mappings));
+                            LaunchMapping(*image, request.mappings, request.owner));
     instance.id = NewId("i", meta::kInstancePrefix);
     instance.image_id = image->id;
     instance.owner = request.owner;

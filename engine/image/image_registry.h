@@ -89,9 +89,11 @@ class ImageRegistry final : public Images {
   void OnVmExit(const std::string& instance_id, const std::string& reason) ABSL_LOCKS_EXCLUDED(mu_);
   // Stops the VM if one runs; returns once it has exited.
   absl::Status StopVm(const std::string& instance_id, bool force) ABSL_LOCKS_EXCLUDED(mu_);
-  // The mapping an instance launches with: the image's, with `overrides` applied by device.
+  // The mapping an instance of `owner` launches with: the image's, with `overrides` applied by
+  // device (a device the image lacks may name a snapshot `owner` may use).
   absl::StatusOr<std::vector<BlockDeviceMapping>> LaunchMapping(
-      const ImageInfo& image, const std::vector<BlockDeviceMapping>& overrides) const;
+      const ImageInfo& image, const std::vector<BlockDeviceMapping>& overrides,
+      const std::string& owner) const;
   std::string NewId(const std::string& prefix, absl::string_view key_prefix);
 
   volume::RegionImpl& region_;

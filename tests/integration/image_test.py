@@ -222,6 +222,7 @@ def run(work, data_dir, daemon):
     # --- Instances without a hypervisor ---
     check(error_code(carol.run_instances, ImageId=base, MinCount=1, MaxCount=1) == "AuthFailure",
           "an account without launch permission is refused")
+    other = make_snapshot(daemon, ec2)  # The admin's, not shared.
     check(error_code(bob.run_instances, ImageId=base, MinCount=1, MaxCount=1, InstanceType="t9.huge")
           == "InvalidParameterValue", "an unknown instance type is refused")
     volumes_before = len(bob.describe_volumes()["Volumes"])
@@ -229,6 +230,17 @@ def run(work, data_dir, daemon):
                      BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 1}}])
           == "InvalidBlockDeviceMapping", "an override smaller than the snapshot is refused")
     check(len(bob.describe_volumes()["Volumes"]) == volumes_before, "a refused launch leaves no volume")
+    check(error_code(bob.run_instances, ImageId=base, MinCount=1, MaxCount=1,
+                     BlockDeviceMappings=[{"DeviceName": "/dev/sdd", "Ebs": {"SnapshotId": other}}])
+          == "InvalidSnapshot.NotFound", "a launch cannot add a snapshot the account may not use")
+    bob_snap = make_snapshot(daemon, bob)
+    extra = bob.run_instances(ImageId=base, MinCount=1, MaxCount=1,
+                              BlockDeviceMappings=[{"DeviceName": "/dev/sdd", "Ebs": {"SnapshotId": bob_snap}}])
+    added = extra["Instances"][0]["BlockDeviceMappings"][-1]
+    added_vol = bob.describe_volumes(VolumeIds=[added["Ebs"]["VolumeId"]])["Volumes"][0]
+    check(added["DeviceName"] == "/dev/sdd" and added_vol["SnapshotId"] == bob_snap,
+          f"a launch adds a volume from the account's own snapshot: {added}")
+    bob.terminate_instances(InstanceIds=[extra["Instances"][0]["InstanceId"]])
     run = bob.run_instances(ImageId=base, MinCount=2, MaxCount=2, InstanceType="t3.nano",
                             BlockDeviceMappings=[{"DeviceName": "/dev/sdc",
                                                   "Ebs": {"VolumeSize": 1, "DeleteOnTermination": False}}],
