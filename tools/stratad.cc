@@ -239,6 +239,7 @@ int main(int argc, char** argv) {
   sigwait(&stop, &signal);
   STRATA_LOG(kInfo, "signal ", signal, ": stopping cleanly");
   if (api != nullptr) api->Stop();
+  api.reset();  // Joins store-image tasks, which use the store.
   if (hypervisor != nullptr) hypervisor->StopAll();  // VMs first: their disks are NBD exports.
   if (nbd != nullptr) nbd->Stop();
   store->reset();
