@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <ctime>
+#include <map>
 #include <random>
-#include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -38,21 +38,24 @@ uint64_t NowMicros() {
 // Maps an engine status to EC2's error for a call about `kind` ("Volume", "Snapshot").
 Ec2Error FromStatus(const absl::Status& s, const std::string& kind) {
   const std::string message(s.message());
-  // KMS refusals keep their meaning (as EC2 reports them for encrypted volumes).
-  const std::string kms = AwsErrorCode(s);
-  if (kms == "DisabledException") return {400, "KMSKeyDisabled", message};
-  if (kms == "KMSInvalidStateException") return {400, "KMSInvalidStateException", message};
-  if (kms == "AccessDeniedException") return {400, "KMSAccessDeniedException", message};
-  if (kms == "NotFoundException") return {400, "KMSKeyNotFound", message};
-  if (kms == "KMSInternalException") return {500, "KMSInternalException", message};
-  if (!kms.empty() && kms.find('.') != std::string::npos) return {400, kms, message};
-  static const std::set<std::string> kEc2Codes = {
-      "InvalidBlockDeviceMapping", "AuthFailure",
-      "OperationNotPermitted",     "IncorrectState",
-      "IncorrectInstanceState",    "InvalidParameterValue",
-      "UnauthorizedOperation",     "MissingParameter",
-      "InstanceLimitExceeded"};
-  if (kEc2Codes.contains(kms)) return {kms == "UnauthorizedOperation" ? 403 : 400, kms, message};
+  // KMS refusals (codes "...Exception") keep their meaning as EC2 reports them for encrypted
+  // volumes; any other code an engine status carries is EC2's own and is used as it is.
+  const std::string code = AwsErrorCode(s);
+  static const std::map<std::string, std::pair<int, std::string>> kKmsAsEc2 = {
+      {"DisabledException", {400, "KMSKeyDisabled"}},
+      {"KMSInvalidStateException", {400, "KMSInvalidStateException"}},
+      {"AccessDeniedException", {400, "KMSAccessDeniedException"}},
+      {"NotFoundException", {400, "KMSKeyNotFound"}},
+      {"KMSInternalException", {500, "KMSInternalException"}}};
+  if (auto it = kKmsAsEc2.find(code); it != kKmsAsEc2.end()) {
+    return {it->second.first, it->second.second, message};
+  }
+  if (!code.empty() && !absl::EndsWith(code, "Exception")) {
+    return {s.code() == absl::StatusCode::kPermissionDenied && code == "UnauthorizedOperation"
+                ? 403
+                : 400,
+            code, message};
+  }
   switch (s.code()) {
     case absl::StatusCode::kNotFound:
       return {400, absl::StrCat("Invalid", kind, ".NotFound"), message};

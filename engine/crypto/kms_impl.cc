@@ -38,14 +38,11 @@ constexpr size_t kBlobHeaderBytes = 4 + kKeyIdBytes + 4;
 constexpr uint64_t kDayMicros = 86400ull * 1000000;
 constexpr char kEbsAlias[] = "alias/aws/ebs";
 
-absl::Status Error(absl::StatusCode code, const std::string& aws_code, const std::string& message) {
-  return WithAwsErrorCode(absl::Status(code, message), aws_code);
-}
 absl::Status NotFound(const std::string& what) {
-  return Error(absl::StatusCode::kNotFound, "NotFoundException", what);
+  return AwsError(absl::StatusCode::kNotFound, "NotFoundException", what);
 }
 absl::Status Invalid(const std::string& what) {
-  return Error(absl::StatusCode::kInvalidArgument, "ValidationException", what);
+  return AwsError(absl::StatusCode::kInvalidArgument, "ValidationException", what);
 }
 
 std::string NewUuid() {
@@ -116,8 +113,8 @@ absl::Status ValidatePolicy(const std::string& policy) {
   json j = json::parse(policy, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object() || !j.contains("Statement") ||
       !(j["Statement"].is_array() || j["Statement"].is_object())) {
-    return Error(absl::StatusCode::kInvalidArgument, "MalformedPolicyDocumentException",
-                 "the key policy must be JSON with a Statement list");
+    return AwsError(absl::StatusCode::kInvalidArgument, "MalformedPolicyDocumentException",
+                    "the key policy must be JSON with a Statement list");
   }
   return absl::OkStatus();
 }
@@ -358,9 +355,9 @@ absl::Status KmsImpl::Authorize(const std::string& caller, const Record& key,
         continue;
       }
       if (st.value("Effect", "") == "Deny") {
-        return Error(absl::StatusCode::kPermissionDenied, "AccessDeniedException",
-                     absl::StrCat("the key policy of ", key.info.arn, " denies ", operation,
-                                  " to account ", caller));
+        return AwsError(absl::StatusCode::kPermissionDenied, "AccessDeniedException",
+                        absl::StrCat("the key policy of ", key.info.arn, " denies ", operation,
+                                     " to account ", caller));
       }
       if (st.value("Effect", "") == "Allow") allowed = true;
     }
@@ -372,7 +369,7 @@ absl::Status KmsImpl::Authorize(const std::string& caller, const Record& key,
     }
   }
   if (!allowed) {
-    return Error(
+    return AwsError(
         absl::StatusCode::kPermissionDenied, "AccessDeniedException",
         absl::StrCat("account ", caller, " is not authorized to perform ", operation, " on ",
                      key.info.arn, " (no key policy statement or grant allows it)"));
@@ -382,19 +379,19 @@ absl::Status KmsImpl::Authorize(const std::string& caller, const Record& key,
 
 absl::Status KmsImpl::Usable(const Record& key) const {
   if (options_.root_key.empty()) {
-    return Error(absl::StatusCode::kFailedPrecondition, "KMSInternalException",
-                 "the KMS root key is not loaded (start stratad with --kms-root-key-file): "
-                 "no key material can be unwrapped");
+    return AwsError(absl::StatusCode::kFailedPrecondition, "KMSInternalException",
+                    "the KMS root key is not loaded (start stratad with --kms-root-key-file): "
+                    "no key material can be unwrapped");
   }
   switch (key.info.state) {
     case KmsKeyState::kEnabled:
       return absl::OkStatus();
     case KmsKeyState::kDisabled:
-      return Error(absl::StatusCode::kFailedPrecondition, "DisabledException",
-                   absl::StrCat(key.info.arn, " is disabled."));
+      return AwsError(absl::StatusCode::kFailedPrecondition, "DisabledException",
+                      absl::StrCat(key.info.arn, " is disabled."));
     case KmsKeyState::kPendingDeletion:
-      return Error(absl::StatusCode::kFailedPrecondition, "KMSInvalidStateException",
-                   absl::StrCat(key.info.arn, " is pending deletion."));
+      return AwsError(absl::StatusCode::kFailedPrecondition, "KMSInvalidStateException",
+                      absl::StrCat(key.info.arn, " is pending deletion."));
   }
   return absl::OkStatus();
 }
@@ -411,14 +408,14 @@ absl::Status KmsImpl::AddVersion(Record& key) {
 
 absl::StatusOr<SecretBytes> KmsImpl::Material(const Record& key, uint32_t version) const {
   if (version == 0 || version > key.material.size()) {
-    return Error(absl::StatusCode::kDataLoss, "InvalidCiphertextException",
-                 absl::StrCat("ciphertext names version ", version, " of ", key.info.arn,
-                              ", which does not exist"));
+    return AwsError(absl::StatusCode::kDataLoss, "InvalidCiphertextException",
+                    absl::StrCat("ciphertext names version ", version, " of ", key.info.arn,
+                                 ", which does not exist"));
   }
   absl::StatusOr<SecretBytes> m = crypto::Open(options_.root_key, key.material[version - 1],
                                                MaterialAad(key.info.key_id, version));
   if (!m.ok()) {
-    return Error(
+    return AwsError(
         absl::StatusCode::kDataLoss, "KMSInternalException",
         absl::StrCat("the key material of ", key.info.arn,
                      " does not unwrap: wrong root key, or the key store was tampered with"));
@@ -432,8 +429,8 @@ absl::StatusOr<KmsImpl::Record*> KmsImpl::NewKey(const std::string& account,
                                                  const std::string& policy,
                                                  const std::string& manager) {
   if (options_.root_key.empty()) {
-    return Error(absl::StatusCode::kFailedPrecondition, "KMSInternalException",
-                 "the KMS root key is not loaded (start stratad with --kms-root-key-file)");
+    return AwsError(absl::StatusCode::kFailedPrecondition, "KMSInternalException",
+                    "the KMS root key is not loaded (start stratad with --kms-root-key-file)");
   }
   if (!policy.empty()) {
     if (absl::Status s = ValidatePolicy(policy); !s.ok()) return s;
@@ -493,12 +490,12 @@ absl::Status KmsImpl::SetState(const std::string& caller, const std::string& key
   if (!r.ok()) return r.status();
   if (absl::Status s = Authorize(caller, **r, operation); !s.ok()) return s;
   if ((*r)->info.manager == "AWS") {
-    return Error(absl::StatusCode::kPermissionDenied, "AccessDeniedException",
-                 "AWS managed keys cannot be disabled or deleted");
+    return AwsError(absl::StatusCode::kPermissionDenied, "AccessDeniedException",
+                    "AWS managed keys cannot be disabled or deleted");
   }
   if ((*r)->info.state == KmsKeyState::kPendingDeletion) {
-    return Error(absl::StatusCode::kFailedPrecondition, "KMSInvalidStateException",
-                 absl::StrCat((*r)->info.arn, " is pending deletion."));
+    return AwsError(absl::StatusCode::kFailedPrecondition, "KMSInvalidStateException",
+                    absl::StrCat((*r)->info.arn, " is pending deletion."));
   }
   (*r)->info.state = state;
   (*r)->info.deletion_micros = deletion_micros;
@@ -534,8 +531,8 @@ absl::Status KmsImpl::CancelKeyDeletion(const std::string& caller, const std::st
   if (!r.ok()) return r.status();
   if (absl::Status s = Authorize(caller, **r, "kms:CancelKeyDeletion"); !s.ok()) return s;
   if ((*r)->info.state != KmsKeyState::kPendingDeletion) {
-    return Error(absl::StatusCode::kFailedPrecondition, "KMSInvalidStateException",
-                 absl::StrCat((*r)->info.arn, " is not pending deletion."));
+    return AwsError(absl::StatusCode::kFailedPrecondition, "KMSInvalidStateException",
+                    absl::StrCat((*r)->info.arn, " is not pending deletion."));
   }
   (*r)->info.state = KmsKeyState::kDisabled;
   (*r)->info.deletion_micros = 0;
@@ -581,8 +578,8 @@ absl::Status KmsImpl::CreateAlias(const std::string& caller, const std::string& 
   }
   absl::MutexLock lock(&mu_);
   if (aliases_.count({caller, alias}) > 0) {
-    return Error(absl::StatusCode::kAlreadyExists, "AlreadyExistsException",
-                 absl::StrCat("An alias with the name ", alias, " already exists"));
+    return AwsError(absl::StatusCode::kAlreadyExists, "AlreadyExistsException",
+                    absl::StrCat("An alias with the name ", alias, " already exists"));
   }
   absl::StatusOr<Record*> r = Find(caller, key_ref);
   if (!r.ok()) return r.status();
@@ -727,8 +724,8 @@ absl::Status KmsImpl::RetireGrant(const std::string& caller, const std::string& 
       if (!(grant_token.empty() ? g->grant_id == grant_id : g->grant_token == grant_token))
         continue;
       if (caller != g->grantee && caller != g->retiring && caller != r->info.account) {
-        return Error(absl::StatusCode::kPermissionDenied, "AccessDeniedException",
-                     absl::StrCat("account ", caller, " may not retire this grant"));
+        return AwsError(absl::StatusCode::kPermissionDenied, "AccessDeniedException",
+                        absl::StrCat("account ", caller, " may not retire this grant"));
       }
       r->grants.erase(g);
       return Save(*r);
@@ -777,8 +774,8 @@ absl::StatusOr<Decrypted> KmsImpl::DecryptLocked(const std::string& caller,
                                                  const std::string& operation) {
   if (ciphertext.size() < kBlobHeaderBytes + kAeadOverheadBytes ||
       ciphertext.compare(0, 4, kBlobMagic) != 0) {
-    return Error(absl::StatusCode::kDataLoss, "InvalidCiphertextException",
-                 "the ciphertext is not a Strata KMS ciphertext blob");
+    return AwsError(absl::StatusCode::kDataLoss, "InvalidCiphertextException",
+                    "the ciphertext is not a Strata KMS ciphertext blob");
   }
   const std::string key_id = ciphertext.substr(4, kKeyIdBytes);
   uint32_t version = 0;
@@ -789,16 +786,16 @@ absl::StatusOr<Decrypted> KmsImpl::DecryptLocked(const std::string& caller,
   auto it = keys_.find(key_id);
   if (it == keys_.end()) {
     Maintain();
-    return Error(absl::StatusCode::kNotFound, "NotFoundException",
-                 absl::StrCat("the key of this ciphertext (", key_id, ") does not exist"));
+    return AwsError(absl::StatusCode::kNotFound, "NotFoundException",
+                    absl::StrCat("the key of this ciphertext (", key_id, ") does not exist"));
   }
   Record& key = *it->second;
   if (!key_ref.empty()) {
     absl::StatusOr<Record*> named = Find(caller, key_ref);
     if (!named.ok()) return named.status();
     if (*named != &key) {
-      return Error(absl::StatusCode::kInvalidArgument, "IncorrectKeyException",
-                   "the ciphertext was not made with the KeyId given");
+      return AwsError(absl::StatusCode::kInvalidArgument, "IncorrectKeyException",
+                      "the ciphertext was not made with the KeyId given");
     }
   }
   Maintain();
@@ -811,9 +808,9 @@ absl::StatusOr<Decrypted> KmsImpl::DecryptLocked(const std::string& caller,
       crypto::Open(*material, absl::string_view(ciphertext).substr(kBlobHeaderBytes),
                    BlobAad(key_id, version, context));
   if (!plain.ok()) {
-    return Error(absl::StatusCode::kDataLoss, "InvalidCiphertextException",
-                 "the ciphertext does not authenticate: it was altered, or the encryption "
-                 "context differs from the one it was made with");
+    return AwsError(absl::StatusCode::kDataLoss, "InvalidCiphertextException",
+                    "the ciphertext does not authenticate: it was altered, or the encryption "
+                    "context differs from the one it was made with");
   }
   return Decrypted{std::move(*plain), key.info.arn};
 }

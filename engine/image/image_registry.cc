@@ -29,27 +29,24 @@ uint64_t NowMicros() {
       .count();
 }
 
-absl::Status Error(absl::StatusCode code, const std::string& aws_code, const std::string& message) {
-  return WithAwsErrorCode(absl::Status(code, message), aws_code);
-}
 absl::Status BadMapping(const std::string& message) {
-  return Error(absl::StatusCode::kInvalidArgument, "InvalidBlockDeviceMapping", message);
+  return AwsError(absl::StatusCode::kInvalidArgument, "InvalidBlockDeviceMapping", message);
 }
 absl::Status BadValue(const std::string& message) {
-  return Error(absl::StatusCode::kInvalidArgument, "InvalidParameterValue", message);
+  return AwsError(absl::StatusCode::kInvalidArgument, "InvalidParameterValue", message);
 }
 absl::Status ImageNotFound(const std::string& id) {
-  return Error(absl::StatusCode::kNotFound, "InvalidAMIID.NotFound",
-               absl::StrCat("The image id '[", id, "]' does not exist"));
+  return AwsError(absl::StatusCode::kNotFound, "InvalidAMIID.NotFound",
+                  absl::StrCat("The image id '[", id, "]' does not exist"));
 }
 absl::Status InstanceNotFound(const std::string& id) {
-  return Error(absl::StatusCode::kNotFound, "InvalidInstanceID.NotFound",
-               absl::StrCat("The instance ID '", id, "' does not exist"));
+  return AwsError(absl::StatusCode::kNotFound, "InvalidInstanceID.NotFound",
+                  absl::StrCat("The instance ID '", id, "' does not exist"));
 }
 absl::Status WrongInstanceState(const InstanceInfo& i, const std::string& verb) {
-  return Error(absl::StatusCode::kFailedPrecondition, "IncorrectInstanceState",
-               absl::StrCat("The instance '", i.id, "' is not in a state from which it can be ",
-                            verb, " (it is ", InstanceStateName(i.state), ")"));
+  return AwsError(absl::StatusCode::kFailedPrecondition, "IncorrectInstanceState",
+                  absl::StrCat("The instance '", i.id, "' is not in a state from which it can be ",
+                               verb, " (it is ", InstanceStateName(i.state), ")"));
 }
 
 // EC2's AMI name rule: 3-128 characters of letters, digits, ()[] ./-'@_.
@@ -173,10 +170,10 @@ std::string ImageRegistry::NewId(const std::string& prefix, absl::string_view ke
 
 absl::Status ImageRegistry::ValidateImage(ImageInfo& image, bool allow_pending) {
   if (!ValidImageName(image.name)) {
-    return Error(absl::StatusCode::kInvalidArgument, "InvalidAMIName.Malformed",
-                 absl::StrCat("AMI name '", image.name,
-                              "' must be 3 to 128 characters of letters, numbers, spaces and "
-                              "()[]./-'@_"));
+    return AwsError(absl::StatusCode::kInvalidArgument, "InvalidAMIName.Malformed",
+                    absl::StrCat("AMI name '", image.name,
+                                 "' must be 3 to 128 characters of letters, numbers, spaces and "
+                                 "()[]./-'@_"));
   }
   if (image.description.size() > 255) return BadValue("the description is over 255 characters");
   if (image.architecture != "x86_64" && image.architecture != "arm64" &&
@@ -250,14 +247,15 @@ absl::Status ImageRegistry::ValidateImage(ImageInfo& image, bool allow_pending) 
     } else {
       absl::StatusOr<SnapshotInfo> s = region_.DescribeSnapshot(ebs.snapshot_id);
       if (!s.ok() || !CanUseSnapshot(*s, image.owner)) {
-        return Error(absl::StatusCode::kNotFound, "InvalidSnapshot.NotFound",
-                     absl::StrCat("The snapshot '", ebs.snapshot_id, "' does not exist"));
+        return AwsError(absl::StatusCode::kNotFound, "InvalidSnapshot.NotFound",
+                        absl::StrCat("The snapshot '", ebs.snapshot_id, "' does not exist"));
       }
       if (s->state == SnapshotState::kError ||
           (s->state == SnapshotState::kPending && !allow_pending)) {
-        return Error(absl::StatusCode::kFailedPrecondition, "IncorrectState",
-                     absl::StrCat("snapshot ", ebs.snapshot_id, " is ", SnapshotStateName(s->state),
-                                  "; an image needs completed ones"));
+        return AwsError(
+            absl::StatusCode::kFailedPrecondition, "IncorrectState",
+            absl::StrCat("snapshot ", ebs.snapshot_id, " is ", SnapshotStateName(s->state),
+                         "; an image needs completed ones"));
       }
       const uint64_t snapshot_gib = (s->volume_size_bytes + kGiB - 1) / kGiB;
       if (ebs.volume_size_gib == 0) ebs.volume_size_gib = snapshot_gib;
@@ -291,8 +289,9 @@ absl::StatusOr<ImageInfo> ImageRegistry::RegisterLocked(ImageInfo image, bool al
   STRATA_ASSIGN_OR_RETURN(std::vector<ImageInfo> all, ScanImages());
   for (const ImageInfo& other : all) {
     if (other.owner == image.owner && other.name == image.name) {
-      return Error(absl::StatusCode::kAlreadyExists, "InvalidAMIName.Duplicate",
-                   absl::StrCat("AMI name ", image.name, " is already in use by AMI ", other.id));
+      return AwsError(
+          absl::StatusCode::kAlreadyExists, "InvalidAMIName.Duplicate",
+          absl::StrCat("AMI name ", image.name, " is already in use by AMI ", other.id));
     }
   }
   image.id = NewId("ami", meta::kImagePrefix);
@@ -387,9 +386,9 @@ absl::StatusOr<ImageInfo> ImageRegistry::UpdateImage(
   if (changed.is_public() && !image.is_public()) {
     STRATA_ASSIGN_OR_RETURN(ImageSettings settings, GetSettings(image.owner));
     if (settings.block_public_access) {
-      return Error(absl::StatusCode::kFailedPrecondition, "OperationNotPermitted",
-                   absl::StrCat("image block public access is on for account ", image.owner, ": ",
-                                image.id, " cannot be made public"));
+      return AwsError(absl::StatusCode::kFailedPrecondition, "OperationNotPermitted",
+                      absl::StrCat("image block public access is on for account ", image.owner,
+                                   ": ", image.id, " cannot be made public"));
     }
   }
   STRATA_RETURN_IF_ERROR(SaveImage(changed));
@@ -401,15 +400,15 @@ absl::StatusOr<std::vector<std::string>> ImageRegistry::DeregisterImage(const st
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(ImageInfo image, LoadImage(image_id));
   if (image.deregistration_protection) {
-    return Error(
+    return AwsError(
         absl::StatusCode::kFailedPrecondition, "OperationNotPermitted",
         absl::StrCat("deregistration protection is enabled for ", image_id, "; disable it first"));
   }
   if (image.protected_until_micros > NowMicros()) {
-    return Error(absl::StatusCode::kFailedPrecondition, "OperationNotPermitted",
-                 absl::StrCat(image_id, " is protected from deregistration until ",
-                              image.protected_until_micros / 1000000,
-                              " (the 24-hour cooldown after disabling protection)"));
+    return AwsError(absl::StatusCode::kFailedPrecondition, "OperationNotPermitted",
+                    absl::StrCat(image_id, " is protected from deregistration until ",
+                                 image.protected_until_micros / 1000000,
+                                 " (the 24-hour cooldown after disabling protection)"));
   }
   const std::vector<std::string> snapshots = SnapshotIds(image);
   meta::WriteBatch batch;
@@ -544,9 +543,9 @@ absl::StatusOr<std::vector<BlockDeviceMapping>> ImageRegistry::LaunchMapping(
         // A snapshot the image does not map: the launching account must be able to use it.
         absl::StatusOr<SnapshotInfo> s = region_.DescribeSnapshot(added.ebs->snapshot_id);
         if (!s.ok() || !CanUseSnapshot(*s, owner) || s->state != SnapshotState::kCompleted) {
-          return Error(absl::StatusCode::kNotFound, "InvalidSnapshot.NotFound",
-                       absl::StrCat("The snapshot '", added.ebs->snapshot_id,
-                                    "' does not exist or is not completed"));
+          return AwsError(absl::StatusCode::kNotFound, "InvalidSnapshot.NotFound",
+                          absl::StrCat("The snapshot '", added.ebs->snapshot_id,
+                                       "' does not exist or is not completed"));
         }
         const uint64_t snapshot_gib = (s->volume_size_bytes + kGiB - 1) / kGiB;
         if (added.ebs->volume_size_gib == 0) added.ebs->volume_size_gib = snapshot_gib;
@@ -606,20 +605,20 @@ absl::StatusOr<InstanceInfo> ImageRegistry::RunInstance(const LaunchRequest& req
     if (image.ok()) image = Resolve(*std::move(image));
     if (!image.ok()) return image.status();
     if (!MayLaunch(*image, request.owner)) {
-      return Error(absl::StatusCode::kPermissionDenied, "AuthFailure",
-                   absl::StrCat("Not authorized for images: [", image->id, "]"));
+      return AwsError(absl::StatusCode::kPermissionDenied, "AuthFailure",
+                      absl::StrCat("Not authorized for images: [", image->id, "]"));
     }
     STRATA_ASSIGN_OR_RETURN(ImageSettings settings, GetSettings(request.owner));
     if (settings.allowed_images_state == "enabled" &&
         !ImageAllowed(settings, *image, request.owner)) {
-      return Error(absl::StatusCode::kPermissionDenied, "InvalidAMIID.NotFound",
-                   absl::StrCat("The image id '[", image->id,
-                                "]' is not allowed by the account's allowed images settings"));
+      return AwsError(absl::StatusCode::kPermissionDenied, "InvalidAMIID.NotFound",
+                      absl::StrCat("The image id '[", image->id,
+                                   "]' is not allowed by the account's allowed images settings"));
     }
     if (image->state != ImageState::kAvailable) {
-      return Error(absl::StatusCode::kFailedPrecondition, "InvalidAMIID.Unavailable",
-                   absl::StrCat("The image ", image->id, " is ", ImageStateName(image->state),
-                                ", not available"));
+      return AwsError(absl::StatusCode::kFailedPrecondition, "InvalidAMIID.Unavailable",
+                      absl::StrCat("The image ", image->id, " is ", ImageStateName(image->state),
+                                   ", not available"));
     }
     STRATA_ASSIGN_OR_RETURN(std::vector<BlockDeviceMapping> mapping,
                             LaunchMapping(*image, request.mappings, request.owner));
@@ -833,8 +832,8 @@ absl::StatusOr<ImageInfo> ImageRegistry::CreateImage(const std::string& instance
   }
   ImageInfo image = request;
   if (!ValidImageName(image.name)) {  // Before any snapshot is taken.
-    return Error(absl::StatusCode::kInvalidArgument, "InvalidAMIName.Malformed",
-                 absl::StrCat("AMI name '", image.name, "' is not valid"));
+    return AwsError(absl::StatusCode::kInvalidArgument, "InvalidAMIName.Malformed",
+                    absl::StrCat("AMI name '", image.name, "' is not valid"));
   }
   std::vector<CreateSnapshotRequest> snapshots;
   for (const InstanceVolume& v : instance.volumes) {
@@ -892,12 +891,13 @@ absl::StatusOr<ImageInfo> ImageRegistry::CopyImage(const std::string& source_ima
   STRATA_ASSIGN_OR_RETURN(source, Resolve(std::move(source)));
   if (!MayLaunch(source, request.owner)) return ImageNotFound(source_image_id);
   if (source.state != ImageState::kAvailable) {
-    return Error(absl::StatusCode::kFailedPrecondition, "InvalidAMIID.Unavailable",
-                 absl::StrCat("The image ", source_image_id, " is ", ImageStateName(source.state)));
+    return AwsError(
+        absl::StatusCode::kFailedPrecondition, "InvalidAMIID.Unavailable",
+        absl::StrCat("The image ", source_image_id, " is ", ImageStateName(source.state)));
   }
   if (!ValidImageName(request.name)) {
-    return Error(absl::StatusCode::kInvalidArgument, "InvalidAMIName.Malformed",
-                 absl::StrCat("AMI name '", request.name, "' is not valid"));
+    return AwsError(absl::StatusCode::kInvalidArgument, "InvalidAMIName.Malformed",
+                    absl::StrCat("AMI name '", request.name, "' is not valid"));
   }
   ImageInfo image = source;
   image.name = request.name;
@@ -955,8 +955,8 @@ absl::Status ImageRegistry::StoreImage(const std::string& image_id, const std::s
                                        const std::function<void(int)>& progress) {
   STRATA_ASSIGN_OR_RETURN(ImageInfo image, DescribeImage(image_id));
   if (image.state != ImageState::kAvailable) {
-    return Error(absl::StatusCode::kFailedPrecondition, "InvalidAMIID.Unavailable",
-                 absl::StrCat("The image ", image_id, " is ", ImageStateName(image.state)));
+    return AwsError(absl::StatusCode::kFailedPrecondition, "InvalidAMIID.Unavailable",
+                    absl::StrCat("The image ", image_id, " is ", ImageStateName(image.state)));
   }
   return WriteBundle(region_, image, dir, object_key, account, progress);
 }

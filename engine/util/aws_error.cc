@@ -17,4 +17,9 @@ absl::Status WithAwsErrorCode(absl::Status status, const std::string& code) {
   return status;
 }
 
+absl::Status AwsError(absl::StatusCode code, const std::string& aws_code,
+                      const std::string& message) {
+  return WithAwsErrorCode(absl::Status(code, message), aws_code);
+}
+
 }  // namespace strata

@@ -12,5 +12,8 @@ namespace strata {
 std::string AwsErrorCode(const absl::Status& status);
 // `status` with `code` attached as its AWS error code.
 absl::Status WithAwsErrorCode(absl::Status status, const std::string& code);
+// A status of canonical `code` and `message` carrying the AWS error code `aws_code`.
+absl::Status AwsError(absl::StatusCode code, const std::string& aws_code,
+                      const std::string& message);
 
 }  // namespace strata
