@@ -83,10 +83,9 @@ std::string ReservationId(const std::string& instance_id) {
 
 class ImageCalls {
  public:
-  ImageCalls(Store& store, Region& region, const Account& account, const QueryParams& p,
+  ImageCalls(Region& region, const Account& account, const QueryParams& p,
              const Ec2Options& options, StoreImageTasks& tasks, XmlWriter& x)
-      : store_(store),
-        region_(region),
+      : region_(region),
         images_(region.images()),
         account_(account),
         p_(p),
@@ -139,12 +138,6 @@ class ImageCalls {
  private:
   // ---- Helpers ----
 
-  bool MayLaunch(const ImageInfo& image) const {
-    return image.owner == account_.id || image.is_public() ||
-           std::find(image.launch_permissions.begin(), image.launch_permissions.end(),
-                     account_.id) != image.launch_permissions.end();
-  }
-
   static absl::Status Malformed(const std::string& id) {
     return WithAwsErrorCode(absl::InvalidArgumentError(absl::StrCat("Invalid id: \"", id, "\"")),
                             "InvalidAMIID.Malformed");
@@ -159,7 +152,7 @@ class ImageCalls {
   absl::StatusOr<ImageInfo> VisibleImage(const std::string& id) {
     if (!absl::StartsWith(id, "ami-")) return Malformed(id);
     absl::StatusOr<ImageInfo> image = images_.DescribeImage(id);
-    if (!image.ok() || !MayLaunch(*image)) return NotFound(id);
+    if (!image.ok() || !image->launchable_by(account_.id)) return NotFound(id);
     return image;
   }
   // An image the caller owns (required to change it).
@@ -186,6 +179,36 @@ class ImageCalls {
                                      : "InvalidInstanceID.Malformed");
     }
     return i;
+  }
+
+  // The caller's instances named by InstanceId.N (every id checked before anything is done),
+  // or, when none is named and `ids_required` is false, all of the caller's instances.
+  absl::StatusOr<std::vector<InstanceInfo>> RequestedInstances(bool ids_required) {
+    const std::vector<std::string> ids = p_.List("InstanceId");
+    if (ids.empty() && ids_required) {
+      return AwsError(absl::StatusCode::kInvalidArgument, "MissingParameter",
+                      "the request must contain the parameter InstanceId");
+    }
+    std::vector<InstanceInfo> out;
+    for (const std::string& id : ids) {
+      absl::StatusOr<InstanceInfo> i = OwnedInstance(id);
+      if (!i.ok()) return i.status();
+      out.push_back(*std::move(i));
+    }
+    if (!ids.empty()) return out;
+    absl::StatusOr<std::vector<InstanceInfo>> all = images_.ListInstances();
+    if (!all.ok()) return all.status();
+    for (InstanceInfo& i : *all) {
+      if (i.owner == account_.id) out.push_back(std::move(i));
+    }
+    return out;
+  }
+
+  void WriteState(const char* element, InstanceState state) {
+    x_.Open(element);
+    x_.Number("code", InstanceStateCode(state));
+    x_.Text("name", InstanceStateName(state));
+    x_.Close();
   }
 
   Result Fail(const absl::Status& s) { return FromStatus(s, "AMIID"); }
@@ -387,12 +410,12 @@ class ImageCalls {
     for (const std::string& id : ids) {
       auto it =
           std::find_if(all->begin(), all->end(), [&](const ImageInfo& i) { return i.id == id; });
-      if (it == all->end() || !MayLaunch(*it)) return Fail(NotFound(id));
+      if (it == all->end() || !it->launchable_by(account_.id)) return Fail(NotFound(id));
     }
     const std::vector<Filter> filters = ParseFilters(p_);
     std::vector<const ImageInfo*> kept;
     for (const ImageInfo& image : *all) {
-      if (!MayLaunch(image)) continue;
+      if (!image.launchable_by(account_.id)) continue;
       if (!ids.empty() && std::find(ids.begin(), ids.end(), image.id) == ids.end()) continue;
       if (!owners.empty()) {
         bool match = false;
@@ -925,10 +948,7 @@ class ImageCalls {
     x_.Open("item");
     x_.Text("instanceId", i.id);
     x_.Text("imageId", i.image_id);
-    x_.Open("instanceState");
-    x_.Number("code", InstanceStateCode(i.state));
-    x_.Text("name", InstanceStateName(i.state));
-    x_.Close();
+    WriteState("instanceState", i.state);
     x_.Text("privateDnsName", "");
     x_.Text("dnsName", "");
     x_.Text("reason", i.state_reason);
@@ -1028,17 +1048,11 @@ class ImageCalls {
   }
 
   Result DescribeInstances() {
-    const std::vector<std::string> ids = p_.List("InstanceId");
-    for (const std::string& id : ids) {
-      if (absl::StatusOr<InstanceInfo> i = OwnedInstance(id); !i.ok()) return Fail(i.status());
-    }
-    absl::StatusOr<std::vector<InstanceInfo>> all = images_.ListInstances();
+    absl::StatusOr<std::vector<InstanceInfo>> all = RequestedInstances(false);
     if (!all.ok()) return Fail(all.status());
     const std::vector<Filter> filters = ParseFilters(p_);
     std::vector<const InstanceInfo*> kept;
     for (const InstanceInfo& i : *all) {
-      if (i.owner != account_.id) continue;
-      if (!ids.empty() && std::find(ids.begin(), ids.end(), i.id) == ids.end()) continue;
       Facets f = {{"instance-id", i.id},
                   {"image-id", i.image_id},
                   {"instance-type", i.instance_type},
@@ -1080,28 +1094,16 @@ class ImageCalls {
   // Stop/Start/Terminate: every id is checked before any changes.
   Result ChangeInstances(
       const std::function<absl::StatusOr<InstanceInfo>(const std::string&)>& op) {
-    const std::vector<std::string> ids = p_.List("InstanceId");
-    if (ids.empty()) return Missing("InstanceId");
-    std::vector<InstanceInfo> before;
-    for (const std::string& id : ids) {
-      absl::StatusOr<InstanceInfo> i = OwnedInstance(id);
-      if (!i.ok()) return Fail(i.status());
-      before.push_back(*i);
-    }
+    absl::StatusOr<std::vector<InstanceInfo>> before = RequestedInstances(true);
+    if (!before.ok()) return Fail(before.status());
     x_.Open("instancesSet");
-    for (const InstanceInfo& b : before) {
+    for (const InstanceInfo& b : *before) {
       absl::StatusOr<InstanceInfo> after = op(b.id);
       if (!after.ok()) return Fail(after.status());
       x_.Open("item");
       x_.Text("instanceId", b.id);
-      x_.Open("currentState");
-      x_.Number("code", InstanceStateCode(after->state));
-      x_.Text("name", InstanceStateName(after->state));
-      x_.Close();
-      x_.Open("previousState");
-      x_.Number("code", InstanceStateCode(b.state));
-      x_.Text("name", InstanceStateName(b.state));
-      x_.Close();
+      WriteState("currentState", after->state);
+      WriteState("previousState", b.state);
       x_.Close();
     }
     x_.Close();
@@ -1120,13 +1122,10 @@ class ImageCalls {
     return ChangeInstances([&](const std::string& id) { return images_.TerminateInstance(id); });
   }
   Result RebootInstances() {
-    const std::vector<std::string> ids = p_.List("InstanceId");
-    if (ids.empty()) return Missing("InstanceId");
-    for (const std::string& id : ids) {
-      if (absl::StatusOr<InstanceInfo> i = OwnedInstance(id); !i.ok()) return Fail(i.status());
-    }
-    for (const std::string& id : ids) {
-      if (absl::Status s = images_.RebootInstance(id); !s.ok()) return Fail(s);
+    absl::StatusOr<std::vector<InstanceInfo>> instances = RequestedInstances(true);
+    if (!instances.ok()) return Fail(instances.status());
+    for (const InstanceInfo& i : *instances) {
+      if (absl::Status s = images_.RebootInstance(i.id); !s.ok()) return Fail(s);
     }
     return ReturnTrue();
   }
@@ -1147,22 +1146,21 @@ class ImageCalls {
     return x_.Finish();
   }
 
+  // The status checks of an instance: "ok" while its VM runs (Strata does not probe the guest).
+  static const char* CheckStatus(const InstanceInfo& i) {
+    return i.state == InstanceState::kRunning ? "ok" : "not-applicable";
+  }
+
   Result DescribeInstanceStatus() {
-    const std::vector<std::string> ids = p_.List("InstanceId");
-    for (const std::string& id : ids) {
-      if (absl::StatusOr<InstanceInfo> i = OwnedInstance(id); !i.ok()) return Fail(i.status());
-    }
     absl::StatusOr<std::optional<bool>> all_states = p_.GetBool("IncludeAllInstances");
     if (!all_states.ok()) return Invalid(std::string(all_states.status().message()));
-    absl::StatusOr<std::vector<InstanceInfo>> all = images_.ListInstances();
+    absl::StatusOr<std::vector<InstanceInfo>> all = RequestedInstances(false);
     if (!all.ok()) return Fail(all.status());
     const std::vector<Filter> filters = ParseFilters(p_);
     std::vector<const InstanceInfo*> kept;
     for (const InstanceInfo& i : *all) {
-      if (i.owner != account_.id) continue;
-      if (!ids.empty() && std::find(ids.begin(), ids.end(), i.id) == ids.end()) continue;
       if (i.state != InstanceState::kRunning && !all_states->value_or(false)) continue;
-      const std::string status = i.state == InstanceState::kRunning ? "ok" : "not-applicable";
+      const std::string status = CheckStatus(i);
       absl::StatusOr<bool> match =
           MatchesFilters(filters,
                          {{"instance-state-name", InstanceStateName(i.state)},
@@ -1179,14 +1177,11 @@ class ImageCalls {
     x_.Open("instanceStatusSet");
     for (size_t n = page->begin; n < page->end; ++n) {
       const InstanceInfo& i = *kept[n];
-      const std::string status = i.state == InstanceState::kRunning ? "ok" : "not-applicable";
+      const std::string status = CheckStatus(i);
       x_.Open("item");
       x_.Text("instanceId", i.id);
       x_.Text("availabilityZone", region_.name() + "a");
-      x_.Open("instanceState");
-      x_.Number("code", InstanceStateCode(i.state));
-      x_.Text("name", InstanceStateName(i.state));
-      x_.Close();
+      WriteState("instanceState", i.state);
       for (const char* kind : {"systemStatus", "instanceStatus"}) {
         x_.Open(kind);
         x_.Text("status", status);
@@ -1221,7 +1216,6 @@ class ImageCalls {
     return x_.Finish();
   }
 
-  Store& store_;
   Region& region_;
   Images& images_;
   const Account& account_;
@@ -1280,11 +1274,10 @@ std::vector<StoreImageTasks::View> StoreImageTasks::List() {
   return out;
 }
 
-std::optional<Result> RunImageCall(Store& store, Region& region, const Account& account,
-                                   const QueryParams& p, const std::string& action,
-                                   const Ec2Options& options, StoreImageTasks& tasks,
-                                   XmlWriter& x) {
-  return ImageCalls(store, region, account, p, options, tasks, x).Run(action);
+std::optional<Result> RunImageCall(Region& region, const Account& account, const QueryParams& p,
+                                   const std::string& action, const Ec2Options& options,
+                                   StoreImageTasks& tasks, XmlWriter& x) {
+  return ImageCalls(region, account, p, options, tasks, x).Run(action);
 }
 
 }  // namespace strata::api

@@ -148,10 +148,9 @@ int main(int argc, char** argv) {
       args->Get("nbd-listen", "127.0.0.1:10809,unix:" + dir + "/nbd.sock");
   std::vector<std::string> nbd_addresses;
   if (nbd_listen != "off") nbd_addresses = absl::StrSplit(nbd_listen, ',', absl::SkipEmpty());
-  std::string nbd_socket, nbd_tcp;
+  std::string nbd_socket;
   for (const std::string& a : nbd_addresses) {
     if (a.rfind("unix:", 0) == 0 && nbd_socket.empty()) nbd_socket = a.substr(5);
-    if (a.rfind("unix:", 0) != 0 && nbd_tcp.empty()) nbd_tcp = a;
   }
   std::unique_ptr<strata::vm::QemuHypervisor> hypervisor;
   const std::string vm_mode = args->Get("vm", "auto");
@@ -200,21 +199,6 @@ int main(int argc, char** argv) {
   if (!created.ok()) return Fail(created.status());
   if (*created)
     STRATA_LOG(kInfo, "created the admin account; credentials in ", dir, "/credentials");
-  std::unique_ptr<strata::api::ApiServer> api;
-  if (api_enabled) {
-    strata::api::Ec2Options ec2_options;
-    ec2_options.bucket_dir = args->Get("bucket-dir", dir + "/buckets");
-    if (!nbd_tcp.empty()) {
-      ec2_options.nbd_uri_template = absl::StrCat("nbd://", nbd_tcp, "/{export}");
-    } else if (!nbd_socket.empty()) {
-      ec2_options.nbd_uri_template = absl::StrCat("nbd+unix:///{export}?socket=",
-                                                  std::filesystem::absolute(nbd_socket).string());
-    }
-    api = std::make_unique<strata::api::ApiServer>(**store, api_options, ec2_options);
-    if (absl::Status s = api->Start(); !s.ok()) return Fail(s);
-    STRATA_LOG(kInfo, "API on http://", listen.substr(0, listen.rfind(':')), ":", api->port(),
-               " (aws --endpoint-url; credentials in ", dir, "/credentials)");
-  }
   for (const std::string& name : (*store)->ListRegions()) {
     auto region = *(*store)->GetRegion(name);
     auto volumes = region->ListVolumes();
@@ -232,6 +216,28 @@ int main(int argc, char** argv) {
                " (exports: attached volumes by volume id, read-write; completed snapshots by "
                "snapshot id, read-only; TLS ",
                tls_mode, ")");
+  }
+  std::unique_ptr<strata::api::ApiServer> api;
+  if (api_enabled) {
+    strata::api::Ec2Options ec2_options;
+    ec2_options.bucket_dir = args->Get("bucket-dir", dir + "/buckets");
+    // Where each instance volume is exported (DescribeInstances): the NBD server's first TCP
+    // address as bound (a port 0 is resolved by now), else its unix socket.
+    for (const std::string& a : nbd != nullptr ? nbd->addresses() : std::vector<std::string>{}) {
+      const bool unix_socket = a.rfind("unix:", 0) == 0;
+      if (!unix_socket) {
+        ec2_options.nbd_uri_template = absl::StrCat("nbd://", a, "/{export}");
+        break;
+      }
+      if (ec2_options.nbd_uri_template.empty()) {
+        ec2_options.nbd_uri_template = absl::StrCat(
+            "nbd+unix:///{export}?socket=", std::filesystem::absolute(a.substr(5)).string());
+      }
+    }
+    api = std::make_unique<strata::api::ApiServer>(**store, api_options, ec2_options);
+    if (absl::Status s = api->Start(); !s.ok()) return Fail(s);
+    STRATA_LOG(kInfo, "API on http://", listen.substr(0, listen.rfind(':')), ":", api->port(),
+               " (aws --endpoint-url; credentials in ", dir, "/credentials)");
   }
   STRATA_LOG(kInfo, "stratad serving store ", dir, " (pid ", getpid(),
              "); SIGTERM or Ctrl-C stops");

@@ -174,12 +174,11 @@ class PartWriter {
 
   absl::Status Add(absl::string_view bytes, bool end) {
     ZSTD_inBuffer in{bytes.data(), bytes.size(), 0};
-    std::string out(ZSTD_CStreamOutSize(), '\0');
     for (;;) {
-      ZSTD_outBuffer o{out.data(), out.size(), 0};
+      ZSTD_outBuffer o{out_.data(), out_.size(), 0};
       const size_t left = ZSTD_compressStream2(zstd_, &o, &in, end ? ZSTD_e_end : ZSTD_e_continue);
       if (ZSTD_isError(left)) return absl::InternalError(ZSTD_getErrorName(left));
-      pending_.append(out.data(), o.pos);
+      pending_.append(out_.data(), o.pos);
       while (pending_.size() >= kBundlePartBytes) {
         STRATA_RETURN_IF_ERROR(Flush(absl::string_view(pending_).substr(0, kBundlePartBytes)));
         pending_.erase(0, kBundlePartBytes);
@@ -214,6 +213,7 @@ class PartWriter {
   const SecretBytes& key_;
   const std::string aad_;
   ZSTD_CCtx* zstd_;
+  std::string out_ = std::string(ZSTD_CStreamOutSize(), '\0');  // Reused by every Add.
   std::string pending_;
   std::vector<Part> parts_;
 };

@@ -27,6 +27,12 @@ bool ImageInfo::is_public() const {
          launch_permissions.end();
 }
 
+bool ImageInfo::launchable_by(const std::string& account) const {
+  return owner == account || is_public() ||
+         std::find(launch_permissions.begin(), launch_permissions.end(), account) !=
+             launch_permissions.end();
+}
+
 bool ImageAllowed(const ImageSettings& settings, const ImageInfo& image,
                   const std::string& account) {
   if (image.owner == account) return true;

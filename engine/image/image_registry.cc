@@ -75,12 +75,6 @@ bool CanUseSnapshot(const SnapshotInfo& s, const std::string& account) {
          std::find(s.shared_with.begin(), s.shared_with.end(), "all") != s.shared_with.end();
 }
 
-bool MayLaunch(const ImageInfo& image, const std::string& account) {
-  return image.owner == account || image.is_public() ||
-         std::find(image.launch_permissions.begin(), image.launch_permissions.end(), account) !=
-             image.launch_permissions.end();
-}
-
 std::vector<std::string> SnapshotIds(const ImageInfo& image) {
   std::vector<std::string> ids;
   for (const BlockDeviceMapping& m : image.mappings) {
@@ -604,7 +598,7 @@ absl::StatusOr<InstanceInfo> ImageRegistry::RunInstance(const LaunchRequest& req
     absl::StatusOr<ImageInfo> image = LoadImage(request.image_id);
     if (image.ok()) image = Resolve(*std::move(image));
     if (!image.ok()) return image.status();
-    if (!MayLaunch(*image, request.owner)) {
+    if (!image->launchable_by(request.owner)) {
       return AwsError(absl::StatusCode::kPermissionDenied, "AuthFailure",
                       absl::StrCat("Not authorized for images: [", image->id, "]"));
     }
@@ -889,7 +883,7 @@ absl::StatusOr<ImageInfo> ImageRegistry::CopyImage(const std::string& source_ima
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(ImageInfo source, LoadImage(source_image_id));
   STRATA_ASSIGN_OR_RETURN(source, Resolve(std::move(source)));
-  if (!MayLaunch(source, request.owner)) return ImageNotFound(source_image_id);
+  if (!source.launchable_by(request.owner)) return ImageNotFound(source_image_id);
   if (source.state != ImageState::kAvailable) {
     return AwsError(
         absl::StatusCode::kFailedPrecondition, "InvalidAMIID.Unavailable",

@@ -83,8 +83,8 @@ def run(data_dir, daemon, disk, socket):
     first = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.nano",
                               UserData="echo user-data-says-hello\n")  # boto3 encodes it.
     instance = first["Instances"][0]["InstanceId"]
-    uri = first["Instances"][0]["BlockDeviceMappings"][0]["Ebs"].get("VolumeId")
-    check(uri is not None, "the instance's root volume is in its mapping")
+    root_volume = first["Instances"][0]["BlockDeviceMappings"][0]["Ebs"].get("VolumeId")
+    check(root_volume is not None, "the instance's root volume is in its mapping")
     stopped = wait_state(ec2, instance, "stopped")
     print(f"first guest ran {time.time() - start:.1f} s", flush=True)
     text = console(ec2, instance)
@@ -95,6 +95,15 @@ def run(data_dir, daemon, disk, socket):
           f"a guest power-off stops the instance: {stopped.get('StateReason')}")
     out = sh(*cli, "console", instance)
     check(out.returncode == 0 and "STRATA-GUEST-OK" in out.stdout, "strata console prints the console")
+    out = sh(*cli, "instances")
+    listed = {i["InstanceId"]: i for i in json.loads(out.stdout)} if out.returncode == 0 else {}
+    volumes = listed.get(instance, {}).get("Volumes", [])
+    check(len(volumes) == 1 and volumes[0]["VolumeId"] == root_volume and
+          volumes[0]["NbdUri"] == f"nbd://127.0.0.1:{daemon.nbd}/{root_volume}",
+          f"strata instances shows where each volume is exported (strataNbdUri): {out.stdout}")
+    nbdinfo = sh("nbdinfo", "--size", volumes[0]["NbdUri"]) if volumes else None
+    check(nbdinfo is not None and nbdinfo.returncode == 0 and int(nbdinfo.stdout) == 1 << 30,
+          "the instance's volume is served at that URI")
 
     # CreateImage from the stopped instance; a second account with launch permission runs it.
     made = ec2.create_image(InstanceId=instance, Name="after-first-boot")["ImageId"]

@@ -69,6 +69,8 @@ struct ImageInfo {
   std::string source_instance_id;  // CreateImage.
   uint64_t last_launched_micros = 0;
   bool is_public() const;
+  // The owner, or an account its launch permissions name (or everyone when public).
+  bool launchable_by(const std::string& account) const;
 };
 
 // An account's image governance settings in a region.
