@@ -182,15 +182,6 @@ absl::Status QemuHypervisor::Start(const Machine& machine, ExitFn on_exit) {
         +[](Vm* v) { return v->pid != -1 || v->exited; }, raw));
   }
   if (old_watcher.joinable()) old_watcher.join();
-  // A QEMU that fails at once (bad drive, no export) has exited within a moment: report it.
-  if (WaitExited(machine.instance_id, 1)) {
-    std::ifstream in(dir + "/qemu.log");
-    std::stringstream why;
-    why << in.rdbuf();
-    std::string text = why.str();
-    if (text.size() > 500) text = text.substr(text.size() - 500);
-    return absl::InternalError(absl::StrCat("QEMU exited at start: ", text));
-  }
   return absl::OkStatus();
 }
 
@@ -225,14 +216,24 @@ void QemuHypervisor::Watch(const std::string& instance_id, std::vector<std::stri
     }
   }
   std::string reason = absl::StrCat("fork failed: ", strerror(errno));
+  bool clean = false;
   if (pid > 0) {
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
+    clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     reason = WIFEXITED(status) ? absl::StrCat("QEMU exited with status ", WEXITSTATUS(status))
                                : absl::StrCat("QEMU ended by signal ", WTERMSIG(status));
+    if (!clean) {  // Why, in QEMU's words: the end of its log.
+      std::ifstream in(log);
+      std::stringstream text;
+      text << in.rdbuf();
+      const std::string tail =
+          text.str().substr(text.str().size() > 300 ? text.str().size() - 300 : 0);
+      absl::StrAppend(&reason, ": ", tail);
+    }
   }
-  if (on_exit) on_exit(instance_id, reason);
+  if (on_exit) on_exit(instance_id, clean, reason);
   absl::MutexLock lock(&mu_);
   auto it = vms_.find(instance_id);
   if (it != vms_.end() && it->second->pid == pid) it->second->exited = true;

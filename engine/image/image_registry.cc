@@ -681,8 +681,9 @@ absl::StatusOr<InstanceInfo> ImageRegistry::Boot(const InstanceInfo& instance) {
   for (const InstanceVolume& v : instance.volumes) machine.volume_ids.push_back(v.volume_id);
   machine.user_data = instance.user_data;
   machine.account = instance.owner;
-  absl::Status started = hypervisor_->Start(
-      machine, [this](const std::string& id, const std::string& why) { OnVmExit(id, why); });
+  absl::Status started =
+      hypervisor_->Start(machine, [this](const std::string& id, bool clean,
+                                         const std::string& why) { OnVmExit(id, clean, why); });
   if (!started.ok()) {
     STRATA_LOG(kWarning, "instance ", instance.id, ": the VM did not start: ", started.ToString());
     return SetInstanceState(instance.id, InstanceState::kStopped,
@@ -703,7 +704,8 @@ absl::StatusOr<InstanceInfo> ImageRegistry::SetInstanceState(const std::string& 
   return instance;
 }
 
-void ImageRegistry::OnVmExit(const std::string& instance_id, const std::string& reason) {
+void ImageRegistry::OnVmExit(const std::string& instance_id, bool clean,
+                             const std::string& reason) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<InstanceInfo> instance = LoadInstance(instance_id);
   if (!instance.ok()) return;
@@ -711,10 +713,10 @@ void ImageRegistry::OnVmExit(const std::string& instance_id, const std::string& 
   if (instance->state == InstanceState::kPending || instance->state == InstanceState::kRunning ||
       instance->state == InstanceState::kStopping) {
     instance->state = InstanceState::kStopped;
-    instance->state_reason =
-        requested ? "Client.UserInitiatedShutdown: User initiated shutdown"
-                  : absl::StrCat("Client.InstanceInitiatedShutdown: Instance initiated shutdown (",
-                                 reason, ")");
+    instance->state_reason = requested ? "Client.UserInitiatedShutdown: User initiated shutdown"
+                             : clean
+                                 ? "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
+                                 : absl::StrCat("Server.InternalError: the VM failed: ", reason);
     if (absl::Status st = StoreInstance(*instance); !st.ok()) {
       STRATA_LOG(kWarning, "instance ", instance_id, ": state not recorded: ", st.ToString());
     }

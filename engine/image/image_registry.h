@@ -86,7 +86,8 @@ class ImageRegistry final : public Images {
                                                 const std::string& reason) ABSL_LOCKS_EXCLUDED(mu_);
   // Boots the instance's VM (or marks it running without a hypervisor).
   absl::StatusOr<InstanceInfo> Boot(const InstanceInfo& instance) ABSL_LOCKS_EXCLUDED(mu_);
-  void OnVmExit(const std::string& instance_id, const std::string& reason) ABSL_LOCKS_EXCLUDED(mu_);
+  void OnVmExit(const std::string& instance_id, bool clean, const std::string& reason)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Stops the VM if one runs; returns once it has exited.
   absl::Status StopVm(const std::string& instance_id, bool force) ABSL_LOCKS_EXCLUDED(mu_);
   // The mapping an instance of `owner` launches with: the image's, with `overrides` applied by

@@ -150,9 +150,12 @@ class Hypervisor {
     std::string account;  // The owner (for export access).
   };
   // Called (on any thread) when a machine's VM exits, with why.
-  using ExitFn = std::function<void(const std::string& instance_id, const std::string& reason)>;
+  // `clean`: the guest powered off (QEMU exited 0); else the VM failed, and `reason` says how.
+  using ExitFn =
+      std::function<void(const std::string& instance_id, bool clean, const std::string& reason)>;
   virtual std::string name() const = 0;
-  // Boots `machine`; returns once the VM process runs.
+  // Boots `machine`; returns once the VM process is started (a VM that then fails is reported
+  // through `on_exit`).
   [[nodiscard]] virtual absl::Status Start(const Machine& machine, ExitFn on_exit) = 0;
   // Asks the VM to power off, then ends it after a grace period (at once with `force`). Returns
   // when it has exited; `on_exit` has been called by then.

@@ -38,8 +38,8 @@ class FakeHypervisor final : public Hypervisor {
     return absl::OkStatus();
   }
   absl::StatusOr<std::string> Console(const std::string& id) override { return "console of " + id; }
-  // The guest powers off.
-  void Exit(const std::string& id, const std::string& why) {
+  // The guest powers off (`clean`), or the VM fails.
+  void Exit(const std::string& id, const std::string& why, bool clean = true) {
     ExitFn fn;
     {
       absl::MutexLock lock(&mu_);
@@ -48,7 +48,7 @@ class FakeHypervisor final : public Hypervisor {
       fn = std::move(it->second);
       running_.erase(it);
     }
-    fn(id, why);
+    fn(id, clean, why);
   }
   void FailNextStart() {
     absl::MutexLock lock(&mu_);
@@ -166,6 +166,14 @@ TEST_F(ImageRegistryTest, InstanceStatesFollowTheVmAndARestart) {
   auto after = region_->images().DescribeInstance(instance->id);
   EXPECT_EQ(after->state, InstanceState::kStopped);
   EXPECT_NE(after->state_reason.find("InstanceInitiatedShutdown"), std::string::npos);
+
+  // A VM that fails is stopped as a server error, with why.
+  ASSERT_TRUE(region_->images().StartInstance(instance->id).ok());
+  hypervisor_.Exit(instance->id, "QEMU exited with status 1: cannot open disk", /*clean=*/false);
+  after = region_->images().DescribeInstance(instance->id);
+  EXPECT_EQ(after->state, InstanceState::kStopped);
+  EXPECT_EQ(after->state_reason.rfind("Server.InternalError", 0), 0u) << after->state_reason;
+  EXPECT_NE(after->state_reason.find("cannot open disk"), std::string::npos);
 
   ASSERT_TRUE(region_->images().StartInstance(instance->id).ok());
   EXPECT_EQ(region_->images().DescribeInstance(instance->id)->state, InstanceState::kRunning);
