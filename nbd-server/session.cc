@@ -47,13 +47,6 @@ uint32_t ToNbdError(const absl::Status& s) {
   }
 }
 
-// A zeroed buffer for WRITE_ZEROES with NO_HOLE.
-constexpr size_t kZeroBytes = 1 << 20;
-const std::byte* Zeroes() {
-  static const auto* zeroes = new std::array<std::byte, kZeroBytes>{};
-  return zeroes->data();
-}
-
 }  // namespace
 
 Session::Session(ExportCatalog& catalog, int fd, Transport* transport,
@@ -456,20 +449,12 @@ bool Session::BlockStatus(Export& e, const Request& r) {
 }
 
 absl::Status Session::WriteZeroes(Export& e, const Request& r) {
-  const bool fua = (r.flags & kCmdFlagFua) != 0;
-  if ((r.flags & kCmdFlagNoHole) == 0) return e.WriteZeroes(r.offset, r.length, fua);
-  // NO_HOLE: the range must stay provisioned, so zeros are written like data, which is no
-  // faster than a WRITE.
-  if ((r.flags & kCmdFlagFastZero) != 0) {
-    return absl::UnimplementedError("a provisioned (NO_HOLE) zero range is not fast");
-  }
-  for (uint64_t done = 0; done < r.length;) {
-    const uint64_t n = std::min<uint64_t>(kZeroBytes, r.length - done);
-    absl::Status s = e.Write(r.offset + done, std::span(Zeroes(), n), /*fua=*/false);
-    if (!s.ok()) return s;
-    done += n;
-  }
-  return fua ? e.Flush() : absl::OkStatus();
+  // Without NO_HOLE the range may be deallocated; with it, it stays allocated. Both are fast
+  // (no zeros are written), so FAST_ZERO never fails.
+  absl::Status s = (r.flags & kCmdFlagNoHole) != 0 ? e.WriteZeroes(r.offset, r.length, false)
+                                                   : e.Trim(r.offset, r.length);
+  if (s.ok() && (r.flags & kCmdFlagFua) != 0) s = e.Flush();
+  return s;
 }
 
 bool Session::Execute(Export& e, const Request& r) {

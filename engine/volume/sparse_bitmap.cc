@@ -1,5 +1,6 @@
 #include "volume/sparse_bitmap.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
@@ -52,6 +53,23 @@ bool SparseBitmap::Set(uint64_t bit) {
   if (old & mask) return false;
   leaf->modified.store(true, std::memory_order_release);
   return true;
+}
+
+void SparseBitmap::SetRange(uint64_t first, uint64_t last) {
+  last = std::min(last, bit_count_ - 1);
+  for (uint64_t bit = first; bit_count_ > 0 && bit <= last;) {
+    const uint64_t leaf_index = bit / meta::kBitmapLeafBits;
+    Leaf* leaf = GetOrCreateLeaf(leaf_index);
+    const uint64_t leaf_end = std::min(last + 1, (leaf_index + 1) * meta::kBitmapLeafBits);
+    while (bit < leaf_end) {
+      const uint64_t in_leaf = bit % meta::kBitmapLeafBits;
+      const uint64_t n = std::min<uint64_t>(64 - in_leaf % 64, leaf_end - bit);
+      const uint64_t mask = (n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1) << (in_leaf % 64);
+      leaf->words[in_leaf / 64].fetch_or(mask, std::memory_order_acq_rel);
+      bit += n;
+    }
+    leaf->modified.store(true, std::memory_order_release);
+  }
 }
 
 bool SparseBitmap::Clear(uint64_t bit) {

@@ -29,6 +29,8 @@ class SparseBitmap {
   bool Test(uint64_t bit) const;
   // Sets `bit`; returns true if it was clear. Marks the leaf modified.
   bool Set(uint64_t bit);
+  // Sets bits [first, last] a word at a time. Marks the leaves modified.
+  void SetRange(uint64_t first, uint64_t last);
   // Clears `bit`; returns true if it was set. Marks the leaf modified.
   bool Clear(uint64_t bit);
   // Returns the first set bit >= `from`, or nullopt.

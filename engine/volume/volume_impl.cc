@@ -365,34 +365,63 @@ absl::Status VolumeImpl::Write(uint64_t offset_bytes, std::span<const std::byte>
   return fua ? Flush() : absl::OkStatus();
 }
 
-absl::Status VolumeImpl::ZeroRange(uint64_t offset_bytes, uint64_t length_bytes) {
+absl::Status VolumeImpl::ZeroRange(uint64_t offset_bytes, uint64_t length_bytes, bool keep_held) {
   absl::ReaderMutexLock gate(&gate_);
   STRATA_RETURN_IF_ERROR(CheckRange(offset_bytes, length_bytes));
   const uint64_t end = offset_bytes + length_bytes;
   const uint64_t first = offset_bytes >> chunk_shift_;
   const uint64_t last = (end - 1) >> chunk_shift_;
   StripeLocks locks(*this, first, last, /*exclusive=*/true);
-  for (uint64_t c = first; c <= last; ++c) {
-    const uint64_t start = c << chunk_shift_;
-    STRATA_RETURN_IF_ERROR(
-        PrepareForWrite(c, offset_bytes <= start && end >= start + ChunkLength(c)));
+  bool has_base = false;
+  {
+    absl::MutexLock lock(&mu_);
+    has_base = !record_.last_snapshot_id.empty();
   }
+  // The work follows the chunks that hold data, not the length, so discarding a whole large
+  // volume is a hole punch and a few bitmap words. Pending snapshots first take the chunks
+  // they still need (copy-before-write, as in PrepareForWrite).
+  if (pending_count_.load(std::memory_order_acquire) > 0) {
+    for (const std::shared_ptr<PendingSnapshot>& pending : PendingList()) {
+      for (std::optional<uint64_t> c = pending->frozen->NextSet(first); c.has_value() && *c <= last;
+           c = pending->frozen->NextSet(*c + 1)) {
+        IngestChunkLocked(*pending, *c);
+      }
+    }
+  }
+  if (has_base || keep_held) {
+    // Zeros must hide the snapshot beneath (or stay held): every chunk becomes the volume's
+    // own, and a partly covered one is copied up first.
+    for (const uint64_t c : {first, last}) {
+      const uint64_t start = c << chunk_shift_;
+      const bool whole = offset_bytes <= start && end >= start + ChunkLength(c);
+      if (!whole && !owned_.Test(c)) STRATA_RETURN_IF_ERROR(CopyUp(c));
+    }
+    STRATA_RETURN_IF_ERROR(HeadZero(offset_bytes, length_bytes));
+    owned_.SetRange(first, last);
+    dirty_->SetRange(first, last);
+    return absl::OkStatus();
+  }
+  // Nothing beneath (nor pending: a snapshot becomes the base when it starts): a chunk the
+  // volume does not hold reads as zeros and stays so, and a wholly zeroed one is let go. Its
+  // bit is persisted clear only by a Flush, after the hole punched in the head is durable.
   STRATA_RETURN_IF_ERROR(HeadZero(offset_bytes, length_bytes));
-  for (uint64_t c = first; c <= last; ++c) {
-    owned_.Set(c);
-    dirty_->Set(c);
+  for (std::optional<uint64_t> c = owned_.NextSet(first); c.has_value() && *c <= last;
+       c = owned_.NextSet(*c + 1)) {
+    const uint64_t start = *c << chunk_shift_;
+    if (offset_bytes <= start && end >= start + ChunkLength(*c)) owned_.Clear(*c);
+    dirty_->Set(*c);
   }
   return absl::OkStatus();
 }
 
 absl::Status VolumeImpl::Trim(uint64_t offset_bytes, uint64_t length_bytes) {
   if (length_bytes == 0) return CheckRange(offset_bytes, 0);
-  return ZeroRange(offset_bytes, length_bytes);
+  return ZeroRange(offset_bytes, length_bytes, /*keep_held=*/false);
 }
 
 absl::Status VolumeImpl::WriteZeroes(uint64_t offset_bytes, uint64_t length_bytes, bool fua) {
   if (length_bytes == 0) return CheckRange(offset_bytes, 0);
-  STRATA_RETURN_IF_ERROR(ZeroRange(offset_bytes, length_bytes));
+  STRATA_RETURN_IF_ERROR(ZeroRange(offset_bytes, length_bytes, /*keep_held=*/true));
   return fua ? Flush() : absl::OkStatus();
 }
 
@@ -403,6 +432,7 @@ absl::StatusOr<std::vector<AllocationExtent>> VolumeImpl::Allocation(uint64_t of
   STRATA_RETURN_IF_ERROR(CheckRange(offset_bytes, length_bytes));
   std::vector<AllocationExtent> out;
   const uint64_t end = offset_bytes + length_bytes;
+  uint64_t lookups = 0;
   for (uint64_t pos = offset_bytes; pos < end && max_extents > 0;) {
     const uint64_t c = pos >> chunk_shift_;
     uint64_t chunk_end = std::min(end, (c + 1) << chunk_shift_);
@@ -414,6 +444,7 @@ absl::StatusOr<std::vector<AllocationExtent>> VolumeImpl::Allocation(uint64_t of
         has_base = !record_.last_snapshot_id.empty();
       }
       if (has_base) {
+        if (lookups++ == kAllocationLookupsPerCall && !out.empty()) break;
         STRATA_ASSIGN_OR_RETURN(ChunkEntry entry, ResolveBase(c));
         zero = !entry.has_value();
       } else {

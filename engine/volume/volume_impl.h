@@ -162,7 +162,8 @@ class VolumeImpl final : public Volume {
   // REQUIRES: gate_ shared.
   absl::StatusOr<bool> ChunkChanged(uint64_t chunk_index) ABSL_SHARED_LOCKS_REQUIRED(gate_);
   // Shared by Trim and WriteZeroes.
-  absl::Status ZeroRange(uint64_t offset_bytes, uint64_t length_bytes);
+  // Trim and WriteZeroes; `keep_held` makes every chunk of the range the volume's own.
+  absl::Status ZeroRange(uint64_t offset_bytes, uint64_t length_bytes, bool keep_held);
   // REQUIRES: gate_ shared and the chunk's stripe held exclusively.
   void IngestChunkLocked(PendingSnapshot& pending, uint64_t chunk_index);
   // A chunk the volume does not hold, as the pending snapshot's parent has it.

@@ -55,7 +55,8 @@ after=$("$BIN/strata" volume list | grep -v "size=1048576"; "$BIN/strata" snapsh
 [ "$before" = "$after" ] && ok || bad "bad input changed the store"
 
 # stratad holds the lock, and stops cleanly on SIGTERM.
-env -u STRATA_QUIET "$BIN/stratad" --data-dir ./data --api-listen 127.0.0.1:0 2> stratad.log &
+env -u STRATA_QUIET "$BIN/stratad" --data-dir ./data --api-listen 127.0.0.1:0 --nbd-listen 127.0.0.1:0 \
+  2> stratad.log &
 PID=$!
 for _ in $(seq 100); do grep -q "serving" stratad.log && break; sleep 0.05; done
 expect_fail "another process has this store open" "$BIN/strata" volume list

@@ -115,12 +115,15 @@ def test_zeroes(env):
     c.request(CMD_WRITE, 0, 65536, payload=b"z" * 65536)
     check(c.request(CMD_WRITE_ZEROES, 0, 65536, flags=FLAG_FAST_ZERO)[0] == 0, "FAST_ZERO succeeds")
     check(c.request(CMD_READ, 0, 65536)[1] == bytes(65536), "zeroed range reads zeros")
-    check(c.request(CMD_WRITE_ZEROES, MiB, 65536, flags=FLAG_FAST_ZERO | FLAG_NO_HOLE)[0] == ENOTSUP,
-          "FAST_ZERO with NO_HOLE (provisioning is not fast): ENOTSUP")
-    check(c.request(CMD_WRITE_ZEROES, MiB, 65536, flags=FLAG_NO_HOLE)[0] == 0, "NO_HOLE zeroes")
-    status = c.block_status(MiB, 65536)
-    check(isinstance(status, dict) and list(status.values())[0][0] == (65536, 0),
-          f"NO_HOLE leaves the range allocated: {status}")
+    c.request(CMD_WRITE, MiB, 65536, payload=b"h" * 65536)
+    check(c.request(CMD_WRITE_ZEROES, MiB, 65536, flags=FLAG_FAST_ZERO | FLAG_NO_HOLE)[0] == 0,
+          "FAST_ZERO with NO_HOLE succeeds (no zeros are written either way)")
+    check(c.request(CMD_READ, MiB, 65536)[1] == bytes(65536), "NO_HOLE range reads zeros")
+    check(c.request(CMD_WRITE_ZEROES, 2 * MiB, 65536, flags=FLAG_NO_HOLE)[0] == 0,
+          "NO_HOLE zeroes a never-written range")
+    status = c.block_status(MiB, 2 * MiB)
+    check(isinstance(status, dict) and list(status.values())[0] == [(65536, 0), (MiB - 65536, 3)] * 2,
+          f"NO_HOLE leaves its ranges allocated, the rest is a hole: {status}")
     c.close()
 
 

@@ -42,6 +42,10 @@ struct VolumeInfo {
   uint64_t attach_time_micros = 0;
 };
 
+// Snapshot lookups one Volume::Allocation call makes at most (bounding its work on a huge
+// range of a volume created from a snapshot; callers ask again from where the runs end).
+inline constexpr uint64_t kAllocationLookupsPerCall = 16384;
+
 // A run of a volume's address space, as Volume::Allocation reports it.
 struct AllocationExtent {
   uint64_t length_bytes = 0;
@@ -72,13 +76,17 @@ class Volume {
   [[nodiscard]] virtual absl::Status Write(uint64_t offset_bytes, std::span<const std::byte> data,
                                            bool fua = false) = 0;
   // Deallocates a range: it reads as zeros afterwards and whole chunks give their space back.
+  // Chunks with nothing beneath them are no longer held (Allocation reports holes).
   [[nodiscard]] virtual absl::Status Trim(uint64_t offset_bytes, uint64_t length_bytes) = 0;
-  // Makes a range read as zeros (as Trim: zero chunks are never stored).
+  // Makes a range read as zeros and keeps it held by the volume (Allocation reports data, as
+  // NBD's NO_HOLE asks). Zero chunks are still never stored. Both cost what the range holds
+  // plus a bitmap bit per chunk, never a write of the zeros.
   [[nodiscard]] virtual absl::Status WriteZeroes(uint64_t offset_bytes, uint64_t length_bytes,
                                                  bool fua = false) = 0;
   // Describes [offset_bytes, offset_bytes + length_bytes) as runs of data and holes, at most
   // `max_extents` runs (the last may end before the range does). Chunks the volume holds count
-  // as data; chunks it reads through a snapshot are holes where the snapshot has none.
+  // as data; chunks it reads through a snapshot are holes where the snapshot has none. Looks up
+  // at most kAllocationLookupsPerCall of those, so the runs may also end early there.
   [[nodiscard]] virtual absl::StatusOr<std::vector<AllocationExtent>> Allocation(
       uint64_t offset_bytes, uint64_t length_bytes, size_t max_extents) = 0;
   // Describes [offset_bytes, offset_bytes + length_bytes) as runs of chunks changed and not

@@ -153,6 +153,59 @@ TEST_F(RegionTest, TrimAndWriteZeroesReadAsZeros) {
   EXPECT_EQ(got, want);
 }
 
+// Discarding all of a 64 TiB volume (mkfs does) costs what the volume holds, not its size:
+// a range zero that walked every chunk would not finish within the test's timeout.
+TEST_F(RegionTest, ZeroingAWholeHugeVolumeHidesDataAndTheSnapshotBeneath) {
+  const std::string vol = NewVolume(kMaxVolumeSizeBytes);
+  const uint64_t far = kMaxVolumeSizeBytes - 3 * kChunk;
+  WriteAt(vol, far, Pattern(2 * kChunk, 11));
+  WriteAt(vol, 0, Pattern(kChunk, 12));
+  ASSERT_THAT(Vol(vol)->Trim(0, kMaxVolumeSizeBytes), IsOk());  // No snapshot beneath.
+  EXPECT_EQ(ReadAt(vol, far, 2 * kChunk), std::vector<std::byte>(2 * kChunk));
+  EXPECT_EQ(ReadAt(vol, 0, kChunk), std::vector<std::byte>(kChunk));
+
+  WriteAt(vol, far, Pattern(2 * kChunk, 13));
+  const std::string snap = Snap(vol);
+  const std::string clone = NewVolume(kMaxVolumeSizeBytes, snap);
+  EXPECT_EQ(ReadAt(clone, far, 2 * kChunk), Pattern(2 * kChunk, 13));
+  // Unaligned at both ends: the partly covered chunks keep their other bytes.
+  ASSERT_THAT(Vol(clone)->WriteZeroes(far + 512, kMaxVolumeSizeBytes - far - 1024), IsOk());
+  auto want = Pattern(2 * kChunk, 13);
+  std::memset(want.data() + 512, 0, want.size() - 512);
+  EXPECT_EQ(ReadAt(clone, far, 2 * kChunk), want);
+  EXPECT_EQ(ReadAt(clone, kMaxVolumeSizeBytes - 512, 512), std::vector<std::byte>(512));
+  auto changes = Vol(clone)->Changes(0, kMaxVolumeSizeBytes, 16);
+  ASSERT_THAT(changes, IsOk());
+  ASSERT_EQ(changes->size(), 2u);
+  EXPECT_FALSE((*changes)[0].changed);
+  EXPECT_EQ((*changes)[0].length_bytes, far);
+  EXPECT_TRUE((*changes)[1].changed);
+  // The map of a range read through the snapshot is bounded per call; callers go on from its end.
+  auto map = Vol(clone)->Allocation(0, kMaxVolumeSizeBytes, 16);
+  ASSERT_THAT(map, IsOk());
+  ASSERT_EQ(map->size(), 1u);
+  EXPECT_TRUE((*map)[0].zero);
+  EXPECT_EQ((*map)[0].length_bytes, kAllocationLookupsPerCall * kChunk);
+  auto s = region_->OpenSnapshot(snap);  // The snapshot beneath is untouched.
+  ASSERT_THAT(s, IsOk());
+  std::vector<std::byte> got(2 * kChunk);
+  ASSERT_THAT((*s)->Read(far, got), IsOk());
+  EXPECT_EQ(got, Pattern(2 * kChunk, 13));
+}
+
+// A whole-volume zero while a snapshot is pending: the snapshot keeps what was there.
+TEST_F(RegionTest, ZeroingEverythingWhileASnapshotIsPendingKeepsItPointInTime) {
+  const std::string vol = NewVolume();
+  const auto before = Pattern(4 * kMiB, 14);
+  WriteAt(vol, 0, before);
+  auto info = region_->CreateSnapshot({.volume_id = vol});
+  ASSERT_THAT(info, IsOk());
+  ASSERT_THAT(Vol(vol)->WriteZeroes(0, 4 * kMiB), IsOk());
+  EXPECT_EQ(ReadAt(vol, 0, 4 * kMiB), std::vector<std::byte>(4 * kMiB));
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  EXPECT_EQ(ReadSnapshot(info->id), before);
+}
+
 TEST_F(RegionTest, GrowNeverShrinks) {
   const std::string vol = NewVolume(kMiB);
   WriteAt(vol, 0, Pattern(4096, 6));

@@ -46,5 +46,22 @@ TEST(SparseBitmapTest, ResizeKeepsBitsAndNextClearStopsAtEnd) {
   EXPECT_EQ(bitmap.NextSet(10), 99999u);
 }
 
+TEST(SparseBitmapTest, SetRangeSetsExactlyTheRangeAcrossWordsAndLeaves) {
+  SparseBitmap bitmap(3 * meta::kBitmapLeafBits);
+  const uint64_t first = meta::kBitmapLeafBits - 70;
+  const uint64_t last = 2 * meta::kBitmapLeafBits + 3;
+  bitmap.SetRange(first, last);
+  EXPECT_EQ(bitmap.Count(), last - first + 1);
+  EXPECT_EQ(bitmap.NextSet(0), first);
+  EXPECT_EQ(bitmap.NextClear(first), last + 1);
+  EXPECT_EQ(bitmap.TakeModifiedLeaves().size(), 3u);
+  bitmap.SetRange(5, 5);
+  EXPECT_TRUE(bitmap.Test(5));
+  EXPECT_FALSE(bitmap.Test(4));
+  EXPECT_FALSE(bitmap.Test(6));
+  bitmap.SetRange(3 * meta::kBitmapLeafBits - 2, UINT64_MAX);  // Clipped at the end.
+  EXPECT_EQ(bitmap.Count(), last - first + 1 + 1 + 2);
+}
+
 }  // namespace
 }  // namespace strata::volume
