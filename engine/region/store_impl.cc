@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "image/image_registry.h"
+#include "region/region_copier.h"
 #include "strata/store.h"
 #include "util/status_macros.h"
 #include "volume/region_impl.h"
@@ -51,8 +52,41 @@ class StoreImpl final : public Store {
       : path_(std::move(path)), options_(std::move(options)), lock_(std::move(lock)) {}
 
   ~StoreImpl() override {
+    copies_.reset();   // Copies stop (and fail) while their regions are still open.
     regions_.clear();  // Each region stops cleanly before the lock is released.
   }
+
+  absl::Status StartCopies() {
+    for (const auto& [name, address] : options_.peer_regions) {
+      STRATA_RETURN_IF_ERROR(ValidateRegionName(name));
+      if (regions_.contains(name)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("peer region ", name, " is also a region of this store"));
+      }
+    }
+    copies_ = std::make_unique<transfer::CopyService>(*this, options_,
+                                                      absl::StrCat(path_, "/copies.json"));
+    return copies_->Load();
+  }
+
+  absl::StatusOr<SnapshotInfo> CopySnapshotAcrossRegions(
+      const std::string& destination_region, const CrossRegionCopyRequest& request) override {
+    STRATA_ASSIGN_OR_RETURN(Region * destination, GetRegion(destination_region));
+    if (!regions_.contains(request.source_region) &&
+        !options_.peer_regions.contains(request.source_region)) {
+      return absl::NotFoundError(absl::StrCat("region ", request.source_region,
+                                              " is neither served here nor a peer"));
+    }
+    return copies_->Start(*destination, request);
+  }
+
+  absl::StatusOr<CopyRecord> DescribeCopy(const std::string& snapshot_id) override {
+    return copies_->Describe(snapshot_id);
+  }
+
+  std::vector<std::string> ListPeerRegions() override { return copies_->PeerRegions(); }
+
+  void ServeTransfer(int fd) override { copies_->Serve(fd); }
 
   absl::Status OpenExisting() {
     std::error_code ec;
@@ -205,6 +239,7 @@ class StoreImpl final : public Store {
   const std::unique_ptr<FileLock> lock_;
   std::map<std::string, std::unique_ptr<volume::RegionImpl>> regions_;
   std::string default_region_;
+  std::unique_ptr<transfer::CopyService> copies_;
 };
 
 }  // namespace
@@ -229,6 +264,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
   if (store->ListRegions().empty()) {
     STRATA_RETURN_IF_ERROR(store->CreateRegion(options.default_region).status());
   }
+  STRATA_RETURN_IF_ERROR(store->StartCopies());
   return store;
 }
 

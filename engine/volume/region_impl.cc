@@ -696,6 +696,9 @@ SnapshotInfo RegionImpl::ToInfo(const meta::SnapshotRecord& r) const {
     const uint64_t done = it->second->ingested_count.load();
     info.progress_percent =
         total == 0 ? 0 : static_cast<int>(std::min<uint64_t>(99, done * 100 / total));
+    if (it->second->direct && !it->second->frozen_yet) {
+      info.progress_percent = it->second->writer_percent.load();
+    }
   }
   return info;
 }
@@ -895,6 +898,14 @@ absl::Status RegionImpl::CompleteDirectSnapshot(const std::string& snapshot_id) 
   pending->frozen_yet = true;
   Enqueue({Task::Kind::kIngest, snapshot_id, pending, 0});
   return absl::OkStatus();
+}
+
+void RegionImpl::ReportDirectSnapshotProgress(const std::string& snapshot_id, int percent) {
+  absl::MutexLock lock(&mu_);
+  auto it = pending_.find(snapshot_id);
+  if (it != pending_.end() && it->second->direct) {
+    it->second->writer_percent.store(std::clamp(percent, 0, 99));
+  }
 }
 
 absl::Status RegionImpl::AbortDirectSnapshot(const std::string& snapshot_id,
@@ -1198,6 +1209,62 @@ absl::StatusOr<BlockListing> RegionImpl::ListChangedBlocks(const std::string& fi
       STRATA_ASSIGN_OR_RETURN(ref.second_token, BlockToken(b, anc_b, blk));
     }
     listing.blocks.push_back(std::move(ref));
+  }
+  return listing;
+}
+
+absl::StatusOr<ChunkListing> RegionImpl::ListChunks(const std::string& snapshot_id,
+                                                    const std::string& base_snapshot_id) {
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindCompletedSnapshot(snapshot_id));
+  STRATA_ASSIGN_OR_RETURN(SnapshotTree::Ancestry ancestry, tree_->Ancestors(snapshot_id));
+  ChunkListing listing;
+  listing.chunk_size_bytes = chunk_size_bytes_;
+  listing.volume_size_bytes = r.volume_size_bytes;
+  listing.lineage = absl::StrCat(name_, "/", r.tree);
+  const uint64_t chunk_count = (r.volume_size_bytes + chunk_size_bytes_ - 1) / chunk_size_bytes_;
+  if (base_snapshot_id.empty()) {
+    // The resolve index in chunk order; the first entry visible from the snapshot wins.
+    uint64_t last_chunk = UINT64_MAX;
+    STRATA_RETURN_IF_ERROR(catalog_->Scan(
+        meta::ResolveTreePrefix(r.tree), "", [&](absl::string_view key, absl::string_view value) {
+          const uint64_t c = meta::ResolveKeyChunk(key);
+          if (c == last_chunk || !ancestry->contains(meta::ResolveKeySeq(key))) return true;
+          last_chunk = c;
+          if (c >= chunk_count) return false;
+          if (!value.empty()) listing.chunks.push_back({c, false});
+          return true;
+        }));
+    return listing;
+  }
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord base, FindCompletedSnapshot(base_snapshot_id));
+  if (base.tree != r.tree) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshots ", base.id, " and ", r.id, " are not of the same lineage"));
+  }
+  STRATA_ASSIGN_OR_RETURN(SnapshotTree::Ancestry base_ancestry, tree_->Ancestors(base.id));
+  // Only the deltas on the two paths below the common ancestor can differ.
+  std::set<uint64_t> candidates;
+  for (const auto& [one, other] : {std::pair(ancestry, base_ancestry), std::pair(base_ancestry, ancestry)}) {
+    for (uint64_t seq : *one) {
+      if (other->contains(seq)) continue;
+      STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::ManifestPrefix(seq), "",
+                                            [&](absl::string_view key, absl::string_view) {
+                                              candidates.insert(meta::ManifestKeyChunk(key));
+                                              return true;
+                                            }));
+    }
+  }
+  // Chunks past the base's end are new; those the base has and the snapshot lacks are zeros.
+  const uint64_t base_chunks = (base.volume_size_bytes + chunk_size_bytes_ - 1) / chunk_size_bytes_;
+  for (uint64_t c : candidates) {
+    if (c >= chunk_count) break;
+    STRATA_ASSIGN_OR_RETURN(ChunkEntry now, tree_->Resolve(r.tree, r.seq, ancestry, c));
+    ChunkEntry before;
+    if (c < base_chunks) {
+      STRATA_ASSIGN_OR_RETURN(before, tree_->Resolve(base.tree, base.seq, base_ancestry, c));
+    }
+    if (now == before) continue;
+    listing.chunks.push_back({c, !now.has_value()});
   }
   return listing;
 }

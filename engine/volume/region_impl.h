@@ -53,6 +53,7 @@ class RegionImpl final : public Region {
                                                      const std::string& parent_snapshot_id,
                                                      const CreateSnapshotRequest& request) override;
   absl::Status CompleteDirectSnapshot(const std::string& snapshot_id) override;
+  void ReportDirectSnapshotProgress(const std::string& snapshot_id, int percent) override;
   absl::Status AbortDirectSnapshot(const std::string& snapshot_id,
                                    const std::string& reason) override;
   absl::Status SetVolumeType(const std::string& volume_id, const std::string& volume_type,
@@ -74,6 +75,8 @@ class RegionImpl final : public Region {
   absl::StatusOr<BlockListing> ListSnapshotBlocks(const std::string& snapshot_id,
                                                   const std::string& next_token,
                                                   uint64_t max_results) override;
+  absl::StatusOr<ChunkListing> ListChunks(const std::string& snapshot_id,
+                                          const std::string& base_snapshot_id) override;
   absl::StatusOr<BlockListing> ListChangedBlocks(const std::string& first_snapshot_id,
                                                  const std::string& second_snapshot_id,
                                                  const std::string& next_token,

@@ -42,6 +42,7 @@ struct PendingSnapshot {
   std::unique_ptr<SparseBitmap> frozen;
   std::atomic<uint64_t> frozen_count{0};  // Set by the ingest driver for progress.
   std::atomic<uint64_t> ingested_count{0};
+  std::atomic<int> writer_percent{0};  // A direct snapshot's, until it is frozen.
 
   absl::Mutex mu;
   std::map<uint64_t, ChunkEntry> entries ABSL_GUARDED_BY(mu);  // The delta, by chunk index.

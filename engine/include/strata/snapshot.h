@@ -52,6 +52,20 @@ struct BlockListing {
   std::string next_token;  // Non-empty when more blocks follow; pass to continue.
 };
 
+// A snapshot's chunks as Region::ListChunks reports them (what a cross-region copy sends).
+struct ChunkListing {
+  uint64_t chunk_size_bytes = 0;
+  uint64_t volume_size_bytes = 0;
+  // Names the snapshot's lineage within its region: snapshots of one volume (and of volumes
+  // made from them) share it, so one can be listed against another.
+  std::string lineage;
+  struct Chunk {
+    uint64_t index = 0;
+    bool zero = false;  // All zeros in the snapshot (only listed against a base).
+  };
+  std::vector<Chunk> chunks;  // Ascending index.
+};
+
 // A read-only view of a completed snapshot. Thread-safe.
 class Snapshot {
  public:

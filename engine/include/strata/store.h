@@ -15,6 +15,7 @@
 #include "strata/kms.h"
 #include "strata/secret.h"
 #include "strata/snapshot.h"
+#include "strata/transfer.h"
 #include "strata/volume.h"
 
 namespace strata {
@@ -43,6 +44,13 @@ struct StoreOptions {
   // Runs the VMs of instances. Not owned; must outlive the Store. Null: an instance is its
   // attached volumes (no VM).
   Hypervisor* hypervisor = nullptr;
+  // Regions served by other stratad processes: name -> "host:port" of their transfer listener
+  // (Store::ServeTransfer). Copies from them cross a real socket.
+  std::map<std::string, std::string> peer_regions;
+  // The links between regions: key "" is the default, "FROM:TO" one direction of a pair.
+  std::map<std::string, LinkModel> links;
+  // How long a copy keeps retrying an unreachable source before it fails. Default: 10 min.
+  uint64_t copy_retry_window_ms = 600'000;
 };
 
 struct CreateVolumeRequest {
@@ -72,6 +80,17 @@ struct CreateSnapshotRequest {
   // `kms_key_id` (a key other than the source's means a new data key and a full copy).
   bool encrypted = false;
   std::string kms_key_id;
+};
+
+// A copy of a snapshot from another region into this one (Store::CopySnapshotAcrossRegions).
+struct CrossRegionCopyRequest {
+  std::string source_region;
+  std::string source_snapshot_id;
+  // Description, tags, owner (the caller's account, which must own the source snapshot or have
+  // it shared with it), encrypted and kms_key_id of the copy. An encrypted source is always
+  // copied encrypted, under kms_key_id or the destination region's default key.
+  CreateSnapshotRequest request;
+  uint32_t completion_minutes = 0;  // 0, or 15 to 2880 (CompletionDurationMinutes).
 };
 
 // An account: resources belong to the account that created them. Requests are mapped to an
@@ -161,6 +180,9 @@ class Region {
       uint64_t size_bytes, const std::string& parent_snapshot_id,
       const CreateSnapshotRequest& request) = 0;
   [[nodiscard]] virtual absl::Status CompleteDirectSnapshot(const std::string& snapshot_id) = 0;
+  // Sets the progress a direct snapshot in progress shows (0 to 99) until it is completed;
+  // its writer knows it (a cross-region copy: the share of chunks arrived). Unknown ids: no-op.
+  virtual void ReportDirectSnapshotProgress(const std::string& snapshot_id, int percent) = 0;
   // Fails a direct snapshot that will not be completed (e.g. its timeout passed).
   [[nodiscard]] virtual absl::Status AbortDirectSnapshot(const std::string& snapshot_id,
                                                          const std::string& reason) = 0;
@@ -215,6 +237,11 @@ class Region {
   [[nodiscard]] virtual absl::StatusOr<BlockListing> ListChangedBlocks(
       const std::string& first_snapshot_id, const std::string& second_snapshot_id,
       const std::string& next_token, uint64_t max_results) = 0;
+  // The chunks of a completed snapshot whose content differs from `base_snapshot_id`'s (a
+  // completed snapshot of the same lineage), or every non-zero chunk when the base is empty.
+  // Costs O(chunks changed between them), as ListChangedBlocks, or O(chunks held) in full.
+  [[nodiscard]] virtual absl::StatusOr<ChunkListing> ListChunks(
+      const std::string& snapshot_id, const std::string& base_snapshot_id) = 0;
   // Reads block `block_index` (kApiBlockBytes) of a snapshot (EBS GetSnapshotBlock).
   [[nodiscard]] virtual absl::StatusOr<std::string> GetSnapshotBlock(const std::string& snapshot_id,
                                                                      uint64_t block_index) = 0;
@@ -248,6 +275,20 @@ class Store {
   [[nodiscard]] virtual absl::StatusOr<Account> CreateAccount(const std::string& name) = 0;
   [[nodiscard]] virtual absl::StatusOr<Account> FindAccessKey(const std::string& access_key_id) = 0;
   virtual std::vector<Account> ListAccounts() = 0;
+
+  // Cross-region copy (docs/regions.md). Starts copying a snapshot of another region, local or
+  // a peer, into `destination_region` and returns the copy, pending: it completes when every
+  // chunk arrived and was verified, or fails (kError with a reason). Only chunks the
+  // destination's copy of an earlier snapshot of the same lineage lacks are sent.
+  [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> CopySnapshotAcrossRegions(
+      const std::string& destination_region, const CrossRegionCopyRequest& request) = 0;
+  // The record of a cross-region copy, by the copy's snapshot id. kNotFound if none.
+  [[nodiscard]] virtual absl::StatusOr<CopyRecord> DescribeCopy(const std::string& snapshot_id) = 0;
+  // Peer regions (StoreOptions::peer_regions) by name.
+  virtual std::vector<std::string> ListPeerRegions() = 0;
+  // Serves the transfer protocol's source side on a connected socket until the peer closes it;
+  // stratad calls it for each connection to its transfer listener. Takes ownership of `fd`.
+  virtual void ServeTransfer(int fd) = 0;
 };
 
 }  // namespace strata

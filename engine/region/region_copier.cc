@@ -1,0 +1,578 @@
+#include "region/region_copier.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <random>
+#include <set>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "region/transfer_messages.h"
+#include "region/transfer_source.h"
+#include "util/log.h"
+#include "util/status_macros.h"
+
+namespace strata::transfer {
+namespace {
+
+constexpr size_t kBatchChunks = 16;    // Chunks per GET.
+constexpr size_t kBatchesInFlight = 2;  // GETs a stream keeps outstanding (hides the RTT).
+constexpr int kReceiveTimeoutSeconds = 30;
+
+uint64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void SleepMicros(uint64_t micros) { std::this_thread::sleep_for(std::chrono::microseconds(micros)); }
+
+absl::StatusOr<int> ConnectTcp(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("peer address ", address, " is not HOST:PORT"));
+  }
+  std::string host = address.substr(0, colon);
+  if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  const std::string port = address.substr(colon + 1);
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 || found == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot resolve ", address));
+  }
+  int fd = -1;
+  for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
+    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd >= 0 && ::connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  ::freeaddrinfo(found);
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot connect to ", address, ": ", std::strerror(errno)));
+  }
+  return fd;
+}
+
+}  // namespace
+
+struct CopyService::Job {
+  Region* destination = nullptr;
+  CrossRegionCopyRequest request;
+  LinkModel link;
+  uint64_t reserved = 0;  // Bytes per second promised to a time-based copy.
+  std::string manifest_digest;
+  uint64_t chunk_size = 0;
+  uint64_t volume_size = 0;
+  std::unique_ptr<Region::VolumePin> builder;
+  TokenBucket* region_bucket = nullptr;
+  std::atomic<bool> stop{false};
+
+  absl::Mutex mu;
+  CopyRecord record ABSL_GUARDED_BY(mu);
+  std::deque<uint64_t> todo ABSL_GUARDED_BY(mu);  // Chunks not yet requested.
+  uint64_t outstanding ABSL_GUARDED_BY(mu) = 0;   // Requested, not yet verified.
+  absl::Status fatal ABSL_GUARDED_BY(mu);
+  std::vector<Connection*> live ABSL_GUARDED_BY(mu);
+  uint64_t last_save_micros ABSL_GUARDED_BY(mu) = 0;
+};
+
+CopyService::CopyService(Store& store, const StoreOptions& options, std::string journal_path)
+    : store_(store),
+      peers_(options.peer_regions),
+      links_(options.links),
+      retry_window_ms_(options.copy_retry_window_ms),
+      journal_(std::move(journal_path)) {}
+
+CopyService::~CopyService() {
+  std::vector<std::thread> threads;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    for (const std::shared_ptr<Job>& job : jobs_) {
+      job->stop = true;
+      absl::MutexLock job_lock(&job->mu);
+      for (Connection* c : job->live) c->Shutdown();
+    }
+  }
+  // Jobs may still start serving threads while they wind down: join until none is left.
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      threads.swap(threads_);
+    }
+    if (threads.empty()) break;
+    for (std::thread& t : threads) t.join();
+    threads.clear();
+  }
+}
+
+absl::Status CopyService::Load() {
+  STRATA_RETURN_IF_ERROR(journal_.Load());
+  for (CopyRecord r : journal_.All()) {
+    if (r.state != "pending") continue;
+    r.state = "error";
+    r.message = "the destination stopped before the copy completed";
+    r.end_micros = NowMicros();
+    STRATA_RETURN_IF_ERROR(journal_.Put(r));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> CopyService::PeerRegions() const {
+  std::vector<std::string> out;
+  for (const auto& [name, address] : peers_) out.push_back(name);
+  return out;
+}
+
+LinkModel CopyService::LinkFor(const std::string& from, const std::string& to) const {
+  if (auto it = links_.find(absl::StrCat(from, ":", to)); it != links_.end()) return it->second;
+  if (auto it = links_.find(""); it != links_.end()) return it->second;
+  return LinkModel{};
+}
+
+void CopyService::Serve(int fd) { ServeConnection(store_, std::make_unique<Connection>(fd)); }
+
+absl::StatusOr<std::unique_ptr<Connection>> CopyService::Connect(const std::string& source_region) {
+  int fd = -1;
+  if (auto peer = peers_.find(source_region); peer != peers_.end()) {
+    STRATA_ASSIGN_OR_RETURN(fd, ConnectTcp(peer->second));
+  } else {
+    STRATA_RETURN_IF_ERROR(store_.GetRegion(source_region).status());
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+      return absl::InternalError(absl::StrCat("socketpair: ", std::strerror(errno)));
+    }
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      ::close(pair[0]);
+      ::close(pair[1]);
+      return absl::CancelledError("the store is stopping");
+    }
+    const int server_fd = pair[1];
+    threads_.emplace_back([this, server_fd] { Serve(server_fd); });
+    fd = pair[0];
+  }
+  const timeval timeout{kReceiveTimeoutSeconds, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  return std::make_unique<Connection>(fd);
+}
+
+TokenBucket& CopyService::RegionBucket(const std::string& region, uint64_t rate) {
+  absl::MutexLock lock(&mu_);
+  std::unique_ptr<TokenBucket>& bucket = region_buckets_[region];
+  if (bucket == nullptr) bucket = std::make_unique<TokenBucket>(rate);
+  return *bucket;
+}
+
+absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
+                                                const CrossRegionCopyRequest& request) {
+  const std::string& source = request.source_region;
+  if (source == destination.name()) {
+    return absl::InvalidArgumentError("a copy within one region is Region::CopySnapshot");
+  }
+  if (request.completion_minutes != 0 &&
+      (request.completion_minutes < 15 || request.completion_minutes > 2880)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CompletionDurationMinutes is 15 to 2880, not ", request.completion_minutes));
+  }
+  auto job = std::make_shared<Job>();
+  job->destination = &destination;
+  job->request = request;
+  job->link = LinkFor(source, destination.name());
+
+  // Earlier copies of this source the destination still holds, newest first: the source
+  // diffs against the first of the same lineage.
+  std::map<std::string, std::string> copy_of;  // Source snapshot -> its copy here.
+  Open open{.snapshot_id = request.source_snapshot_id};
+  std::vector<CopyRecord> earlier = journal_.All();
+  for (auto it = earlier.rbegin(); it != earlier.rend() && open.base_candidates.size() < 64;
+       ++it) {
+    if (it->state != "completed" || it->destination_region != destination.name() ||
+        it->source_region != source || copy_of.contains(it->source_snapshot_id)) {
+      continue;
+    }
+    absl::StatusOr<SnapshotInfo> held = destination.DescribeSnapshot(it->snapshot_id);
+    if (!held.ok() || held->state != SnapshotState::kCompleted) continue;
+    copy_of[it->source_snapshot_id] = it->snapshot_id;
+    open.base_candidates.push_back(it->source_snapshot_id);
+  }
+
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Connection> c, Connect(source));
+  Hello hello{.version = kProtocolVersion,
+              .region = source,
+              .account = request.request.owner,
+              .link = job->link,
+              .stream_bytes_per_second = job->link.bandwidth_bytes_per_second,
+              .seed = 0};
+  STRATA_RETURN_IF_ERROR(c->Send(FrameType::kHello, EncodeHello(hello)));
+  STRATA_RETURN_IF_ERROR(c->Send(FrameType::kOpen, EncodeOpen(open)));
+  STRATA_ASSIGN_OR_RETURN(Frame reply, c->Receive());
+  if (reply.type == FrameType::kError) return DecodeError(reply.payload);
+  if (reply.type != FrameType::kManifest) {
+    return absl::DataLossError("transfer: the source answered OPEN with no manifest");
+  }
+  STRATA_ASSIGN_OR_RETURN(Manifest manifest, DecodeManifest(reply.payload));
+  job->manifest_digest = ManifestDigest(reply.payload);
+  job->chunk_size = manifest.chunk_size_bytes;
+  job->volume_size = manifest.volume_size_bytes;
+  std::string base_copy;
+  if (!manifest.base_snapshot_id.empty()) {
+    auto it = copy_of.find(manifest.base_snapshot_id);
+    if (it == copy_of.end()) return absl::DataLossError("transfer: the source chose no base offered");
+    base_copy = it->second;
+  }
+  uint64_t data_chunks = 0;
+  for (const ChunkListing::Chunk& chunk : manifest.chunks) data_chunks += chunk.zero ? 0 : 1;
+
+  // A time-based copy is admitted only if the link and the region can carry it in time.
+  if (request.completion_minutes != 0) {
+    const uint64_t bytes = data_chunks * manifest.chunk_size_bytes;
+    const uint64_t needed = bytes / (uint64_t{request.completion_minutes} * 60) + 1;
+    absl::MutexLock lock(&mu_);
+    uint64_t available = job->link.bandwidth_bytes_per_second;
+    if (job->link.region_bytes_per_second > 0) {
+      const uint64_t reserved = reserved_[destination.name()];
+      available = std::min(available, job->link.region_bytes_per_second -
+                                          std::min(reserved, job->link.region_bytes_per_second));
+    }
+    if (needed > available) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "the copy cannot complete in %u minutes: it needs %.1f MB/s and the link from %s "
+          "gives %.1f MB/s",
+          request.completion_minutes, needed / 1e6, source, available / 1e6));
+    }
+    job->reserved = needed;
+    reserved_[destination.name()] += needed;
+  }
+
+  CreateSnapshotRequest snapshot_request = request.request;
+  snapshot_request.encrypted = request.request.encrypted || manifest.encrypted;
+  if (snapshot_request.description.empty()) {
+    snapshot_request.description = absl::StrCat("[Copied ", request.source_snapshot_id, " from ",
+                                                source, "]");
+  }
+  absl::StatusOr<Region::DirectSnapshot> direct =
+      destination.StartDirectSnapshot(manifest.volume_size_bytes, base_copy, snapshot_request);
+  if (direct.ok()) {
+    absl::StatusOr<std::unique_ptr<Region::VolumePin>> pin =
+        destination.PinVolume(direct->builder_volume_id);
+    if (pin.ok()) {
+      job->builder = *std::move(pin);
+    } else {
+      (void)destination.AbortDirectSnapshot(direct->snapshot.id, "the builder is gone");
+      direct = pin.status();
+    }
+  }
+  if (!direct.ok()) {
+    absl::MutexLock lock(&mu_);
+    reserved_[destination.name()] -= job->reserved;
+    return direct.status();
+  }
+  if (job->link.region_bytes_per_second > 0) {
+    job->region_bucket = &RegionBucket(destination.name(), job->link.region_bytes_per_second);
+  }
+  {
+    absl::MutexLock lock(&job->mu);
+    CopyRecord& r = job->record;
+    r.destination_region = destination.name();
+    r.snapshot_id = direct->snapshot.id;
+    r.source_region = source;
+    r.source_snapshot_id = request.source_snapshot_id;
+    r.lineage = manifest.lineage;
+    r.base_source_snapshot = manifest.base_snapshot_id;
+    r.base_snapshot_id = base_copy;
+    r.state = "pending";
+    r.logical_bytes = manifest.volume_size_bytes;
+    r.chunks_total = data_chunks;
+    r.chunks_skipped = manifest.skipped_chunks;
+    r.bytes_sent = c->bytes_received();
+    r.start_micros = NowMicros();
+    r.completion_minutes = request.completion_minutes;
+    r.rate_bytes_per_second = job->link.bandwidth_bytes_per_second;
+    r.link = FormatLinkModel(job->link);
+    for (const ChunkListing::Chunk& chunk : manifest.chunks) {
+      if (!chunk.zero) job->todo.push_back(chunk.index);
+    }
+    STRATA_RETURN_IF_ERROR(journal_.Put(r));
+  }
+  // Chunks that became zeros cross as manifest entries only.
+  for (const ChunkListing::Chunk& chunk : manifest.chunks) {
+    if (!chunk.zero) continue;
+    const uint64_t offset = chunk.index * job->chunk_size;
+    absl::Status s = job->builder->volume().Trim(
+        offset, std::min(job->chunk_size, job->volume_size - offset));
+    if (!s.ok()) {
+      Finish(*job, s);
+      return s;
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::CancelledError("the store is stopping");
+    jobs_.push_back(job);
+    threads_.emplace_back([this, job] { RunJob(job); });
+  }
+  return destination.DescribeSnapshot(direct->snapshot.id);
+}
+
+void CopyService::RunJob(std::shared_ptr<Job> job) {
+  std::vector<std::thread> streams;
+  for (uint32_t i = 0; i < std::max<uint32_t>(1, job->link.streams); ++i) {
+    streams.emplace_back([this, &job, i] { Stream(*job, static_cast<int>(i)); });
+  }
+  for (std::thread& t : streams) t.join();
+  absl::Status status;
+  {
+    absl::MutexLock lock(&job->mu);
+    status = job->fatal;
+    if (status.ok() && (!job->todo.empty() || job->outstanding > 0)) {
+      status = absl::CancelledError("the store stopped before the copy completed");
+    }
+  }
+  if (job->stop && status.ok()) status = absl::CancelledError("the store stopped");
+  Finish(*job, status);
+}
+
+void CopyService::Stream(Job& job, int stream_index) {
+  const uint64_t window_micros = retry_window_ms_ * 1000;
+  uint64_t failing_since = 0;
+  uint64_t backoff_micros = 50'000;
+  std::mt19937_64 jitter_random(static_cast<uint64_t>(stream_index) * 7919 + NowMicros());
+  for (uint32_t attempt = 0;; ++attempt) {
+    if (job.stop) return;
+    {
+      absl::MutexLock lock(&job.mu);
+      if (!job.fatal.ok() || (job.todo.empty() && job.outstanding == 0)) return;
+    }
+    // GETs sent on this connection, oldest first: the chunks each still owes and when its
+    // reply may arrive at the earliest (the round trip).
+    struct Batch {
+      std::set<uint64_t> owed;
+      uint64_t due_micros = 0;
+    };
+    std::deque<Batch> in_flight;
+    absl::Status lost = [&]() -> absl::Status {
+      STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Connection> c, Connect(job.request.source_region));
+      {
+        absl::MutexLock lock(&job.mu);
+        job.live.push_back(c.get());
+      }
+      absl::Cleanup unregister = [&] {
+        absl::MutexLock lock(&job.mu);
+        job.live.erase(std::find(job.live.begin(), job.live.end(), c.get()));
+        job.record.bytes_sent += c->bytes_received();
+      };
+      if (job.stop) return absl::CancelledError("stopping");
+      STRATA_RETURN_IF_ERROR(OpenStream(job, *c, (uint64_t{attempt} << 8) + stream_index + 1));
+      failing_since = 0;
+      backoff_micros = 50'000;
+      std::uniform_int_distribution<uint64_t> jitter(0, uint64_t{job.link.jitter_ms} * 1000);
+      for (;;) {
+        if (job.stop) return absl::CancelledError("stopping");
+        // Keep GETs outstanding so the round trip overlaps the transfer.
+        while (in_flight.size() < kBatchesInFlight) {
+          std::vector<uint64_t> batch;
+          {
+            absl::MutexLock lock(&job.mu);
+            while (!job.todo.empty() && batch.size() < kBatchChunks) {
+              batch.push_back(job.todo.front());
+              job.todo.pop_front();
+            }
+            job.outstanding += batch.size();
+          }
+          if (batch.empty()) break;
+          in_flight.push_back({std::set<uint64_t>(batch.begin(), batch.end()),
+                               NowMicros() + uint64_t{job.link.rtt_ms} * 1000 +
+                                   jitter(jitter_random)});
+          STRATA_RETURN_IF_ERROR(c->Send(FrameType::kGet, EncodeGet(batch)));
+        }
+        if (in_flight.empty()) {
+          absl::MutexLock lock(&job.mu);
+          if (job.outstanding == 0 || !job.fatal.ok()) return absl::OkStatus();
+          // Other streams hold the last chunks: wait for them, or for chunks they give back.
+          job.mu.AwaitWithTimeout(
+              absl::Condition(
+                  +[](Job* j) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                    return !j->todo.empty() || j->outstanding == 0;
+                  },
+                  &job),
+              absl::Milliseconds(100));
+          continue;
+        }
+        STRATA_ASSIGN_OR_RETURN(Frame frame, c->Receive());
+        Batch& front = in_flight.front();
+        if (const uint64_t now = NowMicros(); now < front.due_micros) {
+          SleepMicros(front.due_micros - now);  // A reply cannot beat the round trip.
+        }
+        front.due_micros = 0;
+        if (job.region_bucket != nullptr) {
+          job.region_bucket->Acquire(frame.payload.size() + kFrameHeaderBytes);
+        }
+        if (frame.type == FrameType::kBatchEnd) {
+          Requeue(job, front.owed);
+          in_flight.pop_front();
+          continue;
+        }
+        if (frame.type == FrameType::kError) return DecodeError(frame.payload);
+        if (frame.type != FrameType::kChunk) {
+          return absl::DataLossError("transfer: an unexpected frame");
+        }
+        absl::StatusOr<ChunkFrame> chunk = DecodeChunk(frame.payload);
+        if (!chunk.ok() || front.owed.erase(chunk->index) == 0) {
+          return absl::DataLossError("transfer: a chunk frame that was not asked for");
+        }
+        STRATA_RETURN_IF_ERROR(Land(job, *chunk));
+        SaveProgress(job, /*force=*/false);
+      }
+    }();
+    // The connection ended: chunks it still owed go back to the queue.
+    for (const Batch& batch : in_flight) Requeue(job, batch.owed);
+    {
+      absl::MutexLock lock(&job.mu);
+      if (lost.ok() || !job.fatal.ok()) return;
+      ++job.record.retries;
+    }
+    SaveProgress(job, /*force=*/true);
+    if (job.stop) return;
+    const uint64_t now = NowMicros();
+    if (failing_since == 0) failing_since = now;
+    if (now - failing_since > window_micros) {
+      absl::MutexLock lock(&job.mu);
+      if (job.fatal.ok()) {
+        job.fatal = absl::UnavailableError(
+            absl::StrCat("region ", job.request.source_region, " was unreachable for ",
+                         retry_window_ms_ / 1000, " s: ", lost.message()));
+      }
+      return;
+    }
+    STRATA_LOG(kInfo, "copy of ", job.request.source_snapshot_id, ", stream ", stream_index,
+               ": reconnecting after: ", lost.message());
+    SleepMicros(backoff_micros);
+    backoff_micros = std::min<uint64_t>(backoff_micros * 2, 2'000'000);
+  }
+}
+
+absl::Status CopyService::OpenStream(Job& job, Connection& c, uint64_t seed) {
+  const LinkModel& link = job.link;
+  Hello hello{.version = kProtocolVersion,
+              .region = job.request.source_region,
+              .account = job.request.request.owner,
+              .link = link,
+              .stream_bytes_per_second =
+                  link.bandwidth_bytes_per_second / std::max<uint32_t>(1, link.streams),
+              .seed = seed};
+  STRATA_RETURN_IF_ERROR(c.Send(FrameType::kHello, EncodeHello(hello)));
+  Open open{.snapshot_id = job.request.source_snapshot_id};
+  {
+    absl::MutexLock lock(&job.mu);
+    if (!job.record.base_source_snapshot.empty()) {
+      open.base_candidates.push_back(job.record.base_source_snapshot);
+    }
+  }
+  STRATA_RETURN_IF_ERROR(c.Send(FrameType::kOpen, EncodeOpen(open)));
+  STRATA_ASSIGN_OR_RETURN(Frame reply, c.Receive());
+  absl::Status fatal;
+  if (reply.type == FrameType::kError) {
+    fatal = DecodeError(reply.payload);  // The snapshot went away or is no longer shared.
+    if (absl::IsUnavailable(fatal)) return fatal;
+  } else if (reply.type != FrameType::kManifest || !DecodeManifest(reply.payload).ok()) {
+    return absl::DataLossError("transfer: no manifest, or a damaged one");  // Retried.
+  } else if (ManifestDigest(reply.payload) != job.manifest_digest) {
+    fatal = absl::DataLossError("the source snapshot's manifest changed; the copy cannot resume");
+  }
+  if (fatal.ok()) return absl::OkStatus();
+  absl::MutexLock lock(&job.mu);
+  job.fatal = fatal;
+  return fatal;
+}
+
+absl::Status CopyService::Land(Job& job, const ChunkFrame& chunk) {
+  const uint64_t offset = chunk.index * job.chunk_size;
+  const uint64_t length = std::min(job.chunk_size, job.volume_size - offset);
+  absl::StatusOr<std::string> raw = UnpackChunk(chunk, length);
+  if (!raw.ok() || raw->size() != length) {
+    absl::MutexLock lock(&job.mu);
+    ++job.record.retries;  // Damaged in flight: asked for again, never written.
+    job.todo.push_back(chunk.index);
+    --job.outstanding;
+    return absl::OkStatus();
+  }
+  absl::Status written = job.builder->volume().Write(
+      offset, std::span(reinterpret_cast<const std::byte*>(raw->data()), raw->size()));
+  absl::MutexLock lock(&job.mu);
+  if (!written.ok()) {
+    job.fatal = written;
+    job.todo.push_back(chunk.index);
+    --job.outstanding;
+    return written;
+  }
+  --job.outstanding;
+  ++job.record.chunks_done;
+  job.record.changed_bytes += length;
+  job.destination->ReportDirectSnapshotProgress(
+      job.record.snapshot_id,
+      static_cast<int>(job.record.chunks_done * 100 / std::max<uint64_t>(1, job.record.chunks_total)));
+  return absl::OkStatus();
+}
+
+void CopyService::Requeue(Job& job, const std::set<uint64_t>& owed) {
+  absl::MutexLock lock(&job.mu);
+  for (uint64_t index : owed) job.todo.push_back(index);
+  job.outstanding -= owed.size();
+}
+
+void CopyService::SaveProgress(Job& job, bool force) {
+  absl::MutexLock lock(&job.mu);
+  const uint64_t now = NowMicros();
+  if (!force && now - job.last_save_micros < 1'000'000) return;
+  job.last_save_micros = now;
+  (void)journal_.Put(job.record);
+}
+
+void CopyService::Finish(Job& job, const absl::Status& status) {
+  job.builder.reset();
+  const std::string id = [&] {
+    absl::MutexLock lock(&job.mu);
+    return job.record.snapshot_id;
+  }();
+  absl::Status result = status;
+  if (result.ok()) result = job.destination->CompleteDirectSnapshot(id);
+  if (result.ok()) {
+    // The ingest stores the arrived chunks; the copy is complete when it is.
+    absl::StatusOr<SnapshotInfo> done = job.destination->WaitForSnapshot(id, 24 * 3600 * 1000);
+    if (!done.ok()) {
+      result = done.status();
+    } else if (done->state != SnapshotState::kCompleted) {
+      result = absl::InternalError(done->state_message);
+    }
+  } else if (!absl::IsFailedPrecondition(result) || !status.ok()) {
+    (void)job.destination->AbortDirectSnapshot(id, std::string(result.message()));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    reserved_[job.destination->name()] -= job.reserved;
+    job.reserved = 0;
+  }
+  absl::MutexLock lock(&job.mu);
+  job.record.state = result.ok() ? "completed" : "error";
+  job.record.message = result.ok() ? "" : std::string(result.message());
+  job.record.end_micros = NowMicros();
+  if (!result.ok()) {
+    STRATA_LOG(kWarning, "copy of ", job.record.source_snapshot_id, " into ", id,
+               " failed: ", result.message());
+  }
+  (void)journal_.Put(job.record);
+}
+
+}  // namespace strata::transfer

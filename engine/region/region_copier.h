@@ -1,0 +1,79 @@
+#pragma once
+// The destination side of cross-region copy (docs/regions.md). A copy asks the source for a
+// manifest against the newest earlier copy of the same lineage it holds, writes the chunks
+// that arrive into a direct snapshot built on that earlier copy, and completes the snapshot
+// only when every chunk arrived and matched its digest. Streams reconnect and resume after a
+// dropped link or a restarted source, re-requesting only chunks not yet verified.
+//
+// Every copy crosses the transfer protocol over a socket: a socketpair served by a thread of
+// this process for a local source region, TCP for a peer region.
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "region/copy_journal.h"
+#include "region/token_bucket.h"
+#include "region/transfer_messages.h"
+#include "region/transfer_wire.h"
+#include "strata/store.h"
+
+namespace strata::transfer {
+
+class CopyService {
+ public:
+  // `store` outlives the service; `journal_path` is DIR/copies.json.
+  CopyService(Store& store, const StoreOptions& options, std::string journal_path);
+  ~CopyService();  // Stops every copy (they fail: the store stopped) and joins the threads.
+
+  // Marks copies the last process left pending as failed (their direct snapshots failed too).
+  absl::Status Load();
+  absl::StatusOr<SnapshotInfo> Start(Region& destination, const CrossRegionCopyRequest& request);
+  absl::StatusOr<CopyRecord> Describe(const std::string& snapshot_id) const {
+    return journal_.Get(snapshot_id);
+  }
+  std::vector<std::string> PeerRegions() const;
+  // Serves the source side on `fd` (a peer's connection) on the calling thread.
+  void Serve(int fd);
+
+  LinkModel LinkFor(const std::string& from, const std::string& to) const;
+
+ private:
+  struct Job;
+  // A connection to `source_region`'s transfer service: local regions through a socketpair
+  // and a serving thread, peers over TCP.
+  absl::StatusOr<std::unique_ptr<Connection>> Connect(const std::string& source_region);
+  void RunJob(std::shared_ptr<Job> job);
+  absl::Status Transfer(Job& job);
+  void Stream(Job& job, int stream_index);
+  // HELLO and OPEN on a fresh connection; the manifest must be the one the copy started with.
+  absl::Status OpenStream(Job& job, Connection& c, uint64_t seed);
+  // Verifies an arrived chunk and writes it, or queues it again when it arrived damaged.
+  absl::Status Land(Job& job, const ChunkFrame& chunk);
+  void Requeue(Job& job, const std::set<uint64_t>& owed);
+  void Finish(Job& job, const absl::Status& status);
+  void SaveProgress(Job& job, bool force);
+  TokenBucket& RegionBucket(const std::string& region, uint64_t rate);
+
+  Store& store_;
+  const std::map<std::string, std::string> peers_;
+  const std::map<std::string, LinkModel> links_;
+  const uint64_t retry_window_ms_;
+  CopyJournal journal_;
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);  // Jobs and local serving threads.
+  std::vector<std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<TokenBucket>> region_buckets_ ABSL_GUARDED_BY(mu_);
+  // Bandwidth promised to time-based copies in flight, per destination region.
+  std::map<std::string, uint64_t> reserved_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace strata::transfer

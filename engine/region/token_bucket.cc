@@ -1,0 +1,47 @@
+#include "region/token_bucket.h"
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+namespace strata::transfer {
+namespace {
+
+int64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+void TokenBucket::Acquire(uint64_t bytes) {
+  int64_t wait_micros = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (rate_ == 0) return;
+    const int64_t now = NowMicros();
+    const double burst = static_cast<double>(rate_) / 10;
+    if (last_micros_ < 0) last_micros_ = now;
+    tokens_ = std::min(burst, tokens_ + static_cast<double>(now - last_micros_) *
+                                            static_cast<double>(rate_) / 1e6);
+    last_micros_ = now;
+    // Callers take their bytes at once and wait off their own debt, so concurrent callers
+    // queue behind each other and together keep to the rate.
+    tokens_ -= static_cast<double>(bytes);
+    if (tokens_ < 0) wait_micros = static_cast<int64_t>(-tokens_ * 1e6 / static_cast<double>(rate_));
+  }
+  if (wait_micros > 0) std::this_thread::sleep_for(std::chrono::microseconds(wait_micros));
+}
+
+void TokenBucket::set_rate(uint64_t bytes_per_second) {
+  absl::MutexLock lock(&mu_);
+  rate_ = bytes_per_second;
+}
+
+uint64_t TokenBucket::rate() const {
+  absl::MutexLock lock(&mu_);
+  return rate_;
+}
+
+}  // namespace strata::transfer

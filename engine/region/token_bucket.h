@@ -1,0 +1,27 @@
+#pragma once
+// A token bucket in bytes: Acquire waits (really sleeps) until the bytes may pass at the
+// configured rate. Burst is a tenth of a second's worth, so a copy cannot run ahead of its
+// link. Thread-safe; one bucket may be shared by several streams or copies.
+
+#include <cstdint>
+
+#include "absl/synchronization/mutex.h"
+
+namespace strata::transfer {
+
+class TokenBucket {
+ public:
+  // 0 bytes per second: no limit.
+  explicit TokenBucket(uint64_t bytes_per_second) : rate_(bytes_per_second) {}
+  void Acquire(uint64_t bytes);
+  void set_rate(uint64_t bytes_per_second);
+  uint64_t rate() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  uint64_t rate_ ABSL_GUARDED_BY(mu_);
+  double tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_micros_ ABSL_GUARDED_BY(mu_) = -1;
+};
+
+}  // namespace strata::transfer

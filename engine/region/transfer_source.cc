@@ -1,0 +1,137 @@
+#include "region/transfer_source.h"
+
+#include <algorithm>
+#include <random>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "region/transfer_messages.h"
+#include "util/log.h"
+#include "util/status_macros.h"
+
+namespace strata::transfer {
+namespace {
+
+class SourceSession {
+ public:
+  SourceSession(Store& store, Connection& connection) : store_(store), c_(connection) {}
+
+  void Run() {
+    absl::Status s = Serve();
+    if (!s.ok() && !absl::IsUnavailable(s)) (void)c_.Send(FrameType::kError, EncodeError(s));
+  }
+
+ private:
+  absl::Status Serve() {
+    STRATA_ASSIGN_OR_RETURN(Frame first, c_.Receive());
+    if (first.type != FrameType::kHello) return absl::InvalidArgumentError("expected HELLO");
+    STRATA_ASSIGN_OR_RETURN(hello_, DecodeHello(first.payload));
+    if (hello_.version != kProtocolVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("transfer protocol version ", hello_.version, " is not ", kProtocolVersion));
+    }
+    STRATA_ASSIGN_OR_RETURN(region_, store_.GetRegion(hello_.region));
+    bucket_.set_rate(hello_.stream_bytes_per_second);
+    random_.seed(hello_.seed);
+    for (;;) {
+      STRATA_ASSIGN_OR_RETURN(Frame frame, c_.Receive());
+      switch (frame.type) {
+        case FrameType::kOpen:
+          STRATA_RETURN_IF_ERROR(OnOpen(frame.payload));
+          break;
+        case FrameType::kGet:
+          STRATA_RETURN_IF_ERROR(OnGet(frame.payload));
+          break;
+        default:
+          return absl::InvalidArgumentError("expected OPEN or GET");
+      }
+    }
+  }
+
+  absl::Status OnOpen(absl::string_view payload) {
+    STRATA_ASSIGN_OR_RETURN(Open open, DecodeOpen(payload));
+    absl::StatusOr<SnapshotInfo> info = region_->DescribeSnapshot(open.snapshot_id);
+    const bool allowed =
+        info.ok() && (info->owner == hello_.account ||
+                      std::count(info->shared_with.begin(), info->shared_with.end(),
+                                 hello_.account) > 0 ||
+                      std::count(info->shared_with.begin(), info->shared_with.end(), "all") > 0);
+    if (!allowed) {
+      return absl::NotFoundError(absl::StrCat("The snapshot '", open.snapshot_id,
+                                              "' does not exist in region ", region_->name()));
+    }
+    if (info->state != SnapshotState::kCompleted) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("snapshot ", open.snapshot_id, " is not completed"));
+    }
+    // Every chunk the snapshot holds, then the changes against the first usable base.
+    STRATA_ASSIGN_OR_RETURN(ChunkListing full, region_->ListChunks(open.snapshot_id, ""));
+    ChunkListing chosen = full;
+    std::string base;
+    for (const std::string& candidate : open.base_candidates) {
+      absl::StatusOr<ChunkListing> diff = region_->ListChunks(open.snapshot_id, candidate);
+      if (diff.ok()) {
+        chosen = *std::move(diff);
+        base = candidate;
+        break;
+      }
+    }
+    Manifest m;
+    m.lineage = full.lineage;
+    m.base_snapshot_id = base;
+    m.volume_size_bytes = full.volume_size_bytes;
+    m.chunk_size_bytes = full.chunk_size_bytes;
+    m.encrypted = info->encrypted;
+    m.chunks = std::move(chosen.chunks);
+    uint64_t sent_data = 0;
+    for (const ChunkListing::Chunk& c : m.chunks) sent_data += c.zero ? 0 : 1;
+    m.skipped_chunks = full.chunks.size() - std::min<uint64_t>(full.chunks.size(), sent_data);
+    STRATA_ASSIGN_OR_RETURN(snapshot_, region_->OpenSnapshot(open.snapshot_id));
+    chunk_size_ = full.chunk_size_bytes;
+    return c_.Send(FrameType::kManifest, EncodeManifest(m), &bucket_);
+  }
+
+  absl::Status OnGet(absl::string_view payload) {
+    STRATA_ASSIGN_OR_RETURN(std::vector<uint64_t> indexes, DecodeGet(payload));
+    if (snapshot_ == nullptr) return absl::InvalidArgumentError("GET before OPEN");
+    std::uniform_real_distribution<double> uniform(0, 1);
+    std::string raw;
+    for (uint64_t index : indexes) {
+      const uint64_t offset = index * chunk_size_;
+      if (offset >= snapshot_->size_bytes()) {
+        return absl::InvalidArgumentError(absl::StrCat("chunk ", index, " is past the end"));
+      }
+      raw.assign(std::min(chunk_size_, snapshot_->size_bytes() - offset), '\0');
+      STRATA_RETURN_IF_ERROR(snapshot_->Read(
+          offset, std::span(reinterpret_cast<std::byte*>(raw.data()), raw.size())));
+      ChunkFrame frame = PackChunk(index, raw);
+      if (hello_.link.corrupt_rate > 0 && uniform(random_) < hello_.link.corrupt_rate &&
+          !frame.data.empty()) {
+        frame.data[random_() % frame.data.size()] ^= 0x5a;  // Damaged in flight.
+      }
+      STRATA_RETURN_IF_ERROR(c_.Send(FrameType::kChunk, EncodeChunk(frame), &bucket_));
+      if (hello_.link.drop_rate > 0 && uniform(random_) < hello_.link.drop_rate) {
+        c_.Cut();  // The link goes down.
+        return absl::UnavailableError("link dropped (fault injection)");
+      }
+    }
+    return c_.Send(FrameType::kBatchEnd, "", &bucket_);
+  }
+
+  Store& store_;
+  Connection& c_;
+  Hello hello_;
+  Region* region_ = nullptr;
+  TokenBucket bucket_{0};
+  std::mt19937_64 random_;
+  std::unique_ptr<Snapshot> snapshot_;
+  uint64_t chunk_size_ = 0;
+};
+
+}  // namespace
+
+void ServeConnection(Store& store, std::unique_ptr<Connection> connection) {
+  SourceSession(store, *connection).Run();
+}
+
+}  // namespace strata::transfer

@@ -1,0 +1,16 @@
+#pragma once
+// The source side of the transfer protocol: serves a store's snapshots to a destination region
+// on one connection (HELLO, then OPEN and GET requests), sending at the link model's rate and
+// injecting its faults (docs/formats/transfer.md).
+
+#include <memory>
+
+#include "region/transfer_wire.h"
+#include "strata/store.h"
+
+namespace strata::transfer {
+
+// Serves until the peer closes the connection or sends something malformed.
+void ServeConnection(Store& store, std::unique_ptr<Connection> connection);
+
+}  // namespace strata::transfer

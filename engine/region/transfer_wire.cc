@@ -1,0 +1,117 @@
+#include "region/transfer_wire.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "util/coding.h"
+
+namespace strata::transfer {
+namespace {
+
+bool WriteAll(int fd, const char* data, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::send(fd, data, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+bool ReadAll(int fd, char* data, size_t n) {
+  while (n > 0) {
+    const ssize_t r = ::recv(fd, data, n, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    data += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+}  // namespace
+
+Connection::~Connection() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::Status Connection::Send(FrameType type, absl::string_view payload, TokenBucket* bucket) {
+  if (payload.size() > kMaxFrameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("a frame of ", payload.size(), " bytes"));
+  }
+  std::string header;
+  util::PutFixed32(header, kFrameMagic);
+  header.push_back(static_cast<char>(type));
+  util::PutFixed32(header, static_cast<uint32_t>(payload.size()));
+  if (bucket != nullptr) bucket->Acquire(header.size() + payload.size());
+  if (fd_ < 0 || !WriteAll(fd_, header.data(), header.size()) ||
+      !WriteAll(fd_, payload.data(), payload.size())) {
+    return absl::UnavailableError(absl::StrCat("transfer connection lost while sending: ",
+                                               fd_ < 0 ? "closed" : std::strerror(errno)));
+  }
+  bytes_sent_ += header.size() + payload.size();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Frame> Connection::Receive() {
+  char header[kFrameHeaderBytes];
+  if (fd_ < 0 || !ReadAll(fd_, header, sizeof(header))) {
+    return absl::UnavailableError("transfer connection closed by the peer");
+  }
+  util::Decoder in(absl::string_view(header, sizeof(header)));
+  uint32_t magic = 0;
+  uint32_t length = 0;
+  std::string type_byte;
+  in.GetFixed32(magic);  // The header is whole: these cannot fail.
+  in.GetBytes(1, type_byte);
+  in.GetFixed32(length);
+  const uint8_t type = static_cast<uint8_t>(type_byte[0]);
+  if (magic != kFrameMagic || type < 1 || type > static_cast<uint8_t>(FrameType::kError) ||
+      length > kMaxFrameBytes) {
+    return absl::UnavailableError("transfer connection: not a frame (bad magic, type or length)");
+  }
+  Frame frame;
+  frame.type = static_cast<FrameType>(type);
+  frame.payload.resize(length);
+  if (!ReadAll(fd_, frame.payload.data(), length)) {
+    return absl::UnavailableError("transfer connection closed inside a frame");
+  }
+  bytes_received_ += sizeof(header) + length;
+  return frame;
+}
+
+void Connection::Shutdown() {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+}
+
+void Connection::Cut() {
+  if (fd_ >= 0) {
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+std::string EncodeError(const absl::Status& status) {
+  std::string out;
+  util::PutFixed32(out, static_cast<uint32_t>(status.code()));
+  util::PutLengthPrefixed(out, status.message());
+  return out;
+}
+
+absl::Status DecodeError(absl::string_view payload) {
+  util::Decoder in(payload);
+  uint32_t code = 0;
+  std::string message;
+  if (!in.GetFixed32(code) || !in.GetLengthPrefixed(message) || code == 0 || code > 16) {
+    return absl::DataLossError("transfer: a malformed error frame");
+  }
+  return absl::Status(static_cast<absl::StatusCode>(code), message);
+}
+
+}  // namespace strata::transfer
