@@ -1,0 +1,223 @@
+// Cross-region copy between two regions of one store, through the transfer protocol over a
+// socketpair: full then incremental copies, faults on the link, encryption, admission of
+// time-based copies, and the copy journal.
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <fstream>
+
+#include "strata/store.h"
+#include "strata/transfer.h"
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+using ::strata::testing::IsOk;
+using ::strata::testing::Pattern;
+using ::strata::testing::StatusIs;
+using ::testing::HasSubstr;
+
+constexpr uint64_t kMiB = 1 << 20;
+constexpr uint64_t kChunk = kChunkSizeBytesDefault;
+constexpr char kAccount[] = "111122223333";
+
+class CopyTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+
+  void Open(const std::string& link = "bandwidth=2GB,rtt=1ms,streams=3") {
+    store_.reset();
+    StoreOptions options;
+    options.kms_root_key = root_;
+    options.links[""] = *ParseLinkModel(link);
+    options.copy_retry_window_ms = 20'000;
+    auto store = Store::Open(dir_.path(), options);
+    ASSERT_THAT(store, IsOk());
+    store_ = std::move(*store);
+    if (store_->ListRegions().size() == 1) {
+      ASSERT_THAT(store_->CreateRegion("west-1"), IsOk());
+    }
+    east_ = store_->DefaultRegion();
+    west_ = *store_->GetRegion("west-1");
+  }
+
+  std::string NewVolume(uint64_t size, bool encrypted = false) {
+    auto v = east_->CreateVolume({.size_bytes = size, .owner = kAccount, .encrypted = encrypted});
+    EXPECT_THAT(v, IsOk());
+    return v->id;
+  }
+  void Write(const std::string& vol, uint64_t offset, const std::vector<std::byte>& data) {
+    ASSERT_THAT((*east_->GetVolume(vol))->Write(offset, data), IsOk());
+  }
+  std::string Snap(const std::string& vol) {
+    auto s = east_->CreateSnapshot({.volume_id = vol, .owner = kAccount});
+    EXPECT_THAT(s, IsOk());
+    auto done = east_->WaitForSnapshot(s->id, 30'000);
+    EXPECT_EQ(done->state, SnapshotState::kCompleted);
+    return s->id;
+  }
+  absl::StatusOr<SnapshotInfo> StartCopy(const std::string& snap, CreateSnapshotRequest request = {},
+                                         uint32_t minutes = 0) {
+    if (request.owner.empty()) request.owner = kAccount;
+    return store_->CopySnapshotAcrossRegions(
+        "west-1", {.source_region = east_->name(),
+                   .source_snapshot_id = snap,
+                   .request = request,
+                   .completion_minutes = minutes});
+  }
+  // Copies and waits; returns the copy's record.
+  CopyRecord Copy(const std::string& snap, CreateSnapshotRequest request = {}) {
+    auto started = StartCopy(snap, request);
+    EXPECT_THAT(started, IsOk());
+    if (!started.ok()) return {};
+    EXPECT_EQ(started->state, SnapshotState::kPending);
+    auto done = west_->WaitForSnapshot(started->id, 60'000);
+    EXPECT_THAT(done, IsOk());
+    EXPECT_EQ(done->state, SnapshotState::kCompleted) << done->state_message;
+    // The record is final just after the snapshot completes.
+    absl::StatusOr<CopyRecord> record;
+    for (int i = 0; i < 3000; ++i) {
+      record = store_->DescribeCopy(started->id);
+      if (!record.ok() || record->state != "pending") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_THAT(record, IsOk());
+    EXPECT_EQ(record->state, "completed") << record->message;
+    return *record;
+  }
+  std::vector<std::byte> Read(Region* region, const std::string& snap) {
+    auto s = region->OpenSnapshot(snap);
+    EXPECT_THAT(s, IsOk());
+    if (!s.ok()) return {};
+    std::vector<std::byte> out((*s)->size_bytes());
+    EXPECT_THAT((*s)->Read(0, out), IsOk());
+    return out;
+  }
+
+  ::strata::testing::TempDir dir_;
+  SecretBytes root_ = RandomSecret(32);
+  std::unique_ptr<Store> store_;
+  Region* east_ = nullptr;
+  Region* west_ = nullptr;
+};
+
+TEST_F(CopyTest, FirstCopyIsFullLaterOnesSendOnlyTheChangedChunks) {
+  const uint64_t size = 8 * kMiB;  // 128 chunks.
+  const std::string vol = NewVolume(size);
+  Write(vol, 0, Pattern(6 * kMiB, 1));  // 96 chunks hold data; the rest is a hole.
+  const std::string first = Snap(vol);
+  const CopyRecord full = Copy(first);
+  EXPECT_EQ(full.chunks_total, 96u);
+  EXPECT_EQ(full.chunks_done, 96u);
+  EXPECT_EQ(full.chunks_skipped, 0u);
+  EXPECT_TRUE(full.base_source_snapshot.empty());
+  EXPECT_EQ(Read(west_, full.snapshot_id), Read(east_, first));
+
+  // Change two chunks (1.5%), zero a third, and write one past the old data.
+  Write(vol, 5 * kChunk, Pattern(kChunk, 2));
+  Write(vol, 40 * kChunk + 4096, Pattern(4096, 3));
+  ASSERT_THAT((*east_->GetVolume(vol))->Trim(70 * kChunk, kChunk), IsOk());
+  Write(vol, 100 * kChunk, Pattern(kChunk, 4));
+  const std::string second = Snap(vol);
+  const CopyRecord incremental = Copy(second);
+  EXPECT_EQ(incremental.base_source_snapshot, first);
+  EXPECT_EQ(incremental.base_snapshot_id, full.snapshot_id);
+  EXPECT_EQ(incremental.chunks_total, 3u);  // The zeroed chunk crosses as a manifest entry.
+  EXPECT_EQ(incremental.changed_bytes, 3 * kChunk);
+  EXPECT_EQ(incremental.chunks_skipped, 96u - 3u);
+  // At most the changed chunks plus framing (the pattern does not compress).
+  EXPECT_LE(incremental.bytes_sent, 3 * kChunk + 4096);
+  EXPECT_LT(incremental.bytes_sent * 10, full.bytes_sent);
+  EXPECT_EQ(Read(west_, incremental.snapshot_id), Read(east_, second));
+  // The first copy is untouched by the second.
+  EXPECT_EQ(Read(west_, full.snapshot_id), Read(east_, first));
+
+  // The journal outlives the process.
+  Open();
+  auto again = store_->DescribeCopy(incremental.snapshot_id);
+  ASSERT_THAT(again, IsOk());
+  EXPECT_EQ(again->state, "completed");
+  EXPECT_EQ(again->bytes_sent, incremental.bytes_sent);
+}
+
+TEST_F(CopyTest, CompressibleChunksCrossCompressed) {
+  const std::string vol = NewVolume(4 * kMiB);
+  Write(vol, 0, std::vector<std::byte>(4 * kMiB, std::byte{'a'}));
+  const CopyRecord record = Copy(Snap(vol));
+  EXPECT_EQ(record.changed_bytes, 4 * kMiB);
+  EXPECT_LT(record.bytes_sent, kMiB / 8);
+}
+
+TEST_F(CopyTest, DamagedAndDroppedChunksAreSentAgainAndNeverLand) {
+  Open("bandwidth=2GB,rtt=1ms,streams=2,corrupt=0.2,drop=0.05");
+  const std::string vol = NewVolume(8 * kMiB);
+  Write(vol, 0, Pattern(8 * kMiB, 5));
+  const std::string snap = Snap(vol);
+  const CopyRecord record = Copy(snap);
+  EXPECT_GT(record.retries, 5u);
+  EXPECT_EQ(record.chunks_done, 128u);
+  EXPECT_EQ(Read(west_, record.snapshot_id), Read(east_, snap));
+}
+
+TEST_F(CopyTest, EncryptedCopiesUseTheDestinationKeyAndPlainOnesMayBeEncrypted) {
+  const std::string vol = NewVolume(2 * kMiB, /*encrypted=*/true);
+  Write(vol, 0, Pattern(2 * kMiB, 6));
+  const std::string snap = Snap(vol);
+  // Asking for an unencrypted copy of an encrypted snapshot still encrypts it.
+  const CopyRecord record = Copy(snap, {.encrypted = false});
+  auto info = west_->DescribeSnapshot(record.snapshot_id);
+  ASSERT_THAT(info, IsOk());
+  EXPECT_TRUE(info->encrypted);
+  EXPECT_THAT(info->kms_key_id, HasSubstr(":key/"));
+  EXPECT_NE(info->kms_key_id, east_->DescribeSnapshot(snap)->kms_key_id);  // Per-region keys.
+  EXPECT_EQ(Read(west_, record.snapshot_id), Read(east_, snap));
+
+  const std::string plain = NewVolume(kMiB);
+  Write(plain, 0, Pattern(kMiB, 7));
+  const std::string plain_snap = Snap(plain);
+  const CopyRecord encrypted = Copy(plain_snap, {.encrypted = true});
+  EXPECT_TRUE(west_->DescribeSnapshot(encrypted.snapshot_id)->encrypted);
+  EXPECT_EQ(Read(west_, encrypted.snapshot_id), Read(east_, plain_snap));
+}
+
+TEST_F(CopyTest, BadRequestsAreRefusedAndCreateNothing) {
+  const std::string vol = NewVolume(kMiB);
+  Write(vol, 0, Pattern(kMiB, 8));
+  const std::string snap = Snap(vol);
+  const size_t before = west_->ListSnapshots()->size();
+  EXPECT_THAT(StartCopy("snap-0000000000000000"), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(StartCopy(snap, {.owner = "999999999999"}), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(StartCopy(snap, {}, 10), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(StartCopy(snap, {}, 3000), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(store_->CopySnapshotAcrossRegions(
+                  "west-1", {.source_region = "nowhere-1", .source_snapshot_id = snap}),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(west_->ListSnapshots()->size(), before);
+  EXPECT_THAT(ParseLinkModel("bandwidth=fast"), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(ParseLinkModel("latency=5ms"), StatusIs(absl::StatusCode::kInvalidArgument));
+  auto link = ParseLinkModel("bandwidth=50MB,rtt=0.1s,streams=2");
+  ASSERT_THAT(link, IsOk());
+  EXPECT_EQ(link->bandwidth_bytes_per_second, 50'000'000u);
+  EXPECT_EQ(link->rtt_ms, 100u);
+  EXPECT_EQ(link->streams, 2u);
+}
+
+TEST_F(CopyTest, ATimeBasedCopyIsAdmittedOnlyWhenTheLinkCanMakeIt) {
+  Open("bandwidth=1KB,rtt=1ms");  // 1 kB/s: 1 MiB needs more than 15 minutes.
+  const std::string vol = NewVolume(kMiB);
+  Write(vol, 0, Pattern(kMiB, 9));
+  const std::string snap = Snap(vol);
+  auto refused = StartCopy(snap, {}, 15);
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(refused.status().message(), HasSubstr("cannot complete in 15 minutes"));
+  Open("bandwidth=2GB,rtt=1ms");
+  auto admitted = StartCopy(snap, {}, 15);
+  ASSERT_THAT(admitted, IsOk());
+  EXPECT_EQ(west_->WaitForSnapshot(admitted->id, 60'000)->state, SnapshotState::kCompleted);
+  EXPECT_EQ(store_->DescribeCopy(admitted->id)->completion_minutes, 15u);
+}
+
+}  // namespace
+}  // namespace strata
