@@ -727,25 +727,37 @@ class Call {
     const std::string source = p_.GetOr("SourceSnapshotId", "");
     if (source.empty()) return Missing("SourceSnapshotId");
     const std::string source_region = p_.GetOr("SourceRegion", region_.name());
-    if (source_region != region_.name()) {
-      return Ec2Error{
-          400, "InvalidParameterValue",
-          "copies between regions come with the regions issue; SourceRegion must be this region"};
-    }
     const bool encrypted = p_.GetOr("Encrypted", "false") == "true";
     const std::string kms_key = p_.GetOr("KmsKeyId", "");
     if (!kms_key.empty() && !encrypted) {
       return Ec2Error{400, "InvalidParameterDependency",
                       "The parameter KmsKeyId requires the parameter Encrypted to be set."};
     }
-    absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(source, false);
-    if (!s.ok()) return FromStatus(s.status(), "Snapshot");
     absl::StatusOr<std::map<std::string, std::string>> tags = TagSpecs(p_, "snapshot");
     if (!tags.ok()) return Invalid(std::string(tags.status().message()));
     CreateSnapshotRequest copy_request{"", p_.GetOr("Description", ""), *tags, account_.id};
     copy_request.encrypted = encrypted;
     copy_request.kms_key_id = kms_key;
-    absl::StatusOr<SnapshotInfo> copy = region_.CopySnapshot(source, copy_request);
+    const std::string minutes = p_.GetOr("CompletionDurationMinutes", "");
+    uint32_t completion_minutes = 0;
+    if (!minutes.empty() && (!absl::SimpleAtoi(minutes, &completion_minutes) ||
+                             completion_minutes < 15 || completion_minutes > 2880)) {
+      return Invalid(absl::StrCat("CompletionDurationMinutes must be 15 to 2880, not ", minutes));
+    }
+    absl::StatusOr<SnapshotInfo> copy;
+    if (source_region != region_.name()) {
+      // The call goes to the destination region, as on AWS; the source is asked over the
+      // transfer protocol, which checks that this account may use the snapshot.
+      copy = store_.CopySnapshotAcrossRegions(region_.name(),
+                                              {.source_region = source_region,
+                                               .source_snapshot_id = source,
+                                               .request = copy_request,
+                                               .completion_minutes = completion_minutes});
+    } else {
+      absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(source, false);
+      if (!s.ok()) return FromStatus(s.status(), "Snapshot");
+      copy = region_.CopySnapshot(source, copy_request);
+    }
     if (!copy.ok()) return FromStatus(copy.status(), "Snapshot");
     WriteTags(x_, copy->tags);
     x_.Text("snapshotId", copy->id);
@@ -859,6 +871,8 @@ class Call {
     const std::vector<Filter> filters = ParseFilters(p_);
     const std::string endpoint = host_.empty() ? "" : absl::StrCat("http://", host_);
     std::vector<std::string> regions = store_.ListRegions();
+    const std::vector<std::string> peers = store_.ListPeerRegions();
+    regions.insert(regions.end(), peers.begin(), peers.end());
     for (const std::string& n : names) {
       if (std::find(regions.begin(), regions.end(), n) == regions.end()) {
         return Ec2Error{400, "InvalidParameterValue",
@@ -868,15 +882,19 @@ class Call {
     x_.Open("regionInfo");
     for (const std::string& r : regions) {
       if (!names.empty() && std::find(names.begin(), names.end(), r) == names.end()) continue;
-      absl::StatusOr<bool> match = MatchesFilters(
-          filters,
-          {{"region-name", r}, {"endpoint", endpoint}, {"opt-in-status", "opt-in-not-required"}},
-          {});
+      // A peer region is served by another stratad, whose API endpoint is not known here.
+      const bool peer = std::find(peers.begin(), peers.end(), r) != peers.end();
+      const std::string region_endpoint = peer ? "" : endpoint;
+      absl::StatusOr<bool> match = MatchesFilters(filters,
+                                                  {{"region-name", r},
+                                                   {"endpoint", region_endpoint},
+                                                   {"opt-in-status", "opt-in-not-required"}},
+                                                  {});
       if (!match.ok()) return Invalid(std::string(match.status().message()));
       if (!*match) continue;
       x_.Open("item");
       x_.Text("regionName", r);
-      x_.Text("regionEndpoint", endpoint);
+      x_.Text("regionEndpoint", region_endpoint);
       x_.Text("optInStatus", "opt-in-not-required");
       x_.Close();
     }

@@ -13,6 +13,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "admin.h"
 #include "api_client.h"
@@ -20,6 +21,7 @@
 #include "nbd_client.h"
 #include "nlohmann/json.hpp"
 #include "strata/store.h"
+#include "strata/transfer.h"
 
 namespace {
 
@@ -38,6 +40,9 @@ Through stratad's API (stratad running; signed with DIR/credentials or AWS_* var
                                            a raw disk image becomes a volume, a snapshot and
                                            a registered AMI (prints its ImageId)
   instances                                your instances: state, volumes, NBD exports
+  copy-stats [SNAP]                        cross-region copies into this store: bytes sent,
+                                           chunks skipped, retries, time, throughput (SNAP:
+                                           the copy's snapshot id; works with stratad running)
   console INSTANCE                         the instance's serial console output
   ec2 ACTION [Name=Value ...]              any EC2 call of docs/api.md, e.g.
                                            ec2 DescribeVolumes Filter.1.Name=tag:Name Filter.1.Value.1=web
@@ -66,6 +71,57 @@ Sizes take K, M, G, T suffixes (powers of 1024). DIR defaults to ./data.
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "strata: %s\n", std::string(s.message()).c_str());
   return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+void PrintCopyRecord(const strata::CopyRecord& r) {
+  const double seconds = r.end_micros > r.start_micros ? (r.end_micros - r.start_micros) / 1e6 : 0;
+  std::printf("snapshot        %s (%s)\n", r.snapshot_id.c_str(), r.destination_region.c_str());
+  std::printf("source          %s (%s)\n", r.source_snapshot_id.c_str(), r.source_region.c_str());
+  std::printf("base            %s\n",
+              r.base_source_snapshot.empty()
+                  ? "none: a full copy"
+                  : absl::StrCat(r.base_snapshot_id, " (the copy of ", r.base_source_snapshot, ")")
+                        .c_str());
+  std::printf("state           %s%s%s\n", r.state.c_str(), r.message.empty() ? "" : ": ",
+              r.message.c_str());
+  std::printf("logical bytes   %llu\n", (unsigned long long)r.logical_bytes);
+  std::printf("chunks          %llu of %llu sent, %llu skipped (already at the destination)\n",
+              (unsigned long long)r.chunks_done, (unsigned long long)r.chunks_total,
+              (unsigned long long)r.chunks_skipped);
+  std::printf("changed bytes   %llu\n", (unsigned long long)r.changed_bytes);
+  std::printf("bytes sent      %llu%s\n", (unsigned long long)r.bytes_sent,
+              r.changed_bytes > 0
+                  ? absl::StrFormat(" (%.3f of the changed bytes)",
+                                    static_cast<double>(r.bytes_sent) / r.changed_bytes)
+                        .c_str()
+                  : "");
+  std::printf("retries         %llu\n", (unsigned long long)r.retries);
+  std::printf("time            %.3f s\n", seconds);
+  std::printf("throughput      %.2f MB/s sent, %.2f MB/s of changed data\n",
+              seconds > 0 ? r.bytes_sent / seconds / 1e6 : 0,
+              seconds > 0 ? r.changed_bytes / seconds / 1e6 : 0);
+  std::printf("link            %s%s\n", r.link.c_str(),
+              r.completion_minutes > 0
+                  ? absl::StrCat(" (CompletionDurationMinutes ", r.completion_minutes, ")").c_str()
+                  : "");
+}
+
+int CopyStats(const Args& args, const std::string& dir) {
+  absl::StatusOr<std::vector<strata::CopyRecord>> records = strata::ReadCopyRecords(dir);
+  if (!records.ok()) return Fail(records.status());
+  const std::string wanted = args.positional().size() > 1 ? args.positional()[1] : "";
+  bool found = false;
+  for (const strata::CopyRecord& r : *records) {
+    if (!wanted.empty() && r.snapshot_id != wanted && r.source_snapshot_id != wanted) continue;
+    if (found) std::printf("\n");
+    PrintCopyRecord(r);
+    found = true;
+  }
+  if (!found && !wanted.empty()) {
+    return Fail(
+        absl::NotFoundError(absl::StrCat("no cross-region copy of or into ", wanted, " in ", dir)));
+  }
+  return 0;
 }
 
 void PrintVolume(const strata::VolumeInfo& v) {
@@ -627,6 +683,7 @@ int main(int argc, char** argv) {
   const std::string command = args->positional()[0];
   const std::string dir = args->Get("data-dir", "./data");
   if (command == "env") return PrintEnv(dir, args->Get("endpoint", "http://127.0.0.1:8150"));
+  if (command == "copy-stats") return CopyStats(*args, dir);
   if (command == "status" || command == "attach" || command == "detach" || command == "ec2" ||
       command == "import-image" || command == "console" || command == "instances") {
     return ApiCommand(*args, dir);

@@ -21,6 +21,8 @@
 #include "nbd_server.h"
 #include "qemu_hypervisor.h"
 #include "strata/store.h"
+#include "strata/transfer.h"
+#include "transfer_listener.h"
 #include "util/log.h"
 
 namespace {
@@ -46,6 +48,13 @@ constexpr char kUsage[] =
     "                     bucket (default DATA_DIR/buckets)\n"
     "  --region NAME      a region to serve (repeatable, or comma-separated; made when\n"
     "                     missing); the first is the default (default local-1)\n"
+    "  --peer-region NAME=HOST:PORT  a region served by another stratad, reached at its\n"
+    "                     --transfer-listen address (repeatable)\n"
+    "  --transfer-listen ADDR  serve this store's regions to peers' copies, HOST:PORT\n"
+    "                     (default off)\n"
+    "  --link [FROM:TO=]SETTINGS  the simulated WAN link, e.g. bandwidth=100MB,rtt=70ms,\n"
+    "                     jitter=5ms,corrupt=0.001,drop=0.0001,streams=4,region=200MB; without\n"
+    "                     FROM:TO it is the default for every pair (repeatable)\n"
     "  --chunk-size SIZE  chunk size of a new store, 4K..4M (default 64K)\n"
     "  --compression      compress snapshot chunks with zstd\n";
 
@@ -60,7 +69,8 @@ int main(int argc, char** argv) {
   auto args = strata::tools::Args::Parse(
       argc, argv, 1,
       {"data-dir", "chunk-size", "api-listen", "nbd-listen", "tls", "tls-psk-file", "tls-x509-dir",
-       "kms-root-key-file", "vm", "vm-accel", "bucket-dir", "region"},
+       "kms-root-key-file", "vm", "vm-accel", "bucket-dir", "region", "peer-region",
+       "transfer-listen", "link"},
       {"compression", "help"});
   if (!args.ok()) {
     std::fprintf(stderr, "stratad: %s\n%s", std::string(args.status().message()).c_str(), kUsage);
@@ -185,6 +195,26 @@ int main(int argc, char** argv) {
     }
   }
   if (!regions.empty()) options.default_region = regions.front();
+  for (const std::string& peer : args->GetAll("peer-region")) {
+    const size_t eq = peer.find('=');
+    if (eq == std::string::npos || eq == 0 || peer.rfind(':') < eq) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--peer-region takes NAME=HOST:PORT, not ", peer)));
+    }
+    options.peer_regions[peer.substr(0, eq)] = peer.substr(eq + 1);
+  }
+  for (const std::string& link : args->GetAll("link")) {
+    // "FROM:TO=SETTINGS" names a pair; settings alone are the default.
+    const size_t eq = link.find('=');
+    const std::string head = eq == std::string::npos ? "" : link.substr(0, eq);
+    const bool pair = head.find(':') != std::string::npos;
+    const std::string key = pair ? head : "";
+    const std::string settings = pair ? link.substr(eq + 1) : link;
+    strata::LinkModel base = options.links.contains("") ? options.links[""] : strata::LinkModel{};
+    absl::StatusOr<strata::LinkModel> parsed = strata::ParseLinkModel(settings, base);
+    if (!parsed.ok()) return Fail(parsed.status());
+    options.links[key] = *parsed;
+  }
 
   auto store = strata::Store::Open(dir, options);
   if (!store.ok()) return Fail(store.status());
@@ -217,6 +247,16 @@ int main(int argc, char** argv) {
                "snapshot id, read-only; TLS ",
                tls_mode, ")");
   }
+  std::unique_ptr<strata::tools::TransferListener> transfer;
+  if (const std::string at = args->Get("transfer-listen", "off"); at != "off") {
+    transfer = std::make_unique<strata::tools::TransferListener>(**store, at);
+    if (absl::Status s = transfer->Start(); !s.ok()) return Fail(s);
+    STRATA_LOG(kInfo, "transfer protocol on ", transfer->bound(),
+               " (peers copy this store's snapshots from here)");
+  }
+  for (const auto& [name, address] : options.peer_regions) {
+    STRATA_LOG(kInfo, "peer region ", name, " at ", address);
+  }
   std::unique_ptr<strata::api::ApiServer> api;
   if (api_enabled) {
     strata::api::Ec2Options ec2_options;
@@ -248,6 +288,7 @@ int main(int argc, char** argv) {
   api.reset();  // Joins store-image tasks, which use the store.
   if (hypervisor != nullptr) hypervisor->StopAll();  // VMs first: their disks are NBD exports.
   if (nbd != nullptr) nbd->Stop();
+  transfer.reset();  // Peers' copies from here end; they resume when this store is back.
   store->reset();
   STRATA_LOG(kInfo, "stopped");
   return 0;

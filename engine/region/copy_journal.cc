@@ -131,3 +131,11 @@ absl::Status CopyJournal::WriteLocked() {
 }
 
 }  // namespace strata::transfer
+
+namespace strata {
+
+absl::StatusOr<std::vector<CopyRecord>> ReadCopyRecords(const std::string& data_dir) {
+  return transfer::CopyJournal::Read(data_dir + "/copies.json");
+}
+
+}  // namespace strata

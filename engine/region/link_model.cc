@@ -20,8 +20,8 @@ absl::Status Bad(absl::string_view key, absl::string_view value, absl::string_vi
 // "100MB" (per second, decimal units) -> bytes per second.
 bool ParseRate(absl::string_view v, uint64_t& out) {
   double scale = 1;
-  for (const auto& [suffix, s] : {std::pair{"GB", 1e9}, std::pair{"MB", 1e6},
-                                  std::pair{"KB", 1e3}, std::pair{"B", 1.0}}) {
+  for (const auto& [suffix, s] :
+       {std::pair{"GB", 1e9}, std::pair{"MB", 1e6}, std::pair{"KB", 1e3}, std::pair{"B", 1.0}}) {
     if (absl::EndsWith(v, suffix)) {
       v.remove_suffix(absl::string_view(suffix).size());
       scale = s;
@@ -82,9 +82,9 @@ absl::StatusOr<LinkModel> ParseLinkModel(absl::string_view spec, LinkModel link)
         return Bad(key, value, "1 to 64");
       }
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown link setting \"", key,
-          "\" (known: bandwidth, rtt, jitter, corrupt, drop, streams, region)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown link setting \"", key,
+                       "\" (known: bandwidth, rtt, jitter, corrupt, drop, streams, region)"));
     }
   }
   return link;

@@ -22,7 +22,7 @@
 namespace strata::transfer {
 namespace {
 
-constexpr size_t kBatchChunks = 16;    // Chunks per GET.
+constexpr size_t kBatchChunks = 16;     // Chunks per GET.
 constexpr size_t kBatchesInFlight = 2;  // GETs a stream keeps outstanding (hides the RTT).
 constexpr int kReceiveTimeoutSeconds = 30;
 
@@ -32,7 +32,9 @@ uint64_t NowMicros() {
       .count();
 }
 
-void SleepMicros(uint64_t micros) { std::this_thread::sleep_for(std::chrono::microseconds(micros)); }
+void SleepMicros(uint64_t micros) {
+  std::this_thread::sleep_for(std::chrono::microseconds(micros));
+}
 
 absl::StatusOr<int> ConnectTcp(const std::string& address) {
   const size_t colon = address.rfind(':');
@@ -183,8 +185,8 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
   }
   if (request.completion_minutes != 0 &&
       (request.completion_minutes < 15 || request.completion_minutes > 2880)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "CompletionDurationMinutes is 15 to 2880, not ", request.completion_minutes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CompletionDurationMinutes is 15 to 2880, not ", request.completion_minutes));
   }
   auto job = std::make_shared<Job>();
   job->destination = &destination;
@@ -196,8 +198,7 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
   std::map<std::string, std::string> copy_of;  // Source snapshot -> its copy here.
   Open open{.snapshot_id = request.source_snapshot_id};
   std::vector<CopyRecord> earlier = journal_.All();
-  for (auto it = earlier.rbegin(); it != earlier.rend() && open.base_candidates.size() < 64;
-       ++it) {
+  for (auto it = earlier.rbegin(); it != earlier.rend() && open.base_candidates.size() < 64; ++it) {
     if (it->state != "completed" || it->destination_region != destination.name() ||
         it->source_region != source || copy_of.contains(it->source_snapshot_id)) {
       continue;
@@ -229,7 +230,8 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
   std::string base_copy;
   if (!manifest.base_snapshot_id.empty()) {
     auto it = copy_of.find(manifest.base_snapshot_id);
-    if (it == copy_of.end()) return absl::DataLossError("transfer: the source chose no base offered");
+    if (it == copy_of.end())
+      return absl::DataLossError("transfer: the source chose no base offered");
     base_copy = it->second;
   }
   uint64_t data_chunks = 0;
@@ -259,8 +261,8 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
   CreateSnapshotRequest snapshot_request = request.request;
   snapshot_request.encrypted = request.request.encrypted || manifest.encrypted;
   if (snapshot_request.description.empty()) {
-    snapshot_request.description = absl::StrCat("[Copied ", request.source_snapshot_id, " from ",
-                                                source, "]");
+    snapshot_request.description =
+        absl::StrCat("[Copied ", request.source_snapshot_id, " from ", source, "]");
   }
   absl::StatusOr<Region::DirectSnapshot> direct =
       destination.StartDirectSnapshot(manifest.volume_size_bytes, base_copy, snapshot_request);
@@ -310,8 +312,8 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
   for (const ChunkListing::Chunk& chunk : manifest.chunks) {
     if (!chunk.zero) continue;
     const uint64_t offset = chunk.index * job->chunk_size;
-    absl::Status s = job->builder->volume().Trim(
-        offset, std::min(job->chunk_size, job->volume_size - offset));
+    absl::Status s =
+        job->builder->volume().Trim(offset, std::min(job->chunk_size, job->volume_size - offset));
     if (!s.ok()) {
       Finish(*job, s);
       return s;
@@ -392,22 +394,21 @@ void CopyService::Stream(Job& job, int stream_index) {
             job.outstanding += batch.size();
           }
           if (batch.empty()) break;
-          in_flight.push_back({std::set<uint64_t>(batch.begin(), batch.end()),
-                               NowMicros() + uint64_t{job.link.rtt_ms} * 1000 +
-                                   jitter(jitter_random)});
+          in_flight.push_back(
+              {std::set<uint64_t>(batch.begin(), batch.end()),
+               NowMicros() + uint64_t{job.link.rtt_ms} * 1000 + jitter(jitter_random)});
           STRATA_RETURN_IF_ERROR(c->Send(FrameType::kGet, EncodeGet(batch)));
         }
         if (in_flight.empty()) {
           absl::MutexLock lock(&job.mu);
           if (job.outstanding == 0 || !job.fatal.ok()) return absl::OkStatus();
           // Other streams hold the last chunks: wait for them, or for chunks they give back.
-          job.mu.AwaitWithTimeout(
-              absl::Condition(
-                  +[](Job* j) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                    return !j->todo.empty() || j->outstanding == 0;
-                  },
-                  &job),
-              absl::Milliseconds(100));
+          job.mu.AwaitWithTimeout(absl::Condition(
+                                      +[](Job* j) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                        return !j->todo.empty() || j->outstanding == 0;
+                                      },
+                                      &job),
+                                  absl::Milliseconds(100));
           continue;
         }
         STRATA_ASSIGN_OR_RETURN(Frame frame, c->Receive());
@@ -521,8 +522,8 @@ absl::Status CopyService::Land(Job& job, const ChunkFrame& chunk) {
   ++job.record.chunks_done;
   job.record.changed_bytes += length;
   job.destination->ReportDirectSnapshotProgress(
-      job.record.snapshot_id,
-      static_cast<int>(job.record.chunks_done * 100 / std::max<uint64_t>(1, job.record.chunks_total)));
+      job.record.snapshot_id, static_cast<int>(job.record.chunks_done * 100 /
+                                               std::max<uint64_t>(1, job.record.chunks_total)));
   return absl::OkStatus();
 }
 

@@ -11,8 +11,8 @@
 #include <atomic>
 #include <map>
 #include <memory>
-#include <string>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 

@@ -74,8 +74,8 @@ class StoreImpl final : public Store {
     STRATA_ASSIGN_OR_RETURN(Region * destination, GetRegion(destination_region));
     if (!regions_.contains(request.source_region) &&
         !options_.peer_regions.contains(request.source_region)) {
-      return absl::NotFoundError(absl::StrCat("region ", request.source_region,
-                                              " is neither served here nor a peer"));
+      return absl::NotFoundError(
+          absl::StrCat("region ", request.source_region, " is neither served here nor a peer"));
     }
     return copies_->Start(*destination, request);
   }

@@ -29,7 +29,8 @@ void TokenBucket::Acquire(uint64_t bytes) {
     // Callers take their bytes at once and wait off their own debt, so concurrent callers
     // queue behind each other and together keep to the rate.
     tokens_ -= static_cast<double>(bytes);
-    if (tokens_ < 0) wait_micros = static_cast<int64_t>(-tokens_ * 1e6 / static_cast<double>(rate_));
+    if (tokens_ < 0)
+      wait_micros = static_cast<int64_t>(-tokens_ * 1e6 / static_cast<double>(rate_));
   }
   if (wait_micros > 0) std::this_thread::sleep_for(std::chrono::microseconds(wait_micros));
 }

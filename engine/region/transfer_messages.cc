@@ -200,8 +200,8 @@ ChunkFrame PackChunk(uint64_t index, absl::string_view raw) {
 
 absl::StatusOr<std::string> UnpackChunk(const ChunkFrame& frame, uint64_t max_raw_bytes) {
   if (frame.raw_bytes > max_raw_bytes) {
-    return absl::DataLossError(absl::StrCat("chunk ", frame.index, ": ", frame.raw_bytes,
-                                            " bytes, more than a chunk"));
+    return absl::DataLossError(
+        absl::StrCat("chunk ", frame.index, ": ", frame.raw_bytes, " bytes, more than a chunk"));
   }
   std::string raw;
   if (frame.compressed) {

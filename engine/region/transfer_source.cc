@@ -52,10 +52,10 @@ class SourceSession {
     STRATA_ASSIGN_OR_RETURN(Open open, DecodeOpen(payload));
     absl::StatusOr<SnapshotInfo> info = region_->DescribeSnapshot(open.snapshot_id);
     const bool allowed =
-        info.ok() && (info->owner == hello_.account ||
-                      std::count(info->shared_with.begin(), info->shared_with.end(),
-                                 hello_.account) > 0 ||
-                      std::count(info->shared_with.begin(), info->shared_with.end(), "all") > 0);
+        info.ok() &&
+        (info->owner == hello_.account ||
+         std::count(info->shared_with.begin(), info->shared_with.end(), hello_.account) > 0 ||
+         std::count(info->shared_with.begin(), info->shared_with.end(), "all") > 0);
     if (!allowed) {
       return absl::NotFoundError(absl::StrCat("The snapshot '", open.snapshot_id,
                                               "' does not exist in region ", region_->name()));
@@ -102,8 +102,8 @@ class SourceSession {
         return absl::InvalidArgumentError(absl::StrCat("chunk ", index, " is past the end"));
       }
       raw.assign(std::min(chunk_size_, snapshot_->size_bytes() - offset), '\0');
-      STRATA_RETURN_IF_ERROR(snapshot_->Read(
-          offset, std::span(reinterpret_cast<std::byte*>(raw.data()), raw.size())));
+      STRATA_RETURN_IF_ERROR(
+          snapshot_->Read(offset, std::span(reinterpret_cast<std::byte*>(raw.data()), raw.size())));
       ChunkFrame frame = PackChunk(index, raw);
       if (hello_.link.corrupt_rate > 0 && uniform(random_) < hello_.link.corrupt_rate &&
           !frame.data.empty()) {

@@ -1244,7 +1244,8 @@ absl::StatusOr<ChunkListing> RegionImpl::ListChunks(const std::string& snapshot_
   STRATA_ASSIGN_OR_RETURN(SnapshotTree::Ancestry base_ancestry, tree_->Ancestors(base.id));
   // Only the deltas on the two paths below the common ancestor can differ.
   std::set<uint64_t> candidates;
-  for (const auto& [one, other] : {std::pair(ancestry, base_ancestry), std::pair(base_ancestry, ancestry)}) {
+  for (const auto& [one, other] :
+       {std::pair(ancestry, base_ancestry), std::pair(base_ancestry, ancestry)}) {
     for (uint64_t seq : *one) {
       if (other->contains(seq)) continue;
       STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::ManifestPrefix(seq), "",

@@ -6,9 +6,10 @@
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace strata {
 
@@ -53,9 +54,13 @@ struct CopyRecord {
   uint64_t retries = 0;              // Chunks re-requested plus reconnections.
   uint64_t start_micros = 0;
   uint64_t end_micros = 0;
-  uint32_t completion_minutes = 0;  // CompletionDurationMinutes, 0 when not asked.
+  uint32_t completion_minutes = 0;     // CompletionDurationMinutes, 0 when not asked.
   uint64_t rate_bytes_per_second = 0;  // What the scheduler gave the copy.
   std::string link;                    // FormatLinkModel of the link used.
 };
+
+// Reads the copy records of the store in `data_dir` (DIR/copies.json), oldest first. Works
+// while a stratad holds the store: the file is only ever replaced whole.
+absl::StatusOr<std::vector<CopyRecord>> ReadCopyRecords(const std::string& data_dir);
 
 }  // namespace strata

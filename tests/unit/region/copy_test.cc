@@ -4,8 +4,8 @@
 
 #include <chrono>
 #include <cstring>
-#include <thread>
 #include <fstream>
+#include <thread>
 
 #include "strata/store.h"
 #include "strata/transfer.h"
@@ -58,14 +58,13 @@ class CopyTest : public ::testing::Test {
     EXPECT_EQ(done->state, SnapshotState::kCompleted);
     return s->id;
   }
-  absl::StatusOr<SnapshotInfo> StartCopy(const std::string& snap, CreateSnapshotRequest request = {},
-                                         uint32_t minutes = 0) {
+  absl::StatusOr<SnapshotInfo> StartCopy(const std::string& snap,
+                                         CreateSnapshotRequest request = {}, uint32_t minutes = 0) {
     if (request.owner.empty()) request.owner = kAccount;
-    return store_->CopySnapshotAcrossRegions(
-        "west-1", {.source_region = east_->name(),
-                   .source_snapshot_id = snap,
-                   .request = request,
-                   .completion_minutes = minutes});
+    return store_->CopySnapshotAcrossRegions("west-1", {.source_region = east_->name(),
+                                                        .source_snapshot_id = snap,
+                                                        .request = request,
+                                                        .completion_minutes = minutes});
   }
   // Copies and waits; returns the copy's record.
   CopyRecord Copy(const std::string& snap, CreateSnapshotRequest request = {}) {
