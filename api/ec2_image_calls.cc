@@ -83,9 +83,10 @@ std::string ReservationId(const std::string& instance_id) {
 
 class ImageCalls {
  public:
-  ImageCalls(Region& region, const Account& account, const QueryParams& p,
+  ImageCalls(Store& store, Region& region, const Account& account, const QueryParams& p,
              const Ec2Options& options, StoreImageTasks& tasks, XmlWriter& x)
-      : region_(region),
+      : store_(store),
+        region_(region),
         images_(region.images()),
         account_(account),
         p_(p),
@@ -648,10 +649,6 @@ class ImageCalls {
     if (source.empty()) return Missing("SourceImageId");
     const std::string source_region = p_.GetOr("SourceRegion", "");
     if (source_region.empty()) return Missing("SourceRegion");
-    if (source_region != region_.name()) {
-      return Invalid(absl::StrCat("SourceRegion ", source_region, " is not ", region_.name(),
-                                  ": copies between regions are not served yet"));
-    }
     ImageInfo request;
     request.name = p_.GetOr("Name", "");
     if (request.name.empty()) return Missing("Name");
@@ -669,8 +666,17 @@ class ImageCalls {
       return Invalid("KmsKeyId requires Encrypted=true");
     }
     if (!absl::StartsWith(source, "ami-")) return Fail(Malformed(source));
-    absl::StatusOr<ImageInfo> image = images_.CopyImage(source, request, encrypted->value_or(false),
-                                                        key, copy_tags->value_or(false));
+    absl::StatusOr<ImageInfo> image =
+        source_region == region_.name()
+            ? images_.CopyImage(source, request, encrypted->value_or(false), key,
+                                copy_tags->value_or(false))
+            : store_.CopyImageAcrossRegions(region_.name(),
+                                            {.source_region = source_region,
+                                             .source_image_id = source,
+                                             .request = request,
+                                             .encrypted = encrypted->value_or(false),
+                                             .kms_key_id = key,
+                                             .copy_tags = copy_tags->value_or(false)});
     if (!image.ok()) return Fail(image.status());
     x_.Text("imageId", image->id);
     return x_.Finish();
@@ -1216,6 +1222,7 @@ class ImageCalls {
     return x_.Finish();
   }
 
+  Store& store_;  // For copies from other regions.
   Region& region_;
   Images& images_;
   const Account& account_;
@@ -1274,10 +1281,11 @@ std::vector<StoreImageTasks::View> StoreImageTasks::List() {
   return out;
 }
 
-std::optional<Result> RunImageCall(Region& region, const Account& account, const QueryParams& p,
-                                   const std::string& action, const Ec2Options& options,
-                                   StoreImageTasks& tasks, XmlWriter& x) {
-  return ImageCalls(region, account, p, options, tasks, x).Run(action);
+std::optional<Result> RunImageCall(Store& store, Region& region, const Account& account,
+                                   const QueryParams& p, const std::string& action,
+                                   const Ec2Options& options, StoreImageTasks& tasks,
+                                   XmlWriter& x) {
+  return ImageCalls(store, region, account, p, options, tasks, x).Run(action);
 }
 
 }  // namespace strata::api

@@ -54,8 +54,8 @@ class StoreImageTasks {
 
 // Runs `action` when it is an image or instance call (nullopt otherwise), writing its response
 // body into `x` (opened by the caller).
-std::optional<Result> RunImageCall(Region& region, const Account& account, const QueryParams& p,
-                                   const std::string& action, const Ec2Options& options,
-                                   StoreImageTasks& tasks, XmlWriter& x);
+std::optional<Result> RunImageCall(Store& store, Region& region, const Account& account,
+                                   const QueryParams& p, const std::string& action,
+                                   const Ec2Options& options, StoreImageTasks& tasks, XmlWriter& x);
 
 }  // namespace strata::api

@@ -149,7 +149,7 @@ class Call {
     auto it = kActions.find(action_);
     if (it != kActions.end()) return (this->*(it->second))();
     std::optional<Result> image_call =
-        RunImageCall(region_, account_, p_, action_, options_, store_tasks_, x_);
+        RunImageCall(store_, region_, account_, p_, action_, options_, store_tasks_, x_);
     if (image_call.has_value()) return *std::move(image_call);
     return Ec2Error{
         400, "InvalidAction",

@@ -882,14 +882,31 @@ absl::StatusOr<ImageInfo> ImageRegistry::CreateImage(const std::string& instance
 absl::StatusOr<ImageInfo> ImageRegistry::CopyImage(const std::string& source_image_id,
                                                    const ImageInfo& request, bool encrypted,
                                                    const std::string& kms_key_id, bool copy_tags) {
-  absl::MutexLock lock(&mu_);
-  STRATA_ASSIGN_OR_RETURN(ImageInfo source, LoadImage(source_image_id));
-  STRATA_ASSIGN_OR_RETURN(source, Resolve(std::move(source)));
+  ImageInfo source;
+  {
+    absl::MutexLock lock(&mu_);
+    STRATA_ASSIGN_OR_RETURN(source, LoadImage(source_image_id));
+    STRATA_ASSIGN_OR_RETURN(source, Resolve(std::move(source)));
+  }
   if (!source.launchable_by(request.owner)) return ImageNotFound(source_image_id);
+  return RegisterImageCopy(source, region_.name(), request, copy_tags,
+                           [&](const std::string& snapshot_id, const std::string& description) {
+                             CreateSnapshotRequest copy;
+                             copy.description = description;
+                             copy.owner = request.owner;
+                             copy.encrypted = encrypted;
+                             copy.kms_key_id = kms_key_id;
+                             return region_.CopySnapshot(snapshot_id, copy);
+                           });
+}
+
+absl::StatusOr<ImageInfo> ImageRegistry::RegisterImageCopy(const ImageInfo& source,
+                                                           const std::string& source_region,
+                                                           const ImageInfo& request, bool copy_tags,
+                                                           const SnapshotCopier& copy_snapshot) {
   if (source.state != ImageState::kAvailable) {
-    return AwsError(
-        absl::StatusCode::kFailedPrecondition, "InvalidAMIID.Unavailable",
-        absl::StrCat("The image ", source_image_id, " is ", ImageStateName(source.state)));
+    return AwsError(absl::StatusCode::kFailedPrecondition, "InvalidAMIID.Unavailable",
+                    absl::StrCat("The image ", source.id, " is ", ImageStateName(source.state)));
   }
   if (!ValidImageName(request.name)) {
     return AwsError(absl::StatusCode::kInvalidArgument, "InvalidAMIName.Malformed",
@@ -901,22 +918,20 @@ absl::StatusOr<ImageInfo> ImageRegistry::CopyImage(const std::string& source_ima
   image.owner = request.owner;
   image.tags = copy_tags ? source.tags : std::map<std::string, std::string>{};
   for (const auto& [k, v] : request.tags) image.tags[k] = v;
+  image.launch_permissions.clear();
   image.source_image_id = source.id;
-  image.source_image_region = region_.name();
+  image.source_image_region = source_region;
   image.source_instance_id.clear();
   image.deprecation_micros = 0;
   image.last_launched_micros = 0;
+  // The copies start outside the lock: a cross-region copy asks its source first.
   std::vector<std::string> copies;
   absl::Status copied = absl::OkStatus();
   for (BlockDeviceMapping& m : image.mappings) {
     if (!m.ebs.has_value() || m.ebs->snapshot_id.empty()) continue;
-    CreateSnapshotRequest copy;
-    copy.description =
-        absl::StrCat("Copied for ", request.name, " from ", m.ebs->snapshot_id, " of ", source.id);
-    copy.owner = request.owner;
-    copy.encrypted = encrypted;
-    copy.kms_key_id = kms_key_id;
-    absl::StatusOr<SnapshotInfo> s = region_.CopySnapshot(m.ebs->snapshot_id, copy);
+    absl::StatusOr<SnapshotInfo> s = copy_snapshot(
+        m.ebs->snapshot_id,
+        absl::StrCat("Copied for ", request.name, " from ", m.ebs->snapshot_id, " of ", source.id));
     if (!s.ok()) {
       copied = s.status();
       break;
@@ -926,11 +941,14 @@ absl::StatusOr<ImageInfo> ImageRegistry::CopyImage(const std::string& source_ima
     m.ebs->encrypted = s->encrypted;
     m.ebs->kms_key_id = s->kms_key_id;
   }
-  absl::StatusOr<ImageInfo> registered =
-      copied.ok() ? RegisterLocked(image, /*allow_pending=*/true) : copied;
+  absl::StatusOr<ImageInfo> registered = [&]() -> absl::StatusOr<ImageInfo> {
+    if (!copied.ok()) return copied;
+    absl::MutexLock lock(&mu_);
+    return RegisterLocked(image, /*allow_pending=*/true);
+  }();
   if (!registered.ok()) {  // The copies were for the image only.
     for (const std::string& id : copies) {
-      (void)region_.WaitForSnapshot(id, 60000);
+      (void)region_.WaitForSnapshot(id, 600'000);
       (void)region_.DeleteSnapshot(id);
     }
   }

@@ -55,6 +55,10 @@ class ImageRegistry final : public Images {
   absl::StatusOr<ImageInfo> CopyImage(const std::string& source_image_id, const ImageInfo& request,
                                       bool encrypted, const std::string& kms_key_id,
                                       bool copy_tags) override;
+  absl::StatusOr<ImageInfo> RegisterImageCopy(const ImageInfo& source,
+                                              const std::string& source_region,
+                                              const ImageInfo& request, bool copy_tags,
+                                              const SnapshotCopier& copy_snapshot) override;
   absl::Status StoreImage(const std::string& image_id, const std::string& dir,
                           const std::string& object_key, const std::string& account,
                           const std::function<void(int)>& progress) override;

@@ -14,6 +14,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "image/image_records.h"
 #include "region/transfer_messages.h"
 #include "region/transfer_source.h"
 #include "util/log.h"
@@ -326,6 +327,26 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
     threads_.emplace_back([this, job] { RunJob(job); });
   }
   return destination.DescribeSnapshot(direct->snapshot.id);
+}
+
+absl::StatusOr<ImageInfo> CopyService::DescribeSourceImage(const std::string& source_region,
+                                                           const std::string& image_id,
+                                                           const std::string& account) {
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Connection> c, Connect(source_region));
+  Hello hello{.version = kProtocolVersion,
+              .region = source_region,
+              .account = account,
+              .link = LinkFor(source_region, ""),
+              .stream_bytes_per_second = 0,
+              .seed = 0};
+  STRATA_RETURN_IF_ERROR(c->Send(FrameType::kHello, EncodeHello(hello)));
+  STRATA_RETURN_IF_ERROR(c->Send(FrameType::kDescribeImage, image_id));
+  STRATA_ASSIGN_OR_RETURN(Frame reply, c->Receive());
+  if (reply.type == FrameType::kError) return DecodeError(reply.payload);
+  if (reply.type != FrameType::kImage) {
+    return absl::DataLossError("transfer: the source answered DESCRIBE_IMAGE with no image");
+  }
+  return image::DecodeImage(reply.payload);
 }
 
 void CopyService::RunJob(std::shared_ptr<Job> job) {

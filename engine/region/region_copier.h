@@ -35,6 +35,10 @@ class CopyService {
   // Marks copies the last process left pending as failed (their direct snapshots failed too).
   absl::Status Load();
   absl::StatusOr<SnapshotInfo> Start(Region& destination, const CrossRegionCopyRequest& request);
+  // An image of `source_region` as it describes it, if `account` may launch it.
+  absl::StatusOr<ImageInfo> DescribeSourceImage(const std::string& source_region,
+                                                const std::string& image_id,
+                                                const std::string& account);
   absl::StatusOr<CopyRecord> Describe(const std::string& snapshot_id) const {
     return journal_.Get(snapshot_id);
   }

@@ -80,6 +80,30 @@ class StoreImpl final : public Store {
     return copies_->Start(*destination, request);
   }
 
+  absl::StatusOr<ImageInfo> CopyImageAcrossRegions(
+      const std::string& destination_region, const CrossRegionImageCopyRequest& request) override {
+    STRATA_ASSIGN_OR_RETURN(Region * destination, GetRegion(destination_region));
+    const std::string& source_region = request.source_region;
+    if (!regions_.contains(source_region) && !options_.peer_regions.contains(source_region)) {
+      return absl::NotFoundError(
+          absl::StrCat("region ", source_region, " is neither served here nor a peer"));
+    }
+    STRATA_ASSIGN_OR_RETURN(ImageInfo source,
+                            copies_->DescribeSourceImage(source_region, request.source_image_id,
+                                                         request.request.owner));
+    return destination->images().RegisterImageCopy(
+        source, source_region, request.request, request.copy_tags,
+        [&](const std::string& snapshot_id, const std::string& description) {
+          CrossRegionCopyRequest copy{.source_region = source_region,
+                                      .source_snapshot_id = snapshot_id};
+          copy.request.description = description;
+          copy.request.owner = request.request.owner;
+          copy.request.encrypted = request.encrypted;
+          copy.request.kms_key_id = request.kms_key_id;
+          return copies_->Start(*destination, copy);
+        });
+  }
+
   absl::StatusOr<CopyRecord> DescribeCopy(const std::string& snapshot_id) override {
     return copies_->Describe(snapshot_id);
   }

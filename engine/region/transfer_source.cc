@@ -5,7 +5,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "image/image_records.h"
 #include "region/transfer_messages.h"
+#include "strata/aws_error.h"
 #include "util/log.h"
 #include "util/status_macros.h"
 
@@ -42,8 +44,11 @@ class SourceSession {
         case FrameType::kGet:
           STRATA_RETURN_IF_ERROR(OnGet(frame.payload));
           break;
+        case FrameType::kDescribeImage:
+          STRATA_RETURN_IF_ERROR(OnDescribeImage(frame.payload));
+          break;
         default:
-          return absl::InvalidArgumentError("expected OPEN or GET");
+          return absl::InvalidArgumentError("expected OPEN, GET or DESCRIBE_IMAGE");
       }
     }
   }
@@ -89,6 +94,18 @@ class SourceSession {
     STRATA_ASSIGN_OR_RETURN(snapshot_, region_->OpenSnapshot(open.snapshot_id));
     chunk_size_ = full.chunk_size_bytes;
     return c_.Send(FrameType::kManifest, EncodeManifest(m), &bucket_);
+  }
+
+  absl::Status OnDescribeImage(absl::string_view payload) {
+    const std::string image_id(payload);
+    absl::StatusOr<ImageInfo> image = region_->images().DescribeImage(image_id);
+    if (!image.ok() || !image->launchable_by(hello_.account)) {
+      return WithAwsErrorCode(
+          absl::NotFoundError(absl::StrCat("The image id '[", image_id,
+                                           "]' does not exist in region ", region_->name())),
+          "InvalidAMIID.NotFound");
+    }
+    return c_.Send(FrameType::kImage, image::EncodeImage(*image), &bucket_);
   }
 
   absl::Status OnGet(absl::string_view payload) {

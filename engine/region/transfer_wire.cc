@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "strata/aws_error.h"
 #include "util/coding.h"
 
 namespace strata::transfer {
@@ -71,8 +72,7 @@ absl::StatusOr<Frame> Connection::Receive() {
   in.GetBytes(1, type_byte);
   in.GetFixed32(length);
   const uint8_t type = static_cast<uint8_t>(type_byte[0]);
-  if (magic != kFrameMagic || type < 1 || type > static_cast<uint8_t>(FrameType::kError) ||
-      length > kMaxFrameBytes) {
+  if (magic != kFrameMagic || type < 1 || type > kLastFrameType || length > kMaxFrameBytes) {
     return absl::UnavailableError("transfer connection: not a frame (bad magic, type or length)");
   }
   Frame frame;
@@ -101,6 +101,7 @@ std::string EncodeError(const absl::Status& status) {
   std::string out;
   util::PutFixed32(out, static_cast<uint32_t>(status.code()));
   util::PutLengthPrefixed(out, status.message());
+  util::PutLengthPrefixed(out, AwsErrorCode(status));  // Empty when it carries none.
   return out;
 }
 
@@ -108,10 +109,13 @@ absl::Status DecodeError(absl::string_view payload) {
   util::Decoder in(payload);
   uint32_t code = 0;
   std::string message;
-  if (!in.GetFixed32(code) || !in.GetLengthPrefixed(message) || code == 0 || code > 16) {
+  std::string aws_code;
+  if (!in.GetFixed32(code) || !in.GetLengthPrefixed(message) || !in.GetLengthPrefixed(aws_code) ||
+      !in.done() || code == 0 || code > 16) {
     return absl::DataLossError("transfer: a malformed error frame");
   }
-  return absl::Status(static_cast<absl::StatusCode>(code), message);
+  absl::Status status(static_cast<absl::StatusCode>(code), message);
+  return aws_code.empty() ? status : WithAwsErrorCode(status, aws_code);
 }
 
 }  // namespace strata::transfer

@@ -19,14 +19,17 @@ inline constexpr uint32_t kMaxFrameBytes = 16u << 20;
 inline constexpr uint16_t kProtocolVersion = 1;
 
 enum class FrameType : uint8_t {
-  kHello = 1,     // Destination -> source: version, region, account, link model.
-  kOpen = 2,      // Destination -> source: snapshot, base candidates.
-  kManifest = 3,  // Source -> destination: the chunks to send, with a SHA-256 digest.
-  kGet = 4,       // Destination -> source: chunk indexes.
-  kChunk = 5,     // Source -> destination: one chunk, compressed, with its XXH3-128 digest.
-  kBatchEnd = 6,  // Source -> destination: every chunk of a kGet was sent.
-  kError = 7,     // Either way: status code and message; the connection then closes.
+  kHello = 1,          // Destination -> source: version, region, account, link model.
+  kOpen = 2,           // Destination -> source: snapshot, base candidates.
+  kManifest = 3,       // Source -> destination: the chunks to send, with a SHA-256 digest.
+  kGet = 4,            // Destination -> source: chunk indexes.
+  kChunk = 5,          // Source -> destination: one chunk, compressed, with its XXH3-128 digest.
+  kBatchEnd = 6,       // Source -> destination: every chunk of a kGet was sent.
+  kError = 7,          // Either way: status code and message; the connection then closes.
+  kDescribeImage = 8,  // Destination -> source: an image id.
+  kImage = 9,          // Source -> destination: the image's record (JSON), if it may launch it.
 };
+inline constexpr uint8_t kLastFrameType = 9;
 
 struct Frame {
   FrameType type = FrameType::kError;

@@ -5,7 +5,8 @@ import-image`; RunInstances boots it in qemu-system-x86_64 (TCG; KVM with hardwa
 virtualization) from its root volume over NBD; the guest runs its UserData, writes a file and
 powers off, and the instance is then stopped. CreateImage makes a new AMI from the instance;
 a second account given launch permission runs it, and its guest finds the first guest's file.
-A third account without permission is refused. Then StartInstances boots again,
+A third account without permission is refused. The image is copied to a second region
+(CopyImage with SourceRegion) and launched there; its guest finds the file too. Then StartInstances boots again,
 TerminateInstances ends a running VM and deletes its volume, and `strata console` prints the
 console.
 
@@ -19,7 +20,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+import boto3  # noqa: E402
 import guest_image  # noqa: E402
+
 from strata_testlib import Checks, Daemon, error_code, sh  # noqa: E402
 
 BIN = sys.argv[1]
@@ -51,7 +54,8 @@ def main():
     work = tempfile.mkdtemp(prefix="strata-instances-")
     data_dir = os.path.join(work, "data")
     socket = os.path.join(data_dir, "nbd.sock")
-    daemon = Daemon(BIN, data_dir, unix_socket=socket)
+    daemon = Daemon(BIN, data_dir, unix_socket=socket,
+                    extra=["--region", "local-1,dr-1", "--link", "bandwidth=500MB,rtt=2ms"])
     check(daemon.start(), "stratad starts")
     check("instances boot as VMs: qemu-system-x86_64" in daemon.log_text(), "stratad found QEMU")
     try:
@@ -119,6 +123,29 @@ def run(data_dir, daemon, disk, socket):
     text = console(bob, second)
     check(token is not None and f"STRATA-GUEST-FOUND {token.group(1)}" in text,
           f"the second account's guest finds the first guest's file: {text[-1500:]}")
+
+    # Disaster recovery: the image copied to another region launches there and finds the file.
+    key, secret = daemon.admin_keys()
+    dr = boto3.client("ec2", endpoint_url=f"http://127.0.0.1:{daemon.api}", region_name="dr-1",
+                      aws_access_key_id=key, aws_secret_access_key=secret)
+    ec2.create_tags(Resources=[made], Tags=[{"Key": "tier", "Value": "gold"}])
+    copied = dr.copy_image(SourceRegion="local-1", SourceImageId=made, Name="dr-copy",
+                           CopyImageTags=True)["ImageId"]
+    deadline = time.time() + 120
+    while dr.describe_images(ImageIds=[copied])["Images"][0]["State"] == "pending" and time.time() < deadline:
+        time.sleep(0.5)
+    info = dr.describe_images(ImageIds=[copied])["Images"][0]
+    check(info["State"] == "available", f"the cross-region image copy completes: {info['State']}")
+    check(info.get("SourceImageId") == made and info.get("SourceImageRegion") == "local-1",
+          f"the copy's lineage: {info.get('SourceImageId')} {info.get('SourceImageRegion')}")
+    check({"Key": "tier", "Value": "gold"} in info.get("Tags", []), "CopyImageTags copies the tags")
+    check(dr.describe_image_attribute(ImageId=copied, Attribute="launchPermission")["LaunchPermissions"] == [],
+          "launch permissions are not copied")
+    in_dr = dr.run_instances(ImageId=copied, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    wait_state(dr, in_dr, "stopped")
+    text = console(dr, in_dr)
+    check(token is not None and f"STRATA-GUEST-FOUND {token.group(1)}" in text,
+          f"the copied image boots in the other region and finds the file: {text[-1500:]}")
 
     # StartInstances boots again (the file from the last boot is there); terminate a running VM.
     ec2.start_instances(InstanceIds=[instance])

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "strata/aws_error.h"
+#include "strata/snapshot.h"
 
 namespace strata {
 
@@ -242,6 +243,16 @@ class Images {
                                                             bool encrypted,
                                                             const std::string& kms_key_id,
                                                             bool copy_tags) = 0;
+  // Registers here a copy of `source`, an image of `source_region` as that region describes
+  // it (the caller checked that `request.owner` may launch it): `copy_snapshot` copies each
+  // snapshot of the mapping into this region (given the source snapshot id and a description)
+  // and the image is pending until those copies complete, failed if one fails. Lineage, tags
+  // and launch permissions as CopyImage. CopyImage is this with Region::CopySnapshot.
+  using SnapshotCopier = std::function<absl::StatusOr<SnapshotInfo>(
+      const std::string& source_snapshot_id, const std::string& description)>;
+  [[nodiscard]] virtual absl::StatusOr<ImageInfo> RegisterImageCopy(
+      const ImageInfo& source, const std::string& source_region, const ImageInfo& request,
+      bool copy_tags, const SnapshotCopier& copy_snapshot) = 0;
   // The serial console output of an instance.
   [[nodiscard]] virtual absl::StatusOr<std::string> ConsoleOutput(
       const std::string& instance_id) = 0;

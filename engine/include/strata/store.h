@@ -93,6 +93,16 @@ struct CrossRegionCopyRequest {
   uint32_t completion_minutes = 0;  // 0, or 15 to 2880 (CompletionDurationMinutes).
 };
 
+// A copy of an image from another region (Store::CopyImageAcrossRegions).
+struct CrossRegionImageCopyRequest {
+  std::string source_region;
+  std::string source_image_id;
+  ImageInfo request;  // Name, description, tags and owner (the caller's account) of the copy.
+  bool encrypted = false;
+  std::string kms_key_id;
+  bool copy_tags = false;
+};
+
 // An account: resources belong to the account that created them. Requests are mapped to an
 // account by the access key they are signed with.
 struct Account {
@@ -282,6 +292,12 @@ class Store {
   // destination's copy of an earlier snapshot of the same lineage lacks are sent.
   [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> CopySnapshotAcrossRegions(
       const std::string& destination_region, const CrossRegionCopyRequest& request) = 0;
+  // Copies an image of another region: its record is asked over the transfer protocol (the
+  // caller must be allowed to launch it), each snapshot of its mapping is copied as by
+  // CopySnapshotAcrossRegions, and the new image, with SourceImageId and SourceImageRegion, is
+  // pending until they complete. Launch permissions are not copied; tags with copy_tags.
+  [[nodiscard]] virtual absl::StatusOr<ImageInfo> CopyImageAcrossRegions(
+      const std::string& destination_region, const CrossRegionImageCopyRequest& request) = 0;
   // The record of a cross-region copy, by the copy's snapshot id. kNotFound if none.
   [[nodiscard]] virtual absl::StatusOr<CopyRecord> DescribeCopy(const std::string& snapshot_id) = 0;
   // Peer regions (StoreOptions::peer_regions) by name.
