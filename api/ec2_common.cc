@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 
 namespace strata::api {
 
@@ -186,6 +187,16 @@ absl::StatusOr<uint64_t> ParseIsoTime(const std::string& text) {
   const time_t secs = timegm(&t);
   if (secs < 0) return absl::InvalidArgumentError(absl::StrCat("invalid time \"", text, "\""));
   return static_cast<uint64_t>(secs) * 1000000 + micros;
+}
+
+std::optional<Ec2Error> CheckSourceRegion(Store& store, const std::string& region) {
+  std::vector<std::string> known = store.ListRegions();
+  const std::vector<std::string> peers = store.ListPeerRegions();
+  known.insert(known.end(), peers.begin(), peers.end());
+  if (std::find(known.begin(), known.end(), region) != known.end()) return std::nullopt;
+  return Invalid(absl::StrCat("SourceRegion ", region,
+                              " is neither a region served here nor a peer region (",
+                              absl::StrJoin(known, ", "), ")"));
 }
 
 }  // namespace strata::api

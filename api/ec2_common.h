@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -38,6 +39,8 @@ uint64_t NowMicros();
 // code the status carries wins.
 Ec2Error FromStatus(const absl::Status& s, const std::string& kind);
 Ec2Error Invalid(const std::string& message);
+// InvalidParameterValue unless `region` is served by this store or is one of its peers.
+std::optional<Ec2Error> CheckSourceRegion(Store& store, const std::string& region);
 Ec2Error Missing(const std::string& name);
 
 // Owner of a resource; resources from before accounts belong to the first (admin) account.

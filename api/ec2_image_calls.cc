@@ -649,6 +649,7 @@ class ImageCalls {
     if (source.empty()) return Missing("SourceImageId");
     const std::string source_region = p_.GetOr("SourceRegion", "");
     if (source_region.empty()) return Missing("SourceRegion");
+    if (auto bad = CheckSourceRegion(store_, source_region)) return *bad;
     ImageInfo request;
     request.name = p_.GetOr("Name", "");
     if (request.name.empty()) return Missing("Name");

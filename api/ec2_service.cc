@@ -727,6 +727,7 @@ class Call {
     const std::string source = p_.GetOr("SourceSnapshotId", "");
     if (source.empty()) return Missing("SourceSnapshotId");
     const std::string source_region = p_.GetOr("SourceRegion", region_.name());
+    if (auto bad = CheckSourceRegion(store_, source_region)) return *bad;
     const bool encrypted = p_.GetOr("Encrypted", "false") == "true";
     const std::string kms_key = p_.GetOr("KmsKeyId", "");
     if (!kms_key.empty() && !encrypted) {

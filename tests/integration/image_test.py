@@ -291,7 +291,7 @@ def run(work, data_dir, daemon):
     check(error_code(carol.copy_image, SourceImageId=made, SourceRegion="local-1", Name="stolen")
           == "InvalidAMIID.NotFound", "an image one cannot launch cannot be copied")
     check(error_code(bob.copy_image, SourceImageId=made, SourceRegion="far-away-1", Name="far")
-          == "InvalidParameterValue", "a copy from another region is refused (for now)")
+          == "InvalidParameterValue", "a copy from a region neither served nor a peer: InvalidParameterValue")
 
     stopped = bob.stop_instances(InstanceIds=[ids[1]])["StoppingInstances"][0]
     check(stopped["CurrentState"]["Name"] == "stopped" and stopped["PreviousState"]["Name"] == "running",
