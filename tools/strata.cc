@@ -96,9 +96,11 @@ void PrintCopyRecord(const strata::CopyRecord& r) {
                         .c_str()
                   : "");
   std::printf("retries         %llu\n", (unsigned long long)r.retries);
-  std::printf("time            %.3f s\n", seconds);
-  std::printf("throughput      %.2f MB/s sent, %.2f MB/s of changed data\n",
-              seconds > 0 ? r.bytes_sent / seconds / 1e6 : 0,
+  const double on_link = r.transfer_micros / 1e6;
+  std::printf("time            %.3f s (%.3f s on the link, the rest storing the copy)\n",
+              seconds, on_link);
+  std::printf("throughput      %.2f MB/s sent on the link, %.2f MB/s of changed data overall\n",
+              on_link > 0 ? r.bytes_sent / on_link / 1e6 : 0,
               seconds > 0 ? r.changed_bytes / seconds / 1e6 : 0);
   std::printf("link            %s%s\n", r.link.c_str(),
               r.completion_minutes > 0

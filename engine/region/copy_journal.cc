@@ -33,6 +33,7 @@ Json ToJson(const CopyRecord& r) {
               {"retries", r.retries},
               {"startMicros", r.start_micros},
               {"endMicros", r.end_micros},
+              {"transferMicros", r.transfer_micros},
               {"completionMinutes", r.completion_minutes},
               {"rateBytesPerSecond", r.rate_bytes_per_second},
               {"link", r.link}};
@@ -58,6 +59,7 @@ CopyRecord FromJson(const Json& j) {
   r.retries = j.at("retries").get<uint64_t>();
   r.start_micros = j.at("startMicros").get<uint64_t>();
   r.end_micros = j.at("endMicros").get<uint64_t>();
+  r.transfer_micros = j.value("transferMicros", uint64_t{0});
   r.completion_minutes = j.at("completionMinutes").get<uint32_t>();
   r.rate_bytes_per_second = j.at("rateBytesPerSecond").get<uint64_t>();
   r.link = j.at("link").get<std::string>();

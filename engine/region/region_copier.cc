@@ -23,8 +23,18 @@
 namespace strata::transfer {
 namespace {
 
-constexpr size_t kBatchChunks = 16;     // Chunks per GET.
-constexpr size_t kBatchesInFlight = 2;  // GETs a stream keeps outstanding (hides the RTT).
+constexpr size_t kBatchChunks = 16;  // Chunks per GET.
+
+// GETs a stream keeps outstanding: enough to fill its share of the link for a round trip (the
+// bandwidth-delay product), so the round trip hides behind the transfer; counted in the bytes
+// a chunk takes on the wire so far (compression shrinks them). At least 2.
+size_t BatchesInFlight(const LinkModel& link, double wire_bytes_per_chunk) {
+  const double stream_rate =
+      static_cast<double>(link.bandwidth_bytes_per_second) / std::max<uint32_t>(1, link.streams);
+  const double window = stream_rate * (link.rtt_ms + link.jitter_ms) / 1000.0;
+  const double batch = std::max(1.0, kBatchChunks * wire_bytes_per_chunk);
+  return std::clamp<size_t>(static_cast<size_t>(window / batch) + 2, 2, 256);
+}
 constexpr int kReceiveTimeoutSeconds = 30;
 
 uint64_t NowMicros() {
@@ -79,6 +89,10 @@ struct CopyService::Job {
   uint64_t volume_size = 0;
   std::unique_ptr<Region::VolumePin> builder;
   TokenBucket* region_bucket = nullptr;
+  std::string key;  // Names the copy to the source: its streams share one sender bucket.
+  // Chunks landed and their bytes on the wire, for the streams' windows.
+  std::atomic<uint64_t> landed_chunks{0};
+  std::atomic<uint64_t> landed_wire_bytes{0};
   std::atomic<bool> stop{false};
 
   absl::Mutex mu;
@@ -144,7 +158,9 @@ LinkModel CopyService::LinkFor(const std::string& from, const std::string& to) c
   return LinkModel{};
 }
 
-void CopyService::Serve(int fd) { ServeConnection(store_, std::make_unique<Connection>(fd)); }
+void CopyService::Serve(int fd) {
+  ServeConnection(store_, sender_buckets_, std::make_unique<Connection>(fd));
+}
 
 absl::StatusOr<std::unique_ptr<Connection>> CopyService::Connect(const std::string& source_region) {
   int fd = -1;
@@ -215,7 +231,7 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
               .region = source,
               .account = request.request.owner,
               .link = job->link,
-              .stream_bytes_per_second = job->link.bandwidth_bytes_per_second,
+              .copy_bytes_per_second = job->link.bandwidth_bytes_per_second,
               .seed = 0};
   STRATA_RETURN_IF_ERROR(c->Send(FrameType::kHello, EncodeHello(hello)));
   STRATA_RETURN_IF_ERROR(c->Send(FrameType::kOpen, EncodeOpen(open)));
@@ -285,6 +301,7 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
   if (job->link.region_bytes_per_second > 0) {
     job->region_bucket = &RegionBucket(destination.name(), job->link.region_bytes_per_second);
   }
+  job->key = absl::StrCat(destination.name(), "/", direct->snapshot.id);
   {
     absl::MutexLock lock(&job->mu);
     CopyRecord& r = job->record;
@@ -337,7 +354,7 @@ absl::StatusOr<ImageInfo> CopyService::DescribeSourceImage(const std::string& so
               .region = source_region,
               .account = account,
               .link = LinkFor(source_region, ""),
-              .stream_bytes_per_second = 0,
+              .copy_bytes_per_second = 0,
               .seed = 0};
   STRATA_RETURN_IF_ERROR(c->Send(FrameType::kHello, EncodeHello(hello)));
   STRATA_RETURN_IF_ERROR(c->Send(FrameType::kDescribeImage, image_id));
@@ -402,9 +419,13 @@ void CopyService::Stream(Job& job, int stream_index) {
       backoff_micros = 50'000;
       std::uniform_int_distribution<uint64_t> jitter(0, uint64_t{job.link.jitter_ms} * 1000);
       for (;;) {
+        const uint64_t landed = job.landed_chunks.load();
+        const size_t depth = BatchesInFlight(
+            job.link, landed == 0 ? static_cast<double>(job.chunk_size)
+                                  : static_cast<double>(job.landed_wire_bytes.load()) / landed);
         if (job.stop) return absl::CancelledError("stopping");
         // Keep GETs outstanding so the round trip overlaps the transfer.
-        while (in_flight.size() < kBatchesInFlight) {
+        while (in_flight.size() < depth) {
           std::vector<uint64_t> batch;
           {
             absl::MutexLock lock(&job.mu);
@@ -454,6 +475,8 @@ void CopyService::Stream(Job& job, int stream_index) {
         if (!chunk.ok() || front.owed.erase(chunk->index) == 0) {
           return absl::DataLossError("transfer: a chunk frame that was not asked for");
         }
+        job.landed_chunks.fetch_add(1);
+        job.landed_wire_bytes.fetch_add(frame.payload.size() + kFrameHeaderBytes);
         STRATA_RETURN_IF_ERROR(Land(job, *chunk));
         SaveProgress(job, /*force=*/false);
       }
@@ -491,8 +514,8 @@ absl::Status CopyService::OpenStream(Job& job, Connection& c, uint64_t seed) {
               .region = job.request.source_region,
               .account = job.request.request.owner,
               .link = link,
-              .stream_bytes_per_second =
-                  link.bandwidth_bytes_per_second / std::max<uint32_t>(1, link.streams),
+              .copy_bytes_per_second = link.bandwidth_bytes_per_second,
+              .copy_key = job.key,
               .seed = seed};
   STRATA_RETURN_IF_ERROR(c.Send(FrameType::kHello, EncodeHello(hello)));
   Open open{.snapshot_id = job.request.source_snapshot_id};
@@ -568,6 +591,10 @@ void CopyService::Finish(Job& job, const absl::Status& status) {
     absl::MutexLock lock(&job.mu);
     return job.record.snapshot_id;
   }();
+  {
+    absl::MutexLock lock(&job.mu);
+    job.record.transfer_micros = NowMicros() - job.record.start_micros;
+  }
   absl::Status result = status;
   if (result.ok()) result = job.destination->CompleteDirectSnapshot(id);
   if (result.ok()) {

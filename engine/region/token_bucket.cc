@@ -45,4 +45,18 @@ uint64_t TokenBucket::rate() const {
   return rate_;
 }
 
+std::shared_ptr<TokenBucket> SharedBuckets::Get(const std::string& key, uint64_t rate) {
+  if (key.empty()) return std::make_shared<TokenBucket>(rate);
+  absl::MutexLock lock(&mu_);
+  for (auto it = buckets_.begin(); it != buckets_.end();) {
+    it = it->second.expired() ? buckets_.erase(it) : std::next(it);
+  }
+  std::shared_ptr<TokenBucket> bucket = buckets_[key].lock();
+  if (bucket == nullptr) {
+    bucket = std::make_shared<TokenBucket>(rate);
+    buckets_[key] = bucket;
+  }
+  return bucket;
+}
+
 }  // namespace strata::transfer

@@ -4,6 +4,9 @@
 // link. Thread-safe; one bucket may be shared by several streams or copies.
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
 
 #include "absl/synchronization/mutex.h"
 
@@ -22,6 +25,17 @@ class TokenBucket {
   uint64_t rate_ ABSL_GUARDED_BY(mu_);
   double tokens_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t last_micros_ ABSL_GUARDED_BY(mu_) = -1;
+};
+
+// Token buckets by name, shared while someone holds them: the streams of one copy share one.
+class SharedBuckets {
+ public:
+  // The bucket named `key` at `rate` (a new one when none is held); an empty key: a new one.
+  std::shared_ptr<TokenBucket> Get(const std::string& key, uint64_t rate);
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, std::weak_ptr<TokenBucket>> buckets_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace strata::transfer

@@ -42,7 +42,8 @@ std::string EncodeHello(const Hello& m) {
   PutDouble(out, m.link.corrupt_rate);
   PutDouble(out, m.link.drop_rate);
   util::PutFixed32(out, m.link.streams);
-  util::PutFixed64(out, m.stream_bytes_per_second);
+  util::PutFixed64(out, m.copy_bytes_per_second);
+  util::PutLengthPrefixed(out, m.copy_key);
   util::PutFixed64(out, m.seed);
   return out;
 }
@@ -54,7 +55,7 @@ absl::StatusOr<Hello> DecodeHello(absl::string_view payload) {
       !in.GetLengthPrefixed(m.account) || !in.GetFixed64(m.link.bandwidth_bytes_per_second) ||
       !in.GetFixed32(m.link.rtt_ms) || !in.GetFixed32(m.link.jitter_ms) ||
       !GetDouble(in, m.link.corrupt_rate) || !GetDouble(in, m.link.drop_rate) ||
-      !in.GetFixed32(m.link.streams) || !in.GetFixed64(m.stream_bytes_per_second) ||
+      !in.GetFixed32(m.link.streams) || !in.GetFixed64(m.copy_bytes_per_second) || !in.GetLengthPrefixed(m.copy_key) ||
       !in.GetFixed64(m.seed) || !in.done()) {
     return Malformed("hello");
   }

@@ -19,7 +19,9 @@ struct Hello {
   std::string region;   // The source region asked for.
   std::string account;  // The account the copy is made for.
   LinkModel link;       // What the sender must simulate on this stream.
-  uint64_t stream_bytes_per_second = 0;
+  // The copy's rate, shared by every stream that names the same copy (0: no limit).
+  uint64_t copy_bytes_per_second = 0;
+  std::string copy_key;  // Names the copy (destination region and snapshot).
   uint64_t seed = 0;  // Of the fault generator.
 };
 std::string EncodeHello(const Hello& m);

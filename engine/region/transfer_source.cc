@@ -16,7 +16,8 @@ namespace {
 
 class SourceSession {
  public:
-  SourceSession(Store& store, Connection& connection) : store_(store), c_(connection) {}
+  SourceSession(Store& store, SharedBuckets& buckets, Connection& connection)
+      : store_(store), buckets_(buckets), c_(connection) {}
 
   void Run() {
     absl::Status s = Serve();
@@ -33,7 +34,7 @@ class SourceSession {
           absl::StrCat("transfer protocol version ", hello_.version, " is not ", kProtocolVersion));
     }
     STRATA_ASSIGN_OR_RETURN(region_, store_.GetRegion(hello_.region));
-    bucket_.set_rate(hello_.stream_bytes_per_second);
+    bucket_ = buckets_.Get(hello_.copy_key, hello_.copy_bytes_per_second);
     random_.seed(hello_.seed);
     for (;;) {
       STRATA_ASSIGN_OR_RETURN(Frame frame, c_.Receive());
@@ -93,7 +94,7 @@ class SourceSession {
     m.skipped_chunks = full.chunks.size() - std::min<uint64_t>(full.chunks.size(), sent_data);
     STRATA_ASSIGN_OR_RETURN(snapshot_, region_->OpenSnapshot(open.snapshot_id));
     chunk_size_ = full.chunk_size_bytes;
-    return c_.Send(FrameType::kManifest, EncodeManifest(m), &bucket_);
+    return c_.Send(FrameType::kManifest, EncodeManifest(m), bucket_.get());
   }
 
   absl::Status OnDescribeImage(absl::string_view payload) {
@@ -105,7 +106,7 @@ class SourceSession {
                                            "]' does not exist in region ", region_->name())),
           "InvalidAMIID.NotFound");
     }
-    return c_.Send(FrameType::kImage, image::EncodeImage(*image), &bucket_);
+    return c_.Send(FrameType::kImage, image::EncodeImage(*image), bucket_.get());
   }
 
   absl::Status OnGet(absl::string_view payload) {
@@ -126,20 +127,21 @@ class SourceSession {
           !frame.data.empty()) {
         frame.data[random_() % frame.data.size()] ^= 0x5a;  // Damaged in flight.
       }
-      STRATA_RETURN_IF_ERROR(c_.Send(FrameType::kChunk, EncodeChunk(frame), &bucket_));
+      STRATA_RETURN_IF_ERROR(c_.Send(FrameType::kChunk, EncodeChunk(frame), bucket_.get()));
       if (hello_.link.drop_rate > 0 && uniform(random_) < hello_.link.drop_rate) {
         c_.Cut();  // The link goes down.
         return absl::UnavailableError("link dropped (fault injection)");
       }
     }
-    return c_.Send(FrameType::kBatchEnd, "", &bucket_);
+    return c_.Send(FrameType::kBatchEnd, "", bucket_.get());
   }
 
   Store& store_;
+  SharedBuckets& buckets_;
   Connection& c_;
   Hello hello_;
   Region* region_ = nullptr;
-  TokenBucket bucket_{0};
+  std::shared_ptr<TokenBucket> bucket_;  // Shared with the copy's other streams.
   std::mt19937_64 random_;
   std::unique_ptr<Snapshot> snapshot_;
   uint64_t chunk_size_ = 0;
@@ -147,8 +149,8 @@ class SourceSession {
 
 }  // namespace
 
-void ServeConnection(Store& store, std::unique_ptr<Connection> connection) {
-  SourceSession(store, *connection).Run();
+void ServeConnection(Store& store, SharedBuckets& buckets, std::unique_ptr<Connection> connection) {
+  SourceSession(store, buckets, *connection).Run();
 }
 
 }  // namespace strata::transfer

@@ -54,6 +54,7 @@ struct CopyRecord {
   uint64_t retries = 0;              // Chunks re-requested plus reconnections.
   uint64_t start_micros = 0;
   uint64_t end_micros = 0;
+  uint64_t transfer_micros = 0;  // Time on the link: from the start to the last chunk landed.
   uint32_t completion_minutes = 0;     // CompletionDurationMinutes, 0 when not asked.
   uint64_t rate_bytes_per_second = 0;  // What the scheduler gave the copy.
   std::string link;                    // FormatLinkModel of the link used.
