@@ -63,6 +63,9 @@ std::string CleanKey() { return "x/clean"; }
 std::string NextSeqKey() { return "x/next_seq"; }
 std::string NextDomainKey() { return "x/next_domain"; }
 std::string EbsDefaultsKey(absl::string_view account) { return absl::StrCat("e/", account); }
+std::string ResumableDirectKey(absl::string_view snapshot_id) {
+  return absl::StrCat("x/resumable/", snapshot_id);
+}
 std::string VolumeKey(absl::string_view volume_id) {
   return absl::StrCat(kVolumePrefix, volume_id);
 }

@@ -20,6 +20,7 @@
 //   "i/ref/" snapshot_id "/" image_id  -> empty: the image references the snapshot
 //   "i/set/" account                   -> image settings of an account (JSON)
 //   "i/ins/" instance_id               -> instance record (JSON)
+//   "x/resumable/" snapshot_id         -> empty: a direct snapshot kept open across restarts
 // A manifest entry is a 22-byte chunk key, or empty for an all-zero chunk.
 
 #include <cstdint>
@@ -43,6 +44,7 @@ std::string CleanKey();
 std::string NextSeqKey();
 std::string NextDomainKey();
 std::string EbsDefaultsKey(absl::string_view account);
+std::string ResumableDirectKey(absl::string_view snapshot_id);
 std::string VolumeKey(absl::string_view volume_id);
 inline constexpr absl::string_view kVolumePrefix = "v/";
 inline constexpr absl::string_view kKmsPrefix = "k/";

@@ -36,7 +36,11 @@ Json ToJson(const CopyRecord& r) {
               {"transferMicros", r.transfer_micros},
               {"completionMinutes", r.completion_minutes},
               {"rateBytesPerSecond", r.rate_bytes_per_second},
-              {"link", r.link}};
+              {"link", r.link},
+              {"account", r.account},
+              {"builderVolumeId", r.builder_volume_id},
+              {"manifestDigest", r.manifest_digest},
+              {"doneRuns", r.done_runs}};
 }
 
 CopyRecord FromJson(const Json& j) {
@@ -63,6 +67,10 @@ CopyRecord FromJson(const Json& j) {
   r.completion_minutes = j.at("completionMinutes").get<uint32_t>();
   r.rate_bytes_per_second = j.at("rateBytesPerSecond").get<uint64_t>();
   r.link = j.at("link").get<std::string>();
+  r.account = j.value("account", std::string());
+  r.builder_volume_id = j.value("builderVolumeId", std::string());
+  r.manifest_digest = j.value("manifestDigest", std::string());
+  r.done_runs = j.value("doneRuns", std::vector<std::pair<uint64_t, uint64_t>>());
   return r;
 }
 

@@ -98,7 +98,9 @@ struct CopyService::Job {
   absl::Mutex mu;
   CopyRecord record ABSL_GUARDED_BY(mu);
   std::deque<uint64_t> todo ABSL_GUARDED_BY(mu);  // Chunks not yet requested.
-  uint64_t outstanding ABSL_GUARDED_BY(mu) = 0;   // Requested, not yet verified.
+  std::set<uint64_t> done ABSL_GUARDED_BY(mu);    // Chunks verified and written.
+  bool reopen = false;  // Resumed after a restart: fetch the manifest first.
+  uint64_t outstanding ABSL_GUARDED_BY(mu) = 0;  // Requested, not yet verified.
   absl::Status fatal ABSL_GUARDED_BY(mu);
   std::vector<Connection*> live ABSL_GUARDED_BY(mu);
   uint64_t last_save_micros ABSL_GUARDED_BY(mu) = 0;
@@ -138,10 +140,107 @@ absl::Status CopyService::Load() {
   STRATA_RETURN_IF_ERROR(journal_.Load());
   for (CopyRecord r : journal_.All()) {
     if (r.state != "pending") continue;
-    r.state = "error";
-    r.message = "the destination stopped before the copy completed";
-    r.end_micros = NowMicros();
-    STRATA_RETURN_IF_ERROR(journal_.Put(r));
+    // Resumable when its direct snapshot stayed open and its builder is still there.
+    absl::StatusOr<Region*> destination = store_.GetRegion(r.destination_region);
+    absl::StatusOr<SnapshotInfo> snapshot =
+        destination.ok() ? (*destination)->DescribeSnapshot(r.snapshot_id)
+                         : absl::StatusOr<SnapshotInfo>(destination.status());
+    absl::StatusOr<std::unique_ptr<Region::VolumePin>> builder =
+        snapshot.ok() && snapshot->state == SnapshotState::kPending
+            ? (*destination)->PinVolume(r.builder_volume_id)
+            : absl::StatusOr<std::unique_ptr<Region::VolumePin>>(
+                  absl::FailedPreconditionError("not pending"));
+    if (!builder.ok() || r.manifest_digest.empty()) {
+      r.state = "error";
+      r.message = "the destination stopped before the copy completed";
+      r.end_micros = NowMicros();
+      STRATA_RETURN_IF_ERROR(journal_.Put(r));
+      continue;
+    }
+    auto job = std::make_shared<Job>();
+    job->destination = *destination;
+    job->request.source_region = r.source_region;
+    job->request.source_snapshot_id = r.source_snapshot_id;
+    job->request.request.owner = r.account;
+    job->request.completion_minutes = r.completion_minutes;
+    job->link = LinkFor(r.source_region, r.destination_region);
+    job->manifest_digest = r.manifest_digest;
+    job->builder = *std::move(builder);
+    job->key = absl::StrCat(r.destination_region, "/", r.snapshot_id);
+    job->reopen = true;
+    {
+      absl::MutexLock lock(&job->mu);
+      for (const auto& [first, last] : r.done_runs) {
+        for (uint64_t c = first; c <= last; ++c) job->done.insert(c);
+      }
+      ++r.retries;  // The restart counts as one.
+      job->record = r;
+    }
+    STRATA_LOG(kInfo, "copy of ", r.source_snapshot_id, " into ", r.snapshot_id,
+               " resumes: ", r.chunks_done, " of ", r.chunks_total, " chunks already here");
+    absl::MutexLock lock(&mu_);
+    jobs_.push_back(job);
+    threads_.emplace_back([this, job] { RunJob(job); });
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::pair<Manifest, std::string>> CopyService::FetchManifest(
+    const std::string& source, const std::string& account, const LinkModel& link,
+    const Open& open) {
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Connection> c, Connect(source));
+  Hello hello{.version = kProtocolVersion,
+              .region = source,
+              .account = account,
+              .link = link,
+              .copy_bytes_per_second = link.bandwidth_bytes_per_second,
+              .seed = 0};
+  STRATA_RETURN_IF_ERROR(c->Send(FrameType::kHello, EncodeHello(hello)));
+  STRATA_RETURN_IF_ERROR(c->Send(FrameType::kOpen, EncodeOpen(open)));
+  STRATA_ASSIGN_OR_RETURN(Frame reply, c->Receive());
+  if (reply.type == FrameType::kError) return DecodeError(reply.payload);
+  if (reply.type != FrameType::kManifest) {
+    return absl::DataLossError("transfer: the source answered OPEN with no manifest");
+  }
+  STRATA_ASSIGN_OR_RETURN(Manifest manifest, DecodeManifest(reply.payload));
+  return std::make_pair(std::move(manifest), ManifestDigest(reply.payload));
+}
+
+absl::Status CopyService::Reopen(Job& job) {
+  Open open{.snapshot_id = job.request.source_snapshot_id};
+  {
+    absl::MutexLock lock(&job.mu);
+    if (!job.record.base_source_snapshot.empty()) {
+      open.base_candidates.push_back(job.record.base_source_snapshot);
+    }
+  }
+  // The source may be restarting too: retry as a stream would.
+  const uint64_t deadline = NowMicros() + retry_window_ms_ * 1000;
+  absl::StatusOr<std::pair<Manifest, std::string>> fetched;
+  for (uint64_t backoff = 50'000;; backoff = std::min<uint64_t>(backoff * 2, 2'000'000)) {
+    fetched = FetchManifest(job.request.source_region, job.request.request.owner, job.link, open);
+    if (fetched.ok() || !absl::IsUnavailable(fetched.status()) || NowMicros() > deadline ||
+        job.stop) {
+      break;
+    }
+    SleepMicros(backoff);
+  }
+  if (!fetched.ok()) return fetched.status();
+  if (fetched->second != job.manifest_digest) {
+    return absl::DataLossError("the source snapshot's manifest changed; the copy cannot resume");
+  }
+  const Manifest& manifest = fetched->first;
+  job.chunk_size = manifest.chunk_size_bytes;
+  job.volume_size = manifest.volume_size_bytes;
+  for (const ChunkListing::Chunk& chunk : manifest.chunks) {
+    if (chunk.zero) {  // Trimmed again: idempotent.
+      const uint64_t offset = chunk.index * job.chunk_size;
+      STRATA_RETURN_IF_ERROR(
+          job.builder->volume().Trim(offset, std::min(job.chunk_size, job.volume_size - offset)));
+      continue;
+    }
+    absl::MutexLock lock(&job.mu);
+    if (!job.done.contains(chunk.index)) job.todo.push_back(chunk.index);
   }
   return absl::OkStatus();
 }
@@ -226,22 +325,10 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
     open.base_candidates.push_back(it->source_snapshot_id);
   }
 
-  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Connection> c, Connect(source));
-  Hello hello{.version = kProtocolVersion,
-              .region = source,
-              .account = request.request.owner,
-              .link = job->link,
-              .copy_bytes_per_second = job->link.bandwidth_bytes_per_second,
-              .seed = 0};
-  STRATA_RETURN_IF_ERROR(c->Send(FrameType::kHello, EncodeHello(hello)));
-  STRATA_RETURN_IF_ERROR(c->Send(FrameType::kOpen, EncodeOpen(open)));
-  STRATA_ASSIGN_OR_RETURN(Frame reply, c->Receive());
-  if (reply.type == FrameType::kError) return DecodeError(reply.payload);
-  if (reply.type != FrameType::kManifest) {
-    return absl::DataLossError("transfer: the source answered OPEN with no manifest");
-  }
-  STRATA_ASSIGN_OR_RETURN(Manifest manifest, DecodeManifest(reply.payload));
-  job->manifest_digest = ManifestDigest(reply.payload);
+  STRATA_ASSIGN_OR_RETURN(auto fetched,
+                          FetchManifest(source, request.request.owner, job->link, open));
+  Manifest& manifest = fetched.first;
+  job->manifest_digest = fetched.second;
   job->chunk_size = manifest.chunk_size_bytes;
   job->volume_size = manifest.volume_size_bytes;
   std::string base_copy;
@@ -277,6 +364,7 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
 
   CreateSnapshotRequest snapshot_request = request.request;
   snapshot_request.encrypted = request.request.encrypted || manifest.encrypted;
+  snapshot_request.survive_restart = true;  // The copy resumes after a restart.
   if (snapshot_request.description.empty()) {
     snapshot_request.description =
         absl::StrCat("[Copied ", request.source_snapshot_id, " from ", source, "]");
@@ -316,11 +404,14 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
     r.logical_bytes = manifest.volume_size_bytes;
     r.chunks_total = data_chunks;
     r.chunks_skipped = manifest.skipped_chunks;
-    r.bytes_sent = c->bytes_received();
+    r.bytes_sent = EncodeManifest(manifest).size() + kFrameHeaderBytes;
     r.start_micros = NowMicros();
     r.completion_minutes = request.completion_minutes;
     r.rate_bytes_per_second = job->link.bandwidth_bytes_per_second;
     r.link = FormatLinkModel(job->link);
+    r.account = request.request.owner;
+    r.builder_volume_id = direct->builder_volume_id;
+    r.manifest_digest = job->manifest_digest;
     for (const ChunkListing::Chunk& chunk : manifest.chunks) {
       if (!chunk.zero) job->todo.push_back(chunk.index);
     }
@@ -367,6 +458,16 @@ absl::StatusOr<ImageInfo> CopyService::DescribeSourceImage(const std::string& so
 }
 
 void CopyService::RunJob(std::shared_ptr<Job> job) {
+  if (job->reopen) {
+    if (absl::Status s = Reopen(*job); !s.ok()) {
+      {
+        absl::MutexLock lock(&job->mu);
+        job->fatal = s;
+      }
+      Finish(*job, s);
+      return;
+    }
+  }
   std::vector<std::thread> streams;
   for (uint32_t i = 0; i < std::max<uint32_t>(1, job->link.streams); ++i) {
     streams.emplace_back([this, &job, i] { Stream(*job, static_cast<int>(i)); });
@@ -563,6 +664,7 @@ absl::Status CopyService::Land(Job& job, const ChunkFrame& chunk) {
     return written;
   }
   --job.outstanding;
+  job.done.insert(chunk.index);
   ++job.record.chunks_done;
   job.record.changed_bytes += length;
   job.destination->ReportDirectSnapshotProgress(
@@ -578,11 +680,26 @@ void CopyService::Requeue(Job& job, const std::set<uint64_t>& owed) {
 }
 
 void CopyService::SaveProgress(Job& job, bool force) {
-  absl::MutexLock lock(&job.mu);
-  const uint64_t now = NowMicros();
-  if (!force && now - job.last_save_micros < 1'000'000) return;
-  job.last_save_micros = now;
-  (void)journal_.Put(job.record);
+  CopyRecord record;
+  {
+    absl::MutexLock lock(&job.mu);
+    const uint64_t now = NowMicros();
+    if (!force && now - job.last_save_micros < 1'000'000) return;
+    job.last_save_micros = now;
+    // The counters and the done set together: what a resumed copy starts from.
+    record = job.record;
+    record.done_runs.clear();
+    for (uint64_t c : job.done) {
+      if (!record.done_runs.empty() && record.done_runs.back().second + 1 == c) {
+        record.done_runs.back().second = c;
+      } else {
+        record.done_runs.emplace_back(c, c);
+      }
+    }
+  }
+  // Those chunks were written before the copy above was taken: once flushed, they may count.
+  if (job.builder == nullptr || !job.builder->volume().Flush().ok()) return;
+  (void)journal_.Put(record);
 }
 
 void CopyService::Finish(Job& job, const absl::Status& status) {
@@ -615,6 +732,7 @@ void CopyService::Finish(Job& job, const absl::Status& status) {
   }
   absl::MutexLock lock(&job.mu);
   job.record.state = result.ok() ? "completed" : "error";
+  job.record.done_runs.clear();  // Resume state, no longer needed.
   job.record.message = result.ok() ? "" : std::string(result.message());
   job.record.end_micros = NowMicros();
   if (!result.ok()) {

@@ -32,7 +32,8 @@ class CopyService {
   CopyService(Store& store, const StoreOptions& options, std::string journal_path);
   ~CopyService();  // Stops every copy (they fail: the store stopped) and joins the threads.
 
-  // Marks copies the last process left pending as failed (their direct snapshots failed too).
+  // Resumes the copies the last process left pending (their direct snapshots stayed open);
+  // marks failed those that cannot resume.
   absl::Status Load();
   absl::StatusOr<SnapshotInfo> Start(Region& destination, const CrossRegionCopyRequest& request);
   // An image of `source_region` as it describes it, if `account` may launch it.
@@ -54,6 +55,13 @@ class CopyService {
   // and a serving thread, peers over TCP.
   absl::StatusOr<std::unique_ptr<Connection>> Connect(const std::string& source_region);
   void RunJob(std::shared_ptr<Job> job);
+  // HELLO and OPEN on a new connection to `source`; the manifest and its digest.
+  absl::StatusOr<std::pair<Manifest, std::string>> FetchManifest(const std::string& source,
+                                                                 const std::string& account,
+                                                                 const LinkModel& link,
+                                                                 const Open& open);
+  // A resumed copy's first step: the manifest again (same digest), then what is left to fetch.
+  absl::Status Reopen(Job& job);
   absl::Status Transfer(Job& job);
   void Stream(Job& job, int stream_index);
   // HELLO and OPEN on a fresh connection; the manifest must be the one the copy started with.

@@ -55,8 +55,8 @@ absl::StatusOr<Hello> DecodeHello(absl::string_view payload) {
       !in.GetLengthPrefixed(m.account) || !in.GetFixed64(m.link.bandwidth_bytes_per_second) ||
       !in.GetFixed32(m.link.rtt_ms) || !in.GetFixed32(m.link.jitter_ms) ||
       !GetDouble(in, m.link.corrupt_rate) || !GetDouble(in, m.link.drop_rate) ||
-      !in.GetFixed32(m.link.streams) || !in.GetFixed64(m.copy_bytes_per_second) || !in.GetLengthPrefixed(m.copy_key) ||
-      !in.GetFixed64(m.seed) || !in.done()) {
+      !in.GetFixed32(m.link.streams) || !in.GetFixed64(m.copy_bytes_per_second) ||
+      !in.GetLengthPrefixed(m.copy_key) || !in.GetFixed64(m.seed) || !in.done()) {
     return Malformed("hello");
   }
   return m;

@@ -22,7 +22,7 @@ struct Hello {
   // The copy's rate, shared by every stream that names the same copy (0: no limit).
   uint64_t copy_bytes_per_second = 0;
   std::string copy_key;  // Names the copy (destination region and snapshot).
-  uint64_t seed = 0;  // Of the fault generator.
+  uint64_t seed = 0;     // Of the fault generator.
 };
 std::string EncodeHello(const Hello& m);
 absl::StatusOr<Hello> DecodeHello(absl::string_view payload);

@@ -252,6 +252,10 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   if (!clean) STRATA_LOG(kInfo, "region ", name_, ": unclean stop; changed-block tracking rescans");
   STRATA_RETURN_IF_ERROR(RecoverPendingSnapshots(clean));
   STRATA_RETURN_IF_ERROR(LoadVolumes(clean));
+  {
+    absl::MutexLock lock(&mu_);
+    STRATA_RETURN_IF_ERROR(ReopenResumableDirectSnapshots());
+  }
   meta::WriteBatch batch;
   batch.Delete(meta::CleanKey());
   STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
@@ -270,9 +274,21 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
 absl::Status RegionImpl::RecoverPendingSnapshots(bool clean) {
   // A snapshot pending at a stop cannot finish: its frozen chunks may since have been
   // overwritten. It fails; its volume's next snapshot picks the changes up (after the rescan).
+  // A direct snapshot that asked to survive the restart stays open on its builder instead.
   meta::WriteBatch batch;
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(
+      meta::ResumableDirectKey(""), "", [&](absl::string_view key, absl::string_view) {
+        const std::string id(key.substr(meta::ResumableDirectKey("").size()));
+        std::optional<meta::SnapshotRecord> r = tree_->Get(id);
+        if (r.has_value() && r->state == meta::SnapshotRecordState::kPending) {
+          resumable_.insert(id);
+        } else {
+          batch.Delete(std::string(key));  // Completed or failed since.
+        }
+        return true;
+      }));
   for (meta::SnapshotRecord r : tree_->All()) {
-    if (r.state != meta::SnapshotRecordState::kPending) continue;
+    if (r.state != meta::SnapshotRecordState::kPending || resumable_.contains(r.id)) continue;
     r.state = meta::SnapshotRecordState::kError;
     r.state_message = clean ? "the store stopped before the snapshot completed"
                             : "interrupted by an unclean stop before the snapshot completed";
@@ -280,6 +296,35 @@ absl::Status RegionImpl::RecoverPendingSnapshots(bool clean) {
     tree_->Put(r);
     STRATA_LOG(kWarning, "snapshot ", r.id, ": ", r.state_message);
   }
+  return catalog_->Write(batch);
+}
+
+absl::Status RegionImpl::ReopenResumableDirectSnapshots() {
+  meta::WriteBatch batch;
+  for (const std::string& id : resumable_) {
+    meta::SnapshotRecord r = *tree_->Get(id);
+    if (!volumes_.contains(r.volume_id)) {  // The builder is gone: the snapshot cannot finish.
+      r.state = meta::SnapshotRecordState::kError;
+      r.state_message = "the snapshot's builder volume is gone";
+      batch.Put(meta::SnapshotKey(r.id), r.Encode());
+      batch.Delete(meta::ResumableDirectKey(r.id));
+      tree_->Put(r);
+      continue;
+    }
+    auto pending = std::make_shared<PendingSnapshot>();
+    pending->record = r;
+    pending->direct = true;
+    pending->frozen_yet = false;  // Frozen by CompleteDirectSnapshot, as before the stop.
+    if (!r.parent_id.empty()) {
+      STRATA_ASSIGN_OR_RETURN(pending->parent_ancestry, tree_->Ancestors(r.parent_id));
+      const meta::SnapshotRecord parent = *tree_->Get(r.parent_id);
+      pending->parent_seq = parent.seq;
+      pending->compare_with_parent = parent.state == meta::SnapshotRecordState::kCompleted;
+    }
+    pending_[r.id] = pending;
+    STRATA_LOG(kInfo, "region ", name_, ": direct snapshot ", r.id, " reopened");
+  }
+  resumable_.clear();
   return catalog_->Write(batch);
 }
 
@@ -334,8 +379,10 @@ absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS 
   STRATA_RETURN_IF_ERROR(catalog_->Write(fixes));
   // Builders of direct snapshots interrupted by the stop: their snapshots failed above.
   std::vector<std::string> builders;
+  std::set<std::string> kept;
+  for (const std::string& id : resumable_) kept.insert(tree_->Get(id)->volume_id);
   for (const auto& [id, volume] : volumes_) {
-    if (volume->record().hidden) builders.push_back(id);
+    if (volume->record().hidden && !kept.contains(id)) builders.push_back(id);
   }
   for (const std::string& id : builders) STRATA_RETURN_IF_ERROR(DeleteVolumeLocked(id));
   // Heads whose volume record is gone belong to deletions interrupted after their commit.
@@ -875,6 +922,11 @@ absl::StatusOr<Region::DirectSnapshot> RegionImpl::StartDirectSnapshot(
   STRATA_ASSIGN_OR_RETURN(auto started, StartBuilderSnapshotLocked(builder_request, request));
   auto& [pending, volume] = started;
   pending->frozen_yet = false;  // Frozen by CompleteDirectSnapshot, once the blocks are in.
+  if (request.survive_restart) {
+    meta::WriteBatch batch;
+    batch.Put(meta::ResumableDirectKey(pending->record.id), "");
+    STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+  }
   return DirectSnapshot{ToInfo(pending->record), volume->id()};
 }
 

@@ -5,6 +5,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -132,6 +133,10 @@ class RegionImpl final : public Region {
   absl::Status Init();
   absl::Status RecoverPendingSnapshots(bool clean);
   absl::Status LoadVolumes(bool clean);
+  // Reopens the direct snapshots that asked to survive a restart, on their kept builders.
+  absl::Status ReopenResumableDirectSnapshots() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Their ids, between RecoverPendingSnapshots and reopening (Open only, single-threaded).
+  std::set<std::string> resumable_;
   std::string HeadPath(const std::string& volume_id) const;
 
   void Enqueue(Task task);

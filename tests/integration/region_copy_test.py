@@ -260,6 +260,33 @@ def two_processes(work):
     check(stats.get("changed") == 24 * MiB, f"no chunk landed twice: {stats.get('changed')}")
     check(digest(dest, copy, 24 * MiB) == hashlib.sha256(data).hexdigest(),
           "the copy across processes reads back byte-identical")
+
+    # The destination killed mid-copy: after its restart the copy resumes where it was.
+    data2 = os.urandom(24 * MiB)
+    east = client(source, "east-1")  # The restarted source listens on new API and NBD ports.
+    vol2 = volume_with(source, east, "east-1a", [(0, data2)])
+    snap2 = snapshot(east, vol2)
+    east.detach_volume(VolumeId=vol2)
+    east.modify_snapshot_attribute(SnapshotId=snap2, Attribute="createVolumePermission",
+                                   OperationType="add", UserIds=[dest_account])
+    copy2 = west.copy_snapshot(SourceRegion="east-1", SourceSnapshotId=snap2)["SnapshotId"]
+    wait(lambda: int(snapshot_state(west, copy2).get("Progress", "0%").rstrip("%") or 0) >= 30,
+         "the second copy to pass 30%")
+    dest.kill()
+    check(dest.start(), "the destination restarted")
+    west = client(dest, "west-1")
+    mid = snapshot_state(west, copy2)
+    check(mid["State"] == "pending", f"the copy is still pending after the restart: {mid['State']}")
+    s = wait(lambda: completed(west, copy2), "the copy resumed after the destination restart",
+             timeout=180)
+    check(s and s["State"] == "completed", f"the copy completed after the destination came back: {s}")
+    stats = copy_stats(dest, copy2)
+    check(stats.get("sent") == 384 and stats.get("changed") == 24 * MiB and stats.get("retries", 0) >= 1,
+          f"every chunk landed once in the copy's record, the restart counted: {stats}")
+    check(stats.get("bytes_sent", 1 << 40) < 24 * MiB * 1.6,
+          f"chunks that had arrived were not sent again (at most the last second's): {stats.get('bytes_sent')}")
+    check(digest(dest, copy2, 24 * MiB) == hashlib.sha256(data2).hexdigest(),
+          "the copy resumed across a destination restart reads back byte-identical")
     check(dest.stop() == 0 and source.stop() == 0, "both stratad stopped cleanly")
 
 
@@ -270,7 +297,10 @@ def main():
         two_processes(work)
     finally:
         subprocess.run(["pkill", "-f", f"stratad --data-dir {work}"], check=False)
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("STRATA_KEEP_WORK"):
+            print(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return check.summary()
 
 

@@ -80,6 +80,9 @@ struct CreateSnapshotRequest {
   // `kms_key_id` (a key other than the source's means a new data key and a full copy).
   bool encrypted = false;
   std::string kms_key_id;
+  // StartDirectSnapshot only: the snapshot stays open across a restart of the store (its
+  // builder's flushed blocks are kept) instead of failing; its writer must complete or abort it.
+  bool survive_restart = false;
 };
 
 // A copy of a snapshot from another region into this one (Store::CopySnapshotAcrossRegions).
@@ -181,7 +184,7 @@ class Region {
   // unwritten blocks keep the parent's data); returns the snapshot and the builder's id, which
   // takes the blocks through GetVolume. CompleteDirectSnapshot freezes the builder and ingests
   // it like any snapshot; the builder is deleted afterwards. A direct snapshot not completed
-  // before a stop fails.
+  // before a stop fails, unless it asked to survive the restart (`survive_restart`).
   struct DirectSnapshot {
     SnapshotInfo snapshot;
     std::string builder_volume_id;

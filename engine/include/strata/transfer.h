@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -54,10 +55,17 @@ struct CopyRecord {
   uint64_t retries = 0;              // Chunks re-requested plus reconnections.
   uint64_t start_micros = 0;
   uint64_t end_micros = 0;
-  uint64_t transfer_micros = 0;  // Time on the link: from the start to the last chunk landed.
+  uint64_t transfer_micros = 0;        // Time on the link: from the start to the last chunk landed.
   uint32_t completion_minutes = 0;     // CompletionDurationMinutes, 0 when not asked.
   uint64_t rate_bytes_per_second = 0;  // What the scheduler gave the copy.
   std::string link;                    // FormatLinkModel of the link used.
+  // What a copy needs to resume after the destination restarts: the caller's account, the
+  // builder the chunks land in, the manifest's digest, and the chunks verified and durable
+  // there (ascending [first, last] runs of chunk indexes).
+  std::string account;
+  std::string builder_volume_id;
+  std::string manifest_digest;
+  std::vector<std::pair<uint64_t, uint64_t>> done_runs;
 };
 
 // Reads the copy records of the store in `data_dir` (DIR/copies.json), oldest first. Works

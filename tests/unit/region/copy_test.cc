@@ -218,5 +218,37 @@ TEST_F(CopyTest, ATimeBasedCopyIsAdmittedOnlyWhenTheLinkCanMakeIt) {
   EXPECT_EQ(store_->DescribeCopy(admitted->id)->completion_minutes, 15u);
 }
 
+// The mechanism a copy resumes on: a direct snapshot asked to survive a restart stays open on
+// its builder (others fail), keeps the flushed blocks, and completes afterwards.
+TEST_F(CopyTest, ADirectSnapshotAskedToSurviveARestartStaysOpen) {
+  auto kept =
+      west_->StartDirectSnapshot(2 * kMiB, "", {.owner = kAccount, .survive_restart = true});
+  auto lost = west_->StartDirectSnapshot(2 * kMiB, "", {.owner = kAccount});
+  ASSERT_THAT(kept, IsOk());
+  ASSERT_THAT(lost, IsOk());
+  auto builder = west_->GetVolume(kept->builder_volume_id);
+  ASSERT_THAT(builder, IsOk());
+  ASSERT_THAT((*builder)->Write(kChunk, Pattern(kChunk, 10)), IsOk());
+  ASSERT_THAT((*builder)->Flush(), IsOk());
+  Open();
+  EXPECT_EQ(west_->DescribeSnapshot(lost->snapshot.id)->state, SnapshotState::kError);
+  EXPECT_EQ(west_->DescribeSnapshot(kept->snapshot.id)->state, SnapshotState::kPending);
+  builder = west_->GetVolume(kept->builder_volume_id);
+  ASSERT_THAT(builder, IsOk());
+  ASSERT_THAT((*builder)->Write(0, Pattern(kChunk, 11)), IsOk());
+  ASSERT_THAT(west_->CompleteDirectSnapshot(kept->snapshot.id), IsOk());
+  auto done = west_->WaitForSnapshot(kept->snapshot.id, 30'000);
+  ASSERT_THAT(done, IsOk());
+  EXPECT_EQ(done->state, SnapshotState::kCompleted) << done->state_message;
+  auto want = Pattern(kChunk, 11);
+  const auto second = Pattern(kChunk, 10);
+  want.insert(want.end(), second.begin(), second.end());
+  want.resize(2 * kMiB);
+  EXPECT_EQ(Read(west_, kept->snapshot.id), want);
+  Open();  // Completed: nothing is reopened, the builder is gone.
+  EXPECT_EQ(west_->DescribeSnapshot(kept->snapshot.id)->state, SnapshotState::kCompleted);
+  EXPECT_THAT(west_->GetVolume(kept->builder_volume_id), StatusIs(absl::StatusCode::kNotFound));
+}
+
 }  // namespace
 }  // namespace strata
