@@ -118,8 +118,9 @@ absl::StatusOr<Manifest> DecodeManifest(absl::string_view payload) {
   if (!in.GetLengthPrefixed(m.lineage) || !in.GetLengthPrefixed(m.base_snapshot_id) ||
       !in.GetFixed64(m.volume_size_bytes) || !in.GetFixed64(m.chunk_size_bytes) ||
       !in.GetBool(m.encrypted) || !in.GetFixed64(m.skipped_chunks) || !in.GetFixed32(n) ||
-      n > kMaxListed || m.chunk_size_bytes == 0 || m.chunk_size_bytes > (64u << 20)) {
-    return Malformed("manifest");
+      n > kMaxListed || n > body.size() / 9 || m.chunk_size_bytes == 0 ||
+      m.chunk_size_bytes > (64u << 20)) {
+    return Malformed("manifest");  // (An entry takes 9 bytes: no allocation beyond the input.)
   }
   m.chunks.resize(n);
   const uint64_t chunk_count = (m.volume_size_bytes + m.chunk_size_bytes - 1) / m.chunk_size_bytes;
