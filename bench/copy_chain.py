@@ -11,6 +11,8 @@ the same bytes. The link defaults to 100 MB/s with 70 ms RTT and 4 streams.
 Writes a table and docs/copy-chain.svg (bytes sent and copy time per step against changed
 bytes), and with --write-docs the table into docs/benchmarks.md between its copy-chain markers.
 
+Needs the zstd command (Debian package zstd) for the reference sizes.
+
 Usage: bench/copy_chain.py BIN_DIR [--size MiB] [--steps N] [--link SPEC] [--write-docs]"""
 import argparse
 import os

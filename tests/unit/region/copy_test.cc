@@ -160,6 +160,23 @@ TEST_F(CopyTest, DamagedAndDroppedChunksAreSentAgainAndNeverLand) {
   EXPECT_EQ(Read(west_, record.snapshot_id), Read(east_, snap));
 }
 
+TEST_F(CopyTest, NothingOfACopyIsReadableBeforeEveryChunkIsVerified) {
+  Open("bandwidth=2MB,rtt=5ms,streams=2");  // 2 MiB of data: about a second on the link.
+  const std::string vol = NewVolume(2 * kMiB);
+  Write(vol, 0, Pattern(2 * kMiB, 12));
+  const std::string snap = Snap(vol);
+  auto started = StartCopy(snap);
+  ASSERT_THAT(started, IsOk());
+  EXPECT_THAT(west_->OpenSnapshot(started->id), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_FALSE(
+      west_->CreateVolume({.size_bytes = 2 * kMiB, .snapshot_id = started->id, .owner = kAccount})
+          .ok());
+  auto done = west_->WaitForSnapshot(started->id, 60'000);
+  ASSERT_THAT(done, IsOk());
+  EXPECT_EQ(done->state, SnapshotState::kCompleted);
+  EXPECT_EQ(Read(west_, started->id), Read(east_, snap));
+}
+
 TEST_F(CopyTest, EncryptedCopiesUseTheDestinationKeyAndPlainOnesMayBeEncrypted) {
   const std::string vol = NewVolume(2 * kMiB, /*encrypted=*/true);
   Write(vol, 0, Pattern(2 * kMiB, 6));
