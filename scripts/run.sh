@@ -52,7 +52,7 @@ Strata is running on the store in ./data (Ctrl-C stops it cleanly). In another s
   aws ec2 create-volume --size 8 --availability-zone local-1a --encrypted  # AES-256-XTS, KMS
   build/bin/strata import-image disk.raw --name NAME           # your own raw disk as an AMI
 Disaster recovery: start with  scripts/run.sh --region local-1,dr-1  (a second region), then
-  aws ec2 copy-image --region dr-1 --source-region local-1 --source-image-id ${image:-ami-...} --name dr
+  aws ec2 copy-image --region dr-1 --source-region local-1 --source-image-id ${image:-ami-...} --name dr-copy
   build/bin/strata copy-stats                                  # what each copy sent, and how fast
 Docs: docs/images.md (AMIs, instances, bundles), docs/regions.md (cross-region copy),
 docs/api.md (every call). The KMS root key is
