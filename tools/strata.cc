@@ -97,8 +97,8 @@ void PrintCopyRecord(const strata::CopyRecord& r) {
                   : "");
   std::printf("retries         %llu\n", (unsigned long long)r.retries);
   const double on_link = r.transfer_micros / 1e6;
-  std::printf("time            %.3f s (%.3f s on the link, the rest storing the copy)\n",
-              seconds, on_link);
+  std::printf("time            %.3f s (%.3f s on the link, the rest storing the copy)\n", seconds,
+              on_link);
   std::printf("throughput      %.2f MB/s sent on the link, %.2f MB/s of changed data overall\n",
               on_link > 0 ? r.bytes_sent / on_link / 1e6 : 0,
               seconds > 0 ? r.changed_bytes / seconds / 1e6 : 0);
