@@ -77,6 +77,36 @@ absl::StatusOr<int> ConnectTcp(const std::string& address) {
   return fd;
 }
 
+Hello MakeHello(const std::string& source_region, const std::string& account, const LinkModel& link,
+                std::string copy_key = "", uint64_t seed = 0) {
+  return Hello{.version = kProtocolVersion,
+               .region = source_region,
+               .account = account,
+               .link = link,
+               .copy_bytes_per_second = link.bandwidth_bytes_per_second,
+               .copy_key = std::move(copy_key),
+               .seed = seed};
+}
+
+// HELLO and OPEN on `c`; the manifest and its digest. An ERROR frame is the source's status;
+// a lost connection, or an answer that is not a sound manifest, is kUnavailable (try again).
+absl::StatusOr<std::pair<Manifest, std::string>> Negotiate(Connection& c, const Hello& hello,
+                                                           const Open& open) {
+  STRATA_RETURN_IF_ERROR(c.Send(FrameType::kHello, EncodeHello(hello)));
+  STRATA_RETURN_IF_ERROR(c.Send(FrameType::kOpen, EncodeOpen(open)));
+  STRATA_ASSIGN_OR_RETURN(Frame reply, c.Receive());
+  if (reply.type == FrameType::kError) return DecodeError(reply.payload);
+  absl::StatusOr<Manifest> manifest = reply.type == FrameType::kManifest
+                                          ? DecodeManifest(reply.payload)
+                                          : absl::DataLossError("not a manifest");
+  if (!manifest.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("transfer: the source's answer to OPEN is not a sound manifest: ",
+                     manifest.status().message()));
+  }
+  return std::make_pair(*std::move(manifest), ManifestDigest(reply.payload));
+}
+
 }  // namespace
 
 struct CopyService::Job {
@@ -84,7 +114,6 @@ struct CopyService::Job {
   CrossRegionCopyRequest request;
   LinkModel link;
   uint64_t reserved = 0;  // Bytes per second promised to a time-based copy.
-  std::string manifest_digest;
   uint64_t chunk_size = 0;
   uint64_t volume_size = 0;
   std::unique_ptr<Region::VolumePin> builder;
@@ -114,7 +143,6 @@ CopyService::CopyService(Store& store, const StoreOptions& options, std::string 
       journal_(std::move(journal_path)) {}
 
 CopyService::~CopyService() {
-  std::vector<std::thread> threads;
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
@@ -126,13 +154,13 @@ CopyService::~CopyService() {
   }
   // Jobs may still start serving threads while they wind down: join until none is left.
   for (;;) {
+    std::vector<Worker> workers;
     {
       absl::MutexLock lock(&mu_);
-      threads.swap(threads_);
+      workers.swap(threads_);
     }
-    if (threads.empty()) break;
-    for (std::thread& t : threads) t.join();
-    threads.clear();
+    if (workers.empty()) break;
+    for (Worker& w : workers) w.thread.join();
   }
 }
 
@@ -164,7 +192,6 @@ absl::Status CopyService::Load() {
     job->request.request.owner = r.account;
     job->request.completion_minutes = r.completion_minutes;
     job->link = LinkFor(r.source_region, r.destination_region);
-    job->manifest_digest = r.manifest_digest;
     job->builder = *std::move(builder);
     job->key = absl::StrCat(r.destination_region, "/", r.snapshot_id);
     job->reopen = true;
@@ -180,30 +207,50 @@ absl::Status CopyService::Load() {
                " resumes: ", r.chunks_done, " of ", r.chunks_total, " chunks already here");
     absl::MutexLock lock(&mu_);
     jobs_.push_back(job);
-    threads_.emplace_back([this, job] { RunJob(job); });
+    SpawnLocked([this, job] { RunJob(job); });
   }
   return absl::OkStatus();
+}
+
+void CopyService::SpawnLocked(std::function<void()> work) {
+  // Reap the threads that finished, so a long-running store does not collect them.
+  for (auto it = threads_.begin(); it != threads_.end();) {
+    if (it->finished->load()) {
+      it->thread.join();
+      it = threads_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  std::thread thread([work = std::move(work), finished] {
+    work();
+    finished->store(true);
+  });
+  threads_.push_back({std::move(thread), std::move(finished)});
 }
 
 absl::StatusOr<std::pair<Manifest, std::string>> CopyService::FetchManifest(
     const std::string& source, const std::string& account, const LinkModel& link,
     const Open& open) {
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Connection> c, Connect(source));
-  Hello hello{.version = kProtocolVersion,
-              .region = source,
-              .account = account,
-              .link = link,
-              .copy_bytes_per_second = link.bandwidth_bytes_per_second,
-              .seed = 0};
-  STRATA_RETURN_IF_ERROR(c->Send(FrameType::kHello, EncodeHello(hello)));
-  STRATA_RETURN_IF_ERROR(c->Send(FrameType::kOpen, EncodeOpen(open)));
-  STRATA_ASSIGN_OR_RETURN(Frame reply, c->Receive());
-  if (reply.type == FrameType::kError) return DecodeError(reply.payload);
-  if (reply.type != FrameType::kManifest) {
-    return absl::DataLossError("transfer: the source answered OPEN with no manifest");
+  return Negotiate(*c, MakeHello(source, account, link), open);
+}
+
+absl::Status CopyService::Plan(Job& job, const Manifest& manifest) {
+  job.chunk_size = manifest.chunk_size_bytes;
+  job.volume_size = manifest.volume_size_bytes;
+  for (const ChunkListing::Chunk& chunk : manifest.chunks) {
+    if (chunk.zero) {  // Chunks that became zeros cross as manifest entries only.
+      const uint64_t offset = chunk.index * job.chunk_size;
+      STRATA_RETURN_IF_ERROR(
+          job.builder->volume().Trim(offset, std::min(job.chunk_size, job.volume_size - offset)));
+      continue;
+    }
+    absl::MutexLock lock(&job.mu);
+    if (!job.done.contains(chunk.index)) job.todo.push_back(chunk.index);
   }
-  STRATA_ASSIGN_OR_RETURN(Manifest manifest, DecodeManifest(reply.payload));
-  return std::make_pair(std::move(manifest), ManifestDigest(reply.payload));
+  return absl::OkStatus();
 }
 
 absl::Status CopyService::Reopen(Job& job) {
@@ -226,23 +273,13 @@ absl::Status CopyService::Reopen(Job& job) {
     SleepMicros(backoff);
   }
   if (!fetched.ok()) return fetched.status();
-  if (fetched->second != job.manifest_digest) {
-    return absl::DataLossError("the source snapshot's manifest changed; the copy cannot resume");
-  }
-  const Manifest& manifest = fetched->first;
-  job.chunk_size = manifest.chunk_size_bytes;
-  job.volume_size = manifest.volume_size_bytes;
-  for (const ChunkListing::Chunk& chunk : manifest.chunks) {
-    if (chunk.zero) {  // Trimmed again: idempotent.
-      const uint64_t offset = chunk.index * job.chunk_size;
-      STRATA_RETURN_IF_ERROR(
-          job.builder->volume().Trim(offset, std::min(job.chunk_size, job.volume_size - offset)));
-      continue;
-    }
+  {
     absl::MutexLock lock(&job.mu);
-    if (!job.done.contains(chunk.index)) job.todo.push_back(chunk.index);
+    if (fetched->second != job.record.manifest_digest) {
+      return absl::DataLossError("the source snapshot's manifest changed; the copy cannot resume");
+    }
   }
-  return absl::OkStatus();
+  return Plan(job, fetched->first);  // Zero chunks are trimmed again: idempotent.
 }
 
 std::vector<std::string> CopyService::PeerRegions() const {
@@ -278,7 +315,7 @@ absl::StatusOr<std::unique_ptr<Connection>> CopyService::Connect(const std::stri
       return absl::CancelledError("the store is stopping");
     }
     const int server_fd = pair[1];
-    threads_.emplace_back([this, server_fd] { Serve(server_fd); });
+    SpawnLocked([this, server_fd] { Serve(server_fd); });
     fd = pair[0];
   }
   const timeval timeout{kReceiveTimeoutSeconds, 0};
@@ -312,7 +349,7 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
   // Earlier copies of this source the destination still holds, newest first: the source
   // diffs against the first of the same lineage.
   std::map<std::string, std::string> copy_of;  // Source snapshot -> its copy here.
-  Open open{.snapshot_id = request.source_snapshot_id};
+  Open open{.snapshot_id = request.source_snapshot_id, .count_skipped = true};
   std::vector<CopyRecord> earlier = journal_.All();
   for (auto it = earlier.rbegin(); it != earlier.rend() && open.base_candidates.size() < 64; ++it) {
     if (it->state != "completed" || it->destination_region != destination.name() ||
@@ -327,10 +364,7 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
 
   STRATA_ASSIGN_OR_RETURN(auto fetched,
                           FetchManifest(source, request.request.owner, job->link, open));
-  Manifest& manifest = fetched.first;
-  job->manifest_digest = fetched.second;
-  job->chunk_size = manifest.chunk_size_bytes;
-  job->volume_size = manifest.volume_size_bytes;
+  const Manifest& manifest = fetched.first;
   std::string base_copy;
   if (!manifest.base_snapshot_id.empty()) {
     auto it = copy_of.find(manifest.base_snapshot_id);
@@ -382,8 +416,7 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
     }
   }
   if (!direct.ok()) {
-    absl::MutexLock lock(&mu_);
-    reserved_[destination.name()] -= job->reserved;
+    Release(*job);
     return direct.status();
   }
   if (job->link.region_bytes_per_second > 0) {
@@ -411,28 +444,25 @@ absl::StatusOr<SnapshotInfo> CopyService::Start(Region& destination,
     r.link = FormatLinkModel(job->link);
     r.account = request.request.owner;
     r.builder_volume_id = direct->builder_volume_id;
-    r.manifest_digest = job->manifest_digest;
-    for (const ChunkListing::Chunk& chunk : manifest.chunks) {
-      if (!chunk.zero) job->todo.push_back(chunk.index);
-    }
-    STRATA_RETURN_IF_ERROR(journal_.Put(r));
+    r.manifest_digest = fetched.second;
   }
-  // Chunks that became zeros cross as manifest entries only.
-  for (const ChunkListing::Chunk& chunk : manifest.chunks) {
-    if (!chunk.zero) continue;
-    const uint64_t offset = chunk.index * job->chunk_size;
-    absl::Status s =
-        job->builder->volume().Trim(offset, std::min(job->chunk_size, job->volume_size - offset));
-    if (!s.ok()) {
-      Finish(*job, s);
-      return s;
-    }
-  }
+  absl::Status planned = journal_.Put([&] {
+    absl::MutexLock lock(&job->mu);
+    return job->record;
+  }());
+  if (planned.ok()) planned = Plan(*job, manifest);
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_) return absl::CancelledError("the store is stopping");
-    jobs_.push_back(job);
-    threads_.emplace_back([this, job] { RunJob(job); });
+    if (planned.ok() && stopping_) planned = absl::CancelledError("the store is stopping");
+    if (planned.ok()) {
+      jobs_.push_back(job);
+      SpawnLocked([this, job] { RunJob(job); });
+    }
+  }
+  if (!planned.ok()) {
+    Finish(*job, planned);  // Fails the snapshot.
+    Release(*job);
+    return planned;
   }
   return destination.DescribeSnapshot(direct->snapshot.id);
 }
@@ -441,13 +471,9 @@ absl::StatusOr<ImageInfo> CopyService::DescribeSourceImage(const std::string& so
                                                            const std::string& image_id,
                                                            const std::string& account) {
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Connection> c, Connect(source_region));
-  Hello hello{.version = kProtocolVersion,
-              .region = source_region,
-              .account = account,
-              .link = LinkFor(source_region, ""),
-              .copy_bytes_per_second = 0,
-              .seed = 0};
-  STRATA_RETURN_IF_ERROR(c->Send(FrameType::kHello, EncodeHello(hello)));
+  STRATA_RETURN_IF_ERROR(
+      c->Send(FrameType::kHello,
+              EncodeHello(MakeHello(source_region, account, LinkFor(source_region, "")))));
   STRATA_RETURN_IF_ERROR(c->Send(FrameType::kDescribeImage, image_id));
   STRATA_ASSIGN_OR_RETURN(Frame reply, c->Receive());
   if (reply.type == FrameType::kError) return DecodeError(reply.payload);
@@ -458,31 +484,33 @@ absl::StatusOr<ImageInfo> CopyService::DescribeSourceImage(const std::string& so
 }
 
 void CopyService::RunJob(std::shared_ptr<Job> job) {
-  if (job->reopen) {
-    if (absl::Status s = Reopen(*job); !s.ok()) {
-      {
-        absl::MutexLock lock(&job->mu);
-        job->fatal = s;
-      }
-      Finish(*job, s);
-      return;
+  absl::Status status = job->reopen ? Reopen(*job) : absl::OkStatus();
+  if (status.ok()) {
+    std::vector<std::thread> streams;
+    for (uint32_t i = 0; i < std::max<uint32_t>(1, job->link.streams); ++i) {
+      streams.emplace_back([this, &job, i] { Stream(*job, static_cast<int>(i)); });
     }
-  }
-  std::vector<std::thread> streams;
-  for (uint32_t i = 0; i < std::max<uint32_t>(1, job->link.streams); ++i) {
-    streams.emplace_back([this, &job, i] { Stream(*job, static_cast<int>(i)); });
-  }
-  for (std::thread& t : streams) t.join();
-  absl::Status status;
-  {
+    for (std::thread& t : streams) t.join();
     absl::MutexLock lock(&job->mu);
     status = job->fatal;
-    if (status.ok() && (!job->todo.empty() || job->outstanding > 0)) {
-      status = absl::CancelledError("the store stopped before the copy completed");
-    }
   }
-  if (job->stop && status.ok()) status = absl::CancelledError("the store stopped");
-  Finish(*job, status);
+  if (job->stop && (status.ok() || absl::IsCancelled(status) || absl::IsUnavailable(status))) {
+    // The store is stopping: the copy stays pending (its snapshot survives the restart) and
+    // resumes from what it recorded when the store opens again.
+    SaveProgress(*job, /*force=*/true);
+    job->builder.reset();
+  } else {
+    Finish(*job, status);
+  }
+  Release(*job);
+  absl::MutexLock lock(&mu_);
+  jobs_.erase(std::find(jobs_.begin(), jobs_.end(), job));
+}
+
+void CopyService::Release(Job& job) {
+  absl::MutexLock lock(&mu_);
+  reserved_[job.destination->name()] -= job.reserved;
+  job.reserved = 0;
 }
 
 void CopyService::Stream(Job& job, int stream_index) {
@@ -610,34 +638,25 @@ void CopyService::Stream(Job& job, int stream_index) {
 }
 
 absl::Status CopyService::OpenStream(Job& job, Connection& c, uint64_t seed) {
-  const LinkModel& link = job.link;
-  Hello hello{.version = kProtocolVersion,
-              .region = job.request.source_region,
-              .account = job.request.request.owner,
-              .link = link,
-              .copy_bytes_per_second = link.bandwidth_bytes_per_second,
-              .copy_key = job.key,
-              .seed = seed};
-  STRATA_RETURN_IF_ERROR(c.Send(FrameType::kHello, EncodeHello(hello)));
   Open open{.snapshot_id = job.request.source_snapshot_id};
+  std::string digest;
   {
     absl::MutexLock lock(&job.mu);
     if (!job.record.base_source_snapshot.empty()) {
       open.base_candidates.push_back(job.record.base_source_snapshot);
     }
+    digest = job.record.manifest_digest;
   }
-  STRATA_RETURN_IF_ERROR(c.Send(FrameType::kOpen, EncodeOpen(open)));
-  STRATA_ASSIGN_OR_RETURN(Frame reply, c.Receive());
-  absl::Status fatal;
-  if (reply.type == FrameType::kError) {
-    fatal = DecodeError(reply.payload);  // The snapshot went away or is no longer shared.
-    if (absl::IsUnavailable(fatal)) return fatal;
-  } else if (reply.type != FrameType::kManifest || !DecodeManifest(reply.payload).ok()) {
-    return absl::DataLossError("transfer: no manifest, or a damaged one");  // Retried.
-  } else if (ManifestDigest(reply.payload) != job.manifest_digest) {
-    fatal = absl::DataLossError("the source snapshot's manifest changed; the copy cannot resume");
-  }
-  if (fatal.ok()) return absl::OkStatus();
+  absl::StatusOr<std::pair<Manifest, std::string>> negotiated = Negotiate(
+      c, MakeHello(job.request.source_region, job.request.request.owner, job.link, job.key, seed),
+      open);
+  if (negotiated.ok() && negotiated->second == digest) return absl::OkStatus();
+  if (!negotiated.ok() && absl::IsUnavailable(negotiated.status())) return negotiated.status();
+  // The snapshot went away, is no longer shared, or changed: the copy cannot go on.
+  const absl::Status fatal =
+      negotiated.ok()
+          ? absl::DataLossError("the source snapshot's manifest changed; the copy cannot resume")
+          : negotiated.status();
   absl::MutexLock lock(&job.mu);
   job.fatal = fatal;
   return fatal;
@@ -665,7 +684,7 @@ absl::Status CopyService::Land(Job& job, const ChunkFrame& chunk) {
   }
   --job.outstanding;
   job.done.insert(chunk.index);
-  ++job.record.chunks_done;
+  job.record.chunks_done = job.done.size();
   job.record.changed_bytes += length;
   job.destination->ReportDirectSnapshotProgress(
       job.record.snapshot_id, static_cast<int>(job.record.chunks_done * 100 /
@@ -704,16 +723,13 @@ void CopyService::SaveProgress(Job& job, bool force) {
 
 void CopyService::Finish(Job& job, const absl::Status& status) {
   job.builder.reset();
-  const std::string id = [&] {
-    absl::MutexLock lock(&job.mu);
-    return job.record.snapshot_id;
-  }();
+  std::string id;
   {
     absl::MutexLock lock(&job.mu);
+    id = job.record.snapshot_id;
     job.record.transfer_micros = NowMicros() - job.record.start_micros;
   }
-  absl::Status result = status;
-  if (result.ok()) result = job.destination->CompleteDirectSnapshot(id);
+  absl::Status result = status.ok() ? job.destination->CompleteDirectSnapshot(id) : status;
   if (result.ok()) {
     // The ingest stores the arrived chunks; the copy is complete when it is.
     absl::StatusOr<SnapshotInfo> done = job.destination->WaitForSnapshot(id, 24 * 3600 * 1000);
@@ -722,13 +738,8 @@ void CopyService::Finish(Job& job, const absl::Status& status) {
     } else if (done->state != SnapshotState::kCompleted) {
       result = absl::InternalError(done->state_message);
     }
-  } else if (!absl::IsFailedPrecondition(result) || !status.ok()) {
+  } else {
     (void)job.destination->AbortDirectSnapshot(id, std::string(result.message()));
-  }
-  {
-    absl::MutexLock lock(&mu_);
-    reserved_[job.destination->name()] -= job.reserved;
-    job.reserved = 0;
   }
   absl::MutexLock lock(&job.mu);
   job.record.state = result.ok() ? "completed" : "error";

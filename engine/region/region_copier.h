@@ -9,6 +9,7 @@
 // this process for a local source region, TCP for a peer region.
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -54,7 +55,15 @@ class CopyService {
   // A connection to `source_region`'s transfer service: local regions through a socketpair
   // and a serving thread, peers over TCP.
   absl::StatusOr<std::unique_ptr<Connection>> Connect(const std::string& source_region);
+  // Runs a copy to its end, or until the store stops (then it stays pending and resumes at
+  // the next start).
   void RunJob(std::shared_ptr<Job> job);
+  // Gives back the bandwidth a time-based copy reserved.
+  void Release(Job& job);
+  // Trims the chunks the manifest lists as zeros and queues the others not yet done.
+  absl::Status Plan(Job& job, const Manifest& manifest);
+  // Starts `work` on a thread joined at destruction; joins the threads that finished.
+  void SpawnLocked(std::function<void()> work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // HELLO and OPEN on a new connection to `source`; the manifest and its digest.
   absl::StatusOr<std::pair<Manifest, std::string>> FetchManifest(const std::string& source,
                                                                  const std::string& account,
@@ -82,7 +91,11 @@ class CopyService {
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);  // Jobs and local serving threads.
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> finished;
+  };
+  std::vector<Worker> threads_ ABSL_GUARDED_BY(mu_);  // Jobs and local serving threads.
   std::vector<std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::unique_ptr<TokenBucket>> region_buckets_ ABSL_GUARDED_BY(mu_);
   // Bandwidth promised to time-based copies in flight, per destination region.

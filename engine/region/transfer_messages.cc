@@ -67,6 +67,7 @@ std::string EncodeOpen(const Open& m) {
   util::PutLengthPrefixed(out, m.snapshot_id);
   util::PutFixed32(out, static_cast<uint32_t>(m.base_candidates.size()));
   for (const std::string& b : m.base_candidates) util::PutLengthPrefixed(out, b);
+  out.push_back(m.count_skipped ? 1 : 0);
   return out;
 }
 
@@ -81,7 +82,7 @@ absl::StatusOr<Open> DecodeOpen(absl::string_view payload) {
   for (std::string& b : m.base_candidates) {
     if (!in.GetLengthPrefixed(b)) return Malformed("open");
   }
-  if (!in.done()) return Malformed("open");
+  if (!in.GetBool(m.count_skipped) || !in.done()) return Malformed("open");
   return m;
 }
 
@@ -92,7 +93,6 @@ std::string EncodeManifest(const Manifest& m) {
   util::PutFixed64(out, m.volume_size_bytes);
   util::PutFixed64(out, m.chunk_size_bytes);
   out.push_back(m.encrypted ? 1 : 0);
-  util::PutFixed64(out, m.skipped_chunks);
   util::PutFixed32(out, static_cast<uint32_t>(m.chunks.size()));
   for (const ChunkListing::Chunk& c : m.chunks) {
     util::PutFixed64(out, c.index);
@@ -101,25 +101,28 @@ std::string EncodeManifest(const Manifest& m) {
   unsigned char digest[kDigestBytes];
   SHA256(reinterpret_cast<const unsigned char*>(out.data()), out.size(), digest);
   out.append(reinterpret_cast<const char*>(digest), kDigestBytes);
+  util::PutFixed64(out, m.skipped_chunks);
   return out;
 }
 
 absl::StatusOr<Manifest> DecodeManifest(absl::string_view payload) {
-  if (payload.size() < kDigestBytes) return Malformed("manifest");
-  const absl::string_view body = payload.substr(0, payload.size() - kDigestBytes);
+  constexpr size_t kTrailer = kDigestBytes + 8;
+  if (payload.size() < kTrailer) return Malformed("manifest");
+  const absl::string_view body = payload.substr(0, payload.size() - kTrailer);
   unsigned char digest[kDigestBytes];
   SHA256(reinterpret_cast<const unsigned char*>(body.data()), body.size(), digest);
   if (std::memcmp(digest, payload.data() + body.size(), kDigestBytes) != 0) {
     return absl::DataLossError("transfer: the manifest does not match its digest");
   }
-  util::Decoder in(body);
   Manifest m;
+  util::Decoder skipped(payload.substr(body.size() + kDigestBytes));
+  skipped.GetFixed64(m.skipped_chunks);  // Present: the size was checked.
+  util::Decoder in(body);
   uint32_t n = 0;
   if (!in.GetLengthPrefixed(m.lineage) || !in.GetLengthPrefixed(m.base_snapshot_id) ||
       !in.GetFixed64(m.volume_size_bytes) || !in.GetFixed64(m.chunk_size_bytes) ||
-      !in.GetBool(m.encrypted) || !in.GetFixed64(m.skipped_chunks) || !in.GetFixed32(n) ||
-      n > kMaxListed || n > body.size() / 9 || m.chunk_size_bytes == 0 ||
-      m.chunk_size_bytes > (64u << 20)) {
+      !in.GetBool(m.encrypted) || !in.GetFixed32(n) || n > kMaxListed || n > body.size() / 9 ||
+      m.chunk_size_bytes == 0 || m.chunk_size_bytes > (64u << 20)) {
     return Malformed("manifest");  // (An entry takes 9 bytes: no allocation beyond the input.)
   }
   m.chunks.resize(n);
@@ -134,8 +137,8 @@ absl::StatusOr<Manifest> DecodeManifest(absl::string_view payload) {
 }
 
 std::string ManifestDigest(absl::string_view payload) {
-  if (payload.size() < kDigestBytes) return "";
-  return absl::BytesToHexString(payload.substr(payload.size() - kDigestBytes));
+  if (payload.size() < kDigestBytes + 8) return "";
+  return absl::BytesToHexString(payload.substr(payload.size() - kDigestBytes - 8, kDigestBytes));
 }
 
 std::string EncodeGet(const std::vector<uint64_t>& chunk_indexes) {

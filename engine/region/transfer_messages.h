@@ -30,6 +30,9 @@ absl::StatusOr<Hello> DecodeHello(absl::string_view payload);
 struct Open {
   std::string snapshot_id;
   std::vector<std::string> base_candidates;  // Source snapshots the destination holds copies of.
+  // Count the chunks the base already has (Manifest::skipped_chunks): a walk over every chunk
+  // the snapshot holds, so only a copy's first OPEN asks, not each stream's.
+  bool count_skipped = false;
 };
 std::string EncodeOpen(const Open& m);
 absl::StatusOr<Open> DecodeOpen(absl::string_view payload);
@@ -40,13 +43,16 @@ struct Manifest {
   uint64_t volume_size_bytes = 0;
   uint64_t chunk_size_bytes = 0;
   bool encrypted = false;
-  uint64_t skipped_chunks = 0;  // Chunks the snapshot holds that the base has already.
   std::vector<ChunkListing::Chunk> chunks;
+  // Chunks the snapshot holds that the base has already, when OPEN asked (else 0). A statistic:
+  // it follows the digest and is not covered by it, so every stream sees the same digest.
+  uint64_t skipped_chunks = 0;
 };
-// The payload ends with the SHA-256 of what precedes it; decoding checks it.
+// The payload is the manifest, the SHA-256 of it, then skipped_chunks; decoding checks the
+// digest.
 std::string EncodeManifest(const Manifest& m);
 absl::StatusOr<Manifest> DecodeManifest(absl::string_view payload);
-// The digest an encoded manifest carries (its last 32 bytes), hex.
+// The digest an encoded manifest carries, hex.
 std::string ManifestDigest(absl::string_view payload);
 
 std::string EncodeGet(const std::vector<uint64_t>& chunk_indexes);

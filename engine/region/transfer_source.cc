@@ -70,30 +70,33 @@ class SourceSession {
       return absl::FailedPreconditionError(
           absl::StrCat("snapshot ", open.snapshot_id, " is not completed"));
     }
-    // Every chunk the snapshot holds, then the changes against the first usable base.
-    STRATA_ASSIGN_OR_RETURN(ChunkListing full, region_->ListChunks(open.snapshot_id, ""));
-    ChunkListing chosen = full;
+    // The changes against the first usable base, O(chunks changed); else every chunk held.
+    absl::StatusOr<ChunkListing> chosen = absl::NotFoundError("no base");
     std::string base;
     for (const std::string& candidate : open.base_candidates) {
-      absl::StatusOr<ChunkListing> diff = region_->ListChunks(open.snapshot_id, candidate);
-      if (diff.ok()) {
-        chosen = *std::move(diff);
+      chosen = region_->ListChunks(open.snapshot_id, candidate);
+      if (chosen.ok()) {
         base = candidate;
         break;
       }
     }
+    if (!chosen.ok()) chosen = region_->ListChunks(open.snapshot_id, "");
+    if (!chosen.ok()) return chosen.status();
     Manifest m;
-    m.lineage = full.lineage;
+    m.lineage = chosen->lineage;
     m.base_snapshot_id = base;
-    m.volume_size_bytes = full.volume_size_bytes;
-    m.chunk_size_bytes = full.chunk_size_bytes;
+    m.volume_size_bytes = chosen->volume_size_bytes;
+    m.chunk_size_bytes = chosen->chunk_size_bytes;
     m.encrypted = info->encrypted;
-    m.chunks = std::move(chosen.chunks);
-    uint64_t sent_data = 0;
-    for (const ChunkListing::Chunk& c : m.chunks) sent_data += c.zero ? 0 : 1;
-    m.skipped_chunks = full.chunks.size() - std::min<uint64_t>(full.chunks.size(), sent_data);
+    m.chunks = std::move(chosen->chunks);
+    if (open.count_skipped && !base.empty()) {
+      STRATA_ASSIGN_OR_RETURN(ChunkListing held, region_->ListChunks(open.snapshot_id, ""));
+      uint64_t sent = 0;
+      for (const ChunkListing::Chunk& c : m.chunks) sent += c.zero ? 0 : 1;
+      m.skipped_chunks = held.chunks.size() - std::min<uint64_t>(held.chunks.size(), sent);
+    }
     STRATA_ASSIGN_OR_RETURN(snapshot_, region_->OpenSnapshot(open.snapshot_id));
-    chunk_size_ = full.chunk_size_bytes;
+    chunk_size_ = m.chunk_size_bytes;
     return c_.Send(FrameType::kManifest, EncodeManifest(m), bucket_.get());
   }
 

@@ -235,6 +235,40 @@ TEST_F(CopyTest, ATimeBasedCopyIsAdmittedOnlyWhenTheLinkCanMakeIt) {
   EXPECT_EQ(store_->DescribeCopy(admitted->id)->completion_minutes, 15u);
 }
 
+// A store stopped cleanly mid-copy: the copy stays pending and resumes at the next open,
+// fetching only the chunks it had not recorded.
+TEST_F(CopyTest, ACopyInterruptedByAStopResumesWhenTheStoreOpensAgain) {
+  Open("bandwidth=2MB,rtt=5ms,streams=2");  // 4 MiB: about two seconds on the link.
+  const std::string vol = NewVolume(4 * kMiB);
+  Write(vol, 0, Pattern(4 * kMiB, 13));
+  const std::string snap = Snap(vol);
+  auto started = StartCopy(snap);
+  ASSERT_THAT(started, IsOk());
+  for (int i = 0; i < 500 && store_->DescribeCopy(started->id)->chunks_done < 20; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  Open("bandwidth=2MB,rtt=5ms,streams=2");
+  EXPECT_EQ(west_->DescribeSnapshot(started->id)->state, SnapshotState::kPending);
+  auto stopped = store_->DescribeCopy(started->id);
+  ASSERT_THAT(stopped, IsOk());
+  EXPECT_GE(stopped->chunks_done, 20u);  // Recorded at the stop.
+  EXPECT_LT(stopped->chunks_done, 64u);
+  auto done = west_->WaitForSnapshot(started->id, 60'000);
+  ASSERT_THAT(done, IsOk());
+  EXPECT_EQ(done->state, SnapshotState::kCompleted) << done->state_message;
+  EXPECT_EQ(Read(west_, started->id), Read(east_, snap));
+  absl::StatusOr<CopyRecord> record;
+  for (int i = 0; i < 3000; ++i) {
+    record = store_->DescribeCopy(started->id);
+    if (record->state != "pending") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(record->state, "completed") << record->message;
+  EXPECT_EQ(record->chunks_done, 64u);
+  EXPECT_EQ(record->changed_bytes, 4 * kMiB);  // Every chunk landed once in the record.
+  EXPECT_GE(record->retries, 1u);              // The restart.
+}
+
 // The mechanism a copy resumes on: a direct snapshot asked to survive a restart stays open on
 // its builder (others fail), keeps the flushed blocks, and completes afterwards.
 TEST_F(CopyTest, ADirectSnapshotAskedToSurviveARestartStaysOpen) {
