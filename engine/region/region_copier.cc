@@ -143,6 +143,7 @@ CopyService::CopyService(Store& store, const StoreOptions& options, std::string 
       journal_(std::move(journal_path)) {}
 
 CopyService::~CopyService() {
+  stopped_ = true;
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
@@ -295,7 +296,9 @@ LinkModel CopyService::LinkFor(const std::string& from, const std::string& to) c
 }
 
 void CopyService::Serve(int fd) {
-  ServeConnection(store_, sender_buckets_, std::make_unique<Connection>(fd));
+  auto connection = std::make_unique<Connection>(fd);
+  connection->set_stop(&stopped_);
+  ServeConnection(store_, sender_buckets_, std::move(connection));
 }
 
 absl::StatusOr<std::unique_ptr<Connection>> CopyService::Connect(const std::string& source_region) {
@@ -589,7 +592,7 @@ void CopyService::Stream(Job& job, int stream_index) {
         }
         front.due_micros = 0;
         if (job.region_bucket != nullptr) {
-          job.region_bucket->Acquire(frame.payload.size() + kFrameHeaderBytes);
+          job.region_bucket->Acquire(frame.payload.size() + kFrameHeaderBytes, &job.stop);
         }
         if (frame.type == FrameType::kBatchEnd) {
           Requeue(job, front.owed);

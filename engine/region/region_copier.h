@@ -87,7 +87,8 @@ class CopyService {
   const std::map<std::string, LinkModel> links_;
   const uint64_t retry_window_ms_;
   CopyJournal journal_;
-  SharedBuckets sender_buckets_;  // The source side's, one per copy served.
+  SharedBuckets sender_buckets_;      // The source side's, one per copy served.
+  std::atomic<bool> stopped_{false};  // Ends the serving threads' waits on their buckets.
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -15,7 +15,7 @@ int64_t NowMicros() {
 
 }  // namespace
 
-void TokenBucket::Acquire(uint64_t bytes) {
+void TokenBucket::Acquire(uint64_t bytes, const std::atomic<bool>* stop) {
   int64_t wait_micros = 0;
   {
     absl::MutexLock lock(&mu_);
@@ -32,7 +32,11 @@ void TokenBucket::Acquire(uint64_t bytes) {
     if (tokens_ < 0)
       wait_micros = static_cast<int64_t>(-tokens_ * 1e6 / static_cast<double>(rate_));
   }
-  if (wait_micros > 0) std::this_thread::sleep_for(std::chrono::microseconds(wait_micros));
+  const int64_t until = NowMicros() + wait_micros;
+  for (int64_t left = wait_micros; left > 0 && (stop == nullptr || !stop->load());
+       left = until - NowMicros()) {
+    std::this_thread::sleep_for(std::chrono::microseconds(std::min<int64_t>(left, 50'000)));
+  }
 }
 
 void TokenBucket::set_rate(uint64_t bytes_per_second) {

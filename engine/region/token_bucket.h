@@ -3,6 +3,7 @@
 // configured rate. Burst is a tenth of a second's worth, so a copy cannot run ahead of its
 // link. Thread-safe; one bucket may be shared by several streams or copies.
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -16,7 +17,8 @@ class TokenBucket {
  public:
   // 0 bytes per second: no limit.
   explicit TokenBucket(uint64_t bytes_per_second) : rate_(bytes_per_second) {}
-  void Acquire(uint64_t bytes);
+  // With `stop`, the wait ends early (in at most 50 ms) once it is set.
+  void Acquire(uint64_t bytes, const std::atomic<bool>* stop = nullptr);
   void set_rate(uint64_t bytes_per_second);
   uint64_t rate() const;
 

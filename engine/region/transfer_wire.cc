@@ -49,7 +49,7 @@ absl::Status Connection::Send(FrameType type, absl::string_view payload, TokenBu
   util::PutFixed32(header, kFrameMagic);
   header.push_back(static_cast<char>(type));
   util::PutFixed32(header, static_cast<uint32_t>(payload.size()));
-  if (bucket != nullptr) bucket->Acquire(header.size() + payload.size());
+  if (bucket != nullptr) bucket->Acquire(header.size() + payload.size(), stop_);
   if (fd_ < 0 || !WriteAll(fd_, header.data(), header.size()) ||
       !WriteAll(fd_, payload.data(), payload.size())) {
     return absl::UnavailableError(absl::StrCat("transfer connection lost while sending: ",

@@ -44,6 +44,8 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
+  // Ends waits for the bucket early once `stop` is set (the store is stopping).
+  void set_stop(const std::atomic<bool>* stop) { stop_ = stop; }
   // Sends a frame whole. With a bucket, waits for its tokens first (the link's bandwidth).
   absl::Status Send(FrameType type, absl::string_view payload, TokenBucket* bucket = nullptr);
   // Receives the next frame; kUnavailable when the peer closed or the bytes are not a frame.
@@ -58,6 +60,7 @@ class Connection {
 
  private:
   int fd_;
+  const std::atomic<bool>* stop_ = nullptr;
   uint64_t bytes_sent_ = 0;
   uint64_t bytes_received_ = 0;
 };

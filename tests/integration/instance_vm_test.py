@@ -48,6 +48,21 @@ def console(ec2, instance):
     return ec2.get_console_output(InstanceId=instance).get("Output", "")  # boto3 decodes base64.
 
 
+def launch_and_find(client, image, token, what):
+    """Runs `image` until its guest powers off; checks the guest found the first guest's file."""
+    instance = client.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    wait_state(client, instance, "stopped")
+    text = console(client, instance)
+    check(token is not None and f"STRATA-GUEST-FOUND {token.group(1)}" in text, f"{what}: {text[-1500:]}")
+
+
+def wait_image(client, image, timeout=120):
+    deadline = time.time() + timeout
+    while client.describe_images(ImageIds=[image])["Images"][0]["State"] == "pending" and time.time() < deadline:
+        time.sleep(0.5)
+    return client.describe_images(ImageIds=[image])["Images"][0]
+
+
 def main():
     cache = sys.argv[2] if len(sys.argv) > 2 else os.path.join(BIN, "..", "vm-cache")
     disk = guest_image.build_disk(cache)
@@ -111,18 +126,11 @@ def run(data_dir, daemon, disk, socket):
 
     # CreateImage from the stopped instance; a second account with launch permission runs it.
     made = ec2.create_image(InstanceId=instance, Name="after-first-boot")["ImageId"]
-    deadline = time.time() + 60
-    while ec2.describe_images(ImageIds=[made])["Images"][0]["State"] != "available" and time.time() < deadline:
-        time.sleep(0.5)
-    check(ec2.describe_images(ImageIds=[made])["Images"][0]["State"] == "available", "CreateImage completes")
+    check(wait_image(ec2, made)["State"] == "available", "CreateImage completes")
     ec2.modify_image_attribute(ImageId=made, LaunchPermission={"Add": [{"UserId": accounts["bob"]["AccountId"]}]})
     check(error_code(carol.run_instances, ImageId=made, MinCount=1, MaxCount=1) == "AuthFailure",
           "an account without launch permission is refused")
-    second = bob.run_instances(ImageId=made, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
-    wait_state(bob, second, "stopped")
-    text = console(bob, second)
-    check(token is not None and f"STRATA-GUEST-FOUND {token.group(1)}" in text,
-          f"the second account's guest finds the first guest's file: {text[-1500:]}")
+    launch_and_find(bob, made, token, "the second account's guest finds the first guest's file")
 
     # Disaster recovery: the image copied to another region launches there and finds the file.
     key, secret = daemon.admin_keys()
@@ -131,21 +139,14 @@ def run(data_dir, daemon, disk, socket):
     ec2.create_tags(Resources=[made], Tags=[{"Key": "tier", "Value": "gold"}])
     copied = dr.copy_image(SourceRegion="local-1", SourceImageId=made, Name="dr-copy",
                            CopyImageTags=True)["ImageId"]
-    deadline = time.time() + 120
-    while dr.describe_images(ImageIds=[copied])["Images"][0]["State"] == "pending" and time.time() < deadline:
-        time.sleep(0.5)
-    info = dr.describe_images(ImageIds=[copied])["Images"][0]
+    info = wait_image(dr, copied)
     check(info["State"] == "available", f"the cross-region image copy completes: {info['State']}")
     check(info.get("SourceImageId") == made and info.get("SourceImageRegion") == "local-1",
           f"the copy's lineage: {info.get('SourceImageId')} {info.get('SourceImageRegion')}")
     check({"Key": "tier", "Value": "gold"} in info.get("Tags", []), "CopyImageTags copies the tags")
     check(dr.describe_image_attribute(ImageId=copied, Attribute="launchPermission")["LaunchPermissions"] == [],
           "launch permissions are not copied")
-    in_dr = dr.run_instances(ImageId=copied, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
-    wait_state(dr, in_dr, "stopped")
-    text = console(dr, in_dr)
-    check(token is not None and f"STRATA-GUEST-FOUND {token.group(1)}" in text,
-          f"the copied image boots in the other region and finds the file: {text[-1500:]}")
+    launch_and_find(dr, copied, token, "the copied image boots in the other region and finds the file")
 
     # StartInstances boots again (the file from the last boot is there); terminate a running VM.
     ec2.start_instances(InstanceIds=[instance])

@@ -204,7 +204,7 @@ def one_process(work):
                      CompletionDurationMinutes=5) == "InvalidParameterValue",
           "CompletionDurationMinutes below 15: InvalidParameterValue")
     check(error_code(west.copy_snapshot, SourceRegion="mars-1", SourceSnapshotId=first)
-          is not None, "an unknown source region is refused")
+          == "InvalidParameterValue", "an unknown source region: InvalidParameterValue")
     after = sorted(x["SnapshotId"] for x in west.describe_snapshots(OwnerIds=["self"])["Snapshots"])
     check(before == after, "refused copies created nothing")
     timed = west.copy_snapshot(SourceRegion="east-1", SourceSnapshotId=second,

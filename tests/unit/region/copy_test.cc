@@ -228,6 +228,14 @@ TEST_F(CopyTest, ATimeBasedCopyIsAdmittedOnlyWhenTheLinkCanMakeIt) {
   auto refused = StartCopy(snap, {}, 15);
   EXPECT_THAT(refused, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(refused.status().message(), HasSubstr("cannot complete in 15 minutes"));
+  // The region's limit is shared: a copy that needs 1.2 kB/s for 15 minutes fits in 2 kB/s
+  // once, and the next does not while the first holds its share.
+  Open("bandwidth=2GB,rtt=1ms,region=2KB,streams=1");
+  auto first = StartCopy(snap, {}, 15);
+  ASSERT_THAT(first, IsOk());
+  auto second = StartCopy(snap, {}, 15);
+  EXPECT_THAT(second, StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(second.status().message(), HasSubstr("gives 0.0 MB/s"));
   Open("bandwidth=2GB,rtt=1ms");
   auto admitted = StartCopy(snap, {}, 15);
   ASSERT_THAT(admitted, IsOk());
