@@ -106,16 +106,27 @@ class ProcessPeer(Peer):
 
 
 class StrataPeer(Peer):
-    def __init__(self, work, image, bin_dir, encrypted=False):
-        super().__init__("strata-encrypted" if encrypted else "strata", work, image)
+    """stratad; `no_io_uring` runs it with STRATA_NO_IO_URING=1 (the ring's pread/pwrite
+    stand-in), to measure what io_uring itself brings."""
+
+    def __init__(self, work, image, bin_dir, encrypted=False, no_io_uring=False):
+        name = "strata-encrypted" if encrypted else "strata-no-io-uring" if no_io_uring else "strata"
+        super().__init__(name, work, image)
         self.bin_dir = bin_dir
         self.encrypted = encrypted
+        self.no_io_uring = no_io_uring
         self.daemon = None
 
     def start(self, fresh):
         if self.daemon is None:
             self.daemon = Daemon(self.bin_dir, os.path.join(self.work, f"{self.name}-store"))
-            if not self.daemon.start():
+            if self.no_io_uring:
+                os.environ["STRATA_NO_IO_URING"] = "1"
+            try:
+                started = self.daemon.start()
+            finally:
+                os.environ.pop("STRATA_NO_IO_URING", None)
+            if not started:
                 raise RuntimeError("stratad did not start")
             self.ec2 = self.daemon.client()
             self.data_vol = self.volume()
@@ -150,7 +161,8 @@ def copy_or_sparse(image):
 
 def peers(work, image, bin_dir):
     nbdkit = ["nbdkit", "-f", "--exit-with-parent", "-i", "127.0.0.1"]
-    out = [StrataPeer(work, image, bin_dir), StrataPeer(work, image, bin_dir, encrypted=True)]
+    out = [StrataPeer(work, image, bin_dir), StrataPeer(work, image, bin_dir, encrypted=True),
+           StrataPeer(work, image, bin_dir, no_io_uring=True)]
     out.append(ProcessPeer("nbdkit-file", work, image,
                            lambda t, p: (nbdkit + ["-p", str(p), "file", t], ""), copy_or_sparse(image)))
 
@@ -234,9 +246,10 @@ def main():
         for _ in range(SIZE // (64 * MiB)):
             f.write(os.urandom(64 * MiB))
     all_peers = peers(work, image, os.path.abspath(a.bin_dir))
-    if a.only:
-        keep = set(a.only.split(",")) | {"strata", "strata-encrypted"}
-        all_peers = [p for p in all_peers if p.name in keep]
+    # strata-no-io-uring runs only when named.
+    keep = set(a.only.split(",")) | {"strata", "strata-encrypted"} if a.only else None
+    all_peers = [p for p in all_peers
+                 if (keep is None and p.name != "strata-no-io-uring") or (keep and p.name in keep)]
     results = {}  # (row, peer) -> result dict with cpu_us
     try:
         for row in ROWS:

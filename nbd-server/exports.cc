@@ -44,6 +44,13 @@ class VolumeExport final : public Export {
   absl::Status Write(uint64_t offset, std::span<const std::byte> data, bool fua) override {
     return volume_.Write(offset, data, fua);
   }
+  void SubmitRead(uint64_t offset, std::span<std::byte> out, IoRing& ring, VolumeIo& io) override {
+    volume_.SubmitRead(offset, out, ring, io);
+  }
+  void SubmitWrite(uint64_t offset, std::span<std::byte> data, bool fua, IoRing& ring,
+                   VolumeIo& io) override {
+    volume_.SubmitWrite(offset, data, fua, ring, io);
+  }
   absl::Status Trim(uint64_t offset, uint64_t length) override {
     return volume_.Trim(offset, length);
   }

@@ -41,6 +41,17 @@ class Export {
   [[nodiscard]] virtual absl::StatusOr<std::vector<ChangeExtent>> Changes(uint64_t offset,
                                                                           uint64_t length,
                                                                           size_t max_extents) = 0;
+  // Read and Write through the session's ring (Volume::SubmitRead/SubmitWrite): io.Done runs
+  // when the request has finished. Exports that are not volumes run them at once.
+  virtual void SubmitRead(uint64_t offset, std::span<std::byte> out, IoRing& ring, VolumeIo& io) {
+    (void)ring.Wait();
+    io.Done(Read(offset, out));
+  }
+  virtual void SubmitWrite(uint64_t offset, std::span<std::byte> data, bool fua, IoRing& ring,
+                           VolumeIo& io) {
+    (void)ring.Wait();
+    io.Done(Write(offset, data, fua));
+  }
 };
 
 class ExportCatalog {

@@ -49,6 +49,19 @@ uint32_t ToNbdError(const absl::Status& s) {
 
 }  // namespace
 
+class Session::InFlight final : public VolumeIo {
+ public:
+  explicit InFlight(Session& session) : session_(session) {}
+  void Done(absl::Status status) override { session_.Finished(*this, status); }
+
+  Request request;
+  std::vector<std::byte> buffer;  // Kept between requests up to kKeptBufferBytes.
+  std::span<std::byte> data;      // The request's bytes within buffer.
+
+ private:
+  Session& session_;
+};
+
 Session::Session(ExportCatalog& catalog, int fd, Transport* transport,
                  const SessionOptions& options)
     : catalog_(catalog),
@@ -56,13 +69,18 @@ Session::Session(ExportCatalog& catalog, int fd, Transport* transport,
       transport_(transport),
       options_(options),
       writer_(transport),
-      reader_(transport, [this] { return writer_.Flush(); }) {}
+      // Before the session blocks for input, what is queued goes to the disk and every reply
+      // out: the loop never waits for a client with I/O of its own in flight.
+      reader_(transport, [this] { return Drain() && writer_.Flush(); }) {}
 
 Session::~Session() = default;
 
 void Session::Run() {
   std::unique_ptr<Export> chosen = Handshake();
-  if (chosen != nullptr) Transmit(*chosen);
+  if (chosen != nullptr) {
+    Transmit(*chosen);
+    Drain();  // Requests in flight finish (and are answered) before the export closes.
+  }
   writer_.Flush();
 }
 
@@ -457,20 +475,65 @@ absl::Status Session::WriteZeroes(Export& e, const Request& r) {
   return s;
 }
 
+Session::InFlight* Session::TakeSlot(const Request& r) {
+  if (free_.empty() || (in_flight_bytes_ > 0 && in_flight_bytes_ + r.length > kMaxInFlightBytes)) {
+    if (!Drain()) return nullptr;
+  }
+  InFlight* slot = free_.back();
+  free_.pop_back();
+  slot->request = r;
+  if (slot->buffer.size() < r.length) slot->buffer.resize(r.length);
+  slot->data = std::span(slot->buffer).first(r.length);
+  in_flight_bytes_ += r.length;
+  return slot;
+}
+
+void Session::Release(InFlight& slot) {
+  in_flight_bytes_ -= slot.data.size();
+  slot.data = {};
+  if (slot.buffer.size() > kKeptBufferBytes) std::vector<std::byte>().swap(slot.buffer);
+  free_.push_back(&slot);
+}
+
+void Session::Finished(InFlight& slot, const absl::Status& status) {
+  if (!failed_) {
+    const Request& r = slot.request;
+    failed_ = !(r.type == kCmdRead && status.ok() ? ReadReply(r, slot.data) : Done(r, status));
+  }
+  Release(slot);
+}
+
+bool Session::Drain() {
+  if (ring_ != nullptr && ring_->in_flight() > 0) {
+    if (const absl::Status s = ring_->Wait(); !s.ok()) {
+      LogLine(s.message());
+      failed_ = true;
+    }
+  }
+  return !failed_;
+}
+
 bool Session::Execute(Export& e, const Request& r) {
   const bool fua = (r.flags & kCmdFlagFua) != 0;
+  // Reads and writes join the ring; every other command first waits for them, so a FLUSH
+  // covers every write answered before it and BLOCK_STATUS sees them.
+  if (r.type != kCmdRead && r.type != kCmdWrite && !Drain()) return false;
   switch (r.type) {
     case kCmdRead: {
-      if (buffer_.size() < r.length) buffer_.resize(r.length);
-      const auto data = std::span(buffer_).first(r.length);
-      const absl::Status s = e.Read(r.offset, data);
-      return s.ok() ? ReadReply(r, data) : Done(r, s);
+      InFlight* slot = TakeSlot(r);
+      if (slot == nullptr) return false;
+      e.SubmitRead(r.offset, slot->data, *ring_, *slot);
+      return !failed_;
     }
     case kCmdWrite: {
-      if (buffer_.size() < r.length) buffer_.resize(r.length);
-      const auto data = std::span(buffer_).first(r.length);
-      if (!reader_.Read(data.data(), data.size())) return false;
-      return Done(r, e.Write(r.offset, data, fua));
+      InFlight* slot = TakeSlot(r);
+      if (slot == nullptr) return false;
+      if (!reader_.Read(slot->data.data(), slot->data.size())) {
+        Release(*slot);
+        return false;
+      }
+      e.SubmitWrite(r.offset, slot->data, fua, *ring_, *slot);
+      return !failed_;
     }
     case kCmdBlockStatus:
       return BlockStatus(e, r);
@@ -493,6 +556,16 @@ bool Session::Execute(Export& e, const Request& r) {
 }
 
 void Session::Transmit(Export& e) {
+  absl::StatusOr<std::unique_ptr<IoRing>> ring = IoRing::Create(kMaxInFlight);
+  if (!ring.ok()) {
+    LogLine(ring.status().message());
+    return;
+  }
+  ring_ = std::move(*ring);
+  for (unsigned i = 0; i < kMaxInFlight; ++i) {
+    slots_.push_back(std::make_unique<InFlight>(*this));
+    free_.push_back(slots_.back().get());
+  }
   const size_t header_bytes = extended_ ? kExtendedHeaderBytes : kRequestHeaderBytes;
   for (;;) {
     std::array<std::byte, kExtendedHeaderBytes> header;

@@ -1,7 +1,10 @@
 #pragma once
 // One NBD connection, start to finish on one thread: the fixed newstyle handshake (with
 // STARTTLS, structured replies, extended headers and meta contexts), then the transmission
-// phase over the chosen export. Socket-free but for the TLS upgrade, so it can be fuzzed.
+// phase over the chosen export, an event loop over an io_uring ring: the reads and writes of a
+// burst of pipelined requests are queued in the ring and go to the disk in one system call
+// when the burst has been parsed, their replies go out in one send, and only then does the
+// session wait for more input. Socket-free but for the TLS upgrade, so it can be fuzzed.
 
 #include <cstdint>
 #include <memory>
@@ -11,6 +14,7 @@
 
 #include "exports.h"
 #include "request.h"
+#include "strata/io_ring.h"
 #include "tls.h"
 #include "transport.h"
 
@@ -57,6 +61,22 @@ class Session {
   bool BlockStatus(Export& e, const Request& r);
   absl::Status WriteZeroes(Export& e, const Request& r);
 
+  // Reads and writes in flight through ring_: at most kMaxInFlight requests and
+  // kMaxInFlightBytes of data (a larger one waits for the others). Other commands wait for them.
+  class InFlight;
+  static constexpr unsigned kMaxInFlight = 64;
+  static constexpr uint64_t kMaxInFlightBytes = uint64_t{64} << 20;
+  // A request's buffer is kept for the next one up to this size (pre-faulted, no allocation).
+  static constexpr size_t kKeptBufferBytes = size_t{1} << 20;
+  // A free slot with a buffer of r.length bytes; waits for requests in flight when there is
+  // none. Null when the ring failed.
+  InFlight* TakeSlot(const Request& r);
+  void Release(InFlight& slot);
+  // Replies to a finished read or write.
+  void Finished(InFlight& slot, const absl::Status& status);
+  // Waits until nothing is in flight (their replies queued). False when the connection failed.
+  bool Drain();
+
   ExportCatalog& catalog_;
   const int fd_;
   Transport* transport_;
@@ -72,7 +92,11 @@ class Session {
   bool want_allocation_ = false;
   bool want_changes_ = false;
   std::string meta_export_;
-  std::vector<std::byte> buffer_;  // Request payloads; grows to the largest, then is reused.
+  std::vector<std::unique_ptr<InFlight>> slots_;
+  std::vector<InFlight*> free_;
+  uint64_t in_flight_bytes_ = 0;
+  std::unique_ptr<IoRing> ring_;  // Created when transmission begins; goes before the slots.
+  bool failed_ = false;           // A reply could not be sent: the connection ends.
 };
 
 }  // namespace strata::nbd

@@ -59,6 +59,8 @@ class PosixFile final : public File {
     return absl::OkStatus();
   }
 
+  int native_handle() const override { return fd_; }
+
   absl::Status Sync() override {
     if (::fdatasync(fd_) != 0) return ErrnoToStatus(errno, absl::StrCat("sync ", path_));
     return absl::OkStatus();

@@ -73,6 +73,28 @@ absl::Status Head::Write(uint64_t offset_bytes, std::span<const std::byte> data)
                        });
 }
 
+bool Head::QueueRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring,
+                     IoRing::Op* op) {
+  const size_t index = static_cast<size_t>(offset_bytes / kHeadExtentBytes);
+  const uint64_t at = offset_bytes % kHeadExtentBytes;
+  if (at + out.size() > kHeadExtentBytes || index >= extents_.size()) return false;
+  const int fd = extents_[index]->file->native_handle();
+  return fd >= 0 && ring.QueueRead(fd, out, at, op);
+}
+
+bool Head::QueueWrite(uint64_t offset_bytes, std::span<const std::byte> data, IoRing& ring,
+                      IoRing::Op* op) {
+  const size_t index = static_cast<size_t>(offset_bytes / kHeadExtentBytes);
+  const uint64_t at = offset_bytes % kHeadExtentBytes;
+  if (at + data.size() > kHeadExtentBytes || index >= extents_.size()) return false;
+  Extent& extent = *extents_[index];
+  const int fd = extent.file->native_handle();
+  if (fd < 0) return false;
+  // Marked before the write can complete, so a Sync after its completion covers it.
+  extent.unsynced.store(true, std::memory_order_release);
+  return ring.QueueWrite(fd, data, at, op);
+}
+
 absl::Status Head::PunchHole(uint64_t offset_bytes, uint64_t length_bytes) {
   return ForEachExtent(offset_bytes, length_bytes,
                        [&](Extent& e, uint64_t at, uint64_t, uint64_t n) {

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "strata/env.h"
+#include "strata/io_ring.h"
 
 namespace strata::volume {
 
@@ -30,6 +31,12 @@ class Head {
   [[nodiscard]] absl::Status Read(uint64_t offset_bytes, std::span<std::byte> out);
   [[nodiscard]] absl::Status Write(uint64_t offset_bytes, std::span<const std::byte> data);
   [[nodiscard]] absl::Status PunchHole(uint64_t offset_bytes, uint64_t length_bytes);
+  // Queue a read or write in `ring` (the I/O of Read/Write, finished by `op`). False, with
+  // nothing queued, when the range spans two extent files, the Env's files have no descriptor
+  // or the ring is full: then use Read/Write.
+  bool QueueRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring, IoRing::Op* op);
+  bool QueueWrite(uint64_t offset_bytes, std::span<const std::byte> data, IoRing& ring,
+                  IoRing::Op* op);
   // Makes completed writes durable (syncs only extents written since the last Sync).
   [[nodiscard]] absl::Status Sync();
   // Grows to `size_bytes`, creating extent files as needed, and syncs. REQUIRES: exclusive use.

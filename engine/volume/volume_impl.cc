@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "io/errno.h"
 #include "util/log.h"
 #include "util/status_macros.h"
 
@@ -24,6 +27,11 @@ class VolumeImpl::StripeLocks {
     }
     for (size_t i = held_._Find_first(); i < kStripeCount; i = held_._Find_next(i)) {
       exclusive_ ? volume_.stripes_[i].Lock() : volume_.stripes_[i].ReaderLock();
+    }
+    if (exclusive_) {  // Writes queued before the lock was taken land first.
+      for (size_t i = held_._Find_first(); i < kStripeCount; i = held_._Find_next(i)) {
+        volume_.WaitForQueuedWrites(i);
+      }
     }
   }
   ~StripeLocks() ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -201,9 +209,15 @@ absl::Status VolumeImpl::HeadRead(uint64_t offset_bytes, std::span<std::byte> ou
     units = std::span(scratch).first(end - begin);
   }
   STRATA_RETURN_IF_ERROR(head_->Read(begin, units));
+  DecipherUnits(begin, units);
+  if (!aligned) std::memcpy(out.data(), scratch.data() + (offset_bytes - begin), out.size());
+  return absl::OkStatus();
+}
+
+void VolumeImpl::DecipherUnits(uint64_t offset_bytes, std::span<std::byte> units) const {
+  const uint64_t unit = crypto::kXtsUnitBytes;
   // A hole (never written, or trimmed) is an all-zero unit; ciphertext shows non-zero bytes at
-  // once, so the check is cheap. Runs without holes are deciphered in one call (large ones on
-  // two cores).
+  // once, so the check is cheap. Runs without holes are deciphered in one call.
   for (uint64_t at = 0; at < units.size();) {
     if (IsAllZero(units.subspan(at, unit))) {
       at += unit;
@@ -212,11 +226,9 @@ absl::Status VolumeImpl::HeadRead(uint64_t offset_bytes, std::span<std::byte> ou
     uint64_t run_end = at + unit;
     while (run_end < units.size() && !IsAllZero(units.subspan(run_end, unit))) run_end += unit;
     const std::span<std::byte> run = units.subspan(at, run_end - at);
-    key_->xts->DecryptUnits((begin + at) / unit, run, run);
+    key_->xts->DecryptUnits((offset_bytes + at) / unit, run, run);
     at = run_end;
   }
-  if (!aligned) std::memcpy(out.data(), scratch.data() + (offset_bytes - begin), out.size());
-  return absl::OkStatus();
 }
 
 absl::Status VolumeImpl::HeadWrite(uint64_t offset_bytes, std::span<const std::byte> data) {
@@ -318,6 +330,142 @@ absl::Status VolumeImpl::Read(uint64_t offset_bytes, std::span<std::byte> out) {
     pos += n;
   }
   return absl::OkStatus();
+}
+
+bool VolumeImpl::HoldsAll(uint64_t offset_bytes, uint64_t length_bytes) const {
+  const uint64_t last = (offset_bytes + length_bytes - 1) >> chunk_shift_;
+  for (uint64_t c = offset_bytes >> chunk_shift_; c <= last; ++c) {
+    if (!owned_.Test(c)) return false;
+  }
+  return true;
+}
+
+bool VolumeImpl::BeginQueuedWrite(uint64_t first_chunk, uint64_t last_chunk) {
+  std::bitset<kStripeCount> stripes;
+  if (last_chunk - first_chunk + 1 >= kStripeCount) {
+    stripes.set();
+  } else {
+    for (uint64_t c = first_chunk; c <= last_chunk; ++c) stripes.set(c % kStripeCount);
+  }
+  // Holding a stripe shared keeps exclusive holders out while the count goes up; once it is
+  // up, a later exclusive holder waits for it (StripeLocks).
+  for (size_t i = stripes._Find_first(); i < kStripeCount; i = stripes._Find_next(i)) {
+    if (!stripes_[i].ReaderTryLock()) {
+      for (size_t j = stripes._Find_first(); j < i; j = stripes._Find_next(j)) {
+        queued_writes_[j].fetch_sub(1, std::memory_order_acq_rel);
+      }
+      return false;
+    }
+    queued_writes_[i].fetch_add(1, std::memory_order_acq_rel);
+    stripes_[i].ReaderUnlock();
+  }
+  return true;
+}
+
+void VolumeImpl::EndQueuedWrite(uint64_t first_chunk, uint64_t last_chunk) {
+  std::bitset<kStripeCount> stripes;
+  if (last_chunk - first_chunk + 1 >= kStripeCount) {
+    stripes.set();
+  } else {
+    for (uint64_t c = first_chunk; c <= last_chunk; ++c) stripes.set(c % kStripeCount);
+  }
+  for (size_t i = stripes._Find_first(); i < kStripeCount; i = stripes._Find_next(i)) {
+    queued_writes_[i].fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+void VolumeImpl::WaitForQueuedWrites(size_t stripe) const {
+  // Queued writes land within the time of a disk write: their loop reaps them without taking
+  // any lock of this volume.
+  for (int spins = 0; queued_writes_[stripe].load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < 64) {
+      std::this_thread::yield();
+    } else {
+      absl::SleepFor(absl::Microseconds(50));
+    }
+  }
+}
+
+void VolumeImpl::SubmitRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring,
+                            VolumeIo& io) {
+  const uint64_t unit = crypto::kXtsUnitBytes;
+  // A queued read needs the gate only to look at the owned bits: it is tried, never waited
+  // for, so the loop never blocks with writes of its ring in flight.
+  if (!out.empty() && gate_.ReaderTryLock()) {
+    bool queued = false;
+    if (CheckRange(offset_bytes, out.size()).ok() && HoldsAll(offset_bytes, out.size()) &&
+        (key_ == nullptr || (offset_bytes % unit == 0 && out.size() % unit == 0))) {
+      io.completer = this;
+      io.offset_bytes = offset_bytes;
+      io.buffer = out;
+      io.write = false;
+      queued = head_->QueueRead(offset_bytes, out, ring, &io);
+    }
+    gate_.ReaderUnlock();
+    if (queued) return;
+  }
+  (void)ring.Wait();
+  io.Done(Read(offset_bytes, out));
+}
+
+void VolumeImpl::SubmitWrite(uint64_t offset_bytes, std::span<std::byte> data, bool fua,
+                             IoRing& ring, VolumeIo& io) {
+  const uint64_t unit = crypto::kXtsUnitBytes;
+  if (!data.empty() && !fua && pending_count_.load(std::memory_order_acquire) == 0 &&
+      gate_.ReaderTryLock()) {
+    bool queued = false;
+    // Only chunks the volume holds, with no snapshot pending (no copy-up, no copy-before-write):
+    // then the write is one head write and a dirty bit per chunk.
+    if (CheckRange(offset_bytes, data.size()).ok() &&
+        pending_count_.load(std::memory_order_acquire) == 0 &&
+        HoldsAll(offset_bytes, data.size()) &&
+        (key_ == nullptr || (offset_bytes % unit == 0 && data.size() % unit == 0))) {
+      const uint64_t first = offset_bytes >> chunk_shift_;
+      const uint64_t last = (offset_bytes + data.size() - 1) >> chunk_shift_;
+      if (BeginQueuedWrite(first, last)) {
+        // Dirty before the data lands, under the gate: a freeze either sees the bits (and waits
+        // for the write to land before it completes) or happened before the write began.
+        for (uint64_t c = first; c <= last; ++c) dirty_->Set(c);
+        if (key_ != nullptr) key_->xts->EncryptUnits(offset_bytes / unit, data, data);
+        io.completer = this;
+        io.offset_bytes = offset_bytes;
+        io.buffer = data;
+        io.write = true;
+        queued = head_->QueueWrite(offset_bytes, data, ring, &io);
+        if (!queued) {  // The ring is full: the (enciphered) bytes go out at once.
+          const absl::Status s = head_->Write(offset_bytes, data);
+          EndQueuedWrite(first, last);
+          gate_.ReaderUnlock();
+          io.Done(s);
+          return;
+        }
+      }
+    }
+    gate_.ReaderUnlock();
+    if (queued) return;
+  }
+  (void)ring.Wait();
+  io.Done(Write(offset_bytes, data, fua));
+}
+
+void VolumeImpl::Complete(VolumeIo& io, int result) {
+  const std::span<std::byte> buffer = io.buffer;
+  absl::Status status;
+  if (result < 0) {
+    status = io::ErrnoToStatus(-result, absl::StrCat(io.write ? "write" : "read", " head of ", id_,
+                                                     " at ", io.offset_bytes));
+  } else if (static_cast<size_t>(result) < buffer.size()) {  // Short: the rest, directly.
+    const auto rest = buffer.subspan(static_cast<size_t>(result));
+    status = io.write ? head_->Write(io.offset_bytes + result, rest)
+                      : head_->Read(io.offset_bytes + result, rest);
+  }
+  if (io.write) {
+    EndQueuedWrite(io.offset_bytes >> chunk_shift_,
+                   (io.offset_bytes + buffer.size() - 1) >> chunk_shift_);
+  } else if (status.ok() && key_ != nullptr) {
+    DecipherUnits(io.offset_bytes, buffer);
+  }
+  io.Done(std::move(status));
 }
 
 absl::Status VolumeImpl::CopyUp(uint64_t chunk_index) {
@@ -549,6 +697,9 @@ void VolumeImpl::set_attachment(const std::string& instance_id, const std::strin
 
 void VolumeImpl::FreezeLocked(const std::shared_ptr<PendingSnapshot>& pending)
     ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  // Writes queued in a ring are in the dirty set already: they land before it is frozen (none
+  // can be queued while the gate is held).
+  for (size_t i = 0; i < kStripeCount; ++i) WaitForQueuedWrites(i);
   pending->frozen = std::move(dirty_);
   dirty_ = std::make_unique<SparseBitmap>(chunk_count());
   suspect_.reset();

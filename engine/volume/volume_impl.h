@@ -60,7 +60,7 @@ struct VolumeDeps {
   uint64_t chunk_size_bytes = 0;
 };
 
-class VolumeImpl final : public Volume {
+class VolumeImpl final : public Volume, private VolumeIo::Completer {
  public:
   VolumeImpl(const VolumeDeps& deps, meta::VolumeRecord record, std::unique_ptr<Head> head);
   ~VolumeImpl() override;
@@ -72,6 +72,10 @@ class VolumeImpl final : public Volume {
   absl::Status Trim(uint64_t offset_bytes, uint64_t length_bytes) override;
   absl::Status WriteZeroes(uint64_t offset_bytes, uint64_t length_bytes, bool fua) override;
   absl::Status Flush() override;
+  void SubmitRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring,
+                  VolumeIo& io) override;
+  void SubmitWrite(uint64_t offset_bytes, std::span<std::byte> data, bool fua, IoRing& ring,
+                   VolumeIo& io) override;
   absl::StatusOr<std::vector<AllocationExtent>> Allocation(uint64_t offset_bytes,
                                                            uint64_t length_bytes,
                                                            size_t max_extents) override;
@@ -143,6 +147,20 @@ class VolumeImpl final : public Volume {
   static constexpr size_t kStripeCount = 256;
 
   absl::Status CheckRange(uint64_t offset_bytes, uint64_t length_bytes) const;
+  // Whether the volume holds every chunk of a range in its head. REQUIRES: gate_ shared.
+  bool HoldsAll(uint64_t offset_bytes, uint64_t length_bytes) const;
+  // Writes through a ring: a write may be queued only while no one holds its chunks' stripes
+  // exclusively; it is then counted (per stripe) until it lands, and exclusive
+  // holders of a stripe (and a freeze) wait for its count to drop to zero. False when a stripe
+  // is held: take the synchronous path.
+  bool BeginQueuedWrite(uint64_t first_chunk, uint64_t last_chunk);
+  void EndQueuedWrite(uint64_t first_chunk, uint64_t last_chunk);
+  void WaitForQueuedWrites(size_t stripe) const;
+  // VolumeIo::Completer: a queued head read or write has finished with `result`.
+  void Complete(VolumeIo& io, int result) override;
+  // Deciphers whole 4 KiB units read from the head at `offset_bytes` in place, leaving
+  // all-zero units (holes) as zeros.
+  void DecipherUnits(uint64_t offset_bytes, std::span<std::byte> units) const;
   // Head I/O in plaintext: through AES-256-XTS per 4 KiB unit (tweak: the unit's number) when
   // the volume is encrypted. An all-zero unit on disk (a hole) reads as zeros. HeadWrite
   // rewrites partly covered units whole. REQUIRES for HeadWrite and HeadZero: the chunks'
@@ -189,6 +207,8 @@ class VolumeImpl final : public Volume {
   absl::Mutex flush_mu_;
   mutable absl::Mutex gate_ ABSL_ACQUIRED_AFTER(flush_mu_);
   absl::Mutex stripes_[kStripeCount];
+  // Writes queued in an IoRing and not landed yet, per stripe.
+  std::atomic<uint32_t> queued_writes_[kStripeCount] = {};
   mutable absl::Mutex mu_;
 
   SparseBitmap owned_;                                          // Resized under gate_ exclusive.

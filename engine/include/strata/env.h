@@ -31,6 +31,9 @@ class File {
   [[nodiscard]] virtual absl::Status Truncate(uint64_t size_bytes) = 0;
   // Deallocates a range so it reads as zeros without using space. Keeps the file size.
   [[nodiscard]] virtual absl::Status PunchHole(uint64_t offset_bytes, uint64_t length_bytes) = 0;
+  // The file descriptor, for I/O through an IoRing (strata/io_ring.h); -1 for files that are not
+  // kernel files (memory, fault injection), whose I/O goes through the calls above only.
+  virtual int native_handle() const { return -1; }
 };
 
 // A held exclusive lock on a path; released on destruction.

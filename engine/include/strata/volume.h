@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "strata/io_ring.h"
 
 namespace strata {
 
@@ -58,6 +59,28 @@ struct ChangeExtent {
   bool changed = false;  // True: the range may differ from the volume's last snapshot.
 };
 
+// One asynchronous request on a volume (Volume::SubmitRead / SubmitWrite): the caller derives
+// from it, owns it and keeps it and its buffer alive until Done has run; then it may be reused.
+class VolumeIo : public IoRing::Op {
+ public:
+  // The request's outcome: what Read or Write would have returned.
+  virtual void Done(absl::Status status) = 0;
+
+  // --- Filled in by the volume while the request is in flight. ---
+  class Completer {
+   public:
+    virtual void Complete(VolumeIo& io, int result) = 0;
+
+   protected:
+    ~Completer() = default;
+  };
+  void Finish(int result) final { completer->Complete(*this, result); }
+  Completer* completer = nullptr;
+  uint64_t offset_bytes = 0;
+  std::span<std::byte> buffer;
+  bool write = false;
+};
+
 // A volume of a Region. Obtained from Region::GetVolume; valid until the volume is deleted or the
 // Store closes. Thread-safe: any number of threads may do I/O at once (as NBD multi-conn does).
 // I/O and Flush fail with kInvalidArgument for misaligned or out-of-range requests and change
@@ -100,6 +123,26 @@ class Volume {
   // Makes every write completed before this call durable (survives a crash of the process or
   // the machine).
   [[nodiscard]] virtual absl::Status Flush() = 0;
+
+  // Read and Write for an event loop. The request's file I/O is queued in `ring` (which the
+  // caller submits with its other I/O) and io.Done runs from a later ring.Wait with what Read or
+  // Write would have returned. A request that needs more than one file operation (a chunk still
+  // read through a snapshot, a copy-up, a pending snapshot's copy-before-write, a part of an
+  // encrypted 4 KiB unit, FUA) or would have to wait for a lock first waits for the ring's
+  // other operations, runs as Read/Write and calls io.Done before returning.
+  // SubmitWrite may overwrite `data` (an encrypted volume enciphers it in place).
+  // REQUIRES: the caller never blocks on anything else while operations of `ring` on this
+  // volume are in flight (a snapshot freeze waits for queued writes to land).
+  virtual void SubmitRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring,
+                          VolumeIo& io) {
+    (void)ring.Wait();
+    io.Done(Read(offset_bytes, out));
+  }
+  virtual void SubmitWrite(uint64_t offset_bytes, std::span<std::byte> data, bool fua, IoRing& ring,
+                           VolumeIo& io) {
+    (void)ring.Wait();
+    io.Done(Write(offset_bytes, data, fua));
+  }
 };
 
 }  // namespace strata

@@ -1,0 +1,52 @@
+#pragma once
+// An io_uring submission ring for an event loop: the file reads and writes of a burst of
+// requests are queued here (by Volume::SubmitRead/SubmitWrite, or directly) and go to the kernel
+// in one system call; their completions run when the loop waits. Where io_uring is not
+// available (an old kernel, a seccomp filter, kernel.io_uring_disabled) the ring does each
+// operation with pread/pwrite as it is queued and runs its completion at the next wait, so its
+// users never take a second path.
+//
+// Thread-compatible: the thread that creates a ring owns it and makes every call on it.
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace strata {
+
+class IoRing {
+ public:
+  // An operation in flight; owned by the caller and kept alive until Finish has run.
+  class Op {
+   public:
+    virtual ~Op() = default;
+    // Runs from Wait with the operation's result: bytes transferred, or -errno.
+    virtual void Finish(int result) = 0;
+  };
+
+  // A ring with room for `depth` operations in flight (rounded up to a power of two).
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<IoRing>> Create(unsigned depth);
+  virtual ~IoRing() = default;
+
+  // Queues a positional read or write of `fd`. False when `depth` operations are in flight
+  // already (nothing is queued then: wait, or do the I/O another way).
+  virtual bool QueueRead(int fd, std::span<std::byte> out, uint64_t offset, Op* op) = 0;
+  virtual bool QueueWrite(int fd, std::span<const std::byte> data, uint64_t offset, Op* op) = 0;
+  // Submits what is queued without waiting (before the loop blocks elsewhere).
+  [[nodiscard]] virtual absl::Status Submit() = 0;
+  // Submits what is queued and runs completions until at most `remaining` operations are still
+  // in flight. Finish may queue further operations; they count as in flight.
+  [[nodiscard]] virtual absl::Status Wait(unsigned remaining = 0) = 0;
+  // Operations queued or submitted whose Finish has not run.
+  virtual unsigned in_flight() const = 0;
+  // False when this ring does its I/O synchronously (no io_uring here).
+  virtual bool uses_io_uring() const = 0;
+};
+
+}  // namespace strata

@@ -1,0 +1,267 @@
+// Volume::SubmitRead / SubmitWrite through an IoRing: what is queued, what runs at once, and the
+// guarantees of the synchronous calls kept (data, encryption, point-in-time snapshots, changed
+// blocks, no lost write beside a read-modify-write).
+
+#include <cstdlib>
+#include <optional>
+#include <thread>
+
+#include "strata/io_ring.h"
+#include "strata/store.h"
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+using ::strata::testing::IsOk;
+using ::strata::testing::Pattern;
+using ::strata::testing::StatusIs;
+
+constexpr uint64_t kChunk = 64 * 1024;
+constexpr uint64_t kMiB = 1 << 20;
+
+// A request whose outcome the test looks at.
+class TestIo final : public VolumeIo {
+ public:
+  void Done(absl::Status status) override { status_ = std::move(status); }
+  bool done() const { return status_.has_value(); }
+  const absl::Status& status() const { return *status_; }
+
+ private:
+  std::optional<absl::Status> status_;
+};
+
+class VolumeIoTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    if (!GetParam()) setenv("STRATA_NO_IO_URING", "1", 1);
+    StoreOptions options;
+    options.background_work = false;
+    options.kms_root_key = RandomSecret(32);
+    auto store = Store::Open(dir_.path(), options);
+    ASSERT_THAT(store, IsOk());
+    store_ = std::move(*store);
+    region_ = store_->DefaultRegion();
+    auto ring = IoRing::Create(64);
+    ASSERT_THAT(ring, IsOk());
+    ring_ = std::move(*ring);
+    EXPECT_EQ(ring_->uses_io_uring(), GetParam());
+  }
+  void TearDown() override { unsetenv("STRATA_NO_IO_URING"); }
+
+  Volume* NewVolume(bool encrypted = false, uint64_t size = 4 * kMiB,
+                    const std::string& snapshot = "") {
+    auto info = region_->CreateVolume({.size_bytes = snapshot.empty() ? size : 0,
+                                       .snapshot_id = snapshot,
+                                       .encrypted = encrypted});
+    EXPECT_THAT(info, IsOk());
+    return info.ok() ? *region_->GetVolume(info->id) : nullptr;
+  }
+  // Writes the whole volume synchronously, so that the volume holds every chunk.
+  std::vector<std::byte> Fill(Volume* v, uint64_t seed) {
+    std::vector<std::byte> data = Pattern(v->size_bytes(), seed);
+    EXPECT_THAT(v->Write(0, data), IsOk());
+    return data;
+  }
+  std::string Snap(Volume* v) {
+    auto info = region_->CreateSnapshot({.volume_id = v->id()});
+    EXPECT_THAT(info, IsOk());
+    EXPECT_THAT(region_->RunBackgroundWork(), IsOk());
+    return info.ok() ? info->id : "";
+  }
+  std::vector<std::byte> ReadAll(Volume* v) {
+    std::vector<std::byte> out(v->size_bytes());
+    EXPECT_THAT(v->Read(0, out), IsOk());
+    return out;
+  }
+
+  // A burst of 4 KiB writes, then reads, all queued, land in one wait, as Write and Read would.
+  void Burst(Volume* v, std::vector<std::byte>& expected) {
+    IoRing& ring = *ring_;
+    constexpr int kRequests = 32;
+    std::vector<TestIo> writes(kRequests);
+    std::vector<std::vector<std::byte>> data;
+    for (int i = 0; i < kRequests; ++i) {
+      const uint64_t offset = (i * 37 % 64) * kChunk + (i % 16) * 4096;
+      data.push_back(Pattern(4096, 100 + i));
+      std::memcpy(expected.data() + offset, data.back().data(), 4096);
+      v->SubmitWrite(offset, data.back(), false, ring, writes[i]);
+      EXPECT_FALSE(writes[i].done()) << i;  // Queued.
+    }
+    EXPECT_EQ(ring.in_flight(), static_cast<unsigned>(kRequests));
+    ASSERT_THAT(ring.Wait(), IsOk());
+    for (const TestIo& io : writes) EXPECT_THAT(io.status(), IsOk());
+    EXPECT_EQ(ReadAll(v), expected);
+
+    std::vector<TestIo> reads(kRequests);
+    std::vector<std::vector<std::byte>> out(kRequests, std::vector<std::byte>(8192));
+    for (int i = 0; i < kRequests; ++i) {
+      v->SubmitRead(i * 8192 * 3, out[i], ring, reads[i]);
+      EXPECT_FALSE(reads[i].done()) << i;
+    }
+    ASSERT_THAT(ring.Wait(), IsOk());
+    for (int i = 0; i < kRequests; ++i) {
+      ASSERT_THAT(reads[i].status(), IsOk());
+      EXPECT_TRUE(std::equal(out[i].begin(), out[i].end(), expected.begin() + i * 8192 * 3)) << i;
+    }
+  }
+
+  ::strata::testing::TempDir dir_;
+  std::unique_ptr<Store> store_;
+  Region* region_ = nullptr;
+  std::unique_ptr<IoRing> ring_;
+};
+
+TEST_P(VolumeIoTest, QueuedReadsAndWritesMatchTheSynchronousCalls) {
+  Volume* v = NewVolume();
+  std::vector<std::byte> expected = Fill(v, 1);
+  Burst(v, expected);
+}
+
+TEST_P(VolumeIoTest, EncryptedVolumesAreEncipheredInTheRing) {
+  Volume* v = NewVolume(/*encrypted=*/true);
+  std::vector<std::byte> expected = Fill(v, 2);
+  Burst(v, expected);
+  // Part of a 4 KiB unit is a read-modify-write: it runs at once, and is right.
+  TestIo io;
+  std::vector<std::byte> small = Pattern(512, 3);
+  std::memcpy(expected.data() + 5 * 512, small.data(), 512);
+  v->SubmitWrite(5 * 512, small, false, *ring_, io);
+  ASSERT_TRUE(io.done());
+  EXPECT_THAT(io.status(), IsOk());
+  std::vector<std::byte> back(1024);
+  TestIo read;
+  v->SubmitRead(5 * 512, back, *ring_, read);
+  ASSERT_TRUE(read.done());
+  EXPECT_TRUE(std::equal(back.begin(), back.end(), expected.begin() + 5 * 512));
+  EXPECT_EQ(ReadAll(v), expected);
+}
+
+TEST_P(VolumeIoTest, ChunksNotHeldYetRunAtOnceAndReadThroughTheSnapshot) {
+  Volume* source = NewVolume();
+  const std::vector<std::byte> base = Fill(source, 4);
+  const std::string snap = Snap(source);
+  Volume* clone = NewVolume(false, 0, snap);
+  // Lazy chunks: a read through the snapshot and a copy-up run synchronously.
+  std::vector<std::byte> out(kChunk);
+  TestIo read;
+  clone->SubmitRead(3 * kChunk, out, *ring_, read);
+  ASSERT_TRUE(read.done());
+  EXPECT_TRUE(std::equal(out.begin(), out.end(), base.begin() + 3 * kChunk));
+  std::vector<std::byte> expected = base;
+  std::vector<std::byte> data = Pattern(4096, 5);
+  std::memcpy(expected.data() + 3 * kChunk + 4096, data.data(), 4096);
+  TestIo write;
+  clone->SubmitWrite(3 * kChunk + 4096, data, false, *ring_, write);
+  ASSERT_TRUE(write.done());
+  EXPECT_THAT(write.status(), IsOk());
+  // Now held: the next write to the chunk is queued.
+  data = Pattern(4096, 6);
+  std::memcpy(expected.data() + 3 * kChunk + 8192, data.data(), 4096);
+  TestIo queued;
+  clone->SubmitWrite(3 * kChunk + 8192, data, false, *ring_, queued);
+  EXPECT_EQ(queued.done(), false);
+  ASSERT_THAT(ring_->Wait(), IsOk());
+  EXPECT_THAT(queued.status(), IsOk());
+  EXPECT_EQ(ReadAll(clone), expected);
+}
+
+TEST_P(VolumeIoTest, BadRequestsFailAtOnceAndChangeNothing) {
+  Volume* v = NewVolume();
+  const std::vector<std::byte> before = Fill(v, 7);
+  std::vector<std::byte> data(4096, std::byte{1});
+  TestIo past;
+  v->SubmitWrite(v->size_bytes(), data, false, *ring_, past);
+  ASSERT_TRUE(past.done());
+  EXPECT_THAT(past.status(), StatusIs(absl::StatusCode::kInvalidArgument));
+  TestIo misaligned;
+  v->SubmitRead(100, std::span(data).first(512), *ring_, misaligned);
+  ASSERT_TRUE(misaligned.done());
+  EXPECT_THAT(misaligned.status(), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(ring_->in_flight(), 0u);
+  EXPECT_EQ(ReadAll(v), before);
+}
+
+TEST_P(VolumeIoTest, QueuedWritesAreChangedBlocksAndInTheNextSnapshot) {
+  Volume* v = NewVolume();
+  std::vector<std::byte> expected = Fill(v, 8);
+  const std::string first = Snap(v);
+  std::vector<std::byte> data = Pattern(4096, 9);
+  std::memcpy(expected.data() + 10 * kChunk, data.data(), 4096);
+  TestIo io;
+  v->SubmitWrite(10 * kChunk, data, false, *ring_, io);
+  ASSERT_THAT(ring_->Wait(), IsOk());
+  ASSERT_THAT(io.status(), IsOk());
+  auto changes = v->Changes(0, v->size_bytes(), 64);
+  ASSERT_THAT(changes, IsOk());
+  ASSERT_EQ(changes->size(), 3u);
+  EXPECT_EQ((*changes)[1].changed, true);
+  EXPECT_EQ((*changes)[1].length_bytes, kChunk);
+  const std::string second = Snap(v);
+  auto blocks = region_->ListChangedBlocks(first, second, "", 100);
+  ASSERT_THAT(blocks, IsOk());
+  ASSERT_EQ(blocks->blocks.size(), 1u);
+  EXPECT_EQ(blocks->blocks[0].block_index, 10 * kChunk / kApiBlockBytes);
+  auto snap = region_->OpenSnapshot(second);
+  ASSERT_THAT(snap, IsOk());
+  std::vector<std::byte> out(v->size_bytes());
+  ASSERT_THAT((*snap)->Read(0, out), IsOk());
+  EXPECT_EQ(out, expected);
+}
+
+// A snapshot taken while a write sits queued (not yet submitted by its loop) waits for it to
+// land, and holds it whole.
+TEST_P(VolumeIoTest, ASnapshotWaitsForQueuedWritesToLand) {
+  Volume* v = NewVolume();
+  std::vector<std::byte> expected = Fill(v, 10);
+  std::vector<std::byte> data = Pattern(kChunk, 11);
+  std::memcpy(expected.data() + 2 * kChunk, data.data(), kChunk);
+  TestIo io;
+  std::atomic<bool> waited{false};
+  std::thread loop([&] {
+    auto ring = IoRing::Create(8);  // A ring belongs to the thread that creates it.
+    ASSERT_THAT(ring, IsOk());
+    v->SubmitWrite(2 * kChunk, data, false, **ring, io);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    waited = true;
+    ASSERT_THAT((*ring)->Wait(), IsOk());
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto info = region_->CreateSnapshot({.volume_id = v->id()});
+  ASSERT_THAT(info, IsOk());
+  EXPECT_TRUE(waited.load());  // CreateSnapshot returned only after the loop reaped.
+  loop.join();
+  ASSERT_THAT(io.status(), IsOk());
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  auto snap = region_->OpenSnapshot(info->id);
+  ASSERT_THAT(snap, IsOk());
+  std::vector<std::byte> out(v->size_bytes());
+  ASSERT_THAT((*snap)->Read(0, out), IsOk());
+  EXPECT_EQ(out, expected);
+}
+
+// A read-modify-write of a 4 KiB unit (a 512-byte write to an encrypted volume) on another
+// thread waits for a queued write to the same unit: the queued write's other bytes survive.
+TEST_P(VolumeIoTest, AReadModifyWriteWaitsForAQueuedWriteToTheSameUnit) {
+  Volume* v = NewVolume(/*encrypted=*/true);
+  std::vector<std::byte> expected = Fill(v, 12);
+  std::vector<std::byte> whole = Pattern(4096, 13);
+  const std::vector<std::byte> small = Pattern(512, 14);
+  std::memcpy(expected.data() + 8192, whole.data(), 4096);
+  std::memcpy(expected.data() + 8192 + 1024, small.data(), 512);
+  TestIo io;
+  v->SubmitWrite(8192, whole, false, *ring_, io);
+  ASSERT_EQ(io.done(), false);
+  std::thread other([&] { EXPECT_THAT(v->Write(8192 + 1024, small), IsOk()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_THAT(ring_->Wait(), IsOk());
+  other.join();
+  EXPECT_THAT(io.status(), IsOk());
+  EXPECT_EQ(ReadAll(v), expected);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rings, VolumeIoTest, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "IoUring" : "PreadStandIn"; });
+
+}  // namespace
+}  // namespace strata
