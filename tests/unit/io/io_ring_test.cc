@@ -1,0 +1,118 @@
+// IoRing: operations queued together complete with their byte counts or -errno, the depth
+// bounds what is in flight, a Finish may queue more, and the pread stand-in behaves alike.
+
+#include "strata/io_ring.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <vector>
+
+#include "strata/env.h"
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+using ::strata::testing::IsOk;
+using ::strata::testing::Pattern;
+using ::strata::testing::StatusIs;
+
+class RecordingOp final : public IoRing::Op {
+ public:
+  void Finish(int result) override {
+    results.push_back(result);
+    if (then != nullptr) {
+      auto next = std::move(then);
+      next();
+    }
+  }
+  std::vector<int> results;
+  std::function<void()> then;
+};
+
+class IoRingTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    if (!GetParam()) setenv("STRATA_NO_IO_URING", "1", 1);
+    auto ring = IoRing::Create(8);
+    ASSERT_THAT(ring, IsOk());
+    ring_ = std::move(*ring);
+    EXPECT_EQ(ring_->uses_io_uring(), GetParam());
+    auto file = Env::Default()->OpenFile(dir_.path() + "/f", true);
+    ASSERT_THAT(file, IsOk());
+    file_ = std::move(*file);
+    fd_ = file_->native_handle();
+    ASSERT_GE(fd_, 0);
+  }
+  void TearDown() override { unsetenv("STRATA_NO_IO_URING"); }
+
+  ::strata::testing::TempDir dir_;
+  std::unique_ptr<IoRing> ring_;
+  std::unique_ptr<File> file_;
+  int fd_ = -1;
+};
+
+TEST_P(IoRingTest, QueuedWritesAndReadsCompleteInOneWait) {
+  std::vector<std::vector<std::byte>> data;
+  std::vector<RecordingOp> ops(8);
+  for (int i = 0; i < 4; ++i) {
+    data.push_back(Pattern(4096, i + 1));
+    ASSERT_TRUE(ring_->QueueWrite(fd_, data.back(), i * 4096, &ops[i]));
+  }
+  EXPECT_EQ(ring_->in_flight(), 4u);
+  for (const RecordingOp& op : ops) EXPECT_TRUE(op.results.empty());  // Not before a wait.
+  ASSERT_THAT(ring_->Wait(), IsOk());
+  EXPECT_EQ(ring_->in_flight(), 0u);
+  std::vector<std::vector<std::byte>> back(4, std::vector<std::byte>(4096));
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(ops[i].results, std::vector<int>{4096});
+    ASSERT_TRUE(ring_->QueueRead(fd_, back[i], i * 4096, &ops[4 + i]));
+  }
+  ASSERT_THAT(ring_->Wait(), IsOk());
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(ops[4 + i].results, std::vector<int>{4096});
+    EXPECT_EQ(back[i], data[i]) << i;
+  }
+  // The file holds them too (read without the ring).
+  std::vector<std::byte> direct(4096);
+  ASSERT_THAT(file_->Read(3 * 4096, direct), IsOk());
+  EXPECT_EQ(direct, data[3]);
+}
+
+TEST_P(IoRingTest, ErrorsAndShortReadsAreReportedAsTheyCame) {
+  std::vector<std::byte> buffer(4096);
+  RecordingOp bad, past_end, short_read;
+  ASSERT_TRUE(ring_->QueueRead(-1, buffer, 0, &bad));
+  ASSERT_TRUE(ring_->QueueRead(fd_, buffer, 1 << 20, &past_end));
+  ASSERT_THAT(file_->Write(0, std::vector<std::byte>(1000, std::byte{7})), IsOk());
+  ASSERT_TRUE(ring_->QueueRead(fd_, buffer, 0, &short_read));
+  ASSERT_THAT(ring_->Wait(), IsOk());
+  EXPECT_EQ(bad.results, std::vector<int>{-EBADF});
+  EXPECT_EQ(past_end.results, std::vector<int>{0});
+  EXPECT_EQ(short_read.results, std::vector<int>{1000});
+}
+
+TEST_P(IoRingTest, DepthBoundsWhatIsInFlightAndFinishMayQueueMore) {
+  std::vector<std::byte> buffer(512);
+  std::vector<RecordingOp> ops(9);
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(ring_->QueueWrite(fd_, buffer, i * 512, &ops[i]));
+  EXPECT_FALSE(ring_->QueueWrite(fd_, buffer, 0, &ops[8]));  // Full: nothing queued.
+  ops[0].then = [&] { EXPECT_TRUE(ring_->QueueRead(fd_, buffer, 0, &ops[8])); };
+  ASSERT_THAT(ring_->Wait(), IsOk());
+  EXPECT_EQ(ring_->in_flight(), 0u);  // Wait also ran what Finish queued.
+  for (const RecordingOp& op : ops) EXPECT_EQ(op.results, std::vector<int>{512});
+}
+
+TEST(IoRingCreateTest, DepthOutOfRangeIsRefused) {
+  EXPECT_THAT(IoRing::Create(0), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(IoRing::Create(1 << 20), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+INSTANTIATE_TEST_SUITE_P(Rings, IoRingTest, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "IoUring" : "PreadStandIn"; });
+
+}  // namespace
+}  // namespace strata
