@@ -238,6 +238,7 @@ def main():
     parser.add_argument("--runtime", type=int, default=5)
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--only", default="", help="comma-separated peer names")
+    parser.add_argument("--rows", default="", help="only rows whose name contains this")
     a = parser.parse_args()
     base = os.environ.get("STRATA_BENCH_DIR", "/var/tmp")
     work = tempfile.mkdtemp(prefix="strata-nbd-bench-", dir=base)
@@ -252,7 +253,7 @@ def main():
                  if (keep is None and p.name != "strata-no-io-uring") or (keep and p.name in keep)]
     results = {}  # (row, peer) -> result dict with cpu_us
     try:
-        for row in ROWS:
+        for row in [r for r in ROWS if a.rows in r[0]]:
             name, rw, bs, depth, conns, fresh = row
             for peer in all_peers:
                 uri = peer.start(fresh)

@@ -1,4 +1,12 @@
-// IoRing: liburing, with a synchronous stand-in where the kernel offers no io_uring.
+// IoRing: liburing, with a pread/pwrite stand-in where the kernel offers no io_uring.
+//
+// Operations wait in the ring's own list until the loop submits or waits; then a burst goes to
+// the kernel in one io_uring_enter. Two kinds run as plain system calls instead, because
+// io_uring costs more for them on these machines (docs/benchmarks.md):
+// - a lone operation (nothing else queued or in the kernel): one pread beats one enter plus a
+//   completion;
+// - a small write: buffered writes that the file system cannot do without blocking (ext4) go to
+//   io_uring's worker threads, one hand-off each, serialized per file.
 
 #include "strata/io_ring.h"
 
@@ -12,21 +20,54 @@
 #include <vector>
 
 #include "io/errno.h"
+#include "util/status_macros.h"
 
 namespace strata {
 namespace {
 
-class UringRing final : public IoRing {
+// Writes up to this size run at once with pwrite.
+constexpr size_t kInlineWriteBytes = 64 * 1024;
+
+struct Pending {
+  bool write = false;
+  int fd = -1;
+  std::byte* data = nullptr;
+  size_t length = 0;
+  uint64_t offset = 0;
+  IoRing::Op* op = nullptr;
+};
+
+// pread/pwrite until done, the end of the file or an error: bytes moved, or -errno.
+int Positional(const Pending& p) {
+  size_t n = 0;
+  while (n < p.length) {
+    const ssize_t r =
+        p.write ? ::pwrite(p.fd, p.data + n, p.length - n, static_cast<off_t>(p.offset + n))
+                : ::pread(p.fd, p.data + n, p.length - n, static_cast<off_t>(p.offset + n));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return -errno;
+    if (r == 0) break;
+    n += static_cast<size_t>(r);
+  }
+  return static_cast<int>(n);
+}
+
+class Ring final : public IoRing {
  public:
-  explicit UringRing(unsigned depth) : depth_(depth) {}
-  ~UringRing() override {
-    if (!initialized_) return;
+  Ring(unsigned depth, bool use_io_uring) : depth_(depth), use_io_uring_(use_io_uring) {
+    pending_.reserve(depth);
+    finished_.reserve(depth);
+    running_.reserve(depth);
+  }
+  ~Ring() override {
     // Operations still in flight would write into memory their owners may free: wait first.
     (void)Wait(0);
-    io_uring_queue_exit(&ring_);
+    if (use_io_uring_) io_uring_queue_exit(&ring_);
   }
 
-  int Init() {
+  // False when io_uring cannot be set up here.
+  bool Init() {
+    if (!use_io_uring_) return true;
     io_uring_params params{};
     // One thread submits and reaps; completions are delivered when it waits, not by
     // interrupting it (kernel 6.1+). Older kernels take the plain setup.
@@ -36,146 +77,110 @@ class UringRing final : public IoRing {
       params = {};
       r = io_uring_queue_init_params(depth_, &ring_, &params);
     }
-    initialized_ = r == 0;
-    return r;
+    use_io_uring_ = r == 0;
+    return use_io_uring_;
   }
 
   bool QueueRead(int fd, std::span<std::byte> out, uint64_t offset, Op* op) override {
-    io_uring_sqe* sqe = NextSqe();
-    if (sqe == nullptr) return false;
-    io_uring_prep_read(sqe, fd, out.data(), static_cast<unsigned>(out.size()), offset);
-    io_uring_sqe_set_data(sqe, op);
-    return true;
+    return Queue({false, fd, out.data(), out.size(), offset, op});
   }
 
   bool QueueWrite(int fd, std::span<const std::byte> data, uint64_t offset, Op* op) override {
-    io_uring_sqe* sqe = NextSqe();
-    if (sqe == nullptr) return false;
-    io_uring_prep_write(sqe, fd, data.data(), static_cast<unsigned>(data.size()), offset);
-    io_uring_sqe_set_data(sqe, op);
-    return true;
+    return Queue({true, fd, const_cast<std::byte*>(data.data()), data.size(), offset, op});
   }
 
   absl::Status Submit() override {
-    for (;;) {
-      const int r = io_uring_submit(&ring_);
-      if (r >= 0) return absl::OkStatus();
-      if (r != -EINTR) return io::ErrnoToStatus(-r, "io_uring submit");
-    }
+    if (!use_io_uring_) return RunPendingNow();
+    PrepPending();
+    return SubmitLoop(0);
   }
 
   absl::Status Wait(unsigned remaining) override {
-    while (in_flight_ > remaining) {
-      const int r = io_uring_submit_and_wait(&ring_, 1);
-      if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
-        return io::ErrnoToStatus(-r, "io_uring wait");
+    while (in_flight() > remaining) {
+      if (!use_io_uring_ || (pending_.size() == 1 && in_kernel_ == 0)) {
+        STRATA_RETURN_IF_ERROR(RunPendingNow());
+      } else {
+        PrepPending();
+        if (in_kernel_ > 0) STRATA_RETURN_IF_ERROR(SubmitLoop(finished_.empty() ? 1 : 0));
+        Reap();
       }
-      Reap();
+      RunFinished();
     }
     return absl::OkStatus();
   }
 
-  unsigned in_flight() const override { return in_flight_; }
-  bool uses_io_uring() const override { return true; }
+  unsigned in_flight() const override {
+    return static_cast<unsigned>(pending_.size() + finished_.size()) + in_kernel_;
+  }
+  bool uses_io_uring() const override { return use_io_uring_; }
 
  private:
-  io_uring_sqe* NextSqe() {
-    if (in_flight_ >= depth_) return nullptr;
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    if (sqe == nullptr) {  // The submission queue is full of queued entries: send them.
-      if (!Submit().ok()) return nullptr;
-      sqe = io_uring_get_sqe(&ring_);
-      if (sqe == nullptr) return nullptr;
+  bool Queue(const Pending& p) {
+    if (in_flight() >= depth_) return false;
+    if (p.write && p.length <= kInlineWriteBytes) {
+      finished_.emplace_back(p.op, Positional(p));
+    } else {
+      pending_.push_back(p);
     }
-    ++in_flight_;
-    return sqe;
+    return true;
   }
 
-  // Runs the completions that have arrived. They are taken off the queue before any Finish
-  // runs, so a Finish may queue new operations.
+  absl::Status RunPendingNow() {
+    for (const Pending& p : pending_) finished_.emplace_back(p.op, Positional(p));
+    pending_.clear();
+    return absl::OkStatus();
+  }
+
+  void PrepPending() {
+    for (const Pending& p : pending_) {
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);  // Never null: depth_ bounds the queue.
+      if (p.write) {
+        io_uring_prep_write(sqe, p.fd, p.data, static_cast<unsigned>(p.length), p.offset);
+      } else {
+        io_uring_prep_read(sqe, p.fd, p.data, static_cast<unsigned>(p.length), p.offset);
+      }
+      io_uring_sqe_set_data(sqe, p.op);
+      ++in_kernel_;
+    }
+    pending_.clear();
+  }
+
+  // Submits what is prepared; with `wait`, also waits for a completion.
+  absl::Status SubmitLoop(unsigned wait) {
+    for (;;) {
+      const int r = wait > 0 ? io_uring_submit_and_wait(&ring_, wait) : io_uring_submit(&ring_);
+      if (r >= 0 || r == -EINTR || r == -EAGAIN || r == -EBUSY) return absl::OkStatus();
+      return io::ErrnoToStatus(-r, "io_uring_enter");
+    }
+  }
+
+  // Moves the completions that have arrived to finished_.
   void Reap() {
-    io_uring_cqe* cqes[64];
-    for (;;) {
-      const unsigned n = io_uring_peek_batch_cqe(&ring_, cqes, std::size(cqes));
-      if (n == 0) return;
-      std::pair<Op*, int> done[std::size(cqes)];
-      for (unsigned i = 0; i < n; ++i) {
-        done[i] = {static_cast<Op*>(io_uring_cqe_get_data(cqes[i])), cqes[i]->res};
-      }
-      io_uring_cq_advance(&ring_, n);
-      in_flight_ -= n;
-      for (unsigned i = 0; i < n; ++i) done[i].first->Finish(done[i].second);
+    io_uring_cqe* cqe = nullptr;
+    unsigned head = 0;
+    unsigned n = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      finished_.emplace_back(static_cast<Op*>(io_uring_cqe_get_data(cqe)), cqe->res);
+      ++n;
     }
+    io_uring_cq_advance(&ring_, n);
+    in_kernel_ -= n;
+  }
+
+  // Runs Finish of what has finished; a Finish may queue more (into pending_ or finished_).
+  void RunFinished() {
+    running_.swap(finished_);
+    for (const auto& [op, result] : running_) op->Finish(result);
+    running_.clear();
   }
 
   const unsigned depth_;
+  bool use_io_uring_;
   io_uring ring_{};
-  bool initialized_ = false;
-  unsigned in_flight_ = 0;
-};
-
-// Where io_uring cannot be set up: each operation runs as it is queued; Wait runs completions.
-class SyncRing final : public IoRing {
- public:
-  explicit SyncRing(unsigned depth) : depth_(depth) {
-    done_.reserve(depth);
-    running_.reserve(depth);
-  }
-  ~SyncRing() override { (void)Wait(0); }
-
-  bool QueueRead(int fd, std::span<std::byte> out, uint64_t offset, Op* op) override {
-    if (done_.size() >= depth_) return false;
-    size_t n = 0;
-    int result = 0;
-    while (n < out.size()) {
-      const ssize_t r = ::pread(fd, out.data() + n, out.size() - n, static_cast<off_t>(offset + n));
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) {
-        result = r < 0 ? -errno : 0;
-        break;
-      }
-      n += static_cast<size_t>(r);
-    }
-    done_.emplace_back(op, result < 0 ? result : static_cast<int>(n));
-    return true;
-  }
-
-  bool QueueWrite(int fd, std::span<const std::byte> data, uint64_t offset, Op* op) override {
-    if (done_.size() >= depth_) return false;
-    size_t n = 0;
-    int result = 0;
-    while (n < data.size()) {
-      const ssize_t r =
-          ::pwrite(fd, data.data() + n, data.size() - n, static_cast<off_t>(offset + n));
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) {
-        result = r < 0 ? -errno : 0;
-        break;
-      }
-      n += static_cast<size_t>(r);
-    }
-    done_.emplace_back(op, result < 0 ? result : static_cast<int>(n));
-    return true;
-  }
-
-  absl::Status Submit() override { return absl::OkStatus(); }
-
-  absl::Status Wait(unsigned remaining) override {
-    while (done_.size() > remaining) {
-      running_.swap(done_);  // Finish may queue more into done_.
-      for (const auto& [op, result] : running_) op->Finish(result);
-      running_.clear();
-    }
-    return absl::OkStatus();
-  }
-
-  unsigned in_flight() const override { return static_cast<unsigned>(done_.size()); }
-  bool uses_io_uring() const override { return false; }
-
- private:
-  const unsigned depth_;
-  std::vector<std::pair<Op*, int>> done_;     // Done, Finish not run yet.
-  std::vector<std::pair<Op*, int>> running_;  // Whose Finish is running.
+  std::vector<Pending> pending_;                // Queued, not given to the kernel yet.
+  std::vector<std::pair<Op*, int>> finished_;  // Done; Finish not run yet.
+  std::vector<std::pair<Op*, int>> running_;   // Whose Finish is running.
+  unsigned in_kernel_ = 0;                      // Submitted (or prepared), not reaped.
 };
 
 }  // namespace
@@ -185,11 +190,9 @@ absl::StatusOr<std::unique_ptr<IoRing>> IoRing::Create(unsigned depth) {
     return absl::InvalidArgumentError("an IoRing holds 1 to 4096 operations");
   }
   depth = std::bit_ceil(depth);
-  if (getenv("STRATA_NO_IO_URING") == nullptr) {
-    auto ring = std::make_unique<UringRing>(depth);
-    if (ring->Init() == 0) return ring;
-  }
-  return std::make_unique<SyncRing>(depth);
+  auto ring = std::make_unique<Ring>(depth, std::getenv("STRATA_NO_IO_URING") == nullptr);
+  ring->Init();
+  return ring;
 }
 
 }  // namespace strata
