@@ -352,6 +352,64 @@ def test_tls(work):
         check(daemon.stop() == 0, "TLS stratad stops cleanly")
 
 
+def test_pipelined_burst(env):
+    """Bursts of pipelined reads and writes (the session's io_uring loop queues a burst's disk
+    I/O together): every reply matches its cookie and data, with a FLUSH inside a burst."""
+    vol = env.volume(1)
+    c = RawClient(env.daemon.nbd, vol, structured=True)
+    rings = [os.readlink(f"/proc/{env.daemon.proc.pid}/fd/{fd}")
+             for fd in os.listdir(f"/proc/{env.daemon.proc.pid}/fd")]
+    check(any("io_uring" in r for r in rings), "the connection's session owns an io_uring ring")
+    rng = random.Random(5)
+    expected = bytearray(8 * MiB)
+
+    def burst(requests):
+        """Sends every (cmd, offset, length, payload) at once, then reads the replies (in any
+        order); returns {cookie: (error, data)}."""
+        wire = b""
+        for cookie, (cmd, offset, length, payload) in enumerate(requests):
+            wire += struct.pack(">IHHQQI", 0x25609513, 0, cmd, cookie, offset, length) + payload
+        c.s.sendall(wire)
+        out = {}
+        while len(out) < len(requests):
+            magic = struct.unpack(">I", c.recv(4))[0]
+            if magic == 0x67446698:  # Simple: every command but READ.
+                error, cookie = struct.unpack(">IQ", c.recv(12))
+                out[cookie] = (error, b"")
+                continue
+            flags, rtype, cookie, plen = struct.unpack(">HHQI", c.recv(16))
+            payload = c.recv(plen)
+            error, data = out.get(cookie, (0, b""))
+            if rtype == 1:
+                data += payload[8:]
+            elif rtype & 0x8000:
+                error = struct.unpack(">I", payload[:4])[0]
+            if flags & 1:
+                out[cookie] = (error, data)
+        return out
+
+    # First writes (chunks not held yet), then overwrites of held chunks (queued in the ring).
+    for size in (64 * 1024, 4096):
+        requests = []
+        for i in range(32):
+            offset = (i * 37 % 128) * 64 * 1024 + (rng.randrange(16) * 4096 if size == 4096 else 0)
+            payload = rng.randbytes(size)
+            expected[offset:offset + size] = payload
+            requests.append((CMD_WRITE, offset, size, payload))
+            if i == 16:
+                requests.append((CMD_FLUSH, 0, 0, b""))
+        replies = burst(requests)
+        check(all(e == 0 for e, _ in replies.values()), f"a burst of 32 {size}-byte writes and a FLUSH")
+    requests = [(CMD_READ, o, n, b"") for o, n in
+                [(rng.randrange(2048 - 16) * 4096, rng.choice((4096, 8192, 65536))) for _ in range(64)]]
+    requests.append((CMD_READ, 9 * GiB, 4096, b""))  # Past the end: EINVAL, the rest unharmed.
+    replies = burst(requests)
+    good = all(replies[i] == (0, bytes(expected[o:o + n])) for i, (_, o, n, _) in enumerate(requests[:-1]))
+    check(good, "64 pipelined reads return what the bursts wrote")
+    check(replies[64][0] == EINVAL, "a bad read within a burst gets EINVAL")
+    c.s.close()
+
+
 def main():
     only = sys.argv[2:]  # Optional test names, to run a few.
     work = tempfile.mkdtemp(prefix="strata-nbdp-")
@@ -364,7 +422,8 @@ def main():
     try:
         for test in (test_extended_headers, test_resize, test_zeroes, test_snapshot_export,
                      test_connection_limit, test_hostile_clients, test_changed_context,
-                     test_multi_conn_flush, test_killed_workload, test_fio_multi_conn):
+                     test_multi_conn_flush, test_killed_workload, test_fio_multi_conn,
+                     test_pipelined_burst):
             if not only or test.__name__ in only:
                 print(f"-- {test.__name__}", flush=True)
                 test(env)
