@@ -52,9 +52,13 @@ uint32_t ToNbdError(const absl::Status& s) {
 class Session::InFlight final : public VolumeIo {
  public:
   explicit InFlight(Session& session) : session_(session) {}
-  void Done(absl::Status status) override { session_.Finished(*this, status); }
+  void Done(absl::Status status) override {
+    this->status = std::move(status);
+    session_.Finished(*this);
+  }
 
   Request request;
+  absl::Status status;
   std::vector<std::byte> buffer;  // Kept between requests up to kKeptBufferBytes.
   std::span<std::byte> data;      // The request's bytes within buffer.
 
@@ -495,13 +499,7 @@ void Session::Release(InFlight& slot) {
   free_.push_back(&slot);
 }
 
-void Session::Finished(InFlight& slot, const absl::Status& status) {
-  if (!failed_) {
-    const Request& r = slot.request;
-    failed_ = !(r.type == kCmdRead && status.ok() ? ReadReply(r, slot.data) : Done(r, status));
-  }
-  Release(slot);
-}
+void Session::Finished(InFlight& slot) { finished_.push_back(&slot); }
 
 bool Session::Drain() {
   if (ring_ != nullptr && ring_->in_flight() > 0) {
@@ -510,6 +508,17 @@ bool Session::Drain() {
       failed_ = true;
     }
   }
+  // Replies go out only now, with nothing in flight: a client slow to read them holds up only
+  // its own connection, never a queued write that a snapshot of the volume waits for.
+  for (InFlight* slot : finished_) {
+    const Request& r = slot->request;
+    if (!failed_) {
+      failed_ = !(r.type == kCmdRead && slot->status.ok() ? ReadReply(r, slot->data)
+                                                          : Done(r, slot->status));
+    }
+    Release(*slot);
+  }
+  finished_.clear();
   return !failed_;
 }
 
@@ -566,6 +575,7 @@ void Session::Transmit(Export& e) {
     slots_.push_back(std::make_unique<InFlight>(*this));
     free_.push_back(slots_.back().get());
   }
+  finished_.reserve(kMaxInFlight);
   const size_t header_bytes = extended_ ? kExtendedHeaderBytes : kRequestHeaderBytes;
   for (;;) {
     std::array<std::byte, kExtendedHeaderBytes> header;

@@ -72,9 +72,10 @@ class Session {
   // none. Null when the ring failed.
   InFlight* TakeSlot(const Request& r);
   void Release(InFlight& slot);
-  // Replies to a finished read or write.
-  void Finished(InFlight& slot, const absl::Status& status);
-  // Waits until nothing is in flight (their replies queued). False when the connection failed.
+  // A read or write has finished: its reply waits for the next Drain.
+  void Finished(InFlight& slot);
+  // Waits until nothing is in flight, then replies to every finished request. False when the
+  // connection failed.
   bool Drain();
 
   ExportCatalog& catalog_;
@@ -94,6 +95,7 @@ class Session {
   std::string meta_export_;
   std::vector<std::unique_ptr<InFlight>> slots_;
   std::vector<InFlight*> free_;
+  std::vector<InFlight*> finished_;  // Not answered yet.
   uint64_t in_flight_bytes_ = 0;
   std::unique_ptr<IoRing> ring_;  // Created when transmission begins; goes before the slots.
   bool failed_ = false;           // A reply could not be sent: the connection ends.

@@ -177,10 +177,10 @@ class Ring final : public IoRing {
   const unsigned depth_;
   bool use_io_uring_;
   io_uring ring_{};
-  std::vector<Pending> pending_;                // Queued, not given to the kernel yet.
+  std::vector<Pending> pending_;               // Queued, not given to the kernel yet.
   std::vector<std::pair<Op*, int>> finished_;  // Done; Finish not run yet.
   std::vector<std::pair<Op*, int>> running_;   // Whose Finish is running.
-  unsigned in_kernel_ = 0;                      // Submitted (or prepared), not reaped.
+  unsigned in_kernel_ = 0;                     // Submitted (or prepared), not reaped.
 };
 
 }  // namespace

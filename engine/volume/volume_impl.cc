@@ -14,17 +14,24 @@
 
 namespace strata::volume {
 
+std::bitset<VolumeImpl::kStripeCount> VolumeImpl::StripesOf(uint64_t first_chunk,
+                                                            uint64_t last_chunk) {
+  std::bitset<kStripeCount> stripes;
+  if (last_chunk - first_chunk + 1 >= kStripeCount) {
+    stripes.set();
+  } else {
+    for (uint64_t c = first_chunk; c <= last_chunk; ++c) stripes.set(c % kStripeCount);
+  }
+  return stripes;
+}
+
 // Locks the stripes of chunks [first, last] in ascending stripe order, shared or exclusive.
 class VolumeImpl::StripeLocks {
  public:
   StripeLocks(VolumeImpl& volume, uint64_t first, uint64_t last,
               bool exclusive) ABSL_NO_THREAD_SAFETY_ANALYSIS : volume_(volume),
                                                                exclusive_(exclusive) {
-    if (last - first + 1 >= kStripeCount) {
-      held_.set();
-    } else {
-      for (uint64_t c = first; c <= last; ++c) held_.set(c % kStripeCount);
-    }
+    held_ = StripesOf(first, last);
     for (size_t i = held_._Find_first(); i < kStripeCount; i = held_._Find_next(i)) {
       exclusive_ ? volume_.stripes_[i].Lock() : volume_.stripes_[i].ReaderLock();
     }
@@ -341,12 +348,7 @@ bool VolumeImpl::HoldsAll(uint64_t offset_bytes, uint64_t length_bytes) const {
 }
 
 bool VolumeImpl::BeginQueuedWrite(uint64_t first_chunk, uint64_t last_chunk) {
-  std::bitset<kStripeCount> stripes;
-  if (last_chunk - first_chunk + 1 >= kStripeCount) {
-    stripes.set();
-  } else {
-    for (uint64_t c = first_chunk; c <= last_chunk; ++c) stripes.set(c % kStripeCount);
-  }
+  const std::bitset<kStripeCount> stripes = StripesOf(first_chunk, last_chunk);
   // Holding a stripe shared keeps exclusive holders out while the count goes up; once it is
   // up, a later exclusive holder waits for it (StripeLocks).
   for (size_t i = stripes._Find_first(); i < kStripeCount; i = stripes._Find_next(i)) {
@@ -363,12 +365,7 @@ bool VolumeImpl::BeginQueuedWrite(uint64_t first_chunk, uint64_t last_chunk) {
 }
 
 void VolumeImpl::EndQueuedWrite(uint64_t first_chunk, uint64_t last_chunk) {
-  std::bitset<kStripeCount> stripes;
-  if (last_chunk - first_chunk + 1 >= kStripeCount) {
-    stripes.set();
-  } else {
-    for (uint64_t c = first_chunk; c <= last_chunk; ++c) stripes.set(c % kStripeCount);
-  }
+  const std::bitset<kStripeCount> stripes = StripesOf(first_chunk, last_chunk);
   for (size_t i = stripes._Find_first(); i < kStripeCount; i = stripes._Find_next(i)) {
     queued_writes_[i].fetch_sub(1, std::memory_order_acq_rel);
   }

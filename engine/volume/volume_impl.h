@@ -145,6 +145,8 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
  private:
   class StripeLocks;
   static constexpr size_t kStripeCount = 256;
+  // The stripes of chunks [first_chunk, last_chunk].
+  static std::bitset<kStripeCount> StripesOf(uint64_t first_chunk, uint64_t last_chunk);
 
   absl::Status CheckRange(uint64_t offset_bytes, uint64_t length_bytes) const;
   // Whether the volume holds every chunk of a range in its head. REQUIRES: gate_ shared.

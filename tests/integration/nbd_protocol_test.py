@@ -410,6 +410,35 @@ def test_pipelined_burst(env):
     c.s.close()
 
 
+def test_client_that_never_reads(env):
+    """A client that pipelines large reads and writes and never reads a reply stalls only
+    its own connection: a snapshot of the volume (which waits for writes queued in a ring) and
+    another connection go on."""
+    import threading
+    vol = env.volume(1)
+    check(sh("nbdcopy", "--", "[", "nbdkit", "pattern", "size=64M", "]",
+             env.daemon.uri(vol)).returncode == 0, "64 MiB written (chunks held)")
+    stuck = RawClient(env.daemon.nbd, vol)
+    wire = b""
+    for i in range(24):
+        wire += struct.pack(">IHHQQI", 0x25609513, 0, CMD_READ, 2 * i, i * MiB, MiB)
+        # Large enough for the ring to hand the write to the kernel (not a plain pwrite).
+        wire += struct.pack(">IHHQQI", 0x25609513, 0, CMD_WRITE, 2 * i + 1, i * MiB, 128 * 1024)
+        wire += bytes([i]) * (128 * 1024)
+    stuck.s.sendall(wire)
+    time.sleep(1)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(snap=env.ec2.create_snapshot(VolumeId=vol)))
+    t.start()
+    t.join(30)
+    check("snap" in result, "CreateSnapshot returns while a client leaves 24 MiB of replies unread")
+    other = RawClient(env.daemon.nbd, vol)
+    check(other.request(CMD_READ, 4096, 512)[0] == 0, "another connection still reads")
+    other.s.close()
+    stuck.s.close()
+    t.join(30)
+
+
 def main():
     only = sys.argv[2:]  # Optional test names, to run a few.
     work = tempfile.mkdtemp(prefix="strata-nbdp-")
@@ -423,7 +452,7 @@ def main():
         for test in (test_extended_headers, test_resize, test_zeroes, test_snapshot_export,
                      test_connection_limit, test_hostile_clients, test_changed_context,
                      test_multi_conn_flush, test_killed_workload, test_fio_multi_conn,
-                     test_pipelined_burst):
+                     test_pipelined_burst, test_client_that_never_reads):
             if not only or test.__name__ in only:
                 print(f"-- {test.__name__}", flush=True)
                 test(env)
