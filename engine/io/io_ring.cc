@@ -16,10 +16,12 @@
 #include <bit>
 #include <cerrno>
 #include <cstdlib>
+#include <mutex>
 #include <utility>
 #include <vector>
 
 #include "io/errno.h"
+#include "util/log.h"
 #include "util/status_macros.h"
 
 namespace strata {
@@ -190,8 +192,14 @@ absl::StatusOr<std::unique_ptr<IoRing>> IoRing::Create(unsigned depth) {
     return absl::InvalidArgumentError("an IoRing holds 1 to 4096 operations");
   }
   depth = std::bit_ceil(depth);
-  auto ring = std::make_unique<Ring>(depth, std::getenv("STRATA_NO_IO_URING") == nullptr);
-  ring->Init();
+  const bool wanted = std::getenv("STRATA_NO_IO_URING") == nullptr;
+  auto ring = std::make_unique<Ring>(depth, wanted);
+  if (!ring->Init() && wanted) {
+    static std::once_flag logged;
+    std::call_once(logged, [] {
+      STRATA_LOG(kWarning, "io_uring is not available here: file I/O runs as pread/pwrite");
+    });
+  }
   return ring;
 }
 

@@ -68,8 +68,9 @@ absl::Status Head::Read(uint64_t offset_bytes, std::span<std::byte> out) {
 absl::Status Head::Write(uint64_t offset_bytes, std::span<const std::byte> data) {
   return ForEachExtent(offset_bytes, data.size(),
                        [&](Extent& e, uint64_t at, uint64_t start, uint64_t n) {
-                         e.unsynced.store(true, std::memory_order_release);
-                         return e.file->Write(at, data.subspan(start, n));
+                         const absl::Status s = e.file->Write(at, data.subspan(start, n));
+                         MarkUnsynced(e);
+                         return s;
                        });
 }
 
@@ -87,19 +88,27 @@ bool Head::QueueWrite(uint64_t offset_bytes, std::span<const std::byte> data, Io
   const size_t index = static_cast<size_t>(offset_bytes / kHeadExtentBytes);
   const uint64_t at = offset_bytes % kHeadExtentBytes;
   if (at + data.size() > kHeadExtentBytes || index >= extents_.size()) return false;
-  Extent& extent = *extents_[index];
-  const int fd = extent.file->native_handle();
-  if (fd < 0) return false;
-  // Marked before the write can complete, so a Sync after its completion covers it.
+  const int fd = extents_[index]->file->native_handle();
+  return fd >= 0 && ring.QueueWrite(fd, data, at, op);
+}
+
+void Head::NoteWritten(uint64_t offset_bytes) {
+  MarkUnsynced(*extents_[static_cast<size_t>(offset_bytes / kHeadExtentBytes)]);
+}
+
+void Head::MarkUnsynced(Extent& extent) {
+  // After the bytes reached the file: a Sync racing with the write may have cleared the flag
+  // before they did, and the write's caller is answered only after this, so a Sync it asks
+  // for later syncs the extent again.
   extent.unsynced.store(true, std::memory_order_release);
-  return ring.QueueWrite(fd, data, at, op);
 }
 
 absl::Status Head::PunchHole(uint64_t offset_bytes, uint64_t length_bytes) {
   return ForEachExtent(offset_bytes, length_bytes,
                        [&](Extent& e, uint64_t at, uint64_t, uint64_t n) {
-                         e.unsynced.store(true, std::memory_order_release);
-                         return e.file->PunchHole(at, n);
+                         const absl::Status s = e.file->PunchHole(at, n);
+                         MarkUnsynced(e);
+                         return s;
                        });
 }
 

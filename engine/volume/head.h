@@ -37,6 +37,8 @@ class Head {
   bool QueueRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring, IoRing::Op* op);
   bool QueueWrite(uint64_t offset_bytes, std::span<const std::byte> data, IoRing& ring,
                   IoRing::Op* op);
+  // A queued write at `offset_bytes` has finished: the next Sync covers it.
+  void NoteWritten(uint64_t offset_bytes);
   // Makes completed writes durable (syncs only extents written since the last Sync).
   [[nodiscard]] absl::Status Sync();
   // Grows to `size_bytes`, creating extent files as needed, and syncs. REQUIRES: exclusive use.
@@ -58,6 +60,8 @@ class Head {
     std::atomic<bool> unsynced{false};
   };
   std::vector<std::unique_ptr<Extent>> extents_;
+
+  static void MarkUnsynced(Extent& extent);
 };
 
 }  // namespace strata::volume

@@ -457,6 +457,7 @@ void VolumeImpl::Complete(VolumeIo& io, int result) {
                       : head_->Read(io.offset_bytes + result, rest);
   }
   if (io.write) {
+    head_->NoteWritten(io.offset_bytes);
     EndQueuedWrite(io.offset_bytes >> chunk_shift_,
                    (io.offset_bytes + buffer.size() - 1) >> chunk_shift_);
   } else if (status.ok() && key_ != nullptr) {

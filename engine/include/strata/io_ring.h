@@ -1,10 +1,11 @@
 #pragma once
 // An io_uring submission ring for an event loop: the file reads and writes of a burst of
 // requests are queued here (by Volume::SubmitRead/SubmitWrite, or directly) and go to the kernel
-// in one system call; their completions run when the loop waits. Where io_uring is not
-// available (an old kernel, a seccomp filter, kernel.io_uring_disabled) the ring does each
-// operation with pread/pwrite as it is queued and runs its completion at the next wait, so its
-// users never take a second path.
+// in one system call when the loop submits or waits; their completions run when it waits. A lone
+// operation and writes up to 64 KiB run as plain pread/pwrite instead (cheaper here; see
+// io_ring.cc), their completions still at the next wait. Where io_uring is not available (an old
+// kernel, a seccomp filter, kernel.io_uring_disabled, or STRATA_NO_IO_URING set) every operation
+// runs that way, so the ring's users never take a second path.
 //
 // Thread-compatible: the thread that creates a ring owns it and makes every call on it.
 
