@@ -4,7 +4,10 @@
 // snapshot after the crash misses no change (3), refcounts stay exact (4, via fsck).
 
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <thread>
+#include <utility>
 
 #include "strata/fault_injection_env.h"
 #include "strata/fsck.h"
@@ -21,11 +24,66 @@ using ::strata::testing::StatusIs;
 constexpr uint64_t kVolumeBytes = 2 << 20;
 constexpr uint64_t kBlocks = kVolumeBytes / kBlockBytes;
 
+// Forwards to another Env; runs a hook (once) just before the next write to a volume head reaches
+// the file, to put another thread's work exactly there.
+class HeadWriteHookEnv final : public Env {
+ public:
+  explicit HeadWriteHookEnv(Env* base) : base_(base) {}
+  void BeforeNextHeadWrite(std::function<void()> hook) { hook_ = std::move(hook); }
+
+  absl::StatusOr<std::unique_ptr<File>> OpenFile(const std::string& path, bool create) override {
+    auto file = base_->OpenFile(path, create);
+    if (!file.ok() || !path.ends_with(".head")) return file;
+    return std::unique_ptr<File>(new HookedFile(std::move(*file), *this));
+  }
+  absl::Status DeleteFile(const std::string& path) override { return base_->DeleteFile(path); }
+  absl::Status RenameFile(const std::string& from, const std::string& to) override {
+    return base_->RenameFile(from, to);
+  }
+  bool FileExists(const std::string& path) override { return base_->FileExists(path); }
+  absl::Status CreateDirs(const std::string& path) override { return base_->CreateDirs(path); }
+  absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) override {
+    return base_->ListDir(path);
+  }
+  absl::Status SyncDir(const std::string& path) override { return base_->SyncDir(path); }
+  absl::StatusOr<std::unique_ptr<FileLock>> LockFile(const std::string& path) override {
+    return base_->LockFile(path);
+  }
+  uint64_t NowMicros() override { return base_->NowMicros(); }
+
+ private:
+  class HookedFile final : public File {
+   public:
+    HookedFile(std::unique_ptr<File> base, HeadWriteHookEnv& env)
+        : base_(std::move(base)), env_(env) {}
+    absl::Status Read(uint64_t offset, std::span<std::byte> out) override {
+      return base_->Read(offset, out);
+    }
+    absl::Status Write(uint64_t offset, std::span<const std::byte> data) override {
+      if (auto hook = std::exchange(env_.hook_, nullptr)) hook();
+      return base_->Write(offset, data);
+    }
+    absl::Status Sync() override { return base_->Sync(); }
+    absl::StatusOr<uint64_t> Size() override { return base_->Size(); }
+    absl::Status Truncate(uint64_t size) override { return base_->Truncate(size); }
+    absl::Status PunchHole(uint64_t offset, uint64_t length) override {
+      return base_->PunchHole(offset, length);
+    }
+
+   private:
+    std::unique_ptr<File> base_;
+    HeadWriteHookEnv& env_;
+  };
+
+  Env* const base_;
+  std::function<void()> hook_;
+};
+
 class FaultCrashTest : public ::testing::Test {
  protected:
   void Open() {
     StoreOptions options;
-    options.env = &env_;
+    options.env = &hooked_env_;
     options.background_work = false;
     options.chunk_size_bytes = 16 * 1024;
     auto store = Store::Open(dir_.path(), options);
@@ -66,6 +124,7 @@ class FaultCrashTest : public ::testing::Test {
   ::strata::testing::TempDir dir_;
   std::unique_ptr<Env> mem_ = NewMemEnv();
   FaultInjectionEnv env_{mem_.get()};
+  HeadWriteHookEnv hooked_env_{&env_};
   std::unique_ptr<Store> store_;
   Region* region_ = nullptr;
 };
@@ -165,6 +224,30 @@ TEST_F(FaultCrashTest, SeededWorkloadsSurvivePowerLoss) {
   }
   std::printf("%d crash rounds\n", rounds);
   CheckFsck();
+}
+
+// A FLUSH that runs while a write is on its way to the head (from another connection) need not
+// cover it, but a FLUSH after the write was answered must, even though the racing one synced the
+// head in between.
+TEST_F(FaultCrashTest, AFlushRacingAWriteLeavesItForTheNextFlush) {
+  Open();
+  auto vol = region_->CreateVolume({.size_bytes = kVolumeBytes});
+  ASSERT_THAT(vol, IsOk());
+  Volume* volume = *region_->GetVolume(vol->id);
+  std::vector<std::byte> data(64 * 1024);
+  FillValue(data, 3, 0);
+  ASSERT_THAT(volume->Write(0, data, /*fua=*/true), IsOk());
+  FillValue(data, 4, 0);
+  hooked_env_.BeforeNextHeadWrite([&] {
+    std::thread racing([&] { EXPECT_THAT(volume->Flush(), IsOk()); });
+    racing.join();
+  });
+  ASSERT_THAT(volume->Write(0, data), IsOk());  // Answered: a FLUSH from now on covers it.
+  ASSERT_THAT(volume->Flush(), IsOk());
+  CrashAndReopen(/*tear=*/false, 0);
+  std::vector<std::byte> back(data.size());
+  ASSERT_THAT((*region_->GetVolume(vol->id))->Read(0, back), IsOk());
+  EXPECT_EQ(back, data);
 }
 
 TEST_F(FaultCrashTest, IoErrorsFailCleanlyAndChangeNothingDurable) {
