@@ -91,19 +91,14 @@ class Ring final : public IoRing {
     return Queue({true, fd, const_cast<std::byte*>(data.data()), data.size(), offset, op});
   }
 
-  absl::Status Submit() override {
-    if (!use_io_uring_) return RunPendingNow();
-    PrepPending();
-    return SubmitLoop(0);
-  }
-
   absl::Status Wait(unsigned remaining) override {
     while (in_flight() > remaining) {
       if (!use_io_uring_ || (pending_.size() == 1 && in_kernel_ == 0)) {
-        STRATA_RETURN_IF_ERROR(RunPendingNow());
+        RunPendingNow();
       } else {
         PrepPending();
-        if (in_kernel_ > 0) STRATA_RETURN_IF_ERROR(SubmitLoop(finished_.empty() ? 1 : 0));
+        // Waits for a completion only when nothing has finished yet.
+        if (in_kernel_ > 0) STRATA_RETURN_IF_ERROR(Enter(finished_.empty() ? 1 : 0));
         Reap();
       }
       RunFinished();
@@ -127,10 +122,9 @@ class Ring final : public IoRing {
     return true;
   }
 
-  absl::Status RunPendingNow() {
+  void RunPendingNow() {
     for (const Pending& p : pending_) finished_.emplace_back(p.op, Positional(p));
     pending_.clear();
-    return absl::OkStatus();
   }
 
   void PrepPending() {
@@ -147,13 +141,12 @@ class Ring final : public IoRing {
     pending_.clear();
   }
 
-  // Submits what is prepared; with `wait`, also waits for a completion.
-  absl::Status SubmitLoop(unsigned wait) {
-    for (;;) {
-      const int r = wait > 0 ? io_uring_submit_and_wait(&ring_, wait) : io_uring_submit(&ring_);
-      if (r >= 0 || r == -EINTR || r == -EAGAIN || r == -EBUSY) return absl::OkStatus();
-      return io::ErrnoToStatus(-r, "io_uring_enter");
-    }
+  // Submits what is prepared; with `wait`, also waits for a completion. An interrupted or
+  // busy enter is not an error: the caller's loop enters again.
+  absl::Status Enter(unsigned wait) {
+    const int r = wait > 0 ? io_uring_submit_and_wait(&ring_, wait) : io_uring_submit(&ring_);
+    if (r >= 0 || r == -EINTR || r == -EAGAIN || r == -EBUSY) return absl::OkStatus();
+    return io::ErrnoToStatus(-r, "io_uring_enter");
   }
 
   // Moves the completions that have arrived to finished_.

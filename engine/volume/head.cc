@@ -74,21 +74,24 @@ absl::Status Head::Write(uint64_t offset_bytes, std::span<const std::byte> data)
                        });
 }
 
+int Head::Descriptor(uint64_t offset_bytes, uint64_t length_bytes, uint64_t& in_extent) const {
+  const size_t index = static_cast<size_t>(offset_bytes / kHeadExtentBytes);
+  in_extent = offset_bytes % kHeadExtentBytes;
+  if (in_extent + length_bytes > kHeadExtentBytes || index >= extents_.size()) return -1;
+  return extents_[index]->file->native_handle();
+}
+
 bool Head::QueueRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring,
                      IoRing::Op* op) {
-  const size_t index = static_cast<size_t>(offset_bytes / kHeadExtentBytes);
-  const uint64_t at = offset_bytes % kHeadExtentBytes;
-  if (at + out.size() > kHeadExtentBytes || index >= extents_.size()) return false;
-  const int fd = extents_[index]->file->native_handle();
+  uint64_t at = 0;
+  const int fd = Descriptor(offset_bytes, out.size(), at);
   return fd >= 0 && ring.QueueRead(fd, out, at, op);
 }
 
 bool Head::QueueWrite(uint64_t offset_bytes, std::span<const std::byte> data, IoRing& ring,
                       IoRing::Op* op) {
-  const size_t index = static_cast<size_t>(offset_bytes / kHeadExtentBytes);
-  const uint64_t at = offset_bytes % kHeadExtentBytes;
-  if (at + data.size() > kHeadExtentBytes || index >= extents_.size()) return false;
-  const int fd = extents_[index]->file->native_handle();
+  uint64_t at = 0;
+  const int fd = Descriptor(offset_bytes, data.size(), at);
   return fd >= 0 && ring.QueueWrite(fd, data, at, op);
 }
 

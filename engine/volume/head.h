@@ -62,6 +62,9 @@ class Head {
   std::vector<std::unique_ptr<Extent>> extents_;
 
   static void MarkUnsynced(Extent& extent);
+  // The descriptor of the extent file holding [offset_bytes, +length_bytes), and the offset in
+  // it; -1 when the range spans two extents or the file has no descriptor.
+  int Descriptor(uint64_t offset_bytes, uint64_t length_bytes, uint64_t& in_extent) const;
 };
 
 }  // namespace strata::volume

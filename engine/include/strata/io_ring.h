@@ -1,7 +1,7 @@
 #pragma once
 // An io_uring submission ring for an event loop: the file reads and writes of a burst of
 // requests are queued here (by Volume::SubmitRead/SubmitWrite, or directly) and go to the kernel
-// in one system call when the loop submits or waits; their completions run when it waits. A lone
+// in one system call when the loop waits, and their completions run then. A lone
 // operation and writes up to 64 KiB run as plain pread/pwrite instead (cheaper here; see
 // io_ring.cc), their completions still at the next wait. Where io_uring is not available (an old
 // kernel, a seccomp filter, kernel.io_uring_disabled, or STRATA_NO_IO_URING set) every operation
@@ -39,8 +39,6 @@ class IoRing {
   // already (nothing is queued then: wait, or do the I/O another way).
   virtual bool QueueRead(int fd, std::span<std::byte> out, uint64_t offset, Op* op) = 0;
   virtual bool QueueWrite(int fd, std::span<const std::byte> data, uint64_t offset, Op* op) = 0;
-  // Submits what is queued without waiting (before the loop blocks elsewhere).
-  [[nodiscard]] virtual absl::Status Submit() = 0;
   // Submits what is queued and runs completions until at most `remaining` operations are still
   // in flight. Finish may queue further operations; they count as in flight.
   [[nodiscard]] virtual absl::Status Wait(unsigned remaining = 0) = 0;
