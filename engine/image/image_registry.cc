@@ -102,10 +102,10 @@ absl::Status ValidateEbs(const std::string& device, const EbsBlockDevice& ebs) {
 
 }  // namespace
 
-ImageRegistry::ImageRegistry(volume::RegionImpl& region, Hypervisor* hypervisor)
+ImageRegistry::ImageRegistry(region::RegionImpl& region, Hypervisor* hypervisor)
     : region_(region), catalog_(*region.catalog()), hypervisor_(hypervisor) {}
 
-absl::StatusOr<std::unique_ptr<ImageRegistry>> ImageRegistry::Open(volume::RegionImpl& region,
+absl::StatusOr<std::unique_ptr<ImageRegistry>> ImageRegistry::Open(region::RegionImpl& region,
                                                                    Hypervisor* hypervisor) {
   std::unique_ptr<ImageRegistry> registry(new ImageRegistry(region, hypervisor));
   STRATA_RETURN_IF_ERROR(registry->RecoverInstances());

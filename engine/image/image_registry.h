@@ -13,7 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "meta/catalog.h"
 #include "strata/image.h"
-#include "volume/region_impl.h"
+#include "region/region_impl.h"
 
 namespace strata::image {
 
@@ -22,7 +22,7 @@ class ImageRegistry final : public Images {
   // `region` and `hypervisor` (nullable) must outlive the registry. Instances that were running
   // when the process last stopped are marked stopped (their VMs are gone).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<ImageRegistry>> Open(
-      volume::RegionImpl& region, Hypervisor* hypervisor);
+      region::RegionImpl& region, Hypervisor* hypervisor);
 
   // Ends the VMs of running instances first: their exit callbacks need the registry.
   ~ImageRegistry() override;
@@ -67,7 +67,7 @@ class ImageRegistry final : public Images {
                                          const std::map<std::string, std::string>& tags) override;
 
  private:
-  ImageRegistry(volume::RegionImpl& region, Hypervisor* hypervisor);
+  ImageRegistry(region::RegionImpl& region, Hypervisor* hypervisor);
   absl::Status RecoverInstances();
 
   // Validates `request` and fills in what EC2 derives (sizes, encryption); `allow_pending`
@@ -101,7 +101,7 @@ class ImageRegistry final : public Images {
       const std::string& owner) const;
   std::string NewId(const std::string& prefix, absl::string_view key_prefix);
 
-  volume::RegionImpl& region_;
+  region::RegionImpl& region_;
   meta::Catalog& catalog_;
   Hypervisor* const hypervisor_;
   // Serializes changes to images, settings and instances. Never held across a VM start or stop

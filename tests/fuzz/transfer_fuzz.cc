@@ -12,13 +12,13 @@
 #include <string>
 #include <vector>
 
-#include "region/transfer_messages.h"
-#include "region/transfer_wire.h"
+#include "copy/transfer_messages.h"
+#include "copy/transfer_wire.h"
 
 namespace {
 
 using namespace strata;
-using namespace strata::transfer;
+using namespace strata::copy;
 
 std::string Framed(FrameType type, const std::string& payload) {
   std::string out;
@@ -81,7 +81,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ::close(pair[0]);
   Connection connection(pair[1]);
   for (int frames = 0; frames < 1000; ++frames) {
-    absl::StatusOr<strata::transfer::Frame> frame = connection.Receive();
+    absl::StatusOr<strata::copy::Frame> frame = connection.Receive();
     if (!frame.ok()) break;
     CheckDecoders(frame->payload);
   }

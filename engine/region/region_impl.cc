@@ -1,4 +1,4 @@
-#include "volume/region_impl.h"
+#include "region/region_impl.h"
 
 #include <algorithm>
 #include <chrono>
@@ -19,7 +19,16 @@
 #include "volume/tags.h"
 #include "xxhash.h"
 
-namespace strata::volume {
+namespace strata::region {
+
+using volume::ApplyTags;
+using volume::ChunkEntry;
+using volume::DecodeEntry;
+using volume::EncodeEntry;
+using volume::Head;
+using volume::ValidateTags;
+using volume::VolumeDeps;
+
 namespace {
 
 // Hydration copies a slice of chunks, then waits this long; the rate sets the slice size.
@@ -154,7 +163,7 @@ class SnapshotReader final : public Snapshot {
 
 }  // namespace
 
-}  // namespace strata::volume
+}  // namespace strata::region
 
 namespace strata {
 
@@ -172,7 +181,7 @@ const char* SnapshotStateName(SnapshotState state) {
 
 }  // namespace strata
 
-namespace strata::volume {
+namespace strata::region {
 
 RegionImpl::RegionImpl(Env* env, std::string name, std::string dir, const StoreOptions& options)
     : env_(env), name_(std::move(name)), dir_(std::move(dir)), options_(options) {}
@@ -1740,4 +1749,4 @@ absl::Status RegionImpl::SetEbsEncryptionDefaults(const std::string& account,
   return catalog_->Write(batch);
 }
 
-}  // namespace strata::volume
+}  // namespace strata::region

@@ -14,10 +14,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "image/image_registry.h"
-#include "region/region_copier.h"
+#include "copy/copy_service.h"
 #include "strata/store.h"
 #include "util/status_macros.h"
-#include "volume/region_impl.h"
+#include "region/region_impl.h"
 
 namespace strata {
 namespace {
@@ -64,7 +64,7 @@ class StoreImpl final : public Store {
             absl::StrCat("peer region ", name, " is also a region of this store"));
       }
     }
-    copies_ = std::make_unique<transfer::CopyService>(*this, options_,
+    copies_ = std::make_unique<copy::CopyService>(*this, options_,
                                                       absl::StrCat(path_, "/copies.json"));
     return copies_->Load();
   }
@@ -128,8 +128,8 @@ class StoreImpl final : public Store {
 
   absl::StatusOr<Region*> OpenRegion(const std::string& name) {
     STRATA_ASSIGN_OR_RETURN(
-        std::unique_ptr<volume::RegionImpl> region,
-        volume::RegionImpl::Open(options_.env, name, absl::StrCat(path_, "/regions/", name),
+        std::unique_ptr<region::RegionImpl> region,
+        region::RegionImpl::Open(options_.env, name, absl::StrCat(path_, "/regions/", name),
                                  options_));
     STRATA_ASSIGN_OR_RETURN(std::unique_ptr<image::ImageRegistry> images,
                             image::ImageRegistry::Open(*region, options_.hypervisor));
@@ -261,9 +261,9 @@ class StoreImpl final : public Store {
   const std::string path_;
   const StoreOptions options_;
   const std::unique_ptr<FileLock> lock_;
-  std::map<std::string, std::unique_ptr<volume::RegionImpl>> regions_;
+  std::map<std::string, std::unique_ptr<region::RegionImpl>> regions_;
   std::string default_region_;
-  std::unique_ptr<transfer::CopyService> copies_;
+  std::unique_ptr<copy::CopyService> copies_;
 };
 
 }  // namespace

@@ -1,4 +1,4 @@
-#include "region/transfer_source.h"
+#include "copy/transfer_source.h"
 
 #include <algorithm>
 #include <random>
@@ -6,12 +6,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "image/image_records.h"
-#include "region/transfer_messages.h"
+#include "copy/transfer_messages.h"
 #include "strata/aws_error.h"
 #include "util/log.h"
 #include "util/status_macros.h"
 
-namespace strata::transfer {
+namespace strata::copy {
 namespace {
 
 class SourceSession {
@@ -156,4 +156,4 @@ void ServeConnection(Store& store, SharedBuckets& buckets, std::unique_ptr<Conne
   SourceSession(store, buckets, *connection).Run();
 }
 
-}  // namespace strata::transfer
+}  // namespace strata::copy

@@ -19,13 +19,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "region/copy_journal.h"
-#include "region/token_bucket.h"
-#include "region/transfer_messages.h"
-#include "region/transfer_wire.h"
+#include "copy/copy_journal.h"
+#include "copy/token_bucket.h"
+#include "copy/transfer_messages.h"
+#include "copy/transfer_wire.h"
 #include "strata/store.h"
 
-namespace strata::transfer {
+namespace strata::copy {
 
 class CopyService {
  public:
@@ -103,4 +103,4 @@ class CopyService {
   std::map<std::string, uint64_t> reserved_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace strata::transfer
+}  // namespace strata::copy

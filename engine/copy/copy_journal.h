@@ -11,7 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "strata/transfer.h"
 
-namespace strata::transfer {
+namespace strata::copy {
 
 class CopyJournal {
  public:
@@ -35,4 +35,4 @@ class CopyJournal {
   std::vector<std::string> order_ ABSL_GUARDED_BY(mu_);  // Oldest first.
 };
 
-}  // namespace strata::transfer
+}  // namespace strata::copy

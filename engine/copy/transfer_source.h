@@ -5,14 +5,14 @@
 
 #include <memory>
 
-#include "region/token_bucket.h"
-#include "region/transfer_wire.h"
+#include "copy/token_bucket.h"
+#include "copy/transfer_wire.h"
 #include "strata/store.h"
 
-namespace strata::transfer {
+namespace strata::copy {
 
 // Serves until the peer closes the connection or sends something malformed.
 // Streams naming the same copy share one bucket of `buckets` (the copy's rate).
 void ServeConnection(Store& store, SharedBuckets& buckets, std::unique_ptr<Connection> connection);
 
-}  // namespace strata::transfer
+}  // namespace strata::copy

@@ -1,4 +1,4 @@
-#include "region/copy_journal.h"
+#include "copy/copy_journal.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
-namespace strata::transfer {
+namespace strata::copy {
 namespace {
 
 using Json = nlohmann::json;
@@ -140,12 +140,12 @@ absl::Status CopyJournal::WriteLocked() {
   return absl::OkStatus();
 }
 
-}  // namespace strata::transfer
+}  // namespace strata::copy
 
 namespace strata {
 
 absl::StatusOr<std::vector<CopyRecord>> ReadCopyRecords(const std::string& data_dir) {
-  return transfer::CopyJournal::Read(data_dir + "/copies.json");
+  return copy::CopyJournal::Read(data_dir + "/copies.json");
 }
 
 }  // namespace strata

@@ -19,7 +19,12 @@
 #include "volume/snapshot_tree.h"
 #include "volume/volume_impl.h"
 
-namespace strata::volume {
+namespace strata::region {
+
+using volume::DomainKeys;
+using volume::PendingSnapshot;
+using volume::SnapshotTree;
+using volume::VolumeImpl;
 
 class RegionImpl final : public Region {
  public:
@@ -212,4 +217,4 @@ class RegionImpl final : public Region {
   std::unique_ptr<Images> images_;  // Last: destroyed first.
 };
 
-}  // namespace strata::volume
+}  // namespace strata::region

@@ -1,4 +1,4 @@
-#include "region/transfer_wire.h"
+#include "copy/transfer_wire.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,7 +10,7 @@
 #include "strata/aws_error.h"
 #include "util/coding.h"
 
-namespace strata::transfer {
+namespace strata::copy {
 namespace {
 
 bool WriteAll(int fd, const char* data, size_t n) {
@@ -118,4 +118,4 @@ absl::Status DecodeError(absl::string_view payload) {
   return aws_code.empty() ? status : WithAwsErrorCode(status, aws_code);
 }
 
-}  // namespace strata::transfer
+}  // namespace strata::copy

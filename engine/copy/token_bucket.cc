@@ -1,10 +1,10 @@
-#include "region/token_bucket.h"
+#include "copy/token_bucket.h"
 
 #include <algorithm>
 #include <chrono>
 #include <thread>
 
-namespace strata::transfer {
+namespace strata::copy {
 namespace {
 
 int64_t NowMicros() {
@@ -63,4 +63,4 @@ std::shared_ptr<TokenBucket> SharedBuckets::Get(const std::string& key, uint64_t
   return bucket;
 }
 
-}  // namespace strata::transfer
+}  // namespace strata::copy

@@ -12,7 +12,7 @@
 #include "strata/snapshot.h"
 #include "strata/transfer.h"
 
-namespace strata::transfer {
+namespace strata::copy {
 
 struct Hello {
   uint16_t version = 0;
@@ -73,4 +73,4 @@ absl::StatusOr<ChunkFrame> DecodeChunk(absl::string_view payload);
 ChunkFrame PackChunk(uint64_t index, absl::string_view raw);
 absl::StatusOr<std::string> UnpackChunk(const ChunkFrame& frame, uint64_t max_raw_bytes);
 
-}  // namespace strata::transfer
+}  // namespace strata::copy

@@ -9,9 +9,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "region/token_bucket.h"
+#include "copy/token_bucket.h"
 
-namespace strata::transfer {
+namespace strata::copy {
 
 inline constexpr uint32_t kFrameMagic = 0x46585453;  // "STXF" on the wire.
 inline constexpr uint32_t kFrameHeaderBytes = 9;
@@ -69,4 +69,4 @@ class Connection {
 std::string EncodeError(const absl::Status& status);
 absl::Status DecodeError(absl::string_view payload);
 
-}  // namespace strata::transfer
+}  // namespace strata::copy

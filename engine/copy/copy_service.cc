@@ -1,4 +1,4 @@
-#include "region/region_copier.h"
+#include "copy/copy_service.h"
 
 #include <netdb.h>
 #include <sys/socket.h>
@@ -15,12 +15,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "image/image_records.h"
-#include "region/transfer_messages.h"
-#include "region/transfer_source.h"
+#include "copy/transfer_messages.h"
+#include "copy/transfer_source.h"
 #include "util/log.h"
 #include "util/status_macros.h"
 
-namespace strata::transfer {
+namespace strata::copy {
 namespace {
 
 constexpr size_t kBatchChunks = 16;  // Chunks per GET.
@@ -756,4 +756,4 @@ void CopyService::Finish(Job& job, const absl::Status& status) {
   (void)journal_.Put(job.record);
 }
 
-}  // namespace strata::transfer
+}  // namespace strata::copy

@@ -11,7 +11,7 @@
 
 #include "absl/synchronization/mutex.h"
 
-namespace strata::transfer {
+namespace strata::copy {
 
 class TokenBucket {
  public:
@@ -40,4 +40,4 @@ class SharedBuckets {
   std::map<std::string, std::weak_ptr<TokenBucket>> buckets_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace strata::transfer
+}  // namespace strata::copy

@@ -1,4 +1,4 @@
-#include "region/transfer_messages.h"
+#include "copy/transfer_messages.h"
 
 #include <openssl/sha.h>
 #include <xxhash.h>
@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "util/coding.h"
 
-namespace strata::transfer {
+namespace strata::copy {
 namespace {
 
 constexpr size_t kDigestBytes = SHA256_DIGEST_LENGTH;
@@ -229,4 +229,4 @@ absl::StatusOr<std::string> UnpackChunk(const ChunkFrame& frame, uint64_t max_ra
   return raw;
 }
 
-}  // namespace strata::transfer
+}  // namespace strata::copy
