@@ -14,9 +14,9 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "image/image_records.h"
 #include "copy/transfer_messages.h"
 #include "copy/transfer_source.h"
+#include "image/image_records.h"
 #include "util/log.h"
 #include "util/status_macros.h"
 

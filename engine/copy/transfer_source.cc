@@ -5,8 +5,8 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "image/image_records.h"
 #include "copy/transfer_messages.h"
+#include "image/image_records.h"
 #include "strata/aws_error.h"
 #include "util/log.h"
 #include "util/status_macros.h"

@@ -13,11 +13,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
-#include "image/image_registry.h"
 #include "copy/copy_service.h"
+#include "image/image_registry.h"
+#include "region/region_impl.h"
 #include "strata/store.h"
 #include "util/status_macros.h"
-#include "region/region_impl.h"
 
 namespace strata {
 namespace {
@@ -64,8 +64,8 @@ class StoreImpl final : public Store {
             absl::StrCat("peer region ", name, " is also a region of this store"));
       }
     }
-    copies_ = std::make_unique<copy::CopyService>(*this, options_,
-                                                      absl::StrCat(path_, "/copies.json"));
+    copies_ =
+        std::make_unique<copy::CopyService>(*this, options_, absl::StrCat(path_, "/copies.json"));
     return copies_->Load();
   }
 

@@ -1,0 +1,117 @@
+#include "region/encryption_policy.h"
+
+#include "absl/strings/str_cat.h"
+#include "util/coding.h"
+#include "util/status_macros.h"
+
+namespace strata::region {
+namespace {
+
+// Binds a wrapped data key to its domain: unwrapping it for another domain fails.
+EncryptionContext DataKeyContext(uint32_t domain) {
+  return {{"strata:domain", absl::StrCat(domain)}};
+}
+
+}  // namespace
+
+absl::Status EncryptionPolicy::Load() {
+  STRATA_ASSIGN_OR_RETURN(std::optional<std::string> next_domain,
+                          catalog_.Get(meta::NextDomainKey()));
+  if (!next_domain.has_value()) return absl::OkStatus();
+  util::Decoder in(*next_domain);
+  absl::MutexLock lock(&mu_);
+  if (!in.GetFixed32(next_domain_)) return absl::DataLossError("corrupt next_domain");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> EncryptionPolicy::NewDomain() {
+  absl::MutexLock lock(&mu_);
+  const uint32_t domain = next_domain_;
+  std::string value;
+  util::PutFixed32(value, domain + 1);
+  meta::WriteBatch batch;
+  batch.Put(meta::NextDomainKey(), value);
+  STRATA_RETURN_IF_ERROR(catalog_.Write(batch));
+  next_domain_ = domain + 1;
+  return domain;
+}
+
+absl::Status EncryptionPolicy::LoadDomainKey(const meta::EncryptionRecord& encryption,
+                                             const std::string& owner) {
+  if (keys_.Get(encryption.domain).ok()) return absl::OkStatus();
+  absl::StatusOr<Decrypted> key =
+      kms_.Decrypt(owner, encryption.wrapped_key, DataKeyContext(encryption.domain), "");
+  if (!key.ok()) {
+    keys_.SetUnavailable(encryption.domain, key.status());
+    return key.status();
+  }
+  return keys_.Add(encryption.domain, key->plaintext);
+}
+
+absl::StatusOr<meta::EncryptionRecord> EncryptionPolicy::Choose(
+    const CreateVolumeRequest& request, const meta::EncryptionRecord& base) {
+  STRATA_ASSIGN_OR_RETURN(EbsEncryptionDefaults defaults, GetEbsEncryptionDefaults(request.owner));
+  const bool encrypted = request.encrypted || base.encrypted() || defaults.enabled;
+  if (!encrypted) {
+    if (!request.kms_key_id.empty()) {
+      return absl::InvalidArgumentError("a KMS key is given only with encryption on");
+    }
+    return meta::EncryptionRecord();
+  }
+  std::string key_ref = request.kms_key_id;
+  if (key_ref.empty()) {
+    key_ref = base.encrypted()              ? base.kms_key_arn
+              : defaults.kms_key_id.empty() ? "alias/aws/ebs"
+                                            : defaults.kms_key_id;
+  }
+  STRATA_ASSIGN_OR_RETURN(KmsKeyInfo key, kms_.DescribeKey(request.owner, key_ref));
+  if (base.encrypted() && key.arn == base.kms_key_arn) {
+    // The snapshot's key: the same data key and dedup domain (its lineage), if the owner may
+    // use that key (its own, or shared by policy or grant).
+    STRATA_ASSIGN_OR_RETURN(Decrypted data_key, kms_.Decrypt(request.owner, base.wrapped_key,
+                                                             DataKeyContext(base.domain), ""));
+    STRATA_RETURN_IF_ERROR(keys_.Add(base.domain, data_key.plaintext));
+    return base;
+  }
+  // A new data key: a new dedup domain.
+  meta::EncryptionRecord out;
+  STRATA_ASSIGN_OR_RETURN(out.domain, NewDomain());
+  for (int attempt = 0;; ++attempt) {
+    STRATA_ASSIGN_OR_RETURN(DataKey data_key, kms_.GenerateDataKey(request.owner, key.arn, 64,
+                                                                   DataKeyContext(out.domain)));
+    absl::Status added = keys_.Add(out.domain, data_key.plaintext);
+    if (!added.ok() && attempt == 0) continue;  // Equal XTS halves: astronomically rare; retry.
+    STRATA_RETURN_IF_ERROR(added);
+    out.kms_key_arn = data_key.key_arn;
+    out.wrapped_key = std::move(data_key.ciphertext);
+    return out;
+  }
+}
+
+absl::StatusOr<EbsEncryptionDefaults> EncryptionPolicy::GetEbsEncryptionDefaults(
+    const std::string& account) {
+  STRATA_ASSIGN_OR_RETURN(std::optional<std::string> value,
+                          catalog_.Get(meta::EbsDefaultsKey(account)));
+  EbsEncryptionDefaults out;
+  if (!value.has_value()) return out;
+  util::Decoder in(*value);
+  if (!in.GetBool(out.enabled) || !in.GetLengthPrefixed(out.kms_key_id) || !in.done()) {
+    return absl::DataLossError(absl::StrCat("corrupt EBS encryption defaults of ", account));
+  }
+  return out;
+}
+
+absl::Status EncryptionPolicy::SetEbsEncryptionDefaults(const std::string& account,
+                                                        const EbsEncryptionDefaults& defaults) {
+  if (!defaults.kms_key_id.empty()) {
+    STRATA_RETURN_IF_ERROR(kms_.DescribeKey(account, defaults.kms_key_id).status());
+  }
+  std::string value;
+  value.push_back(defaults.enabled ? 1 : 0);
+  util::PutLengthPrefixed(value, defaults.kms_key_id);
+  meta::WriteBatch batch;
+  batch.Put(meta::EbsDefaultsKey(account), value);
+  return catalog_.Write(batch);
+}
+
+}  // namespace strata::region

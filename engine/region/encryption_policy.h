@@ -1,0 +1,53 @@
+#pragma once
+// How a region's volumes and snapshots are encrypted (AWS's rules): whether a new volume is
+// encrypted, under which KMS key, and whether it shares its snapshot's data key and dedup domain
+// or gets a new one; the data keys unwrapped into DomainKeys; EBS encryption by default per
+// account.
+
+#include <cstdint>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "crypto/kms_impl.h"
+#include "meta/catalog.h"
+#include "meta/schema.h"
+#include "strata/store.h"
+#include "volume/domain_keys.h"
+
+namespace strata::region {
+
+// Thread-safe. `catalog`, `kms` and `keys` must outlive it.
+class EncryptionPolicy {
+ public:
+  EncryptionPolicy(meta::Catalog& catalog, crypto::KmsImpl& kms, volume::DomainKeys& keys)
+      : catalog_(catalog), kms_(kms), keys_(keys) {}
+
+  // Reads the next dedup domain number from the catalog (at open).
+  [[nodiscard]] absl::Status Load();
+  // Unwraps an encrypted domain's data key (as `owner`) into the DomainKeys, or records there
+  // why it cannot be.
+  absl::Status LoadDomainKey(const meta::EncryptionRecord& encryption, const std::string& owner);
+  // The encryption of a new volume for `request` over a snapshot encrypted as `base` (empty for
+  // a blank volume). Makes and registers a new data key when the volume needs its own domain;
+  // the snapshot's key only when the owner may decrypt with it.
+  [[nodiscard]] absl::StatusOr<meta::EncryptionRecord> Choose(const CreateVolumeRequest& request,
+                                                              const meta::EncryptionRecord& base);
+  [[nodiscard]] absl::StatusOr<EbsEncryptionDefaults> GetEbsEncryptionDefaults(
+      const std::string& account);
+  [[nodiscard]] absl::Status SetEbsEncryptionDefaults(const std::string& account,
+                                                      const EbsEncryptionDefaults& defaults);
+
+ private:
+  // Takes the next dedup domain number, recorded before it is used.
+  absl::StatusOr<uint32_t> NewDomain();
+
+  meta::Catalog& catalog_;
+  crypto::KmsImpl& kms_;
+  volume::DomainKeys& keys_;
+  absl::Mutex mu_;  // Held across the catalog write of the next domain only.
+  uint32_t next_domain_ ABSL_GUARDED_BY(mu_) = 1;  // Domain 0 is plaintext.
+};
+
+}  // namespace strata::region

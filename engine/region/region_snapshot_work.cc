@@ -1,0 +1,213 @@
+// RegionImpl: background work on snapshots: ingest (pending -> completed or error) and pruning of
+// deleted snapshots.
+#include "absl/strings/str_cat.h"
+#include "region/region_impl.h"
+#include "region/snapshot_records.h"
+#include "util/log.h"
+#include "util/status_macros.h"
+#include "volume/snapshot_tree.h"
+
+namespace strata::region {
+
+using volume::ChunkEntry;
+using volume::DecodeEntry;
+using volume::EncodeEntry;
+
+namespace {
+
+// The volume id EBS shows for snapshots made with the EBS direct APIs.
+inline constexpr char kDirectSnapshotVolumeId[] = "vol-ffffffff";
+
+}  // namespace
+
+void RegionImpl::RunIngest(const std::shared_ptr<PendingSnapshot>& pending) {
+  VolumeImpl* volume = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<VolumeImpl*> found = FindVolumeLocked(pending->record.volume_id);
+    if (!found.ok() || !pending_.contains(pending->record.id)) return;  // Failed meanwhile.
+    volume = *found;
+  }
+  // The volume cannot be deleted while it has a pending snapshot, so `volume` stays valid.
+  pending->frozen_count.store(pending->frozen->Count());
+  for (std::optional<uint64_t> c = pending->frozen->NextSet(0); c.has_value();
+       c = pending->frozen->NextSet(*c + 1)) {
+    volume->IngestChunk(*pending, *c);
+    absl::MutexLock lock(&pending->mu);
+    if (!pending->error.ok()) break;
+  }
+  absl::MutexLock lock(&mu_);
+  absl::Status error;
+  {
+    absl::MutexLock plock(&pending->mu);
+    error = pending->error;
+  }
+  if (error.ok()) error = CompleteSnapshot(*volume, *pending);
+  if (!error.ok()) FailSnapshot(*volume, pending, error);
+  if (pending->direct) {
+    // The builder volume served only this snapshot.
+    if (absl::Status s = DeleteVolumeLocked(pending->record.volume_id); !s.ok()) {
+      STRATA_LOG(kWarning, "snapshot ", pending->record.id,
+                 ": builder not deleted: ", s.ToString());
+    }
+  }
+  if (!error.ok()) return;
+  // A deleted parent waited for this child to complete before it could be merged.
+  if (std::optional<meta::SnapshotRecord> parent = tree_->Get(pending->record.parent_id);
+      parent.has_value() && parent->deleted) {
+    tasks_.Push({Task::Kind::kPrune, parent->id, nullptr, 0});
+  }
+}
+
+absl::Status RegionImpl::CompleteSnapshot(VolumeImpl& volume, PendingSnapshot& pending) {
+  absl::MutexLock plock(&pending.mu);
+  meta::SnapshotRecord r = *tree_->Get(pending.record.id);  // Current tags.
+  meta::WriteBatch batch;
+  uint64_t data_chunks = 0;
+  for (const auto& [c, entry] : pending.entries) {
+    const std::string value = EncodeEntry(entry);
+    batch.Put(meta::ManifestKey(r.seq, c), value);
+    batch.Put(meta::ResolveKey(r.tree, c, r.seq), value);
+    data_chunks += entry.has_value() ? 1 : 0;
+  }
+  r.state = meta::SnapshotRecordState::kCompleted;
+  if (pending.direct) r.volume_id = kDirectSnapshotVolumeId;  // As EBS shows it.
+  r.changed_chunk_count = pending.entries.size();
+  r.incremental_bytes = data_chunks * chunk_size_bytes_;
+  batch.Put(meta::SnapshotKey(r.id), r.Encode());
+  STRATA_RETURN_IF_ERROR(chunks_->Commit(std::move(batch), pending.pinned, {}));
+  pending.pinned.clear();
+  tree_->Put(r);
+  pending_.erase(r.id);
+  volume.FinishPending(&pending);
+  return absl::OkStatus();
+}
+
+void RegionImpl::FailSnapshot(VolumeImpl& volume, const std::shared_ptr<PendingSnapshot>& pending,
+                              const absl::Status& why) {
+  STRATA_LOG(kError, "snapshot ", pending->record.id, " failed: ", why.ToString());
+  meta::WriteBatch batch;
+  std::vector<meta::SnapshotRecord> failed_records;
+  for (const std::shared_ptr<PendingSnapshot>& failed : volume.FailPending(pending)) {
+    absl::MutexLock plock(&failed->mu);
+    chunks_->Unpin(failed->pinned);
+    failed->pinned.clear();
+    std::optional<meta::SnapshotRecord> r = tree_->Get(failed->record.id);
+    if (!r.has_value()) continue;
+    r->state = meta::SnapshotRecordState::kError;
+    r->state_message = failed == pending
+                           ? std::string(why.message())
+                           : absl::StrCat("its parent ", pending->record.id, " failed");
+    batch.Put(meta::SnapshotKey(r->id), r->Encode());
+    failed_records.push_back(*r);
+    pending_.erase(r->id);
+  }
+  batch.Put(meta::VolumeKey(volume.id()), volume.record().Encode());
+  if (absl::Status s = catalog_->Write(batch); !s.ok()) {
+    // The records stay pending in the catalog; the next open turns them into errors.
+    STRATA_LOG(kError, "snapshot ", pending->record.id, ": recording the failure: ", s.ToString());
+  }
+  for (const meta::SnapshotRecord& r : failed_records) tree_->Put(r);
+}
+
+absl::Status RegionImpl::Prune(const std::string& snapshot_id) {
+  // Bounded by the depth of the tree: each round moves to a parent.
+  for (std::string id = snapshot_id; !id.empty();) {
+    std::optional<meta::SnapshotRecord> r = tree_->Get(id);
+    if (!r.has_value() || !r->deleted) return absl::OkStatus();
+    for (const auto& [vid, volume] : volumes_) {
+      if (volume->record().last_snapshot_id != id) continue;
+      STRATA_ASSIGN_OR_RETURN(const bool rebased, RebaseVolume(*volume, *r));
+      if (!rebased) return absl::OkStatus();  // The volume still reads through it.
+    }
+    std::vector<meta::SnapshotRecord> children = tree_->Children(id);
+    for (const meta::SnapshotRecord& child : children) {
+      if (child.state != meta::SnapshotRecordState::kCompleted) {
+        return absl::OkStatus();  // Resumed when the child completes.
+      }
+    }
+    if (children.size() >= 2) return absl::OkStatus();  // Shared by two branches.
+    if (children.size() == 1) return MergeIntoChild(*r, children[0]);
+    STRATA_RETURN_IF_ERROR(RemoveSnapshotData(*r));
+    id = r->parent_id;  // The parent lost a child: it may now go too.
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> RegionImpl::RebaseVolume(VolumeImpl& volume, const meta::SnapshotRecord& r) {
+  if (volume.HasPending()) return false;
+  std::vector<uint64_t> chunks;
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::ManifestPrefix(r.seq), "",
+                                        [&](absl::string_view key, absl::string_view) {
+                                          chunks.push_back(meta::ManifestKeyChunk(key));
+                                          return true;
+                                        }));
+  if (!volume.Rebase(r.parent_id, chunks)) return false;
+  // A crash before this write leaves the old last snapshot in the record: still correct, as
+  // the snapshot is then kept.
+  STRATA_RETURN_IF_ERROR(PersistVolume(volume));
+  return true;
+}
+
+absl::Status RegionImpl::RemoveSnapshotData(const meta::SnapshotRecord& r) {
+  meta::WriteBatch batch;
+  std::vector<chunk::ChunkKey> drops;
+  absl::Status bad;
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::ManifestPrefix(r.seq), "",
+                                        [&](absl::string_view key, absl::string_view value) {
+                                          const uint64_t c = meta::ManifestKeyChunk(key);
+                                          absl::StatusOr<ChunkEntry> entry = DecodeEntry(value);
+                                          if (!entry.ok()) {
+                                            bad = entry.status();
+                                            return false;
+                                          }
+                                          if (entry->has_value()) drops.push_back(**entry);
+                                          batch.Delete(std::string(key));
+                                          batch.Delete(meta::ResolveKey(r.tree, c, r.seq));
+                                          return true;
+                                        }));
+  STRATA_RETURN_IF_ERROR(bad);
+  batch.Delete(meta::SnapshotKey(r.id));
+  STRATA_RETURN_IF_ERROR(chunks_->Commit(std::move(batch), {}, drops));
+  tree_->Erase(r.id);
+  return absl::OkStatus();
+}
+
+absl::Status RegionImpl::MergeIntoChild(const meta::SnapshotRecord& r, meta::SnapshotRecord child) {
+  // The child inherits every entry it does not override; overridden ones are dropped. Cost:
+  // O(this snapshot's manifest entries).
+  meta::WriteBatch batch;
+  std::vector<chunk::ChunkKey> drops;
+  absl::Status bad;
+  std::vector<std::pair<uint64_t, std::string>> entries;
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(
+      meta::ManifestPrefix(r.seq), "", [&](absl::string_view key, absl::string_view value) {
+        entries.emplace_back(meta::ManifestKeyChunk(key), std::string(value));
+        return true;
+      }));
+  for (const auto& [c, value] : entries) {
+    STRATA_ASSIGN_OR_RETURN(ChunkEntry entry, DecodeEntry(value));
+    batch.Delete(meta::ManifestKey(r.seq, c));
+    batch.Delete(meta::ResolveKey(r.tree, c, r.seq));
+    STRATA_ASSIGN_OR_RETURN(std::optional<std::string> overridden,
+                            catalog_->Get(meta::ManifestKey(child.seq, c)));
+    if (overridden.has_value()) {
+      if (entry.has_value()) drops.push_back(*entry);
+      continue;
+    }
+    batch.Put(meta::ManifestKey(child.seq, c), value);
+    batch.Put(meta::ResolveKey(child.tree, c, child.seq), value);
+    ++child.changed_chunk_count;
+    if (entry.has_value()) child.incremental_bytes += chunk_size_bytes_;
+  }
+  STRATA_RETURN_IF_ERROR(bad);
+  child.parent_id = r.parent_id;
+  batch.Put(meta::SnapshotKey(child.id), child.Encode());
+  batch.Delete(meta::SnapshotKey(r.id));
+  STRATA_RETURN_IF_ERROR(chunks_->Commit(std::move(batch), {}, drops));
+  tree_->Put(child);
+  tree_->Erase(r.id);
+  return absl::OkStatus();
+}
+
+}  // namespace strata::region

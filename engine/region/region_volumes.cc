@@ -1,0 +1,259 @@
+// RegionImpl: the volume table.
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "region/region_impl.h"
+#include "region/snapshot_records.h"
+#include "util/log.h"
+#include "util/status_macros.h"
+#include "volume/head.h"
+#include "volume/tags.h"
+
+namespace strata::region {
+
+using volume::ApplyTags;
+using volume::Head;
+using volume::ValidateTags;
+using volume::VolumeDeps;
+
+VolumeInfo RegionImpl::ToInfo(VolumeImpl& volume) const {
+  const meta::VolumeRecord r = volume.record();
+  VolumeInfo info;
+  info.id = r.id;
+  info.size_bytes = r.size_bytes;
+  info.snapshot_id = r.base_snapshot_id;
+  info.create_time_micros = r.create_time_micros;
+  info.tags = r.tags;
+  info.hydrating = r.hydrating;
+  info.owner = r.owner;
+  info.volume_type = r.volume_type;
+  info.iops = r.iops;
+  info.throughput = r.throughput;
+  info.attached_to = r.attached_to;
+  info.device = r.device;
+  info.attach_time_micros = r.attach_time_micros;
+  info.encrypted = r.encryption.encrypted();
+  info.kms_key_id = r.encryption.kms_key_arn;
+  if (!r.base_snapshot_id.empty()) {
+    const uint64_t total = volume.chunk_count();
+    info.hydration_percent =
+        total == 0 ? 100 : static_cast<int>(volume.owned_count() * 100 / total);
+  }
+  return info;
+}
+
+absl::StatusOr<VolumeImpl*> RegionImpl::FindVolumeLocked(const std::string& volume_id) {
+  auto it = volumes_.find(volume_id);
+  if (it == volumes_.end()) {
+    return absl::NotFoundError(absl::StrCat("volume ", volume_id, " does not exist"));
+  }
+  return it->second.get();
+}
+
+absl::Status RegionImpl::PersistVolume(VolumeImpl& volume) {
+  meta::WriteBatch batch;
+  batch.Put(meta::VolumeKey(volume.id()), volume.record().Encode());
+  return catalog_->Write(batch);
+}
+
+absl::StatusOr<VolumeInfo> RegionImpl::CreateVolume(const CreateVolumeRequest& request) {
+  absl::MutexLock lock(&mu_);
+  return CreateVolumeLocked(request, /*hidden=*/false);
+}
+
+absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequest& request,
+                                                          bool hidden) {
+  STRATA_RETURN_IF_ERROR(ValidateTags(request.tags));
+  meta::VolumeRecord r;
+  r.hidden = hidden;
+  r.size_bytes = request.size_bytes;
+  meta::EncryptionRecord base_encryption;
+  if (!request.snapshot_id.empty()) {
+    STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord snap,
+                            FindCompletedSnapshot(*tree_, request.snapshot_id));
+    base_encryption = snap.encryption;
+    if (r.size_bytes == 0) r.size_bytes = snap.volume_size_bytes;
+    if (r.size_bytes < snap.volume_size_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("size ", r.size_bytes,
+                                                     " is smaller than snapshot ", snap.id, " (",
+                                                     snap.volume_size_bytes, " bytes)"));
+    }
+    r.base_snapshot_id = r.last_snapshot_id = snap.id;
+    r.tree = snap.tree;
+  } else {
+    r.tree = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}() ^
+             env_->NowMicros();
+  }
+  if (r.size_bytes == 0 || r.size_bytes % kVolumeSizeAlignBytes != 0 ||
+      r.size_bytes > kMaxVolumeSizeBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("volume size ", r.size_bytes, " must be a non-zero multiple of ",
+                     kVolumeSizeAlignBytes, " bytes, at most ", kMaxVolumeSizeBytes));
+  }
+  STRATA_ASSIGN_OR_RETURN(r.encryption, encryption_->Choose(request, base_encryption));
+  r.id = NewId("vol");
+  r.create_time_micros = env_->NowMicros();
+  r.tags = request.tags;
+  r.owner = request.owner;
+  r.volume_type = request.volume_type.empty() ? "gp3" : request.volume_type;
+  r.iops = request.iops;
+  r.throughput = request.throughput;
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Head> head,
+                          Head::Open(env_, HeadPath(r.id), r.size_bytes, true));
+  meta::WriteBatch batch;
+  batch.Put(meta::VolumeKey(r.id), r.Encode());
+  if (absl::Status s = catalog_->Write(batch); !s.ok()) {
+    head.reset();
+    (void)Head::Delete(env_, HeadPath(r.id));
+    return s;
+  }
+  const std::string id = r.id;
+  const meta::EncryptionRecord encryption = r.encryption;
+  const bool new_domain =
+      !r.last_snapshot_id.empty() && encryption.domain != base_encryption.domain;
+  std::unique_ptr<VolumeImpl> volume = MakeVolume(std::move(r), std::move(head));
+  // Another domain than its snapshot's: its first snapshot must hold every chunk in the new
+  // domain (nothing of the old key or of plaintext may stay in its lineage's new data).
+  if (new_domain) volume->MarkAllChanged();
+  VolumeImpl* raw = volume.get();
+  volumes_[id] = std::move(volume);
+  return ToInfo(*raw);
+}
+
+std::unique_ptr<VolumeImpl> RegionImpl::MakeVolume(meta::VolumeRecord record,
+                                                   std::unique_ptr<Head> head) {
+  const meta::EncryptionRecord encryption = record.encryption;
+  auto volume =
+      std::make_unique<VolumeImpl>(VolumeDeps{env_, catalog_.get(), chunks_.get(), tree_.get(),
+                                              &domain_keys_, chunk_size_bytes_},
+                                   std::move(record), std::move(head));
+  if (encryption.encrypted()) {
+    absl::StatusOr<std::shared_ptr<const DomainKeys::Key>> key =
+        domain_keys_.Get(encryption.domain);
+    volume->set_encryption(key.ok() ? *key : nullptr, key.status());
+  }
+  return volume;
+}
+
+absl::StatusOr<Volume*> RegionImpl::GetVolume(const std::string& volume_id) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  return volume;
+}
+
+namespace {
+
+class Pin final : public Region::VolumePin {
+ public:
+  explicit Pin(VolumeImpl& volume) : volume_(volume) { volume_.pins().fetch_add(1); }
+  ~Pin() override { volume_.pins().fetch_sub(1); }
+  Volume& volume() override { return volume_; }
+
+ private:
+  VolumeImpl& volume_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Region::VolumePin>> RegionImpl::PinVolume(
+    const std::string& volume_id) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  return std::make_unique<Pin>(*volume);
+}
+
+absl::StatusOr<VolumeInfo> RegionImpl::DescribeVolume(const std::string& volume_id) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  return ToInfo(*volume);
+}
+
+absl::StatusOr<std::vector<VolumeInfo>> RegionImpl::ListVolumes() {
+  absl::MutexLock lock(&mu_);
+  std::vector<VolumeInfo> out;
+  for (const auto& [id, volume] : volumes_) {
+    if (!volume->record().hidden) out.push_back(ToInfo(*volume));
+  }
+  return out;
+}
+
+absl::Status RegionImpl::GrowVolume(const std::string& volume_id, uint64_t new_size_bytes) {
+  if (new_size_bytes % kVolumeSizeAlignBytes != 0 || new_size_bytes > kMaxVolumeSizeBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("volume size ", new_size_bytes,
+                                                   " must be a multiple of ", kVolumeSizeAlignBytes,
+                                                   ", at most ", kMaxVolumeSizeBytes));
+  }
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  if (new_size_bytes == volume->size_bytes()) return absl::OkStatus();
+  STRATA_RETURN_IF_ERROR(volume->Grow(new_size_bytes));
+  return PersistVolume(*volume);
+}
+
+absl::Status RegionImpl::DeleteVolume(const std::string& volume_id) {
+  absl::MutexLock lock(&mu_);
+  return DeleteVolumeLocked(volume_id);
+}
+
+absl::Status RegionImpl::DeleteVolumeLocked(const std::string& volume_id) {
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  if (volume->HasPending()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "volume ", volume_id, " has a pending snapshot; delete it once the snapshot completes"));
+  }
+  const meta::VolumeRecord record = volume->record();
+  if (const int pins = volume->pins().load(); pins > 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", volume_id, " is open by ", pins,
+                     " client connection(s); disconnect them first"));
+  }
+  if (!record.attached_to.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("volume ", volume_id, " is attached to ",
+                                                      record.attached_to, "; detach it first"));
+  }
+  meta::WriteBatch batch;
+  batch.Delete(meta::VolumeKey(volume_id));
+  for (const std::string& prefix : {meta::OwnedPrefix(volume_id), meta::DirtyPrefix(volume_id)}) {
+    STRATA_RETURN_IF_ERROR(
+        catalog_->Scan(prefix, "", [&](absl::string_view key, absl::string_view) {
+          batch.Delete(std::string(key));
+          return true;
+        }));
+  }
+  // The record goes first: a crash before the head is deleted leaves an orphan head, which the
+  // next open deletes, never a volume without its head.
+  STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+  volumes_.erase(volume_id);
+  if (absl::Status s = Head::Delete(env_, HeadPath(volume_id)); !s.ok()) {
+    STRATA_LOG(kWarning, "volume ", volume_id, ": head not deleted yet: ", s.ToString());
+  }
+  if (!record.last_snapshot_id.empty()) {
+    tasks_.Push({Task::Kind::kPrune, record.last_snapshot_id, nullptr, 0});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RegionImpl::TagVolume(const std::string& volume_id,
+                                   const std::map<std::string, std::string>& set,
+                                   const std::vector<std::string>& remove) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  meta::VolumeRecord r = volume->record();
+  ApplyTags(r.tags, set, remove);
+  STRATA_RETURN_IF_ERROR(ValidateTags(r.tags));
+  meta::WriteBatch batch;
+  batch.Put(meta::VolumeKey(volume_id), r.Encode());
+  STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+  volume->set_record_fields(r.tags, r.hydrating, r.hydrate_bytes_per_second);
+  return absl::OkStatus();
+}
+
+absl::Status RegionImpl::SetVolumeType(const std::string& volume_id, const std::string& volume_type,
+                                       uint64_t iops, uint64_t throughput) {
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  volume->set_type(volume_type, iops, throughput);
+  return PersistVolume(*volume);
+}
+
+}  // namespace strata::region

@@ -1,0 +1,44 @@
+#include "region/snapshot_reader.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "util/status_macros.h"
+
+namespace strata::region {
+
+absl::Status SnapshotReader::Read(uint64_t offset_bytes, std::span<std::byte> out) {
+  if (offset_bytes > size_bytes() || out.size() > size_bytes() - offset_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(record_.id, ": range ", offset_bytes, "+", out.size(), " is past the end"));
+  }
+  if (out.empty()) return absl::OkStatus();
+  std::vector<std::byte> buffer(chunk_size_bytes_);
+  const uint64_t first = offset_bytes / chunk_size_bytes_;
+  const uint64_t last = (offset_bytes + out.size() - 1) / chunk_size_bytes_;
+  STRATA_ASSIGN_OR_RETURN(std::vector<volume::ChunkEntry> entries,
+                          tree_.ResolveRange(record_.tree, ancestry_, first, last - first + 1));
+  for (uint64_t pos = offset_bytes; pos < offset_bytes + out.size();) {
+    const uint64_t c = pos / chunk_size_bytes_;
+    const uint64_t in_chunk = pos % chunk_size_bytes_;
+    const uint64_t n =
+        std::min<uint64_t>(chunk_size_bytes_ - in_chunk, offset_bytes + out.size() - pos);
+    const volume::ChunkEntry& entry = entries[c - first];
+    if (entry.has_value()) {
+      STRATA_RETURN_IF_ERROR(keys_.ReadChunk(chunks_, *entry, buffer));
+      std::memcpy(out.data() + (pos - offset_bytes), buffer.data() + in_chunk, n);
+    } else {
+      std::memset(out.data() + (pos - offset_bytes), 0, n);
+    }
+    pos += n;
+  }
+  std::optional<meta::SnapshotRecord> now = tree_.Get(record_.id);
+  if (!now.has_value() || now->deleted) {
+    return absl::NotFoundError(absl::StrCat("snapshot ", record_.id, " was deleted"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace strata::region

@@ -1,0 +1,43 @@
+#pragma once
+// A completed snapshot opened for reading: each chunk resolved through the region's tree (one
+// seek in the resolve index), read from the chunk store and deciphered with its domain's key.
+
+#include <cstdint>
+#include <span>
+
+#include "chunk/chunk_store.h"
+#include "meta/schema.h"
+#include "strata/snapshot.h"
+#include "volume/domain_keys.h"
+#include "volume/snapshot_tree.h"
+
+namespace strata::region {
+
+// Thread-compatible. `tree`, `chunks` and `keys` must outlive it.
+class SnapshotReader final : public Snapshot {
+ public:
+  SnapshotReader(const volume::SnapshotTree& tree, chunk::ChunkStore& chunks,
+                 const volume::DomainKeys& keys, meta::SnapshotRecord record,
+                 volume::SnapshotTree::Ancestry ancestry, uint64_t chunk_size_bytes)
+      : tree_(tree),
+        chunks_(chunks),
+        keys_(keys),
+        record_(std::move(record)),
+        ancestry_(std::move(ancestry)),
+        chunk_size_bytes_(chunk_size_bytes) {}
+  const std::string& id() const override { return record_.id; }
+  uint64_t size_bytes() const override { return record_.volume_size_bytes; }
+  // Fails (kNotFound) when the snapshot was deleted while it read: a deletion may merge the
+  // snapshot's entries into its child, so what it resolved may be stale.
+  absl::Status Read(uint64_t offset_bytes, std::span<std::byte> out) override;
+
+ private:
+  const volume::SnapshotTree& tree_;
+  chunk::ChunkStore& chunks_;
+  const volume::DomainKeys& keys_;
+  const meta::SnapshotRecord record_;
+  const volume::SnapshotTree::Ancestry ancestry_;
+  const uint64_t chunk_size_bytes_;
+};
+
+}  // namespace strata::region
