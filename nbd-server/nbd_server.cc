@@ -19,8 +19,8 @@
 namespace strata::nbd {
 namespace {}  // namespace
 
-NbdServer::NbdServer(Store& store, NbdServerOptions options)
-    : exports_(store), options_(std::move(options)) {}
+NbdServer::NbdServer(ExportCatalog& exports, NbdServerOptions options)
+    : exports_(exports), options_(std::move(options)) {}
 
 NbdServer::~NbdServer() { Stop(); }
 

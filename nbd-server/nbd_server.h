@@ -1,6 +1,6 @@
 #pragma once
 // The NBD server: listeners on TCP and unix sockets, one thread per connection running a
-// Session over the store's exports. Speaks to the engine's public API only.
+// Session over an ExportCatalog (strata/export.h), the only part of the engine it sees.
 
 #include <atomic>
 #include <map>
@@ -12,9 +12,8 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "common/connection_threads.h"
-#include "exports.h"
 #include "session.h"
-#include "strata/store.h"
+#include "strata/export.h"
 #include "tls.h"
 
 namespace strata::nbd {
@@ -28,10 +27,10 @@ struct NbdServerOptions {
   TlsOptions tls;
 };
 
-// Thread-safe. `store` must outlive the server.
+// Thread-safe. `exports` must outlive the server.
 class NbdServer {
  public:
-  NbdServer(Store& store, NbdServerOptions options);
+  NbdServer(ExportCatalog& exports, NbdServerOptions options);
   ~NbdServer();
   NbdServer(const NbdServer&) = delete;
   NbdServer& operator=(const NbdServer&) = delete;
@@ -50,7 +49,7 @@ class NbdServer {
   void AcceptLoop(Listener& listener);
   void Serve(int fd);
 
-  StoreExportCatalog exports_;
+  ExportCatalog& exports_;
   const NbdServerOptions options_;
   std::unique_ptr<TlsContext> tls_;
   std::vector<std::unique_ptr<Listener>> listeners_;

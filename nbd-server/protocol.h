@@ -132,7 +132,5 @@ static_assert(kMaxRequestBytes % kMinBlockBytes == 0);
 // Bounds on the handshake.
 inline constexpr uint32_t kMaxOptionBytes = 4096;
 inline constexpr int kMaxOptions = 64;
-// Connections one export may have at once.
-inline constexpr int kMaxConnectionsPerExport = 64;
 
 }  // namespace strata::nbd

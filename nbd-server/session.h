@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "exports.h"
 #include "request.h"
+#include "strata/export.h"
 #include "strata/io_ring.h"
 #include "tls.h"
 #include "transport.h"

@@ -20,6 +20,7 @@
 #include "cli_args.h"
 #include "nbd_server.h"
 #include "qemu_hypervisor.h"
+#include "strata/export.h"
 #include "strata/store.h"
 #include "strata/transfer.h"
 #include "transfer_listener.h"
@@ -237,10 +238,11 @@ int main(int argc, char** argv) {
                snapshots.ok() ? snapshots->size() : 0, " snapshots, chunk size ",
                region->chunk_size_bytes());
   }
+  std::unique_ptr<strata::ExportCatalog> exports = strata::NewStoreExportCatalog(**store);
   std::unique_ptr<strata::nbd::NbdServer> nbd;
   if (nbd_listen != "off") {
     nbd_options.listen = nbd_addresses;
-    nbd = std::make_unique<strata::nbd::NbdServer>(**store, nbd_options);
+    nbd = std::make_unique<strata::nbd::NbdServer>(*exports, nbd_options);
     if (absl::Status s = nbd->Start(); !s.ok()) return Fail(s);
     STRATA_LOG(kInfo, "NBD on ", absl::StrJoin(nbd->addresses(), " "),
                " (exports: attached volumes by volume id, read-write; completed snapshots by "

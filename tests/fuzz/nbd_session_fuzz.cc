@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "exports.h"
 #include "protocol.h"
 #include "session.h"
+#include "strata/export.h"
 #include "strata/store.h"
 
 namespace {
@@ -56,7 +56,7 @@ struct Fixture {
     Region* region = store->DefaultRegion();
     volume_id = region->CreateVolume({.size_bytes = 1 << 20})->id;
     if (!region->AttachVolume(volume_id, "i-0123456789abcdef0", "/dev/sdf").ok()) std::abort();
-    catalog = std::make_unique<StoreExportCatalog>(*store);
+    catalog = NewStoreExportCatalog(*store);
   }
   ~Fixture() {
     catalog.reset();
@@ -66,7 +66,7 @@ struct Fixture {
   std::string dir;
   std::unique_ptr<Store> store;
   std::string volume_id;
-  std::unique_ptr<StoreExportCatalog> catalog;
+  std::unique_ptr<ExportCatalog> catalog;
 };
 
 Fixture& TheFixture() {

@@ -1,13 +1,38 @@
-#include "exports.h"
-
+// The exports of a Store (strata/export.h): attached volumes and completed snapshots, who may
+// open them, and a bound on the connections of each.
 #include <algorithm>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "protocol.h"
+#include "absl/synchronization/mutex.h"
+#include "strata/export.h"
+#include "strata/store.h"
 
-namespace strata::nbd {
+namespace strata {
 namespace {
+
+// Thread-safe; `store` must outlive it and its exports.
+class StoreExportCatalog final : public ExportCatalog {
+ public:
+  explicit StoreExportCatalog(Store& store) : store_(store) {}
+  absl::StatusOr<std::unique_ptr<Export>> Open(const std::string& name,
+                                               const std::optional<std::string>& account) override;
+  std::vector<std::string> List(const std::optional<std::string>& account) override;
+  std::optional<std::string> AccountFor(const std::string& identity) override;
+
+  // Takes one of an export's connection slots; false when all are in use.
+  bool Acquire(const std::string& name);
+  void Release(const std::string& name);
+
+ private:
+  absl::StatusOr<std::unique_ptr<Export>> OpenVolume(Region& region, const VolumeInfo& info);
+
+  Store& store_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, int> connections_ ABSL_GUARDED_BY(mu_);
+};
 
 // Holds one of the catalog's connection slots for an export.
 class Slot {
@@ -141,8 +166,6 @@ absl::Status TooManyConnections(const std::string& name) {
       absl::StrCat(name, " has ", kMaxConnectionsPerExport, " connections already"));
 }
 
-}  // namespace
-
 bool StoreExportCatalog::Acquire(const std::string& name) {
   absl::MutexLock lock(&mu_);
   int& count = connections_[name];
@@ -219,4 +242,10 @@ std::optional<std::string> StoreExportCatalog::AccountFor(const std::string& ide
   return std::nullopt;
 }
 
-}  // namespace strata::nbd
+}  // namespace
+
+std::unique_ptr<ExportCatalog> NewStoreExportCatalog(Store& store) {
+  return std::make_unique<StoreExportCatalog>(store);
+}
+
+}  // namespace strata

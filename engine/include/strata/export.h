@@ -1,7 +1,7 @@
 #pragma once
-// What an NBD client can open: attached volumes (read-write, by volume id) and completed
-// snapshots (read-only, by snapshot id, on request). The catalog decides who may open what and
-// bounds the connections of each export.
+// What a block-device front end (the NBD server) can open: exports, and the catalog that finds
+// them and decides who may open what. The engine implements both over a Store
+// (NewStoreExportCatalog); a front end depends on this interface only, never on Store or Region.
 
 #include <cstdint>
 #include <memory>
@@ -10,13 +10,16 @@
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
-#include "strata/store.h"
+#include "strata/io_ring.h"
+#include "strata/volume.h"
 
-namespace strata::nbd {
+namespace strata {
+
+class Store;
+
+// Connections one export serves at once (NBD multi-conn clients open several).
+inline constexpr int kMaxConnectionsPerExport = 64;
 
 // One client's handle on an export. Thread-compatible (one session uses it).
 class Export {
@@ -68,25 +71,9 @@ class ExportCatalog {
   virtual std::optional<std::string> AccountFor(const std::string& identity) = 0;
 };
 
-// The catalog of a Store's regions. Thread-safe; `store` must outlive it and its exports.
-class StoreExportCatalog final : public ExportCatalog {
- public:
-  explicit StoreExportCatalog(Store& store) : store_(store) {}
-  absl::StatusOr<std::unique_ptr<Export>> Open(const std::string& name,
-                                               const std::optional<std::string>& account) override;
-  std::vector<std::string> List(const std::optional<std::string>& account) override;
-  std::optional<std::string> AccountFor(const std::string& identity) override;
+// The exports of a Store's regions: every attached volume under its volume id (read-write) and
+// every completed snapshot under its snapshot id (read-only, opened on request, not listed).
+// Thread-safe; `store` must outlive it and its exports.
+std::unique_ptr<ExportCatalog> NewStoreExportCatalog(Store& store);
 
-  // Takes one of an export's connection slots; false when all are in use.
-  bool Acquire(const std::string& name);
-  void Release(const std::string& name);
-
- private:
-  absl::StatusOr<std::unique_ptr<Export>> OpenVolume(Region& region, const VolumeInfo& info);
-
-  Store& store_;
-  absl::Mutex mu_;
-  absl::flat_hash_map<std::string, int> connections_ ABSL_GUARDED_BY(mu_);
-};
-
-}  // namespace strata::nbd
+}  // namespace strata
