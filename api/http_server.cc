@@ -5,10 +5,23 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <array>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/throw_exception.hpp>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <memory_resource>
+#include <optional>
+#include <sstream>
+#include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -17,44 +30,163 @@
 namespace strata::api {
 namespace {
 
-const char* Reason(int status) {
-  switch (status) {
-    case 200:
-      return "OK";
-    case 201:
-      return "Created";
-    case 204:
-      return "No Content";
-    case 400:
-      return "Bad Request";
-    case 401:
-      return "Unauthorized";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 409:
-      return "Conflict";
-    case 411:
-      return "Length Required";
-    case 413:
-      return "Payload Too Large";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 500:
-      return "Internal Server Error";
-    case 501:
-      return "Not Implemented";
-    case 503:
-      return "Service Unavailable";
-    default:
-      return "Status";
-  }
-}
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+// A request's header fields live in an arena of the connection's for that request: Beast
+// allocates each field apart, which on the default allocator costs a malloc and free apiece.
+using FieldAllocator = std::pmr::polymorphic_allocator<char>;
+using Parser = http::request_parser<http::string_body, FieldAllocator>;
+using Response = http::response<http::string_body>;
 
 absl::Status BadRequest(int status, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(status, " ", why));
 }
+
+void Limit(Parser& parser, const HttpServerOptions& options) {
+  parser.header_limit(static_cast<uint32_t>(options.max_header_bytes));
+  parser.body_limit(options.max_body_bytes);
+  parser.eager(true);
+}
+
+// The HTTP status a parse error earns (in the status's message, as BadRequest makes it).
+absl::Status ParseError(const beast::error_code& ec) {
+  if (ec == http::error::header_limit) return BadRequest(431, "headers too large");
+  if (ec == http::error::body_limit) return BadRequest(413, "request body too large");
+  if (ec == http::error::bad_content_length) return BadRequest(400, "bad Content-Length");
+  if (ec == http::error::bad_field || ec == http::error::bad_value) {
+    return BadRequest(400, "malformed header");
+  }
+  return BadRequest(400, absl::StrCat("malformed request: ", ec.message()));
+}
+
+// What Beast accepts and we do not: chunked bodies (AWS clients send Content-Length).
+absl::Status CheckHeader(const Parser& parser) {
+  if (parser.chunked() || parser.get().count(http::field::transfer_encoding) > 0) {
+    return BadRequest(501, "chunked transfer encoding is not supported; send Content-Length");
+  }
+  const beast::string_view target = parser.get().target();
+  if (target.empty() || target[0] != '/') return BadRequest(400, "bad request target");
+  return absl::OkStatus();
+}
+
+HttpRequest ToRequest(Parser& parser) {
+  Parser::value_type& message = parser.get();
+  HttpRequest request;
+  request.method = std::string(message.method_string());
+  request.target = std::string(message.target());
+  const size_t q = request.target.find('?');
+  request.path = request.target.substr(0, q);
+  request.query = q == std::string::npos ? "" : request.target.substr(q + 1);
+  for (const auto& field : message) {
+    std::string name = absl::AsciiStrToLower(std::string(field.name_string()));
+    std::string value(absl::StripAsciiWhitespace(std::string(field.value())));
+    auto [it, inserted] = request.headers.emplace(std::move(name), value);
+    if (!inserted) it->second += "," + value;
+  }
+  request.body = std::move(message.body());
+  return request;
+}
+
+Response ToResponse(const HttpResponse& response, bool keep_alive) {
+  Response out{static_cast<http::status>(response.status), 11};
+  bool has_type = false;
+  for (const auto& [k, v] : response.headers) {
+    out.insert(k, v);
+    has_type |= absl::AsciiStrToLower(k) == "content-type";
+  }
+  if (!has_type) out.set(http::field::content_type, "text/plain");
+  out.body() = response.body;
+  out.keep_alive(keep_alive);
+  out.prepare_payload();
+  return out;
+}
+
+// A connected socket as Beast's SyncReadStream and SyncWriteStream: plain blocking recv and
+// sendmsg (one system call per read or reply, as a raw socket costs), bounded by the socket's
+// SO_RCVTIMEO/SO_SNDTIMEO (set at accept) and by a deadline per request, checked after each read:
+// a client that trickles a request in is cut off within twice the timeout.
+class DeadlineSocket {
+ public:
+  explicit DeadlineSocket(int fd) : fd_(fd) {}
+  void set_deadline(std::chrono::steady_clock::time_point deadline) { deadline_ = deadline; }
+
+  template <class MutableBuffers>
+  size_t read_some(const MutableBuffers& buffers, beast::error_code& ec) {
+    for (auto it = asio::buffer_sequence_begin(buffers); it != asio::buffer_sequence_end(buffers);
+         ++it) {
+      const asio::mutable_buffer b = *it;
+      if (b.size() == 0) continue;
+      for (;;) {
+        const ssize_t n = ::recv(fd_, b.data(), b.size(), 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n > 0 && std::chrono::steady_clock::now() <= deadline_) {
+          ec = {};
+          return static_cast<size_t>(n);
+        }
+        if (n == 0) {
+          ec = asio::error::eof;
+        } else if (n > 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
+          ec = beast::error::timeout;
+        } else {
+          ec = beast::error_code(errno, boost::system::system_category());
+        }
+        return 0;
+      }
+    }
+    ec = {};
+    return 0;
+  }
+  template <class MutableBuffers>
+  size_t read_some(const MutableBuffers& buffers) {
+    beast::error_code ec;
+    const size_t n = read_some(buffers, ec);
+    if (ec) BOOST_THROW_EXCEPTION(boost::system::system_error(ec));
+    return n;
+  }
+
+  template <class ConstBuffers>
+  size_t write_some(const ConstBuffers& buffers, beast::error_code& ec) {
+    iovec iov[16];
+    int count = 0;
+    for (auto it = asio::buffer_sequence_begin(buffers);
+         it != asio::buffer_sequence_end(buffers) && count < 16; ++it) {
+      const asio::const_buffer b = *it;
+      if (b.size() == 0) continue;
+      iov[count++] = {const_cast<void*>(b.data()), b.size()};
+    }
+    if (count == 0) {
+      ec = {};
+      return 0;
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(count);
+    for (;;) {
+      const ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        ec = errno == EAGAIN || errno == EWOULDBLOCK
+                 ? beast::error_code(beast::error::timeout)
+                 : beast::error_code(errno, boost::system::system_category());
+        return 0;
+      }
+      ec = {};
+      return static_cast<size_t>(n);
+    }
+  }
+  template <class ConstBuffers>
+  size_t write_some(const ConstBuffers& buffers) {
+    beast::error_code ec;
+    const size_t n = write_some(buffers, ec);
+    if (ec) BOOST_THROW_EXCEPTION(boost::system::system_error(ec));
+    return n;
+  }
+
+ private:
+  const int fd_;
+  std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
+};
 
 bool SendAll(int fd, const std::string& data) {
   size_t done = 0;
@@ -134,85 +266,68 @@ void HttpServer::AcceptLoop() {
 }
 
 void HttpServer::Serve(int fd) {
-  std::string buffer;
-  char chunk[16384];
-  bool open = true;
-  while (open && !stopping_.load()) {
-    absl::StatusOr<std::optional<HttpRequest>> parsed = ParseRequest(buffer, options_);
-    if (!parsed.ok()) {
+  DeadlineSocket socket(fd);
+  const auto timeout = std::chrono::milliseconds(options_.receive_timeout_ms);
+  beast::flat_buffer buffer;
+  while (!stopping_.load()) {
+    std::array<std::byte, 8192> arena_bytes;
+    std::pmr::monotonic_buffer_resource arena(arena_bytes.data(), arena_bytes.size());
+    std::optional<Parser> parser;
+    parser.emplace(std::piecewise_construct, std::make_tuple(),
+                   std::make_tuple(FieldAllocator(&arena)));
+    Limit(*parser, options_);
+    // One deadline for the whole request, headers and body.
+    socket.set_deadline(std::chrono::steady_clock::now() + timeout);
+    beast::error_code ec;
+    http::read_header(socket, buffer, *parser, ec);
+    absl::Status bad;
+    if (!ec) bad = CheckHeader(*parser);
+    if (!ec && bad.ok() && !parser->is_done()) http::read(socket, buffer, *parser, ec);
+    if (ec && ec != http::error::end_of_stream && ec != beast::error::timeout &&
+        ec != asio::error::eof && ec != asio::error::connection_reset) {
+      bad = ParseError(ec);
+    }
+    if (!bad.ok()) {
       int status = 400;
-      (void)absl::SimpleAtoi(std::string(parsed.status().message()).substr(0, 3), &status);
-      (void)SendAll(fd, SerializeResponse(
-                            {status, {}, std::string(parsed.status().message()) + "\n"}, false));
+      (void)absl::SimpleAtoi(std::string(bad.message()).substr(0, 3), &status);
+      Response reply = ToResponse({status, {}, std::string(bad.message()) + "\n"}, false);
+      http::write(socket, reply, ec);
       break;
     }
-    if (!parsed->has_value()) {
-      const ssize_t n = ::recv(fd, chunk, sizeof(chunk), 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;  // Closed, error, or the receive timeout.
-      buffer.append(chunk, static_cast<size_t>(n));
-      continue;
-    }
-    const HttpRequest& request = **parsed;
-    const bool keep_alive = absl::AsciiStrToLower(request.Header("connection")) != "close";
-    HttpResponse response = handler_(request);
-    open = SendAll(fd, SerializeResponse(response, keep_alive)) && keep_alive;
+    if (ec) break;  // Closed, reset or timed out: nothing to answer.
+    const bool keep_alive = parser->keep_alive();
+    const std::string reply = SerializeResponse(handler_(ToRequest(*parser)), keep_alive);
+    if (!SendAll(fd, reply) || !keep_alive) break;
   }
 }
 
 absl::StatusOr<std::optional<HttpRequest>> HttpServer::ParseRequest(
     std::string& buffer, const HttpServerOptions& options) {
-  const size_t end = buffer.find("\r\n\r\n");
-  if (end == std::string::npos) {
-    if (buffer.size() > options.max_header_bytes) return BadRequest(431, "headers too large");
-    return std::nullopt;
+  std::optional<Parser> parser;
+  parser.emplace();
+  Limit(*parser, options);
+  size_t used = 0;
+  beast::error_code ec;
+  // Bounded: each round consumes bytes or ends.
+  while (!parser->is_done()) {
+    const size_t n = parser->put(asio::buffer(buffer.data() + used, buffer.size() - used), ec);
+    used += n;
+    if (ec == http::error::need_more) return std::nullopt;
+    if (ec) return ParseError(ec);
+    if (parser->is_header_done()) {
+      if (absl::Status bad = CheckHeader(*parser); !bad.ok()) return bad;
+    }
+    if (n == 0 && !parser->is_done()) return std::nullopt;
   }
-  if (end > options.max_header_bytes) return BadRequest(431, "headers too large");
-  HttpRequest request;
-  const std::string head = buffer.substr(0, end);
-  size_t line_end = head.find("\r\n");
-  const std::string request_line = head.substr(0, line_end);
-  const size_t sp1 = request_line.find(' ');
-  const size_t sp2 = request_line.rfind(' ');
-  if (sp1 == std::string::npos || sp2 == sp1 || request_line.substr(sp2 + 1, 7) != "HTTP/1.") {
-    return BadRequest(400, "malformed request line");
-  }
-  request.method = request_line.substr(0, sp1);
-  request.target = request_line.substr(sp1 + 1, sp2 - sp1 - 1);
-  if (request.target.empty() || request.target[0] != '/')
-    return BadRequest(400, "bad request target");
-  const size_t q = request.target.find('?');
-  request.path = request.target.substr(0, q);
-  request.query = q == std::string::npos ? "" : request.target.substr(q + 1);
-  size_t pos = line_end == std::string::npos ? head.size() : line_end + 2;
-  while (pos < head.size()) {
-    size_t next = head.find("\r\n", pos);
-    if (next == std::string::npos) next = head.size();
-    const std::string line = head.substr(pos, next - pos);
-    const size_t colon = line.find(':');
-    if (colon == std::string::npos || colon == 0) return BadRequest(400, "malformed header");
-    std::string name = absl::AsciiStrToLower(line.substr(0, colon));
-    std::string value(absl::StripAsciiWhitespace(line.substr(colon + 1)));
-    auto [it, inserted] = request.headers.emplace(name, value);
-    if (!inserted) it->second += "," + value;
-    pos = next + 2;
-  }
-  if (!request.Header("transfer-encoding").empty()) {
-    return BadRequest(501, "chunked transfer encoding is not supported; send Content-Length");
-  }
-  uint64_t length = 0;
-  const std::string cl = request.Header("content-length");
-  if (!cl.empty() && !absl::SimpleAtoi(cl, &length)) return BadRequest(400, "bad Content-Length");
-  if (length > options.max_body_bytes) return BadRequest(413, "request body too large");
-  if (buffer.size() < end + 4 + length) return std::nullopt;
-  request.body = buffer.substr(end + 4, length);
-  buffer.erase(0, end + 4 + length);
+  HttpRequest request = ToRequest(*parser);
+  buffer.erase(0, used);
   return std::optional<HttpRequest>(std::move(request));
 }
 
 std::string HttpServer::SerializeResponse(const HttpResponse& response, bool keep_alive) {
-  std::string out =
-      absl::StrCat("HTTP/1.1 ", response.status, " ", Reason(response.status), "\r\n");
+  std::string out = absl::StrCat(
+      "HTTP/1.1 ", response.status, " ",
+      std::string(http::obsolete_reason(static_cast<http::status>(response.status))), "\r\n");
   bool has_type = false;
   for (const auto& [k, v] : response.headers) {
     absl::StrAppend(&out, k, ": ", v, "\r\n");

@@ -1,7 +1,9 @@
 #pragma once
-// A small HTTP/1.1 server for the control plane: one thread per connection (bounded), keep-alive,
-// bounded header and body sizes, and a receive timeout so a slow client cannot hold a slot for
-// long. Requests are handed to a handler; the server knows nothing of AWS.
+// The control plane's HTTP/1.1 server, on Boost.Beast's parser and serializer: one thread per
+// connection (bounded) reading and writing with plain blocking calls. Keep-alive and
+// pipelining (requests are answered in order), bounded header and body sizes (431, 413),
+// chunked bodies refused (501), and a deadline per request so a slow client cannot hold a slot
+// for long. Requests are handed to a handler; the server knows nothing of AWS.
 
 #include <atomic>
 #include <functional>
@@ -46,6 +48,8 @@ struct HttpServerOptions {
   size_t max_connections = 256;
   size_t max_header_bytes = 64 * 1024;
   size_t max_body_bytes = 8 * 1024 * 1024;
+  // A request (headers and body) must arrive within this long, and a reply be taken; an idle
+  // keep-alive connection is closed after it too.
   int receive_timeout_ms = 30000;
 };
 
@@ -63,9 +67,9 @@ class HttpServer {
   void Stop();
   uint16_t port() const { return port_; }
 
-  // Parses one request from `buffer` (consumed on success). Returns nullopt when more bytes are
-  // needed; an error status (with the HTTP status code in the message) for a bad request.
-  // Exposed for tests and the fuzz target.
+  // Parses one request from `buffer` with the same parser and limits as a connection (consumed
+  // on success). Returns nullopt when more bytes are needed; an error status (with the HTTP
+  // status code in the message) for a bad request. Exposed for tests and the fuzz target.
   static absl::StatusOr<std::optional<HttpRequest>> ParseRequest(std::string& buffer,
                                                                  const HttpServerOptions& options);
   static std::string SerializeResponse(const HttpResponse& response, bool keep_alive);

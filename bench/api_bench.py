@@ -6,7 +6,8 @@ Each binary serves a fresh data directory holding a few volumes; wrk sends SigV4
 DescribeVolumes and DescribeRegions requests (signed once with botocore: the server accepts a
 signature for its 15-minute window) over keep-alive connections, then the same with a new
 connection per request ("Connection: close"). Rounds alternate between the binaries; the table
-shows the median requests/s and p99 latency of the rounds.
+shows the median requests/s, p99 latency and stratad CPU time per request of the rounds (the CPU
+figure is the steadiest on a 2-core machine that also runs wrk).
 
   bench/api_bench.py build/bin [--baseline DIR_WITH_OLD_STRATAD] [--rounds 3] [--seconds 5]
 """
@@ -59,7 +60,15 @@ def to_ms(text):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def run_wrk(port, script, connections, seconds):
+def cpu_seconds(pid):
+    """User plus system CPU time of process `pid` (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(port, script, connections, seconds, pid):
+    cpu_before = cpu_seconds(pid)
     out = subprocess.run(
         ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds}s",
          "--latency", "-s", script, f"http://127.0.0.1:{port}/"],
@@ -69,7 +78,9 @@ def run_wrk(port, script, connections, seconds):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"wrk saw {errors.group(1)} error responses:\n{out}")
-    return rps, p99
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    cpu_us = (cpu_seconds(pid) - cpu_before) * 1e6 / max(1, requests)
+    return rps, p99, cpu_us
 
 
 def main():
@@ -101,19 +112,24 @@ def main():
                     wrk_script(script, body, signed_headers(daemon.api, daemon.admin_keys(), body),
                                close)
                     results.setdefault((name, label), []).append(
-                        run_wrk(daemon.api, script, connections, args.seconds))
+                        run_wrk(daemon.api, script, connections, args.seconds, daemon.proc.pid))
         labels = list(daemons)
-        print("| case | " + " | ".join(f"{l} req/s | {l} p99 ms" for l in labels) +
-              (" | req/s ratio |" if len(labels) > 1 else " |"))
-        print("| --- " * (1 + 2 * len(labels) + (1 if len(labels) > 1 else 0)) + "|")
+        print("| case | " +
+              " | ".join(f"{l} req/s | {l} p99 ms | {l} CPU us/req" for l in labels) +
+              (" | req/s ratio | CPU/req ratio |" if len(labels) > 1 else " |"))
+        print("| --- " * (1 + 3 * len(labels) + (2 if len(labels) > 1 else 0)) + "|")
         for name, *_ in CASES:
-            cells, medians = [], []
+            cells, rates, cpus = [], [], []
             for label in labels:
-                rps = statistics.median(r for r, _ in results[(name, label)])
-                p99 = statistics.median(p for _, p in results[(name, label)])
-                medians.append(rps)
-                cells += [f"{rps:.0f}", f"{p99:.2f}"]
-            ratio = [f"{medians[0] / medians[1]:.2f}"] if len(labels) > 1 else []
+                rounds = results[(name, label)]
+                rps = statistics.median(r[0] for r in rounds)
+                p99 = statistics.median(r[1] for r in rounds)
+                cpu = statistics.median(r[2] for r in rounds)
+                rates.append(rps)
+                cpus.append(cpu)
+                cells += [f"{rps:.0f}", f"{p99:.2f}", f"{cpu:.1f}"]
+            ratio = ([f"{rates[0] / rates[1]:.2f}", f"{cpus[0] / cpus[1]:.2f}"]
+                     if len(labels) > 1 else [])
             print("| " + " | ".join([name] + cells + ratio) + " |")
     finally:
         for daemon in daemons.values():

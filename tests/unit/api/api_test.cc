@@ -1,4 +1,4 @@
-// The control plane's parsers and signer, without a network: HTTP request parsing with its
+// The control plane's parsers and signer: HTTP request parsing with its
 // bounds, EC2 Query parameters and wildcards, and SigV4 against AWS's published test vector.
 
 #include "http_server.h"
@@ -133,6 +133,127 @@ TEST(StartSnapshotParseTest, ChecksTypesAndRanges) {
         R"({"VolumeSize": 8, "Encrypted": true})"}) {
     EXPECT_THAT(ParseStartSnapshot(bad), StatusIs(absl::StatusCode::kInvalidArgument)) << bad;
   }
+}
+
+}  // namespace
+}  // namespace strata::api
+
+// The HTTP server over a loopback socket: keep-alive, pipelining, limits and the slow-client
+// deadline, as a client sees them.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+
+namespace strata::api {
+namespace {
+
+class HttpServerTest : public ::testing::Test {
+ protected:
+  void StartServer(HttpServerOptions options) {
+    options.port = 0;
+    server_ = std::make_unique<HttpServer>(options, [](const HttpRequest& r) {
+      return HttpResponse{200, {{"X-Path", r.path}}, r.method + " " + r.target + " " + r.body};
+    });
+    ASSERT_THAT(server_->Start(), IsOk());
+  }
+  int Connect() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(server_->port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    return fd;
+  }
+  static void Send(int fd, const std::string& data) {
+    ASSERT_EQ(::send(fd, data.data(), data.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(data.size()));
+  }
+  // Everything the server sends until it closes the connection or `timeout_ms` passes.
+  static std::string ReadUntilClosed(int fd, int timeout_ms, bool* closed) {
+    std::string out;
+    char buf[4096];
+    *closed = false;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < end) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) {
+        *closed = true;
+        break;
+      }
+      out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+  }
+  std::unique_ptr<HttpServer> server_;
+};
+
+TEST_F(HttpServerTest, AnswersPipelinedRequestsInOrderOnOneConnection) {
+  StartServer({});
+  const int fd = Connect();
+  Send(fd,
+       "POST /one HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+       "GET /two?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"
+       "GET /three HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+  bool closed = false;
+  const std::string got = ReadUntilClosed(fd, 5000, &closed);
+  ::close(fd);
+  EXPECT_TRUE(closed) << "Connection: close must end the connection";
+  const size_t one = got.find("POST /one abc");
+  const size_t two = got.find("GET /two?x=1 ");
+  const size_t three = got.find("GET /three ");
+  ASSERT_NE(one, std::string::npos) << got;
+  ASSERT_NE(two, std::string::npos) << got;
+  ASSERT_NE(three, std::string::npos) << got;
+  EXPECT_LT(one, two);
+  EXPECT_LT(two, three);
+  EXPECT_NE(got.find("X-Path: /two"), std::string::npos) << got;
+}
+
+TEST_F(HttpServerTest, RefusesOversizedHeadersBodiesAndChunkedWithTheirStatus) {
+  HttpServerOptions options;
+  options.max_header_bytes = 1024;
+  options.max_body_bytes = 100;
+  StartServer(options);
+  const std::pair<std::string, std::string> cases[] = {
+      {"GET / HTTP/1.1\r\nX: " + std::string(2000, 'a') + "\r\n\r\n", "HTTP/1.1 431"},
+      {"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n", "HTTP/1.1 413"},
+      {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+       "HTTP/1.1 501"},
+      {"GET / HTTP/1.1\r\nno colon here\r\n\r\n", "HTTP/1.1 400"},
+  };
+  for (const auto& [request, status] : cases) {
+    const int fd = Connect();
+    Send(fd, request);
+    bool closed = false;
+    const std::string got = ReadUntilClosed(fd, 5000, &closed);
+    ::close(fd);
+    EXPECT_EQ(got.substr(0, status.size()), status) << request.substr(0, 40) << " got " << got;
+    EXPECT_TRUE(closed) << "a refused request ends its connection";
+  }
+}
+
+TEST_F(HttpServerTest, ASlowClientIsCutOffAtItsDeadlineAndOthersAreServed) {
+  HttpServerOptions options;
+  options.receive_timeout_ms = 300;
+  StartServer(options);
+  const int slow = Connect();
+  Send(slow, "GET / HTTP/1.1\r\nHost: h\r\n");  // Never finishes its headers.
+  const int other = Connect();
+  Send(other, "GET /fine HTTP/1.1\r\nConnection: close\r\n\r\n");
+  bool closed = false;
+  EXPECT_NE(ReadUntilClosed(other, 5000, &closed).find("GET /fine"), std::string::npos);
+  const std::string got = ReadUntilClosed(slow, 5000, &closed);
+  EXPECT_TRUE(closed) << "the slow client's connection must be closed at its deadline";
+  EXPECT_EQ(got, "");
+  ::close(slow);
+  ::close(other);
 }
 
 }  // namespace
