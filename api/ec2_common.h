@@ -10,14 +10,16 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/xml.h"
 #include "query.h"
 #include "strata/store.h"
-#include "xml_writer.h"
 
 namespace strata::api {
 
+using XmlWriter = xml::Writer;
+
 inline constexpr uint64_t kGiB = 1ull << 30;
-inline constexpr char kXmlns[] = "xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"";
+inline constexpr char kXmlns[] = "http://ec2.amazonaws.com/doc/2016-11-15/";
 
 // An error as EC2 reports it: HTTP status, code, message.
 struct Ec2Error {

@@ -12,7 +12,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "ec2_common.h"
-#include "xml_writer.h"
 
 namespace strata::api {
 namespace {
@@ -109,7 +108,8 @@ class Call {
         options_(options),
         store_tasks_(store_tasks),
         host_(std::move(host)) {
-    x_.Open(absl::StrCat(action, "Response"), kXmlns);
+    x_.Open(absl::StrCat(action, "Response"));
+    x_.Attribute("xmlns", kXmlns);
     x_.Text("requestId", RequestId());
   }
 

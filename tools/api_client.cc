@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "common/xml.h"
 #include "http_server.h"
 #include "nlohmann/json.hpp"
 #include "sigv4.h"
@@ -45,99 +46,19 @@ std::string IniValue(const std::string& path, const std::string& key) {
   return "";
 }
 
-// One XML element: name, text, children (in order).
-struct Node {
-  std::string name;
-  std::string text;
-  std::vector<Node> children;
-};
-
-class XmlParser {
- public:
-  explicit XmlParser(const std::string& s) : s_(s) {}
-  absl::StatusOr<Node> Parse() {
-    SkipProlog();
-    Node root;
-    if (!Element(root, 0)) return absl::DataLossError("the API returned malformed XML");
-    return root;
-  }
-
- private:
-  void SkipProlog() {
-    while (pos_ < s_.size()) {
-      SkipSpace();
-      if (s_.compare(pos_, 2, "<?") == 0) {
-        pos_ = s_.find("?>", pos_);
-        pos_ = pos_ == std::string::npos ? s_.size() : pos_ + 2;
-      } else {
-        return;
-      }
-    }
-  }
-  void SkipSpace() {
-    while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
-  }
-  static std::string Unescape(absl::string_view t) {
-    std::string out;
-    for (size_t i = 0; i < t.size(); ++i) {
-      if (t[i] != '&') {
-        out.push_back(t[i]);
-        continue;
-      }
-      const size_t semi = t.find(';', i);
-      const absl::string_view entity = t.substr(i + 1, semi - i - 1);
-      out += entity == "amp"    ? "&"
-             : entity == "lt"   ? "<"
-             : entity == "gt"   ? ">"
-             : entity == "quot" ? "\""
-                                : "'";
-      i = semi;
-    }
-    return out;
-  }
-  bool Element(Node& node, int depth) {
-    if (depth > 32 || pos_ >= s_.size() || s_[pos_] != '<') return false;
-    const size_t end = s_.find('>', pos_);
-    if (end == std::string::npos) return false;
-    std::string tag = s_.substr(pos_ + 1, end - pos_ - 1);
-    const bool self_closing = !tag.empty() && tag.back() == '/';
-    if (self_closing) tag.pop_back();
-    node.name = tag.substr(0, tag.find(' '));
-    pos_ = end + 1;
-    if (self_closing) return true;
-    for (;;) {
-      const size_t text_end = s_.find('<', pos_);
-      if (text_end == std::string::npos) return false;
-      node.text += Unescape(absl::string_view(s_).substr(pos_, text_end - pos_));
-      pos_ = text_end;
-      if (s_.compare(pos_, 2, "</") == 0) {
-        const size_t close = s_.find('>', pos_);
-        if (close == std::string::npos) return false;
-        pos_ = close + 1;
-        return true;
-      }
-      Node child;
-      if (!Element(child, depth + 1)) return false;
-      node.children.push_back(std::move(child));
-    }
-  }
-  const std::string& s_;
-  size_t pos_ = 0;
-};
-
-json ToJson(const Node& node) {
+json ToJson(const xml::Element& node) {
   // EC2 names its lists "...Set"; an empty one has no items to tell it is a list.
   if (node.children.empty() && absl::EndsWith(node.name, "Set")) return json::array();
   if (node.children.empty()) return json(std::string(absl::StripAsciiWhitespace(node.text)));
   bool list = true;
-  for (const Node& c : node.children) list &= c.name == "item";
+  for (const xml::Element& c : node.children) list &= c.name == "item";
   if (list) {
     json array = json::array();
-    for (const Node& c : node.children) array.push_back(ToJson(c));
+    for (const xml::Element& c : node.children) array.push_back(ToJson(c));
     return array;
   }
   json object = json::object();
-  for (const Node& c : node.children) object[c.name] = ToJson(c);
+  for (const xml::Element& c : node.children) object[c.name] = ToJson(c);
   return object;
 }
 
@@ -216,9 +137,12 @@ absl::StatusOr<ApiEndpoint> LoadEndpoint(const std::string& data_dir, const std:
   return e;
 }
 
-absl::StatusOr<std::string> Ec2XmlToJson(const std::string& xml) {
-  absl::StatusOr<Node> root = XmlParser(xml).Parse();
-  if (!root.ok()) return root.status();
+absl::StatusOr<std::string> Ec2XmlToJson(const std::string& document) {
+  absl::StatusOr<xml::Element> root = xml::Parse(document);
+  if (!root.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("the API returned malformed XML: ", root.status().message()));
+  }
   json out = ToJson(*root);
   if (out.is_object()) out.erase("requestId");
   return out.dump(2);

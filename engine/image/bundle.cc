@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/xml.h"
 #include "crypto/aead.h"
 #include "util/status_macros.h"
 
@@ -51,63 +52,9 @@ std::string HmacSha256(absl::string_view key, absl::string_view bytes) {
   return Hex(absl::string_view(reinterpret_cast<const char*>(mac), len));
 }
 
-std::string XmlEscape(absl::string_view text) {
-  std::string out;
-  for (char c : text) {
-    switch (c) {
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '&':
-        out += "&amp;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
-std::string XmlUnescape(absl::string_view text) {
-  std::string out(text);
-  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
-           {"&lt;", "<"}, {"&gt;", ">"}, {"&quot;", "\""}, {"&apos;", "'"}, {"&amp;", "&"}}) {
-    for (size_t at = out.find(from); at != std::string::npos; at = out.find(from, at + to.size()))
-      out.replace(at, from.size(), to);
-  }
-  return out;
-}
-
-// The contents of each <tag>...</tag> in `text` (same-named elements do not nest here).
-std::vector<std::string> Elements(absl::string_view text, const std::string& tag) {
-  std::vector<std::string> out;
-  const std::string open = absl::StrCat("<", tag, ">"), close = absl::StrCat("</", tag, ">");
-  for (size_t at = text.find(open); at != absl::string_view::npos; at = text.find(open, at)) {
-    const size_t end = text.find(close, at + open.size());
-    if (end == absl::string_view::npos) break;
-    out.emplace_back(text.substr(at + open.size(), end - at - open.size()));
-    at = end + close.size();
-  }
-  return out;
-}
-
-std::string Element(absl::string_view text, const std::string& tag) {
-  std::vector<std::string> all = Elements(text, tag);
-  return all.empty() ? "" : XmlUnescape(all.front());
-}
-
-uint64_t Number(absl::string_view text, const std::string& tag) {
+uint64_t ToNumber(const std::string& text) {
   uint64_t v = 0;
-  return absl::SimpleAtoi(Element(text, tag), &v) ? v : 0;
+  return absl::SimpleAtoi(text, &v) ? v : 0;
 }
 
 std::string PartName(const std::string& object_key, size_t index) {
@@ -218,23 +165,30 @@ class PartWriter {
   std::vector<Part> parts_;
 };
 
-std::string MappingXml(const BlockDeviceMapping& m, int stream) {
-  std::string x = absl::StrCat("<mapping><deviceName>", XmlEscape(m.device_name), "</deviceName>");
-  if (!m.virtual_name.empty())
-    absl::StrAppend(&x, "<virtualName>", XmlEscape(m.virtual_name), "</virtualName>");
-  if (m.no_device) absl::StrAppend(&x, "<noDevice>true</noDevice>");
+void WriteMapping(xml::Writer& x, const BlockDeviceMapping& m, int stream) {
+  x.Open("mapping");
+  x.Text("deviceName", m.device_name);
+  if (!m.virtual_name.empty()) x.Text("virtualName", m.virtual_name);
+  if (m.no_device) x.Bool("noDevice", true);
   if (m.ebs.has_value()) {
     const EbsBlockDevice& e = *m.ebs;
-    absl::StrAppend(&x, "<ebs><volumeSize>", e.volume_size_gib, "</volumeSize><volumeType>",
-                    XmlEscape(e.volume_type), "</volumeType><iops>", e.iops, "</iops><throughput>",
-                    e.throughput, "</throughput><deleteOnTermination>",
-                    e.delete_on_termination ? "true" : "false", "</deleteOnTermination><encrypted>",
-                    e.encrypted ? "true" : "false", "</encrypted><stream>", stream,
-                    "</stream></ebs>");
+    x.Open("ebs");
+    x.Number("volumeSize", e.volume_size_gib);
+    x.Text("volumeType", e.volume_type);
+    x.Number("iops", e.iops);
+    x.Number("throughput", e.throughput);
+    x.Bool("deleteOnTermination", e.delete_on_termination);
+    x.Bool("encrypted", e.encrypted);
+    x.Number("stream", stream);
+    x.Close();
   }
-  absl::StrAppend(&x, "</mapping>");
-  return x;
+  x.Close();
 }
+
+// The manifest's signature is an HMAC of every byte before its <signature> element; the
+// document is written with this placeholder there, then the placeholder is replaced.
+constexpr char kSignaturePlaceholder[] =
+    "0000000000000000000000000000000000000000000000000000000000000000";
 
 }  // namespace
 
@@ -297,33 +251,53 @@ absl::Status WriteBundle(Region& region, const ImageInfo& image, const std::stri
   }
   STRATA_RETURN_IF_ERROR(parts.Add(std::string(1, static_cast<char>(kRecordEnd)), true));
 
-  std::string m = absl::StrCat("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<manifest><version>",
-                               kManifestVersion, "</version>\n<image>");
-  absl::StrAppend(
-      &m, "<sourceImageId>", XmlEscape(image.id), "</sourceImageId><name>", XmlEscape(image.name),
-      "</name><description>", XmlEscape(image.description), "</description><architecture>",
-      XmlEscape(image.architecture), "</architecture><virtualizationType>",
-      XmlEscape(image.virtualization_type), "</virtualizationType><bootMode>",
-      XmlEscape(image.boot_mode), "</bootMode><rootDeviceName>", XmlEscape(image.root_device_name),
-      "</rootDeviceName><enaSupport>", image.ena_support ? "true" : "false",
-      "</enaSupport><tpmSupport>", XmlEscape(image.tpm_support), "</tpmSupport><imdsSupport>",
-      XmlEscape(image.imds_support), "</imdsSupport>\n<blockDeviceMapping>");
+  xml::Writer x;
+  x.Open("manifest");
+  x.Text("version", kManifestVersion);
+  x.Open("image");
+  x.Text("sourceImageId", image.id);
+  x.Text("name", image.name);
+  x.Text("description", image.description);
+  x.Text("architecture", image.architecture);
+  x.Text("virtualizationType", image.virtualization_type);
+  x.Text("bootMode", image.boot_mode);
+  x.Text("rootDeviceName", image.root_device_name);
+  x.Bool("enaSupport", image.ena_support);
+  x.Text("tpmSupport", image.tpm_support);
+  x.Text("imdsSupport", image.imds_support);
+  x.Open("blockDeviceMapping");
   int stream = 0;
   for (const BlockDeviceMapping& mapping : image.mappings) {
     const bool has_stream = mapping.ebs.has_value() && !mapping.ebs->snapshot_id.empty();
-    absl::StrAppend(&m, MappingXml(mapping, has_stream ? stream++ : -1), "\n");
+    WriteMapping(x, mapping, has_stream ? stream++ : -1);
   }
-  absl::StrAppend(&m, "</blockDeviceMapping></image>\n<bundle><compression>zstd</compression>",
-                  "<cipher>AES-256-GCM</cipher><partSize>", kBundlePartBytes,
-                  "</partSize><kmsKeyArn>", XmlEscape(data_key.key_arn), "</kmsKeyArn><wrappedKey>",
-                  absl::Base64Escape(data_key.ciphertext), "</wrappedKey>\n<parts>\n");
+  x.Close();
+  x.Close();
+  x.Open("bundle");
+  x.Text("compression", "zstd");
+  x.Text("cipher", "AES-256-GCM");
+  x.Number("partSize", kBundlePartBytes);
+  x.Text("kmsKeyArn", data_key.key_arn);
+  x.Text("wrappedKey", absl::Base64Escape(data_key.ciphertext));
+  x.Open("parts");
   for (size_t i = 0; i < parts.parts().size(); ++i) {
     const PartWriter::Part& p = parts.parts()[i];
-    absl::StrAppend(&m, "<part><index>", i, "</index><file>", XmlEscape(p.file), "</file><bytes>",
-                    p.bytes, "</bytes><sha256>", p.sha256, "</sha256></part>\n");
+    x.Open("part");
+    x.Number("index", i);
+    x.Text("file", p.file);
+    x.Number("bytes", p.bytes);
+    x.Text("sha256", p.sha256);
+    x.Close();
   }
-  absl::StrAppend(&m, "</parts></bundle>\n");
-  absl::StrAppend(&m, "<signature>", HmacSha256(hmac_key.str(), m), "</signature></manifest>\n");
+  x.Close();
+  x.Close();
+  x.Text("signature", kSignaturePlaceholder);
+  std::string m = x.Finish();
+  const size_t sig_at = m.rfind("<signature>");
+  STRATA_CHECK(sig_at != std::string::npos);
+  const size_t value_at = sig_at + std::string_view("<signature>").size();
+  m.replace(value_at, std::string_view(kSignaturePlaceholder).size(),
+            HmacSha256(hmac_key.str(), absl::string_view(m).substr(0, sig_at)));
   STRATA_RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(dir, "/", object_key), m));
   if (progress) progress(100);
   return absl::OkStatus();
@@ -335,17 +309,27 @@ absl::StatusOr<ImageInfo> ReadBundle(Region& region, const std::string& dir,
   STRATA_ASSIGN_OR_RETURN(std::string manifest,
                           ReadFile(absl::StrCat(dir, "/", object_key), kMaxManifestBytes,
                                    absl::StrCat("the manifest ", object_key)));
-  if (Element(manifest, "version") != kManifestVersion) {
+  absl::StatusOr<xml::Element> parsed = xml::Parse(manifest);
+  if (!parsed.ok()) return Corrupt(absl::StrCat(object_key, ": ", parsed.status().message()));
+  const xml::Element& root = *parsed;
+  const xml::Element no_element;
+  auto child = [&no_element](const xml::Element& parent, absl::string_view name) {
+    const xml::Element* found = parent.Child(name);
+    return found == nullptr ? &no_element : found;
+  };
+  const xml::Element& image_xml = *child(root, "image");
+  const xml::Element& bundle_xml = *child(root, "bundle");
+  if (root.name != "manifest" || root.ChildText("version") != kManifestVersion) {
     return Corrupt(
         absl::StrCat(object_key, " is not a Strata bundle manifest (", kManifestVersion, ")"));
   }
   // 1. The signature, with the data key the manifest carries (unwrapped by the KMS).
   const size_t sig_at = manifest.rfind("<signature>");
   if (sig_at == std::string::npos) return Corrupt("the manifest has no signature");
-  const std::string signature = Element(absl::string_view(manifest).substr(sig_at), "signature");
-  const std::string source_image = Element(manifest, "sourceImageId");
+  const std::string signature = root.ChildText("signature");
+  const std::string source_image = image_xml.ChildText("sourceImageId");
   std::string wrapped;
-  if (!absl::Base64Unescape(Element(manifest, "wrappedKey"), &wrapped)) {
+  if (!absl::Base64Unescape(bundle_xml.ChildText("wrappedKey"), &wrapped)) {
     return Corrupt("the manifest's wrapped key is not base64");
   }
   STRATA_ASSIGN_OR_RETURN(
@@ -358,24 +342,24 @@ absl::StatusOr<ImageInfo> ReadBundle(Region& region, const std::string& dir,
     return Corrupt("the manifest's signature does not match: it was altered");
   }
   // 2. Every part's digest, before any data is used.
-  const std::vector<std::string> part_xml = Elements(manifest, "part");
+  const std::vector<const xml::Element*> part_xml = child(bundle_xml, "parts")->Children("part");
   if (part_xml.empty() || part_xml.size() > kMaxParts)
     return Corrupt("the manifest lists no parts");
   std::vector<std::string> part_files;
   for (size_t i = 0; i < part_xml.size(); ++i) {
-    const std::string file = Element(part_xml[i], "file");
-    if (Number(part_xml[i], "index") != i || file != PartName(object_key, i)) {
+    const std::string file = part_xml[i]->ChildText("file");
+    const uint64_t part_bytes = ToNumber(part_xml[i]->ChildText("bytes"));
+    if (ToNumber(part_xml[i]->ChildText("index")) != i || file != PartName(object_key, i)) {
       return Corrupt(absl::StrCat("part ", i, " is out of order in the manifest"));
     }
     absl::StatusOr<std::string> bytes =
         ReadFile(absl::StrCat(dir, "/", file), kBundlePartBytes + 64, absl::StrCat("part ", file));
     if (!bytes.ok()) return bytes.status();
-    if (bytes->size() != Number(part_xml[i], "bytes")) {
+    if (bytes->size() != part_bytes) {
       return Corrupt(absl::StrCat("part ", file, " has ", bytes->size(),
-                                  " bytes, the manifest says ", Number(part_xml[i], "bytes"),
-                                  " (truncated?)"));
+                                  " bytes, the manifest says ", part_bytes, " (truncated?)"));
     }
-    if (Sha256(*bytes) != Element(part_xml[i], "sha256")) {
+    if (Sha256(*bytes) != part_xml[i]->ChildText("sha256")) {
       return Corrupt(
           absl::StrCat("part ", file, " does not match its digest (tampered or reordered)"));
     }
@@ -384,15 +368,15 @@ absl::StatusOr<ImageInfo> ReadBundle(Region& region, const std::string& dir,
 
   // 3. The image, then its data into new snapshots through hidden builder volumes.
   ImageInfo image;
-  image.name = Element(manifest, "name");
-  image.description = Element(manifest, "description");
-  image.architecture = Element(manifest, "architecture");
-  image.virtualization_type = Element(manifest, "virtualizationType");
-  image.boot_mode = Element(manifest, "bootMode");
-  image.root_device_name = Element(manifest, "rootDeviceName");
-  image.ena_support = Element(manifest, "enaSupport") == "true";
-  image.tpm_support = Element(manifest, "tpmSupport");
-  image.imds_support = Element(manifest, "imdsSupport");
+  image.name = image_xml.ChildText("name");
+  image.description = image_xml.ChildText("description");
+  image.architecture = image_xml.ChildText("architecture");
+  image.virtualization_type = image_xml.ChildText("virtualizationType");
+  image.boot_mode = image_xml.ChildText("bootMode");
+  image.root_device_name = image_xml.ChildText("rootDeviceName");
+  image.ena_support = image_xml.ChildText("enaSupport") == "true";
+  image.tpm_support = image_xml.ChildText("tpmSupport");
+  image.imds_support = image_xml.ChildText("imdsSupport");
   image.owner = account;
   image.source_image_id = source_image;
   struct Builder {
@@ -407,20 +391,20 @@ absl::StatusOr<ImageInfo> ReadBundle(Region& region, const std::string& dir,
     }
     return why;
   };
-  for (const std::string& mx : Elements(manifest, "mapping")) {
+  for (const xml::Element* mx : child(image_xml, "blockDeviceMapping")->Children("mapping")) {
     BlockDeviceMapping m;
-    m.device_name = Element(mx, "deviceName");
-    m.virtual_name = Element(mx, "virtualName");
-    m.no_device = Element(mx, "noDevice") == "true";
-    if (!Elements(mx, "ebs").empty()) {
+    m.device_name = mx->ChildText("deviceName");
+    m.virtual_name = mx->ChildText("virtualName");
+    m.no_device = mx->ChildText("noDevice") == "true";
+    if (const xml::Element* ex = mx->Child("ebs"); ex != nullptr) {
       EbsBlockDevice e;
-      e.volume_size_gib = Number(mx, "volumeSize");
-      e.volume_type = Element(mx, "volumeType");
-      e.iops = Number(mx, "iops");
-      e.throughput = Number(mx, "throughput");
-      e.delete_on_termination = Element(mx, "deleteOnTermination") == "true";
-      e.encrypted = Element(mx, "encrypted") == "true";
-      if (Element(mx, "stream") != "-1") {
+      e.volume_size_gib = ToNumber(ex->ChildText("volumeSize"));
+      e.volume_type = ex->ChildText("volumeType");
+      e.iops = ToNumber(ex->ChildText("iops"));
+      e.throughput = ToNumber(ex->ChildText("throughput"));
+      e.delete_on_termination = ex->ChildText("deleteOnTermination") == "true";
+      e.encrypted = ex->ChildText("encrypted") == "true";
+      if (ex->ChildText("stream") != "-1") {
         if (e.volume_size_gib == 0 || e.volume_size_gib > 16384) {
           return abort_all(Corrupt(absl::StrCat("mapping ", m.device_name, ": bad volume size")));
         }

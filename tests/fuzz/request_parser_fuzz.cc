@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ebs_service.h"
+#include "common/xml.h"
 #include "http_server.h"
 #include "query.h"
 #include "sigv4.h"
@@ -56,6 +57,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const auto& [k, v] : params->all()) (void)WildcardMatch(k, v);
   }
   (void)ParseAuthorization(input);
+  (void)strata::xml::Parse(input);  // Bundle manifests and API replies (common/xml.h).
   (void)ParseStartSnapshot(input);  // The REST-JSON body of the EBS direct StartSnapshot.
   return 0;
 }
