@@ -33,7 +33,9 @@ constexpr char kUsage[] =
     "  --data-dir DIR     store directory (default ./data; created if missing)\n"
     "  --api-listen ADDR  control-plane API address (default 127.0.0.1:8150; 'off' disables)\n"
     "  --nbd-listen LIST  NBD addresses, comma-separated HOST:PORT or unix:PATH\n"
-    "                     (default 127.0.0.1:10809,unix:DIR/nbd.sock; 'off' disables)\n"
+    "                     (default 127.0.0.1:10809,unix:DIR/nbd.sock; 'off' disables and\n"
+    "                     needs --vm off). With --vm auto and no unix:PATH, DIR/nbd.sock is\n"
+    "                     served too (instances' VMs use it)\n"
     "  --tls MODE         NBD STARTTLS: off, on (offered) or require (default: on when\n"
     "                     credentials are given, else off)\n"
     "  --tls-psk-file F   TLS pre-shared keys, IDENTITY:HEXKEY per line (psktool format);\n"
@@ -168,9 +170,19 @@ int main(int argc, char** argv) {
   if (vm_mode != "auto" && vm_mode != "off") {
     return Fail(absl::InvalidArgumentError("--vm takes auto or off"));
   }
+  if (vm_mode == "auto" && nbd_listen == "off") {
+    // An instance without its VM would be reported running with no machine behind it.
+    return Fail(absl::InvalidArgumentError(
+        "--nbd-listen off leaves instances' VMs without their disks: give --vm off too, or "
+        "let stratad serve NBD"));
+  }
   if (vm_mode == "auto" && nbd_socket.empty()) {
-    STRATA_LOG(kWarning, "no unix NBD socket in --nbd-listen: instances run without VMs");
-  } else if (vm_mode == "auto") {
+    // Instances' VMs reach their disks through a unix socket: serve the default one too.
+    nbd_socket = dir + "/nbd.sock";
+    nbd_addresses.push_back("unix:" + nbd_socket);
+    STRATA_LOG(kInfo, "--nbd-listen has no unix socket; instances' VMs use unix:", nbd_socket);
+  }
+  if (vm_mode == "auto") {
     strata::vm::QemuOptions vm_options;
     const char* accel_env = std::getenv("STRATA_VM_ACCEL");
     vm_options.accel = args->Get("vm-accel", accel_env != nullptr ? accel_env : "auto");

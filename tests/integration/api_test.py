@@ -51,8 +51,37 @@ def expect_error(code, fn, *args, **kwargs):
     return None
 
 
+def check_instances_always_have_a_way_to_their_disks(work):
+    """stratad --nbd-listen without a unix socket serves DIR/nbd.sock too (instances' VMs boot
+    from it); --nbd-listen off with VMs on is refused at start, not a running instance without
+    a machine later."""
+    data = os.path.join(work, "tcp-only")
+    log = open(os.path.join(work, "tcp-only.log"), "w+")
+    proc = subprocess.Popen([f"{BIN}/stratad", "--data-dir", data, "--api-listen", "127.0.0.1:0",
+                             "--nbd-listen", "127.0.0.1:0"], stderr=log,
+                            env={k: v for k, v in os.environ.items() if k != "STRATA_QUIET"})
+    text = ""
+    for _ in range(200):
+        log.seek(0)
+        text = log.read()
+        if "NBD on" in text:
+            break
+        time.sleep(0.05)
+    line = next((l for l in text.splitlines() if "NBD on" in l), "")
+    check(f"unix:{data}/nbd.sock" in line, f"a TCP-only --nbd-listen also serves the socket: {line}")
+    check(os.path.exists(os.path.join(data, "nbd.sock")), "DIR/nbd.sock exists")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    refused = subprocess.run([f"{BIN}/stratad", "--data-dir", os.path.join(work, "no-nbd"),
+                              "--api-listen", "127.0.0.1:0", "--nbd-listen", "off"],
+                             capture_output=True, text=True, timeout=60)
+    check(refused.returncode != 0 and "--vm off" in refused.stderr,
+          f"--nbd-listen off with VMs is refused: {refused.returncode} {refused.stderr[-300:]}")
+
+
 def main():
     work = tempfile.mkdtemp(prefix="strata-api-")
+    check_instances_always_have_a_way_to_their_disks(work)
     data = os.path.join(work, "data")
     env = dict(os.environ, STRATA_QUIET="")
     env.pop("STRATA_QUIET")
