@@ -20,7 +20,6 @@
 #include <cstring>
 #include <memory_resource>
 #include <optional>
-#include <sstream>
 #include <tuple>
 
 #include "absl/strings/ascii.h"
@@ -79,8 +78,11 @@ HttpRequest ToRequest(Parser& parser) {
   request.path = request.target.substr(0, q);
   request.query = q == std::string::npos ? "" : request.target.substr(q + 1);
   for (const auto& field : message) {
-    std::string name = absl::AsciiStrToLower(std::string(field.name_string()));
-    std::string value(absl::StripAsciiWhitespace(std::string(field.value())));
+    const beast::string_view raw_name = field.name_string();
+    const beast::string_view raw_value = field.value();
+    std::string name = absl::AsciiStrToLower(absl::string_view(raw_name.data(), raw_name.size()));
+    std::string value(
+        absl::StripAsciiWhitespace(absl::string_view(raw_value.data(), raw_value.size())));
     auto [it, inserted] = request.headers.emplace(std::move(name), value);
     if (!inserted) it->second += "," + value;
   }
@@ -88,7 +90,7 @@ HttpRequest ToRequest(Parser& parser) {
   return request;
 }
 
-Response ToResponse(const HttpResponse& response, bool keep_alive) {
+Response ToResponse(HttpResponse response, bool keep_alive) {
   Response out{static_cast<http::status>(response.status), 11};
   bool has_type = false;
   for (const auto& [k, v] : response.headers) {
@@ -96,7 +98,7 @@ Response ToResponse(const HttpResponse& response, bool keep_alive) {
     has_type |= absl::AsciiStrToLower(k) == "content-type";
   }
   if (!has_type) out.set(http::field::content_type, "text/plain");
-  out.body() = response.body;
+  out.body() = std::move(response.body);
   out.keep_alive(keep_alive);
   out.prepare_payload();
   return out;
@@ -188,15 +190,12 @@ class DeadlineSocket {
   std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
 };
 
-bool SendAll(int fd, const std::string& data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
-  }
-  return true;
+// Writes `response` through Beast's serializer; false when the client is gone or too slow.
+bool WriteResponse(DeadlineSocket& socket, HttpResponse response, bool keep_alive) {
+  Response message = ToResponse(std::move(response), keep_alive);
+  beast::error_code ec;
+  http::write(socket, message, ec);
+  return !ec;
 }
 
 }  // namespace
@@ -259,7 +258,8 @@ void HttpServer::AcceptLoop() {
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (!connections_.Start(fd, options_.max_connections, [this](int c) { Serve(c); })) {
-      (void)SendAll(fd, SerializeResponse({503, {}, "too many connections\n"}, false));
+      DeadlineSocket socket(fd);
+      (void)WriteResponse(socket, {503, {}, "too many connections\n"}, false);
       ::close(fd);
     }
   }
@@ -272,17 +272,16 @@ void HttpServer::Serve(int fd) {
   while (!stopping_.load()) {
     std::array<std::byte, 8192> arena_bytes;
     std::pmr::monotonic_buffer_resource arena(arena_bytes.data(), arena_bytes.size());
-    std::optional<Parser> parser;
-    parser.emplace(std::piecewise_construct, std::make_tuple(),
-                   std::make_tuple(FieldAllocator(&arena)));
-    Limit(*parser, options_);
+    Parser parser(std::piecewise_construct, std::make_tuple(),
+                  std::make_tuple(FieldAllocator(&arena)));
+    Limit(parser, options_);
     // One deadline for the whole request, headers and body.
     socket.set_deadline(std::chrono::steady_clock::now() + timeout);
     beast::error_code ec;
-    http::read_header(socket, buffer, *parser, ec);
+    http::read_header(socket, buffer, parser, ec);
     absl::Status bad;
-    if (!ec) bad = CheckHeader(*parser);
-    if (!ec && bad.ok() && !parser->is_done()) http::read(socket, buffer, *parser, ec);
+    if (!ec) bad = CheckHeader(parser);
+    if (!ec && bad.ok() && !parser.is_done()) http::read(socket, buffer, parser, ec);
     if (ec && ec != http::error::end_of_stream && ec != beast::error::timeout &&
         ec != asio::error::eof && ec != asio::error::connection_reset) {
       bad = ParseError(ec);
@@ -290,54 +289,35 @@ void HttpServer::Serve(int fd) {
     if (!bad.ok()) {
       int status = 400;
       (void)absl::SimpleAtoi(std::string(bad.message()).substr(0, 3), &status);
-      Response reply = ToResponse({status, {}, std::string(bad.message()) + "\n"}, false);
-      http::write(socket, reply, ec);
+      (void)WriteResponse(socket, {status, {}, std::string(bad.message()) + "\n"}, false);
       break;
     }
     if (ec) break;  // Closed, reset or timed out: nothing to answer.
-    const bool keep_alive = parser->keep_alive();
-    const std::string reply = SerializeResponse(handler_(ToRequest(*parser)), keep_alive);
-    if (!SendAll(fd, reply) || !keep_alive) break;
+    const bool keep_alive = parser.keep_alive();
+    if (!WriteResponse(socket, handler_(ToRequest(parser)), keep_alive) || !keep_alive) break;
   }
 }
 
 absl::StatusOr<std::optional<HttpRequest>> HttpServer::ParseRequest(
     std::string& buffer, const HttpServerOptions& options) {
-  std::optional<Parser> parser;
-  parser.emplace();
-  Limit(*parser, options);
+  Parser parser;
+  Limit(parser, options);
   size_t used = 0;
   beast::error_code ec;
   // Bounded: each round consumes bytes or ends.
-  while (!parser->is_done()) {
-    const size_t n = parser->put(asio::buffer(buffer.data() + used, buffer.size() - used), ec);
+  while (!parser.is_done()) {
+    const size_t n = parser.put(asio::buffer(buffer.data() + used, buffer.size() - used), ec);
     used += n;
     if (ec == http::error::need_more) return std::nullopt;
     if (ec) return ParseError(ec);
-    if (parser->is_header_done()) {
-      if (absl::Status bad = CheckHeader(*parser); !bad.ok()) return bad;
+    if (parser.is_header_done()) {
+      if (absl::Status bad = CheckHeader(parser); !bad.ok()) return bad;
     }
-    if (n == 0 && !parser->is_done()) return std::nullopt;
+    if (n == 0 && !parser.is_done()) return std::nullopt;
   }
-  HttpRequest request = ToRequest(*parser);
+  HttpRequest request = ToRequest(parser);
   buffer.erase(0, used);
   return std::optional<HttpRequest>(std::move(request));
-}
-
-std::string HttpServer::SerializeResponse(const HttpResponse& response, bool keep_alive) {
-  std::string out = absl::StrCat(
-      "HTTP/1.1 ", response.status, " ",
-      std::string(http::obsolete_reason(static_cast<http::status>(response.status))), "\r\n");
-  bool has_type = false;
-  for (const auto& [k, v] : response.headers) {
-    absl::StrAppend(&out, k, ": ", v, "\r\n");
-    has_type |= absl::AsciiStrToLower(k) == "content-type";
-  }
-  if (!has_type) out += "Content-Type: text/plain\r\n";
-  absl::StrAppend(&out, "Content-Length: ", response.body.size(), "\r\n");
-  out += keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
-  out += response.body;
-  return out;
 }
 
 }  // namespace strata::api

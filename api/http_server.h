@@ -72,7 +72,6 @@ class HttpServer {
   // status code in the message) for a bad request. Exposed for tests and the fuzz target.
   static absl::StatusOr<std::optional<HttpRequest>> ParseRequest(std::string& buffer,
                                                                  const HttpServerOptions& options);
-  static std::string SerializeResponse(const HttpResponse& response, bool keep_alive);
 
  private:
   void AcceptLoop();

@@ -12,8 +12,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "meta/catalog.h"
-#include "strata/image.h"
 #include "region/region_impl.h"
+#include "strata/image.h"
 
 namespace strata::image {
 

@@ -19,7 +19,8 @@
 // catalog: they are one consistency domain (CreateSnapshots writes volume and snapshot records in
 // one batch while the volumes' gates are held; deletion checks pins, pending snapshots and
 // attachments under it; pruning rebases volumes). The rooms with state of their own have their
-// own locks: the task queue (queue before nothing), the encryption policy (next domain).
+// own locks, taken after mu_: the task queue's (never held while a task runs) and the encryption
+// policy's (held across the one catalog write that records the next dedup domain).
 
 #include <map>
 #include <memory>

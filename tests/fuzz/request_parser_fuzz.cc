@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "ebs_service.h"
 #include "common/xml.h"
+#include "ebs_service.h"
 #include "http_server.h"
 #include "query.h"
 #include "sigv4.h"

@@ -239,6 +239,36 @@ TEST_F(HttpServerTest, RefusesOversizedHeadersBodiesAndChunkedWithTheirStatus) {
   }
 }
 
+TEST_F(HttpServerTest, AClientThatTricklesItsRequestIsCutOffWithinTwiceTheTimeout) {
+  HttpServerOptions options;
+  options.receive_timeout_ms = 300;
+  StartServer(options);
+  const int fd = Connect();
+  const std::string request = "GET /" + std::string(200, 'a') + " HTTP/1.1\r\nHost: h\r\n\r\n";
+  // A byte every 50 ms: each read is within the socket timeout, the request as a whole is not.
+  const auto start = std::chrono::steady_clock::now();
+  bool closed = false;
+  for (char c : request) {
+    if (::send(fd, &c, 1, MSG_NOSIGNAL) != 1) {
+      closed = true;
+      break;
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) > 0) {
+      char buf[256];
+      if (::recv(fd, buf, sizeof(buf), 0) <= 0) {
+        closed = true;
+        break;
+      }
+      ADD_FAILURE() << "the server answered a request that took longer than its deadline";
+    }
+  }
+  const auto took = std::chrono::steady_clock::now() - start;
+  ::close(fd);
+  EXPECT_TRUE(closed) << "the trickling client was never cut off";
+  EXPECT_LT(took, std::chrono::milliseconds(2 * 300 + 200));
+}
+
 TEST_F(HttpServerTest, ASlowClientIsCutOffAtItsDeadlineAndOthersAreServed) {
   HttpServerOptions options;
   options.receive_timeout_ms = 300;
