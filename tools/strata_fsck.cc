@@ -3,19 +3,19 @@
 
 #include <cstdio>
 
-#include "cli_args.h"
+#include "command_line.h"
 #include "strata/fsck.h"
 
 int main(int argc, char** argv) {
-  auto args = strata::tools::Args::Parse(argc, argv, 1, {"data-dir"}, {"help"});
-  if (!args.ok() || args->Has("help") || !args->positional().empty()) {
-    if (!args.ok())
-      std::fprintf(stderr, "strata-fsck: %s\n", std::string(args.status().message()).c_str());
-    std::fputs("usage: strata-fsck [--data-dir DIR]   (default ./data; stratad must be stopped)\n",
-               args.ok() && args->Has("help") ? stdout : stderr);
-    return args.ok() && args->Has("help") ? 0 : 2;
+  std::string dir = "./data";
+  CLI::App app(
+      "strata-fsck: checks every reference, refcount and checksum of a store (stratad must be "
+      "stopped). Exit 0: sound; 1: findings; 2: the check could not run.",
+      "strata-fsck");
+  app.add_option("--data-dir", dir, "the store directory (default ./data)")->option_text("DIR");
+  if (std::optional<int> rc = strata::tools::ParseCommandLine(app, argc, argv); rc.has_value()) {
+    return *rc;
   }
-  const std::string dir = args->Get("data-dir", "./data");
   auto report = strata::CheckStore(dir);
   if (!report.ok()) {
     std::fprintf(stderr, "strata-fsck: %s\n", std::string(report.status().message()).c_str());

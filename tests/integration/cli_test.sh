@@ -51,6 +51,25 @@ expect_fail "unknown option --sise" "$BIN/strata" volume create --sise 1G
 expect_fail "unknown command" "$BIN/strata" frobnicate
 expect_fail "not of the same lineage" bash -c "\"$BIN/strata\" snapshot changed $SNAP \$(\"$BIN/strata\" snapshot create \$(\"$BIN/strata\" volume create --size 1M | cut -f1) | cut -f1)"
 expect_fail "may hold only lowercase" "$BIN/strata" region create "Bad Region"
+expect_fail "needs a command: create, list" "$BIN/strata" volume
+expect_fail "VOL is required" "$BIN/strata" volume describe
+expect_fail "unexpected argument \"extra\"" "$BIN/strata" snapshot describe "$SNAP" extra
+expect_fail "not in {json,text,table}" "$BIN/strata" --output xml status
+expect_fail "invalid size" "$BIN/strata" volume grow "$VOL" --size 1X
+
+# Every program and subcommand has --help: usage on stdout, exit 0, nothing done.
+for cmd in "" init env status attach detach import-image instances console ec2 volume \
+    "volume create" "volume list" "volume describe" "volume delete" "volume grow" \
+    "volume hydrate" "volume import" "volume export" snapshot "snapshot create" \
+    "snapshot list" "snapshot describe" "snapshot delete" "snapshot export" "snapshot blocks" \
+    "snapshot changed" region "region list" "region create" account "account create" \
+    "account list" gc stats copy-stats; do
+  # shellcheck disable=SC2086
+  out=$("$BIN/strata" $cmd --help 2>&1) && grep -q "^Usage: strata ${cmd:+$cmd }\[OPTIONS\]" <<<"$out" \
+    && ok || bad "strata $cmd --help: $out"
+done
+"$BIN/stratad" --help | grep -q -- "--nbd-listen LIST" && ok || bad "stratad --help"
+"$BIN/strata-fsck" --help | grep -q -- "--data-dir DIR" && ok || bad "strata-fsck --help"
 after=$("$BIN/strata" volume list | grep -v "size=1048576"; "$BIN/strata" snapshot list | grep -v "size=1048576")
 [ "$before" = "$after" ] && ok || bad "bad input changed the store"
 
