@@ -1,3 +1,11 @@
+// Cross-region copy, the destination's side: admission (Start: the base to copy against, the
+// link and region limits, CompletionDurationMinutes), the job's streams over the transfer
+// protocol, landing verified chunks, the journal's progress, resume and finish. Why one file of
+// ~760 lines: a job's state (CopyService::Job, below) is shared by every stage under one
+// lock, and the stages read in the order a copy runs; the pieces with their own state are
+// elsewhere (copy_journal.cc, transfer_source.cc, transfer_wire.cc, link_model.cc,
+// token_bucket.cc).
+
 #include "copy/copy_service.h"
 
 #include <netdb.h>

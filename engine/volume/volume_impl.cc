@@ -1,3 +1,12 @@
+// A volume's data path: reads and writes through its head and base snapshot, the queued
+// (io_uring) path, trims, flushes, changed-block tracking and the snapshot freeze with
+// copy-before-write. Why one file of ~870 lines: every method here takes part in one locking
+// protocol (StripeLocks below, the queued-write counts per stripe, Freeze and the pending
+// snapshots' ingest); split across files, a reader checking that a queued write, a
+// read-modify-write and a snapshot freeze exclude each other would have to hold them all at
+// once. Everything outside that protocol lives in head.cc, sparse_bitmap.cc, domain_keys.cc
+// and snapshot_tree.cc.
+
 #include "volume/volume_impl.h"
 
 #include <algorithm>

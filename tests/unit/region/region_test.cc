@@ -1,5 +1,7 @@
 // Volumes and snapshots through the public API: data path, point-in-time snapshots,
 // incremental storage, deletion at every chain position, lazy volumes, changed blocks.
+// Why ~900 lines in one file: one fixture (a region on a fresh store) and its helpers serve
+// every case, and the cases read as the region's specification in DESIGN.md's order.
 
 #include <sys/wait.h>
 #include <unistd.h>
