@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake ninja-build pkg-config clang
-  librocksdb-dev liburing-dev libxxhash-dev libssl-dev libabsl-dev libzstd-dev
+  librocksdb-dev liburing-dev libxxhash-dev libssl-dev libgcrypt20-dev libabsl-dev libzstd-dev
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libboost-dev libpugixml-dev libcli11-dev wrk
   python3 qemu-utils libnbd-bin python3-libnbd fio nbdkit nbd-server
   qemu-system-x86 busybox-static cpio e2fsprogs libclang-rt-14-dev
