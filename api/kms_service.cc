@@ -22,6 +22,114 @@ struct KmsError {
   std::string message;
 };
 
+// The JSON type of every request field Strata's KMS reads, as AWS's KMS model gives it. A field
+// of another type is a SerializationException, as on AWS, before any operation runs; past this
+// check every read of a field is of the type it has.
+enum class FieldType { kString, kInteger, kBoolean, kObject, kArray };
+
+const std::map<std::string, FieldType>& FieldTypes() {
+  static const auto* types = new std::map<std::string, FieldType>{
+      {"AliasName", FieldType::kString},
+      {"BypassPolicyLockoutSafetyCheck", FieldType::kBoolean},
+      {"CiphertextBlob", FieldType::kString},
+      {"CustomerMasterKeySpec", FieldType::kString},
+      {"Description", FieldType::kString},
+      {"DestinationEncryptionContext", FieldType::kObject},
+      {"DestinationKeyId", FieldType::kString},
+      {"DryRun", FieldType::kBoolean},
+      {"EncryptionContext", FieldType::kObject},
+      {"GrantId", FieldType::kString},
+      {"GrantToken", FieldType::kString},
+      {"GrantTokens", FieldType::kArray},
+      {"GranteePrincipal", FieldType::kString},
+      {"KeyId", FieldType::kString},
+      {"KeySpec", FieldType::kString},
+      {"KeyUsage", FieldType::kString},
+      {"Limit", FieldType::kInteger},
+      {"Marker", FieldType::kString},
+      {"MultiRegion", FieldType::kBoolean},
+      {"Name", FieldType::kString},
+      {"NumberOfBytes", FieldType::kInteger},
+      {"Operations", FieldType::kArray},
+      {"Origin", FieldType::kString},
+      {"PendingWindowInDays", FieldType::kInteger},
+      {"Plaintext", FieldType::kString},
+      {"Policy", FieldType::kString},
+      {"PolicyName", FieldType::kString},
+      {"RetiringPrincipal", FieldType::kString},
+      {"RotationPeriodInDays", FieldType::kInteger},
+      {"SourceEncryptionContext", FieldType::kObject},
+      {"SourceKeyId", FieldType::kString},
+      {"Tags", FieldType::kArray},
+      {"TargetKeyId", FieldType::kString},
+  };
+  return *types;
+}
+
+bool HasType(const json& value, FieldType type) {
+  switch (type) {
+    case FieldType::kString:
+      return value.is_string();
+    case FieldType::kInteger:
+      return value.is_number_integer();
+    case FieldType::kBoolean:
+      return value.is_boolean();
+    case FieldType::kObject:
+      return value.is_object();
+    case FieldType::kArray:
+      return value.is_array();
+  }
+  return false;
+}
+
+const char* TypeName(FieldType type) {
+  switch (type) {
+    case FieldType::kString:
+      return "a string";
+    case FieldType::kInteger:
+      return "an integer";
+    case FieldType::kBoolean:
+      return "a boolean";
+    case FieldType::kObject:
+      return "an object";
+    case FieldType::kArray:
+      return "a list";
+  }
+  return "?";
+}
+
+// Why `body` does not fit the model (a field of the wrong type, or a tag or list element of
+// the wrong shape), or nullopt when it does. Unknown fields are ignored, as AWS does.
+std::optional<std::string> Misfit(const json& body) {
+  for (const auto& [name, value] : body.items()) {
+    auto it = FieldTypes().find(name);
+    if (it == FieldTypes().end() || value.is_null()) continue;
+    if (!HasType(value, it->second)) return absl::StrCat(name, " must be ", TypeName(it->second));
+  }
+  for (const char* list : {"Operations", "GrantTokens"}) {
+    if (!body.contains(list)) continue;
+    for (const json& e : body[list]) {
+      if (!e.is_string()) return absl::StrCat("each of ", list, " must be a string");
+    }
+  }
+  for (const char* context :
+       {"EncryptionContext", "SourceEncryptionContext", "DestinationEncryptionContext"}) {
+    if (!body.contains(context)) continue;
+    for (const auto& [k, v] : body[context].items()) {
+      if (!v.is_string()) return absl::StrCat(context, " values must be strings");
+    }
+  }
+  if (body.contains("Tags")) {
+    for (const json& t : body["Tags"]) {
+      if (!t.is_object() || (t.contains("TagKey") && !t["TagKey"].is_string()) ||
+          (t.contains("TagValue") && !t["TagValue"].is_string())) {
+        return std::string("each tag is {\"TagKey\": string, \"TagValue\": string}");
+      }
+    }
+  }
+  return std::nullopt;
+}
+
 KmsError FromStatus(const absl::Status& s) {
   std::string type = KmsErrorCode(s);
   if (type.empty()) {
@@ -102,6 +210,9 @@ class KmsCall {
     if (body_.is_discarded() || !body_.is_object()) {
       return Fail({400, "SerializationException", "the request body is not a JSON object"});
     }
+    if (std::optional<std::string> misfit = Misfit(body_); misfit.has_value()) {
+      return Fail({400, "SerializationException", *misfit});
+    }
     static const auto* ops = new std::map<std::string, std::function<Result(KmsCall&)>>{
         {"CreateKey", &KmsCall::CreateKey},
         {"DescribeKey", &KmsCall::DescribeKey},
@@ -139,7 +250,13 @@ class KmsCall {
       return Fail({400, "UnknownOperationException",
                    absl::StrCat("operation ", op, " is not served by Strata's KMS")});
     }
-    Result result = it->second(*this);
+    Result result = KmsError{500, "KMSInternalException", "internal error"};
+    try {
+      result = it->second(*this);
+    } catch (const json::exception& e) {
+      // Misfit checks every field read; this is the last net, never a crash of stratad.
+      result = KmsError{400, "SerializationException", e.what()};
+    }
     if (const KmsError* e = std::get_if<KmsError>(&result)) return Fail(*e);
     return HttpResponse{
         200, {{"Content-Type", "application/x-amz-json-1.1"}}, std::get<json>(result).dump()};

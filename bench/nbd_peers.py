@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """fio's nbd engine against stratad and its peers, in one run on one file system: nbdkit (file
-and memory plugins), nbd-server, qemu-nbd on a raw file, on a qcow2 overlay with a backing file
-and on a LUKS qcow2. Reports throughput, latency and the server's CPU time per request, and
-ratios of Strata to each peer; writes the table to stdout and, with --write-docs, into
-docs/benchmarks.md between its NBD markers.
+and memory plugins; memory is the NBD protocol's ceiling here), nbd-server, qemu-nbd on a raw
+file, on a qcow2 overlay with a backing file and on a LUKS qcow2. Each row runs --rounds times
+per server; the table takes the median of throughput, latency and the server's CPU time per
+request (utime + stime of the server and its reaped children, from /proc), and gives the ratios
+of Strata to each peer. The encrypted table compares the CPU encryption adds per request with
+the cipher's own cost (bytes / the single-core AES-256-XTS rate that xts_bench measures in the
+same run), and a summary checks issue 17's targets row by row. Writes the tables to stdout and,
+with --write-docs, into docs/benchmarks.md between its NBD markers, with docs/nbd-peers.svg.
 
-Usage: bench/nbd_peers.py BUILD_BIN_DIR [--runtime S] [--write-docs]
+Usage: bench/nbd_peers.py BUILD_BIN_DIR [--runtime S] [--rounds N] [--write-docs]
 Scratch files go to STRATA_BENCH_DIR (default /var/tmp)."""
 import argparse
 import json
 import os
+import statistics
 import shutil
 import signal
 import socket
@@ -58,9 +63,10 @@ def wait_port(port, proc, timeout=20):
 
 
 def cpu_seconds(pid):
+    """utime + stime of `pid` and of its children it has reaped (nbd-server forks per client)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLK_TCK
 
 
 class Peer:
@@ -103,6 +109,47 @@ class ProcessPeer(Peer):
         wait_port(port, self.proc)
         self.pid = self.proc.pid
         return f"nbd://127.0.0.1:{port}/{export}"
+
+
+class DaemonPeer(ProcessPeer):
+    """A server that forks into the background and writes its pid to a file (nbd-server, which
+    in the foreground serves a single client: fio's nbd engine connects more than once)."""
+
+    def start(self, fresh):
+        self.pidfile = os.path.join(self.work, f"{self.name}.pid")
+        if os.path.exists(self.pidfile):
+            os.remove(self.pidfile)
+        target = os.path.join(self.work, f"{self.name}-{'fresh' if fresh else 'data'}")
+        if fresh or not self.prepared:
+            if self.prepare:
+                self.prepare(target, fresh)
+            self.prepared |= not fresh
+        port = free_port()
+        argv, export = self.argv_for(target, port)
+        subprocess.run(argv + ["-p", self.pidfile], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=30)
+        wait_port(port, None)
+        with open(self.pidfile) as f:
+            self.pid = int(f.read().strip())
+        return f"nbd://127.0.0.1:{port}/{export}"
+
+    def stop(self):
+        if self.pid is None:
+            return
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        end = time.time() + 10
+        while time.time() < end:
+            try:
+                with open(f"/proc/{self.pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        break
+            except FileNotFoundError:
+                break
+            time.sleep(0.05)
+        self.pid = None
 
 
 class StrataPeer(Peer):
@@ -175,8 +222,8 @@ def peers(work, image, bin_dir):
         with open(conf, "w") as f:
             f.write(f"[generic]\n    listenaddr = 127.0.0.1\n    port = {p}\n    allowlist = false\n"
                     f"[export]\n    exportname = {t}\n")
-        return ["nbd-server", "-d", "-C", conf], "export"
-    out.append(ProcessPeer("nbd-server", work, image, nbd_server_argv, copy_or_sparse(image)))
+        return ["nbd-server", "-C", conf], "export"
+    out.append(DaemonPeer("nbd-server", work, image, nbd_server_argv, copy_or_sparse(image)))
     qemu = ["qemu-nbd", "-t", "-e", "0", "-b", "127.0.0.1"]
     out.append(ProcessPeer("qemu-nbd-raw", work, image,
                            lambda t, p: (qemu + ["-p", str(p), "-f", "raw", t], ""), copy_or_sparse(image)))
@@ -232,10 +279,32 @@ def fmt_bw(b):
     return f"{b / MiB:.0f} MiB/s" if b >= MiB else f"{b / 1024:.0f} KiB/s"
 
 
+def median_result(runs):
+    """The median of each measure over a row's rounds (None when every round failed)."""
+    runs = [r for r in runs if r is not None and r.get("ios", 0) > 0]
+    if not runs:
+        return None
+    return {k: statistics.median(r[k] for r in runs) for k in ("bw", "iops", "p50", "cpu_us")}
+
+
+def xts_rates(bin_dir):
+    """Single-core AES-256-XTS bytes/s of the backend stratad uses, per request size, measured
+    by xts_bench now (same run)."""
+    backend = "OpenSsl" if os.environ.get("STRATA_XTS") == "openssl" else "Gcrypt"
+    r = subprocess.run([os.path.join(bin_dir, "xts_bench"), f"--benchmark_filter=Encrypt{backend}/",
+                        "--benchmark_format=json", "--benchmark_min_time=0.5"],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        return {}
+    return {int(b["name"].rsplit("/", 1)[1]): b["bytes_per_second"]
+            for b in json.loads(r.stdout)["benchmarks"]}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("bin_dir")
     parser.add_argument("--runtime", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="runs per row and server (median)")
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--only", default="", help="comma-separated peer names")
     parser.add_argument("--rows", default="", help="only rows whose name contains this")
@@ -251,23 +320,26 @@ def main():
     keep = set(a.only.split(",")) | {"strata", "strata-encrypted"} if a.only else None
     all_peers = [p for p in all_peers
                  if (keep is None and p.name != "strata-no-io-uring") or (keep and p.name in keep)]
-    results = {}  # (row, peer) -> result dict with cpu_us
+    runs = {}  # (row, peer) -> [result dict with cpu_us, per round]
+    rows = [r for r in ROWS if a.rows in r[0]]
     try:
-        for row in [r for r in ROWS if a.rows in r[0]]:
-            name, rw, bs, depth, conns, fresh = row
-            for peer in all_peers:
-                uri = peer.start(fresh)
-                before = cpu_seconds(peer.pid)
-                r = run_fio(uri, rw, bs, depth, conns, fresh, a.runtime, work)
-                after = cpu_seconds(peer.pid)
-                peer.stop()
-                if r is not None and r["ios"] > 0:
-                    # Ramp-up I/O is not in total_ios: CPU per request is an upper bound.
-                    r["cpu_us"] = (after - before) * 1e6 / r["ios"]
-                results[(name, peer.name)] = r
-                print(f"{name:32} {peer.name:24} " +
-                      (f"{fmt_bw(r['bw']):>12} {r['iops']:>9.0f} IOPS p50 {r['p50']:>7.0f} us "
-                       f"cpu {r['cpu_us']:.1f} us/req" if r else "failed"), flush=True)
+        for round_index in range(a.rounds):
+            for row in rows:
+                name, rw, bs, depth, conns, fresh = row
+                for peer in all_peers:
+                    uri = peer.start(fresh)
+                    before = cpu_seconds(peer.pid)
+                    r = run_fio(uri, rw, bs, depth, conns, fresh, a.runtime, work)
+                    time.sleep(0.2)  # A forked server's children exit and are reaped.
+                    after = cpu_seconds(peer.pid)
+                    peer.stop()
+                    if r is not None and r["ios"] > 0:
+                        # Ramp-up I/O is not in total_ios: CPU per request is an upper bound.
+                        r["cpu_us"] = (after - before) * 1e6 / r["ios"]
+                    runs.setdefault((name, peer.name), []).append(r)
+                    print(f"[{round_index + 1}/{a.rounds}] {name:32} {peer.name:24} " +
+                          (f"{fmt_bw(r['bw']):>12} {r['iops']:>9.0f} IOPS p50 {r['p50']:>7.0f} us "
+                           f"cpu {r['cpu_us']:.1f} us/req" if r else "failed"), flush=True)
     finally:
         for p in all_peers:
             p.stop()
@@ -275,10 +347,15 @@ def main():
             if isinstance(p, StrataPeer):
                 p.close()
         shutil.rmtree(work, ignore_errors=True)
-    table = render(results, [p.name for p in all_peers])
+    results = {k: median_result(v) for k, v in runs.items()}
+    rates = xts_rates(os.path.abspath(a.bin_dir))
+    names = [p.name for p in all_peers]
+    table = render(results, names, rates, a.rounds, a.runtime)
     print(table)
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     if a.write_docs:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md")
+        svg_plot(results, names, os.path.join(root, "docs", "nbd-peers.svg"))
+        path = os.path.join(root, "docs", "benchmarks.md")
         text = open(path).read()
         start, end = "<!-- nbd-peers:start -->", "<!-- nbd-peers:end -->"
         if start in text:
@@ -286,24 +363,119 @@ def main():
             open(path, "w").write(text)
 
 
-def render(results, names):
-    return render_plain(results, names) + "\n\n" + render_encrypted(results)
+def request_bytes(row):
+    return 1 << 20 if row[2] == "1M" else 4096
 
 
-def render_encrypted(results):
-    lines = ["Encrypted Strata (AES-256-XTS) in the same run:", "",
-             "| row | encrypted Strata | encrypted / unencrypted Strata | encrypted Strata / qemu-nbd LUKS qcow2 | encrypted CPU/req |",
-             "| --- | --- | --- | --- | --- |"]
+def render(results, names, rates, rounds, runtime):
+    head = (f"Median of {rounds} rounds of {runtime} s per row and server; fio and the server share "
+            f"the machine's 2 cores. CPU/req is the server's (utime + stime) per request.")
+    return "\n\n".join([head, render_plain(results, names), render_encrypted(results, rates),
+                         render_targets(results, names, rates)])
+
+
+def cipher_us(row, rates):
+    rate = rates.get(request_bytes(row))
+    return request_bytes(row) / rate * 1e6 if rate else None
+
+
+def render_encrypted(results, rates):
+    lines = ["Encrypted Strata (AES-256-XTS) in the same run. Added CPU/req is encrypted minus "
+             "unencrypted Strata's CPU per request; cipher CPU/req is the request's bytes at the "
+             "single-core XTS rate xts_bench measured in this run "
+             + ", ".join(f"({fmt_bw(r)} at {b // 1024} KiB)" for b, r in sorted(rates.items())) + ".",
+             "",
+             "| row | encrypted Strata | encrypted / unencrypted Strata | encrypted Strata / qemu-nbd LUKS qcow2 | encrypted CPU/req | added CPU/req | cipher CPU/req | added / cipher |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in ROWS:
         e = results.get((row[0], "strata-encrypted"))
         s = results.get((row[0], "strata"))
         q = results.get((row[0], "qemu-nbd-luks-qcow2"))
+        cipher = cipher_us(row, rates)
+        added = e["cpu_us"] - s["cpu_us"] if e and s else None
         lines.append("| " + " | ".join([
             row[0], fmt_bw(e["bw"]) if e else "failed",
             f"{e['bw'] / s['bw']:.2f}" if e and s else "n/a",
             f"{e['bw'] / q['bw']:.1f}" if e and q else "n/a",
-            f"{e['cpu_us']:.1f} us" if e else "n/a"]) + " |")
+            f"{e['cpu_us']:.1f} us" if e else "n/a",
+            f"{added:.1f} us" if added is not None else "n/a",
+            f"{cipher:.1f} us" if cipher else "n/a",
+            f"{added / cipher:.2f}" if added is not None and cipher else "n/a"]) + " |")
     return "\n".join(lines)
+
+
+def render_targets(results, names, rates):
+    """Issue 17's targets, each row checked; a missing measurement counts as missed."""
+    checks = []
+
+    def check(what, value, floor=None, ceiling=None):
+        ok = value is not None and (floor is None or value >= floor) and (ceiling is None or value <= ceiling)
+        bound = f">= {floor}" if floor is not None else f"<= {ceiling}"
+        checks.append((ok, f"{what}: {'n/a' if value is None else f'{value:.2f}'} (target {bound})"))
+
+    peers_only = [n for n in names if not n.startswith("strata")]
+    for row in ROWS:
+        name, conns = row[0], row[4]
+        s, e = results.get((name, "strata")), results.get((name, "strata-encrypted"))
+        q = results.get((name, "qemu-nbd-luks-qcow2"))
+        check(f"{name}: encrypted / unencrypted", e["bw"] / s["bw"] if e and s else None,
+              floor=0.7 if row[2] == "1M" else 0.9)
+        check(f"{name}: encrypted / qemu-nbd LUKS", e["bw"] / q["bw"] if e and q else None, floor=3)
+        if conns == 1:
+            f = results.get((name, "nbdkit-file"))
+            check(f"{name}: Strata / nbdkit-file", s["bw"] / f["bw"] if s and f else None, floor=1.0)
+        else:
+            best = max((results[(name, n)]["bw"] for n in peers_only if results.get((name, n))), default=None)
+            check(f"{name}: Strata / best peer", s["bw"] / best if s and best else None, floor=1.0)
+        cipher = cipher_us(row, rates)
+        check(f"{name}: added CPU / cipher CPU",
+              (e["cpu_us"] - s["cpu_us"]) / cipher if e and s and cipher else None, ceiling=1.25)
+    met = sum(ok for ok, _ in checks)
+    lines = [f"Targets (issue 17): {met} of {len(checks)} met in this run.", ""]
+    lines += [f"- {'met' if ok else '**missed**'}: {text}" for ok, text in checks]
+    return "\n".join(lines)
+
+
+def svg_plot(results, names, path):
+    """Grouped bars: each server's throughput per row, relative to nbdkit-file's (1.0)."""
+    rows = [r[0] for r in ROWS if results.get((r[0], "nbdkit-file"))]
+    colors = ["#1f77b4", "#aec7e8", "#ff7f0e", "#2ca02c", "#98df8a", "#d62728", "#9467bd",
+              "#8c564b", "#e377c2", "#7f7f7f"]
+    bar, gap, left, top = 9, 14, 230, 40
+    group = bar * len(names) + gap
+    values = [results[(r, n)]["bw"] / results[(r, "nbdkit-file")]["bw"]
+              for r in rows for n in names if results.get((r, n))]
+    vmax = max(values + [1.0]) * 1.05
+    width, height = 900, top + group * len(rows) + 40 + 16 * len(names)
+    scale = (width - left - 40) / vmax
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'font-family="sans-serif" font-size="11">',
+             f'<text x="{left}" y="20" font-size="13">NBD throughput relative to nbdkit-file '
+             f'(fio, median of rounds; longer is faster)</text>']
+    x1 = left + scale
+    parts.append(f'<line x1="{x1:.1f}" y1="{top - 6}" x2="{x1:.1f}" y2="{top + group * len(rows)}" '
+                 f'stroke="#444" stroke-dasharray="3,3"/>')
+    for i, r in enumerate(rows):
+        y0 = top + i * group
+        parts.append(f'<text x="{left - 6}" y="{y0 + bar * len(names) / 2 + 4:.1f}" '
+                     f'text-anchor="end">{r}</text>')
+        for j, n in enumerate(names):
+            res = results.get((r, n))
+            if not res:
+                continue
+            v = res["bw"] / results[(r, "nbdkit-file")]["bw"]
+            parts.append(f'<rect x="{left}" y="{y0 + j * bar}" width="{v * scale:.1f}" '
+                         f'height="{bar - 1}" fill="{colors[j % len(colors)]}"/>')
+            parts.append(f'<text x="{left + v * scale + 3:.1f}" y="{y0 + j * bar + bar - 1}" '
+                         f'font-size="8">{v:.2f}</text>')
+    ly = top + group * len(rows) + 20
+    for j, n in enumerate(names):
+        parts.append(f'<rect x="{left}" y="{ly + j * 16 - 9}" width="10" height="10" '
+                     f'fill="{colors[j % len(colors)]}"/>')
+        parts.append(f'<text x="{left + 16}" y="{ly + j * 16}">{n}</text>')
+    parts.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(parts) + "\n")
 
 
 def render_plain(results, names):

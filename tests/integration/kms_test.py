@@ -55,6 +55,50 @@ def main():
     return check.summary()
 
 
+def raw_kms(daemon, operation, body):
+    """A SigV4-signed KMS request with `body` sent as it is (boto3 validates types first)."""
+    import urllib.request
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    url = f"http://127.0.0.1:{daemon.api}/"
+    request = AWSRequest(method="POST", url=url, data=body.encode(), headers={
+        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"TrentService.{operation}"})
+    SigV4Auth(Credentials(*daemon.admin_keys()), "kms", "local-1").add_auth(request)
+    req = urllib.request.Request(url, data=body.encode(), headers=dict(request.headers), method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def malformed_kms_json(daemon, key_id):
+    """Fields of the wrong type get SerializationException and change nothing; stratad lives."""
+    cases = [
+        ("ScheduleKeyDeletion", {"KeyId": key_id, "PendingWindowInDays": "seven"}),
+        ("EnableKeyRotation", {"KeyId": key_id, "RotationPeriodInDays": [90]}),
+        ("CreateKey", {"Tags": [{"TagKey": "a", "TagValue": 5}]}),
+        ("CreateKey", {"Description": {"nested": True}}),
+        ("Encrypt", {"KeyId": 12, "Plaintext": "aGk="}),
+        ("Encrypt", {"KeyId": key_id, "Plaintext": "aGk=", "EncryptionContext": {"a": 1}}),
+        ("GenerateDataKey", {"KeyId": key_id, "NumberOfBytes": 1.5}),
+        ("CreateGrant", {"KeyId": key_id, "GranteePrincipal": "x", "Operations": [7]}),
+        ("DescribeKey", {"KeyId": None, "GrantTokens": "t"}),
+    ]
+    keys_before = len(daemon.client("kms").list_keys()["Keys"])
+    for operation, body in cases:
+        status, reply = raw_kms(daemon, operation, json.dumps(body))
+        check(status == 400 and reply.get("__type") == "SerializationException",
+              f"{operation} with {body}: SerializationException ({status} {reply})")
+    status, reply = raw_kms(daemon, "DescribeKey", "[1, 2]")
+    check(status == 400 and reply.get("__type") == "SerializationException", f"a JSON list body: {reply}")
+    kms = daemon.client("kms")
+    check(len(kms.list_keys()["Keys"]) == keys_before, "malformed CreateKeys made no key")
+    check(kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled",
+          "the key was not scheduled for deletion, and stratad still answers")
+
+
 def run(work, data_dir, daemon):
     ec2, kms = daemon.client("ec2"), daemon.client("kms")
     cli = [f"{BIN}/strata", "--data-dir", data_dir, "--endpoint", f"http://127.0.0.1:{daemon.api}"]
@@ -116,6 +160,8 @@ def run(work, data_dir, daemon):
                                           AWS_CONFIG_FILE=os.path.join(data_dir, "config")))
     aliases = [a["AliasName"] for a in json.loads(out.stdout)["Aliases"]] if out.returncode == 0 else []
     check("alias/backups" in aliases, f"aws kms list-aliases: {aliases} {out.stderr[-300:]}")
+
+    malformed_kms_json(daemon, key_id)
 
     # --- Encrypted volumes ---
     vol = ec2.create_volume(Size=1, AvailabilityZone="local-1a", Encrypted=True, KmsKeyId=key_arn)
