@@ -350,7 +350,7 @@ def main():
     results = {k: median_result(v) for k, v in runs.items()}
     rates = xts_rates(os.path.abspath(a.bin_dir))
     names = [p.name for p in all_peers]
-    table = render(results, names, rates, a.rounds, a.runtime)
+    table = render(results, names, rates, a.rounds, a.runtime, rows)
     print(table)
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     if a.write_docs:
@@ -367,11 +367,11 @@ def request_bytes(row):
     return 1 << 20 if row[2] == "1M" else 4096
 
 
-def render(results, names, rates, rounds, runtime):
+def render(results, names, rates, rounds, runtime, rows):
     head = (f"Median of {rounds} rounds of {runtime} s per row and server; fio and the server share "
             f"the machine's 2 cores. CPU/req is the server's (utime + stime) per request.")
-    return "\n\n".join([head, render_plain(results, names), render_encrypted(results, rates),
-                         render_targets(results, names, rates)])
+    return "\n\n".join([head, render_plain(results, names, rows), render_encrypted(results, rates, rows),
+                         render_targets(results, names, rates, rows)])
 
 
 def cipher_us(row, rates):
@@ -379,7 +379,7 @@ def cipher_us(row, rates):
     return request_bytes(row) / rate * 1e6 if rate else None
 
 
-def render_encrypted(results, rates):
+def render_encrypted(results, rates, rows):
     lines = ["Encrypted Strata (AES-256-XTS) in the same run. Added CPU/req is encrypted minus "
              "unencrypted Strata's CPU per request; cipher CPU/req is the request's bytes at the "
              "single-core XTS rate xts_bench measured in this run "
@@ -387,7 +387,7 @@ def render_encrypted(results, rates):
              "",
              "| row | encrypted Strata | encrypted / unencrypted Strata | encrypted Strata / qemu-nbd LUKS qcow2 | encrypted CPU/req | added CPU/req | cipher CPU/req | added / cipher |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for row in ROWS:
+    for row in rows:
         e = results.get((row[0], "strata-encrypted"))
         s = results.get((row[0], "strata"))
         q = results.get((row[0], "qemu-nbd-luks-qcow2"))
@@ -404,7 +404,7 @@ def render_encrypted(results, rates):
     return "\n".join(lines)
 
 
-def render_targets(results, names, rates):
+def render_targets(results, names, rates, rows):
     """Issue 17's targets, each row checked; a missing measurement counts as missed."""
     checks = []
 
@@ -414,7 +414,7 @@ def render_targets(results, names, rates):
         checks.append((ok, f"{what}: {'n/a' if value is None else f'{value:.2f}'} (target {bound})"))
 
     peers_only = [n for n in names if not n.startswith("strata")]
-    for row in ROWS:
+    for row in rows:
         name, conns = row[0], row[4]
         s, e = results.get((name, "strata")), results.get((name, "strata-encrypted"))
         q = results.get((name, "qemu-nbd-luks-qcow2"))
@@ -478,12 +478,12 @@ def svg_plot(results, names, path):
         f.write("\n".join(parts) + "\n")
 
 
-def render_plain(results, names):
+def render_plain(results, names, rows):
     peers_only = [n for n in names if n not in ("strata", "strata-encrypted")]
     lines = ["| row | Strata | " + " | ".join(f"Strata / {n}" for n in peers_only) +
              " | Strata CPU/req | " + " | ".join(f"{n} CPU/req" for n in peers_only) + " |",
              "| --- " * (3 + 2 * len(peers_only)) + "|"]
-    for row in ROWS:
+    for row in rows:
         s = results.get((row[0], "strata"))
         cells = [row[0], (fmt_bw(s["bw"]) + (f", p50 {s['p50']:.0f} us" if row[3] == 1 else "")) if s else "failed"]
         for n in peers_only:

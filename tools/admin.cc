@@ -23,12 +23,19 @@ absl::StatusOr<bool> EnsureAdmin(Store& store, const std::string& dir) {
   if (!admin.ok()) return admin.status();
   const std::string credentials = dir + "/credentials";
   {
-    std::ofstream out(credentials, std::ios::trunc);
-    out << "[default]\naws_access_key_id = " << admin->access_key_id
-        << "\naws_secret_access_key = " << admin->secret_access_key << "\n";
-    if (!out) return absl::InternalError("cannot write " + credentials);
+    // Owner-only from the start: the file is made 0600 (and an older one made so) before a
+    // byte of the secret is written.
+    const int fd = ::open(credentials.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+      if (fd >= 0) ::close(fd);
+      return absl::InternalError("cannot write " + credentials);
+    }
+    const std::string text =
+        absl::StrCat("[default]\naws_access_key_id = ", admin->access_key_id,
+                     "\naws_secret_access_key = ", admin->secret_access_key, "\n");
+    const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    if (::close(fd) != 0 || !written) return absl::InternalError("cannot write " + credentials);
   }
-  ::chmod(credentials.c_str(), 0600);
   std::ofstream config(dir + "/config", std::ios::trunc);
   config << "[default]\nregion = " << store.DefaultRegion()->name() << "\n";
   if (!config) return absl::InternalError("cannot write " + dir + "/config");

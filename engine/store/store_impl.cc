@@ -242,14 +242,16 @@ class StoreImpl final : public Store {
     {
       STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env->OpenFile(tmp, true));
       STRATA_RETURN_IF_ERROR(file->Truncate(0));
+      if (env == Env::Default()) {
+        // Secrets: owner-only on the real file system, before a byte of them is written.
+        std::error_code ec;
+        std::filesystem::permissions(
+            tmp, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
+            std::filesystem::perm_options::replace, ec);
+        if (ec) return absl::InternalError(absl::StrCat("cannot make ", tmp, " private"));
+      }
       STRATA_RETURN_IF_ERROR(file->Write(0, std::as_bytes(std::span(text.data(), text.size()))));
       STRATA_RETURN_IF_ERROR(file->Sync());
-    }
-    if (env == Env::Default()) {  // Secrets: owner-only on the real file system.
-      std::error_code ec;
-      std::filesystem::permissions(
-          tmp, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
-          std::filesystem::perm_options::replace, ec);
     }
     STRATA_RETURN_IF_ERROR(env->RenameFile(tmp, path));
     return env->SyncDir(path_);

@@ -104,6 +104,8 @@ def main():
         time.sleep(0.05)
     check(port is not None, "stratad printed its API port")
     endpoint = f"http://127.0.0.1:{port}"
+    mode = os.stat(os.path.join(data, "accounts")).st_mode & 0o777
+    check(mode == 0o600, f"DIR/accounts holds secrets and is owner-only (mode {oct(mode)})")
 
     def client(name, region="local-1"):
         a = accounts[name]

@@ -80,6 +80,9 @@ PID=$!
 for _ in $(seq 100); do grep -q "serving" stratad.log && break; sleep 0.05; done
 expect_fail "another process has this store open" "$BIN/strata" volume list
 "$BIN/strata" env | grep -q "^export AWS_SHARED_CREDENTIALS_FILE=.*/data/credentials$" && ok || bad "strata env"
+for secret in data/credentials data/accounts; do
+  [ "$(stat -c %a "$secret")" = 600 ] && ok || bad "$secret is mode $(stat -c %a "$secret"), not 600"
+done
 expect_fail "is missing" "$BIN/strata" --data-dir ./nowhere env
 expect_fail "unknown option" "$BIN/stratad" --bogus
 kill -TERM $PID
