@@ -287,4 +287,48 @@ TEST_F(HttpServerTest, ASlowClientIsCutOffAtItsDeadlineAndOthersAreServed) {
 }
 
 }  // namespace
+// A request signed as a client would, for `service`, with `payload_hash` as its
+// x-amz-content-sha256.
+HttpRequest SignedRequest(const std::string& service, const std::string& payload_hash) {
+  HttpRequest request;
+  request.method = "POST";
+  request.path = "/";
+  request.body = "Action=DescribeVolumes&Version=2016-11-15";
+  request.headers = {{"host", "127.0.0.1:8150"},
+                     {"x-amz-date", "20260101T000000Z"},
+                     {"x-amz-content-sha256", payload_hash}};
+  SigV4Authorization auth;
+  auth.access_key_id = "AK";
+  auth.date = "20260101";
+  auth.region = "local-1";
+  auth.service = service;
+  const std::vector<std::string> signed_headers = {"host", "x-amz-content-sha256", "x-amz-date"};
+  const std::string signature = Sign("secret", "20260101T000000Z", auth,
+                                     CanonicalRequest(request, signed_headers, payload_hash));
+  request.headers["authorization"] = absl::StrCat(
+      "AWS4-HMAC-SHA256 Credential=AK/20260101/local-1/", service,
+      "/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=", signature);
+  return request;
+}
+
+TEST(SigV4Test, UnsignedPayloadOnlyForEbsUploads) {
+  auto lookup = [](const std::string&) -> absl::StatusOr<std::string> {
+    return std::string("secret");
+  };
+  const int64_t now = 1767225600;
+  for (const char* service : {"ec2", "kms"}) {
+    auto verified = Verify(SignedRequest(service, "UNSIGNED-PAYLOAD"), lookup, now);
+    ASSERT_TRUE(std::holds_alternative<AuthFailure>(verified)) << service;
+    EXPECT_EQ(std::get<AuthFailure>(verified).code, "AuthFailure");
+    EXPECT_THAT(std::get<AuthFailure>(verified).message, ::testing::HasSubstr("UNSIGNED-PAYLOAD"));
+    // The same request with its body signed is accepted: the refusal is of the unsigned body.
+    const std::string body_hash = Sha256Hex("Action=DescribeVolumes&Version=2016-11-15");
+    EXPECT_TRUE(std::holds_alternative<SigV4Authorization>(
+        Verify(SignedRequest(service, body_hash), lookup, now)))
+        << service;
+  }
+  EXPECT_TRUE(std::holds_alternative<SigV4Authorization>(
+      Verify(SignedRequest("ebs", "UNSIGNED-PAYLOAD"), lookup, now)));
+}
+
 }  // namespace strata::api
