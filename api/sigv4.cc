@@ -197,15 +197,14 @@ std::variant<SigV4Authorization, AuthFailure> Verify(const HttpRequest& request,
   if (payload_hash == "UNSIGNED-PAYLOAD" && auth->service != "ebs") {
     // As on AWS, only the upload-style calls (EBS direct PutSnapshotBlock) may leave their
     // body out of the signature: an EC2 or KMS request's body is its parameters.
-    return AuthFailure{"AuthFailure",
-                       absl::StrCat("UNSIGNED-PAYLOAD is refused for ", auth->service,
-                                    " requests: sign the body")};
+    return AuthFailure{"AuthFailure", absl::StrCat("UNSIGNED-PAYLOAD is refused for ",
+                                                   auth->service, " requests: sign the body")};
   }
+  // EBS direct's UNSIGNED-PAYLOAD is signed as the literal; the block is checked against its
+  // own x-amz-Checksum instead.
   if (payload_hash.empty()) {
     payload_hash = Sha256Hex(request.body);
-  } else if (payload_hash == "UNSIGNED-PAYLOAD") {
-    // EBS direct: the block is checked against its own x-amz-Checksum instead.
-  } else if (payload_hash != Sha256Hex(request.body)) {
+  } else if (payload_hash != "UNSIGNED-PAYLOAD" && payload_hash != Sha256Hex(request.body)) {
     return AuthFailure{"SignatureDoesNotMatch", "the body does not match X-Amz-Content-Sha256"};
   }
   const std::string expected =

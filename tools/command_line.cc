@@ -50,11 +50,8 @@ std::string UsageError(const CLI::App& app, const CLI::Error& e) {
 std::optional<int> ParseCommandLine(CLI::App& app, int argc, char** argv) {
   try {
     app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help: usage on stdout.
     const std::string where = CommandPath(DeepestSubcommand(&app));
     std::fprintf(stderr, "%s: %s (%s --help lists the options)\n", app.get_name().c_str(),
                  UsageError(app, e).c_str(), where.c_str());

@@ -112,15 +112,16 @@ absl::StatusOr<uint64_t> SizeOption(const std::string& text, const char* name) {
   return text.empty() ? absl::StatusOr<uint64_t>(0) : ParseSize(text, name);
 }
 
-// Copies a source of `size` bytes to a file in 1 MiB pieces.
-absl::Status ExportTo(const std::function<absl::Status(uint64_t, std::span<std::byte>)>& read,
-                      uint64_t size, const std::string& path) {
+// Copies a Volume's or a Snapshot's bytes to a file in 1 MiB pieces.
+template <typename Source>
+absl::Status ExportTo(Source& source, const std::string& path) {
+  const uint64_t size = source.size_bytes();
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) return absl::InvalidArgumentError(absl::StrCat("cannot write ", path));
   std::vector<std::byte> buf(1 << 20);
   for (uint64_t off = 0; off < size; off += buf.size()) {
     auto piece = std::span(buf).first(std::min<uint64_t>(buf.size(), size - off));
-    if (absl::Status s = read(off, piece); !s.ok()) return s;
+    if (absl::Status s = source.Read(off, piece); !s.ok()) return s;
     out.write(reinterpret_cast<const char*>(piece.data()),
               static_cast<std::streamsize>(piece.size()));
   }
@@ -274,15 +275,12 @@ void AddVolumeCommands(CLI::App& app, CommandLine& cl, Run& run) {
   import->add_option("FILE", cl.file, "the bytes to write")->required();
   import->add_option("--offset", cl.offset, "where to start, e.g. 1M (default 0)")
       ->option_text("N");
-  CLI::App* exp = RegionCommand(
-      *volume, "export", "write the volume's bytes to FILE", cl, run,
-      [&cl](Region& region) -> absl::Status {
-        auto volume = region.GetVolume(cl.volume_id);
-        if (!volume.ok()) return volume.status();
-        return ExportTo(
-            [&](uint64_t off, std::span<std::byte> out) { return (*volume)->Read(off, out); },
-            (*volume)->size_bytes(), cl.file);
-      });
+  CLI::App* exp = RegionCommand(*volume, "export", "write the volume's bytes to FILE", cl, run,
+                                [&cl](Region& region) -> absl::Status {
+                                  auto volume = region.GetVolume(cl.volume_id);
+                                  if (!volume.ok()) return volume.status();
+                                  return ExportTo(**volume, cl.file);
+                                });
   exp->add_option("VOL", cl.volume_id, "volume id")->required();
   exp->add_option("FILE", cl.file, "where to write")->required();
 }
@@ -326,15 +324,12 @@ void AddSnapshotCommands(CLI::App& app, CommandLine& cl, Run& run) {
                 run, [&cl](Region& region) { return region.DeleteSnapshot(cl.snapshot_id); })
       ->add_option("SNAP", cl.snapshot_id, "snapshot id")
       ->required();
-  CLI::App* exp = RegionCommand(
-      *snapshot, "export", "write the snapshot's bytes to FILE", cl, run,
-      [&cl](Region& region) -> absl::Status {
-        auto snap = region.OpenSnapshot(cl.snapshot_id);
-        if (!snap.ok()) return snap.status();
-        return ExportTo(
-            [&](uint64_t off, std::span<std::byte> out) { return (*snap)->Read(off, out); },
-            (*snap)->size_bytes(), cl.file);
-      });
+  CLI::App* exp = RegionCommand(*snapshot, "export", "write the snapshot's bytes to FILE", cl, run,
+                                [&cl](Region& region) -> absl::Status {
+                                  auto snap = region.OpenSnapshot(cl.snapshot_id);
+                                  if (!snap.ok()) return snap.status();
+                                  return ExportTo(**snap, cl.file);
+                                });
   exp->add_option("SNAP", cl.snapshot_id, "snapshot id")->required();
   exp->add_option("FILE", cl.file, "where to write")->required();
   RegionCommand(*snapshot, "blocks", "list the snapshot's non-zero 512 KiB blocks", cl, run,
