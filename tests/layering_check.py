@@ -14,14 +14,15 @@ import sys
 ENGINE = {
     "util": set(),
     "io": {"util"},
-    "meta": {"util", "io"},
-    "chunk": {"util", "io", "meta"},
+    "rados": {"util"},
+    "meta": {"util", "io", "rados"},
+    "chunk": {"util", "io", "rados", "meta"},
     "crypto": {"util"},
-    "volume": {"util", "io", "meta", "chunk", "crypto"},
-    "region": {"util", "io", "meta", "chunk", "crypto", "volume"},
-    "image": {"util", "io", "meta", "chunk", "crypto", "volume", "region"},
-    "copy": {"util", "io", "meta", "chunk", "crypto", "volume", "region", "image"},
-    "store": {"util", "io", "meta", "chunk", "crypto", "volume", "region", "image", "copy"},
+    "volume": {"util", "io", "rados", "meta", "chunk", "crypto"},
+    "region": {"util", "io", "rados", "meta", "chunk", "crypto", "volume"},
+    "image": {"util", "io", "rados", "meta", "chunk", "crypto", "volume", "region"},
+    "copy": {"util", "io", "rados", "meta", "chunk", "crypto", "volume", "region", "image"},
+    "store": {"util", "io", "rados", "meta", "chunk", "crypto", "volume", "region", "image", "copy"},
 }
 # Public headers the NBD server may include: the export interface and what it names.
 NBD_PUBLIC = {"strata/export.h", "strata/io_ring.h", "strata/volume.h", "strata/env.h"}

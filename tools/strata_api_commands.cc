@@ -226,6 +226,17 @@ CLI::App* ApiCommand(CLI::App& parent, const char* name, const char* help, const
   return sub;
 }
 
+// What DIR/backend says serves the store's regions: "local", "rados POOL DATA_POOL NAMESPACE"
+// (the store layout), or "unknown" when --data-dir is not the served store's directory.
+std::string BackendOf(const std::string& data_dir) {
+  std::ifstream in(data_dir + "/backend");
+  std::string kind, pool, data_pool, name_space;
+  if (!(in >> kind)) return "unknown (no " + data_dir + "/backend; give --data-dir)";
+  if (kind != "rados" || !(in >> pool >> data_pool >> name_space)) return kind;
+  return absl::StrCat("rados (pool ", pool, ", data pool ", data_pool, ", namespace ", name_space,
+                      ")");
+}
+
 int Status(const CommandLine& cl, const ApiEndpoint& endpoint) {
   json volumes, snapshots;
   if (int rc = Ec2(endpoint, "DescribeVolumes", {}, &volumes, ""); rc != 0) return rc;
@@ -238,6 +249,7 @@ int Status(const CommandLine& cl, const ApiEndpoint& endpoint) {
   }
   json status = {{"Endpoint", endpoint.url},
                  {"Region", endpoint.region},
+                 {"Backend", BackendOf(cl.data_dir)},
                  {"Volumes", AsList(volumes["volumeSet"]).size()},
                  {"Snapshots", AsList(snapshots["snapshotSet"]).size()},
                  {"NbdExports", exports}};

@@ -46,6 +46,8 @@ struct Flags {
   std::vector<std::string> links;
   std::string chunk_size;  // Empty: the default.
   bool compression = false;
+  std::string backend = "local";
+  strata::CephBackendOptions ceph;
 };
 
 void AddFlags(CLI::App& app, Flags& f) {
@@ -106,6 +108,39 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--chunk-size", f.chunk_size, "chunk size of a new store, 4K..4M (default 64K)")
       ->option_text("SIZE");
   app.add_flag("--compression", f.compression, "compress snapshot chunks with zstd");
+  app.add_option("--backend", f.backend,
+                 "where regions' catalogs and chunks live: local (the data directory) or rados "
+                 "(a Ceph cluster, shared by every stratad given the same pools; docs/ceph.md)")
+      ->check(CLI::IsMember({"local", "rados"}))
+      ->capture_default_str();
+  app.add_option("--ceph-conf", f.ceph.conf_file,
+                 "rados: the cluster's ceph.conf (default $CEPH_CONF, then /etc/ceph/ceph.conf)")
+      ->option_text("FILE");
+  app.add_option("--pool", f.ceph.pool, "rados: pool of catalogs and chunk indexes (replicated)")
+      ->option_text("POOL");
+  app.add_option("--data-pool", f.ceph.data_pool,
+                 "rados: pool of chunk objects, may be erasure-coded (default --pool)")
+      ->option_text("POOL");
+  app.add_option("--ceph-id", f.ceph.client_id, "rados: the cephx user, without client.")
+      ->capture_default_str()
+      ->option_text("NAME");
+  app.add_option("--ceph-namespace", f.ceph.name_space,
+                 "rados: region R's objects live in RADOS namespace NS.R")
+      ->capture_default_str()
+      ->option_text("NS");
+  app.add_option("--ceph-timeout", f.ceph.timeout_seconds,
+                 "rados: seconds to connect, and for any cluster operation before it fails")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600))
+      ->option_text("SECONDS");
+  app.add_option("--gc-grace", f.ceph.gc_grace_seconds,
+                 "rados: seconds an unreferenced chunk stays before garbage collection frees it "
+                 "(other nodes may be about to commit it)")
+      ->capture_default_str()
+      ->option_text("SECONDS");
+  app.set_config("--config", "",
+                 "read options from FILE: one 'option = value' per line, names "
+                 "as the long options without dashes (e.g. backend = rados)");
 }
 
 int Fail(const absl::Status& s) {
@@ -300,6 +335,14 @@ int main(int argc, char** argv) {
   if (!chunk.ok()) return Fail(chunk.status());
   options.chunk_size_bytes = *chunk;
   options.compression = f.compression;
+  if (f.backend == "rados") {
+    if (f.ceph.pool.empty())
+      return Fail(absl::InvalidArgumentError("--backend rados needs --pool"));
+    options.ceph = f.ceph;
+  } else if (!f.ceph.pool.empty() || !f.ceph.data_pool.empty() || !f.ceph.conf_file.empty()) {
+    return Fail(
+        absl::InvalidArgumentError("--pool, --data-pool and --ceph-conf are for --backend rados"));
+  }
   const std::string& dir = f.data_dir;
 
   // Block the stop signals before any thread starts, then wait for one synchronously.
@@ -370,8 +413,9 @@ int main(int argc, char** argv) {
     STRATA_LOG(kInfo, "API on http://", f.api_listen.substr(0, f.api_listen.rfind(':')), ":",
                api->port(), " (aws --endpoint-url; credentials in ", dir, "/credentials)");
   }
-  STRATA_LOG(kInfo, "stratad serving store ", dir, " (pid ", getpid(),
-             "); SIGTERM or Ctrl-C stops");
+  STRATA_LOG(kInfo, "stratad serving store ", dir, " (pid ", getpid(), ") on the ",
+             options.ceph.has_value() ? "RADOS backend" : "local backend",
+             "; SIGTERM or Ctrl-C stops");
   int signal = 0;
   sigwait(&stop, &signal);
   STRATA_LOG(kInfo, "signal ", signal, ": stopping cleanly");

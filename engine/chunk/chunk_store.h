@@ -1,7 +1,7 @@
 #pragma once
 // The chunk store: content-addressed, refcounted, checksummed chunks. This header is the narrow
 // interface the rest of the engine uses; SegmentChunkStore (segment files plus an index in the
-// catalog) is its first implementation, a RADOS one can follow (DESIGN.md, Scale-out).
+// catalog) and RadosChunkStore (an object per chunk, the index in the catalog) implement it.
 
 #include <cstdint>
 #include <functional>
@@ -36,6 +36,9 @@ inline constexpr size_t kChunkLocationBytes = 8 + 8 + 4 + 4 + 1 + 8;
 struct ChunkStoreOptions {
   bool compression = false;  // zstd before storing. Default: false.
   bool read_only = false;    // Open for checking only: no new segment. Default: false.
+  // RADOS only: an unreferenced chunk is freed once untouched this long (other nodes may hold
+  // it for a snapshot they have not committed). Default: 1 h.
+  uint64_t gc_grace_seconds = 3600;
 };
 
 struct ChunkStoreStats {
@@ -54,6 +57,11 @@ class ChunkStore {
   // Opens the segment files in `dir` (created if missing). `env` and `catalog` must outlive it.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<ChunkStore>> OpenSegmentStore(
       Env* env, const std::string& dir, meta::Catalog* catalog, const ChunkStoreOptions& options);
+
+  // Opens the chunk store of the RADOS backend: one object per chunk in `data` (a pool and
+  // namespace), the index in `catalog`. docs/formats/rados.md.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<ChunkStore>> OpenRadosStore(
+      librados::IoCtx data, meta::Catalog* catalog, const ChunkStoreOptions& options);
 
   // Stores `data` (not all zeros) in `domain`: returns the key of a stored chunk with the same
   // bytes (compared, not just fingerprinted), or appends a new record. The key is pinned (safe
@@ -79,10 +87,18 @@ class ChunkStore {
   // For fsck: visits every index entry.
   using ChunkVisitor = std::function<void(const ChunkKey&, const ChunkLocation&)>;
   [[nodiscard]] virtual absl::Status ForEachChunk(const ChunkVisitor& visit) = 0;
+  // For fsck: counts stored chunks the index does not name (RADOS: objects of uncommitted or
+  // crashed ingests), as those still within the grace period and those past it (leaks).
+  // Segment files have no such count (dead records are compaction's): {0, 0}.
+  struct Unindexed {
+    uint64_t recent = 0;
+    uint64_t leaked = 0;
+  };
+  [[nodiscard]] virtual absl::StatusOr<Unindexed> CountUnindexed() = 0;
   // For fsck: reads and verifies the record at `location` (checksum, key, length).
   [[nodiscard]] virtual absl::Status VerifyRecord(const ChunkKey& key,
                                                   const ChunkLocation& location) = 0;
-  // For tests: the path of a segment file.
+  // For tests: the path of a segment file (empty on RADOS).
   virtual std::string SegmentPath(uint64_t segment_id) const = 0;
 };
 

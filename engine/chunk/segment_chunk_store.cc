@@ -13,13 +13,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "chunk/chunk_record.h"
 #include "chunk/chunk_store.h"
 #include "chunk/segment_format.h"
 #include "util/coding.h"
 #include "util/log.h"
 #include "util/status_macros.h"
-#include "xxhash.h"
-#include "zstd.h"
 
 namespace strata::chunk {
 
@@ -74,10 +73,6 @@ inline constexpr double kCompactLiveShare = 0.5;
 
 std::string IndexKey(const ChunkKey& key) { return absl::StrCat("c/", key.Encode()); }
 inline constexpr absl::string_view kIndexPrefix = "c/";
-
-uint64_t RecordChecksum(std::span<const std::byte> record) {
-  return XXH3_64bits(record.data() + kRecordKeyOffset, record.size() - kRecordKeyOffset);
-}
 
 class SegmentChunkStore final : public ChunkStore {
  public:
@@ -241,6 +236,8 @@ class SegmentChunkStore final : public ChunkStore {
 
   absl::Status ForEachChunk(const ChunkVisitor& visit) override { return ScanIndex(visit); }
 
+  absl::StatusOr<Unindexed> CountUnindexed() override { return Unindexed{}; }
+
   absl::Status VerifyRecord(const ChunkKey& key, const ChunkLocation& location) override {
     std::vector<std::byte> out(location.raw_length);
     absl::ReaderMutexLock gc_lock(&gc_mu_);
@@ -309,55 +306,15 @@ class SegmentChunkStore final : public ChunkStore {
 
   static absl::Status DecodeRecord(const ChunkKey& key, const ChunkLocation& loc,
                                    std::span<const std::byte> record, std::span<std::byte> out) {
-    auto corrupt = [&](absl::string_view what) {
-      return absl::DataLossError(absl::StrCat("chunk ", key.ToString(), " in segment ",
-                                              loc.segment_id, " at ", loc.offset_bytes, ": ",
-                                              what));
-    };
-    uint64_t checksum = 0;
-    uint32_t raw_length = 0, stored_length = 0;
-    std::memcpy(&checksum, record.data() + kRecordChecksumOffset, 8);
-    std::memcpy(&raw_length, record.data() + kRecordRawLengthOffset, 4);
-    std::memcpy(&stored_length, record.data() + kRecordStoredLengthOffset, 4);
-    if (std::memcmp(record.data(), kRecordMagic, 4) != 0) return corrupt("bad record magic");
-    if (checksum != RecordChecksum(record)) return corrupt("checksum mismatch");
-    const std::string stored_key(reinterpret_cast<const char*>(record.data() + kRecordKeyOffset),
-                                 kChunkKeyBytes);
-    if (stored_key != key.Encode()) return corrupt("record holds another chunk");
-    if (raw_length != out.size() || stored_length != loc.stored_length) {
-      return corrupt("length mismatch");
-    }
-    const uint8_t flags = static_cast<uint8_t>(record[kRecordFlagsOffset]);
-    auto payload = record.subspan(kRecordHeaderBytes);
-    if ((flags & kRecordFlagCompressed) == 0) {
-      if (payload.size() != out.size()) return corrupt("length mismatch");
-      std::memcpy(out.data(), payload.data(), out.size());
-      return absl::OkStatus();
-    }
-    const size_t n = ZSTD_decompress(out.data(), out.size(), payload.data(), payload.size());
-    if (ZSTD_isError(n) || n != out.size()) return corrupt("cannot decompress");
-    return absl::OkStatus();
+    return chunk::DecodeRecord(key, record, out,
+                               absl::StrCat("segment ", loc.segment_id, " at ", loc.offset_bytes));
   }
 
   absl::StatusOr<ChunkLocation> AppendLocked(const ChunkKey& key, std::span<const std::byte> data)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    std::vector<std::byte> record(kRecordHeaderBytes + data.size());
-    uint8_t flags = 0;
-    size_t stored = data.size();
-    if (options_.compression) {
-      std::vector<std::byte> packed(ZSTD_compressBound(data.size()));
-      const size_t n = ZSTD_compress(packed.data(), packed.size(), data.data(), data.size(), 1);
-      if (!ZSTD_isError(n) && n < data.size()) {
-        flags |= kRecordFlagCompressed;
-        stored = n;
-        std::memcpy(record.data() + kRecordHeaderBytes, packed.data(), n);
-      }
-    }
-    if ((flags & kRecordFlagCompressed) == 0) {
-      std::memcpy(record.data() + kRecordHeaderBytes, data.data(), data.size());
-    }
-    record.resize(kRecordHeaderBytes + stored);
-    return AppendRecordLocked(key, flags, static_cast<uint32_t>(data.size()), record);
+    std::vector<std::byte> record = MakeRecord(key, data, options_.compression);
+    const RecordHeader header = ReadRecordHeader(record);
+    return AppendRecordLocked(key, header.flags, header.raw_length, record);
   }
 
   // Fills in the header of `record` (payload already in place) and appends it.
@@ -365,14 +322,7 @@ class SegmentChunkStore final : public ChunkStore {
                                                    uint32_t raw_length, std::span<std::byte> record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const uint32_t stored = static_cast<uint32_t>(record.size() - kRecordHeaderBytes);
-    std::memcpy(record.data(), kRecordMagic, 4);
-    const std::string encoded = key.Encode();
-    std::memcpy(record.data() + kRecordKeyOffset, encoded.data(), kChunkKeyBytes);
-    record[kRecordFlagsOffset] = static_cast<std::byte>(flags);
-    std::memcpy(record.data() + kRecordRawLengthOffset, &raw_length, 4);
-    std::memcpy(record.data() + kRecordStoredLengthOffset, &stored, 4);
-    const uint64_t checksum = RecordChecksum(record);
-    std::memcpy(record.data() + kRecordChecksumOffset, &checksum, 8);
+    SealRecord(key, flags, raw_length, record);
     if (options_.read_only) return absl::FailedPreconditionError("chunk store is read-only");
     if (active_id_ == 0 || active_offset_ + record.size() > kSegmentTargetBytes) {
       STRATA_RETURN_IF_ERROR(StartSegmentLocked(next_id_++));

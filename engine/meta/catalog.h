@@ -1,7 +1,7 @@
 #pragma once
 // The catalog: a small ordered key-value interface that holds every piece of metadata (volumes,
-// snapshots, manifests, the chunk index). RocksDB is its first implementation; a RADOS omap one
-// can replace it (DESIGN.md, Scale-out).
+// snapshots, manifests, the chunk index). RocksDB (the local backend) and the omap of a RADOS
+// object (the RADOS backend) implement it.
 
 #include <functional>
 #include <memory>
@@ -13,16 +13,24 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "rados/librados_fwd.hpp"
 
 namespace strata::meta {
 
-// An ordered list of puts and deletes applied atomically by Catalog::Write.
+// An ordered list of puts and deletes applied atomically by Catalog::Write, with guards: the
+// batch applies only if every expected key still holds its expected value.
 class WriteBatch {
  public:
   void Put(std::string key, std::string value) {
     ops_.push_back({std::move(key), std::move(value), false});
   }
   void Delete(std::string key) { ops_.push_back({std::move(key), {}, true}); }
+  // The batch applies only if `key` holds `value` when it is written (an absent key reads as
+  // ""; expected values are never empty where absence matters). Otherwise Catalog::Write
+  // returns kAborted and changes nothing: another writer came first; read again and retry.
+  void Expect(std::string key, std::string value) {
+    guards_.push_back({std::move(key), std::move(value)});
+  }
   bool empty() const { return ops_.empty(); }
   size_t size() const { return ops_.size(); }
 
@@ -32,9 +40,11 @@ class WriteBatch {
     bool is_delete;
   };
   const std::vector<Op>& ops() const { return ops_; }
+  const std::vector<std::pair<std::string, std::string>>& guards() const { return guards_; }
 
  private:
   std::vector<Op> ops_;
+  std::vector<std::pair<std::string, std::string>> guards_;
 };
 
 // Called per entry of a scan in key order; returns false to stop.
@@ -47,10 +57,19 @@ class Catalog {
   // Opens (creating if missing) a RocksDB catalog in directory `path`.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Catalog>> OpenRocksDb(
       const std::string& path);
+  // Opens the catalog held in the omap of one RADOS object, `object` in `ioctx` (its pool and
+  // namespace), made at the first write. docs/formats/rados.md.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Catalog>> OpenRados(
+      librados::IoCtx ioctx, const std::string& object);
 
   // Returns the value of `key`, or nullopt if absent.
   [[nodiscard]] virtual absl::StatusOr<std::optional<std::string>> Get(absl::string_view key) = 0;
-  // Applies `batch` atomically and durably (synced before returning).
+  // The values of `keys` (nullopt where absent), in their order; one round trip where the
+  // backing store allows.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<std::optional<std::string>>> GetMany(
+      const std::vector<std::string>& keys) = 0;
+  // Applies `batch` atomically and durably (synced before returning). kAborted when a guard
+  // failed (nothing changed).
   [[nodiscard]] virtual absl::Status Write(const WriteBatch& batch) = 0;
   // Visits the entries whose key starts with `prefix`, from the first key >= `start` (which
   // must itself start with `prefix`, or be empty for the whole prefix).

@@ -2,8 +2,10 @@
 
 #include <memory>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "meta/catalog.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
@@ -43,8 +45,45 @@ class RocksDbCatalog final : public Catalog {
     return value;
   }
 
+  absl::StatusOr<std::vector<std::optional<std::string>>> GetMany(
+      const std::vector<std::string>& keys) override {
+    std::vector<rocksdb::Slice> slices;
+    for (const std::string& key : keys) slices.push_back(ToSlice(key));
+    std::vector<std::string> values;
+    const std::vector<rocksdb::Status> statuses =
+        db_->MultiGet(rocksdb::ReadOptions(), slices, &values);
+    std::vector<std::optional<std::string>> out(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (statuses[i].IsNotFound()) continue;
+      if (absl::Status st = FromRocks(statuses[i], "get"); !st.ok()) return st;
+      out[i] = std::move(values[i]);
+    }
+    return out;
+  }
+
   absl::Status Write(const WriteBatch& batch) override {
-    if (batch.empty()) return absl::OkStatus();
+    if (batch.empty() && batch.guards().empty()) return absl::OkStatus();
+    // One process owns a RocksDB catalog: a guarded batch checks and writes holding guard_mu_
+    // exclusively, the others (RocksDB groups their commits) hold it shared.
+    const bool guarded = !batch.guards().empty();
+    if (guarded)
+      guard_mu_.Lock();
+    else
+      guard_mu_.ReaderLock();
+    absl::Cleanup unlock = [&] {
+      if (guarded)
+        guard_mu_.Unlock();
+      else
+        guard_mu_.ReaderUnlock();
+    };
+    for (const auto& [key, expected] : batch.guards()) {
+      std::string value;
+      const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), ToSlice(key), &value);
+      if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "guard");
+      if (value != expected) {
+        return absl::AbortedError(absl::StrCat("catalog: ", key, " changed (another writer)"));
+      }
+    }
     rocksdb::WriteBatch wb;
     for (const WriteBatch::Op& op : batch.ops()) {
       const rocksdb::Status s =
@@ -72,6 +111,7 @@ class RocksDbCatalog final : public Catalog {
 
  private:
   const std::unique_ptr<rocksdb::DB> db_;
+  absl::Mutex guard_mu_;
 };
 
 }  // namespace

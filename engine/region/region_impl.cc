@@ -19,19 +19,24 @@ namespace {
 
 bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
+// The RADOS object whose omap is a region's catalog (docs/formats/rados.md).
+inline constexpr char kRadosCatalogObject[] = "catalog";
+
 }  // namespace
 
-RegionImpl::RegionImpl(Env* env, std::string name, std::string dir, const StoreOptions& options)
+RegionImpl::RegionImpl(Env* env, std::string name, std::string dir, const StoreOptions& options,
+                       std::shared_ptr<rados::Cluster> cluster)
     : env_(env),
       name_(std::move(name)),
       dir_(std::move(dir)),
       options_(options),
+      cluster_(std::move(cluster)),
       tasks_(env, [this](Task task) { return RunTask(std::move(task)); }) {}
 
-absl::StatusOr<std::unique_ptr<RegionImpl>> RegionImpl::Open(Env* env, const std::string& name,
-                                                             const std::string& dir,
-                                                             const StoreOptions& options) {
-  std::unique_ptr<RegionImpl> region(new RegionImpl(env, name, dir, options));
+absl::StatusOr<std::unique_ptr<RegionImpl>> RegionImpl::Open(
+    Env* env, const std::string& name, const std::string& dir, const StoreOptions& options,
+    std::shared_ptr<rados::Cluster> cluster) {
+  std::unique_ptr<RegionImpl> region(new RegionImpl(env, name, dir, options, std::move(cluster)));
   STRATA_RETURN_IF_ERROR(region->Init());
   return region;
 }
@@ -42,10 +47,16 @@ std::string RegionImpl::HeadPath(const std::string& volume_id) const {
 
 absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   std::error_code ec;
-  std::filesystem::create_directories(dir_ + "/catalog", ec);
+  std::filesystem::create_directories(cluster_ != nullptr ? dir_ : dir_ + "/catalog", ec);
   if (ec) return absl::InternalError(absl::StrCat("mkdir ", dir_, ": ", ec.message()));
   STRATA_RETURN_IF_ERROR(env_->CreateDirs(dir_ + "/heads"));
-  STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(dir_ + "/catalog"));
+  if (cluster_ != nullptr) {
+    STRATA_ASSIGN_OR_RETURN(
+        catalog_, meta::Catalog::OpenRados(cluster_->IndexPool(cluster_->RegionNamespace(name_)),
+                                           kRadosCatalogObject));
+  } else {
+    STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(dir_ + "/catalog"));
+  }
   kms_storage_ = std::make_unique<KmsCatalogStorage>(*catalog_);
   crypto::KmsOptions kms_options;
   kms_options.region = name_;
@@ -81,9 +92,17 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
         absl::StrCat("region ", name_, ": format version ", version,
                      " is not supported (this build reads ", meta::kFormatVersion, ")"));
   }
-  STRATA_ASSIGN_OR_RETURN(
-      chunks_, chunk::ChunkStore::OpenSegmentStore(env_, dir_ + "/segments", catalog_.get(),
-                                                   {.compression = options_.compression}));
+  if (cluster_ != nullptr) {
+    STRATA_ASSIGN_OR_RETURN(
+        chunks_, chunk::ChunkStore::OpenRadosStore(
+                     cluster_->DataPool(cluster_->RegionNamespace(name_)), catalog_.get(),
+                     {.compression = options_.compression,
+                      .gc_grace_seconds = cluster_->options().gc_grace_seconds}));
+  } else {
+    STRATA_ASSIGN_OR_RETURN(
+        chunks_, chunk::ChunkStore::OpenSegmentStore(env_, dir_ + "/segments", catalog_.get(),
+                                                     {.compression = options_.compression}));
+  }
   tree_ = std::make_unique<SnapshotTree>(catalog_.get());
   STRATA_RETURN_IF_ERROR(tree_->Load());
   listings_ = std::make_unique<BlockListings>(*catalog_, *tree_, chunk_size_bytes_, name_);

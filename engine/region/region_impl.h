@@ -33,6 +33,7 @@
 #include "chunk/chunk_store.h"
 #include "crypto/kms_impl.h"
 #include "meta/catalog.h"
+#include "rados/cluster.h"
 #include "region/block_listings.h"
 #include "region/encryption_policy.h"
 #include "region/task_queue.h"
@@ -49,9 +50,12 @@ using volume::VolumeImpl;
 
 class RegionImpl final : public Region {
  public:
-  // Opens (creating when missing) the region stored in `dir`. `env` must outlive it.
+  // Opens (creating when missing) the region stored in `dir` (its volume heads) and, with
+  // `cluster` (the RADOS backend), in the cluster (catalog and chunks; else in `dir` too).
+  // `env` must outlive it.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<RegionImpl>> Open(
-      Env* env, const std::string& name, const std::string& dir, const StoreOptions& options);
+      Env* env, const std::string& name, const std::string& dir, const StoreOptions& options,
+      std::shared_ptr<rados::Cluster> cluster = nullptr);
   // Stops cleanly: finishes pending snapshots, flushes volumes, records the clean stop.
   ~RegionImpl() override;
 
@@ -156,7 +160,8 @@ class RegionImpl final : public Region {
   const SnapshotTree& tree() const { return *tree_; }
 
  private:
-  RegionImpl(Env* env, std::string name, std::string dir, const StoreOptions& options);
+  RegionImpl(Env* env, std::string name, std::string dir, const StoreOptions& options,
+             std::shared_ptr<rados::Cluster> cluster);
 
   // region_impl.cc
   absl::Status Init();
@@ -230,6 +235,7 @@ class RegionImpl final : public Region {
   const std::string name_;
   const std::string dir_;
   const StoreOptions options_;
+  const std::shared_ptr<rados::Cluster> cluster_;  // Null: the local backend.
   uint64_t chunk_size_bytes_ = 0;
   std::unique_ptr<meta::Catalog> catalog_;
   std::unique_ptr<crypto::KmsStorage> kms_storage_;

@@ -3,6 +3,7 @@
 #include "strata/fsck.h"
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 
@@ -11,6 +12,7 @@
 #include "chunk/chunk_store.h"
 #include "meta/catalog.h"
 #include "meta/schema.h"
+#include "rados/cluster.h"
 #include "util/status_macros.h"
 #include "volume/head.h"
 #include "volume/snapshot_tree.h"
@@ -20,14 +22,30 @@ namespace {
 
 class RegionChecker {
  public:
-  RegionChecker(Env* env, std::string name, std::string dir, FsckReport& report)
-      : env_(env), name_(std::move(name)), dir_(std::move(dir)), report_(report) {}
+  RegionChecker(Env* env, std::string name, std::string dir, rados::Cluster* cluster,
+                FsckReport& report)
+      : env_(env),
+        name_(std::move(name)),
+        dir_(std::move(dir)),
+        cluster_(cluster),
+        report_(report) {}
 
   absl::Status Run() {
-    STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(dir_ + "/catalog"));
-    STRATA_ASSIGN_OR_RETURN(
-        chunks_, chunk::ChunkStore::OpenSegmentStore(env_, dir_ + "/segments", catalog_.get(),
-                                                     {.read_only = true}));
+    if (cluster_ != nullptr) {
+      const std::string ns = cluster_->RegionNamespace(name_);
+      STRATA_ASSIGN_OR_RETURN(catalog_,
+                              meta::Catalog::OpenRados(cluster_->IndexPool(ns), "catalog"));
+      STRATA_ASSIGN_OR_RETURN(
+          chunks_,
+          chunk::ChunkStore::OpenRadosStore(
+              cluster_->DataPool(ns), catalog_.get(),
+              {.read_only = true, .gc_grace_seconds = cluster_->options().gc_grace_seconds}));
+    } else {
+      STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(dir_ + "/catalog"));
+      STRATA_ASSIGN_OR_RETURN(
+          chunks_, chunk::ChunkStore::OpenSegmentStore(env_, dir_ + "/segments", catalog_.get(),
+                                                       {.read_only = true}));
+    }
     STRATA_RETURN_IF_ERROR(LoadSnapshots());
     STRATA_RETURN_IF_ERROR(CheckManifests());
     STRATA_RETURN_IF_ERROR(CheckResolveIndex());
@@ -145,6 +163,13 @@ class RegionChecker {
                           " times but missing from the index"));
       }
     }
+    STRATA_ASSIGN_OR_RETURN(chunk::ChunkStore::Unindexed unindexed, chunks_->CountUnindexed());
+    report_.unindexed_chunks += unindexed.recent;
+    if (unindexed.leaked > 0) {
+      Find(absl::StrCat(unindexed.leaked,
+                        " stored chunks have no index entry past the grace period (leaked; "
+                        "garbage collection frees them)"));
+    }
     return absl::OkStatus();
   }
 
@@ -169,6 +194,7 @@ class RegionChecker {
   Env* const env_;
   const std::string name_;
   const std::string dir_;
+  rados::Cluster* const cluster_;  // Null: the local backend.
   FsckReport& report_;
   std::unique_ptr<meta::Catalog> catalog_;
   std::unique_ptr<chunk::ChunkStore> chunks_;
@@ -178,9 +204,24 @@ class RegionChecker {
   std::map<chunk::ChunkKey, uint64_t> references_;
 };
 
+// The RADOS backend of the store in `path` per DIR/backend, connected with `ceph`'s settings
+// (default: $CEPH_CONF as client.admin); null for a local store.
+absl::StatusOr<std::shared_ptr<rados::Cluster>> ConnectBackend(
+    const std::string& path, const std::optional<CephBackendOptions>& ceph) {
+  std::ifstream in(path + "/backend");
+  std::string kind;
+  CephBackendOptions options = ceph.value_or(CephBackendOptions{});
+  if (!(in >> kind) || kind == "local") return nullptr;
+  if (kind != "rados" || !(in >> options.pool >> options.data_pool >> options.name_space)) {
+    return absl::DataLossError(absl::StrCat(path, "/backend is corrupt"));
+  }
+  return rados::Cluster::Connect(options);
+}
+
 }  // namespace
 
-absl::StatusOr<FsckReport> CheckStore(const std::string& path, Env* env) {
+absl::StatusOr<FsckReport> CheckStore(const std::string& path, Env* env,
+                                      const std::optional<CephBackendOptions>& ceph) {
   if (env == nullptr) env = Env::Default();
   const std::filesystem::path regions = std::filesystem::path(path) / "regions";
   std::error_code ec;
@@ -188,11 +229,13 @@ absl::StatusOr<FsckReport> CheckStore(const std::string& path, Env* env) {
     return absl::NotFoundError(absl::StrCat("no Strata store in ", path));
   }
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<FileLock> lock, env->LockFile(path + "/LOCK"));
+  STRATA_ASSIGN_OR_RETURN(std::shared_ptr<rados::Cluster> cluster, ConnectBackend(path, ceph));
   FsckReport report;
   for (const auto& entry : std::filesystem::directory_iterator(regions, ec)) {
     if (!entry.is_directory()) continue;
     ++report.regions_checked;
-    RegionChecker checker(env, entry.path().filename().string(), entry.path().string(), report);
+    RegionChecker checker(env, entry.path().filename().string(), entry.path().string(),
+                          cluster.get(), report);
     STRATA_RETURN_IF_ERROR(checker.Run());
   }
   return report;

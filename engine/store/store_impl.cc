@@ -4,11 +4,15 @@
 //   DIR/regions/NAME/catalog/         RocksDB catalog of the region
 //   DIR/regions/NAME/heads/           volume heads, one extent file per volume
 //   DIR/regions/NAME/segments/        chunk segment files
+//   DIR/backend                       where catalogs and chunks live: "local", or
+//                                     "rados POOL DATA_POOL NAMESPACE" (catalog/ and segments/
+//                                     are then in the cluster; docs/formats/rados.md)
 
 #include <filesystem>
 #include <map>
 #include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -38,6 +42,48 @@ absl::Status ValidateRegionName(const std::string& name) {
 // DIR/accounts: one line per account, "id<TAB>name<TAB>access key<TAB>secret key\n".
 // Rewritten whole through a temporary file and a rename, so it is never half written.
 constexpr char kAccountsFile[] = "accounts";
+constexpr char kBackendFile[] = "backend";
+
+std::string BackendLine(const std::optional<CephBackendOptions>& ceph) {
+  if (!ceph.has_value()) return "local";
+  return absl::StrCat("rados ", ceph->pool, " ",
+                      ceph->data_pool.empty() ? ceph->pool : ceph->data_pool, " ",
+                      ceph->name_space);
+}
+
+// Reads DIR/backend, or records `line` there in a store that has none. A store made before the
+// file existed has regions and is local. A store is never reopened on another backend: its
+// catalogs would seem empty there.
+absl::Status CheckBackend(Env* env, const std::string& dir, const std::string& line,
+                          bool had_regions) {
+  const std::string path = absl::StrCat(dir, "/", kBackendFile);
+  std::string recorded = had_regions ? "local" : "";
+  if (env->FileExists(path)) {
+    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env->OpenFile(path, false));
+    STRATA_ASSIGN_OR_RETURN(uint64_t size, file->Size());
+    recorded.assign(size, '\0');
+    STRATA_RETURN_IF_ERROR(
+        file->Read(0, std::as_writable_bytes(std::span(recorded.data(), recorded.size()))));
+    while (!recorded.empty() && recorded.back() == '\n') recorded.pop_back();
+  }
+  if (!recorded.empty() && recorded != line) {
+    const bool was_rados = absl::StartsWith(recorded, "rados ");
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir, " keeps its regions on ",
+        was_rados ? absl::StrCat("RADOS (", recorded, ")") : "the local backend", ", not on ",
+        line == "local" ? "the local backend" : absl::StrCat("RADOS (", line, ")"),
+        was_rados ? "; start with the same --backend rados --pool --data-pool --ceph-namespace"
+                  : "; start without --backend rados, or give RADOS a new data directory"));
+  }
+  if (env->FileExists(path)) return absl::OkStatus();
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env->OpenFile(path + ".tmp", true));
+  const std::string text = line + "\n";
+  STRATA_RETURN_IF_ERROR(file->Truncate(0));
+  STRATA_RETURN_IF_ERROR(file->Write(0, std::as_bytes(std::span(text.data(), text.size()))));
+  STRATA_RETURN_IF_ERROR(file->Sync());
+  STRATA_RETURN_IF_ERROR(env->RenameFile(path + ".tmp", path));
+  return env->SyncDir(dir);
+}
 
 std::string RandomString(size_t n, absl::string_view alphabet) {
   std::random_device random;
@@ -48,8 +94,12 @@ std::string RandomString(size_t n, absl::string_view alphabet) {
 
 class StoreImpl final : public Store {
  public:
-  StoreImpl(std::string path, StoreOptions options, std::unique_ptr<FileLock> lock)
-      : path_(std::move(path)), options_(std::move(options)), lock_(std::move(lock)) {}
+  StoreImpl(std::string path, StoreOptions options, std::unique_ptr<FileLock> lock,
+            std::shared_ptr<rados::Cluster> cluster)
+      : path_(std::move(path)),
+        options_(std::move(options)),
+        lock_(std::move(lock)),
+        cluster_(std::move(cluster)) {}
 
   ~StoreImpl() override {
     copies_.reset();   // Copies stop (and fail) while their regions are still open.
@@ -130,7 +180,7 @@ class StoreImpl final : public Store {
     STRATA_ASSIGN_OR_RETURN(
         std::unique_ptr<region::RegionImpl> region,
         region::RegionImpl::Open(options_.env, name, absl::StrCat(path_, "/regions/", name),
-                                 options_));
+                                 options_, cluster_));
     STRATA_ASSIGN_OR_RETURN(std::unique_ptr<image::ImageRegistry> images,
                             image::ImageRegistry::Open(*region, options_.hypervisor));
     region->set_images(std::move(images));
@@ -263,6 +313,7 @@ class StoreImpl final : public Store {
   const std::string path_;
   const StoreOptions options_;
   const std::unique_ptr<FileLock> lock_;
+  const std::shared_ptr<rados::Cluster> cluster_;  // The RADOS backend's; null when local.
   std::map<std::string, std::unique_ptr<region::RegionImpl>> regions_;
   std::string default_region_;
   std::unique_ptr<copy::CopyService> copies_;
@@ -284,7 +335,12 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
   STRATA_RETURN_IF_ERROR(resolved.env->CreateDirs(path));
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<FileLock> lock,
                           resolved.env->LockFile(absl::StrCat(path, "/LOCK")));
-  auto store = std::make_unique<StoreImpl>(path, resolved, std::move(lock));
+  std::shared_ptr<rados::Cluster> cluster;
+  if (options.ceph.has_value()) {
+    STRATA_ASSIGN_OR_RETURN(cluster, rados::Cluster::Connect(*options.ceph));
+  }
+  STRATA_RETURN_IF_ERROR(CheckBackend(resolved.env, path, BackendLine(options.ceph), exists));
+  auto store = std::make_unique<StoreImpl>(path, resolved, std::move(lock), std::move(cluster));
   STRATA_RETURN_IF_ERROR(store->LoadAccounts());
   STRATA_RETURN_IF_ERROR(store->OpenExisting());
   if (store->ListRegions().empty()) {

@@ -12,6 +12,7 @@
 #include "strata/fault_injection_env.h"
 #include "strata/fsck.h"
 #include "strata/store.h"
+#include "test_backend.h"
 #include "test_util.h"
 #include "workload.h"
 
@@ -82,7 +83,7 @@ class HeadWriteHookEnv final : public Env {
 class FaultCrashTest : public ::testing::Test {
  protected:
   void Open() {
-    StoreOptions options;
+    StoreOptions options = ::strata::testing::TestStoreOptions(dir_.path());
     options.env = &hooked_env_;
     options.background_work = false;
     options.chunk_size_bytes = 16 * 1024;
@@ -101,7 +102,7 @@ class FaultCrashTest : public ::testing::Test {
   }
   void CheckFsck() {
     store_.reset();
-    auto report = CheckStore(dir_.path(), &env_);
+    auto report = CheckStore(dir_.path(), &env_, ::strata::testing::TestCeph(dir_.path()));
     ASSERT_THAT(report, IsOk());
     for (const std::string& f : report->findings) ADD_FAILURE() << f;
     Open();

@@ -22,6 +22,23 @@ namespace strata {
 
 inline constexpr uint64_t kChunkSizeBytesDefault = 64 * 1024;
 
+// The RADOS backend: a region's catalog and chunks live in a Ceph cluster, shared by every
+// stratad given the same options; volume heads stay in the data directory. docs/ceph.md.
+struct CephBackendOptions {
+  std::string conf_file;            // ceph.conf. Empty: $CEPH_CONF, then Ceph's own search path.
+  std::string pool;                 // Catalog and chunk index (omap: a replicated pool). Required.
+  std::string data_pool;            // Chunk objects (may be erasure-coded). Empty: `pool`.
+  std::string client_id = "admin";  // The cephx user, without "client.".
+  std::string name_space = "strata";  // Region R's objects live in RADOS namespace "<this>.R".
+  // Bounds connecting and every cluster operation: past it a call fails (kUnavailable) instead
+  // of waiting for a cluster that is down. Default: 30 s.
+  uint32_t timeout_seconds = 30;
+  // Garbage collection frees an unreferenced chunk only once it has been untouched this long, so
+  // that a chunk another node has stored for a snapshot it has not committed yet survives.
+  // Default: 1 h (a pending snapshot commits well within it).
+  uint64_t gc_grace_seconds = 3600;
+};
+
 struct StoreOptions {
   // Where heads and segments live. Not owned; must outlive the Store. Default: Env::Default().
   // The catalog (RocksDB) always lives on the real file system under the data directory.
@@ -51,6 +68,9 @@ struct StoreOptions {
   std::map<std::string, LinkModel> links;
   // How long a copy keeps retrying an unreachable source before it fails. Default: 10 min.
   uint64_t copy_retry_window_ms = 600'000;
+  // Where regions' catalogs and chunks live. Empty: the data directory (RocksDB and segment
+  // files), the default; set: the RADOS backend.
+  std::optional<CephBackendOptions> ceph;
 };
 
 struct CreateVolumeRequest {

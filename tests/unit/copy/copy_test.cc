@@ -9,6 +9,7 @@
 
 #include "strata/store.h"
 #include "strata/transfer.h"
+#include "test_backend.h"
 #include "test_util.h"
 
 namespace strata {
@@ -29,7 +30,7 @@ class CopyTest : public ::testing::Test {
 
   void Open(const std::string& link = "bandwidth=2GB,rtt=1ms,streams=3") {
     store_.reset();
-    StoreOptions options;
+    StoreOptions options = ::strata::testing::TestStoreOptions(dir_.path());
     options.kms_root_key = root_;
     options.links[""] = *ParseLinkModel(link);
     options.copy_retry_window_ms = 20'000;

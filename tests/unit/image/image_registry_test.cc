@@ -8,6 +8,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "strata/store.h"
+#include "test_backend.h"
 #include "test_util.h"
 
 namespace strata {
@@ -69,7 +70,7 @@ class FakeHypervisor final : public Hypervisor {
 class ImageRegistryTest : public ::testing::Test {
  protected:
   void Open() {
-    StoreOptions options;
+    StoreOptions options = ::strata::testing::TestStoreOptions(dir_.path());
     options.kms_root_key = RandomSecret(32);
     if (root_key_.empty()) root_key_ = options.kms_root_key;
     options.kms_root_key = root_key_;

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "strata/store.h"
+#include "test_backend.h"
 #include "test_util.h"
 
 namespace strata {
@@ -29,7 +30,7 @@ class RegionTest : public ::testing::Test {
 
   void Reopen(bool background = false) {
     store_.reset();
-    StoreOptions options;
+    StoreOptions options = ::strata::testing::TestStoreOptions(dir_.path());
     options.background_work = background;
     options.compression = compression_;
     auto store = Store::Open(dir_.path(), options);
@@ -233,7 +234,7 @@ TEST_F(RegionTest, DataAndMetadataSurviveReopen) {
 }
 
 TEST_F(RegionTest, SecondOpenOfAStoreIsRefused) {
-  auto second = Store::Open(dir_.path(), {});
+  auto second = Store::Open(dir_.path(), ::strata::testing::TestStoreOptions(dir_.path()));
   EXPECT_THAT(second, StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 
@@ -541,7 +542,7 @@ class ChunkSizeTest : public ::testing::TestWithParam<uint64_t> {};
 
 TEST_P(ChunkSizeTest, ChangedBlocksUseApiBlocksForAnyChunkSize) {
   ::strata::testing::TempDir dir;
-  StoreOptions options;
+  StoreOptions options = ::strata::testing::TestStoreOptions(dir.path());
   options.background_work = false;
   options.chunk_size_bytes = GetParam();
   auto store = Store::Open(dir.path(), options);
@@ -577,7 +578,7 @@ INSTANTIATE_TEST_SUITE_P(Sizes, ChunkSizeTest,
 
 TEST(ChunkSizeOptionTest, InvalidChunkSizeIsRefused) {
   ::strata::testing::TempDir dir;
-  StoreOptions options;
+  StoreOptions options = ::strata::testing::TestStoreOptions(dir.path());
   options.chunk_size_bytes = 3000;
   EXPECT_THAT(Store::Open(dir.path(), options), StatusIs(absl::StatusCode::kInvalidArgument));
 }
@@ -887,7 +888,7 @@ TEST_F(ChangesTest, ExactAfterTheProcessDiesWithoutACleanStop) {
   const pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {  // Writes, flushes and dies without closing the store.
-    StoreOptions options;
+    StoreOptions options = ::strata::testing::TestStoreOptions(dir_.path());
     options.background_work = false;
     auto store = Store::Open(dir_.path(), options);
     if (!store.ok()) _exit(1);

@@ -2,6 +2,7 @@
 
 #include "chunk/chunk_key.h"
 #include "strata/store.h"
+#include "test_backend.h"
 #include "test_util.h"
 
 namespace strata {
@@ -14,7 +15,7 @@ chunk::Fingerprint Constant(uint32_t, std::span<const std::byte>) { return chunk
 
 TEST(CollisionTest, VolumesWithCollidingChunksEachReadTheirOwnData) {
   ::strata::testing::TempDir dir;
-  StoreOptions options;
+  StoreOptions options = ::strata::testing::TestStoreOptions(dir.path());
   options.background_work = false;
   auto store = Store::Open(dir.path(), options);
   ASSERT_THAT(store, IsOk());

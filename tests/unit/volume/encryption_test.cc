@@ -5,10 +5,13 @@
 #include <fstream>
 #include <iterator>
 
+#include "absl/strings/str_cat.h"
 #include "crypto/kms_impl.h"
 #include "meta/catalog.h"
 #include "meta/schema.h"
+#include "rados/librados.hpp"
 #include "strata/store.h"
+#include "test_backend.h"
 #include "test_util.h"
 
 namespace strata {
@@ -30,8 +33,39 @@ std::vector<std::byte> Marker(size_t n) {
 }
 
 // Every file under `dir` that contains `needle`.
+// The files under `dir` that hold `needle`, and on the RADOS backend the objects of the store's
+// namespaces too (their data, omap keys and values, and extended attributes): read object by
+// object, as `rados export` would.
 std::vector<std::string> FilesContaining(const std::string& dir, const std::string& needle) {
   std::vector<std::string> hits;
+  if (std::optional<CephBackendOptions> ceph = ::strata::testing::TestCeph(dir)) {
+    const std::string ns = absl::StrCat(ceph->name_space, ".local-1");
+    std::shared_ptr<rados::Cluster> cluster = ::strata::testing::TestCluster();
+    for (librados::IoCtx pool : {cluster->IndexPool(ns), cluster->DataPool(ns)}) {
+      for (auto it = pool.nobjects_begin(); it != pool.nobjects_end(); ++it) {
+        const std::string oid = it->get_oid();
+        std::string bytes;
+        librados::bufferlist data;
+        if (pool.read(oid, data, 64 << 20, 0) >= 0) bytes += data.to_str();
+        std::map<std::string, librados::bufferlist> attrs;
+        if (pool.getxattrs(oid, attrs) >= 0) {
+          for (auto& [name, value] : attrs) bytes += name + value.to_str();
+        }
+        for (std::string after;;) {
+          std::map<std::string, librados::bufferlist> omap;
+          bool more = false;
+          librados::ObjectReadOperation op;
+          int rval = 0;
+          op.omap_get_vals2(after, "", 1000, &omap, &more, &rval);
+          if (pool.operate(oid, &op, nullptr) < 0 || omap.empty()) break;
+          for (auto& [key, value] : omap) bytes += key + value.to_str();
+          after = omap.rbegin()->first;
+          if (!more) break;
+        }
+        if (bytes.find(needle) != std::string::npos) hits.push_back("rados:" + oid);
+      }
+    }
+  }
   for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
     if (!entry.is_regular_file()) continue;
     std::ifstream in(entry.path(), std::ios::binary);
@@ -46,7 +80,7 @@ class EncryptionTest : public ::testing::Test {
   void SetUp() override { Open(root_); }
   void Open(const SecretBytes& root) {
     store_.reset();
-    StoreOptions options;
+    StoreOptions options = ::strata::testing::TestStoreOptions(dir_.path());
     options.background_work = false;
     options.kms_root_key = root;
     auto store = Store::Open(dir_.path(), options);
@@ -264,7 +298,12 @@ TEST_F(EncryptionTest, NoPlaintextOrKeyReachesTheDataDirectory) {
   std::vector<std::string> data_keys;
   {
     const std::string region_dir = dir_.path() + "/regions/local-1";
-    auto catalog = meta::Catalog::OpenRocksDb(region_dir + "/catalog");
+    std::optional<CephBackendOptions> ceph = ::strata::testing::TestCeph(dir_.path());
+    auto catalog = ceph.has_value()
+                       ? meta::Catalog::OpenRados(::strata::testing::TestCluster()->IndexPool(
+                                                      absl::StrCat(ceph->name_space, ".local-1")),
+                                                  "catalog")
+                       : meta::Catalog::OpenRocksDb(region_dir + "/catalog");
     ASSERT_THAT(catalog, IsOk());
     class Storage : public crypto::KmsStorage {
      public:
@@ -310,7 +349,8 @@ TEST_F(EncryptionTest, NoPlaintextOrKeyReachesTheDataDirectory) {
   }
   EXPECT_THAT(FilesContaining(dir_.path(), root_.str()), ::testing::IsEmpty());
 
-  // The control: the same data on an unencrypted volume is found (in its head and segments).
+  // The control: the same data on an unencrypted volume is found (in its head and segments, or
+  // its head and chunk objects).
   Open(root_);
   auto plain = NewVolume({});
   ASSERT_THAT((*region_->GetVolume(plain->id))->Write(0, data), IsOk());

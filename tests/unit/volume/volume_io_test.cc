@@ -8,6 +8,7 @@
 
 #include "strata/io_ring.h"
 #include "strata/store.h"
+#include "test_backend.h"
 #include "test_util.h"
 
 namespace strata {
@@ -35,7 +36,7 @@ class VolumeIoTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     if (!GetParam()) setenv("STRATA_NO_IO_URING", "1", 1);
-    StoreOptions options;
+    StoreOptions options = ::strata::testing::TestStoreOptions(dir_.path());
     options.background_work = false;
     options.kms_root_key = RandomSecret(32);
     auto store = Store::Open(dir_.path(), options);

@@ -1,0 +1,370 @@
+// RadosChunkStore: one RADOS object per chunk (its record), created exclusively so that two
+// nodes storing the same bytes at once store them once; the index ("c/" keys, refcounts) in
+// the catalog, updated with guards so that nodes never lose each other's counts.
+// docs/formats/rados.md: names, the life of a chunk, and why garbage collection is safe with
+// several nodes (a grace period, and deletes guarded by the object's version).
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <set>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "chunk/chunk_record.h"
+#include "chunk/chunk_store.h"
+#include "chunk/segment_format.h"
+#include "rados/cluster.h"
+#include "rados/librados.hpp"
+#include "util/log.h"
+#include "util/status_macros.h"
+
+namespace strata::chunk {
+namespace {
+
+using rados::FromRados;
+
+inline constexpr uint16_t kMaxVariants = 64;
+// Commits retried after another node changed one of the same refcounts meanwhile.
+inline constexpr int kMaxCommitAttempts = 32;
+inline constexpr absl::string_view kIndexPrefix = "c/";
+inline constexpr absl::string_view kObjectPrefix = "chunk.";
+// Set on every store and reuse of a chunk: its mtime says when it was last wanted.
+inline constexpr char kTouchedXattr[] = "strata.touched";
+
+std::string IndexKey(const ChunkKey& key) { return absl::StrCat(kIndexPrefix, key.Encode()); }
+std::string ObjectName(const ChunkKey& key) {
+  return absl::StrCat(kObjectPrefix, absl::BytesToHexString(key.Encode()));
+}
+std::optional<ChunkKey> KeyOfObject(absl::string_view name) {
+  if (!absl::StartsWith(name, kObjectPrefix)) return std::nullopt;
+  name.remove_prefix(kObjectPrefix.size());
+  if (name.size() != 2 * kChunkKeyBytes ||
+      name.find_first_not_of("0123456789abcdef") != absl::string_view::npos) {
+    return std::nullopt;
+  }
+  return ChunkKey::Decode(absl::HexStringToBytes(name));
+}
+
+librados::bufferlist ToBuffer(std::span<const std::byte> bytes) {
+  librados::bufferlist bl;
+  bl.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  return bl;
+}
+
+librados::bufferlist NowText() {
+  librados::bufferlist bl;
+  bl.append(std::to_string(std::time(nullptr)));
+  return bl;
+}
+
+class RadosChunkStore final : public ChunkStore {
+ public:
+  RadosChunkStore(librados::IoCtx data, meta::Catalog* catalog, ChunkStoreOptions options)
+      : data_(std::move(data)), catalog_(catalog), options_(options) {}
+
+  absl::StatusOr<ChunkKey> Put(uint32_t domain, std::span<const std::byte> data) override {
+    if (options_.read_only) return absl::FailedPreconditionError("chunk store is read-only");
+    const Fingerprint fp = FingerprintOf(domain, data);
+    std::vector<std::byte> existing(data.size());
+    for (uint16_t variant = 0; variant < kMaxVariants; ++variant) {
+      const ChunkKey key{domain, fp, variant};
+      std::vector<std::byte> record = MakeRecord(key, data, options_.compression);
+      librados::ObjectWriteOperation create;
+      create.create(true);
+      create.write_full(ToBuffer(record));
+      create.setxattr(kTouchedXattr, NowText());
+      const int rc = data_.operate(ObjectName(key), &create);
+      if (rc == 0) {
+        const RecordHeader header = ReadRecordHeader(record);
+        Pin(key, ChunkLocation{0, 0, header.stored_length, header.raw_length, header.flags, 0});
+        return key;
+      }
+      if (rc != -EEXIST) return FromRados(rc, absl::StrCat("storing chunk ", key.ToString()));
+      // Stored before (here or by another node): only identical bytes may share it.
+      absl::StatusOr<ChunkLocation> found = ReadObject(key, existing);
+      if (found.ok() && std::memcmp(existing.data(), data.data(), data.size()) == 0) {
+        // Touched, so that no node's garbage collection takes it before this node commits.
+        librados::ObjectWriteOperation touch;
+        touch.assert_exists();
+        touch.setxattr(kTouchedXattr, NowText());
+        const int touched = data_.operate(ObjectName(key), &touch);
+        if (touched == -ENOENT) {  // Collected just now: store it again.
+          --variant;
+          continue;
+        }
+        STRATA_RETURN_IF_ERROR(FromRados(touched, absl::StrCat("reusing ", key.ToString())));
+        Pin(key, *found);
+        return key;
+      }
+      if (!found.ok() && !absl::IsDataLoss(found.status()) && !absl::IsNotFound(found.status())) {
+        return found.status();
+      }
+      STRATA_LOG(kWarning, "fingerprint collision on chunk ", key.ToString(),
+                 ": storing as another variant");
+    }
+    return absl::InternalError(
+        absl::StrCat("more than ", kMaxVariants, " colliding chunks for one fingerprint"));
+  }
+
+  absl::Status Read(const ChunkKey& key, std::span<std::byte> out) override {
+    return ReadObject(key, out).status();
+  }
+
+  absl::Status Commit(meta::WriteBatch batch, std::span<const ChunkKey> add_refs,
+                      std::span<const ChunkKey> drop_refs) override {
+    std::map<ChunkKey, int64_t> deltas;
+    for (const ChunkKey& k : add_refs) ++deltas[k];
+    for (const ChunkKey& k : drop_refs) --deltas[k];
+    std::vector<std::string> index_keys;
+    for (const auto& [key, delta] : deltas) index_keys.push_back(IndexKey(key));
+    for (int attempt = 0; attempt < kMaxCommitAttempts; ++attempt) {
+      STRATA_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> current,
+                              catalog_->GetMany(index_keys));
+      meta::WriteBatch guarded = batch;
+      size_t i = 0;
+      for (const auto& [key, delta] : deltas) {
+        const std::optional<std::string>& value = current[i];
+        std::optional<ChunkLocation> loc;
+        if (value.has_value()) {
+          loc = ChunkLocation::Decode(*value);
+          if (!loc.has_value()) {
+            return absl::DataLossError(
+                absl::StrCat("catalog: corrupt index entry of chunk ", key.ToString()));
+          }
+        } else {
+          loc = PinnedLocation(key);
+          if (!loc.has_value()) {
+            return absl::InternalError(absl::StrCat("commit: chunk ", key.ToString(), " unknown"));
+          }
+          loc->refcount = 0;
+        }
+        const int64_t refcount = static_cast<int64_t>(loc->refcount) + delta;
+        STRATA_CHECK(refcount >= 0);
+        loc->refcount = static_cast<uint64_t>(refcount);
+        guarded.Expect(index_keys[i], value.value_or(""));
+        guarded.Put(index_keys[i], loc->Encode());
+        ++i;
+      }
+      absl::Status written = catalog_->Write(guarded);
+      if (absl::IsAborted(written)) continue;  // Another node changed a refcount: recount.
+      STRATA_RETURN_IF_ERROR(written);
+      Unpin(add_refs);
+      return absl::OkStatus();
+    }
+    return absl::UnavailableError(
+        absl::StrCat("commit: refcounts kept changing under ", kMaxCommitAttempts, " attempts"));
+  }
+
+  void Unpin(std::span<const ChunkKey> keys) override {
+    absl::MutexLock lock(&mu_);
+    for (const ChunkKey& k : keys) {
+      auto it = pins_.find(k);
+      STRATA_CHECK(it != pins_.end());
+      if (--it->second.count == 0) pins_.erase(it);
+    }
+  }
+
+  absl::StatusOr<uint64_t> CollectGarbage() override {
+    absl::MutexLock gc_lock(&gc_mu_);
+    std::vector<std::pair<ChunkKey, std::string>> unreferenced;
+    std::set<ChunkKey> indexed;
+    absl::Status corrupt;
+    STRATA_RETURN_IF_ERROR(
+        catalog_->Scan(kIndexPrefix, "", [&](absl::string_view k, absl::string_view v) {
+          std::optional<ChunkKey> key = ChunkKey::Decode(k.substr(kIndexPrefix.size()));
+          std::optional<ChunkLocation> loc = ChunkLocation::Decode(v);
+          if (!key.has_value() || !loc.has_value()) {
+            corrupt = absl::DataLossError("catalog: corrupt chunk index entry");
+            return false;
+          }
+          indexed.insert(*key);
+          if (loc->refcount == 0) unreferenced.push_back({*key, std::string(v)});
+          return true;
+        }));
+    STRATA_RETURN_IF_ERROR(corrupt);
+    uint64_t reclaimed = 0;
+    for (const auto& [key, value] : unreferenced) {
+      if (IsPinned(key)) continue;
+      STRATA_ASSIGN_OR_RETURN(std::optional<ObjectAge> age, Age(key));
+      if (age.has_value() && !age->expired) continue;
+      meta::WriteBatch drop;
+      drop.Expect(IndexKey(key), value);
+      drop.Delete(IndexKey(key));
+      absl::Status dropped = catalog_->Write(drop);
+      if (absl::IsAborted(dropped)) continue;  // Referenced again meanwhile.
+      STRATA_RETURN_IF_ERROR(dropped);
+      if (age.has_value()) {
+        STRATA_ASSIGN_OR_RETURN(bool removed, RemoveIfUnchanged(key, *age));
+        if (removed) reclaimed += age->size;
+      }
+    }
+    // Objects with no index entry: stored by a snapshot that never committed (a node crashed),
+    // or left by a drop above whose remove did not happen.
+    for (auto it = data_.nobjects_begin(); it != data_.nobjects_end(); ++it) {
+      std::optional<ChunkKey> key = KeyOfObject(it->get_oid());
+      if (!key.has_value() || indexed.contains(*key) || IsPinned(*key)) continue;
+      STRATA_ASSIGN_OR_RETURN(std::optional<ObjectAge> age, Age(*key));
+      if (!age.has_value() || !age->expired) continue;
+      // Committed since the index was read: its index entry exists now.
+      STRATA_ASSIGN_OR_RETURN(std::optional<std::string> entry, catalog_->Get(IndexKey(*key)));
+      if (entry.has_value()) continue;
+      STRATA_ASSIGN_OR_RETURN(bool removed, RemoveIfUnchanged(*key, *age));
+      if (removed) reclaimed += age->size;
+    }
+    return reclaimed;
+  }
+
+  absl::StatusOr<ChunkStoreStats> GetStats() override {
+    ChunkStoreStats stats;
+    STRATA_RETURN_IF_ERROR(ForEachChunk([&](const ChunkKey&, const ChunkLocation& loc) {
+      stats.segment_file_bytes += kRecordHeaderBytes + loc.stored_length;
+      if (loc.refcount == 0) return;
+      ++stats.chunk_count;
+      stats.referenced_chunk_count += loc.refcount;
+      stats.stored_bytes += kRecordHeaderBytes + loc.stored_length;
+    }));
+    return stats;
+  }
+
+  absl::Status ForEachChunk(const ChunkVisitor& visit) override {
+    absl::Status corrupt;
+    STRATA_RETURN_IF_ERROR(
+        catalog_->Scan(kIndexPrefix, "", [&](absl::string_view k, absl::string_view v) {
+          std::optional<ChunkKey> key = ChunkKey::Decode(k.substr(kIndexPrefix.size()));
+          std::optional<ChunkLocation> loc = ChunkLocation::Decode(v);
+          if (!key.has_value() || !loc.has_value()) {
+            corrupt = absl::DataLossError("catalog: corrupt chunk index entry");
+            return false;
+          }
+          visit(*key, *loc);
+          return true;
+        }));
+    return corrupt;
+  }
+
+  absl::StatusOr<Unindexed> CountUnindexed() override {
+    std::set<ChunkKey> indexed;
+    STRATA_RETURN_IF_ERROR(
+        ForEachChunk([&](const ChunkKey& key, const ChunkLocation&) { indexed.insert(key); }));
+    Unindexed count;
+    for (auto it = data_.nobjects_begin(); it != data_.nobjects_end(); ++it) {
+      std::optional<ChunkKey> key = KeyOfObject(it->get_oid());
+      if (!key.has_value() || indexed.contains(*key)) continue;
+      STRATA_ASSIGN_OR_RETURN(std::optional<ObjectAge> age, Age(*key));
+      if (!age.has_value()) continue;
+      ++(age->expired ? count.leaked : count.recent);
+    }
+    return count;
+  }
+
+  absl::Status VerifyRecord(const ChunkKey& key, const ChunkLocation& location) override {
+    std::vector<std::byte> out(location.raw_length);
+    STRATA_ASSIGN_OR_RETURN(ChunkLocation found, ReadObject(key, out));
+    if (found.stored_length != location.stored_length) {
+      return absl::DataLossError(
+          absl::StrCat("chunk ", key.ToString(), ": stored length differs from its index entry"));
+    }
+    return absl::OkStatus();
+  }
+
+  std::string SegmentPath(uint64_t) const override { return {}; }
+
+ private:
+  struct Pinned {
+    int64_t count = 0;
+    ChunkLocation location;
+  };
+  struct ObjectAge {
+    uint64_t size = 0;
+    uint64_t version = 0;
+    bool expired = false;  // Untouched for the grace period.
+  };
+
+  void Pin(const ChunkKey& key, const ChunkLocation& location) {
+    absl::MutexLock lock(&mu_);
+    Pinned& pin = pins_[key];
+    ++pin.count;
+    pin.location = location;
+  }
+  bool IsPinned(const ChunkKey& key) {
+    absl::MutexLock lock(&mu_);
+    return pins_.contains(key);
+  }
+  std::optional<ChunkLocation> PinnedLocation(const ChunkKey& key) {
+    absl::MutexLock lock(&mu_);
+    auto it = pins_.find(key);
+    if (it == pins_.end()) return std::nullopt;
+    return it->second.location;
+  }
+
+  // Reads and verifies a chunk's object into `out` (the chunk's size).
+  absl::StatusOr<ChunkLocation> ReadObject(const ChunkKey& key, std::span<std::byte> out) {
+    librados::bufferlist bl;
+    const int rc = data_.read(ObjectName(key), bl, kRecordHeaderBytes + out.size(), 0);
+    if (rc == -ENOENT) {
+      return absl::NotFoundError(absl::StrCat("chunk ", key.ToString(), " not found"));
+    }
+    STRATA_RETURN_IF_ERROR(FromRados(rc, absl::StrCat("reading chunk ", key.ToString())));
+    std::span<const std::byte> record(reinterpret_cast<const std::byte*>(bl.c_str()), bl.length());
+    STRATA_RETURN_IF_ERROR(
+        DecodeRecord(key, record, out, absl::StrCat("RADOS object ", ObjectName(key))));
+    const RecordHeader header = ReadRecordHeader(record);
+    return ChunkLocation{0, 0, header.stored_length, header.raw_length, header.flags, 0};
+  }
+
+  // The object's size, version and whether the grace period has passed; nullopt if it is gone.
+  absl::StatusOr<std::optional<ObjectAge>> Age(const ChunkKey& key) {
+    librados::ObjectReadOperation op;
+    uint64_t size = 0;
+    struct timespec mtime {};
+    int rval = 0;
+    op.stat2(&size, &mtime, &rval);
+    librados::AioCompletion* done = librados::Rados::aio_create_completion();
+    int rc = data_.aio_operate(ObjectName(key), done, &op, nullptr);
+    if (rc == 0) {
+      done->wait_for_complete();
+      rc = done->get_return_value();
+    }
+    const uint64_t version = done->get_version64();
+    done->release();
+    if (rc == -ENOENT) return std::nullopt;
+    STRATA_RETURN_IF_ERROR(FromRados(rc < 0 ? rc : rval, "garbage collection: stat"));
+    const int64_t idle = static_cast<int64_t>(std::time(nullptr)) - mtime.tv_sec;
+    return ObjectAge{size, version, idle >= static_cast<int64_t>(options_.gc_grace_seconds)};
+  }
+
+  // Removes the object unless it was touched (its version moved) since `age` was taken.
+  absl::StatusOr<bool> RemoveIfUnchanged(const ChunkKey& key, const ObjectAge& age) {
+    librados::ObjectWriteOperation op;
+    op.assert_version(age.version);
+    op.remove();
+    const int rc = data_.operate(ObjectName(key), &op);
+    if (rc == -ENOENT || rc == -ERANGE || rc == -EOVERFLOW) return false;
+    STRATA_RETURN_IF_ERROR(FromRados(rc, absl::StrCat("removing chunk ", key.ToString())));
+    return true;
+  }
+
+  mutable librados::IoCtx data_;
+  meta::Catalog* const catalog_;
+  const ChunkStoreOptions options_;
+
+  absl::Mutex gc_mu_;  // One collection at a time in this process.
+  absl::Mutex mu_;
+  absl::flat_hash_map<ChunkKey, Pinned> pins_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::OpenRadosStore(
+    librados::IoCtx data, meta::Catalog* catalog, const ChunkStoreOptions& options) {
+  return std::make_unique<RadosChunkStore>(std::move(data), catalog, options);
+}
+
+}  // namespace strata::chunk

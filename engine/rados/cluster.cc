@@ -1,0 +1,124 @@
+// Cluster: one librados client per store, connected with bounded timeouts.
+#include "rados/cluster.h"
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace strata::rados {
+
+absl::Status FromRados(int rc, absl::string_view context) {
+  if (rc >= 0) return absl::OkStatus();
+  const int err = -rc;
+  const std::string message = absl::StrCat(context, ": ", std::strerror(err));
+  switch (err) {
+    case ENOENT:
+      return absl::NotFoundError(message);
+    case EEXIST:
+      return absl::AlreadyExistsError(message);
+    case ECANCELED:
+    case ERANGE:  // assert_version: the object changed since it was read.
+    case EOVERFLOW:
+      return absl::AbortedError(message);
+    case ETIMEDOUT:
+    case ECONNREFUSED:
+    case ENOTCONN:
+    case ESHUTDOWN:
+    case EAGAIN:
+      return absl::UnavailableError(
+          absl::StrCat(message, " (the Ceph cluster did not answer; retry later)"));
+    case ENOSPC:
+    case EDQUOT:
+      return absl::ResourceExhaustedError(message);
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(message);
+    case EIO:
+      return absl::DataLossError(message);
+    case EINVAL:
+      return absl::InvalidArgumentError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+absl::StatusOr<std::shared_ptr<Cluster>> Cluster::Connect(const CephBackendOptions& options) {
+  if (options.pool.empty()) return absl::InvalidArgumentError("the RADOS backend needs a pool");
+  std::shared_ptr<Cluster> cluster(new Cluster(options));
+  librados::Rados& rados = cluster->rados_;
+  const std::string who = absl::StrCat("client.", options.client_id);
+  if (int rc = rados.init2(who.c_str(), "ceph", 0); rc < 0) {
+    return FromRados(rc, absl::StrCat("ceph: cannot start a client as ", who));
+  }
+  const char* conf = options.conf_file.empty() ? nullptr : options.conf_file.c_str();
+  if (int rc = rados.conf_read_file(conf); rc < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ceph: cannot read ",
+                     conf == nullptr ? "the Ceph configuration ($CEPH_CONF or /etc/ceph/ceph.conf)"
+                                     : options.conf_file,
+                     ": ", std::strerror(-rc)));
+  }
+  (void)rados.conf_parse_env(nullptr);
+  const std::string timeout = std::to_string(options.timeout_seconds);
+  for (const char* key : {"client_mount_timeout", "rados_mon_op_timeout", "rados_osd_op_timeout"}) {
+    if (int rc = rados.conf_set(key, timeout.c_str()); rc < 0) {
+      return FromRados(rc, absl::StrCat("ceph: setting ", key));
+    }
+  }
+  if (int rc = rados.connect(); rc < 0) {
+    std::string mon_host;
+    (void)rados.conf_get("mon_host", mon_host);
+    return FromRados(rc, absl::StrCat("ceph: cannot connect as ", who, " to the monitors at ",
+                                      mon_host.empty() ? "(none configured)" : mon_host, " within ",
+                                      options.timeout_seconds, " s"));
+  }
+  const std::string data_pool = options.data_pool.empty() ? options.pool : options.data_pool;
+  for (const auto& [name, ioctx] :
+       {std::pair{options.pool, &cluster->index_}, std::pair{data_pool, &cluster->data_}}) {
+    if (int rc = rados.ioctx_create(name.c_str(), *ioctx); rc < 0) {
+      if (rc == -ENOENT) {
+        return absl::NotFoundError(absl::StrCat("ceph: pool ", name,
+                                                " does not exist (create it: ceph osd pool "
+                                                "create ",
+                                                name, ")"));
+      }
+      return FromRados(rc, absl::StrCat("ceph: opening pool ", name));
+    }
+  }
+  return cluster;
+}
+
+Cluster::~Cluster() {
+  index_.close();
+  data_.close();
+  rados_.shutdown();
+}
+
+librados::IoCtx Cluster::IndexPool(const std::string& name_space) const {
+  librados::IoCtx ioctx;
+  ioctx.dup(index_);
+  ioctx.set_namespace(name_space);
+  return ioctx;
+}
+
+librados::IoCtx Cluster::DataPool(const std::string& name_space) const {
+  librados::IoCtx ioctx;
+  ioctx.dup(data_);
+  ioctx.set_namespace(name_space);
+  return ioctx;
+}
+
+std::string Cluster::RegionNamespace(absl::string_view region) const {
+  return absl::StrCat(options_.name_space, ".", region);
+}
+
+std::string Cluster::Describe() const {
+  return absl::StrCat("rados (pool ", options_.pool, ", data pool ",
+                      options_.data_pool.empty() ? options_.pool : options_.data_pool,
+                      ", namespace ", options_.name_space, ", client.", options_.client_id,
+                      ", conf ", options_.conf_file.empty() ? "$CEPH_CONF" : options_.conf_file,
+                      ")");
+}
+
+}  // namespace strata::rados

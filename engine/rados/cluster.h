@@ -1,0 +1,50 @@
+#pragma once
+// The connection to a Ceph cluster (librados) that a region's catalog and chunk store share on
+// the RADOS backend (docs/ceph.md). librados errors become absl::Status here, once.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "rados/librados.hpp"
+#include "strata/store.h"
+
+namespace strata::rados {
+
+// A librados return code (0 or -errno) as a status naming `context`: ENOENT is kNotFound,
+// EEXIST kAlreadyExists, ECANCELED kAborted (a guard failed), ETIMEDOUT and the connection
+// errors kUnavailable (the cluster is unreachable: retry later), ENOSPC and EDQUOT
+// kResourceExhausted, EACCES and EPERM kPermissionDenied, EIO kDataLoss.
+absl::Status FromRados(int rc, absl::string_view context);
+
+// Thread-safe: librados clients and IoCtx copies may be used from any thread.
+class Cluster {
+ public:
+  // Connects within options.timeout_seconds, then checks that both pools exist. A missing conf
+  // file, an unreachable cluster, refused credentials or a missing pool is a clear error.
+  [[nodiscard]] static absl::StatusOr<std::shared_ptr<Cluster>> Connect(
+      const CephBackendOptions& options);
+  ~Cluster();
+
+  // An I/O context on the index pool (catalog, omap) or the data pool (chunk objects), in the
+  // RADOS namespace `name_space`.
+  librados::IoCtx IndexPool(const std::string& name_space) const;
+  librados::IoCtx DataPool(const std::string& name_space) const;
+  // The namespace of a region's objects: "<options.name_space>.<region>".
+  std::string RegionNamespace(absl::string_view region) const;
+  const CephBackendOptions& options() const { return options_; }
+  // "rados (pool P, data pool D, namespace N, client.ID, conf F)", for status and logs.
+  std::string Describe() const;
+
+ private:
+  explicit Cluster(CephBackendOptions options) : options_(std::move(options)) {}
+
+  const CephBackendOptions options_;
+  librados::Rados rados_;
+  librados::IoCtx index_;
+  librados::IoCtx data_;
+};
+
+}  // namespace strata::rados
