@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <list>
 
 #include "absl/strings/str_cat.h"
 
@@ -93,6 +94,48 @@ Cluster::~Cluster() {
   index_.close();
   data_.close();
   rados_.shutdown();
+}
+
+namespace {
+inline constexpr char kClaimLock[] = "strata.node";
+}  // namespace
+
+RegionClaim::~RegionClaim() { (void)ioctx_.unlock(object_, kClaimLock, cookie_); }
+
+absl::StatusOr<std::unique_ptr<RegionClaim>> Cluster::Claim(const std::string& name_space,
+                                                            const std::string& object,
+                                                            const std::string& node_id,
+                                                            const std::string& description) {
+  librados::IoCtx ioctx = IndexPool(name_space);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const int rc = ioctx.lock_exclusive(object, kClaimLock, node_id, description, nullptr, 0);
+    if (rc == 0 || rc == -EEXIST) {  // EEXIST: this very client holds it already.
+      return std::make_unique<RegionClaim>(std::move(ioctx), object, node_id);
+    }
+    if (rc != -EBUSY) return FromRados(rc, absl::StrCat("claiming ", name_space));
+    int exclusive = 0;
+    std::string tag;
+    std::list<librados::locker_t> lockers;
+    if (int listed = ioctx.list_lockers(object, kClaimLock, &exclusive, &tag, &lockers);
+        listed < 0) {
+      return FromRados(listed, absl::StrCat("claiming ", name_space));
+    }
+    for (const librados::locker_t& locker : lockers) {
+      if (locker.cookie != node_id) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "RADOS namespace ", name_space, " is served by another stratad (node ", locker.cookie,
+            ", ", locker.client, " at ", locker.address,
+            "); a region has one serving node at a time (docs/ceph.md). If that node is gone "
+            "for good: rados -p ",
+            options_.pool, " -N ", name_space, " lock break ", object, " ", kClaimLock, " ",
+            locker.client, " --lock-cookie ", locker.cookie));
+      }
+      // Our own node's claim, left by a stop that did not release it: the data directory's
+      // lock proves that process is gone.
+      (void)ioctx.break_lock(object, kClaimLock, locker.client, locker.cookie);
+    }
+  }
+  return absl::UnavailableError(absl::StrCat("claiming ", name_space, ": lock kept changing"));
 }
 
 librados::IoCtx Cluster::IndexPool(const std::string& name_space) const {

@@ -19,6 +19,23 @@ namespace strata::rados {
 // kResourceExhausted, EACCES and EPERM kPermissionDenied, EIO kDataLoss.
 absl::Status FromRados(int rc, absl::string_view context);
 
+// One node's exclusive claim on a region's objects: a cls "lock" on the region's catalog object,
+// taken at open and released at a clean stop. Until several nodes can share a region (docs/
+// ceph.md), it keeps a second stratad from writing a region another one serves.
+class RegionClaim {
+ public:
+  RegionClaim(librados::IoCtx ioctx, std::string object, std::string cookie)
+      : ioctx_(std::move(ioctx)), object_(std::move(object)), cookie_(std::move(cookie)) {}
+  ~RegionClaim();
+  RegionClaim(const RegionClaim&) = delete;
+  RegionClaim& operator=(const RegionClaim&) = delete;
+
+ private:
+  librados::IoCtx ioctx_;
+  const std::string object_;
+  const std::string cookie_;
+};
+
 // Thread-safe: librados clients and IoCtx copies may be used from any thread.
 class Cluster {
  public:
@@ -32,6 +49,13 @@ class Cluster {
   // RADOS namespace `name_space`.
   librados::IoCtx IndexPool(const std::string& name_space) const;
   librados::IoCtx DataPool(const std::string& name_space) const;
+  // Claims `object` in the index pool's namespace `name_space` for node `node_id`. A claim left
+  // by the same node (it stopped without releasing: a crash) is taken over; another node's is
+  // kFailedPrecondition naming it.
+  [[nodiscard]] absl::StatusOr<std::unique_ptr<RegionClaim>> Claim(const std::string& name_space,
+                                                                   const std::string& object,
+                                                                   const std::string& node_id,
+                                                                   const std::string& description);
   // The namespace of a region's objects: "<options.name_space>.<region>".
   std::string RegionNamespace(absl::string_view region) const;
   const CephBackendOptions& options() const { return options_; }

@@ -1,6 +1,8 @@
 // RegionImpl: open, recovery after a stop, the clean stop, ids, store maintenance.
 #include "region/region_impl.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <random>
 
@@ -51,9 +53,12 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   if (ec) return absl::InternalError(absl::StrCat("mkdir ", dir_, ": ", ec.message()));
   STRATA_RETURN_IF_ERROR(env_->CreateDirs(dir_ + "/heads"));
   if (cluster_ != nullptr) {
+    const std::string name_space = cluster_->RegionNamespace(name_);
     STRATA_ASSIGN_OR_RETURN(
-        catalog_, meta::Catalog::OpenRados(cluster_->IndexPool(cluster_->RegionNamespace(name_)),
-                                           kRadosCatalogObject));
+        claim_, cluster_->Claim(name_space, kRadosCatalogObject, cluster_->options().node_id,
+                                absl::StrCat("stratad pid ", getpid(), ", data dir ", dir_)));
+    STRATA_ASSIGN_OR_RETURN(
+        catalog_, meta::Catalog::OpenRados(cluster_->IndexPool(name_space), kRadosCatalogObject));
   } else {
     STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(dir_ + "/catalog"));
   }
@@ -135,6 +140,7 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     if (volume->record().hydrating) tasks_.Push({Task::Kind::kHydrate, id, nullptr, 0});
   }
   if (options_.background_work) tasks_.StartWorker();
+  opened_ = true;
   return absl::OkStatus();
 }
 
@@ -228,6 +234,8 @@ absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS 
 
 RegionImpl::~RegionImpl() {
   tasks_.StopWorker();
+  // A region whose open failed part way has nothing to finish, and must not claim a clean stop.
+  if (!opened_) return;
   // Finish what must not be left half done: pending snapshots and deletions. Hydration resumes
   // at the next open.
   tasks_.RunAll();

@@ -236,7 +236,9 @@ class RegionImpl final : public Region {
   const std::string dir_;
   const StoreOptions options_;
   const std::shared_ptr<rados::Cluster> cluster_;  // Null: the local backend.
+  std::unique_ptr<rados::RegionClaim> claim_;      // RADOS: released after the catalog closes.
   uint64_t chunk_size_bytes_ = 0;
+  bool opened_ = false;  // Init finished: the destructor stops cleanly.
   std::unique_ptr<meta::Catalog> catalog_;
   std::unique_ptr<crypto::KmsStorage> kms_storage_;
   std::unique_ptr<crypto::KmsImpl> kms_;

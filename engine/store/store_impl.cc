@@ -51,6 +51,31 @@ std::string BackendLine(const std::optional<CephBackendOptions>& ceph) {
                       ceph->name_space);
 }
 
+std::string RandomString(size_t n, absl::string_view alphabet) {
+  std::random_device random;
+  std::string out;
+  for (size_t i = 0; i < n; ++i) out.push_back(alphabet[random() % alphabet.size()]);
+  return out;
+}
+
+// DIR/node-id: this store's name among the nodes of a cluster, made at the first start.
+absl::StatusOr<std::string> NodeId(Env* env, const std::string& dir) {
+  const std::string path = absl::StrCat(dir, "/node-id");
+  if (env->FileExists(path)) {
+    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env->OpenFile(path, false));
+    std::string id(16, '\0');
+    STRATA_RETURN_IF_ERROR(file->Read(0, std::as_writable_bytes(std::span(id.data(), id.size()))));
+    return id;
+  }
+  const std::string id = absl::StrCat("node-", RandomString(11, "0123456789abcdef"));
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env->OpenFile(path + ".tmp", true));
+  STRATA_RETURN_IF_ERROR(file->Write(0, std::as_bytes(std::span(id.data(), id.size()))));
+  STRATA_RETURN_IF_ERROR(file->Sync());
+  STRATA_RETURN_IF_ERROR(env->RenameFile(path + ".tmp", path));
+  STRATA_RETURN_IF_ERROR(env->SyncDir(dir));
+  return id;
+}
+
 // Reads DIR/backend, or records `line` there in a store that has none. A store made before the
 // file existed has regions and is local. A store is never reopened on another backend: its
 // catalogs would seem empty there.
@@ -83,13 +108,6 @@ absl::Status CheckBackend(Env* env, const std::string& dir, const std::string& l
   STRATA_RETURN_IF_ERROR(file->Sync());
   STRATA_RETURN_IF_ERROR(env->RenameFile(path + ".tmp", path));
   return env->SyncDir(dir);
-}
-
-std::string RandomString(size_t n, absl::string_view alphabet) {
-  std::random_device random;
-  std::string out;
-  for (size_t i = 0; i < n; ++i) out.push_back(alphabet[random() % alphabet.size()]);
-  return out;
 }
 
 class StoreImpl final : public Store {
@@ -336,8 +354,11 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<FileLock> lock,
                           resolved.env->LockFile(absl::StrCat(path, "/LOCK")));
   std::shared_ptr<rados::Cluster> cluster;
-  if (options.ceph.has_value()) {
-    STRATA_ASSIGN_OR_RETURN(cluster, rados::Cluster::Connect(*options.ceph));
+  if (resolved.ceph.has_value()) {
+    if (resolved.ceph->node_id.empty()) {
+      STRATA_ASSIGN_OR_RETURN(resolved.ceph->node_id, NodeId(resolved.env, path));
+    }
+    STRATA_ASSIGN_OR_RETURN(cluster, rados::Cluster::Connect(*resolved.ceph));
   }
   STRATA_RETURN_IF_ERROR(CheckBackend(resolved.env, path, BackendLine(options.ceph), exists));
   auto store = std::make_unique<StoreImpl>(path, resolved, std::move(lock), std::move(cluster));

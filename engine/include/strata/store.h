@@ -37,6 +37,9 @@ struct CephBackendOptions {
   // that a chunk another node has stored for a snapshot it has not committed yet survives.
   // Default: 1 h (a pending snapshot commits well within it).
   uint64_t gc_grace_seconds = 3600;
+  // This node's name in the cluster (its claims on regions). Empty: the data directory's own,
+  // DIR/node-id, made at the first start.
+  std::string node_id;
 };
 
 struct StoreOptions {

@@ -122,3 +122,36 @@ TEST_F(CatalogTest, SurvivesReopen) {
 
 }  // namespace
 }  // namespace strata::meta
+
+namespace strata::rados {
+namespace {
+
+using ::strata::testing::IsOk;
+using ::strata::testing::StatusIs;
+
+TEST(RegionClaimTest, OneNodeAtATimeAndItsOwnStaleClaimIsTakenOver) {
+  std::shared_ptr<Cluster> cluster = ::strata::testing::TestCluster();
+  if (cluster == nullptr) GTEST_SKIP() << "RADOS backend only (STRATA_TEST_CEPH_CONF)";
+  ::strata::testing::TempDir dir;
+  const std::string ns = ::strata::testing::TestCeph(dir.path())->name_space;
+  auto a = cluster->Claim(ns, "catalog", "node-a", "test");
+  ASSERT_THAT(a, IsOk());
+  // The claimed object is the catalog's: its writes leave the claim in place.
+  auto catalog = meta::Catalog::OpenRados(cluster->IndexPool(ns), "catalog");
+  ASSERT_THAT(catalog, IsOk());
+  meta::WriteBatch batch;
+  batch.Put("x/format", "1");
+  ASSERT_THAT((*catalog)->Write(batch), IsOk());
+  auto b = cluster->Claim(ns, "catalog", "node-b", "test");
+  EXPECT_THAT(b, StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(b.status().message(), ::testing::HasSubstr("node-a"));
+  // The same node again (a restart after a crash left the claim): taken over.
+  auto again = cluster->Claim(ns, "catalog", "node-a", "test");
+  EXPECT_THAT(again, IsOk());
+  a->reset();
+  again->reset();
+  EXPECT_THAT(cluster->Claim(ns, "catalog", "node-b", "test"), IsOk());
+}
+
+}  // namespace
+}  // namespace strata::rados
