@@ -83,6 +83,8 @@ Ec2Error FromStatus(const absl::Status& s, const std::string& kind) {
       return {403, "UnauthorizedOperation", message};
     case absl::StatusCode::kResourceExhausted:
       return {503, "InsufficientVolumeCapacity", message};
+    case absl::StatusCode::kUnavailable:  // The Ceph cluster did not answer: SDKs retry 503s.
+      return {503, "ServiceUnavailable", message};
     default:
       return {500, "InternalError", message};
   }

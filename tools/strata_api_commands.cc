@@ -226,15 +226,19 @@ CLI::App* ApiCommand(CLI::App& parent, const char* name, const char* help, const
   return sub;
 }
 
-// What DIR/backend says serves the store's regions: "local", "rados POOL DATA_POOL NAMESPACE"
-// (the store layout), or "unknown" when --data-dir is not the served store's directory.
+// What DIR/backend (key=value lines) says holds the store's catalogs and chunks, or "unknown"
+// when --data-dir is not the served store's directory.
 std::string BackendOf(const std::string& data_dir) {
   std::ifstream in(data_dir + "/backend");
-  std::string kind, pool, data_pool, name_space;
-  if (!(in >> kind)) return "unknown (no " + data_dir + "/backend; give --data-dir)";
-  if (kind != "rados" || !(in >> pool >> data_pool >> name_space)) return kind;
-  return absl::StrCat("rados (pool ", pool, ", data pool ", data_pool, ", namespace ", name_space,
-                      ")");
+  std::map<std::string, std::string> fields;
+  for (std::string line; std::getline(in, line);) {
+    const size_t eq = line.find('=');
+    if (eq != std::string::npos) fields[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  if (fields.empty()) return "unknown (no " + data_dir + "/backend; give --data-dir)";
+  if (fields["backend"] != "rados") return fields["backend"];
+  return absl::StrCat("rados (pool ", fields["pool"], ", data pool ", fields["data_pool"],
+                      ", namespace ", fields["namespace"], ")");
 }
 
 int Status(const CommandLine& cl, const ApiEndpoint& endpoint) {

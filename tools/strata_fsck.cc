@@ -15,11 +15,12 @@ int main(int argc, char** argv) {
   app.add_option("--data-dir", dir, "the store directory (default ./data)")->option_text("DIR");
   // A store on RADOS: DIR/backend names its pools and namespace; these reach the cluster.
   strata::CephBackendOptions ceph;
+  ceph.client_id.clear();  // Default: the one DIR/backend records.
   app.add_option("--ceph-conf", ceph.conf_file,
-                 "RADOS stores: the cluster's ceph.conf (default $CEPH_CONF)")
+                 "RADOS stores: the cluster's ceph.conf (default: the store's, else $CEPH_CONF)")
       ->option_text("FILE");
-  app.add_option("--ceph-id", ceph.client_id, "RADOS stores: the cephx user, without client.")
-      ->capture_default_str()
+  app.add_option("--ceph-id", ceph.client_id,
+                 "RADOS stores: the cephx user, without client. (default: the store's)")
       ->option_text("NAME");
   app.add_option("--gc-grace", ceph.gc_grace_seconds,
                  "RADOS stores: unindexed chunk objects older than this are reported as leaks")

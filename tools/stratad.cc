@@ -46,7 +46,7 @@ struct Flags {
   std::vector<std::string> links;
   std::string chunk_size;  // Empty: the default.
   bool compression = false;
-  std::string backend = "local";
+  std::string backend;  // Empty: the store's own (DIR/backend), local for a new store.
   strata::CephBackendOptions ceph;
 };
 
@@ -110,9 +110,10 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_flag("--compression", f.compression, "compress snapshot chunks with zstd");
   app.add_option("--backend", f.backend,
                  "where regions' catalogs and chunks live: local (the data directory) or rados "
-                 "(a Ceph cluster, shared by every stratad given the same pools; docs/ceph.md)")
+                 "(a Ceph cluster; docs/ceph.md). Default: the store's own, local for a new "
+                 "store")
       ->check(CLI::IsMember({"local", "rados"}))
-      ->capture_default_str();
+      ->option_text("KIND");
   app.add_option("--ceph-conf", f.ceph.conf_file,
                  "rados: the cluster's ceph.conf (default $CEPH_CONF, then /etc/ceph/ceph.conf)")
       ->option_text("FILE");
@@ -413,9 +414,8 @@ int main(int argc, char** argv) {
     STRATA_LOG(kInfo, "API on http://", f.api_listen.substr(0, f.api_listen.rfind(':')), ":",
                api->port(), " (aws --endpoint-url; credentials in ", dir, "/credentials)");
   }
-  STRATA_LOG(kInfo, "stratad serving store ", dir, " (pid ", getpid(), ") on the ",
-             options.ceph.has_value() ? "RADOS backend" : "local backend",
-             "; SIGTERM or Ctrl-C stops");
+  STRATA_LOG(kInfo, "stratad serving store ", dir, " (pid ", getpid(), "), backend ",
+             (*store)->DescribeBackend(), "; SIGTERM or Ctrl-C stops");
   int signal = 0;
   sigwait(&stop, &signal);
   STRATA_LOG(kInfo, "signal ", signal, ": stopping cleanly");

@@ -3,7 +3,6 @@
 #include "strata/fsck.h"
 
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
 
@@ -13,6 +12,7 @@
 #include "meta/catalog.h"
 #include "meta/schema.h"
 #include "rados/cluster.h"
+#include "store/backend_file.h"
 #include "util/status_macros.h"
 #include "volume/head.h"
 #include "volume/snapshot_tree.h"
@@ -204,20 +204,6 @@ class RegionChecker {
   std::map<chunk::ChunkKey, uint64_t> references_;
 };
 
-// The RADOS backend of the store in `path` per DIR/backend, connected with `ceph`'s settings
-// (default: $CEPH_CONF as client.admin); null for a local store.
-absl::StatusOr<std::shared_ptr<rados::Cluster>> ConnectBackend(
-    const std::string& path, const std::optional<CephBackendOptions>& ceph) {
-  std::ifstream in(path + "/backend");
-  std::string kind;
-  CephBackendOptions options = ceph.value_or(CephBackendOptions{});
-  if (!(in >> kind) || kind == "local") return nullptr;
-  if (kind != "rados" || !(in >> options.pool >> options.data_pool >> options.name_space)) {
-    return absl::DataLossError(absl::StrCat(path, "/backend is corrupt"));
-  }
-  return rados::Cluster::Connect(options);
-}
-
 }  // namespace
 
 absl::StatusOr<FsckReport> CheckStore(const std::string& path, Env* env,
@@ -229,7 +215,20 @@ absl::StatusOr<FsckReport> CheckStore(const std::string& path, Env* env,
     return absl::NotFoundError(absl::StrCat("no Strata store in ", path));
   }
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<FileLock> lock, env->LockFile(path + "/LOCK"));
-  STRATA_ASSIGN_OR_RETURN(std::shared_ptr<rados::Cluster> cluster, ConnectBackend(path, ceph));
+  STRATA_ASSIGN_OR_RETURN(store::BackendRecord recorded, store::ReadBackendFile(env, path));
+  STRATA_ASSIGN_OR_RETURN(std::optional<CephBackendOptions> backend,
+                          store::SettleBackend(recorded, std::nullopt, true, path));
+  std::shared_ptr<rados::Cluster> cluster;
+  if (backend.has_value()) {
+    // The recorded pools and namespace, reached with the caller's connection settings.
+    if (ceph.has_value()) {
+      backend->conf_file = ceph->conf_file.empty() ? backend->conf_file : ceph->conf_file;
+      if (!ceph->client_id.empty()) backend->client_id = ceph->client_id;
+      backend->timeout_seconds = ceph->timeout_seconds;
+      backend->gc_grace_seconds = ceph->gc_grace_seconds;
+    }
+    STRATA_ASSIGN_OR_RETURN(cluster, rados::Cluster::Connect(*backend));
+  }
   FsckReport report;
   for (const auto& entry : std::filesystem::directory_iterator(regions, ec)) {
     if (!entry.is_directory()) continue;

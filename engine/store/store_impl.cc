@@ -4,9 +4,9 @@
 //   DIR/regions/NAME/catalog/         RocksDB catalog of the region
 //   DIR/regions/NAME/heads/           volume heads, one extent file per volume
 //   DIR/regions/NAME/segments/        chunk segment files
-//   DIR/backend                       where catalogs and chunks live: "local", or
-//                                     "rados POOL DATA_POOL NAMESPACE" (catalog/ and segments/
-//                                     are then in the cluster; docs/formats/rados.md)
+//   DIR/backend                       where catalogs and chunks live (store/backend_file.h); on
+//                                     RADOS, catalog/ and segments/ are in the cluster
+//   DIR/node-id                       RADOS: this store's node name in the cluster
 
 #include <filesystem>
 #include <map>
@@ -20,6 +20,7 @@
 #include "copy/copy_service.h"
 #include "image/image_registry.h"
 #include "region/region_impl.h"
+#include "store/backend_file.h"
 #include "strata/store.h"
 #include "util/status_macros.h"
 
@@ -42,15 +43,6 @@ absl::Status ValidateRegionName(const std::string& name) {
 // DIR/accounts: one line per account, "id<TAB>name<TAB>access key<TAB>secret key\n".
 // Rewritten whole through a temporary file and a rename, so it is never half written.
 constexpr char kAccountsFile[] = "accounts";
-constexpr char kBackendFile[] = "backend";
-
-std::string BackendLine(const std::optional<CephBackendOptions>& ceph) {
-  if (!ceph.has_value()) return "local";
-  return absl::StrCat("rados ", ceph->pool, " ",
-                      ceph->data_pool.empty() ? ceph->pool : ceph->data_pool, " ",
-                      ceph->name_space);
-}
-
 std::string RandomString(size_t n, absl::string_view alphabet) {
   std::random_device random;
   std::string out;
@@ -74,40 +66,6 @@ absl::StatusOr<std::string> NodeId(Env* env, const std::string& dir) {
   STRATA_RETURN_IF_ERROR(env->RenameFile(path + ".tmp", path));
   STRATA_RETURN_IF_ERROR(env->SyncDir(dir));
   return id;
-}
-
-// Reads DIR/backend, or records `line` there in a store that has none. A store made before the
-// file existed has regions and is local. A store is never reopened on another backend: its
-// catalogs would seem empty there.
-absl::Status CheckBackend(Env* env, const std::string& dir, const std::string& line,
-                          bool had_regions) {
-  const std::string path = absl::StrCat(dir, "/", kBackendFile);
-  std::string recorded = had_regions ? "local" : "";
-  if (env->FileExists(path)) {
-    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env->OpenFile(path, false));
-    STRATA_ASSIGN_OR_RETURN(uint64_t size, file->Size());
-    recorded.assign(size, '\0');
-    STRATA_RETURN_IF_ERROR(
-        file->Read(0, std::as_writable_bytes(std::span(recorded.data(), recorded.size()))));
-    while (!recorded.empty() && recorded.back() == '\n') recorded.pop_back();
-  }
-  if (!recorded.empty() && recorded != line) {
-    const bool was_rados = absl::StartsWith(recorded, "rados ");
-    return absl::FailedPreconditionError(absl::StrCat(
-        dir, " keeps its regions on ",
-        was_rados ? absl::StrCat("RADOS (", recorded, ")") : "the local backend", ", not on ",
-        line == "local" ? "the local backend" : absl::StrCat("RADOS (", line, ")"),
-        was_rados ? "; start with the same --backend rados --pool --data-pool --ceph-namespace"
-                  : "; start without --backend rados, or give RADOS a new data directory"));
-  }
-  if (env->FileExists(path)) return absl::OkStatus();
-  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env->OpenFile(path + ".tmp", true));
-  const std::string text = line + "\n";
-  STRATA_RETURN_IF_ERROR(file->Truncate(0));
-  STRATA_RETURN_IF_ERROR(file->Write(0, std::as_bytes(std::span(text.data(), text.size()))));
-  STRATA_RETURN_IF_ERROR(file->Sync());
-  STRATA_RETURN_IF_ERROR(env->RenameFile(path + ".tmp", path));
-  return env->SyncDir(dir);
 }
 
 class StoreImpl final : public Store {
@@ -206,6 +164,10 @@ class StoreImpl final : public Store {
     regions_[name] = std::move(region);
     if (default_region_.empty() || name == options_.default_region) default_region_ = name;
     return raw;
+  }
+
+  std::string DescribeBackend() const override {
+    return cluster_ != nullptr ? cluster_->Describe() : absl::StrCat("local (", path_, ")");
   }
 
   std::vector<std::string> ListRegions() override {
@@ -353,6 +315,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
   STRATA_RETURN_IF_ERROR(resolved.env->CreateDirs(path));
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<FileLock> lock,
                           resolved.env->LockFile(absl::StrCat(path, "/LOCK")));
+  STRATA_ASSIGN_OR_RETURN(store::BackendRecord recorded,
+                          store::ReadBackendFile(resolved.env, path));
+  STRATA_ASSIGN_OR_RETURN(resolved.ceph,
+                          store::SettleBackend(recorded, options.ceph, exists, path));
   std::shared_ptr<rados::Cluster> cluster;
   if (resolved.ceph.has_value()) {
     if (resolved.ceph->node_id.empty()) {
@@ -360,7 +326,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
     }
     STRATA_ASSIGN_OR_RETURN(cluster, rados::Cluster::Connect(*resolved.ceph));
   }
-  STRATA_RETURN_IF_ERROR(CheckBackend(resolved.env, path, BackendLine(options.ceph), exists));
+  if (!recorded.present) {
+    STRATA_RETURN_IF_ERROR(store::WriteBackendFile(resolved.env, path, resolved.ceph));
+  }
   auto store = std::make_unique<StoreImpl>(path, resolved, std::move(lock), std::move(cluster));
   STRATA_RETURN_IF_ERROR(store->LoadAccounts());
   STRATA_RETURN_IF_ERROR(store->OpenExisting());

@@ -301,6 +301,8 @@ class Store {
   virtual ~Store() = default;
 
   virtual std::vector<std::string> ListRegions() = 0;
+  // Where the regions' catalogs and chunks live: "local (DIR)" or "rados (pool P, ...)".
+  virtual std::string DescribeBackend() const = 0;
   [[nodiscard]] virtual absl::StatusOr<Region*> GetRegion(const std::string& name) = 0;
   // Creates a region with its own store area. kAlreadyExists if it exists.
   [[nodiscard]] virtual absl::StatusOr<Region*> CreateRegion(const std::string& name) = 0;
