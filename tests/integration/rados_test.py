@@ -162,8 +162,13 @@ def main():
         check(status.returncode == 0 and "rados (pool strata" in status.stdout,
               f"strata status names the backend: {status.stdout!r} {status.stderr!r}")
 
-        # One serving node per region: a second stratad on the same namespace is refused.
-        b = Daemon(BIN, os.path.join(tmp, "b"), ["--vm", "off"] + flags)
+        # One serving node per region: a second stratad on the same namespace is refused. Its
+        # backend comes from a --config file (the same options as the flags).
+        config = os.path.join(tmp, "stratad.conf")
+        with open(config, "w") as f:
+            f.write(f'backend = "rados"\nceph-conf = "{conf}"\npool = "strata"\n'
+                    'data-pool = "strata-data"\nceph-namespace = "it"\n')
+        b = Daemon(BIN, os.path.join(tmp, "b"), ["--vm", "off", "--config", config])
         check(not b.start(), "a second node on the same region is refused")
         check("served by another stratad" in b.log_text(), "... naming the serving node")
 
