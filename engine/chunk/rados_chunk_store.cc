@@ -35,6 +35,9 @@ inline constexpr uint16_t kMaxVariants = 64;
 inline constexpr int kMaxCommitAttempts = 32;
 inline constexpr absl::string_view kIndexPrefix = "c/";
 inline constexpr absl::string_view kObjectPrefix = "chunk.";
+// Puts in flight per ingest: as many as `rados bench` needs to reach a one-OSD cluster's
+// throughput here (bench/rados_ingest.py).
+inline constexpr int kPutConcurrency = 16;
 // Set on every store and reuse of a chunk: its mtime says when it was last wanted.
 inline constexpr char kTouchedXattr[] = "strata.touched";
 
@@ -161,6 +164,8 @@ class RadosChunkStore final : public ChunkStore {
     return absl::UnavailableError(
         absl::StrCat("commit: refcounts kept changing under ", kMaxCommitAttempts, " attempts"));
   }
+
+  int PutConcurrency() const override { return kPutConcurrency; }
 
   void Unpin(std::span<const ChunkKey> keys) override {
     absl::MutexLock lock(&mu_);

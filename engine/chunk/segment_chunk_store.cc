@@ -172,6 +172,8 @@ class SegmentChunkStore final : public ChunkStore {
     return absl::OkStatus();
   }
 
+  int PutConcurrency() const override { return 1; }
+
   void Unpin(std::span<const ChunkKey> keys) override {
     absl::MutexLock lock(&mu_);
     for (const ChunkKey& k : keys) UnpinLocked(k);

@@ -1,6 +1,10 @@
 // RegionImpl: background work on snapshots: ingest (pending -> completed or error) and pruning of
 // deleted snapshots.
+#include <thread>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "region/region_impl.h"
 #include "region/snapshot_records.h"
 #include "util/log.h"
@@ -30,12 +34,28 @@ void RegionImpl::RunIngest(const std::shared_ptr<PendingSnapshot>& pending) {
   }
   // The volume cannot be deleted while it has a pending snapshot, so `volume` stays valid.
   pending->frozen_count.store(pending->frozen->Count());
-  for (std::optional<uint64_t> c = pending->frozen->NextSet(0); c.has_value();
-       c = pending->frozen->NextSet(*c + 1)) {
-    volume->IngestChunk(*pending, *c);
-    absl::MutexLock lock(&pending->mu);
-    if (!pending->error.ok()) break;
-  }
+  // The frozen chunks in order, taken by PutConcurrency() threads at once (IngestChunk locks
+  // its chunk's stripe; a writer may have ingested a chunk already, which it then skips).
+  absl::Mutex cursor_mu;
+  std::optional<uint64_t> cursor = pending->frozen->NextSet(0);
+  auto ingest = [&] {
+    for (;;) {
+      uint64_t c = 0;
+      {
+        absl::MutexLock lock(&cursor_mu);
+        if (!cursor.has_value()) return;
+        c = *cursor;
+        cursor = pending->frozen->NextSet(c + 1);
+      }
+      volume->IngestChunk(*pending, c);
+      absl::MutexLock lock(&pending->mu);
+      if (!pending->error.ok()) return;
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (int i = 1; i < chunks_->PutConcurrency(); ++i) helpers.emplace_back(ingest);
+  ingest();
+  for (std::thread& t : helpers) t.join();
   absl::MutexLock lock(&mu_);
   absl::Status error;
   {

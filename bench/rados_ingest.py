@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Snapshot ingest and restore on the RADOS backend against `rados bench` on the same cluster, in
+one run: a one-node cluster (scripts/ceph_cluster.sh, bluestore on a sparse file unless
+--memstore), then `rados bench write` and `rados bench seq` with the chunk size as object size
+and --threads ops in flight (the ceiling), then stratad --backend rados: N MiB of random data
+written over NBD into a volume, CreateSnapshot timed until completed (ingest: every changed
+chunk becomes an object), a volume created from the snapshot read whole over NBD (a lazy
+restore: each chunk read once from RADOS), and the snapshot's own export read whole. Prints a
+table of MB/s and the ratios to rados bench; with --write-docs puts it into docs/benchmarks.md
+between its rados-ingest markers.
+
+Usage: bench/rados_ingest.py BUILD_BIN_DIR [--mib N] [--threads N] [--memstore] [--write-docs]
+Scratch files go to STRATA_BENCH_DIR (default /var/tmp)."""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+from strata_testlib import MiB, Daemon, sh  # noqa: E402
+
+ROOT = os.path.dirname(HERE)
+CHUNK = 64 * 1024
+
+
+def rados_bench(conf, mode, seconds, threads):
+    size = ["-b", str(CHUNK)] if mode == "write" else []
+    r = sh("rados", "-c", conf, "-p", "strata-data", "-N", "bench", "bench", str(seconds), mode,
+           *size, "-t", str(threads), "--no-cleanup", timeout=seconds * 4 + 60)
+    m = re.search(r"Bandwidth \(MB/sec\):\s+([\d.]+)", r.stdout)
+    if r.returncode != 0 or not m:
+        sys.exit(f"rados bench {mode} failed: {r.stdout[-500:]} {r.stderr[-500:]}")
+    return float(m.group(1)) * MiB / 1e6  # rados prints MiB/s under the name MB/sec
+
+
+def wait_snapshot(ec2, snap):
+    while True:
+        state = ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"]
+        if state != "pending":
+            return state
+        time.sleep(0.05)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bin_dir")
+    ap.add_argument("--mib", type=int, default=1024,
+                    help="changed data to ingest, MiB (a multiple of 1024)")
+    ap.add_argument("--threads", type=int, default=16, help="rados bench ops in flight")
+    ap.add_argument("--seconds", type=int, default=15, help="each rados bench run")
+    ap.add_argument("--memstore", action="store_true")
+    ap.add_argument("--write-docs", action="store_true")
+    args = ap.parse_args()
+    if args.mib % 1024:
+        sys.exit("--mib must be a whole number of GiB (volumes are sized in GiB; restores read "
+                 "them whole)")
+    base = os.environ.get("STRATA_BENCH_DIR", "/var/tmp")
+    tmp = tempfile.mkdtemp(prefix="strata-rados-bench-", dir=base)
+    ceph_dir = os.path.join(tmp, "ceph")
+    env = dict(os.environ, CEPH_OBJECTSTORE="memstore" if args.memstore else "bluestore")
+    started = subprocess.run([os.path.join(ROOT, "scripts", "ceph_cluster.sh"), "start", ceph_dir],
+                             env=env, capture_output=True, text=True, timeout=300)
+    if started.returncode != 0:
+        sys.exit(f"cluster did not start: {started.stderr}")
+    conf = os.path.join(ceph_dir, "ceph.conf")
+    d = None
+    try:
+        write = rados_bench(conf, "write", args.seconds, args.threads)
+        seq = rados_bench(conf, "seq", args.seconds, args.threads)
+        sh("rados", "-c", conf, "-p", "strata-data", "-N", "bench", "cleanup", timeout=600)
+
+        d = Daemon(args.bin_dir, os.path.join(tmp, "store"),
+                   ["--vm", "off", "--backend", "rados", "--ceph-conf", conf, "--pool", "strata",
+                    "--data-pool", "strata-data"])
+        if not d.start():
+            sys.exit("stratad did not start:\n" + d.log_text())
+        ec2 = d.client()
+        size_gib = (args.mib * MiB + (1 << 30) - 1) >> 30
+        vol = ec2.create_volume(Size=size_gib, AvailabilityZone="local-1a")["VolumeId"]
+        ec2.attach_volume(VolumeId=vol, InstanceId="i-0abcdef0123456789", Device="/dev/sdf")
+        src = os.path.join(tmp, "data")
+        with open(src, "wb") as f:
+            for _ in range(args.mib):
+                f.write(os.urandom(MiB))
+        if sh("nbdcopy", src, d.uri(vol), timeout=3600).returncode != 0:
+            sys.exit("nbdcopy into the volume failed")
+        t0 = time.time()
+        snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+        if wait_snapshot(ec2, snap) != "completed":
+            sys.exit("snapshot failed:\n" + d.log_text()[-2000:])
+        ingest = args.mib * MiB / 1e6 / (time.time() - t0)
+
+        restored = ec2.create_volume(SnapshotId=snap, AvailabilityZone="local-1a")["VolumeId"]
+        ec2.attach_volume(VolumeId=restored, InstanceId="i-0abcdef0123456788", Device="/dev/sdf")
+        out = os.path.join(tmp, "out")
+        t0 = time.time()
+        sh("nbdcopy", d.uri(restored), out, timeout=3600)
+        restore = args.mib * MiB / 1e6 / (time.time() - t0)
+        t0 = time.time()
+        sh("nbdcopy", d.uri(snap), out, timeout=3600)
+        export = args.mib * MiB / 1e6 / (time.time() - t0)
+        same = sh("cmp", src, out).returncode == 0
+    finally:
+        if d is not None and d.proc is not None and d.proc.poll() is None:
+            d.stop()
+        subprocess.run([os.path.join(ROOT, "scripts", "ceph_cluster.sh"), "stop", ceph_dir,
+                        "--purge"], capture_output=True, timeout=120)
+        subprocess.run(["rm", "-rf", tmp])
+
+    store = "memstore" if args.memstore else "bluestore on a sparse file"
+    lines = [
+        f"{args.mib} MiB of random data, 64 KiB chunks, one OSD ({store}) on this machine; "
+        f"`rados bench` with 64 KiB objects and {args.threads} ops in flight, same run.",
+        "",
+        "| what | MB/s | vs rados bench |",
+        "| --- | ---: | ---: |",
+        f"| rados bench write | {write:.1f} | 1.00 |",
+        f"| Strata snapshot ingest (CreateSnapshot until completed) | {ingest:.1f} | "
+        f"{ingest / write:.2f} of write |",
+        f"| rados bench seq read | {seq:.1f} | 1.00 |",
+        f"| Strata lazy restore (volume from the snapshot, read whole over NBD) | {restore:.1f} | "
+        f"{restore / seq:.2f} of seq |",
+        f"| Strata snapshot export (read whole over NBD) | {export:.1f} | {export / seq:.2f} of seq |",
+        "",
+        f"Restored bytes equal the written ones: {'yes' if same else 'NO'}.",
+    ]
+    table = "\n".join(lines)
+    print(table)
+    if args.write_docs:
+        path = os.path.join(ROOT, "docs", "benchmarks.md")
+        text = open(path).read()
+        start, end = "<!-- rados-ingest:start -->", "<!-- rados-ingest:end -->"
+        block = f"{start}\n{table}\n{end}"
+        text = (re.sub(re.escape(start) + ".*?" + re.escape(end), block, text, flags=re.S)
+                if start in text else text + "\n" + block + "\n")
+        open(path, "w").write(text)
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
