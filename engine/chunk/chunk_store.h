@@ -71,6 +71,10 @@ class ChunkStore {
   // Fills `out` (exactly the chunk's size) with a chunk. A record that fails its checksum or
   // format is kDataLoss naming the chunk; an unknown key is kNotFound.
   [[nodiscard]] virtual absl::Status Read(const ChunkKey& key, std::span<std::byte> out) = 0;
+  // Reads chunks keys[i] into outs[i], as Read does for each; on RADOS all at once (the reads
+  // of a large request overlap). The first error is returned; the other outputs are unspecified.
+  [[nodiscard]] virtual absl::Status ReadMany(std::span<const ChunkKey> keys,
+                                              std::span<const std::span<std::byte>> outs) = 0;
   // Atomically writes `batch` together with refcount changes: +1 per entry of `add_refs` (each
   // pinned by a Put; the pin is released) and -1 per entry of `drop_refs`. New chunks' records
   // are synced first. On failure nothing changes and pins stay.

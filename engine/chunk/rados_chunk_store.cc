@@ -120,6 +120,30 @@ class RadosChunkStore final : public ChunkStore {
     return ReadObject(key, out).status();
   }
 
+  absl::Status ReadMany(std::span<const ChunkKey> keys,
+                        std::span<const std::span<std::byte>> outs) override {
+    if (keys.size() == 1) return Read(keys[0], outs[0]);
+    std::vector<librados::bufferlist> records(keys.size());
+    std::vector<librados::AioCompletion*> reads(keys.size(), nullptr);
+    std::vector<int> results(keys.size(), 0);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      reads[i] = librados::Rados::aio_create_completion();
+      results[i] = data_.aio_read(ObjectName(keys[i]), reads[i], &records[i],
+                                  kRecordHeaderBytes + outs[i].size(), 0);
+    }
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (results[i] == 0) {  // Submitted: its completion fires.
+        reads[i]->wait_for_complete();
+        results[i] = reads[i]->get_return_value();
+      }
+      reads[i]->release();
+    }
+    for (size_t i = 0; i < keys.size(); ++i) {
+      STRATA_RETURN_IF_ERROR(DecodeObject(keys[i], results[i], records[i], outs[i]).status());
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Commit(meta::WriteBatch batch, std::span<const ChunkKey> add_refs,
                       std::span<const ChunkKey> drop_refs) override {
     std::map<ChunkKey, int64_t> deltas;
@@ -313,6 +337,13 @@ class RadosChunkStore final : public ChunkStore {
   absl::StatusOr<ChunkLocation> ReadObject(const ChunkKey& key, std::span<std::byte> out) {
     librados::bufferlist bl;
     const int rc = data_.read(ObjectName(key), bl, kRecordHeaderBytes + out.size(), 0);
+    return DecodeObject(key, rc, bl, out);
+  }
+
+  // Verifies a chunk's object `bl`, read with result `rc`, into `out`.
+  static absl::StatusOr<ChunkLocation> DecodeObject(const ChunkKey& key, int rc,
+                                                    librados::bufferlist& bl,
+                                                    std::span<std::byte> out) {
     if (rc == -ENOENT) {
       return absl::NotFoundError(absl::StrCat("chunk ", key.ToString(), " not found"));
     }

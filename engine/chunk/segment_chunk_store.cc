@@ -145,6 +145,12 @@ class SegmentChunkStore final : public ChunkStore {
     return ReadLocation(key, *loc, out, SegmentFile(loc->segment_id));
   }
 
+  absl::Status ReadMany(std::span<const ChunkKey> keys,
+                        std::span<const std::span<std::byte>> outs) override {
+    for (size_t i = 0; i < keys.size(); ++i) STRATA_RETURN_IF_ERROR(Read(keys[i], outs[i]));
+    return absl::OkStatus();
+  }
+
   absl::Status Commit(meta::WriteBatch batch, std::span<const ChunkKey> add_refs,
                       std::span<const ChunkKey> drop_refs) override {
     absl::MutexLock lock(&mu_);

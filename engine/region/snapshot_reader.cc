@@ -15,20 +15,29 @@ absl::Status SnapshotReader::Read(uint64_t offset_bytes, std::span<std::byte> ou
         absl::StrCat(record_.id, ": range ", offset_bytes, "+", out.size(), " is past the end"));
   }
   if (out.empty()) return absl::OkStatus();
-  std::vector<std::byte> buffer(chunk_size_bytes_);
   const uint64_t first = offset_bytes / chunk_size_bytes_;
   const uint64_t last = (offset_bytes + out.size() - 1) / chunk_size_bytes_;
   STRATA_ASSIGN_OR_RETURN(std::vector<volume::ChunkEntry> entries,
                           tree_.ResolveRange(record_.tree, ancestry_, first, last - first + 1));
+  // Every stored chunk of the range is read at once (ReadChunks), then copied out.
+  std::vector<chunk::ChunkKey> keys;
+  for (const volume::ChunkEntry& entry : entries) {
+    if (entry.has_value()) keys.push_back(*entry);
+  }
+  std::vector<std::byte> buffers(keys.size() * chunk_size_bytes_);
+  std::vector<std::span<std::byte>> chunks;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    chunks.push_back(std::span(buffers).subspan(i * chunk_size_bytes_, chunk_size_bytes_));
+  }
+  STRATA_RETURN_IF_ERROR(keys_.ReadChunks(chunks_, keys, chunks));
+  size_t next = 0;
   for (uint64_t pos = offset_bytes; pos < offset_bytes + out.size();) {
     const uint64_t c = pos / chunk_size_bytes_;
     const uint64_t in_chunk = pos % chunk_size_bytes_;
     const uint64_t n =
         std::min<uint64_t>(chunk_size_bytes_ - in_chunk, offset_bytes + out.size() - pos);
-    const volume::ChunkEntry& entry = entries[c - first];
-    if (entry.has_value()) {
-      STRATA_RETURN_IF_ERROR(keys_.ReadChunk(chunks_, *entry, buffer));
-      std::memcpy(out.data() + (pos - offset_bytes), buffer.data() + in_chunk, n);
+    if (entries[c - first].has_value()) {
+      std::memcpy(out.data() + (pos - offset_bytes), chunks[next++].data() + in_chunk, n);
     } else {
       std::memset(out.data() + (pos - offset_bytes), 0, n);
     }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "util/status_macros.h"
 
 namespace strata::volume {
 namespace {
@@ -61,17 +62,39 @@ absl::StatusOr<std::shared_ptr<const DomainKeys::Key>> DomainKeys::Get(uint32_t 
 
 absl::Status DomainKeys::ReadChunk(chunk::ChunkStore& store, const chunk::ChunkKey& key,
                                    std::span<std::byte> out) const {
-  if (key.domain == chunk::kPlaintextDomain) return store.Read(key, out);
+  return ReadChunks(store, std::span(&key, 1), std::span(&out, 1));
+}
+
+absl::Status DomainKeys::ReadChunks(chunk::ChunkStore& store,
+                                    std::span<const chunk::ChunkKey> keys,
+                                    std::span<const std::span<std::byte>> outs) const {
+  // Encrypted chunks are read whole (IV and ciphertext) into buffers of their own first.
+  std::vector<std::vector<std::byte>> stored(keys.size());
+  std::vector<std::span<std::byte>> targets(outs.begin(), outs.end());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (keys[i].domain == chunk::kPlaintextDomain) continue;
+    stored[i].resize(kSivBytes + outs[i].size());
+    targets[i] = stored[i];
+  }
+  STRATA_RETURN_IF_ERROR(store.ReadMany(keys, targets));
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (keys[i].domain != chunk::kPlaintextDomain) {
+      STRATA_RETURN_IF_ERROR(Decipher(keys[i], stored[i], outs[i]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DomainKeys::Decipher(const chunk::ChunkKey& key, std::span<const std::byte> stored,
+                                  std::span<std::byte> out) const {
   absl::StatusOr<std::shared_ptr<const Key>> k = Get(key.domain);
   if (!k.ok()) return k.status();
-  std::vector<std::byte> stored(kSivBytes + out.size());
-  if (absl::Status s = store.Read(key, stored); !s.ok()) return s;
   const auto* siv = reinterpret_cast<const unsigned char*>(stored.data());
   const uint64_t base = TweakBase(siv);
   for (size_t at = 0; at < out.size(); at += crypto::kXtsUnitBytes) {
     const size_t n = std::min(crypto::kXtsUnitBytes, out.size() - at);
-    (*k)->xts->Decrypt(base + at / crypto::kXtsUnitBytes,
-                       std::span(stored).subspan(kSivBytes + at, n), out.subspan(at, n));
+    (*k)->xts->Decrypt(base + at / crypto::kXtsUnitBytes, stored.subspan(kSivBytes + at, n),
+                       out.subspan(at, n));
   }
   unsigned char check[32];
   Hmac((*k)->fingerprint_key, out, check);

@@ -41,11 +41,19 @@ class DomainKeys {
   // Reads chunk `key` into `out` (the chunk size), decrypting an encrypted domain's chunk.
   [[nodiscard]] absl::Status ReadChunk(chunk::ChunkStore& store, const chunk::ChunkKey& key,
                                        std::span<std::byte> out) const;
+  // Reads chunks keys[i] into outs[i] as ReadChunk does, all at once where the store allows.
+  [[nodiscard]] absl::Status ReadChunks(chunk::ChunkStore& store,
+                                        std::span<const chunk::ChunkKey> keys,
+                                        std::span<const std::span<std::byte>> outs) const;
   // Stores plaintext `data` in `domain`, encrypting it for an encrypted domain.
   [[nodiscard]] absl::StatusOr<chunk::ChunkKey> PutChunk(chunk::ChunkStore& store, uint32_t domain,
                                                          std::span<const std::byte> data) const;
 
  private:
+  // Decrypts `stored` (synthetic IV, then ciphertext) of chunk `key` into `out` and checks it.
+  absl::Status Decipher(const chunk::ChunkKey& key, std::span<const std::byte> stored,
+                        std::span<std::byte> out) const;
+
   mutable absl::Mutex mu_;
   std::map<uint32_t, std::shared_ptr<const Key>> keys_ ABSL_GUARDED_BY(mu_);
   std::map<uint32_t, absl::Status> unavailable_ ABSL_GUARDED_BY(mu_);

@@ -336,14 +336,42 @@ absl::Status VolumeImpl::Read(uint64_t offset_bytes, std::span<std::byte> out) {
   bool all_owned = true;
   for (uint64_t c = first; c <= last && all_owned; ++c) all_owned = owned_.Test(c);
   if (all_owned) return HeadRead(offset_bytes, out);  // The hot path: one read.
+  // Owned pieces from the head; the stored chunks under unowned pieces all at once.
+  struct Unowned {
+    uint64_t pos, in_chunk, n;
+  };
+  std::vector<Unowned> unowned;
+  std::vector<chunk::ChunkKey> keys;
   for (uint64_t pos = offset_bytes; pos < offset_bytes + out.size();) {
     const uint64_t c = pos >> chunk_shift_;
     const uint64_t in_chunk = pos - (c << chunk_shift_);
     const uint64_t n =
         std::min<uint64_t>(deps_.chunk_size_bytes - in_chunk, offset_bytes + out.size() - pos);
     auto piece = out.subspan(pos - offset_bytes, n);
-    STRATA_RETURN_IF_ERROR(owned_.Test(c) ? HeadRead(pos, piece) : ReadUnowned(c, in_chunk, piece));
+    if (owned_.Test(c)) {
+      STRATA_RETURN_IF_ERROR(HeadRead(pos, piece));
+    } else {
+      STRATA_ASSIGN_OR_RETURN(ChunkEntry entry, ResolveBase(c));
+      if (entry.has_value()) {
+        unowned.push_back({pos, in_chunk, n});
+        keys.push_back(*entry);
+      } else {
+        std::memset(piece.data(), 0, n);
+      }
+    }
     pos += n;
+  }
+  if (keys.empty()) return absl::OkStatus();
+  std::vector<std::byte> buffers(keys.size() * deps_.chunk_size_bytes);
+  std::vector<std::span<std::byte>> chunks;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    chunks.push_back(
+        std::span(buffers).subspan(i * deps_.chunk_size_bytes, deps_.chunk_size_bytes));
+  }
+  STRATA_RETURN_IF_ERROR(deps_.keys->ReadChunks(*deps_.chunks, keys, chunks));
+  for (size_t i = 0; i < unowned.size(); ++i) {
+    std::memcpy(out.data() + (unowned[i].pos - offset_bytes),
+                chunks[i].data() + unowned[i].in_chunk, unowned[i].n);
   }
   return absl::OkStatus();
 }
