@@ -4,10 +4,11 @@ one run: a one-node cluster (scripts/ceph_cluster.sh, bluestore on a sparse file
 --memstore), then `rados bench write` and `rados bench seq` with the chunk size as object size
 and --threads ops in flight (the ceiling), then stratad --backend rados: N MiB of random data
 written over NBD into a volume, CreateSnapshot timed until completed (ingest: every changed
-chunk becomes an object), a volume created from the snapshot read whole over NBD (a lazy
-restore: each chunk read once from RADOS), and the snapshot's own export read whole. Prints a
-table of MB/s and the ratios to rados bench; with --write-docs puts it into docs/benchmarks.md
-between its rados-ingest markers.
+chunk becomes an object), volumes created from the snapshot read whole over NBD (lazy
+restores: each chunk read once from RADOS), and the snapshot's own export read whole; then the
+same on the local backend (its NBD ceiling for the same work on this machine). Prints a table
+of MB/s with the ratios to rados bench and to the local backend; with --write-docs puts it into
+docs/benchmarks.md between its rados-ingest markers.
 
 Usage: bench/rados_ingest.py BUILD_BIN_DIR [--mib N] [--threads N] [--memstore] [--write-docs]
 Scratch files go to STRATA_BENCH_DIR (default /var/tmp)."""
@@ -45,6 +46,44 @@ def wait_snapshot(ec2, snap):
         time.sleep(0.05)
 
 
+def measure(args, tmp, name, flags, src, daemons):
+    """Ingest, two lazy restores and a snapshot export on a stratad with `flags`: MB/s each."""
+    d = Daemon(args.bin_dir, os.path.join(tmp, name), ["--vm", "off"] + flags)
+    daemons.append(d)
+    if not d.start():
+        sys.exit("stratad did not start:\n" + d.log_text())
+    ec2 = d.client()
+    vol = ec2.create_volume(Size=args.mib // 1024, AvailabilityZone="local-1a")["VolumeId"]
+    ec2.attach_volume(VolumeId=vol, InstanceId="i-0abcdef0123456789", Device="/dev/sdf")
+    if sh("nbdcopy", src, d.uri(vol), timeout=3600).returncode != 0:
+        sys.exit("nbdcopy into the volume failed")
+    os.sync()
+    result = {}
+    t0 = time.time()
+    snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+    if wait_snapshot(ec2, snap) != "completed":
+        sys.exit("snapshot failed:\n" + d.log_text()[-2000:])
+    result["ingest"] = args.mib * MiB / 1e6 / (time.time() - t0)
+    # Two restores: nbdcopy's default requests (256 KiB: 4 chunks each) and 1 MiB ones (16
+    # chunks each, read at once); each from a fresh volume, so every chunk comes from the store.
+    out = os.path.join(tmp, "out")
+    for i, (key, extra) in enumerate((("restore 256K", []),
+                                       ("restore 1M", ["--request-size=1048576"]))):
+        restored = ec2.create_volume(SnapshotId=snap, AvailabilityZone="local-1a")["VolumeId"]
+        ec2.attach_volume(VolumeId=restored, InstanceId=f"i-0abcdef012345678{i}",
+                          Device="/dev/sdf")
+        os.sync()
+        t0 = time.time()
+        sh("nbdcopy", *extra, d.uri(restored), out, timeout=3600)
+        result[key] = args.mib * MiB / 1e6 / (time.time() - t0)
+    t0 = time.time()
+    sh("nbdcopy", "--request-size=1048576", d.uri(snap), out, timeout=3600)
+    result["export"] = args.mib * MiB / 1e6 / (time.time() - t0)
+    result["same"] = sh("cmp", src, out).returncode == 0
+    d.stop()
+    return result
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("bin_dir")
@@ -67,74 +106,49 @@ def main():
     if started.returncode != 0:
         sys.exit(f"cluster did not start: {started.stderr}")
     conf = os.path.join(ceph_dir, "ceph.conf")
-    d = None
+    daemons = []
     try:
         write = rados_bench(conf, "write", args.seconds, args.threads)
         seq = rados_bench(conf, "seq", args.seconds, args.threads)
         sh("rados", "-c", conf, "-p", "strata-data", "-N", "bench", "cleanup", timeout=600)
 
-        d = Daemon(args.bin_dir, os.path.join(tmp, "store"),
-                   ["--vm", "off", "--backend", "rados", "--ceph-conf", conf, "--pool", "strata",
-                    "--data-pool", "strata-data"])
-        if not d.start():
-            sys.exit("stratad did not start:\n" + d.log_text())
-        ec2 = d.client()
-        size_gib = (args.mib * MiB + (1 << 30) - 1) >> 30
-        vol = ec2.create_volume(Size=size_gib, AvailabilityZone="local-1a")["VolumeId"]
-        ec2.attach_volume(VolumeId=vol, InstanceId="i-0abcdef0123456789", Device="/dev/sdf")
         src = os.path.join(tmp, "data")
         with open(src, "wb") as f:
             for _ in range(args.mib):
                 f.write(os.urandom(MiB))
-        if sh("nbdcopy", src, d.uri(vol), timeout=3600).returncode != 0:
-            sys.exit("nbdcopy into the volume failed")
-        t0 = time.time()
-        snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
-        if wait_snapshot(ec2, snap) != "completed":
-            sys.exit("snapshot failed:\n" + d.log_text()[-2000:])
-        ingest = args.mib * MiB / 1e6 / (time.time() - t0)
-
-        # Two restores: nbdcopy's default requests (256 KiB: 4 chunks each) and 1 MiB ones (16
-        # chunks each, read at once); each from a fresh volume, so every chunk comes from RADOS.
-        out = os.path.join(tmp, "out")
-        restore = {}
-        for name, extra in (("256K", []), ("1M", ["--request-size=1048576"])):
-            restored = ec2.create_volume(SnapshotId=snap, AvailabilityZone="local-1a")["VolumeId"]
-            ec2.attach_volume(VolumeId=restored, InstanceId=f"i-0abcdef012345678{len(restore)}",
-                              Device="/dev/sdf")
-            t0 = time.time()
-            sh("nbdcopy", *extra, d.uri(restored), out, timeout=3600)
-            restore[name] = args.mib * MiB / 1e6 / (time.time() - t0)
-        t0 = time.time()
-        sh("nbdcopy", "--request-size=1048576", d.uri(snap), out, timeout=3600)
-        export = args.mib * MiB / 1e6 / (time.time() - t0)
-        same = sh("cmp", src, out).returncode == 0
+        rados_flags = ["--backend", "rados", "--ceph-conf", conf, "--pool", "strata",
+                       "--data-pool", "strata-data"]
+        on_rados = measure(args, tmp, "rados", rados_flags, src, daemons)
+        on_local = measure(args, tmp, "local", [], src, daemons)
     finally:
-        if d is not None and d.proc is not None and d.proc.poll() is None:
-            d.stop()
+        for d in daemons:
+            if d.proc is not None and d.proc.poll() is None:
+                d.stop()
         subprocess.run([os.path.join(ROOT, "scripts", "ceph_cluster.sh"), "stop", ceph_dir,
                         "--purge"], capture_output=True, timeout=120)
         subprocess.run(["rm", "-rf", tmp])
 
     store = "memstore" if args.memstore else "bluestore on a sparse file"
+    same = on_rados["same"] and on_local["same"]
     lines = [
         f"{args.mib} MiB of random data, 64 KiB chunks, one OSD ({store}) on this machine; "
-        f"`rados bench` with 64 KiB objects and {args.threads} ops in flight, same run.",
+        f"`rados bench` with 64 KiB objects and {args.threads} ops in flight, and the local "
+        "backend on the same data, in one run.",
         "",
-        "| what | MB/s | vs rados bench |",
-        "| --- | ---: | ---: |",
-        f"| rados bench write | {write:.1f} | 1.00 |",
-        f"| Strata snapshot ingest (CreateSnapshot until completed) | {ingest:.1f} | "
-        f"{ingest / write:.2f} of write |",
-        f"| rados bench seq read | {seq:.1f} | 1.00 |",
-        f"| Strata lazy restore: a volume from the snapshot read whole with nbdcopy (256 KiB "
-        f"requests) | {restore['256K']:.1f} | {restore['256K'] / seq:.2f} of seq |",
-        f"| ... with 1 MiB requests | {restore['1M']:.1f} | {restore['1M'] / seq:.2f} of seq |",
-        f"| Strata snapshot export read whole (1 MiB requests) | {export:.1f} | "
-        f"{export / seq:.2f} of seq |",
-        "",
-        f"Restored bytes equal the written ones: {'yes' if same else 'NO'}.",
+        "| what | rados bench | Strata on RADOS | ratio | Strata local backend | RADOS / local |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    for key, what, ceiling in (
+            ("ingest", "snapshot ingest (CreateSnapshot until completed)", write),
+            ("restore 256K", "lazy restore: a volume from the snapshot read whole, nbdcopy "
+             "(256 KiB requests)", seq),
+            ("restore 1M", "... with 1 MiB requests", seq),
+            ("export", "the snapshot's export read whole (1 MiB requests)", seq)):
+        lines.append(f"| {what} | {ceiling:.1f} | {on_rados[key]:.1f} | "
+                     f"{on_rados[key] / ceiling:.2f} | {on_local[key]:.1f} | "
+                     f"{on_rados[key] / on_local[key]:.2f} |")
+    lines += ["", "MB/s. rados bench: `write` for the ingest row, `seq` for the others. Restored "
+              f"bytes equal the written ones: {'yes' if same else 'NO'}."]
     table = "\n".join(lines)
     print(table)
     if args.write_docs:

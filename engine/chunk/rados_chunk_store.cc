@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "chunk/chunk_index.h"
 #include "chunk/chunk_record.h"
 #include "chunk/chunk_store.h"
 #include "chunk/segment_format.h"
@@ -33,7 +34,6 @@ using rados::FromRados;
 inline constexpr uint16_t kMaxVariants = 64;
 // Commits retried after another node changed one of the same refcounts meanwhile.
 inline constexpr int kMaxCommitAttempts = 32;
-inline constexpr absl::string_view kIndexPrefix = "c/";
 inline constexpr absl::string_view kObjectPrefix = "chunk.";
 // Puts in flight per ingest: as many as `rados bench` needs to reach a one-OSD cluster's
 // throughput here (bench/rados_ingest.py).
@@ -41,7 +41,6 @@ inline constexpr int kPutConcurrency = 16;
 // Set on every store and reuse of a chunk: its mtime says when it was last wanted.
 inline constexpr char kTouchedXattr[] = "strata.touched";
 
-std::string IndexKey(const ChunkKey& key) { return absl::StrCat(kIndexPrefix, key.Encode()); }
 std::string ObjectName(const ChunkKey& key) {
   return absl::StrCat(kObjectPrefix, absl::BytesToHexString(key.Encode()));
 }
@@ -160,11 +159,7 @@ class RadosChunkStore final : public ChunkStore {
         const std::optional<std::string>& value = current[i];
         std::optional<ChunkLocation> loc;
         if (value.has_value()) {
-          loc = ChunkLocation::Decode(*value);
-          if (!loc.has_value()) {
-            return absl::DataLossError(
-                absl::StrCat("catalog: corrupt index entry of chunk ", key.ToString()));
-          }
+          STRATA_ASSIGN_OR_RETURN(loc, DecodeIndexEntry(key, *value));
         } else {
           loc = PinnedLocation(key);
           if (!loc.has_value()) {
@@ -202,22 +197,12 @@ class RadosChunkStore final : public ChunkStore {
 
   absl::StatusOr<uint64_t> CollectGarbage() override {
     absl::MutexLock gc_lock(&gc_mu_);
-    std::vector<std::pair<ChunkKey, std::string>> unreferenced;
+    std::vector<std::pair<ChunkKey, std::string>> unreferenced;  // With their entries.
     std::set<ChunkKey> indexed;
-    absl::Status corrupt;
-    STRATA_RETURN_IF_ERROR(
-        catalog_->Scan(kIndexPrefix, "", [&](absl::string_view k, absl::string_view v) {
-          std::optional<ChunkKey> key = ChunkKey::Decode(k.substr(kIndexPrefix.size()));
-          std::optional<ChunkLocation> loc = ChunkLocation::Decode(v);
-          if (!key.has_value() || !loc.has_value()) {
-            corrupt = absl::DataLossError("catalog: corrupt chunk index entry");
-            return false;
-          }
-          indexed.insert(*key);
-          if (loc->refcount == 0) unreferenced.push_back({*key, std::string(v)});
-          return true;
-        }));
-    STRATA_RETURN_IF_ERROR(corrupt);
+    STRATA_RETURN_IF_ERROR(ScanIndex(*catalog_, [&](const ChunkKey& key, const ChunkLocation& loc) {
+      indexed.insert(key);
+      if (loc.refcount == 0) unreferenced.push_back({key, loc.Encode()});
+    }));
     uint64_t reclaimed = 0;
     for (const auto& [key, value] : unreferenced) {
       if (IsPinned(key)) continue;
@@ -263,19 +248,7 @@ class RadosChunkStore final : public ChunkStore {
   }
 
   absl::Status ForEachChunk(const ChunkVisitor& visit) override {
-    absl::Status corrupt;
-    STRATA_RETURN_IF_ERROR(
-        catalog_->Scan(kIndexPrefix, "", [&](absl::string_view k, absl::string_view v) {
-          std::optional<ChunkKey> key = ChunkKey::Decode(k.substr(kIndexPrefix.size()));
-          std::optional<ChunkLocation> loc = ChunkLocation::Decode(v);
-          if (!key.has_value() || !loc.has_value()) {
-            corrupt = absl::DataLossError("catalog: corrupt chunk index entry");
-            return false;
-          }
-          visit(*key, *loc);
-          return true;
-        }));
-    return corrupt;
+    return ScanIndex(*catalog_, visit);
   }
 
   absl::StatusOr<Unindexed> CountUnindexed() override {

@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "chunk/chunk_index.h"
 #include "chunk/chunk_record.h"
 #include "chunk/chunk_store.h"
 #include "chunk/segment_format.h"
@@ -70,9 +71,6 @@ namespace {
 inline constexpr uint16_t kMaxVariants = 64;
 // A segment whose live bytes are below this share of its size is compacted.
 inline constexpr double kCompactLiveShare = 0.5;
-
-std::string IndexKey(const ChunkKey& key) { return absl::StrCat("c/", key.Encode()); }
-inline constexpr absl::string_view kIndexPrefix = "c/";
 
 class SegmentChunkStore final : public ChunkStore {
  public:
@@ -257,31 +255,10 @@ class SegmentChunkStore final : public ChunkStore {
   }
 
  private:
-  absl::Status ScanIndex(const ChunkVisitor& visit) {
-    absl::Status corrupt;
-    STRATA_RETURN_IF_ERROR(
-        catalog_->Scan(kIndexPrefix, "", [&](absl::string_view k, absl::string_view v) {
-          std::optional<ChunkKey> key = ChunkKey::Decode(k.substr(kIndexPrefix.size()));
-          std::optional<ChunkLocation> loc = ChunkLocation::Decode(v);
-          if (!key.has_value() || !loc.has_value()) {
-            corrupt = absl::DataLossError("catalog: corrupt chunk index entry");
-            return false;
-          }
-          visit(*key, *loc);
-          return true;
-        }));
-    return corrupt;
-  }
+  absl::Status ScanIndex(const ChunkVisitor& visit) { return chunk::ScanIndex(*catalog_, visit); }
 
   absl::StatusOr<std::optional<ChunkLocation>> LookupIndex(const ChunkKey& key) {
-    STRATA_ASSIGN_OR_RETURN(std::optional<std::string> value, catalog_->Get(IndexKey(key)));
-    if (!value.has_value()) return std::nullopt;
-    std::optional<ChunkLocation> loc = ChunkLocation::Decode(*value);
-    if (!loc.has_value()) {
-      return absl::DataLossError(
-          absl::StrCat("catalog: corrupt index entry of chunk ", key.ToString()));
-    }
-    return loc;
+    return LookupIndexEntry(*catalog_, key);
   }
 
   // Staged (appended, not yet committed) chunks first, then the index.

@@ -65,8 +65,7 @@ absl::Status DomainKeys::ReadChunk(chunk::ChunkStore& store, const chunk::ChunkK
   return ReadChunks(store, std::span(&key, 1), std::span(&out, 1));
 }
 
-absl::Status DomainKeys::ReadChunks(chunk::ChunkStore& store,
-                                    std::span<const chunk::ChunkKey> keys,
+absl::Status DomainKeys::ReadChunks(chunk::ChunkStore& store, std::span<const chunk::ChunkKey> keys,
                                     std::span<const std::span<std::byte>> outs) const {
   // Encrypted chunks are read whole (IV and ciphertext) into buffers of their own first.
   std::vector<std::vector<std::byte>> stored(keys.size());
