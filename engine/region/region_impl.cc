@@ -160,16 +160,23 @@ absl::Status RegionImpl::RecoverPendingSnapshots(bool clean) {
         }
         return true;
       }));
+  std::vector<meta::SnapshotRecord> failed;
   for (meta::SnapshotRecord r : tree_->All()) {
+    if (r.state == meta::SnapshotRecordState::kError) failed.push_back(r);
     if (r.state != meta::SnapshotRecordState::kPending || resumable_.contains(r.id)) continue;
     r.state = meta::SnapshotRecordState::kError;
     r.state_message = clean ? "the store stopped before the snapshot completed"
                             : "interrupted by an unclean stop before the snapshot completed";
     batch.Put(meta::SnapshotKey(r.id), r.Encode());
     tree_->Put(r);
+    failed.push_back(r);
     STRATA_LOG(kWarning, "snapshot ", r.id, ": ", r.state_message);
   }
-  return catalog_->Write(batch);
+  STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
+  // Manifest pieces a failed snapshot committed before its failure or the stop.
+  absl::MutexLock lock(&mu_);
+  for (const meta::SnapshotRecord& r : failed) STRATA_RETURN_IF_ERROR(DropManifest(r));
+  return absl::OkStatus();
 }
 
 absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS {

@@ -1,8 +1,10 @@
 // RegionImpl: background work on snapshots: ingest (pending -> completed or error) and pruning of
 // deleted snapshots.
+#include <algorithm>
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "region/region_impl.h"
@@ -82,24 +84,77 @@ void RegionImpl::RunIngest(const std::shared_ptr<PendingSnapshot>& pending) {
 absl::Status RegionImpl::CompleteSnapshot(VolumeImpl& volume, PendingSnapshot& pending) {
   absl::MutexLock plock(&pending.mu);
   meta::SnapshotRecord r = *tree_->Get(pending.record.id);  // Current tags.
-  meta::WriteBatch batch;
+  // The manifest commits in pieces of StoreOptions::manifest_piece_entries, each with its
+  // refcounts; the last piece carries the completed record, which alone makes the snapshot visible.
+  // A failure (or a crash) part way leaves entries of a snapshot that ends in error: DropManifest
+  // removes them. One piece per operation keeps a RADOS catalog write within the OSD's size limit.
+  const size_t piece = std::max<size_t>(1, options_.manifest_piece_entries);
   uint64_t data_chunks = 0;
-  for (const auto& [c, entry] : pending.entries) {
-    const std::string value = EncodeEntry(entry);
-    batch.Put(meta::ManifestKey(r.seq, c), value);
-    batch.Put(meta::ResolveKey(r.tree, c, r.seq), value);
-    data_chunks += entry.has_value() ? 1 : 0;
+  absl::flat_hash_map<chunk::ChunkKey, int> committed;
+  auto it = pending.entries.begin();
+  absl::Status status;
+  while (status.ok()) {
+    meta::WriteBatch batch;
+    std::vector<chunk::ChunkKey> pins;
+    for (size_t n = 0; n < piece && it != pending.entries.end(); ++n, ++it) {
+      const auto& [c, entry] = *it;
+      const std::string value = EncodeEntry(entry);
+      batch.Put(meta::ManifestKey(r.seq, c), value);
+      batch.Put(meta::ResolveKey(r.tree, c, r.seq), value);
+      if (entry.has_value()) pins.push_back(*entry);
+      data_chunks += entry.has_value() ? 1 : 0;
+    }
+    const bool last = it == pending.entries.end();
+    if (last) {
+      r.state = meta::SnapshotRecordState::kCompleted;
+      if (pending.direct) r.volume_id = kDirectSnapshotVolumeId;  // As EBS shows it.
+      r.changed_chunk_count = pending.entries.size();
+      r.incremental_bytes = data_chunks * chunk_size_bytes_;
+      batch.Put(meta::SnapshotKey(r.id), r.Encode());
+    }
+    status = chunks_->Commit(std::move(batch), pins, {});
+    if (status.ok()) {
+      for (const chunk::ChunkKey& k : pins) ++committed[k];
+    }
+    if (last) break;
   }
-  r.state = meta::SnapshotRecordState::kCompleted;
-  if (pending.direct) r.volume_id = kDirectSnapshotVolumeId;  // As EBS shows it.
-  r.changed_chunk_count = pending.entries.size();
-  r.incremental_bytes = data_chunks * chunk_size_bytes_;
-  batch.Put(meta::SnapshotKey(r.id), r.Encode());
-  STRATA_RETURN_IF_ERROR(chunks_->Commit(std::move(batch), pending.pinned, {}));
-  pending.pinned.clear();
+  // Committed pieces' pins were released by their commits; the rest stay for FailSnapshot.
+  std::erase_if(pending.pinned, [&](const chunk::ChunkKey& k) {
+    auto found = committed.find(k);
+    if (found == committed.end() || found->second == 0) return false;
+    --found->second;
+    return true;
+  });
+  STRATA_RETURN_IF_ERROR(status);
   tree_->Put(r);
   pending_.erase(r.id);
   volume.FinishPending(&pending);
+  return absl::OkStatus();
+}
+
+absl::Status RegionImpl::DropManifest(const meta::SnapshotRecord& r) {
+  const size_t piece = std::max<size_t>(1, options_.manifest_piece_entries);
+  for (bool more = true; more;) {
+    meta::WriteBatch batch;
+    std::vector<chunk::ChunkKey> drops;
+    absl::Status bad;
+    size_t n = 0;
+    STRATA_RETURN_IF_ERROR(catalog_->Scan(
+        meta::ManifestPrefix(r.seq), "", [&](absl::string_view key, absl::string_view value) {
+          absl::StatusOr<ChunkEntry> entry = DecodeEntry(value);
+          if (!entry.ok()) {
+            bad = entry.status();
+            return false;
+          }
+          if (entry->has_value()) drops.push_back(**entry);
+          batch.Delete(std::string(key));
+          batch.Delete(meta::ResolveKey(r.tree, meta::ManifestKeyChunk(key), r.seq));
+          return ++n < piece;
+        }));
+    STRATA_RETURN_IF_ERROR(bad);
+    more = n == piece;
+    if (n > 0) STRATA_RETURN_IF_ERROR(chunks_->Commit(std::move(batch), {}, drops));
+  }
   return absl::OkStatus();
 }
 
@@ -126,8 +181,15 @@ void RegionImpl::FailSnapshot(VolumeImpl& volume, const std::shared_ptr<PendingS
   if (absl::Status s = catalog_->Write(batch); !s.ok()) {
     // The records stay pending in the catalog; the next open turns them into errors.
     STRATA_LOG(kError, "snapshot ", pending->record.id, ": recording the failure: ", s.ToString());
+    return;
   }
-  for (const meta::SnapshotRecord& r : failed_records) tree_->Put(r);
+  for (const meta::SnapshotRecord& r : failed_records) {
+    tree_->Put(r);
+    // Pieces of its manifest that committed before the failure (the next open retries).
+    if (absl::Status s = DropManifest(r); !s.ok()) {
+      STRATA_LOG(kError, "snapshot ", r.id, ": dropping its partial manifest: ", s.ToString());
+    }
+  }
 }
 
 absl::Status RegionImpl::Prune(const std::string& snapshot_id) {

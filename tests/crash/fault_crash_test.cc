@@ -87,6 +87,7 @@ class FaultCrashTest : public ::testing::Test {
     options.env = &hooked_env_;
     options.background_work = false;
     options.chunk_size_bytes = 16 * 1024;
+    options.manifest_piece_entries = 8;  // Snapshot commits span several catalog writes.
     auto store = Store::Open(dir_.path(), options);
     ASSERT_THAT(store, IsOk());
     store_ = std::move(*store);

@@ -28,6 +28,8 @@ constexpr size_t kOps = 400;
 [[noreturn]] void RunChild(const std::string& dir, uint64_t seed, int report_fd) {
   StoreOptions options = ::strata::testing::TestStoreOptions(dir);
   options.chunk_size_bytes = 16 * 1024;
+  // Snapshots commit their manifests in many small writes, so kills land between them too.
+  options.manifest_piece_entries = 8;
   auto store = Store::Open(dir, options);
   if (!store.ok()) _exit(3);
   Region* region = (*store)->DefaultRegion();
@@ -93,6 +95,7 @@ class KillTest : public ::testing::Test {
   std::unique_ptr<Store> Open() {
     StoreOptions options = ::strata::testing::TestStoreOptions(dir_.path());
     options.chunk_size_bytes = 16 * 1024;
+    options.manifest_piece_entries = 8;  // Recovery drops a failed snapshot's pieces in pieces.
     auto store = Store::Open(dir_.path(), options);
     EXPECT_THAT(store, IsOk());
     return store.ok() ? std::move(*store) : nullptr;

@@ -71,6 +71,10 @@ struct StoreOptions {
   std::map<std::string, LinkModel> links;
   // How long a copy keeps retrying an unreachable source before it fails. Default: 10 min.
   uint64_t copy_retry_window_ms = 600'000;
+  // Manifest entries per catalog write when a snapshot completes (its last write makes it
+  // visible; a failure part way is undone). Tests make it small so that a crash falls between
+  // writes. Default: 4096 (about 1 MB per write).
+  size_t manifest_piece_entries = 4096;
   // Where regions' catalogs and chunks live. Empty: the data directory (RocksDB and segment
   // files), the default; set: the RADOS backend.
   std::optional<CephBackendOptions> ceph;

@@ -916,3 +916,40 @@ TEST_F(ChangesTest, ExactAfterTheProcessDiesWithoutACleanStop) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+// A snapshot's manifest commits in pieces (StoreOptions::manifest_piece_entries); only the last
+// write makes it visible, and fsck finds every refcount exact at the end.
+TEST(ManifestPieceTest, ASnapshotOfManyPiecesCompletesWhole) {
+  ::strata::testing::TempDir dir;
+  StoreOptions options = ::strata::testing::TestStoreOptions(dir.path());
+  options.background_work = false;
+  options.chunk_size_bytes = 4096;
+  options.manifest_piece_entries = 7;
+  {
+    auto store = Store::Open(dir.path(), options);
+    ASSERT_THAT(store, ::strata::testing::IsOk());
+    Region* region = (*store)->DefaultRegion();
+    auto vol = region->CreateVolume({.size_bytes = 1 << 20});
+    ASSERT_THAT(vol, ::strata::testing::IsOk());
+    const std::vector<std::byte> data = ::strata::testing::Pattern(1 << 20, 11);
+    ASSERT_THAT((*region->GetVolume(vol->id))->Write(0, data), ::strata::testing::IsOk());
+    auto snap = region->CreateSnapshot({.volume_id = vol->id});
+    ASSERT_THAT(snap, ::strata::testing::IsOk());
+    ASSERT_THAT(region->RunBackgroundWork(), ::strata::testing::IsOk());
+    auto done = region->DescribeSnapshot(snap->id);
+    ASSERT_EQ(done->state, SnapshotState::kCompleted);
+    std::vector<std::byte> out(1 << 20);
+    ASSERT_THAT((*region->OpenSnapshot(snap->id))->Read(0, out), ::strata::testing::IsOk());
+    EXPECT_EQ(out, data);
+  }
+  auto report = ::strata::testing::CheckTestStore(dir.path());
+  ASSERT_THAT(report, ::strata::testing::IsOk());
+  EXPECT_TRUE(report->findings.empty());
+  EXPECT_EQ(report->manifest_entries_checked, 256u);
+}
+
+}  // namespace
+}  // namespace strata
