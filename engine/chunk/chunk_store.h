@@ -61,7 +61,7 @@ class ChunkStore {
   // Opens the chunk store of the RADOS backend: one object per chunk in `data` (a pool and
   // namespace), the index in `catalog`. docs/formats/rados.md.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<ChunkStore>> OpenRadosStore(
-      librados::IoCtx data, meta::Catalog* catalog, const ChunkStoreOptions& options);
+      rados::Pool data, meta::Catalog* catalog, const ChunkStoreOptions& options);
 
   // Stores `data` (not all zeros) in `domain`: returns the key of a stored chunk with the same
   // bytes (compared, not just fingerprinted), or appends a new record. The key is pinned (safe

@@ -4,6 +4,7 @@
 // docs/formats/rados.md: names, the life of a chunk, and why garbage collection is safe with
 // several nodes (a grace period, and deletes guarded by the object's version).
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -22,7 +23,6 @@
 #include "chunk/chunk_store.h"
 #include "chunk/segment_format.h"
 #include "rados/cluster.h"
-#include "rados/librados.hpp"
 #include "util/log.h"
 #include "util/status_macros.h"
 
@@ -54,21 +54,15 @@ std::optional<ChunkKey> KeyOfObject(absl::string_view name) {
   return ChunkKey::Decode(absl::HexStringToBytes(name));
 }
 
-librados::bufferlist ToBuffer(std::span<const std::byte> bytes) {
-  librados::bufferlist bl;
-  bl.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-  return bl;
+std::string_view AsText(std::span<const std::byte> bytes) {
+  return std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
-librados::bufferlist NowText() {
-  librados::bufferlist bl;
-  bl.append(std::to_string(std::time(nullptr)));
-  return bl;
-}
+std::string NowText() { return std::to_string(std::time(nullptr)); }
 
 class RadosChunkStore final : public ChunkStore {
  public:
-  RadosChunkStore(librados::IoCtx data, meta::Catalog* catalog, ChunkStoreOptions options)
+  RadosChunkStore(rados::Pool data, meta::Catalog* catalog, ChunkStoreOptions options)
       : data_(std::move(data)), catalog_(catalog), options_(options) {}
 
   absl::StatusOr<ChunkKey> Put(uint32_t domain, std::span<const std::byte> data) override {
@@ -78,11 +72,7 @@ class RadosChunkStore final : public ChunkStore {
     for (uint16_t variant = 0; variant < kMaxVariants; ++variant) {
       const ChunkKey key{domain, fp, variant};
       std::vector<std::byte> record = MakeRecord(key, data, options_.compression);
-      librados::ObjectWriteOperation create;
-      create.create(true);
-      create.write_full(ToBuffer(record));
-      create.setxattr(kTouchedXattr, NowText());
-      const int rc = data_.operate(ObjectName(key), &create);
+      const int rc = data_.CreateExclusive(ObjectName(key), AsText(record), kTouchedXattr, NowText());
       if (rc == 0) {
         const RecordHeader header = ReadRecordHeader(record);
         Pin(key, ChunkLocation{0, 0, header.stored_length, header.raw_length, header.flags, 0});
@@ -93,10 +83,7 @@ class RadosChunkStore final : public ChunkStore {
       absl::StatusOr<ChunkLocation> found = ReadObject(key, existing);
       if (found.ok() && std::memcmp(existing.data(), data.data(), data.size()) == 0) {
         // Touched, so that no node's garbage collection takes it before this node commits.
-        librados::ObjectWriteOperation touch;
-        touch.assert_exists();
-        touch.setxattr(kTouchedXattr, NowText());
-        const int touched = data_.operate(ObjectName(key), &touch);
+        const int touched = data_.Touch(ObjectName(key), kTouchedXattr, NowText());
         if (touched == -ENOENT) {  // Collected just now: store it again.
           --variant;
           continue;
@@ -122,21 +109,14 @@ class RadosChunkStore final : public ChunkStore {
   absl::Status ReadMany(std::span<const ChunkKey> keys,
                         std::span<const std::span<std::byte>> outs) override {
     if (keys.size() == 1) return Read(keys[0], outs[0]);
-    std::vector<librados::bufferlist> records(keys.size());
-    std::vector<librados::AioCompletion*> reads(keys.size(), nullptr);
-    std::vector<int> results(keys.size(), 0);
+    std::vector<std::string> names;
+    uint64_t longest = 0;
     for (size_t i = 0; i < keys.size(); ++i) {
-      reads[i] = librados::Rados::aio_create_completion();
-      results[i] = data_.aio_read(ObjectName(keys[i]), reads[i], &records[i],
-                                  kRecordHeaderBytes + outs[i].size(), 0);
+      names.push_back(ObjectName(keys[i]));
+      longest = std::max<uint64_t>(longest, outs[i].size());
     }
-    for (size_t i = 0; i < keys.size(); ++i) {
-      if (results[i] == 0) {  // Submitted: its completion fires.
-        reads[i]->wait_for_complete();
-        results[i] = reads[i]->get_return_value();
-      }
-      reads[i]->release();
-    }
+    std::vector<std::string> records;
+    const std::vector<int> results = data_.ReadMany(names, kRecordHeaderBytes + longest, &records);
     for (size_t i = 0; i < keys.size(); ++i) {
       STRATA_RETURN_IF_ERROR(DecodeObject(keys[i], results[i], records[i], outs[i]).status());
     }
@@ -221,8 +201,10 @@ class RadosChunkStore final : public ChunkStore {
     }
     // Objects with no index entry: stored by a snapshot that never committed (a node crashed),
     // or left by a drop above whose remove did not happen.
-    for (auto it = data_.nobjects_begin(); it != data_.nobjects_end(); ++it) {
-      std::optional<ChunkKey> key = KeyOfObject(it->get_oid());
+    std::vector<std::string> names;
+    STRATA_RETURN_IF_ERROR(FromRados(data_.List(&names), "garbage collection: listing chunks"));
+    for (const std::string& name : names) {
+      std::optional<ChunkKey> key = KeyOfObject(name);
       if (!key.has_value() || indexed.contains(*key) || IsPinned(*key)) continue;
       STRATA_ASSIGN_OR_RETURN(std::optional<ObjectAge> age, Age(*key));
       if (!age.has_value() || !age->expired) continue;
@@ -256,8 +238,10 @@ class RadosChunkStore final : public ChunkStore {
     STRATA_RETURN_IF_ERROR(
         ForEachChunk([&](const ChunkKey& key, const ChunkLocation&) { indexed.insert(key); }));
     Unindexed count;
-    for (auto it = data_.nobjects_begin(); it != data_.nobjects_end(); ++it) {
-      std::optional<ChunkKey> key = KeyOfObject(it->get_oid());
+    std::vector<std::string> names;
+    STRATA_RETURN_IF_ERROR(FromRados(data_.List(&names), "fsck: listing chunks"));
+    for (const std::string& name : names) {
+      std::optional<ChunkKey> key = KeyOfObject(name);
       if (!key.has_value() || indexed.contains(*key)) continue;
       STRATA_ASSIGN_OR_RETURN(std::optional<ObjectAge> age, Age(*key));
       if (!age.has_value()) continue;
@@ -308,59 +292,47 @@ class RadosChunkStore final : public ChunkStore {
 
   // Reads and verifies a chunk's object into `out` (the chunk's size).
   absl::StatusOr<ChunkLocation> ReadObject(const ChunkKey& key, std::span<std::byte> out) {
-    librados::bufferlist bl;
-    const int rc = data_.read(ObjectName(key), bl, kRecordHeaderBytes + out.size(), 0);
-    return DecodeObject(key, rc, bl, out);
+    std::string record;
+    const int rc = data_.Read(ObjectName(key), kRecordHeaderBytes + out.size(), &record);
+    return DecodeObject(key, rc, record, out);
   }
 
-  // Verifies a chunk's object `bl`, read with result `rc`, into `out`.
+  // Verifies a chunk's object `record`, read with result `rc`, into `out`.
   static absl::StatusOr<ChunkLocation> DecodeObject(const ChunkKey& key, int rc,
-                                                    librados::bufferlist& bl,
+                                                    const std::string& record,
                                                     std::span<std::byte> out) {
     if (rc == -ENOENT) {
       return absl::NotFoundError(absl::StrCat("chunk ", key.ToString(), " not found"));
     }
     STRATA_RETURN_IF_ERROR(FromRados(rc, absl::StrCat("reading chunk ", key.ToString())));
-    std::span<const std::byte> record(reinterpret_cast<const std::byte*>(bl.c_str()), bl.length());
+    std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(record.data()),
+                                     record.size());
     STRATA_RETURN_IF_ERROR(
-        DecodeRecord(key, record, out, absl::StrCat("RADOS object ", ObjectName(key))));
-    const RecordHeader header = ReadRecordHeader(record);
+        DecodeRecord(key, bytes, out, absl::StrCat("RADOS object ", ObjectName(key))));
+    const RecordHeader header = ReadRecordHeader(bytes);
     return ChunkLocation{0, 0, header.stored_length, header.raw_length, header.flags, 0};
   }
 
   // The object's size, version and whether the grace period has passed; nullopt if it is gone.
   absl::StatusOr<std::optional<ObjectAge>> Age(const ChunkKey& key) {
-    librados::ObjectReadOperation op;
-    uint64_t size = 0;
-    struct timespec mtime {};
-    int rval = 0;
-    op.stat2(&size, &mtime, &rval);
-    librados::AioCompletion* done = librados::Rados::aio_create_completion();
-    int rc = data_.aio_operate(ObjectName(key), done, &op, nullptr);
-    if (rc == 0) {
-      done->wait_for_complete();
-      rc = done->get_return_value();
-    }
-    const uint64_t version = done->get_version64();
-    done->release();
+    uint64_t size = 0, version = 0;
+    int64_t mtime = 0;
+    const int rc = data_.Stat(ObjectName(key), &size, &mtime, &version);
     if (rc == -ENOENT) return std::nullopt;
-    STRATA_RETURN_IF_ERROR(FromRados(rc < 0 ? rc : rval, "garbage collection: stat"));
-    const int64_t idle = static_cast<int64_t>(std::time(nullptr)) - mtime.tv_sec;
+    STRATA_RETURN_IF_ERROR(FromRados(rc, "garbage collection: stat"));
+    const int64_t idle = static_cast<int64_t>(std::time(nullptr)) - mtime;
     return ObjectAge{size, version, idle >= static_cast<int64_t>(options_.gc_grace_seconds)};
   }
 
   // Removes the object unless it was touched (its version moved) since `age` was taken.
   absl::StatusOr<bool> RemoveIfUnchanged(const ChunkKey& key, const ObjectAge& age) {
-    librados::ObjectWriteOperation op;
-    op.assert_version(age.version);
-    op.remove();
-    const int rc = data_.operate(ObjectName(key), &op);
+    const int rc = data_.RemoveIfVersion(ObjectName(key), age.version);
     if (rc == -ENOENT || rc == -ERANGE || rc == -EOVERFLOW) return false;
     STRATA_RETURN_IF_ERROR(FromRados(rc, absl::StrCat("removing chunk ", key.ToString())));
     return true;
   }
 
-  mutable librados::IoCtx data_;
+  const rados::Pool data_;
   meta::Catalog* const catalog_;
   const ChunkStoreOptions options_;
 
@@ -372,7 +344,7 @@ class RadosChunkStore final : public ChunkStore {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::OpenRadosStore(
-    librados::IoCtx data, meta::Catalog* catalog, const ChunkStoreOptions& options) {
+    rados::Pool data, meta::Catalog* catalog, const ChunkStoreOptions& options) {
   return std::make_unique<RadosChunkStore>(std::move(data), catalog, options);
 }
 

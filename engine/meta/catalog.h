@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "rados/librados_fwd.hpp"
+#include "rados/pool.h"
 
 namespace strata::meta {
 
@@ -57,10 +57,10 @@ class Catalog {
   // Opens (creating if missing) a RocksDB catalog in directory `path`.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Catalog>> OpenRocksDb(
       const std::string& path);
-  // Opens the catalog held in the omap of one RADOS object, `object` in `ioctx` (its pool and
+  // Opens the catalog held in the omap of one RADOS object, `object` in `pool` (a pool and
   // namespace), made at the first write. docs/formats/rados.md.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Catalog>> OpenRados(
-      librados::IoCtx ioctx, const std::string& object);
+      rados::Pool pool, const std::string& object);
 
   // Returns the value of `key`, or nullopt if absent.
   [[nodiscard]] virtual absl::StatusOr<std::optional<std::string>> Get(absl::string_view key) = 0;

@@ -12,7 +12,6 @@
 #include "absl/strings/string_view.h"
 #include "meta/catalog.h"
 #include "rados/cluster.h"
-#include "rados/librados.hpp"
 #include "util/status_macros.h"
 
 namespace strata::meta {
@@ -21,28 +20,15 @@ namespace {
 // Entries per omap read: the OSD caps a request at osd_max_omap_entries_per_request (1024).
 inline constexpr uint64_t kScanPage = 1000;
 
-librados::bufferlist ToBuffer(absl::string_view s) {
-  librados::bufferlist bl;
-  bl.append(s.data(), s.size());
-  return bl;
-}
-
 class RadosCatalog final : public Catalog {
  public:
-  RadosCatalog(librados::IoCtx ioctx, std::string object)
-      : ioctx_(std::move(ioctx)), object_(std::move(object)) {}
+  RadosCatalog(rados::Pool pool, std::string object)
+      : pool_(std::move(pool)), object_(std::move(object)) {}
 
   absl::StatusOr<std::optional<std::string>> Get(absl::string_view key) override {
-    librados::ObjectReadOperation op;
-    std::map<std::string, librados::bufferlist> values;
-    int rval = 0;
-    op.omap_get_vals_by_keys({std::string(key)}, &values, &rval);
-    const int rc = ioctx_.operate(object_, &op, nullptr);
-    if (rc == -ENOENT) return std::nullopt;  // No write yet.
-    if (absl::Status s = rados::FromRados(rc < 0 ? rc : rval, Context("get")); !s.ok()) return s;
-    auto it = values.find(std::string(key));
-    if (it == values.end()) return std::nullopt;
-    return it->second.to_str();
+    STRATA_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> values,
+                            GetMany({std::string(key)}));
+    return values[0];
   }
 
   absl::StatusOr<std::vector<std::optional<std::string>>> GetMany(
@@ -50,18 +36,13 @@ class RadosCatalog final : public Catalog {
     std::vector<std::optional<std::string>> out(keys.size());
     for (size_t begin = 0; begin < keys.size(); begin += kScanPage) {
       const size_t end = std::min(keys.size(), begin + kScanPage);
-      librados::ObjectReadOperation op;
-      std::map<std::string, librados::bufferlist> values;
-      int rval = 0;
-      op.omap_get_vals_by_keys(std::set<std::string>(keys.begin() + begin, keys.begin() + end),
-                               &values, &rval);
-      const int rc = ioctx_.operate(object_, &op, nullptr);
-      if (rc == -ENOENT) return out;
-      if (absl::Status s = rados::FromRados(rc < 0 ? rc : rval, Context("get")); !s.ok()) {
-        return s;
-      }
+      std::map<std::string, std::string> values;
+      STRATA_RETURN_IF_ERROR(rados::FromRados(
+          pool_.OmapGet(object_, std::set<std::string>(keys.begin() + begin, keys.begin() + end),
+                        &values),
+          Context("get")));
       for (size_t i = begin; i < end; ++i) {
-        if (auto it = values.find(keys[i]); it != values.end()) out[i] = it->second.to_str();
+        if (auto it = values.find(keys[i]); it != values.end()) out[i] = std::move(it->second);
       }
     }
     return out;
@@ -72,28 +53,17 @@ class RadosCatalog final : public Catalog {
     // The batch's final effect per key (a later op on a key replaces an earlier one).
     std::map<std::string, const WriteBatch::Op*> last;
     for (const WriteBatch::Op& op : batch.ops()) last[op.key] = &op;
-    std::map<std::string, librados::bufferlist> puts;
+    std::map<std::string, std::string> puts;
     std::set<std::string> deletes;
     for (const auto& [key, op] : last) {
       if (op->is_delete) {
         deletes.insert(key);
       } else {
-        puts[key] = ToBuffer(op->value);
+        puts[key] = op->value;
       }
     }
-    librados::ObjectWriteOperation op;
-    op.create(false);
-    int cmp_rval = 0;
-    if (!batch.guards().empty()) {
-      std::map<std::string, std::pair<librados::bufferlist, int>> assertions;
-      for (const auto& [key, value] : batch.guards()) {
-        assertions[key] = {ToBuffer(value), LIBRADOS_CMPXATTR_OP_EQ};
-      }
-      op.omap_cmp(assertions, &cmp_rval);
-    }
-    if (!deletes.empty()) op.omap_rm_keys(deletes);
-    if (!puts.empty()) op.omap_set(puts);
-    const int rc = ioctx_.operate(object_, &op);
+    std::map<std::string, std::string> guards(batch.guards().begin(), batch.guards().end());
+    const int rc = pool_.OmapWrite(object_, guards, deletes, puts);
     if (rc == -ECANCELED) {
       return absl::AbortedError(
           absl::StrCat(Context("write"), ": a guarded key changed (another writer)"));
@@ -110,18 +80,13 @@ class RadosCatalog final : public Catalog {
       after = std::string(start);
     }
     for (bool more = true; more;) {
-      librados::ObjectReadOperation op;
-      std::map<std::string, librados::bufferlist> values;
-      int rval = 0;
-      op.omap_get_vals2(after, std::string(prefix), kScanPage, &values, &more, &rval);
-      const int rc = ioctx_.operate(object_, &op, nullptr);
-      if (rc == -ENOENT) return absl::OkStatus();
-      if (absl::Status s = rados::FromRados(rc < 0 ? rc : rval, Context("scan")); !s.ok()) {
-        return s;
-      }
-      for (auto& [key, value] : values) {
+      std::map<std::string, std::string> values;
+      STRATA_RETURN_IF_ERROR(rados::FromRados(
+          pool_.OmapList(object_, after, std::string(prefix), kScanPage, &values, &more),
+          Context("scan")));
+      for (const auto& [key, value] : values) {
         if (!absl::StartsWith(key, prefix)) return absl::OkStatus();
-        if (!fn(key, value.to_str())) return absl::OkStatus();
+        if (!fn(key, value)) return absl::OkStatus();
       }
       if (values.empty()) break;
       after = values.rbegin()->first;
@@ -132,19 +97,18 @@ class RadosCatalog final : public Catalog {
  private:
   std::string Context(absl::string_view what) const {
     return absl::StrCat("catalog ", what, " (RADOS object ", object_, " in namespace ",
-                        ioctx_.get_namespace(), ")");
+                        pool_.name_space(), ")");
   }
 
-  // IoCtx operations are thread-safe; the copy is this catalog's own.
-  mutable librados::IoCtx ioctx_;
+  const rados::Pool pool_;
   const std::string object_;
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Catalog>> Catalog::OpenRados(librados::IoCtx ioctx,
+absl::StatusOr<std::unique_ptr<Catalog>> Catalog::OpenRados(rados::Pool pool,
                                                             const std::string& object) {
-  auto catalog = std::make_unique<RadosCatalog>(std::move(ioctx), object);
+  auto catalog = std::make_unique<RadosCatalog>(std::move(pool), object);
   // A first read proves the pool answers (within the cluster's op timeout).
   if (absl::StatusOr<std::optional<std::string>> probe = catalog->Get("x/format"); !probe.ok()) {
     return probe.status();

@@ -2,7 +2,6 @@
 
 #include <memory>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -65,17 +64,11 @@ class RocksDbCatalog final : public Catalog {
     if (batch.empty() && batch.guards().empty()) return absl::OkStatus();
     // One process owns a RocksDB catalog: a guarded batch checks and writes holding guard_mu_
     // exclusively, the others (RocksDB groups their commits) hold it shared.
-    const bool guarded = !batch.guards().empty();
-    if (guarded)
-      guard_mu_.Lock();
-    else
-      guard_mu_.ReaderLock();
-    absl::Cleanup unlock = [&] {
-      if (guarded)
-        guard_mu_.Unlock();
-      else
-        guard_mu_.ReaderUnlock();
-    };
+    if (batch.guards().empty()) {
+      absl::ReaderMutexLock lock(&guard_mu_);
+      return Apply(batch);
+    }
+    absl::MutexLock lock(&guard_mu_);
     for (const auto& [key, expected] : batch.guards()) {
       std::string value;
       const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), ToSlice(key), &value);
@@ -84,15 +77,7 @@ class RocksDbCatalog final : public Catalog {
         return absl::AbortedError(absl::StrCat("catalog: ", key, " changed (another writer)"));
       }
     }
-    rocksdb::WriteBatch wb;
-    for (const WriteBatch::Op& op : batch.ops()) {
-      const rocksdb::Status s =
-          op.is_delete ? wb.Delete(ToSlice(op.key)) : wb.Put(ToSlice(op.key), ToSlice(op.value));
-      if (absl::Status st = FromRocks(s, "batch"); !st.ok()) return st;
-    }
-    rocksdb::WriteOptions options;
-    options.sync = true;
-    return FromRocks(db_->Write(options, &wb), "write");
+    return Apply(batch);
   }
 
   absl::Status Scan(absl::string_view prefix, absl::string_view start, const ScanFn& fn) override {
@@ -110,6 +95,18 @@ class RocksDbCatalog final : public Catalog {
   }
 
  private:
+  absl::Status Apply(const WriteBatch& batch) ABSL_SHARED_LOCKS_REQUIRED(guard_mu_) {
+    rocksdb::WriteBatch wb;
+    for (const WriteBatch::Op& op : batch.ops()) {
+      const rocksdb::Status s =
+          op.is_delete ? wb.Delete(ToSlice(op.key)) : wb.Put(ToSlice(op.key), ToSlice(op.value));
+      if (absl::Status st = FromRocks(s, "batch"); !st.ok()) return st;
+    }
+    rocksdb::WriteOptions options;
+    options.sync = true;
+    return FromRocks(db_->Write(options, &wb), "write");
+  }
+
   const std::unique_ptr<rocksdb::DB> db_;
   absl::Mutex guard_mu_;
 };

@@ -3,9 +3,10 @@
 
 #include <cerrno>
 #include <cstring>
-#include <list>
 
 #include "absl/strings/str_cat.h"
+#include "rados/librados.hpp"
+#include "rados/pool_state.h"
 
 namespace strata::rados {
 
@@ -44,10 +45,19 @@ absl::Status FromRados(int rc, absl::string_view context) {
   }
 }
 
+struct Cluster::State {
+  librados::Rados rados;
+  librados::IoCtx index;
+  librados::IoCtx data;
+};
+
+Cluster::Cluster(CephBackendOptions options)
+    : options_(std::move(options)), state_(std::make_unique<State>()) {}
+
 absl::StatusOr<std::shared_ptr<Cluster>> Cluster::Connect(const CephBackendOptions& options) {
   if (options.pool.empty()) return absl::InvalidArgumentError("the RADOS backend needs a pool");
   std::shared_ptr<Cluster> cluster(new Cluster(options));
-  librados::Rados& rados = cluster->rados_;
+  librados::Rados& rados = cluster->state_->rados;
   const std::string who = absl::StrCat("client.", options.client_id);
   if (int rc = rados.init2(who.c_str(), "ceph", 0); rc < 0) {
     return FromRados(rc, absl::StrCat("ceph: cannot start a client as ", who));
@@ -76,7 +86,8 @@ absl::StatusOr<std::shared_ptr<Cluster>> Cluster::Connect(const CephBackendOptio
   }
   const std::string data_pool = options.data_pool.empty() ? options.pool : options.data_pool;
   for (const auto& [name, ioctx] :
-       {std::pair{options.pool, &cluster->index_}, std::pair{data_pool, &cluster->data_}}) {
+       {std::pair{options.pool, &cluster->state_->index},
+        std::pair{data_pool, &cluster->state_->data}}) {
     if (int rc = rados.ioctx_create(name.c_str(), *ioctx); rc < 0) {
       if (rc == -ENOENT) {
         return absl::NotFoundError(absl::StrCat("ceph: pool ", name,
@@ -91,40 +102,37 @@ absl::StatusOr<std::shared_ptr<Cluster>> Cluster::Connect(const CephBackendOptio
 }
 
 Cluster::~Cluster() {
-  index_.close();
-  data_.close();
-  rados_.shutdown();
+  state_->index.close();
+  state_->data.close();
+  state_->rados.shutdown();
 }
 
 namespace {
 inline constexpr char kClaimLock[] = "strata.node";
 }  // namespace
 
-RegionClaim::~RegionClaim() { (void)ioctx_.unlock(object_, kClaimLock, cookie_); }
+RegionClaim::~RegionClaim() { (void)pool_.Unlock(object_, kClaimLock, cookie_); }
 
 absl::StatusOr<std::unique_ptr<RegionClaim>> Cluster::Claim(const std::string& name_space,
                                                             const std::string& object,
                                                             const std::string& node_id,
                                                             const std::string& description) {
-  librados::IoCtx ioctx = IndexPool(name_space);
+  Pool pool = IndexPool(name_space);
   for (int attempt = 0; attempt < 2; ++attempt) {
-    const int rc = ioctx.lock_exclusive(object, kClaimLock, node_id, description, nullptr, 0);
+    const int rc = pool.LockExclusive(object, kClaimLock, node_id, description);
     if (rc == 0 || rc == -EEXIST) {  // EEXIST: this very client holds it already.
-      return std::make_unique<RegionClaim>(std::move(ioctx), object, node_id);
+      return std::make_unique<RegionClaim>(std::move(pool), object, node_id);
     }
     if (rc != -EBUSY) return FromRados(rc, absl::StrCat("claiming ", name_space));
-    int exclusive = 0;
-    std::string tag;
-    std::list<librados::locker_t> lockers;
-    if (int listed = ioctx.list_lockers(object, kClaimLock, &exclusive, &tag, &lockers);
-        listed < 0) {
+    std::vector<Pool::Locker> lockers;
+    if (int listed = pool.ListLockers(object, kClaimLock, &lockers); listed < 0) {
       return FromRados(listed, absl::StrCat("claiming ", name_space));
     }
-    for (const librados::locker_t& locker : lockers) {
+    for (const Pool::Locker& locker : lockers) {
       if (locker.cookie != node_id) {
         return absl::FailedPreconditionError(absl::StrCat(
-            "RADOS namespace ", name_space, " is served by another stratad (node ", locker.cookie,
-            ", ", locker.client, " at ", locker.address,
+            "RADOS namespace ", name_space, " is served by another stratad (node ",
+            locker.cookie, ", ", locker.client, " at ", locker.address,
             "); a region has one serving node at a time (docs/ceph.md). If that node is gone "
             "for good: rados -p ",
             options_.pool, " -N ", name_space, " lock break ", object, " ", kClaimLock, " ",
@@ -132,24 +140,26 @@ absl::StatusOr<std::unique_ptr<RegionClaim>> Cluster::Claim(const std::string& n
       }
       // Our own node's claim, left by a stop that did not release it: the data directory's
       // lock proves that process is gone.
-      (void)ioctx.break_lock(object, kClaimLock, locker.client, locker.cookie);
+      (void)pool.BreakLock(object, kClaimLock, locker.client, locker.cookie);
     }
   }
   return absl::UnavailableError(absl::StrCat("claiming ", name_space, ": lock kept changing"));
 }
 
-librados::IoCtx Cluster::IndexPool(const std::string& name_space) const {
-  librados::IoCtx ioctx;
-  ioctx.dup(index_);
-  ioctx.set_namespace(name_space);
-  return ioctx;
+Pool Cluster::IndexPool(const std::string& name_space) const {
+  auto state = std::make_shared<PoolState>();
+  state->ioctx.dup(state_->index);
+  state->ioctx.set_namespace(name_space);
+  state->name_space = name_space;
+  return Pool(std::move(state));
 }
 
-librados::IoCtx Cluster::DataPool(const std::string& name_space) const {
-  librados::IoCtx ioctx;
-  ioctx.dup(data_);
-  ioctx.set_namespace(name_space);
-  return ioctx;
+Pool Cluster::DataPool(const std::string& name_space) const {
+  auto state = std::make_shared<PoolState>();
+  state->ioctx.dup(state_->data);
+  state->ioctx.set_namespace(name_space);
+  state->name_space = name_space;
+  return Pool(std::move(state));
 }
 
 std::string Cluster::RegionNamespace(absl::string_view region) const {

@@ -1,6 +1,7 @@
 #pragma once
 // The connection to a Ceph cluster (librados) that a region's catalog and chunk store share on
-// the RADOS backend (docs/ceph.md). librados errors become absl::Status here, once.
+// the RADOS backend (docs/ceph.md). librados errors become absl::Status here, once. Like
+// pool.h, this header names no librados type (cluster.cc does, as C++17).
 
 #include <cstdint>
 #include <memory>
@@ -8,8 +9,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "rados/librados.hpp"
-#include "strata/store.h"
+#include "rados/pool.h"
+#include "strata/ceph_backend.h"
 
 namespace strata::rados {
 
@@ -24,14 +25,14 @@ absl::Status FromRados(int rc, absl::string_view context);
 // ceph.md), it keeps a second stratad from writing a region another one serves.
 class RegionClaim {
  public:
-  RegionClaim(librados::IoCtx ioctx, std::string object, std::string cookie)
-      : ioctx_(std::move(ioctx)), object_(std::move(object)), cookie_(std::move(cookie)) {}
+  RegionClaim(Pool pool, std::string object, std::string cookie)
+      : pool_(std::move(pool)), object_(std::move(object)), cookie_(std::move(cookie)) {}
   ~RegionClaim();
   RegionClaim(const RegionClaim&) = delete;
   RegionClaim& operator=(const RegionClaim&) = delete;
 
  private:
-  librados::IoCtx ioctx_;
+  Pool pool_;
   const std::string object_;
   const std::string cookie_;
 };
@@ -47,8 +48,8 @@ class Cluster {
 
   // An I/O context on the index pool (catalog, omap) or the data pool (chunk objects), in the
   // RADOS namespace `name_space`.
-  librados::IoCtx IndexPool(const std::string& name_space) const;
-  librados::IoCtx DataPool(const std::string& name_space) const;
+  Pool IndexPool(const std::string& name_space) const;
+  Pool DataPool(const std::string& name_space) const;
   // Claims `object` in the index pool's namespace `name_space` for node `node_id`. A claim left
   // by the same node (it stopped without releasing: a crash) is taken over; another node's is
   // kFailedPrecondition naming it.
@@ -63,12 +64,11 @@ class Cluster {
   std::string Describe() const;
 
  private:
-  explicit Cluster(CephBackendOptions options) : options_(std::move(options)) {}
+  struct State;  // librados's client and I/O contexts (cluster.cc).
+  explicit Cluster(CephBackendOptions options);
 
   const CephBackendOptions options_;
-  librados::Rados rados_;
-  librados::IoCtx index_;
-  librados::IoCtx data_;
+  std::unique_ptr<State> state_;
 };
 
 }  // namespace strata::rados

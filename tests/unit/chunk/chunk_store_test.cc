@@ -11,7 +11,6 @@
 #include "absl/strings/str_cat.h"
 #include "chunk/segment_format.h"
 #include "meta/catalog.h"
-#include "rados/librados.hpp"
 #include "test_backend.h"
 #include "test_util.h"
 
@@ -74,14 +73,11 @@ class ChunkStoreTest : public ::testing::Test {
   }
   void FlipByte(const ChunkKey& key, uint64_t offset_in_record) {
     if (rados_ != nullptr) {
-      librados::IoCtx data = rados_->DataPool(ns_);
-      librados::bufferlist bl;
-      ASSERT_GT(data.read(ObjectName(key), bl, 1 << 20, 0), 0);
-      std::string bytes = bl.to_str();
+      rados::Pool data = rados_->DataPool(ns_);
+      std::string bytes;
+      ASSERT_GT(data.Read(ObjectName(key), 1 << 20, &bytes), 0);
       bytes[offset_in_record] ^= 0x40;
-      librados::bufferlist flipped;
-      flipped.append(bytes);
-      ASSERT_EQ(data.write_full(ObjectName(key), flipped), 0);
+      ASSERT_EQ(data.WriteFull(ObjectName(key), bytes), 0);
       return;
     }
     const std::optional<ChunkLocation> loc = Location(key);
@@ -217,10 +213,9 @@ class MultiNodeChunkStoreTest : public ChunkStoreTest {
     OpenInto(other_catalog_, other_, {.gc_grace_seconds = 0});
   }
   uint64_t ObjectCount() {
-    librados::IoCtx data = rados_->DataPool(ns_);
-    uint64_t n = 0;
-    for (auto it = data.nobjects_begin(); it != data.nobjects_end(); ++it) ++n;
-    return n;
+    std::vector<std::string> names;
+    EXPECT_EQ(rados_->DataPool(ns_).List(&names), 0);
+    return names.size();
   }
   std::unique_ptr<meta::Catalog> other_catalog_;
   std::unique_ptr<ChunkStore> other_;

@@ -7,7 +7,6 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "rados/librados.hpp"
 #include "strata/store.h"
 #include "test_backend.h"
 #include "test_util.h"
@@ -39,16 +38,15 @@ class FsckTest : public ::testing::Test {
   // object).
   void CorruptAChunk(uint64_t offset) {
     if (std::optional<CephBackendOptions> ceph = ::strata::testing::TestCeph(dir_.path())) {
-      librados::IoCtx data =
+      rados::Pool data =
           ::strata::testing::TestCluster()->DataPool(absl::StrCat(ceph->name_space, ".local-1"));
-      const std::string oid = data.nobjects_begin()->get_oid();
-      librados::bufferlist bl;
-      ASSERT_GT(data.read(oid, bl, 1 << 20, 0), 0);
-      std::string bytes = bl.to_str();
+      std::vector<std::string> names;
+      ASSERT_EQ(data.List(&names), 0);
+      ASSERT_FALSE(names.empty());
+      std::string bytes;
+      ASSERT_GT(data.Read(names[0], 1 << 20, &bytes), 0);
       bytes[offset] = '\x5a';
-      librados::bufferlist corrupt;
-      corrupt.append(bytes);
-      ASSERT_EQ(data.write_full(oid, corrupt), 0);
+      ASSERT_EQ(data.WriteFull(names[0], bytes), 0);
       return;
     }
     const std::string path = SegmentPath();
@@ -100,11 +98,14 @@ TEST_F(FsckTest, LeakedChunkObjectsAreReportedUntilCollected) {
   // A chunk stored by an ingest that never committed (its node died): an object with no index
   // entry. Past the grace period (0 in tests) it is a leak; garbage collection frees it.
   std::optional<CephBackendOptions> ceph = ::strata::testing::TestCeph(dir_.path());
-  librados::IoCtx data =
+  rados::Pool data =
       ::strata::testing::TestCluster()->DataPool(absl::StrCat(ceph->name_space, ".local-1"));
-  librados::bufferlist record;
-  ASSERT_GT(data.read(data.nobjects_begin()->get_oid(), record, 1 << 20, 0), 0);
-  ASSERT_EQ(data.write_full("chunk." + std::string(44, 'e'), record), 0);
+  std::vector<std::string> names;
+  ASSERT_EQ(data.List(&names), 0);
+  ASSERT_FALSE(names.empty());
+  std::string record;
+  ASSERT_GT(data.Read(names[0], 1 << 20, &record), 0);
+  ASSERT_EQ(data.WriteFull("chunk." + std::string(44, 'e'), record), 0);
   auto report = ::strata::testing::CheckTestStore(dir_.path());
   ASSERT_THAT(report, IsOk());
   ASSERT_EQ(report->findings.size(), 1u);

@@ -9,7 +9,6 @@
 #include "crypto/kms_impl.h"
 #include "meta/catalog.h"
 #include "meta/schema.h"
-#include "rados/librados.hpp"
 #include "strata/store.h"
 #include "test_backend.h"
 #include "test_util.h"
@@ -41,24 +40,20 @@ std::vector<std::string> FilesContaining(const std::string& dir, const std::stri
   if (std::optional<CephBackendOptions> ceph = ::strata::testing::TestCeph(dir)) {
     const std::string ns = absl::StrCat(ceph->name_space, ".local-1");
     std::shared_ptr<rados::Cluster> cluster = ::strata::testing::TestCluster();
-    for (librados::IoCtx pool : {cluster->IndexPool(ns), cluster->DataPool(ns)}) {
-      for (auto it = pool.nobjects_begin(); it != pool.nobjects_end(); ++it) {
-        const std::string oid = it->get_oid();
+    for (const rados::Pool& pool : {cluster->IndexPool(ns), cluster->DataPool(ns)}) {
+      std::vector<std::string> names;
+      EXPECT_EQ(pool.List(&names), 0);
+      for (const std::string& oid : names) {
         std::string bytes;
-        librados::bufferlist data;
-        if (pool.read(oid, data, 64 << 20, 0) >= 0) bytes += data.to_str();
-        std::map<std::string, librados::bufferlist> attrs;
-        if (pool.getxattrs(oid, attrs) >= 0) {
-          for (auto& [name, value] : attrs) bytes += name + value.to_str();
-        }
+        EXPECT_GE(pool.Read(oid, 64 << 20, &bytes), 0);
+        std::map<std::string, std::string> attrs;
+        EXPECT_GE(pool.GetXattrs(oid, &attrs), 0);
+        for (const auto& [name, value] : attrs) bytes += name + value;
         for (std::string after;;) {
-          std::map<std::string, librados::bufferlist> omap;
+          std::map<std::string, std::string> omap;
           bool more = false;
-          librados::ObjectReadOperation op;
-          int rval = 0;
-          op.omap_get_vals2(after, "", 1000, &omap, &more, &rval);
-          if (pool.operate(oid, &op, nullptr) < 0 || omap.empty()) break;
-          for (auto& [key, value] : omap) bytes += key + value.to_str();
+          if (pool.OmapList(oid, after, "", 1000, &omap, &more) < 0 || omap.empty()) break;
+          for (const auto& [key, value] : omap) bytes += key + value;
           after = omap.rbegin()->first;
           if (!more) break;
         }
