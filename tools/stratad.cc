@@ -340,9 +340,16 @@ int main(int argc, char** argv) {
     if (f.ceph.pool.empty())
       return Fail(absl::InvalidArgumentError("--backend rados needs --pool"));
     options.ceph = f.ceph;
-  } else if (!f.ceph.pool.empty() || !f.ceph.data_pool.empty() || !f.ceph.conf_file.empty()) {
-    return Fail(
-        absl::InvalidArgumentError("--pool, --data-pool and --ceph-conf are for --backend rados"));
+  } else {
+    // Without --backend rados a RADOS store opens with the settings it recorded; a RADOS option
+    // given here would be ignored, so it is refused.
+    for (const char* flag : {"--pool", "--data-pool", "--ceph-conf", "--ceph-id",
+                             "--ceph-namespace", "--ceph-timeout", "--gc-grace"}) {
+      if (app.count(flag) > 0) {
+        return Fail(absl::InvalidArgumentError(absl::StrCat(
+            flag, " is for --backend rados (with the store's --pool and the others)")));
+      }
+    }
   }
   const std::string& dir = f.data_dir;
 

@@ -75,6 +75,9 @@ def start_errors(tmp, conf, flags):
           f"missing pool is a clear error: {r.stderr!r}")
     r, _ = run("--backend", "rados", "--ceph-conf", conf)
     check(r.returncode == 2 and "needs --pool" in r.stderr, f"no pool: {r.stderr!r}")
+    r, _ = run("--ceph-timeout", "4")
+    check(r.returncode == 2 and "--ceph-timeout is for --backend rados" in r.stderr,
+          f"a RADOS option without --backend rados is refused, not ignored: {r.stderr!r}")
     # A cluster nobody answers for: the conf's monitor moved to a port nothing listens on.
     dead_conf = os.path.join(tmp, "dead.conf")
     with open(conf) as f:
