@@ -225,8 +225,8 @@ class RegionImpl final : public Region {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RemoveSnapshotData(const meta::SnapshotRecord& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Removes the manifest entries a failed snapshot committed before it failed, dropping their
-  // references (in pieces). The record stays, in state error.
+  // Removes a snapshot's manifest entries, dropping their references, in pieces: a failed
+  // snapshot's committed pieces (its record stays, in state error), or a pruned snapshot's.
   absl::Status DropManifest(const meta::SnapshotRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status MergeIntoChild(const meta::SnapshotRecord& record, meta::SnapshotRecord child)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

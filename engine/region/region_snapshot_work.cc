@@ -232,25 +232,12 @@ absl::StatusOr<bool> RegionImpl::RebaseVolume(VolumeImpl& volume, const meta::Sn
 }
 
 absl::Status RegionImpl::RemoveSnapshotData(const meta::SnapshotRecord& r) {
+  // The manifest in pieces first (a crash between them leaves the deleted record, and the next
+  // open prunes it again), then the record.
+  STRATA_RETURN_IF_ERROR(DropManifest(r));
   meta::WriteBatch batch;
-  std::vector<chunk::ChunkKey> drops;
-  absl::Status bad;
-  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::ManifestPrefix(r.seq), "",
-                                        [&](absl::string_view key, absl::string_view value) {
-                                          const uint64_t c = meta::ManifestKeyChunk(key);
-                                          absl::StatusOr<ChunkEntry> entry = DecodeEntry(value);
-                                          if (!entry.ok()) {
-                                            bad = entry.status();
-                                            return false;
-                                          }
-                                          if (entry->has_value()) drops.push_back(**entry);
-                                          batch.Delete(std::string(key));
-                                          batch.Delete(meta::ResolveKey(r.tree, c, r.seq));
-                                          return true;
-                                        }));
-  STRATA_RETURN_IF_ERROR(bad);
   batch.Delete(meta::SnapshotKey(r.id));
-  STRATA_RETURN_IF_ERROR(chunks_->Commit(std::move(batch), {}, drops));
+  STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
   tree_->Erase(r.id);
   return absl::OkStatus();
 }
