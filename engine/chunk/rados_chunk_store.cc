@@ -72,7 +72,8 @@ class RadosChunkStore final : public ChunkStore {
     for (uint16_t variant = 0; variant < kMaxVariants; ++variant) {
       const ChunkKey key{domain, fp, variant};
       std::vector<std::byte> record = MakeRecord(key, data, options_.compression);
-      const int rc = data_.CreateExclusive(ObjectName(key), AsText(record), kTouchedXattr, NowText());
+      const int rc =
+          data_.CreateExclusive(ObjectName(key), AsText(record), kTouchedXattr, NowText());
       if (rc == 0) {
         const RecordHeader header = ReadRecordHeader(record);
         Pin(key, ChunkLocation{0, 0, header.stored_length, header.raw_length, header.flags, 0});

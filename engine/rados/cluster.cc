@@ -85,9 +85,8 @@ absl::StatusOr<std::shared_ptr<Cluster>> Cluster::Connect(const CephBackendOptio
                                       options.timeout_seconds, " s"));
   }
   const std::string data_pool = options.data_pool.empty() ? options.pool : options.data_pool;
-  for (const auto& [name, ioctx] :
-       {std::pair{options.pool, &cluster->state_->index},
-        std::pair{data_pool, &cluster->state_->data}}) {
+  for (const auto& [name, ioctx] : {std::pair{options.pool, &cluster->state_->index},
+                                    std::pair{data_pool, &cluster->state_->data}}) {
     if (int rc = rados.ioctx_create(name.c_str(), *ioctx); rc < 0) {
       if (rc == -ENOENT) {
         return absl::NotFoundError(absl::StrCat("ceph: pool ", name,
@@ -131,8 +130,8 @@ absl::StatusOr<std::unique_ptr<RegionClaim>> Cluster::Claim(const std::string& n
     for (const Pool::Locker& locker : lockers) {
       if (locker.cookie != node_id) {
         return absl::FailedPreconditionError(absl::StrCat(
-            "RADOS namespace ", name_space, " is served by another stratad (node ",
-            locker.cookie, ", ", locker.client, " at ", locker.address,
+            "RADOS namespace ", name_space, " is served by another stratad (node ", locker.cookie,
+            ", ", locker.client, " at ", locker.address,
             "); a region has one serving node at a time (docs/ceph.md). If that node is gone "
             "for good: rados -p ",
             options_.pool, " -N ", name_space, " lock break ", object, " ", kClaimLock, " ",

@@ -171,13 +171,12 @@ int Pool::List(std::vector<std::string>* oids) const {
   return 0;
 }
 
-int Pool::LockExclusive(const std::string& oid, const std::string& name,
-                        const std::string& cookie, const std::string& description) const {
+int Pool::LockExclusive(const std::string& oid, const std::string& name, const std::string& cookie,
+                        const std::string& description) const {
   return state_->ioctx.lock_exclusive(oid, name, cookie, description, nullptr, 0);
 }
 
-int Pool::Unlock(const std::string& oid, const std::string& name,
-                 const std::string& cookie) const {
+int Pool::Unlock(const std::string& oid, const std::string& name, const std::string& cookie) const {
   return state_->ioctx.unlock(oid, name, cookie);
 }
 

@@ -54,8 +54,7 @@ class Pool {
   int WriteFull(const std::string& oid, std::string_view data) const;
   int GetXattrs(const std::string& oid, std::map<std::string, std::string>* attrs) const;
   // Size, mtime (seconds) and version (which any write moves).
-  int Stat(const std::string& oid, uint64_t* size, int64_t* mtime_seconds,
-           uint64_t* version) const;
+  int Stat(const std::string& oid, uint64_t* size, int64_t* mtime_seconds, uint64_t* version) const;
   // Removes `oid` only if its version is still `version` (-ERANGE/-EOVERFLOW: it changed).
   int RemoveIfVersion(const std::string& oid, uint64_t version) const;
   // Every object name in this pool and namespace.

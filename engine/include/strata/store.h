@@ -23,7 +23,6 @@ namespace strata {
 
 inline constexpr uint64_t kChunkSizeBytesDefault = 64 * 1024;
 
-
 struct StoreOptions {
   // Where heads and segments live. Not owned; must outlive the Store. Default: Env::Default().
   // The catalog (RocksDB) always lives on the real file system under the data directory.
