@@ -14,7 +14,7 @@ import sys
 ENGINE = {
     "util": set(),
     "io": {"util"},
-    "rados": {"util"},
+    "rados": {"util", "io"},
     "meta": {"util", "io", "rados"},
     "chunk": {"util", "io", "rados", "meta"},
     "crypto": {"util"},

@@ -226,19 +226,11 @@ CLI::App* ApiCommand(CLI::App& parent, const char* name, const char* help, const
   return sub;
 }
 
-// What DIR/backend (key=value lines) says holds the store's catalogs and chunks, or "unknown"
-// when --data-dir is not the served store's directory.
+// What holds the store's catalogs and chunks, when --data-dir is the served store's directory.
 std::string BackendOf(const std::string& data_dir) {
-  std::ifstream in(data_dir + "/backend");
-  std::map<std::string, std::string> fields;
-  for (std::string line; std::getline(in, line);) {
-    const size_t eq = line.find('=');
-    if (eq != std::string::npos) fields[line.substr(0, eq)] = line.substr(eq + 1);
-  }
-  if (fields.empty()) return "unknown (no " + data_dir + "/backend; give --data-dir)";
-  if (fields["backend"] != "rados") return fields["backend"];
-  return absl::StrCat("rados (pool ", fields["pool"], ", data pool ", fields["data_pool"],
-                      ", namespace ", fields["namespace"], ")");
+  absl::StatusOr<std::string> backend = strata::DescribeStoreBackend(data_dir);
+  return backend.ok() ? *backend
+                      : absl::StrCat("unknown (", backend.status().message(), "; give --data-dir)");
 }
 
 int Status(const CommandLine& cl, const ApiEndpoint& endpoint) {

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "io/errno.h"
 #include "rados/librados.hpp"
 #include "rados/pool_state.h"
 
@@ -12,36 +13,20 @@ namespace strata::rados {
 
 absl::Status FromRados(int rc, absl::string_view context) {
   if (rc >= 0) return absl::OkStatus();
-  const int err = -rc;
-  const std::string message = absl::StrCat(context, ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-      return absl::NotFoundError(message);
-    case EEXIST:
-      return absl::AlreadyExistsError(message);
+  switch (-rc) {
     case ECANCELED:
     case ERANGE:  // assert_version: the object changed since it was read.
     case EOVERFLOW:
-      return absl::AbortedError(message);
+      return absl::AbortedError(absl::StrCat(context, ": ", std::strerror(-rc)));
     case ETIMEDOUT:
     case ECONNREFUSED:
     case ENOTCONN:
     case ESHUTDOWN:
     case EAGAIN:
-      return absl::UnavailableError(
-          absl::StrCat(message, " (the Ceph cluster did not answer; retry later)"));
-    case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(message);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(message);
-    case EIO:
-      return absl::DataLossError(message);
-    case EINVAL:
-      return absl::InvalidArgumentError(message);
-    default:
-      return absl::InternalError(message);
+      return absl::UnavailableError(absl::StrCat(
+          context, ": ", std::strerror(-rc), " (the Ceph cluster did not answer; retry later)"));
+    default:  // Files and objects fail alike otherwise.
+      return io::ErrnoToStatus(-rc, context);
   }
 }
 
@@ -145,20 +130,24 @@ absl::StatusOr<std::unique_ptr<RegionClaim>> Cluster::Claim(const std::string& n
   return absl::UnavailableError(absl::StrCat("claiming ", name_space, ": lock kept changing"));
 }
 
-Pool Cluster::IndexPool(const std::string& name_space) const {
+namespace {
+
+Pool OpenPool(const librados::IoCtx& pool, const std::string& name_space) {
   auto state = std::make_shared<PoolState>();
-  state->ioctx.dup(state_->index);
+  state->ioctx.dup(pool);
   state->ioctx.set_namespace(name_space);
   state->name_space = name_space;
   return Pool(std::move(state));
 }
 
+}  // namespace
+
+Pool Cluster::IndexPool(const std::string& name_space) const {
+  return OpenPool(state_->index, name_space);
+}
+
 Pool Cluster::DataPool(const std::string& name_space) const {
-  auto state = std::make_shared<PoolState>();
-  state->ioctx.dup(state_->data);
-  state->ioctx.set_namespace(name_space);
-  state->name_space = name_space;
-  return Pool(std::move(state));
+  return OpenPool(state_->data, name_space);
 }
 
 std::string Cluster::RegionNamespace(absl::string_view region) const {

@@ -14,10 +14,10 @@
 
 namespace strata::rados {
 
-// A librados return code (0 or -errno) as a status naming `context`: ENOENT is kNotFound,
-// EEXIST kAlreadyExists, ECANCELED kAborted (a guard failed), ETIMEDOUT and the connection
-// errors kUnavailable (the cluster is unreachable: retry later), ENOSPC and EDQUOT
-// kResourceExhausted, EACCES and EPERM kPermissionDenied, EIO kDataLoss.
+// A librados return code (0 or -errno) as a status naming `context`: ECANCELED (a guard failed)
+// and ERANGE/EOVERFLOW (a version assertion) are kAborted, ETIMEDOUT and the connection errors
+// kUnavailable (the cluster is unreachable: retry later), the rest as io::ErrnoToStatus maps
+// a file's errors (ENOENT kNotFound, EEXIST kAlreadyExists, EIO kDataLoss, ...).
 absl::Status FromRados(int rc, absl::string_view context);
 
 // One node's exclusive claim on a region's objects: a cls "lock" on the region's catalog object,

@@ -87,6 +87,20 @@ absl::Status WriteBackendFile(Env* env, const std::string& dir,
   return env->SyncDir(dir);
 }
 
+}  // namespace strata::store
+
+namespace strata {
+
+absl::StatusOr<std::string> DescribeStoreBackend(const std::string& dir) {
+  STRATA_ASSIGN_OR_RETURN(store::BackendRecord record, store::ReadBackendFile(Env::Default(), dir));
+  if (!record.present) return absl::NotFoundError(absl::StrCat("no ", dir, "/backend"));
+  return store::Describe(record.ceph);
+}
+
+}  // namespace strata
+
+namespace strata::store {
+
 absl::StatusOr<std::optional<CephBackendOptions>> SettleBackend(
     const BackendRecord& recorded, const std::optional<CephBackendOptions>& requested,
     bool has_regions, const std::string& dir) {

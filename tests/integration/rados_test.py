@@ -165,7 +165,7 @@ def main():
 
         status = sh(f"{BIN}/strata", "--endpoint", f"http://127.0.0.1:{a.api}", "--data-dir",
                     a.data_dir, "status", env=env)
-        check(status.returncode == 0 and "rados (pool strata" in status.stdout,
+        check(status.returncode == 0 and "RADOS (pool strata" in status.stdout,
               f"strata status names the backend: {status.stdout!r} {status.stderr!r}")
 
         # One serving node per region: a second stratad on the same namespace is refused. Its

@@ -276,6 +276,11 @@ class Region {
   [[nodiscard]] virtual absl::Status RunBackgroundWork() = 0;
 };
 
+// What DIR/backend records for the store in `dir`: "the local backend", or "RADOS (pool P, data
+// pool D, namespace N)"; kNotFound when the directory holds no record (not a store, or one never
+// opened since backends were recorded).
+[[nodiscard]] absl::StatusOr<std::string> DescribeStoreBackend(const std::string& dir);
+
 class Store {
  public:
   // Opens (or creates) the store in `path` and takes its exclusive lock: a second open of the

@@ -34,19 +34,26 @@ class FsckTest : public ::testing::Test {
     ASSERT_THAT(region->RunBackgroundWork(), IsOk());
     snapshot_id_ = snap->id;
   }
+  // RADOS: the region's data pool, and the name and record of its first chunk object.
+  rados::Pool DataPool() {
+    return ::strata::testing::TestCluster()->DataPool(
+        absl::StrCat(::strata::testing::TestCeph(dir_.path())->name_space, ".local-1"));
+  }
+  void FirstChunkObject(std::string* name, std::string* record) {
+    std::vector<std::string> names;
+    ASSERT_EQ(DataPool().List(&names), 0);
+    ASSERT_FALSE(names.empty());
+    *name = names[0];
+    ASSERT_GT(DataPool().Read(*name, 1 << 20, record), 0);
+  }
   // Flips the byte at `offset` of the first stored chunk's record (a segment file or a RADOS
   // object).
   void CorruptAChunk(uint64_t offset) {
-    if (std::optional<CephBackendOptions> ceph = ::strata::testing::TestCeph(dir_.path())) {
-      rados::Pool data =
-          ::strata::testing::TestCluster()->DataPool(absl::StrCat(ceph->name_space, ".local-1"));
-      std::vector<std::string> names;
-      ASSERT_EQ(data.List(&names), 0);
-      ASSERT_FALSE(names.empty());
-      std::string bytes;
-      ASSERT_GT(data.Read(names[0], 1 << 20, &bytes), 0);
-      bytes[offset] = '\x5a';
-      ASSERT_EQ(data.WriteFull(names[0], bytes), 0);
+    if (::strata::testing::OnRados()) {
+      std::string name, record;
+      ASSERT_NO_FATAL_FAILURE(FirstChunkObject(&name, &record));
+      record[offset] = '\x5a';
+      ASSERT_EQ(DataPool().WriteFull(name, record), 0);
       return;
     }
     const std::string path = SegmentPath();
@@ -76,7 +83,7 @@ TEST_F(FsckTest, SoundStoreHasNoFindings) {
 }
 
 TEST_F(FsckTest, CorruptByteIsReportedNamingTheChunk) {
-  CorruptAChunk(5000);
+  ASSERT_NO_FATAL_FAILURE(CorruptAChunk(5000));
   auto report = ::strata::testing::CheckTestStore(dir_.path());
   ASSERT_THAT(report, IsOk());
   ASSERT_EQ(report->findings.size(), 1u);
@@ -97,15 +104,9 @@ TEST_F(FsckTest, LeakedChunkObjectsAreReportedUntilCollected) {
   if (!::strata::testing::OnRados()) GTEST_SKIP() << "RADOS backend only: objects per chunk";
   // A chunk stored by an ingest that never committed (its node died): an object with no index
   // entry. Past the grace period (0 in tests) it is a leak; garbage collection frees it.
-  std::optional<CephBackendOptions> ceph = ::strata::testing::TestCeph(dir_.path());
-  rados::Pool data =
-      ::strata::testing::TestCluster()->DataPool(absl::StrCat(ceph->name_space, ".local-1"));
-  std::vector<std::string> names;
-  ASSERT_EQ(data.List(&names), 0);
-  ASSERT_FALSE(names.empty());
-  std::string record;
-  ASSERT_GT(data.Read(names[0], 1 << 20, &record), 0);
-  ASSERT_EQ(data.WriteFull("chunk." + std::string(44, 'e'), record), 0);
+  std::string name, record;
+  ASSERT_NO_FATAL_FAILURE(FirstChunkObject(&name, &record));
+  ASSERT_EQ(DataPool().WriteFull("chunk." + std::string(44, 'e'), record), 0);
   auto report = ::strata::testing::CheckTestStore(dir_.path());
   ASSERT_THAT(report, IsOk());
   ASSERT_EQ(report->findings.size(), 1u);
