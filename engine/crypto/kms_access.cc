@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "crypto/aead.h"
 #include "crypto/kms_internal.h"
+#include "util/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "strata/aws_error.h"
 
@@ -126,6 +127,7 @@ absl::Status KmsImpl::CreateAlias(const std::string& caller, const std::string& 
                                 "\" must be alias/ and letters, digits, / _ - (alias/aws/ is "
                                 "reserved)"));
   }
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   if (aliases_.count({caller, alias}) > 0) {
     return AwsError(absl::StatusCode::kAlreadyExists, "AlreadyExistsException",
@@ -143,6 +145,7 @@ absl::Status KmsImpl::CreateAlias(const std::string& caller, const std::string& 
 
 absl::Status KmsImpl::UpdateAlias(const std::string& caller, const std::string& alias,
                                   const std::string& key_ref) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   auto it = aliases_.find({caller, alias});
   if (it == aliases_.end() || absl::StartsWith(alias, "alias/aws/")) {
@@ -159,6 +162,7 @@ absl::Status KmsImpl::UpdateAlias(const std::string& caller, const std::string& 
 }
 
 absl::Status KmsImpl::DeleteAlias(const std::string& caller, const std::string& alias) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   auto it = aliases_.find({caller, alias});
   if (it == aliases_.end() || absl::StartsWith(alias, "alias/aws/")) {
@@ -174,6 +178,7 @@ absl::Status KmsImpl::DeleteAlias(const std::string& caller, const std::string& 
 
 absl::StatusOr<std::vector<KmsAlias>> KmsImpl::ListAliases(const std::string& caller,
                                                            const std::string& key_ref) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   std::string only;
   if (!key_ref.empty()) {
@@ -195,6 +200,7 @@ absl::StatusOr<std::vector<KmsAlias>> KmsImpl::ListAliases(const std::string& ca
 absl::Status KmsImpl::PutKeyPolicy(const std::string& caller, const std::string& key_ref,
                                    const std::string& policy) {
   if (absl::Status s = kms::ValidatePolicy(policy); !s.ok()) return s;
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Record*> r = Find(caller, key_ref);
   if (!r.ok()) return r.status();
@@ -205,6 +211,7 @@ absl::Status KmsImpl::PutKeyPolicy(const std::string& caller, const std::string&
 
 absl::StatusOr<std::string> KmsImpl::GetKeyPolicy(const std::string& caller,
                                                   const std::string& key_ref) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Record*> r = Find(caller, key_ref);
   if (!r.ok()) return r.status();
@@ -232,6 +239,7 @@ absl::StatusOr<KmsGrant> KmsImpl::CreateGrant(const std::string& caller, const s
     }
     return principal;
   };
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Record*> r = Find(caller, key_ref);
   if (!r.ok()) return r.status();
@@ -257,6 +265,7 @@ absl::StatusOr<KmsGrant> KmsImpl::CreateGrant(const std::string& caller, const s
 
 absl::StatusOr<std::vector<KmsGrant>> KmsImpl::ListGrants(const std::string& caller,
                                                           const std::string& key_ref) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Record*> r = Find(caller, key_ref);
   if (!r.ok()) return r.status();
@@ -266,6 +275,7 @@ absl::StatusOr<std::vector<KmsGrant>> KmsImpl::ListGrants(const std::string& cal
 
 absl::Status KmsImpl::RetireGrant(const std::string& caller, const std::string& grant_token,
                                   const std::string& key_ref, const std::string& grant_id) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   Maintain();
   for (auto& [id, r] : keys_) {
@@ -286,6 +296,7 @@ absl::Status KmsImpl::RetireGrant(const std::string& caller, const std::string& 
 
 absl::Status KmsImpl::RevokeGrant(const std::string& caller, const std::string& key_ref,
                                   const std::string& grant_id) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Record*> r = Find(caller, key_ref);
   if (!r.ok()) return r.status();

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "crypto/aead.h"
 #include "crypto/kms_internal.h"
+#include "util/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "strata/aws_error.h"
 
@@ -108,6 +109,7 @@ absl::StatusOr<std::string> KmsImpl::Encrypt(const std::string& caller, const st
   if (plaintext.empty() || plaintext.size() > 4096) {
     return Invalid("Plaintext must be 1 to 4096 bytes");
   }
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   return EncryptLocked(caller, key_ref, plaintext, context, "kms:Encrypt");
 }
@@ -115,6 +117,7 @@ absl::StatusOr<std::string> KmsImpl::Encrypt(const std::string& caller, const st
 absl::StatusOr<Decrypted> KmsImpl::Decrypt(const std::string& caller, const std::string& ciphertext,
                                            const EncryptionContext& context,
                                            const std::string& key_ref) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   return DecryptLocked(caller, ciphertext, context, key_ref, "kms:Decrypt");
 }
@@ -124,6 +127,7 @@ absl::StatusOr<std::string> KmsImpl::ReEncrypt(const std::string& caller,
                                                const EncryptionContext& source_context,
                                                const std::string& destination_key_ref,
                                                const EncryptionContext& destination_context) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Decrypted> plain =
       DecryptLocked(caller, ciphertext, source_context, "", "kms:ReEncryptFrom");
@@ -136,6 +140,7 @@ absl::StatusOr<DataKey> KmsImpl::GenerateDataKey(const std::string& caller,
                                                  const std::string& key_ref, size_t bytes,
                                                  const EncryptionContext& context) {
   if (bytes == 0 || bytes > 1024) return Invalid("NumberOfBytes must be 1 to 1024");
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   DataKey key;
   key.plaintext = RandomSecret(bytes);

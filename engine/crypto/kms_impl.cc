@@ -3,6 +3,7 @@
 // and grants are in kms_access.cc; the cryptographic operations in kms_crypto_ops.cc.
 
 #include "crypto/kms_impl.h"
+#include "util/status_macros.h"
 
 #include <algorithm>
 #include <chrono>
@@ -55,27 +56,51 @@ absl::StatusOr<std::unique_ptr<KmsImpl>> KmsImpl::Open(KmsOptions options) {
     return absl::InvalidArgumentError("the KMS root key must be 32 bytes");
   }
   std::unique_ptr<KmsImpl> kms(new KmsImpl(std::move(options)));
-  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> all =
-      kms->options_.storage->LoadAll();
-  if (!all.ok()) return all.status();
-  absl::MutexLock lock(&kms->mu_);
-  for (const auto& [key, value] : *all) {
+  STRATA_RETURN_IF_ERROR(kms->Load());
+  return kms;
+}
+
+absl::Status KmsImpl::Load() {
+  util::SharedSection& shared =
+      options_.shared != nullptr ? *options_.shared : util::SoleProcess();
+  const uint64_t changes = shared.foreign_changes();
+  STRATA_ASSIGN_OR_RETURN(auto all, options_.storage->LoadAll());
+  std::map<std::string, std::unique_ptr<Record>> keys;
+  std::map<std::pair<std::string, std::string>, std::string> aliases;
+  for (const auto& [key, value] : all) {
     if (absl::StartsWith(key, "key/")) {
       std::optional<Record> r = Record::Decode(value);
       if (!r.has_value()) return absl::DataLossError(absl::StrCat("corrupt KMS record ", key));
-      r->info.arn = kms->Arn(r->info.account, r->info.key_id);
+      r->info.arn = Arn(r->info.account, r->info.key_id);
       for (KmsGrant& g : r->grants) g.key_id = r->info.key_id;
       std::string id = r->info.key_id;
-      kms->keys_[id] = std::make_unique<Record>(std::move(*r));
+      keys[id] = std::make_unique<Record>(std::move(*r));
     } else if (absl::StartsWith(key, "alias/")) {
       // "alias/" account "/" alias-name
       const std::string rest = key.substr(6);
       const size_t slash = rest.find('/');
       if (slash == std::string::npos) continue;
-      kms->aliases_[{rest.substr(0, slash), rest.substr(slash + 1)}] = value;
+      aliases[{rest.substr(0, slash), rest.substr(slash + 1)}] = value;
     }
   }
-  return kms;
+  absl::MutexLock lock(&mu_);
+  keys_ = std::move(keys);
+  aliases_ = std::move(aliases);
+  loaded_changes_ = changes;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<util::SharedHold> KmsImpl::EnterShared() {
+  util::SharedSection& shared =
+      options_.shared != nullptr ? *options_.shared : util::SoleProcess();
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold held, shared.Enter());
+  bool stale = false;
+  {
+    absl::MutexLock lock(&mu_);
+    stale = loaded_changes_ != shared.foreign_changes();
+  }
+  if (stale) STRATA_RETURN_IF_ERROR(Load());
+  return held;
 }
 
 uint64_t KmsImpl::Now() const {
@@ -252,6 +277,7 @@ absl::StatusOr<KmsKeyInfo> KmsImpl::CreateKey(const std::string& caller,
                                               const std::string& description,
                                               const std::map<std::string, std::string>& tags,
                                               const std::string& policy) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Record*> r = NewKey(caller, description, tags, policy, "CUSTOMER");
   if (!r.ok()) return r.status();
@@ -260,6 +286,7 @@ absl::StatusOr<KmsKeyInfo> KmsImpl::CreateKey(const std::string& caller,
 
 absl::StatusOr<KmsKeyInfo> KmsImpl::DescribeKey(const std::string& caller,
                                                 const std::string& key_ref) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Record*> r = Find(caller, key_ref);
   if (!r.ok()) return r.status();
@@ -268,6 +295,7 @@ absl::StatusOr<KmsKeyInfo> KmsImpl::DescribeKey(const std::string& caller,
 }
 
 absl::StatusOr<std::vector<KmsKeyInfo>> KmsImpl::ListKeys(const std::string& caller) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   Maintain();
   std::vector<KmsKeyInfo> out;
@@ -280,6 +308,7 @@ absl::StatusOr<std::vector<KmsKeyInfo>> KmsImpl::ListKeys(const std::string& cal
 absl::Status KmsImpl::SetState(const std::string& caller, const std::string& key_ref,
                                KmsKeyState state, const std::string& operation,
                                uint64_t deletion_micros) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Record*> r = Find(caller, key_ref);
   if (!r.ok()) return r.status();
@@ -321,6 +350,7 @@ absl::StatusOr<uint64_t> KmsImpl::ScheduleKeyDeletion(const std::string& caller,
 }
 
 absl::Status KmsImpl::CancelKeyDeletion(const std::string& caller, const std::string& key_ref) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Record*> r = Find(caller, key_ref);
   if (!r.ok()) return r.status();
@@ -339,6 +369,7 @@ absl::Status KmsImpl::SetKeyRotation(const std::string& caller, const std::strin
   if (enabled && (period_days < 90 || period_days > 2560)) {
     return Invalid("RotationPeriodInDays must be between 90 and 2560");
   }
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Record*> r = Find(caller, key_ref);
   if (!r.ok()) return r.status();
@@ -354,6 +385,7 @@ absl::Status KmsImpl::SetKeyRotation(const std::string& caller, const std::strin
 }
 
 absl::Status KmsImpl::RotateKeyOnDemand(const std::string& caller, const std::string& key_ref) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Record*> r = Find(caller, key_ref);
   if (!r.ok()) return r.status();
@@ -365,6 +397,7 @@ absl::Status KmsImpl::RotateKeyOnDemand(const std::string& caller, const std::st
 }
 
 absl::Status KmsImpl::CheckUsable(const std::string& caller, const std::string& key_ref) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Record*> r = Find(caller, key_ref);
   if (!r.ok()) return r.status();
@@ -373,6 +406,7 @@ absl::Status KmsImpl::CheckUsable(const std::string& caller, const std::string& 
 }
 
 absl::StatusOr<KmsKeyInfo> KmsImpl::DefaultEbsKey(const std::string& account) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Record*> r = Find(account, kEbsAlias);
   if (!r.ok()) return r.status();

@@ -13,6 +13,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "strata/kms.h"
+#include "util/shared_section.h"
 
 namespace strata::crypto {
 
@@ -30,6 +31,9 @@ class KmsStorage {
 struct KmsOptions {
   std::string region;
   KmsStorage* storage = nullptr;  // Not owned; outlives the KMS.
+  // Where other processes share the storage (nodes on RADOS): each call runs in the section and
+  // reloads the records when another process changed them. Null: this process alone.
+  util::SharedSection* shared = nullptr;
   SecretBytes root_key;           // 32 bytes; empty: no key can be used (clear errors say so).
   std::function<uint64_t()> now_micros;  // Default: the wall clock.
 };
@@ -124,6 +128,10 @@ class KmsImpl final : public Kms {
   // Changes a customer key's state, and its deletion time (0 unless pending deletion).
   absl::Status SetState(const std::string& caller, const std::string& key_ref, KmsKeyState state,
                         const std::string& operation, uint64_t deletion_micros);
+  // Enters the shared section (before mu_), reloading the records if another process changed
+  // them since they were loaded.
+  absl::StatusOr<util::SharedHold> EnterShared() ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status Load() ABSL_LOCKS_EXCLUDED(mu_);
   // Drops keys whose deletion time has passed and rotates keys that are due.
   void Maintain() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SaveAlias(const KmsAlias& alias) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -132,6 +140,7 @@ class KmsImpl final : public Kms {
 
   const KmsOptions options_;
   mutable absl::Mutex mu_;
+  uint64_t loaded_changes_ ABSL_GUARDED_BY(mu_) = 0;  // The section's foreign_changes() at Load.
   std::map<std::string, std::unique_ptr<Record>> keys_ ABSL_GUARDED_BY(mu_);  // By key id.
   // (account, alias name) -> key id.
   std::map<std::pair<std::string, std::string>, std::string> aliases_ ABSL_GUARDED_BY(mu_);

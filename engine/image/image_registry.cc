@@ -195,6 +195,7 @@ absl::Status ImageRegistry::ValidateImage(ImageInfo& image, bool allow_pending) 
 }
 
 absl::StatusOr<ImageInfo> ImageRegistry::RegisterImage(const ImageInfo& request) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, region_.EnterShared());
   absl::MutexLock lock(&mu_);
   return RegisterLocked(request, /*allow_pending=*/false);
 }
@@ -255,12 +256,14 @@ absl::StatusOr<ImageInfo> ImageRegistry::Resolve(ImageInfo image) {
 }
 
 absl::StatusOr<ImageInfo> ImageRegistry::DescribeImage(const std::string& image_id) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, region_.EnterShared());
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(ImageInfo image, LoadImage(image_id));
   return Resolve(std::move(image));
 }
 
 absl::StatusOr<std::vector<ImageInfo>> ImageRegistry::ListImages() {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, region_.EnterShared());
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(std::vector<ImageInfo> images, ScanImages());
   for (ImageInfo& image : images) {
@@ -287,6 +290,7 @@ absl::StatusOr<std::vector<ImageInfo>> ImageRegistry::ScanImages() {
 
 absl::StatusOr<ImageInfo> ImageRegistry::UpdateImage(
     const std::string& image_id, const std::function<absl::Status(ImageInfo&)>& change) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, region_.EnterShared());
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(ImageInfo image, LoadImage(image_id));
   STRATA_ASSIGN_OR_RETURN(image, Resolve(std::move(image)));
@@ -312,6 +316,7 @@ absl::StatusOr<ImageInfo> ImageRegistry::UpdateImage(
 
 absl::StatusOr<std::vector<std::string>> ImageRegistry::DeregisterImage(const std::string& image_id,
                                                                         bool delete_snapshots) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, region_.EnterShared());
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(ImageInfo image, LoadImage(image_id));
   if (image.deregistration_protection) {

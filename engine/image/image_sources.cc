@@ -24,6 +24,7 @@ namespace strata::image {
 
 absl::StatusOr<ImageInfo> ImageRegistry::CreateImage(const std::string& instance_id,
                                                      const ImageInfo& request) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, region_.EnterShared());
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(InstanceInfo instance, LoadInstance(instance_id));
   if (instance.state == InstanceState::kTerminated ||
@@ -88,6 +89,7 @@ absl::StatusOr<ImageInfo> ImageRegistry::CopyImage(const std::string& source_ima
                                                    const std::string& kms_key_id, bool copy_tags) {
   ImageInfo source;
   {
+    STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, region_.EnterShared());
     absl::MutexLock lock(&mu_);
     STRATA_ASSIGN_OR_RETURN(source, LoadImage(source_image_id));
     STRATA_ASSIGN_OR_RETURN(source, Resolve(std::move(source)));
@@ -147,6 +149,7 @@ absl::StatusOr<ImageInfo> ImageRegistry::RegisterImageCopy(const ImageInfo& sour
   }
   absl::StatusOr<ImageInfo> registered = [&]() -> absl::StatusOr<ImageInfo> {
     if (!copied.ok()) return copied;
+    STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, region_.EnterShared());
     absl::MutexLock lock(&mu_);
     return RegisterLocked(image, /*allow_pending=*/true);
   }();

@@ -92,39 +92,31 @@ Cluster::~Cluster() {
 }
 
 namespace {
-inline constexpr char kClaimLock[] = "strata.node";
+inline constexpr char kClaimLock[] = "strata.node.";
 }  // namespace
 
-RegionClaim::~RegionClaim() { (void)pool_.Unlock(object_, kClaimLock, cookie_); }
+RegionClaim::~RegionClaim() { (void)pool_.Unlock(object_, lock_, cookie_); }
 
 absl::StatusOr<std::unique_ptr<RegionClaim>> Cluster::Claim(const std::string& name_space,
                                                             const std::string& object,
                                                             const std::string& node_id,
                                                             const std::string& description) {
   Pool pool = IndexPool(name_space);
+  const std::string lock = absl::StrCat(kClaimLock, node_id);
   for (int attempt = 0; attempt < 2; ++attempt) {
-    const int rc = pool.LockExclusive(object, kClaimLock, node_id, description);
+    const int rc = pool.LockExclusive(object, lock, node_id, description);
     if (rc == 0 || rc == -EEXIST) {  // EEXIST: this very client holds it already.
-      return std::make_unique<RegionClaim>(std::move(pool), object, node_id);
+      return std::make_unique<RegionClaim>(std::move(pool), object, lock, node_id);
     }
     if (rc != -EBUSY) return FromRados(rc, absl::StrCat("claiming ", name_space));
+    // This node's claim, left by a stop that did not release it: the data directory's lock
+    // proves that process is gone (a node is its data directory: DIR/node-id).
     std::vector<Pool::Locker> lockers;
-    if (int listed = pool.ListLockers(object, kClaimLock, &lockers); listed < 0) {
+    if (int listed = pool.ListLockers(object, lock, &lockers); listed < 0) {
       return FromRados(listed, absl::StrCat("claiming ", name_space));
     }
     for (const Pool::Locker& locker : lockers) {
-      if (locker.cookie != node_id) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "RADOS namespace ", name_space, " is served by another stratad (node ", locker.cookie,
-            ", ", locker.client, " at ", locker.address,
-            "); a region has one serving node at a time (docs/ceph.md). If that node is gone "
-            "for good: rados -p ",
-            options_.pool, " -N ", name_space, " lock break ", object, " ", kClaimLock, " ",
-            locker.client, " --lock-cookie ", locker.cookie));
-      }
-      // Our own node's claim, left by a stop that did not release it: the data directory's
-      // lock proves that process is gone.
-      (void)pool.BreakLock(object, kClaimLock, locker.client, locker.cookie);
+      (void)pool.BreakLock(object, lock, locker.client, locker.cookie);
     }
   }
   return absl::UnavailableError(absl::StrCat("claiming ", name_space, ": lock kept changing"));

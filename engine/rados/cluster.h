@@ -20,13 +20,16 @@ namespace strata::rados {
 // a file's errors (ENOENT kNotFound, EEXIST kAlreadyExists, EIO kDataLoss, ...).
 absl::Status FromRados(int rc, absl::string_view context);
 
-// One node's exclusive claim on a region's objects: a cls "lock" on the region's catalog object,
-// taken at open and released at a clean stop. Until several nodes can share a region (docs/
-// ceph.md), it keeps a second stratad from writing a region another one serves.
+// One node's claim on its part of a region: a cls "lock" named after the node on the region's
+// catalog object, taken at open and released at a clean stop. Several nodes share a region;
+// the claim keeps two processes from serving one node's volumes (docs/ceph.md).
 class RegionClaim {
  public:
-  RegionClaim(Pool pool, std::string object, std::string cookie)
-      : pool_(std::move(pool)), object_(std::move(object)), cookie_(std::move(cookie)) {}
+  RegionClaim(Pool pool, std::string object, std::string lock, std::string cookie)
+      : pool_(std::move(pool)),
+        object_(std::move(object)),
+        lock_(std::move(lock)),
+        cookie_(std::move(cookie)) {}
   ~RegionClaim();
   RegionClaim(const RegionClaim&) = delete;
   RegionClaim& operator=(const RegionClaim&) = delete;
@@ -34,6 +37,7 @@ class RegionClaim {
  private:
   Pool pool_;
   const std::string object_;
+  const std::string lock_;
   const std::string cookie_;
 };
 
@@ -50,9 +54,9 @@ class Cluster {
   // RADOS namespace `name_space`.
   Pool IndexPool(const std::string& name_space) const;
   Pool DataPool(const std::string& name_space) const;
-  // Claims `object` in the index pool's namespace `name_space` for node `node_id`. A claim left
-  // by the same node (it stopped without releasing: a crash) is taken over; another node's is
-  // kFailedPrecondition naming it.
+  // Claims node `node_id`'s part of the region whose catalog is `object` in the index pool's
+  // namespace `name_space`. A claim the same node left (it stopped without releasing: a crash)
+  // is taken over; other nodes' claims are theirs.
   [[nodiscard]] absl::StatusOr<std::unique_ptr<RegionClaim>> Claim(const std::string& name_space,
                                                                    const std::string& object,
                                                                    const std::string& node_id,

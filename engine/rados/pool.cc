@@ -3,6 +3,8 @@
 #include "rados/pool.h"
 
 #include <cerrno>
+#include <sys/time.h>
+
 #include <ctime>
 #include <list>
 
@@ -172,8 +174,12 @@ int Pool::List(std::vector<std::string>* oids) const {
 }
 
 int Pool::LockExclusive(const std::string& oid, const std::string& name, const std::string& cookie,
-                        const std::string& description) const {
-  return state_->ioctx.lock_exclusive(oid, name, cookie, description, nullptr, 0);
+                        const std::string& description, int duration_seconds,
+                        bool renew) const {
+  timeval duration{duration_seconds, 0};
+  return state_->ioctx.lock_exclusive(oid, name, cookie, description,
+                                      duration_seconds > 0 ? &duration : nullptr,
+                                      renew ? LIBRADOS_LOCK_FLAG_MUST_RENEW : 0);
 }
 
 int Pool::Unlock(const std::string& oid, const std::string& name, const std::string& cookie) const {

@@ -64,8 +64,11 @@ class Pool {
   struct Locker {
     std::string client, cookie, address;
   };
+  // `duration_seconds` 0: held until unlocked; else it expires unless locked again with
+  // `renew` (which only extends a lock this client holds with this cookie).
   int LockExclusive(const std::string& oid, const std::string& name, const std::string& cookie,
-                    const std::string& description) const;
+                    const std::string& description, int duration_seconds = 0,
+                    bool renew = false) const;
   int Unlock(const std::string& oid, const std::string& name, const std::string& cookie) const;
   int ListLockers(const std::string& oid, const std::string& name,
                   std::vector<Locker>* lockers) const;

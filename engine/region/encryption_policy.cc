@@ -14,26 +14,24 @@ EncryptionContext DataKeyContext(uint32_t domain) {
 
 }  // namespace
 
-absl::Status EncryptionPolicy::Load() {
-  STRATA_ASSIGN_OR_RETURN(std::optional<std::string> next_domain,
-                          catalog_.Get(meta::NextDomainKey()));
-  if (!next_domain.has_value()) return absl::OkStatus();
-  util::Decoder in(*next_domain);
-  absl::MutexLock lock(&mu_);
-  if (!in.GetFixed32(next_domain_)) return absl::DataLossError("corrupt next_domain");
-  return absl::OkStatus();
-}
-
 absl::StatusOr<uint32_t> EncryptionPolicy::NewDomain() {
-  absl::MutexLock lock(&mu_);
-  const uint32_t domain = next_domain_;
-  std::string value;
-  util::PutFixed32(value, domain + 1);
-  meta::WriteBatch batch;
-  batch.Put(meta::NextDomainKey(), value);
-  STRATA_RETURN_IF_ERROR(catalog_.Write(batch));
-  next_domain_ = domain + 1;
-  return domain;
+  for (int attempt = 0;; ++attempt) {
+    STRATA_ASSIGN_OR_RETURN(std::optional<std::string> stored,
+                            catalog_.Get(meta::NextDomainKey()));
+    uint32_t domain = 1;  // Domain 0 is plaintext.
+    if (stored.has_value()) {
+      util::Decoder in(*stored);
+      if (!in.GetFixed32(domain) || !in.done()) return absl::DataLossError("corrupt next_domain");
+    }
+    std::string value;
+    util::PutFixed32(value, domain + 1);
+    meta::WriteBatch batch;
+    batch.Expect(meta::NextDomainKey(), stored.value_or(""));
+    batch.Put(meta::NextDomainKey(), value);
+    absl::Status written = catalog_.Write(batch);
+    if (written.ok()) return domain;
+    if (!absl::IsAborted(written) || attempt == 8) return written;  // Else taken meanwhile.
+  }
 }
 
 absl::Status EncryptionPolicy::LoadDomainKey(const meta::EncryptionRecord& encryption,

@@ -7,9 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "crypto/kms_impl.h"
 #include "meta/catalog.h"
 #include "meta/schema.h"
@@ -24,8 +22,6 @@ class EncryptionPolicy {
   EncryptionPolicy(meta::Catalog& catalog, crypto::KmsImpl& kms, volume::DomainKeys& keys)
       : catalog_(catalog), kms_(kms), keys_(keys) {}
 
-  // Reads the next dedup domain number from the catalog (at open).
-  [[nodiscard]] absl::Status Load();
   // Unwraps an encrypted domain's data key (as `owner`) into the DomainKeys, or records there
   // why it cannot be.
   absl::Status LoadDomainKey(const meta::EncryptionRecord& encryption, const std::string& owner);
@@ -40,14 +36,13 @@ class EncryptionPolicy {
                                                       const EbsEncryptionDefaults& defaults);
 
  private:
-  // Takes the next dedup domain number, recorded before it is used.
+  // Takes the next dedup domain number, recorded before it is used: read from the catalog and
+  // replaced under a guard, so that nodes sharing the region never take the same number.
   absl::StatusOr<uint32_t> NewDomain();
 
   meta::Catalog& catalog_;
   crypto::KmsImpl& kms_;
   volume::DomainKeys& keys_;
-  absl::Mutex mu_;  // Held across the catalog write of the next domain only.
-  uint32_t next_domain_ ABSL_GUARDED_BY(mu_) = 1;  // Domain 0 is plaintext.
 };
 
 }  // namespace strata::region

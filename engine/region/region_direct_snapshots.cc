@@ -73,6 +73,7 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CopyIntoNewDomainLocked(
 absl::StatusOr<Region::DirectSnapshot> RegionImpl::StartDirectSnapshot(
     uint64_t size_bytes, const std::string& parent_snapshot_id,
     const CreateSnapshotRequest& request) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   CreateVolumeRequest builder_request;
   builder_request.size_bytes = size_bytes;
@@ -102,6 +103,7 @@ absl::StatusOr<std::shared_ptr<PendingSnapshot>> RegionImpl::FindOpenDirectLocke
 }
 
 absl::Status RegionImpl::CompleteDirectSnapshot(const std::string& snapshot_id) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(std::shared_ptr<PendingSnapshot> pending,
                           FindOpenDirectLocked(snapshot_id));
@@ -123,6 +125,7 @@ void RegionImpl::ReportDirectSnapshotProgress(const std::string& snapshot_id, in
 
 absl::Status RegionImpl::AbortDirectSnapshot(const std::string& snapshot_id,
                                              const std::string& reason) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(std::shared_ptr<PendingSnapshot> pending,
                           FindOpenDirectLocked(snapshot_id));

@@ -57,19 +57,37 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     STRATA_ASSIGN_OR_RETURN(
         claim_, cluster_->Claim(name_space, kRadosCatalogObject, cluster_->options().node_id,
                                 absl::StrCat("stratad pid ", getpid(), ", data dir ", dir_)));
+    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<meta::Catalog> base,
+                            meta::Catalog::OpenRados(cluster_->IndexPool(name_space),
+                                                     kRadosCatalogObject));
+    meta::SharedCatalogOptions shared;
+    shared.node_id = cluster_->options().node_id;
+    shared.description = absl::StrCat("stratad pid ", getpid(), ", data dir ", dir_);
+    shared.wait = absl::Seconds(std::max(30u, 2 * cluster_->options().timeout_seconds));
     STRATA_ASSIGN_OR_RETURN(
-        catalog_, meta::Catalog::OpenRados(cluster_->IndexPool(name_space), kRadosCatalogObject));
+        std::unique_ptr<meta::SharedCatalog> catalog,
+        meta::SharedCatalog::Open(std::move(base), cluster_->IndexPool(name_space),
+                                  kRadosCatalogObject, std::move(shared)));
+    shared_catalog_ = catalog.get();
+    shared_ = catalog.get();
+    catalog_ = std::move(catalog);
   } else {
     STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(dir_ + "/catalog"));
   }
+  // Opening recovers and loads shared state: one node at a time.
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold held, shared_->Enter());
+  {
+    absl::MutexLock lock(&reload_mu_);
+    loaded_changes_ = shared_->foreign_changes();
+  }
   kms_storage_ = std::make_unique<KmsCatalogStorage>(*catalog_);
   crypto::KmsOptions kms_options;
+  kms_options.shared = shared_;
   kms_options.region = name_;
   kms_options.storage = kms_storage_.get();
   kms_options.root_key = options_.kms_root_key;
   STRATA_ASSIGN_OR_RETURN(kms_, crypto::KmsImpl::Open(std::move(kms_options)));
   encryption_ = std::make_unique<EncryptionPolicy>(*catalog_, *kms_, domain_keys_);
-  STRATA_RETURN_IF_ERROR(encryption_->Load());
 
   STRATA_ASSIGN_OR_RETURN(std::optional<std::string> format, catalog_->Get(meta::FormatKey()));
   const bool fresh = !format.has_value();
@@ -114,11 +132,7 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   for (const meta::SnapshotRecord& snap : tree_->All()) {
     if (snap.encryption.encrypted()) (void)encryption_->LoadDomainKey(snap.encryption, snap.owner);
   }
-  STRATA_ASSIGN_OR_RETURN(std::optional<std::string> seq, catalog_->Get(meta::NextSeqKey()));
-  if (seq.has_value()) {
-    util::Decoder seq_in(*seq);
-    if (!seq_in.GetFixed64(next_seq_)) return absl::DataLossError("corrupt next_seq record");
-  }
+  STRATA_RETURN_IF_ERROR(LoadNextSeq());
   STRATA_ASSIGN_OR_RETURN(std::optional<std::string> clean_mark, catalog_->Get(meta::CleanKey()));
   const bool clean = clean_mark.has_value() || fresh;
   if (!clean) STRATA_LOG(kInfo, "region ", name_, ": unclean stop; changed-block tracking rescans");
@@ -160,10 +174,19 @@ absl::Status RegionImpl::RecoverPendingSnapshots(bool clean) {
         }
         return true;
       }));
+  // Only this node's: a snapshot pending on another node (RADOS) is that node's to finish.
+  std::set<std::string> own_volumes;
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::kVolumePrefix, "", [&](absl::string_view key, auto) {
+    own_volumes.emplace(key.substr(meta::kVolumePrefix.size()));
+    return true;
+  }));
   std::vector<meta::SnapshotRecord> failed;
   for (meta::SnapshotRecord r : tree_->All()) {
     if (r.state == meta::SnapshotRecordState::kError) failed.push_back(r);
-    if (r.state != meta::SnapshotRecordState::kPending || resumable_.contains(r.id)) continue;
+    if (r.state != meta::SnapshotRecordState::kPending || resumable_.contains(r.id) ||
+        !own_volumes.contains(r.volume_id)) {
+      continue;
+    }
     r.state = meta::SnapshotRecordState::kError;
     r.state_message = clean ? "the store stopped before the snapshot completed"
                             : "interrupted by an unclean stop before the snapshot completed";
@@ -274,6 +297,59 @@ std::string RegionImpl::NewId(absl::string_view prefix) {
   }
 }
 
+absl::StatusOr<util::SharedHold> RegionImpl::EnterShared() {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold held, shared_->Enter());
+  absl::MutexLock lock(&reload_mu_);
+  if (const uint64_t changes = shared_->foreign_changes(); changes != loaded_changes_) {
+    STRATA_RETURN_IF_ERROR(ReloadShared());
+    loaded_changes_ = changes;
+  }
+  return held;
+}
+
+absl::Status RegionImpl::ReloadShared() {
+  STRATA_RETURN_IF_ERROR(tree_->Load());
+  for (const meta::SnapshotRecord& snap : tree_->All()) {
+    if (snap.encryption.encrypted()) (void)encryption_->LoadDomainKey(snap.encryption, snap.owner);
+  }
+  return LoadNextSeq();
+}
+
+absl::Status RegionImpl::LoadNextSeq() {
+  STRATA_ASSIGN_OR_RETURN(std::optional<std::string> seq, catalog_->Get(meta::NextSeqKey()));
+  uint64_t next = 1;
+  if (seq.has_value()) {
+    util::Decoder in(*seq);
+    if (!in.GetFixed64(next) || !in.done()) return absl::DataLossError("corrupt next_seq record");
+  }
+  absl::MutexLock lock(&mu_);
+  next_seq_ = next;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> RegionImpl::OtherNodeVolumeUses(const std::string& id) {
+  if (shared_catalog_ == nullptr) return false;
+  STRATA_ASSIGN_OR_RETURN(std::vector<std::string> nodes, shared_catalog_->Nodes());
+  bool used = false;
+  absl::Status bad;
+  for (const std::string& node : nodes) {
+    if (node == shared_catalog_->node_id() || used) continue;
+    const std::string prefix = meta::SharedCatalog::NodeKey(node, meta::kVolumePrefix);
+    STRATA_RETURN_IF_ERROR(
+        catalog_->Scan(prefix, "", [&](absl::string_view key, absl::string_view v) {
+          absl::StatusOr<meta::VolumeRecord> r = meta::VolumeRecord::Decode(v);
+          if (!r.ok()) {
+            bad = absl::DataLossError(absl::StrCat(r.status().message(), " (key ", key, ")"));
+            return false;
+          }
+          used = r->last_snapshot_id == id;
+          return !used;
+        }));
+    STRATA_RETURN_IF_ERROR(bad);
+  }
+  return used;
+}
+
 absl::StatusOr<uint64_t> RegionImpl::CollectGarbage() { return chunks_->CollectGarbage(); }
 
 absl::StatusOr<StoreStats> RegionImpl::GetStats() {
@@ -293,8 +369,9 @@ std::optional<Task> RegionImpl::RunTask(Task task) {
       RunIngest(task.pending);
       return std::nullopt;
     case Task::Kind::kPrune: {
+      absl::StatusOr<util::SharedHold> shared = EnterShared();
       absl::MutexLock lock(&mu_);
-      if (absl::Status s = Prune(task.id); !s.ok()) {
+      if (absl::Status s = shared.ok() ? Prune(task.id) : shared.status(); !s.ok()) {
         STRATA_LOG(kError, "snapshot ", task.id,
                    ": deletion failed, retried at next open: ", s.ToString());
       }

@@ -33,11 +33,13 @@
 #include "chunk/chunk_store.h"
 #include "crypto/kms_impl.h"
 #include "meta/catalog.h"
+#include "meta/shared_catalog.h"
 #include "rados/cluster.h"
 #include "region/block_listings.h"
 #include "region/encryption_policy.h"
 #include "region/task_queue.h"
 #include "strata/store.h"
+#include "util/shared_section.h"
 #include "volume/snapshot_tree.h"
 #include "volume/volume_impl.h"
 
@@ -142,6 +144,8 @@ class RegionImpl final : public Region {
   }
   absl::Status SetEbsEncryptionDefaults(const std::string& account,
                                         const EbsEncryptionDefaults& defaults) override {
+    absl::StatusOr<util::SharedHold> shared = EnterShared();
+    if (!shared.ok()) return shared.status();
     return encryption_->SetEbsEncryptionDefaults(account, defaults);
   }
 
@@ -154,6 +158,11 @@ class RegionImpl final : public Region {
   Images& images() override { return *images_; }
   // Installs the image registry (engine/image builds on this module, so the Store wires it).
   void set_images(std::unique_ptr<Images> images) { images_ = std::move(images); }
+  // The section of the region that one node at a time runs (the region lease on RADOS; free on
+  // the local backend), with the snapshot tree reloaded when another node changed the region.
+  // Taken before mu_; control-plane changes of shared state run in it.
+  [[nodiscard]] absl::StatusOr<util::SharedHold> EnterShared() ABSL_LOCKS_EXCLUDED(mu_);
+  util::SharedSection& shared_section() { return *shared_; }
   // For strata-fsck and tests.
   meta::Catalog* catalog() { return catalog_.get(); }
   chunk::ChunkStore* chunks() { return chunks_.get(); }
@@ -167,6 +176,12 @@ class RegionImpl final : public Region {
   absl::Status Init();
   absl::Status RecoverPendingSnapshots(bool clean);
   absl::Status LoadVolumes(bool clean);
+  // Reloads what this node caches of shared state (the snapshot tree, the next sequence number,
+  // domain keys of snapshots made elsewhere).
+  absl::Status ReloadShared() ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status LoadNextSeq() ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether another node's volume reads through snapshot `id` (RADOS: every node's records).
+  absl::StatusOr<bool> OtherNodeVolumeUses(const std::string& id);
   std::string HeadPath(const std::string& volume_id) const;
   std::string NewId(absl::string_view prefix) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs one background task; returns a follow-up task to queue, if any.
@@ -243,6 +258,10 @@ class RegionImpl final : public Region {
   uint64_t chunk_size_bytes_ = 0;
   bool opened_ = false;  // Init finished: the destructor stops cleanly.
   std::unique_ptr<meta::Catalog> catalog_;
+  meta::SharedCatalog* shared_catalog_ = nullptr;              // RADOS: catalog_, shared.
+  util::SharedSection* shared_ = &util::SoleProcess();         // Or shared_catalog_.
+  absl::Mutex reload_mu_;  // Before mu_.
+  uint64_t loaded_changes_ ABSL_GUARDED_BY(reload_mu_) = 0;    // foreign_changes() at a reload.
   std::unique_ptr<crypto::KmsStorage> kms_storage_;
   std::unique_ptr<crypto::KmsImpl> kms_;
   DomainKeys domain_keys_;

@@ -58,9 +58,10 @@ void RegionImpl::RunIngest(const std::shared_ptr<PendingSnapshot>& pending) {
   for (int i = 1; i < chunks_->PutConcurrency(); ++i) helpers.emplace_back(ingest);
   ingest();
   for (std::thread& t : helpers) t.join();
+  absl::StatusOr<util::SharedHold> shared = EnterShared();
   absl::MutexLock lock(&mu_);
-  absl::Status error;
-  {
+  absl::Status error = shared.status();
+  if (error.ok()) {
     absl::MutexLock plock(&pending->mu);
     error = pending->error;
   }
@@ -202,6 +203,10 @@ absl::Status RegionImpl::Prune(const std::string& snapshot_id) {
       STRATA_ASSIGN_OR_RETURN(const bool rebased, RebaseVolume(*volume, *r));
       if (!rebased) return absl::OkStatus();  // The volume still reads through it.
     }
+    // Another node's volume (RADOS): kept until that node moves its volume off it (its next
+    // snapshot or the volume's deletion queues this prune there).
+    STRATA_ASSIGN_OR_RETURN(const bool used_elsewhere, OtherNodeVolumeUses(id));
+    if (used_elsewhere) return absl::OkStatus();
     std::vector<meta::SnapshotRecord> children = tree_->Children(id);
     for (const meta::SnapshotRecord& child : children) {
       if (child.state != meta::SnapshotRecordState::kCompleted) {

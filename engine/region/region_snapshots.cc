@@ -19,6 +19,7 @@ using volume::ValidateTags;
 
 absl::Status RegionImpl::SetSnapshotPermissions(const std::string& snapshot_id,
                                                 const std::vector<std::string>& shared_with) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(*tree_, snapshot_id));
   r.shared_with = shared_with;
@@ -99,6 +100,7 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CreateSnapshot(const CreateSnapshotRequ
 absl::StatusOr<std::vector<SnapshotInfo>> RegionImpl::CreateSnapshots(
     const std::vector<CreateSnapshotRequest>& requests) {
   if (requests.empty()) return absl::InvalidArgumentError("no volumes to snapshot");
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   // Ordered by volume id: the gates are taken in this order, so two calls cannot deadlock.
   std::map<std::string, std::pair<VolumeImpl*, std::shared_ptr<PendingSnapshot>>> plan;
@@ -143,6 +145,7 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CopySnapshot(const std::string& source_
   if (request.description.size() > 255) {
     return absl::InvalidArgumentError("a description is at most 255 characters");
   }
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord source,
                           FindCompletedSnapshot(*tree_, source_snapshot_id));
@@ -192,12 +195,14 @@ absl::Status RegionImpl::CommitNewSnapshotRecord(const meta::SnapshotRecord& rec
 }
 
 absl::StatusOr<SnapshotInfo> RegionImpl::DescribeSnapshot(const std::string& snapshot_id) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(*tree_, snapshot_id));
   absl::MutexLock lock(&mu_);
   return ToInfo(r);
 }
 
 absl::StatusOr<std::vector<SnapshotInfo>> RegionImpl::ListSnapshots() {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   std::vector<meta::SnapshotRecord> all = tree_->All();
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
   absl::MutexLock lock(&mu_);
@@ -220,6 +225,7 @@ absl::StatusOr<SnapshotInfo> RegionImpl::WaitForSnapshot(const std::string& snap
 
 absl::Status RegionImpl::CommitWithSnapshots(const std::vector<std::string>& snapshot_ids,
                                              const meta::WriteBatch& batch) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   for (const std::string& id : snapshot_ids) {
     STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(*tree_, id));
@@ -232,6 +238,7 @@ absl::Status RegionImpl::CommitWithSnapshots(const std::vector<std::string>& sna
 }
 
 absl::Status RegionImpl::DeleteSnapshot(const std::string& snapshot_id) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(*tree_, snapshot_id));
   std::string image_id;
@@ -268,6 +275,7 @@ absl::Status RegionImpl::DeleteSnapshot(const std::string& snapshot_id) {
 absl::Status RegionImpl::TagSnapshot(const std::string& snapshot_id,
                                      const std::map<std::string, std::string>& set,
                                      const std::vector<std::string>& remove) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(*tree_, snapshot_id));
   ApplyTags(r.tags, set, remove);
@@ -284,6 +292,7 @@ absl::Status RegionImpl::TagSnapshot(const std::string& snapshot_id,
 }
 
 absl::StatusOr<std::unique_ptr<Snapshot>> RegionImpl::OpenSnapshot(const std::string& snapshot_id) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());  // A fresh snapshot tree.
   STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindCompletedSnapshot(*tree_, snapshot_id));
   STRATA_ASSIGN_OR_RETURN(SnapshotTree::Ancestry ancestry, tree_->Ancestors(snapshot_id));
   return std::make_unique<SnapshotReader>(*tree_, *chunks_, domain_keys_, std::move(r),

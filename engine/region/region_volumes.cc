@@ -57,6 +57,7 @@ absl::Status RegionImpl::PersistVolume(VolumeImpl& volume) {
 }
 
 absl::StatusOr<VolumeInfo> RegionImpl::CreateVolume(const CreateVolumeRequest& request) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   return CreateVolumeLocked(request, /*hidden=*/false);
 }
@@ -191,6 +192,7 @@ absl::Status RegionImpl::GrowVolume(const std::string& volume_id, uint64_t new_s
 }
 
 absl::Status RegionImpl::DeleteVolume(const std::string& volume_id) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   return DeleteVolumeLocked(volume_id);
 }

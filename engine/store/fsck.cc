@@ -3,14 +3,17 @@
 #include "strata/fsck.h"
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "chunk/chunk_store.h"
 #include "meta/catalog.h"
 #include "meta/schema.h"
+#include "meta/shared_catalog.h"
 #include "rados/cluster.h"
 #include "store/backend_file.h"
 #include "util/status_macros.h"
@@ -174,7 +177,14 @@ class RegionChecker {
   }
 
   absl::Status CheckVolumes() {
-    return catalog_->Scan(meta::kVolumePrefix, "", [&](absl::string_view key, absl::string_view v) {
+    // RADOS: every node's volume records ("n/" node "/v/" id); their heads are only this node's.
+    const bool shared = cluster_ != nullptr;
+    const std::string own_prefix =
+        shared ? meta::SharedCatalog::NodeKey(cluster_->options().node_id, meta::kVolumePrefix)
+               : std::string(meta::kVolumePrefix);
+    return catalog_->Scan(shared ? "n/" : meta::kVolumePrefix, "", [&](absl::string_view key,
+                                                                      absl::string_view v) {
+      if (shared && !absl::StrContains(key, absl::StrCat("/", meta::kVolumePrefix))) return true;
       ++report_.volumes_checked;
       absl::StatusOr<meta::VolumeRecord> r = meta::VolumeRecord::Decode(v);
       if (!r.ok()) {
@@ -186,7 +196,9 @@ class RegionChecker {
             absl::StrCat("volume ", r->id, ": last snapshot ", r->last_snapshot_id, " is missing"));
       }
       const std::string head = absl::StrCat(dir_, "/heads/", r->id, ".0.head");
-      if (!env_->FileExists(head)) Find(absl::StrCat("volume ", r->id, ": head file is missing"));
+      if (absl::StartsWith(key, own_prefix) && !env_->FileExists(head)) {
+        Find(absl::StrCat("volume ", r->id, ": head file is missing"));
+      }
       return true;
     });
   }
@@ -227,6 +239,9 @@ absl::StatusOr<FsckReport> CheckStore(const std::string& path, Env* env,
       backend->timeout_seconds = ceph->timeout_seconds;
       backend->gc_grace_seconds = ceph->gc_grace_seconds;
     }
+    // This node's name (DIR/node-id): its volumes are the ones with heads here.
+    std::ifstream node_id(path + "/node-id");
+    std::getline(node_id, backend->node_id);
     STRATA_ASSIGN_OR_RETURN(cluster, rados::Cluster::Connect(*backend));
   }
   FsckReport report;

@@ -3,7 +3,10 @@
 
 #include "meta/catalog.h"
 
+#include <thread>
+
 #include "absl/strings/str_format.h"
+#include "meta/shared_catalog.h"
 #include "test_backend.h"
 #include "test_util.h"
 
@@ -127,9 +130,11 @@ namespace strata::rados {
 namespace {
 
 using ::strata::testing::IsOk;
+using ::strata::meta::Catalog;
+using ::strata::meta::SharedCatalog;
 using ::strata::testing::StatusIs;
 
-TEST(RegionClaimTest, OneNodeAtATimeAndItsOwnStaleClaimIsTakenOver) {
+TEST(RegionClaimTest, EachNodeClaimsItsOwnPartAndItsOwnStaleClaimIsTakenOver) {
   std::shared_ptr<Cluster> cluster = ::strata::testing::TestCluster();
   if (cluster == nullptr) GTEST_SKIP() << "RADOS backend only (STRATA_TEST_CEPH_CONF)";
   ::strata::testing::TempDir dir;
@@ -142,15 +147,120 @@ TEST(RegionClaimTest, OneNodeAtATimeAndItsOwnStaleClaimIsTakenOver) {
   meta::WriteBatch batch;
   batch.Put("x/format", "1");
   ASSERT_THAT((*catalog)->Write(batch), IsOk());
+  // Another node shares the region.
   auto b = cluster->Claim(ns, "catalog", "node-b", "test");
-  EXPECT_THAT(b, StatusIs(absl::StatusCode::kFailedPrecondition));
-  EXPECT_THAT(b.status().message(), ::testing::HasSubstr("node-a"));
-  // The same node again (a restart after a crash left the claim): taken over.
-  auto again = cluster->Claim(ns, "catalog", "node-a", "test");
+  EXPECT_THAT(b, IsOk());
+  std::vector<Pool::Locker> lockers;
+  ASSERT_GE(cluster->IndexPool(ns).ListLockers("catalog", "strata.node.node-a", &lockers), 0);
+  ASSERT_EQ(lockers.size(), 1u);
+  EXPECT_EQ(lockers[0].cookie, "node-a");
+  // The same node again, from another client (a restart after a crash left the claim): taken
+  // over.
+  auto restarted = Cluster::Connect(*::strata::testing::TestCeph(dir.path()));
+  ASSERT_THAT(restarted, IsOk());
+  auto again = (*restarted)->Claim(ns, "catalog", "node-a", "test");
   EXPECT_THAT(again, IsOk());
   a->reset();
   again->reset();
-  EXPECT_THAT(cluster->Claim(ns, "catalog", "node-b", "test"), IsOk());
+  lockers.clear();
+  ASSERT_GE(cluster->IndexPool(ns).ListLockers("catalog", "strata.node.node-a", &lockers), 0);
+  EXPECT_THAT(lockers, ::testing::IsEmpty());
+}
+
+// Two nodes' views of one region catalog, each on a librados client of its own.
+class SharedCatalogTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<SharedCatalog> Node(const std::string& id, int lease_seconds = 30,
+                                      absl::Duration wait = absl::Seconds(30)) {
+    auto cluster = Cluster::Connect(*::strata::testing::TestCeph(dir_.path()));
+    EXPECT_THAT(cluster, IsOk());
+    if (!cluster.ok()) return nullptr;
+    clusters_.push_back(*cluster);
+    const std::string ns = ::strata::testing::TestCeph(dir_.path())->name_space;
+    auto base = meta::Catalog::OpenRados((*cluster)->IndexPool(ns), "catalog");
+    EXPECT_THAT(base, IsOk());
+    auto shared = SharedCatalog::Open(*std::move(base), (*cluster)->IndexPool(ns), "catalog",
+                                      {.node_id = id,
+                                       .description = "test " + id,
+                                       .lease_seconds = lease_seconds,
+                                       .wait = wait});
+    EXPECT_THAT(shared, IsOk());
+    return shared.ok() ? *std::move(shared) : nullptr;
+  }
+  static std::vector<std::string> Keys(Catalog& catalog, absl::string_view prefix) {
+    std::vector<std::string> keys;
+    EXPECT_THAT(catalog.Scan(prefix, "",
+                             [&](absl::string_view k, absl::string_view) {
+                               keys.emplace_back(k);
+                               return true;
+                             }),
+                IsOk());
+    return keys;
+  }
+  static absl::Status Put(Catalog& catalog, const std::string& key, const std::string& value) {
+    meta::WriteBatch batch;
+    batch.Put(key, value);
+    return catalog.Write(batch);
+  }
+
+  ::strata::testing::TempDir dir_;
+  std::vector<std::shared_ptr<Cluster>> clusters_;
+};
+
+TEST_F(SharedCatalogTest, NodeKeysAreEachNodesOwnAndTheRestIsShared) {
+  if (::strata::testing::TestCluster() == nullptr) GTEST_SKIP() << "RADOS backend only";
+  auto a = Node("node-a");
+  auto b = Node("node-b");
+  ASSERT_THAT(Put(*a, "v/vol-1", "a's volume"), IsOk());
+  ASSERT_THAT(Put(*b, "v/vol-2", "b's volume"), IsOk());
+  ASSERT_THAT(Put(*a, "s/snap-1", "a snapshot"), IsOk());
+  EXPECT_EQ(Keys(*a, "v/"), std::vector<std::string>{"v/vol-1"});
+  EXPECT_EQ(Keys(*b, "v/"), std::vector<std::string>{"v/vol-2"});
+  EXPECT_EQ(*b->Get("s/snap-1"), "a snapshot");
+  EXPECT_EQ(*a->Get("v/vol-2"), std::nullopt);
+  EXPECT_EQ(*a->Get(SharedCatalog::NodeKey("node-b", "v/vol-2")), "b's volume");
+  auto nodes = a->Nodes();
+  ASSERT_THAT(nodes, IsOk());
+  EXPECT_EQ(*nodes, (std::vector<std::string>{"node-a", "node-b"}));
+}
+
+TEST_F(SharedCatalogTest, OneNodeHoldsTheLeaseAndTheOtherSeesItsChanges) {
+  if (::strata::testing::TestCluster() == nullptr) GTEST_SKIP() << "RADOS backend only";
+  auto a = Node("node-a");
+  auto b = Node("node-b", 30, absl::Milliseconds(300));
+  {
+    auto held = a->Enter();
+    ASSERT_THAT(held, IsOk());
+    auto nested = a->Enter();  // Threads of one node share it.
+    ASSERT_THAT(nested, IsOk());
+    auto refused = b->Enter();
+    EXPECT_THAT(refused, StatusIs(absl::StatusCode::kUnavailable));
+    EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("node-a"));
+    ASSERT_THAT(Put(*a, "s/snap-1", "v1"), IsOk());
+  }
+  const uint64_t seen = b->foreign_changes();
+  ASSERT_THAT(b->Enter(), IsOk());  // Released: B enters, and sees that A changed the region.
+  EXPECT_EQ(b->foreign_changes(), seen + 1);
+  ASSERT_THAT(b->Enter(), IsOk());  // Nothing changed since.
+  EXPECT_EQ(b->foreign_changes(), seen + 1);
+  // Node-scoped, chunk index and manifest writes change no generation.
+  ASSERT_THAT(Put(*a, "c/chunk", "1"), IsOk());
+  ASSERT_THAT(Put(*a, "v/vol-1", "x"), IsOk());
+  ASSERT_THAT(b->Enter(), IsOk());
+  EXPECT_EQ(b->foreign_changes(), seen + 1);
+}
+
+TEST_F(SharedCatalogTest, AWriteAfterTheLeaseLapsedAndAnotherNodeWroteIsRefused) {
+  if (::strata::testing::TestCluster() == nullptr) GTEST_SKIP() << "RADOS backend only";
+  auto a = Node("node-a", /*lease_seconds=*/1);
+  auto b = Node("node-b");
+  auto held = a->Enter();
+  ASSERT_THAT(held, IsOk());
+  // B waits out A's lease (1 s, not renewed: A is idle), then changes the region.
+  ASSERT_THAT(Put(*b, "s/snap-1", "b's"), IsOk());
+  // A, still in its section, writes from what it read before B's change: refused.
+  EXPECT_THAT(Put(*a, "s/snap-1", "a's"), StatusIs(absl::StatusCode::kAborted));
+  EXPECT_EQ(*b->Get("s/snap-1"), "b's");
 }
 
 }  // namespace

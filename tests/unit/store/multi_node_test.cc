@@ -1,0 +1,254 @@
+// Several nodes, one region (RADOS only): two Stores with data directories of their own (two
+// nodes, each its own librados client) serve one region's namespace. What one node makes (a
+// snapshot, an image, a KMS key) the other lists, reads and uses; both answer Describe alike;
+// chunks both store are stored once; a snapshot that the other node's volume reads through
+// outlives its deletion until that volume moves off it. docs/ceph.md.
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "strata/fsck.h"
+#include "strata/image.h"
+#include "strata/kms.h"
+#include "strata/secret.h"
+#include "strata/store.h"
+#include "test_backend.h"
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+using ::strata::testing::IsOk;
+using ::strata::testing::Pattern;
+using ::strata::testing::TempDir;
+
+constexpr uint64_t kMiB = 1 << 20;
+constexpr char kOwner[] = "111111111111";
+
+// Starts nothing: machines are not what these tests are about.
+class NoMachines final : public Hypervisor {
+ public:
+  std::string name() const override { return "none"; }
+  absl::Status Start(const Machine&, ExitFn) override { return absl::OkStatus(); }
+  absl::Status Stop(const std::string&, bool) override { return absl::OkStatus(); }
+  absl::StatusOr<std::string> Console(const std::string&) override { return ""; }
+};
+
+class MultiNodeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!::strata::testing::OnRados()) GTEST_SKIP() << "RADOS backend only: shared regions";
+    root_key_ = RandomSecret(32);
+    a_ = OpenNode(dir_a_);
+    b_ = OpenNode(dir_b_);
+    ASSERT_NE(a_, nullptr);
+    ASSERT_NE(b_, nullptr);
+  }
+
+  // A node: its own data directory, on node A's region namespace.
+  std::unique_ptr<Store> OpenNode(TempDir& dir) {
+    StoreOptions options;
+    options.ceph = ::strata::testing::TestCeph(dir_a_.path());
+    options.kms_root_key = root_key_;
+    options.hypervisor = &machines_;
+    options.background_work = false;
+    auto store = Store::Open(dir.path(), options);
+    EXPECT_THAT(store, IsOk());
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+  Region& A() { return *a_->DefaultRegion(); }
+  Region& B() { return *b_->DefaultRegion(); }
+
+  // A volume on `region` holding `data`, and its completed snapshot.
+  std::string Snapshot(Region& region, const std::vector<std::byte>& data,
+                       const CreateVolumeRequest& request = {}) {
+    CreateVolumeRequest r = request;
+    r.size_bytes = data.size();
+    r.owner = kOwner;
+    auto volume = region.CreateVolume(r);
+    EXPECT_THAT(volume, IsOk());
+    if (!volume.ok()) return "";
+    EXPECT_THAT((*region.GetVolume(volume->id))->Write(0, data), IsOk());
+    auto snap = region.CreateSnapshot({.volume_id = volume->id, .owner = kOwner});
+    EXPECT_THAT(snap, IsOk());
+    if (!snap.ok()) return "";
+    EXPECT_THAT(region.RunBackgroundWork(), IsOk());
+    EXPECT_EQ(region.DescribeSnapshot(snap->id)->state, SnapshotState::kCompleted);
+    return snap->id;
+  }
+  std::vector<std::byte> ReadVolume(Region& region, const std::string& volume_id, uint64_t n) {
+    std::vector<std::byte> out(n);
+    auto volume = region.GetVolume(volume_id);
+    EXPECT_THAT(volume, IsOk());
+    if (volume.ok()) {
+      EXPECT_THAT((*volume)->Read(0, out), IsOk());
+    }
+    return out;
+  }
+  static std::vector<std::string> Ids(const std::vector<SnapshotInfo>& all) {
+    std::vector<std::string> ids;
+    for (const SnapshotInfo& s : all) ids.push_back(s.id);
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
+
+  TempDir dir_a_, dir_b_;
+  SecretBytes root_key_;
+  NoMachines machines_;
+  std::unique_ptr<Store> a_, b_;
+};
+
+TEST_F(MultiNodeTest, ASnapshotTakenOnOneNodeIsListedAndRestoredOnTheOther) {
+  const std::vector<std::byte> data = Pattern(3 * kMiB, 7);
+  const std::string snap = Snapshot(A(), data);
+  auto on_b = B().DescribeSnapshot(snap);
+  ASSERT_THAT(on_b, IsOk());
+  EXPECT_EQ(on_b->state, SnapshotState::kCompleted);
+  EXPECT_EQ(on_b->volume_size_bytes, data.size());
+  EXPECT_EQ(Ids(*A().ListSnapshots()), Ids(*B().ListSnapshots()));
+
+  auto restored = B().CreateVolume({.snapshot_id = snap, .owner = kOwner});
+  ASSERT_THAT(restored, IsOk());
+  EXPECT_EQ(ReadVolume(B(), restored->id, data.size()), data);
+  // Volumes are the node's own: A does not serve B's.
+  EXPECT_FALSE(A().GetVolume(restored->id).ok());
+  a_.reset();  // strata-fsck checks a stopped node (and the region's shared state).
+  auto report = ::strata::testing::CheckTestStore(dir_a_.path());
+  ASSERT_THAT(report, IsOk());
+  EXPECT_TRUE(report->findings.empty()) << report->findings[0];
+}
+
+TEST_F(MultiNodeTest, SnapshotsTakenOnBothNodesAtOnceGetTheirOwnSequenceNumbers) {
+  // Both nodes allocate snapshot sequence numbers (which key manifests) from one counter.
+  std::vector<std::vector<std::byte>> data;
+  for (int i = 0; i < 8; ++i) data.push_back(Pattern(kMiB, 100 + i));
+  std::vector<std::string> snaps(8);
+  std::thread on_a([&] {
+    for (int i = 0; i < 8; i += 2) snaps[i] = Snapshot(A(), data[i]);
+  });
+  for (int i = 1; i < 8; i += 2) snaps[i] = Snapshot(B(), data[i]);
+  on_a.join();
+  for (int i = 0; i < 8; ++i) {
+    Region& reader = i % 3 == 0 ? A() : B();
+    auto volume = reader.CreateVolume({.snapshot_id = snaps[i], .owner = kOwner});
+    ASSERT_THAT(volume, IsOk());
+    EXPECT_EQ(ReadVolume(reader, volume->id, kMiB), data[i]) << "snapshot " << i;
+  }
+  EXPECT_EQ(Ids(*A().ListSnapshots()), Ids(*B().ListSnapshots()));
+}
+
+TEST_F(MultiNodeTest, BothNodesStoringTheSameDataStoreEachChunkOnce) {
+  const std::vector<std::byte> data = Pattern(4 * kMiB, 11);
+  std::string on_a;
+  std::thread a([&] { on_a = Snapshot(A(), data); });
+  const std::string on_b = Snapshot(B(), data);
+  a.join();
+  auto stats_a = A().GetStats();
+  auto stats_b = B().GetStats();
+  ASSERT_THAT(stats_a, IsOk());
+  ASSERT_THAT(stats_b, IsOk());
+  const uint64_t chunks = data.size() / A().chunk_size_bytes();
+  EXPECT_EQ(stats_a->chunk_count, chunks);
+  EXPECT_EQ(stats_a->referenced_chunk_count, 2 * chunks);
+  EXPECT_EQ(stats_b->chunk_count, stats_a->chunk_count);
+}
+
+TEST_F(MultiNodeTest, AKeyMadeOnOneNodeEncryptsAVolumeOnTheOther) {
+  auto key = A().kms().CreateKey(kOwner, "made on A", {}, "");
+  ASSERT_THAT(key, IsOk());
+  auto described = B().kms().DescribeKey(kOwner, key->key_id);
+  ASSERT_THAT(described, IsOk());
+  EXPECT_EQ(described->arn, key->arn);
+  const std::vector<std::byte> data = Pattern(2 * kMiB, 21);
+  const std::string snap =
+      Snapshot(B(), data, {.encrypted = true, .kms_key_id = key->key_id});
+  auto info = A().DescribeSnapshot(snap);
+  ASSERT_THAT(info, IsOk());
+  EXPECT_TRUE(info->encrypted);
+  EXPECT_EQ(info->kms_key_id, key->arn);
+  auto restored = A().CreateVolume({.snapshot_id = snap, .owner = kOwner});
+  ASSERT_THAT(restored, IsOk());
+  EXPECT_EQ(ReadVolume(A(), restored->id, data.size()), data);
+  // A key disabled on one node is refused on the other.
+  ASSERT_THAT(A().kms().DisableKey(kOwner, key->key_id), IsOk());
+  EXPECT_FALSE(B().CreateVolume({.size_bytes = kMiB,
+                                 .owner = kOwner,
+                                 .encrypted = true,
+                                 .kms_key_id = key->key_id})
+                   .ok());
+}
+
+TEST_F(MultiNodeTest, AnImageRegisteredOnOneNodeLaunchesOnTheOther) {
+  const std::vector<std::byte> data = Pattern(kMiB, 31);
+  const std::string snap = Snapshot(A(), data);
+  ImageInfo request;
+  request.name = "shared-image";
+  request.owner = kOwner;
+  BlockDeviceMapping root;
+  root.device_name = "/dev/sda1";
+  root.ebs = EbsBlockDevice{.snapshot_id = snap};
+  request.mappings.push_back(root);
+  auto image = A().images().RegisterImage(request);
+  ASSERT_THAT(image, IsOk());
+  auto on_b = B().images().DescribeImage(image->id);
+  ASSERT_THAT(on_b, IsOk());
+  EXPECT_EQ(on_b->name, "shared-image");
+  // One name per account, across nodes.
+  EXPECT_FALSE(B().images().RegisterImage(request).ok());
+
+  auto instance = B().images().RunInstance({.image_id = image->id, .owner = kOwner});
+  ASSERT_THAT(instance, IsOk());
+  ASSERT_EQ(instance->volumes.size(), 1u);
+  std::vector<std::byte> head(kMiB);
+  ASSERT_THAT((*B().GetVolume(instance->volumes[0].volume_id))->Read(0, head), IsOk());
+  EXPECT_EQ(head, data);
+  // The image's snapshot is in use on B: A may not delete it.
+  EXPECT_FALSE(A().DeleteSnapshot(snap).ok());
+}
+
+TEST_F(MultiNodeTest, ASnapshotTheOtherNodesVolumeReadsThroughOutlivesItsDeletion) {
+  const std::vector<std::byte> data = Pattern(2 * kMiB, 41);
+  const std::string snap = Snapshot(A(), data);
+  auto restored = B().CreateVolume({.snapshot_id = snap, .owner = kOwner});
+  ASSERT_THAT(restored, IsOk());
+  ASSERT_THAT(A().DeleteSnapshot(snap), IsOk());
+  ASSERT_THAT(A().RunBackgroundWork(), IsOk());
+  ASSERT_THAT(A().CollectGarbage(), IsOk());
+  EXPECT_FALSE(B().DescribeSnapshot(snap).ok());  // Deleted, for both.
+  EXPECT_EQ(ReadVolume(B(), restored->id, data.size()), data);  // Still read through it.
+
+  // Once B's volume goes, B's prune removes the snapshot's data and GC its chunks.
+  ASSERT_THAT(B().DeleteVolume(restored->id), IsOk());
+  ASSERT_THAT(B().RunBackgroundWork(), IsOk());
+  auto collected = A().CollectGarbage();
+  ASSERT_THAT(collected, IsOk());
+  auto stats = A().GetStats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->chunk_count, 0u);
+  b_.reset();
+  auto report = ::strata::testing::CheckTestStore(dir_b_.path());
+  ASSERT_THAT(report, IsOk());
+  EXPECT_TRUE(report->findings.empty()) << report->findings[0];
+}
+
+TEST_F(MultiNodeTest, ANodeRestartsWithItsOwnVolumesAndLeavesTheOthersPendingSnapshots) {
+  const std::vector<std::byte> data = Pattern(kMiB, 51);
+  auto volume = B().CreateVolume({.size_bytes = kMiB, .owner = kOwner});
+  ASSERT_THAT(volume, IsOk());
+  ASSERT_THAT((*B().GetVolume(volume->id))->Write(0, data), IsOk());
+  // B's snapshot is pending (B has not ingested it) while A restarts.
+  auto pending = B().CreateSnapshot({.volume_id = volume->id, .owner = kOwner});
+  ASSERT_THAT(pending, IsOk());
+  a_.reset();
+  a_ = OpenNode(dir_a_);
+  ASSERT_NE(a_, nullptr);
+  EXPECT_EQ(A().DescribeSnapshot(pending->id)->state, SnapshotState::kPending);
+  ASSERT_THAT(B().RunBackgroundWork(), IsOk());
+  EXPECT_EQ(A().DescribeSnapshot(pending->id)->state, SnapshotState::kCompleted);
+  EXPECT_TRUE(A().ListVolumes()->empty());
+  EXPECT_EQ(B().ListVolumes()->size(), 1u);
+}
+
+}  // namespace
+}  // namespace strata
