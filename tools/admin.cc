@@ -9,8 +9,11 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -18,10 +21,21 @@
 namespace strata::tools {
 
 absl::StatusOr<bool> EnsureAdmin(Store& store, const std::string& dir) {
-  if (!store.ListAccounts().empty()) return false;
-  absl::StatusOr<Account> admin = store.CreateAccount("admin");
-  if (!admin.ok()) return admin.status();
   const std::string credentials = dir + "/credentials";
+  std::optional<Account> admin;
+  for (const Account& account : store.ListAccounts()) {
+    if (account.name == "admin") admin = account;
+  }
+  // Accounts exist: made here, or (RADOS) by another node of the cluster, whose admin this
+  // node's credentials file then names too.
+  const bool made_elsewhere = admin.has_value() && !std::filesystem::exists(credentials) &&
+                              absl::StartsWith(store.DescribeBackend(), "rados");
+  if (!store.ListAccounts().empty() && !made_elsewhere) return false;
+  if (!admin.has_value()) {
+    absl::StatusOr<Account> created = store.CreateAccount("admin");
+    if (!created.ok()) return created.status();
+    admin = *created;
+  }
   {
     // Owner-only from the start: the file is made 0600 (and an older one made so) before a
     // byte of the secret is written.
@@ -39,7 +53,7 @@ absl::StatusOr<bool> EnsureAdmin(Store& store, const std::string& dir) {
   std::ofstream config(dir + "/config", std::ios::trunc);
   config << "[default]\nregion = " << store.DefaultRegion()->name() << "\n";
   if (!config) return absl::InternalError("cannot write " + dir + "/config");
-  return true;
+  return !made_elsewhere;
 }
 
 }  // namespace strata::tools

@@ -10,6 +10,8 @@
 namespace strata::tools {
 
 // Creates the admin account and its files when the store has no account. Returns whether it did.
+// On RADOS, where another node may have made the accounts, a node without DIR/credentials gets
+// the cluster's admin there.
 absl::StatusOr<bool> EnsureAdmin(Store& store, const std::string& dir);
 
 // Where the KMS root key of the store in `dir` is kept by default: beside the data directory

@@ -82,7 +82,7 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   }
   kms_storage_ = std::make_unique<KmsCatalogStorage>(*catalog_);
   crypto::KmsOptions kms_options;
-  kms_options.shared = shared_;
+  if (shared_catalog_ != nullptr) kms_options.shared = shared_;
   kms_options.region = name_;
   kms_options.storage = kms_storage_.get();
   kms_options.root_key = options_.kms_root_key;
@@ -134,7 +134,13 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   }
   STRATA_RETURN_IF_ERROR(LoadNextSeq());
   STRATA_ASSIGN_OR_RETURN(std::optional<std::string> clean_mark, catalog_->Get(meta::CleanKey()));
-  const bool clean = clean_mark.has_value() || fresh;
+  // A node with no volume yet (a new one, on RADOS) has nothing to rescan.
+  bool has_volumes = false;
+  STRATA_RETURN_IF_ERROR(catalog_->Scan(meta::kVolumePrefix, "", [&](auto, auto) {
+    has_volumes = true;
+    return false;
+  }));
+  const bool clean = clean_mark.has_value() || fresh || !has_volumes;
   if (!clean) STRATA_LOG(kInfo, "region ", name_, ": unclean stop; changed-block tracking rescans");
   STRATA_RETURN_IF_ERROR(RecoverPendingSnapshots(clean));
   STRATA_RETURN_IF_ERROR(LoadVolumes(clean));

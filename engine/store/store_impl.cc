@@ -22,6 +22,7 @@
 #include "region/region_impl.h"
 #include "store/backend_file.h"
 #include "strata/store.h"
+#include "util/log.h"
 #include "util/status_macros.h"
 
 namespace strata {
@@ -194,22 +195,45 @@ class StoreImpl final : public Store {
 
   Region* DefaultRegion() override { return regions_.at(default_region_).get(); }
 
+  // The accounts: DIR/accounts, or on RADOS the omap of object "accounts" in the store's
+  // namespace, which every node shares ("id/" id -> the line, "name/" name -> id).
   absl::Status LoadAccounts() {
-    Env* env = options_.env;
-    const std::string path = absl::StrCat(path_, "/", kAccountsFile);
-    if (!env->FileExists(path)) return absl::OkStatus();
-    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env->OpenFile(path, false));
-    STRATA_ASSIGN_OR_RETURN(uint64_t size, file->Size());
-    std::string text(size, '\0');
-    STRATA_RETURN_IF_ERROR(
-        file->Read(0, std::as_writable_bytes(std::span(text.data(), text.size()))));
+    STRATA_ASSIGN_OR_RETURN(std::vector<Account> accounts, ReadAccounts());
     absl::MutexLock lock(&accounts_mu_);
+    accounts_ = std::move(accounts);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<Account>> ReadAccounts() {
+    std::string text;
+    std::string where = absl::StrCat(path_, "/", kAccountsFile);
+    if (cluster_ != nullptr) {
+      if (account_book_ == nullptr) {
+        STRATA_ASSIGN_OR_RETURN(
+            account_book_,
+            meta::Catalog::OpenRados(cluster_->IndexPool(cluster_->options().name_space),
+                                     kAccountsFile));
+      }
+      where = absl::StrCat("RADOS object ", kAccountsFile);
+      STRATA_RETURN_IF_ERROR(
+          account_book_->Scan("id/", "", [&](absl::string_view, absl::string_view line) {
+            absl::StrAppend(&text, line, "\n");
+            return true;
+          }));
+    } else if (Env* env = options_.env; env->FileExists(where)) {
+      STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env->OpenFile(where, false));
+      STRATA_ASSIGN_OR_RETURN(uint64_t size, file->Size());
+      text.resize(size);
+      STRATA_RETURN_IF_ERROR(
+          file->Read(0, std::as_writable_bytes(std::span(text.data(), text.size()))));
+    }
+    std::vector<Account> accounts;
     for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
       std::vector<std::string> f = absl::StrSplit(line, '\t');
-      if (f.size() != 4) return absl::DataLossError(absl::StrCat(path, ": corrupt line"));
-      accounts_.push_back({f[0], f[1], f[2], f[3]});
+      if (f.size() != 4) return absl::DataLossError(absl::StrCat(where, ": corrupt line"));
+      accounts.push_back({f[0], f[1], f[2], f[3]});
     }
-    return absl::OkStatus();
+    return accounts;
   }
 
   absl::StatusOr<Account> CreateAccount(const std::string& name) override {
@@ -235,17 +259,44 @@ class StoreImpl final : public Store {
         RandomString(40, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
     std::vector<Account> next = accounts_;
     next.push_back(account);
-    STRATA_RETURN_IF_ERROR(SaveAccounts(next));
+    if (cluster_ != nullptr) {
+      // Guarded: another node making the same name (or id) at once makes this one fail.
+      meta::WriteBatch batch;
+      batch.Expect(absl::StrCat("name/", name), "");
+      batch.Expect(absl::StrCat("id/", account.id), "");
+      batch.Put(absl::StrCat("name/", name), account.id);
+      batch.Put(absl::StrCat("id/", account.id),
+                absl::StrCat(account.id, "\t", name, "\t", account.access_key_id, "\t",
+                             account.secret_access_key));
+      if (absl::Status s = account_book_->Write(batch); !s.ok()) {
+        if (absl::IsAborted(s)) return absl::AlreadyExistsError(absl::StrCat("account ", name, " exists"));
+        return s;
+      }
+    } else {
+      STRATA_RETURN_IF_ERROR(SaveAccounts(next));
+    }
     accounts_ = std::move(next);
     return account;
   }
 
   absl::StatusOr<Account> FindAccessKey(const std::string& access_key_id) override {
+    {
+      absl::MutexLock lock(&accounts_mu_);
+      absl::StatusOr<Account> found = FindLocked(access_key_id, false);
+      if (found.ok() || cluster_ == nullptr) return found;
+    }
+    // RADOS: made on another node since this one last read them.
+    STRATA_RETURN_IF_ERROR(LoadAccounts());
     absl::MutexLock lock(&accounts_mu_);
     return FindLocked(access_key_id, false);
   }
 
   std::vector<Account> ListAccounts() override {
+    if (cluster_ != nullptr) {
+      if (absl::Status s = LoadAccounts(); !s.ok()) {
+        STRATA_LOG(kWarning, "reading the accounts: ", s.ToString());
+      }
+    }
     absl::MutexLock lock(&accounts_mu_);
     return accounts_;
   }
@@ -294,6 +345,7 @@ class StoreImpl final : public Store {
   const StoreOptions options_;
   const std::unique_ptr<FileLock> lock_;
   const std::shared_ptr<rados::Cluster> cluster_;  // The RADOS backend's; null when local.
+  std::unique_ptr<meta::Catalog> account_book_;    // RADOS: the shared accounts object.
   std::map<std::string, std::unique_ptr<region::RegionImpl>> regions_;
   std::string default_region_;
   std::unique_ptr<copy::CopyService> copies_;

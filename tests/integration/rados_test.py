@@ -2,8 +2,9 @@
 """stratad on the RADOS backend through the real clients, against a one-node Ceph cluster this
 test starts (scripts/ceph_cluster.sh) and purges: start-up errors (bad conf, missing pool,
 unreachable cluster, wrong pools for a store), the EBS/AMI/KMS flow with boto3, NBD writes and
-reads with nbdcopy, strata status and strata-fsck, one serving node per region, SIGKILL during
-an ingest (no half-visible snapshot; no leak once GC has run), invariant 5 on the pool's
+reads with nbdcopy, strata status and strata-fsck, two nodes serving one region (what one
+makes the other restores, launches and encrypts with; the same data stored once; a node killed
+mid-ingest while the other serves on), SIGKILL during an ingest (no half-visible snapshot; no leak once GC has run), invariant 5 on the pool's
 objects with `rados export`, and last the cluster's daemons paused under a running stratad (I/O to
 heads goes on and keeps every byte, snapshot calls fail with 503 ServiceUnavailable in time).
 
@@ -57,6 +58,16 @@ def nbd_read(d, export, n, path):
         return None
     with open(path, "rb") as f:
         return f.read(n)
+
+
+def describe_all(ec2, kms):
+    """What every node of a region must answer alike: snapshots, images and keys."""
+    snaps = sorted((s["SnapshotId"], s["State"], s.get("Encrypted", False))
+                   for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"])
+    images = sorted((i["ImageId"], i["Name"], i["State"])
+                    for i in ec2.describe_images(Owners=["self"])["Images"])
+    keys = sorted(k["KeyId"] for k in kms.list_keys()["Keys"])
+    return snaps, images, keys
 
 
 def start_errors(tmp, conf, flags):
@@ -168,15 +179,73 @@ def main():
         check(status.returncode == 0 and "RADOS (pool strata" in status.stdout,
               f"strata status names the backend: {status.stdout!r} {status.stderr!r}")
 
-        # One serving node per region: a second stratad on the same namespace is refused. Its
-        # backend comes from a --config file (the same options as the flags).
+        # Several nodes, one region: node B, its backend from a --config file (the same options
+        # as the flags), serves the region A serves.
         config = os.path.join(tmp, "stratad.conf")
         with open(config, "w") as f:
             f.write(f'backend = "rados"\nceph-conf = "{conf}"\npool = "strata"\n'
-                    'data-pool = "strata-data"\nceph-namespace = "it"\n')
+                    'data-pool = "strata-data"\nceph-namespace = "it"\ngc-grace = 0\n'
+                    # Every node of a region unwraps its keys with the same root key.
+                    f'kms-root-key-file = "{a.data_dir}.kms-root-key"\n')
         b = Daemon(BIN, os.path.join(tmp, "b"), ["--vm", "off", "--config", config])
-        check(not b.start(), "a second node on the same region is refused")
-        check("served by another stratad" in b.log_text(), "... naming the serving node")
+        daemons.append(b)
+        check(b.start(), "a second node starts on the same region")
+        ec2b, kmsb = b.client(), b.client("kms")
+        check(describe_all(ec2, kms) == describe_all(ec2b, kmsb),
+              "both nodes answer DescribeSnapshots, DescribeImages and ListKeys alike")
+        on_b = ec2b.create_volume(SnapshotId=snap, AvailabilityZone="local-1a")["VolumeId"]
+        attach(ec2b, on_b)
+        check(nbd_read(b, on_b, len(data), os.path.join(tmp, "b1")) == data,
+              "a snapshot taken on A is restored on B and reads byte for byte over B's NBD")
+        run_b = ec2b.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
+        root_b = run_b["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+        check(nbd_read(b, root_b, len(data), os.path.join(tmp, "b2")) == data,
+              "an image registered on A launches on B (RunInstances), its root volume whole")
+        enc_b = ec2b.create_volume(Size=1, AvailabilityZone="local-1a", Encrypted=True,
+                                   KmsKeyId=key)["VolumeId"]
+        attach(ec2b, enc_b, "i-0abcdef0123456785")
+        check(nbd_write(b, enc_b, secret_path), "a key made on A encrypts a volume on B")
+        enc_b_snap = ec2b.create_snapshot(VolumeId=enc_b)["SnapshotId"]
+        check(wait_snapshot(ec2, enc_b_snap) == "completed", "... its snapshot completes, seen on A")
+        back = ec2.create_volume(SnapshotId=enc_b_snap, AvailabilityZone="local-1a")["VolumeId"]
+        attach(ec2, back, "i-0abcdef0123456784")
+        check(nbd_read(a, back, len(secret), os.path.join(tmp, "b3")) == secret,
+              "... and restored on A reads what B wrote")
+        # Both nodes ingest the same bytes at once: each chunk is stored once.
+        same = os.urandom(4 * MiB)
+        same_path = os.path.join(tmp, "same")
+        with open(same_path, "wb") as f:
+            f.write(same)
+        pair = []
+        for node, client, group in ((a, ec2, "i-0abcdef0123456783"), (b, ec2b, "i-0abcdef0123456782")):
+            v = client.create_volume(Size=1, AvailabilityZone="local-1a")["VolumeId"]
+            attach(client, v, group)
+            check(nbd_write(node, v, same_path), f"the same 4 MiB written on {node.data_dir[-1]}")
+            pair.append((client, v))
+        before = len(sh(*rados, "-p", "strata-data", "-N", ns, "ls").stdout.split())
+        snaps = [client.create_snapshot(VolumeId=v)["SnapshotId"] for client, v in pair]
+        check(all(wait_snapshot(ec2, s) == "completed" for s in snaps),
+              "both nodes' snapshots of the same bytes complete")
+        after = len(sh(*rados, "-p", "strata-data", "-N", ns, "ls").stdout.split())
+        check(after - before == 4 * MiB // (64 * 1024),
+              f"two nodes storing the same data store each chunk once ({after - before} objects)")
+        check(describe_all(ec2, kms) == describe_all(ec2b, kmsb), "... and still describe alike")
+        # B killed during an ingest: A serves on; B restarts with its volumes.
+        with open(big_b := os.path.join(tmp, "big-b"), "wb") as f:
+            f.write(os.urandom(32 * MiB))
+        check(nbd_write(b, on_b, big_b), "32 MiB written on B")
+        killed_b = ec2b.create_snapshot(VolumeId=on_b)["SnapshotId"]
+        time.sleep(0.2)
+        b.kill()
+        check(ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"] == "completed",
+              "A answers while B is down")
+        check(b.start(), "B restarts after SIGKILL")
+        ec2b = b.client()
+        state = wait_snapshot(ec2b, killed_b)
+        check(state in ("completed", "error"), f"B's killed ingest is not half there: {state}")
+        check(on_b in {v["VolumeId"] for v in ec2b.describe_volumes()["Volumes"]},
+              "B serves its volumes again")
+        check(b.stop() == 0, "B stops cleanly")
 
         # SIGKILL in the middle of an ingest: no half-visible snapshot; GC leaves no leak.
         big = os.path.join(tmp, "big")

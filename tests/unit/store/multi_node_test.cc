@@ -250,5 +250,21 @@ TEST_F(MultiNodeTest, ANodeRestartsWithItsOwnVolumesAndLeavesTheOthersPendingSna
   EXPECT_EQ(B().ListVolumes()->size(), 1u);
 }
 
+TEST_F(MultiNodeTest, ANodeWithAnotherKmsRootKeyCannotUseTheRegionsKeys) {
+  auto key = A().kms().CreateKey(kOwner, "made on A", {}, "");
+  ASSERT_THAT(key, IsOk());
+  TempDir dir_c;
+  StoreOptions options;
+  options.ceph = ::strata::testing::TestCeph(dir_a_.path());
+  options.kms_root_key = RandomSecret(32);
+  options.background_work = false;
+  auto c = Store::Open(dir_c.path(), options);
+  ASSERT_THAT(c, IsOk());
+  auto refused = (*c)->DefaultRegion()->CreateVolume(
+      {.size_bytes = kMiB, .owner = kOwner, .encrypted = true, .kms_key_id = key->key_id});
+  EXPECT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("wrong root key"));
+}
+
 }  // namespace
 }  // namespace strata
