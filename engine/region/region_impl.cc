@@ -356,6 +356,19 @@ absl::StatusOr<bool> RegionImpl::OtherNodeVolumeUses(const std::string& id) {
   return used;
 }
 
+absl::StatusOr<std::optional<std::string>> RegionImpl::NodeServingVolume(const std::string& id) {
+  if (shared_catalog_ == nullptr) return std::nullopt;
+  STRATA_ASSIGN_OR_RETURN(std::vector<std::string> nodes, shared_catalog_->Nodes());
+  for (const std::string& node : nodes) {
+    if (node == shared_catalog_->node_id()) continue;
+    STRATA_ASSIGN_OR_RETURN(
+        std::optional<std::string> record,
+        catalog_->Get(meta::SharedCatalog::NodeKey(node, meta::VolumeKey(id))));
+    if (record.has_value()) return node;
+  }
+  return std::nullopt;
+}
+
 absl::StatusOr<uint64_t> RegionImpl::CollectGarbage() { return chunks_->CollectGarbage(); }
 
 absl::StatusOr<StoreStats> RegionImpl::GetStats() {

@@ -182,6 +182,8 @@ class RegionImpl final : public Region {
   absl::Status LoadNextSeq() ABSL_LOCKS_EXCLUDED(mu_);
   // Whether another node's volume reads through snapshot `id` (RADOS: every node's records).
   absl::StatusOr<bool> OtherNodeVolumeUses(const std::string& id);
+  // The other node that serves volume `id` (RADOS), if one does.
+  absl::StatusOr<std::optional<std::string>> NodeServingVolume(const std::string& id);
   std::string HeadPath(const std::string& volume_id) const;
   std::string NewId(absl::string_view prefix) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Runs one background task; returns a follow-up task to queue, if any.

@@ -111,8 +111,12 @@ TEST_F(MultiNodeTest, ASnapshotTakenOnOneNodeIsListedAndRestoredOnTheOther) {
   auto restored = B().CreateVolume({.snapshot_id = snap, .owner = kOwner});
   ASSERT_THAT(restored, IsOk());
   EXPECT_EQ(ReadVolume(B(), restored->id, data.size()), data);
-  // Volumes are the node's own: A does not serve B's.
-  EXPECT_FALSE(A().GetVolume(restored->id).ok());
+  // Volumes are the node's own: A does not serve B's, and says which node does.
+  auto elsewhere = A().DescribeVolume(restored->id);
+  EXPECT_THAT(elsewhere, ::strata::testing::StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(elsewhere.status().message(), ::testing::HasSubstr("is served by node node-"));
+  EXPECT_THAT(A().DescribeVolume("vol-00000000000000000"),
+              ::strata::testing::StatusIs(absl::StatusCode::kNotFound));
   a_.reset();  // strata-fsck checks a stopped node (and the region's shared state).
   auto report = ::strata::testing::CheckTestStore(dir_a_.path());
   ASSERT_THAT(report, IsOk());
