@@ -55,7 +55,7 @@ class AccountCalls : public Ec2CallBase {
     if (add && set.empty()) return Missing("Tag");
     for (const std::string& id : ids) {
       if (absl::StartsWith(id, "vol-")) {
-        if (absl::StatusOr<VolumeInfo> v = OwnedVolume(id); !v.ok())
+        if (absl::StatusOr<VolumeInfo> v = ServedVolume(id); !v.ok())
           return FromStatus(v.status(), "Volume");
       } else if (absl::StartsWith(id, "snap-")) {
         if (absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(id, true); !s.ok()) {

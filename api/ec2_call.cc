@@ -87,6 +87,16 @@ absl::StatusOr<VolumeInfo> Ec2CallBase::OwnedVolume(const std::string& id) {
   return v;
 }
 
+absl::StatusOr<VolumeInfo> Ec2CallBase::ServedVolume(const std::string& id) {
+  absl::StatusOr<VolumeInfo> v = OwnedVolume(id);
+  if (v.ok() && v->elsewhere) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "The volume '", id, "' is served by node ", v->node,
+        " of this region; call that node (a volume stays with the node that made it)."));
+  }
+  return v;
+}
+
 absl::StatusOr<SnapshotInfo> Ec2CallBase::VisibleSnapshot(const std::string& id, bool must_own) {
   absl::StatusOr<SnapshotInfo> s = region_.DescribeSnapshot(id);
   if (!s.ok() ||

@@ -165,6 +165,9 @@ class Ec2CallBase {
   std::string Zone() const { return region_.name() + "a"; }
   // A volume the caller owns; kNotFound (as EC2 says it) for any other.
   absl::StatusOr<VolumeInfo> OwnedVolume(const std::string& id);
+  // An owned volume this node serves, to change; kFailedPrecondition (IncorrectState) naming the
+  // node for one another node of the region serves (RADOS).
+  absl::StatusOr<VolumeInfo> ServedVolume(const std::string& id);
   // A snapshot the caller owns, or (unless `must_own`) may use; kNotFound for any other.
   absl::StatusOr<SnapshotInfo> VisibleSnapshot(const std::string& id, bool must_own);
   // The owner to show: `owner`, or the first account for resources made before accounts.

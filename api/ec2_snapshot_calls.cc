@@ -36,7 +36,7 @@ class SnapshotCalls : public Ec2CallBase {
   Result CreateSnapshot() {
     const std::string id = p_.GetOr("VolumeId", "");
     if (id.empty()) return Missing("VolumeId");
-    absl::StatusOr<VolumeInfo> v = OwnedVolume(id);
+    absl::StatusOr<VolumeInfo> v = ServedVolume(id);
     if (!v.ok()) return FromStatus(v.status(), "Volume");
     absl::StatusOr<std::map<std::string, std::string>> tags = TagSpecs(p_, "snapshot");
     if (!tags.ok()) return Invalid(std::string(tags.status().message()));

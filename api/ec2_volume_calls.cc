@@ -139,7 +139,7 @@ class VolumeCalls : public Ec2CallBase {
   Result DeleteVolume() {
     const std::string id = p_.GetOr("VolumeId", "");
     if (id.empty()) return Missing("VolumeId");
-    absl::StatusOr<VolumeInfo> v = OwnedVolume(id);
+    absl::StatusOr<VolumeInfo> v = ServedVolume(id);
     if (!v.ok()) return FromStatus(v.status(), "Volume");
     if (absl::Status s = region_.DeleteVolume(id); !s.ok()) {
       Ec2Error e = FromStatus(s, "Volume");
@@ -153,7 +153,7 @@ class VolumeCalls : public Ec2CallBase {
   Result ModifyVolume() {
     const std::string id = p_.GetOr("VolumeId", "");
     if (id.empty()) return Missing("VolumeId");
-    absl::StatusOr<VolumeInfo> v = OwnedVolume(id);
+    absl::StatusOr<VolumeInfo> v = ServedVolume(id);
     if (!v.ok()) return FromStatus(v.status(), "Volume");
     absl::StatusOr<std::optional<int64_t>> size = p_.GetInt("Size");
     absl::StatusOr<std::optional<int64_t>> iops = p_.GetInt("Iops");
@@ -205,7 +205,7 @@ class VolumeCalls : public Ec2CallBase {
     if (id.empty()) return Missing("VolumeId");
     if (instance.empty()) return Missing("InstanceId");
     if (device.empty()) return Missing("Device");
-    absl::StatusOr<VolumeInfo> v = OwnedVolume(id);
+    absl::StatusOr<VolumeInfo> v = ServedVolume(id);
     if (!v.ok()) return FromStatus(v.status(), "Volume");
     if (absl::Status s = region_.AttachVolume(id, instance, device); !s.ok()) {
       Ec2Error e = FromStatus(s, "Volume");
@@ -224,7 +224,7 @@ class VolumeCalls : public Ec2CallBase {
   Result DetachVolume() {
     const std::string id = p_.GetOr("VolumeId", "");
     if (id.empty()) return Missing("VolumeId");
-    absl::StatusOr<VolumeInfo> v = OwnedVolume(id);
+    absl::StatusOr<VolumeInfo> v = ServedVolume(id);
     if (!v.ok()) return FromStatus(v.status(), "Volume");
     if (v->attached_to.empty()) {
       return Ec2Error{400, "IncorrectState",

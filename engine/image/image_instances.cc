@@ -24,8 +24,29 @@ namespace strata::image {
 absl::StatusOr<InstanceInfo> ImageRegistry::LoadInstance(const std::string& instance_id) {
   STRATA_ASSIGN_OR_RETURN(std::optional<std::string> bytes,
                           catalog_.Get(meta::InstanceKey(instance_id)));
-  if (!bytes.has_value()) return InstanceNotFound(instance_id);
-  return DecodeInstance(*bytes);
+  if (bytes.has_value()) return DecodeInstance(*bytes);
+  STRATA_ASSIGN_OR_RETURN(std::optional<OtherNodesInstance> other, FindOnOtherNodes(instance_id));
+  if (other.has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("instance ", instance_id, " runs on node ", other->node,
+                     " of this region; call that node (an instance stays on the node that "
+                     "launched it)"));
+  }
+  return InstanceNotFound(instance_id);
+}
+
+absl::StatusOr<std::optional<ImageRegistry::OtherNodesInstance>> ImageRegistry::FindOnOtherNodes(
+    const std::string& instance_id) {
+  STRATA_ASSIGN_OR_RETURN(std::vector<std::string> nodes, region_.OtherNodes());
+  for (const std::string& node : nodes) {
+    STRATA_ASSIGN_OR_RETURN(
+        std::optional<std::string> bytes,
+        catalog_.Get(meta::SharedCatalog::NodeKey(node, meta::InstanceKey(instance_id))));
+    if (!bytes.has_value()) continue;
+    STRATA_ASSIGN_OR_RETURN(InstanceInfo instance, DecodeInstance(*bytes));
+    return OtherNodesInstance{node, std::move(instance)};
+  }
+  return std::nullopt;
 }
 
 absl::Status ImageRegistry::StoreInstance(const InstanceInfo& instance) {
@@ -36,22 +57,33 @@ absl::Status ImageRegistry::StoreInstance(const InstanceInfo& instance) {
 
 absl::StatusOr<InstanceInfo> ImageRegistry::DescribeInstance(const std::string& instance_id) {
   absl::MutexLock lock(&mu_);
+  // Another node's (RADOS) is described as that node last recorded it.
+  STRATA_ASSIGN_OR_RETURN(std::optional<OtherNodesInstance> other, FindOnOtherNodes(instance_id));
+  if (other.has_value()) return other->instance;
   return LoadInstance(instance_id);
 }
 
 absl::StatusOr<std::vector<InstanceInfo>> ImageRegistry::ListInstances() {
+  // This node's, then (RADOS) every other node's of the region.
+  std::vector<std::string> prefixes = {std::string(meta::kInstancePrefix)};
+  STRATA_ASSIGN_OR_RETURN(std::vector<std::string> nodes, region_.OtherNodes());
+  for (const std::string& node : nodes) {
+    prefixes.push_back(meta::SharedCatalog::NodeKey(node, meta::kInstancePrefix));
+  }
   std::vector<InstanceInfo> out;
   absl::Status decode = absl::OkStatus();
-  STRATA_RETURN_IF_ERROR(catalog_.Scan(meta::kInstancePrefix, "", [&](auto, absl::string_view v) {
-    absl::StatusOr<InstanceInfo> instance = DecodeInstance(std::string(v));
-    if (!instance.ok()) {
-      decode = instance.status();
-      return false;
-    }
-    out.push_back(*std::move(instance));
-    return true;
-  }));
-  STRATA_RETURN_IF_ERROR(decode);
+  for (const std::string& prefix : prefixes) {
+    STRATA_RETURN_IF_ERROR(catalog_.Scan(prefix, "", [&](auto, absl::string_view v) {
+      absl::StatusOr<InstanceInfo> instance = DecodeInstance(std::string(v));
+      if (!instance.ok()) {
+        decode = instance.status();
+        return false;
+      }
+      out.push_back(*std::move(instance));
+      return true;
+    }));
+    STRATA_RETURN_IF_ERROR(decode);
+  }
   return out;
 }
 

@@ -85,6 +85,13 @@ class ImageRegistry final : public Images {
   absl::StatusOr<InstanceInfo> LoadInstance(const std::string& instance_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status StoreInstance(const InstanceInfo& instance) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An instance another node of the region launched (RADOS), as that node recorded it.
+  struct OtherNodesInstance {
+    std::string node;
+    InstanceInfo instance;
+  };
+  absl::StatusOr<std::optional<OtherNodesInstance>> FindOnOtherNodes(
+      const std::string& instance_id);
   // Sets an instance's state (and reason), unless it is terminated.
   absl::StatusOr<InstanceInfo> SetInstanceState(const std::string& instance_id, InstanceState state,
                                                 const std::string& reason) ABSL_LOCKS_EXCLUDED(mu_);

@@ -333,13 +333,19 @@ absl::Status RegionImpl::LoadNextSeq() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<bool> RegionImpl::OtherNodeVolumeUses(const std::string& id) {
-  if (shared_catalog_ == nullptr) return false;
+absl::StatusOr<std::vector<std::string>> RegionImpl::OtherNodes() {
+  if (shared_catalog_ == nullptr) return std::vector<std::string>();
   STRATA_ASSIGN_OR_RETURN(std::vector<std::string> nodes, shared_catalog_->Nodes());
-  bool used = false;
+  std::erase(nodes, shared_catalog_->node_id());
+  return nodes;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, meta::VolumeRecord>>>
+RegionImpl::OtherNodesVolumes() {
+  std::vector<std::pair<std::string, meta::VolumeRecord>> out;
+  STRATA_ASSIGN_OR_RETURN(std::vector<std::string> nodes, OtherNodes());
   absl::Status bad;
   for (const std::string& node : nodes) {
-    if (node == shared_catalog_->node_id() || used) continue;
     const std::string prefix = meta::SharedCatalog::NodeKey(node, meta::kVolumePrefix);
     STRATA_RETURN_IF_ERROR(
         catalog_->Scan(prefix, "", [&](absl::string_view key, absl::string_view v) {
@@ -348,19 +354,25 @@ absl::StatusOr<bool> RegionImpl::OtherNodeVolumeUses(const std::string& id) {
             bad = absl::DataLossError(absl::StrCat(r.status().message(), " (key ", key, ")"));
             return false;
           }
-          used = r->last_snapshot_id == id;
-          return !used;
+          out.emplace_back(node, *std::move(r));
+          return true;
         }));
     STRATA_RETURN_IF_ERROR(bad);
   }
-  return used;
+  return out;
+}
+
+absl::StatusOr<bool> RegionImpl::OtherNodeVolumeUses(const std::string& id) {
+  STRATA_ASSIGN_OR_RETURN(auto others, OtherNodesVolumes());
+  for (const auto& [node, record] : others) {
+    if (record.last_snapshot_id == id) return true;
+  }
+  return false;
 }
 
 absl::StatusOr<std::optional<std::string>> RegionImpl::NodeServingVolume(const std::string& id) {
-  if (shared_catalog_ == nullptr) return std::nullopt;
-  STRATA_ASSIGN_OR_RETURN(std::vector<std::string> nodes, shared_catalog_->Nodes());
+  STRATA_ASSIGN_OR_RETURN(std::vector<std::string> nodes, OtherNodes());
   for (const std::string& node : nodes) {
-    if (node == shared_catalog_->node_id()) continue;
     STRATA_ASSIGN_OR_RETURN(
         std::optional<std::string> record,
         catalog_->Get(meta::SharedCatalog::NodeKey(node, meta::VolumeKey(id))));

@@ -163,6 +163,8 @@ class RegionImpl final : public Region {
   // Taken before mu_; control-plane changes of shared state run in it.
   [[nodiscard]] absl::StatusOr<util::SharedHold> EnterShared() ABSL_LOCKS_EXCLUDED(mu_);
   util::SharedSection& shared_section() { return *shared_; }
+  // The other nodes that have served the region (RADOS; none on the local backend).
+  [[nodiscard]] absl::StatusOr<std::vector<std::string>> OtherNodes();
   // For strata-fsck and tests.
   meta::Catalog* catalog() { return catalog_.get(); }
   chunk::ChunkStore* chunks() { return chunks_.get(); }
@@ -182,6 +184,8 @@ class RegionImpl final : public Region {
   absl::Status LoadNextSeq() ABSL_LOCKS_EXCLUDED(mu_);
   // Whether another node's volume reads through snapshot `id` (RADOS: every node's records).
   absl::StatusOr<bool> OtherNodeVolumeUses(const std::string& id);
+  // Every other node's volume records (RADOS; none on the local backend), with their node.
+  absl::StatusOr<std::vector<std::pair<std::string, meta::VolumeRecord>>> OtherNodesVolumes();
   // The other node that serves volume `id` (RADOS), if one does.
   absl::StatusOr<std::optional<std::string>> NodeServingVolume(const std::string& id);
   std::string HeadPath(const std::string& volume_id) const;
@@ -200,6 +204,9 @@ class RegionImpl final : public Region {
   absl::Status DeleteVolumeLocked(const std::string& volume_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PersistVolume(VolumeImpl& volume) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   VolumeInfo ToInfo(VolumeImpl& volume) const;
+  static VolumeInfo ToInfo(const meta::VolumeRecord& record);
+  // A volume another node serves, as this node lists it.
+  static VolumeInfo ToOtherNodesInfo(const std::string& node, const meta::VolumeRecord& record);
 
   // region_snapshots.cc
   // Builds the pending snapshot of `volume` (not yet frozen) for `request`.

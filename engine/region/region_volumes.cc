@@ -1,4 +1,5 @@
 // RegionImpl: the volume table.
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -17,7 +18,17 @@ using volume::ValidateTags;
 using volume::VolumeDeps;
 
 VolumeInfo RegionImpl::ToInfo(VolumeImpl& volume) const {
-  const meta::VolumeRecord r = volume.record();
+  VolumeInfo info = ToInfo(volume.record());
+  if (!info.snapshot_id.empty()) {
+    const uint64_t total = volume.chunk_count();
+    info.hydration_percent =
+        total == 0 ? 100 : static_cast<int>(volume.owned_count() * 100 / total);
+  }
+  if (shared_catalog_ != nullptr) info.node = shared_catalog_->node_id();
+  return info;
+}
+
+VolumeInfo RegionImpl::ToInfo(const meta::VolumeRecord& r) {
   VolumeInfo info;
   info.id = r.id;
   info.size_bytes = r.size_bytes;
@@ -34,11 +45,7 @@ VolumeInfo RegionImpl::ToInfo(VolumeImpl& volume) const {
   info.attach_time_micros = r.attach_time_micros;
   info.encrypted = r.encryption.encrypted();
   info.kms_key_id = r.encryption.kms_key_arn;
-  if (!r.base_snapshot_id.empty()) {
-    const uint64_t total = volume.chunk_count();
-    info.hydration_percent =
-        total == 0 ? 100 : static_cast<int>(volume.owned_count() * 100 / total);
-  }
+  info.hydration_percent = r.hydrating ? 0 : 100;  // The serving node knows better.
   return info;
 }
 
@@ -170,18 +177,36 @@ absl::StatusOr<std::unique_ptr<Region::VolumePin>> RegionImpl::PinVolume(
 }
 
 absl::StatusOr<VolumeInfo> RegionImpl::DescribeVolume(const std::string& volume_id) {
-  absl::MutexLock lock(&mu_);
-  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
-  return ToInfo(*volume);
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = volumes_.find(volume_id); it != volumes_.end()) return ToInfo(*it->second);
+  }
+  STRATA_ASSIGN_OR_RETURN(auto others, OtherNodesVolumes());
+  for (const auto& [node, record] : others) {
+    if (record.id == volume_id && !record.hidden) return ToOtherNodesInfo(node, record);
+  }
+  return absl::NotFoundError(absl::StrCat("volume ", volume_id, " does not exist"));
 }
 
 absl::StatusOr<std::vector<VolumeInfo>> RegionImpl::ListVolumes() {
+  STRATA_ASSIGN_OR_RETURN(auto others, OtherNodesVolumes());
   absl::MutexLock lock(&mu_);
   std::vector<VolumeInfo> out;
   for (const auto& [id, volume] : volumes_) {
     if (!volume->record().hidden) out.push_back(ToInfo(*volume));
   }
+  for (const auto& [node, record] : others) {
+    if (!record.hidden) out.push_back(ToOtherNodesInfo(node, record));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
   return out;
+}
+
+VolumeInfo RegionImpl::ToOtherNodesInfo(const std::string& node, const meta::VolumeRecord& r) {
+  VolumeInfo info = ToInfo(r);
+  info.node = node;
+  info.elsewhere = true;
+  return info;
 }
 
 absl::Status RegionImpl::GrowVolume(const std::string& volume_id, uint64_t new_size_bytes) {

@@ -229,7 +229,9 @@ std::vector<std::string> StoreExportCatalog::List(const std::optional<std::strin
     absl::StatusOr<std::vector<VolumeInfo>> volumes = (*region)->ListVolumes();
     if (!volumes.ok()) continue;
     for (const VolumeInfo& v : *volumes) {
-      if (!v.attached_to.empty() && MayUse(account, v.owner)) names.push_back(v.id);
+      if (!v.elsewhere && !v.attached_to.empty() && MayUse(account, v.owner)) {
+        names.push_back(v.id);
+      }
     }
   }
   return names;

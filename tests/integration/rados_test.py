@@ -61,13 +61,17 @@ def nbd_read(d, export, n, path):
 
 
 def describe_all(ec2, kms):
-    """What every node of a region must answer alike: snapshots, images and keys."""
+    """What every node of a region answers alike: snapshots, images, keys, volumes, instances."""
     snaps = sorted((s["SnapshotId"], s["State"], s.get("Encrypted", False))
                    for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"])
     images = sorted((i["ImageId"], i["Name"], i["State"])
                     for i in ec2.describe_images(Owners=["self"])["Images"])
     keys = sorted(k["KeyId"] for k in kms.list_keys()["Keys"])
-    return snaps, images, keys
+    volumes = sorted((v["VolumeId"], v["State"], v["Size"], v.get("SnapshotId", ""))
+                     for v in ec2.describe_volumes()["Volumes"])
+    instances = sorted((i["InstanceId"], i["ImageId"])
+                       for r in ec2.describe_instances()["Reservations"] for i in r["Instances"])
+    return snaps, images, keys, volumes, instances
 
 
 def start_errors(tmp, conf, flags):
@@ -192,7 +196,8 @@ def main():
         check(b.start(), "a second node starts on the same region")
         ec2b, kmsb = b.client(), b.client("kms")
         check(describe_all(ec2, kms) == describe_all(ec2b, kmsb),
-              "both nodes answer DescribeSnapshots, DescribeImages and ListKeys alike")
+              "both nodes answer DescribeSnapshots, DescribeImages, ListKeys, DescribeVolumes and "
+              "DescribeInstances alike")
         on_b = ec2b.create_volume(SnapshotId=snap, AvailabilityZone="local-1a")["VolumeId"]
         attach(ec2b, on_b)
         check(nbd_read(b, on_b, len(data), os.path.join(tmp, "b1")) == data,
@@ -230,6 +235,8 @@ def main():
         check(after - before == 4 * MiB // (64 * 1024),
               f"two nodes storing the same data store each chunk once ({after - before} objects)")
         check(describe_all(ec2, kms) == describe_all(ec2b, kmsb), "... and still describe alike")
+        code = error_code(ec2.delete_volume, VolumeId=on_b)
+        check(code == "IncorrectState", f"a change of B's volume on A says B serves it: {code}")
         # B killed during an ingest: A serves on; B restarts with its volumes.
         with open(big_b := os.path.join(tmp, "big-b"), "wb") as f:
             f.write(os.urandom(32 * MiB))

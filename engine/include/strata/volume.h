@@ -41,6 +41,11 @@ struct VolumeInfo {
   std::string attached_to;  // Instance id (attachment group); empty when available.
   std::string device;
   uint64_t attach_time_micros = 0;
+  // RADOS: the node that serves it (DIR/node-id), and whether that is another node of the
+  // region (whose volumes this node lists but does not serve). Empty and false on the local
+  // backend.
+  std::string node;
+  bool elsewhere = false;
 };
 
 // Snapshot lookups one Volume::Allocation call makes at most (bounding its work on a huge

@@ -111,10 +111,27 @@ TEST_F(MultiNodeTest, ASnapshotTakenOnOneNodeIsListedAndRestoredOnTheOther) {
   auto restored = B().CreateVolume({.snapshot_id = snap, .owner = kOwner});
   ASSERT_THAT(restored, IsOk());
   EXPECT_EQ(ReadVolume(B(), restored->id, data.size()), data);
-  // Volumes are the node's own: A does not serve B's, and says which node does.
-  auto elsewhere = A().DescribeVolume(restored->id);
+  // Volumes stay with their node: both list every volume of the region, A does not serve
+  // B's, and a change of it on A says which node serves it.
+  auto listed_a = A().ListVolumes();
+  auto listed_b = B().ListVolumes();
+  ASSERT_THAT(listed_a, IsOk());
+  ASSERT_THAT(listed_b, IsOk());
+  ASSERT_EQ(listed_a->size(), 2u);
+  ASSERT_EQ(listed_b->size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ((*listed_a)[i].id, (*listed_b)[i].id);
+    EXPECT_EQ((*listed_a)[i].node, (*listed_b)[i].node);
+    EXPECT_NE((*listed_a)[i].elsewhere, (*listed_b)[i].elsewhere);
+  }
+  auto described = A().DescribeVolume(restored->id);
+  ASSERT_THAT(described, IsOk());
+  EXPECT_TRUE(described->elsewhere);
+  EXPECT_EQ(described->snapshot_id, snap);
+  auto elsewhere = A().GrowVolume(restored->id, 8 * kMiB);
   EXPECT_THAT(elsewhere, ::strata::testing::StatusIs(absl::StatusCode::kFailedPrecondition));
-  EXPECT_THAT(elsewhere.status().message(), ::testing::HasSubstr("is served by node node-"));
+  EXPECT_THAT(elsewhere.message(), ::testing::HasSubstr("is served by node node-"));
+  EXPECT_FALSE(A().GetVolume(restored->id).ok());
   EXPECT_THAT(A().DescribeVolume("vol-00000000000000000"),
               ::strata::testing::StatusIs(absl::StatusCode::kNotFound));
   a_.reset();  // strata-fsck checks a stopped node (and the region's shared state).
@@ -209,6 +226,19 @@ TEST_F(MultiNodeTest, AnImageRegisteredOnOneNodeLaunchesOnTheOther) {
   EXPECT_EQ(head, data);
   // The image's snapshot is in use on B: A may not delete it.
   EXPECT_FALSE(A().DeleteSnapshot(snap).ok());
+  // A lists and describes B's instance and its volume, and sends changes to B.
+  auto listed = A().images().ListInstances();
+  ASSERT_THAT(listed, IsOk());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].id, instance->id);
+  EXPECT_EQ(A().images().DescribeInstance(instance->id)->id, instance->id);
+  auto stop = A().images().StopInstance(instance->id, false);
+  EXPECT_THAT(stop, ::strata::testing::StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(stop.status().message(), ::testing::HasSubstr("runs on node node-"));
+  auto root_on_a = A().DescribeVolume(instance->volumes[0].volume_id);
+  ASSERT_THAT(root_on_a, IsOk());
+  EXPECT_TRUE(root_on_a->elsewhere);
+  EXPECT_EQ(root_on_a->attached_to, instance->id);
 }
 
 TEST_F(MultiNodeTest, ASnapshotTheOtherNodesVolumeReadsThroughOutlivesItsDeletion) {
@@ -250,8 +280,9 @@ TEST_F(MultiNodeTest, ANodeRestartsWithItsOwnVolumesAndLeavesTheOthersPendingSna
   EXPECT_EQ(A().DescribeSnapshot(pending->id)->state, SnapshotState::kPending);
   ASSERT_THAT(B().RunBackgroundWork(), IsOk());
   EXPECT_EQ(A().DescribeSnapshot(pending->id)->state, SnapshotState::kCompleted);
-  EXPECT_TRUE(A().ListVolumes()->empty());
-  EXPECT_EQ(B().ListVolumes()->size(), 1u);
+  EXPECT_EQ(A().ListVolumes()->size(), 1u);  // B's, listed.
+  EXPECT_TRUE(A().ListVolumes()->at(0).elsewhere);
+  EXPECT_FALSE(B().ListVolumes()->at(0).elsewhere);
 }
 
 TEST_F(MultiNodeTest, ANodeWithAnotherKmsRootKeyCannotUseTheRegionsKeys) {
