@@ -176,6 +176,8 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
   absl::Status PrepareForWrite(uint64_t chunk_index, bool covers_whole_chunk);
   absl::Status CopyUp(uint64_t chunk_index);
   absl::StatusOr<ChunkEntry> ResolveBase(uint64_t chunk_index);
+  // The base snapshot's entries of chunks [first, first + count), with one index scan.
+  absl::StatusOr<std::vector<ChunkEntry>> ResolveBaseRange(uint64_t first, uint64_t count);
   absl::Status ReadUnowned(uint64_t chunk_index, uint64_t offset_in_chunk,
                            std::span<std::byte> out);
   // Whether chunk `chunk_index` differs from the last snapshot. A chunk marked dirty only by the
