@@ -1,5 +1,8 @@
 #include "volume/snapshot_tree.h"
 
+#include <algorithm>
+#include <functional>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "util/status_macros.h"
@@ -125,6 +128,29 @@ absl::StatusOr<std::vector<ChunkEntry>> SnapshotTree::ResolveRange(uint64_t tree
                                                                    uint64_t first_chunk,
                                                                    uint64_t count) const {
   std::vector<ChunkEntry> out(count);
+  if (count * ancestry->size() <= kResolveByKeysLimit) {
+    // Every key an entry of the range can have, fetched at once (one round trip on RADOS,
+    // where a scan costs two and reads a whole page of the tree's entries): per chunk, the
+    // entry of the newest snapshot of the line wins, as in the index's order.
+    std::vector<uint64_t> seqs(ancestry->begin(), ancestry->end());
+    std::sort(seqs.begin(), seqs.end(), std::greater<>());
+    std::vector<std::string> keys;
+    keys.reserve(count * seqs.size());
+    for (uint64_t i = 0; i < count; ++i) {
+      for (uint64_t seq : seqs) keys.push_back(meta::ResolveKey(tree, first_chunk + i, seq));
+    }
+    STRATA_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> values,
+                            catalog_->GetMany(keys));
+    for (uint64_t i = 0; i < count; ++i) {
+      for (size_t j = 0; j < seqs.size(); ++j) {
+        const std::optional<std::string>& value = values[i * seqs.size() + j];
+        if (!value.has_value()) continue;
+        STRATA_ASSIGN_OR_RETURN(out[i], DecodeEntry(*value));
+        break;
+      }
+    }
+    return out;
+  }
   std::vector<bool> found(count, false);
   absl::Status bad;
   STRATA_RETURN_IF_ERROR(

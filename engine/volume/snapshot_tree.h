@@ -51,7 +51,9 @@ class SnapshotTree {
   // Resolves chunk `chunk_index` of snapshot `id`.
   [[nodiscard]] absl::StatusOr<ChunkEntry> Resolve(const std::string& id,
                                                    uint64_t chunk_index) const;
-  // Resolves chunks [first_chunk, first_chunk + count) with one index scan.
+  // Resolves chunks [first_chunk, first_chunk + count): by key (GetMany) when the range times
+  // the line's length is at most kResolveByKeysLimit, else with one index scan.
+  static constexpr uint64_t kResolveByKeysLimit = 2048;
   [[nodiscard]] absl::StatusOr<std::vector<ChunkEntry>> ResolveRange(uint64_t tree,
                                                                      const Ancestry& ancestry,
                                                                      uint64_t first_chunk,
