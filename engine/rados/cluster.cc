@@ -151,7 +151,7 @@ std::string Cluster::Describe() const {
                       options_.data_pool.empty() ? options_.pool : options_.data_pool,
                       ", namespace ", options_.name_space, ", client.", options_.client_id,
                       ", conf ", options_.conf_file.empty() ? "$CEPH_CONF" : options_.conf_file,
-                      ")");
+                      options_.node_id.empty() ? "" : ", node ", options_.node_id, ")");
 }
 
 }  // namespace strata::rados

@@ -64,7 +64,7 @@ class Cluster {
   // The namespace of a region's objects: "<options.name_space>.<region>".
   std::string RegionNamespace(absl::string_view region) const;
   const CephBackendOptions& options() const { return options_; }
-  // "rados (pool P, data pool D, namespace N, client.ID, conf F)", for status and logs.
+  // "rados (pool P, data pool D, namespace N, client.ID, conf F, node X)", for status and logs.
   std::string Describe() const;
 
  private:
