@@ -1,6 +1,6 @@
 #pragma once
-// A completed snapshot opened for reading: each chunk resolved through the region's tree (one
-// seek in the resolve index), read from the chunk store and deciphered with its domain's key.
+// A completed snapshot opened for reading: its chunks resolved through the region's tree (by
+// windows, ResolveWindows), read from the chunk store and deciphered with its domain's key.
 
 #include <cstdint>
 #include <span>
@@ -9,6 +9,7 @@
 #include "meta/schema.h"
 #include "strata/snapshot.h"
 #include "volume/domain_keys.h"
+#include "volume/resolve_windows.h"
 #include "volume/snapshot_tree.h"
 
 namespace strata::region {
@@ -38,6 +39,7 @@ class SnapshotReader final : public Snapshot {
   const meta::SnapshotRecord record_;
   const volume::SnapshotTree::Ancestry ancestry_;
   const uint64_t chunk_size_bytes_;
+  volume::ResolveWindows resolved_;
 };
 
 }  // namespace strata::region

@@ -310,37 +310,9 @@ absl::StatusOr<std::vector<ChunkEntry>> VolumeImpl::ResolveBaseRange(uint64_t fi
     absl::MutexLock lock(&mu_);
     if (record_.last_snapshot_id == base) base_ancestry_ = ancestry;
   }
-  // By windows of kResolveWindow chunks, kept while the base stays: a sequential reader (a
-  // restore) looks the index up once per window instead of once per request. What a chunk the
-  // volume does not hold resolves to never changes under one base: pruning moves entries along
-  // the line without changing them, and a rebase needs the moved chunks held.
-  std::vector<ChunkEntry> out;
-  out.reserve(count);
-  for (uint64_t c = first; c < first + count;) {
-    const uint64_t window = c / kResolveWindow;
-    std::shared_ptr<const std::vector<ChunkEntry>> entries;
-    {
-      absl::MutexLock lock(&mu_);
-      if (resolved_base_ == base) {
-        if (auto it = resolved_.find(window); it != resolved_.end()) entries = it->second;
-      }
-    }
-    if (entries == nullptr) {
-      STRATA_ASSIGN_OR_RETURN(std::vector<ChunkEntry> fetched,
-                              deps_.tree->ResolveRange(rec->tree, ancestry,
-                                                       window * kResolveWindow, kResolveWindow));
-      entries = std::make_shared<const std::vector<ChunkEntry>>(std::move(fetched));
-      absl::MutexLock lock(&mu_);
-      if (resolved_base_ != base || resolved_.size() >= kResolveWindowsKept) {
-        resolved_.clear();
-        resolved_base_ = base;
-      }
-      resolved_[window] = entries;
-    }
-    const uint64_t end = std::min(first + count, (window + 1) * kResolveWindow);
-    for (; c < end; ++c) out.push_back((*entries)[c - window * kResolveWindow]);
-  }
-  return out;
+  // By windows, kept while the base stays (ResolveWindows): a rebase needs the chunks it
+  // moves held, so what an unheld chunk resolves to stays the same under one base.
+  return resolved_.Resolve(*deps_.tree, base, rec->tree, ancestry, first, count);
 }
 
 absl::StatusOr<ChunkEntry> VolumeImpl::ResolveBase(uint64_t chunk_index) {

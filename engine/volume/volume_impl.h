@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "chunk/chunk_store.h"
@@ -22,6 +21,7 @@
 #include "strata/volume.h"
 #include "volume/domain_keys.h"
 #include "volume/head.h"
+#include "volume/resolve_windows.h"
 #include "volume/snapshot_tree.h"
 #include "volume/sparse_bitmap.h"
 
@@ -228,13 +228,7 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
   // holding gate_ shared sees every snapshot frozen before its write began.
   std::atomic<size_t> pending_count_{0};
   SnapshotTree::Ancestry base_ancestry_ ABSL_GUARDED_BY(mu_);  // Of record_.last_snapshot_id.
-  // Resolved base entries by window of kResolveWindow chunks (ResolveBaseRange), for base
-  // snapshot resolved_base_; at most kResolveWindowsKept windows.
-  static constexpr uint64_t kResolveWindow = 128;
-  static constexpr size_t kResolveWindowsKept = 32;
-  std::string resolved_base_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uint64_t, std::shared_ptr<const std::vector<ChunkEntry>>> resolved_
-      ABSL_GUARDED_BY(mu_);
+  volume::ResolveWindows resolved_;  // The base snapshot's entries, for reads.
   uint64_t hydrate_cursor_ = 0;  // Used by the single hydration driver only.
   std::atomic<int> pins_{0};
 };
