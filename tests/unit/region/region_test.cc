@@ -309,6 +309,33 @@ TEST_F(RegionTest, SnapshotsAreIncrementalYetRestoreInFull) {
   EXPECT_EQ(region_->DescribeSnapshot(s3)->changed_chunk_count, 0u);
 }
 
+TEST_F(RegionTest, ALazyRestoreReadsTheSameAfterItsBaseLinePrunedAndCollected) {
+  // A volume made from s2 reads chunks it does not hold through s2's line, and keeps what they
+  // resolve to by windows (ResolveWindows). Deleting s1, which merges into s2, and collecting
+  // garbage must not change a byte it reads, before or after.
+  const std::string vol = NewVolume();
+  WriteAt(vol, 0, Pattern(4 * kMiB, 21));
+  const std::string s1 = Snap(vol);
+  WriteAt(vol, 2 * kChunk, Pattern(3 * kChunk, 22));
+  const auto expected = ReadAll(Vol(vol));
+  const std::string s2 = Snap(vol);
+  const std::string restored = NewVolume(0, s2);
+  auto snapshot = region_->OpenSnapshot(s2);
+  ASSERT_THAT(snapshot, IsOk());
+  std::vector<std::byte> exported(4 * kMiB);
+  ASSERT_THAT((*snapshot)->Read(0, exported), IsOk());
+  EXPECT_EQ(exported, expected);
+  EXPECT_EQ(ReadAt(restored, 0, 4 * kMiB), expected);
+  ASSERT_THAT(region_->DeleteVolume(vol), IsOk());
+  ASSERT_THAT(region_->DeleteSnapshot(s1), IsOk());
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  ASSERT_THAT(region_->CollectGarbage(), IsOk());
+  EXPECT_FALSE(region_->DescribeSnapshot(s1).ok());
+  EXPECT_EQ(ReadAt(restored, 0, 4 * kMiB), expected);
+  ASSERT_THAT((*snapshot)->Read(0, exported), IsOk());  // s2 lives: its reader reads on.
+  EXPECT_EQ(exported, expected);
+}
+
 TEST_F(RegionTest, PendingSnapshotCannotBeDeletedNorUsed) {
   const std::string vol = NewVolume();
   auto info = region_->CreateSnapshot({.volume_id = vol});
