@@ -13,9 +13,9 @@
 #include <fstream>
 #include <optional>
 
-#include "absl/strings/match.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace strata::tools {

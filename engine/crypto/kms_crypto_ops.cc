@@ -12,9 +12,9 @@
 #include "absl/strings/str_split.h"
 #include "crypto/aead.h"
 #include "crypto/kms_internal.h"
-#include "util/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "strata/aws_error.h"
+#include "util/status_macros.h"
 
 namespace strata::crypto {
 namespace {

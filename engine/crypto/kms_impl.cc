@@ -3,7 +3,6 @@
 // and grants are in kms_access.cc; the cryptographic operations in kms_crypto_ops.cc.
 
 #include "crypto/kms_impl.h"
-#include "util/status_macros.h"
 
 #include <algorithm>
 #include <chrono>
@@ -16,6 +15,7 @@
 #include "crypto/kms_internal.h"
 #include "nlohmann/json.hpp"
 #include "strata/aws_error.h"
+#include "util/status_macros.h"
 
 namespace strata {
 
@@ -60,10 +60,12 @@ absl::StatusOr<std::unique_ptr<KmsImpl>> KmsImpl::Open(KmsOptions options) {
   return kms;
 }
 
+util::SharedSection& KmsImpl::Section() const {
+  return options_.shared != nullptr ? *options_.shared : util::SoleProcess();
+}
+
 absl::Status KmsImpl::Load() {
-  util::SharedSection& shared =
-      options_.shared != nullptr ? *options_.shared : util::SoleProcess();
-  const uint64_t changes = shared.foreign_changes();
+  const uint64_t changes = Section().foreign_changes();
   STRATA_ASSIGN_OR_RETURN(auto all, options_.storage->LoadAll());
   std::map<std::string, std::unique_ptr<Record>> keys;
   std::map<std::pair<std::string, std::string>, std::string> aliases;
@@ -91,8 +93,7 @@ absl::Status KmsImpl::Load() {
 }
 
 absl::StatusOr<util::SharedHold> KmsImpl::EnterShared() {
-  util::SharedSection& shared =
-      options_.shared != nullptr ? *options_.shared : util::SoleProcess();
+  util::SharedSection& shared = Section();
   STRATA_ASSIGN_OR_RETURN(util::SharedHold held, shared.Enter());
   bool stale = false;
   {

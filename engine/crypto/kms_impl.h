@@ -34,7 +34,7 @@ struct KmsOptions {
   // Where other processes share the storage (nodes on RADOS): each call runs in the section and
   // reloads the records when another process changed them. Null: this process alone.
   util::SharedSection* shared = nullptr;
-  SecretBytes root_key;           // 32 bytes; empty: no key can be used (clear errors say so).
+  SecretBytes root_key;  // 32 bytes; empty: no key can be used (clear errors say so).
   std::function<uint64_t()> now_micros;  // Default: the wall clock.
 };
 
@@ -132,6 +132,7 @@ class KmsImpl final : public Kms {
   // them since they were loaded.
   absl::StatusOr<util::SharedHold> EnterShared() ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status Load() ABSL_LOCKS_EXCLUDED(mu_);
+  util::SharedSection& Section() const;  // options_.shared, or this process alone.
   // Drops keys whose deletion time has passed and rotates keys that are due.
   void Maintain() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SaveAlias(const KmsAlias& alias) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

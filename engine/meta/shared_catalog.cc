@@ -18,8 +18,8 @@ inline constexpr char kLeaseLock[] = "strata.lease";
 inline constexpr char kGenKey[] = "x/gen";
 inline constexpr absl::string_view kNodeRegistry = "x/node/";
 // Keys of one node's own state (schema.h): stored under "n/" node "/".
-inline constexpr absl::string_view kNodeScoped[] = {"v/", "o/", "d/", "i/ins/", "x/clean",
-                                                    "x/resumable/"};
+inline constexpr absl::string_view kNodeScoped[] = {"v/",     "o/",      "d/",
+                                                    "i/ins/", "x/clean", "x/resumable/"};
 // Shared keys that change no cached or read-modify-written record: no new generation.
 inline constexpr absl::string_view kUngenerational[] = {"c/", "m/", "r/", "n/", "x/node/"};
 
@@ -196,8 +196,8 @@ absl::Status SharedCatalog::TakeLease() {
   absl::Duration backoff = absl::Milliseconds(1);
   std::string holder;
   for (;;) {
-    const int rc = pool_.LockExclusive(object_, kLeaseLock, options_.node_id,
-                                       options_.description, options_.lease_seconds);
+    const int rc = pool_.LockExclusive(object_, kLeaseLock, options_.node_id, options_.description,
+                                       options_.lease_seconds);
     if (rc == 0 || rc == -EEXIST) break;  // EEXIST: this client holds it (a failed release).
     if (rc != -EBUSY) return rados::FromRados(rc, "taking the region lease");
     std::vector<rados::Pool::Locker> lockers;
@@ -211,10 +211,10 @@ absl::Status SharedCatalog::TakeLease() {
       }
     }
     if (absl::Now() >= deadline) {
-      return absl::UnavailableError(absl::StrCat(
-          "the region lease (RADOS namespace ", pool_.name_space(), ") is held by ",
-          holder.empty() ? "another node" : holder, " for longer than ",
-          absl::FormatDuration(options_.wait), "; retry later"));
+      return absl::UnavailableError(
+          absl::StrCat("the region lease (RADOS namespace ", pool_.name_space(), ") is held by ",
+                       holder.empty() ? "another node" : holder, " for longer than ",
+                       absl::FormatDuration(options_.wait), "; retry later"));
     }
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, absl::Milliseconds(50));

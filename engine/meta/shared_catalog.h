@@ -33,9 +33,9 @@
 namespace strata::meta {
 
 struct SharedCatalogOptions {
-  std::string node_id;           // This node (DIR/node-id).
-  std::string description;       // Shown to other nodes ("stratad pid P, data dir D").
-  int lease_seconds = 30;        // A lease not renewed expires after this.
+  std::string node_id;                      // This node (DIR/node-id).
+  std::string description;                  // Shown to other nodes ("stratad pid P, data dir D").
+  int lease_seconds = 30;                   // A lease not renewed expires after this.
   absl::Duration wait = absl::Seconds(60);  // Enter gives up (kUnavailable) after this.
 };
 

@@ -2,9 +2,9 @@
 // pool.h).
 #include "rados/pool.h"
 
-#include <cerrno>
 #include <sys/time.h>
 
+#include <cerrno>
 #include <ctime>
 #include <list>
 
@@ -174,8 +174,7 @@ int Pool::List(std::vector<std::string>* oids) const {
 }
 
 int Pool::LockExclusive(const std::string& oid, const std::string& name, const std::string& cookie,
-                        const std::string& description, int duration_seconds,
-                        bool renew) const {
+                        const std::string& description, int duration_seconds, bool renew) const {
   timeval duration{duration_seconds, 0};
   return state_->ioctx.lock_exclusive(oid, name, cookie, description,
                                       duration_seconds > 0 ? &duration : nullptr,

@@ -16,8 +16,7 @@ EncryptionContext DataKeyContext(uint32_t domain) {
 
 absl::StatusOr<uint32_t> EncryptionPolicy::NewDomain() {
   for (int attempt = 0;; ++attempt) {
-    STRATA_ASSIGN_OR_RETURN(std::optional<std::string> stored,
-                            catalog_.Get(meta::NextDomainKey()));
+    STRATA_ASSIGN_OR_RETURN(std::optional<std::string> stored, catalog_.Get(meta::NextDomainKey()));
     uint32_t domain = 1;  // Domain 0 is plaintext.
     if (stored.has_value()) {
       util::Decoder in(*stored);

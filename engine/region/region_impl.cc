@@ -57,9 +57,9 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     STRATA_ASSIGN_OR_RETURN(
         claim_, cluster_->Claim(name_space, kRadosCatalogObject, cluster_->options().node_id,
                                 absl::StrCat("stratad pid ", getpid(), ", data dir ", dir_)));
-    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<meta::Catalog> base,
-                            meta::Catalog::OpenRados(cluster_->IndexPool(name_space),
-                                                     kRadosCatalogObject));
+    STRATA_ASSIGN_OR_RETURN(
+        std::unique_ptr<meta::Catalog> base,
+        meta::Catalog::OpenRados(cluster_->IndexPool(name_space), kRadosCatalogObject));
     meta::SharedCatalogOptions shared;
     shared.node_id = cluster_->options().node_id;
     shared.description = absl::StrCat("stratad pid ", getpid(), ", data dir ", dir_);
@@ -373,9 +373,8 @@ absl::StatusOr<bool> RegionImpl::OtherNodeVolumeUses(const std::string& id) {
 absl::StatusOr<std::optional<std::string>> RegionImpl::NodeServingVolume(const std::string& id) {
   STRATA_ASSIGN_OR_RETURN(std::vector<std::string> nodes, OtherNodes());
   for (const std::string& node : nodes) {
-    STRATA_ASSIGN_OR_RETURN(
-        std::optional<std::string> record,
-        catalog_->Get(meta::SharedCatalog::NodeKey(node, meta::VolumeKey(id))));
+    STRATA_ASSIGN_OR_RETURN(std::optional<std::string> record,
+                            catalog_->Get(meta::SharedCatalog::NodeKey(node, meta::VolumeKey(id))));
     if (record.has_value()) return node;
   }
   return std::nullopt;

@@ -267,10 +267,10 @@ class RegionImpl final : public Region {
   uint64_t chunk_size_bytes_ = 0;
   bool opened_ = false;  // Init finished: the destructor stops cleanly.
   std::unique_ptr<meta::Catalog> catalog_;
-  meta::SharedCatalog* shared_catalog_ = nullptr;              // RADOS: catalog_, shared.
-  util::SharedSection* shared_ = &util::SoleProcess();         // Or shared_catalog_.
-  absl::Mutex reload_mu_;  // Before mu_.
-  uint64_t loaded_changes_ ABSL_GUARDED_BY(reload_mu_) = 0;    // foreign_changes() at a reload.
+  meta::SharedCatalog* shared_catalog_ = nullptr;            // RADOS: catalog_, shared.
+  util::SharedSection* shared_ = &util::SoleProcess();       // Or shared_catalog_.
+  absl::Mutex reload_mu_;                                    // Before mu_.
+  uint64_t loaded_changes_ ABSL_GUARDED_BY(reload_mu_) = 0;  // foreign_changes() at a reload.
   std::unique_ptr<crypto::KmsStorage> kms_storage_;
   std::unique_ptr<crypto::KmsImpl> kms_;
   DomainKeys domain_keys_;

@@ -54,9 +54,9 @@ absl::StatusOr<VolumeImpl*> RegionImpl::FindVolumeLocked(const std::string& volu
   if (it == volumes_.end()) {
     STRATA_ASSIGN_OR_RETURN(std::optional<std::string> node, NodeServingVolume(volume_id));
     if (node.has_value()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "volume ", volume_id, " is served by node ", *node,
-          "; a volume stays with the node that made it (docs/ceph.md)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("volume ", volume_id, " is served by node ", *node,
+                       "; a volume stays with the node that made it (docs/ceph.md)"));
     }
     return absl::NotFoundError(absl::StrCat("volume ", volume_id, " does not exist"));
   }

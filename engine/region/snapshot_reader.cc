@@ -17,9 +17,9 @@ absl::Status SnapshotReader::Read(uint64_t offset_bytes, std::span<std::byte> ou
   if (out.empty()) return absl::OkStatus();
   const uint64_t first = offset_bytes / chunk_size_bytes_;
   const uint64_t last = (offset_bytes + out.size() - 1) / chunk_size_bytes_;
-  STRATA_ASSIGN_OR_RETURN(std::vector<volume::ChunkEntry> entries,
-                          resolved_.Resolve(tree_, record_.id, record_.tree, ancestry_, first,
-                                            last - first + 1));
+  STRATA_ASSIGN_OR_RETURN(
+      std::vector<volume::ChunkEntry> entries,
+      resolved_.Resolve(tree_, record_.id, record_.tree, ancestry_, first, last - first + 1));
   // Every stored chunk of the range is read at once (ReadChunks), then copied out.
   std::vector<chunk::ChunkKey> keys;
   for (const volume::ChunkEntry& entry : entries) {

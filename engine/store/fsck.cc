@@ -182,25 +182,26 @@ class RegionChecker {
     const std::string own_prefix =
         shared ? meta::SharedCatalog::NodeKey(cluster_->options().node_id, meta::kVolumePrefix)
                : std::string(meta::kVolumePrefix);
-    return catalog_->Scan(shared ? "n/" : meta::kVolumePrefix, "", [&](absl::string_view key,
-                                                                      absl::string_view v) {
-      if (shared && !absl::StrContains(key, absl::StrCat("/", meta::kVolumePrefix))) return true;
-      ++report_.volumes_checked;
-      absl::StatusOr<meta::VolumeRecord> r = meta::VolumeRecord::Decode(v);
-      if (!r.ok()) {
-        Find(absl::StrCat("corrupt volume record ", key));
-        return true;
-      }
-      if (!r->last_snapshot_id.empty() && !ids_.contains(r->last_snapshot_id)) {
-        Find(
-            absl::StrCat("volume ", r->id, ": last snapshot ", r->last_snapshot_id, " is missing"));
-      }
-      const std::string head = absl::StrCat(dir_, "/heads/", r->id, ".0.head");
-      if (absl::StartsWith(key, own_prefix) && !env_->FileExists(head)) {
-        Find(absl::StrCat("volume ", r->id, ": head file is missing"));
-      }
-      return true;
-    });
+    return catalog_->Scan(
+        shared ? "n/" : meta::kVolumePrefix, "", [&](absl::string_view key, absl::string_view v) {
+          if (shared && !absl::StrContains(key, absl::StrCat("/", meta::kVolumePrefix)))
+            return true;
+          ++report_.volumes_checked;
+          absl::StatusOr<meta::VolumeRecord> r = meta::VolumeRecord::Decode(v);
+          if (!r.ok()) {
+            Find(absl::StrCat("corrupt volume record ", key));
+            return true;
+          }
+          if (!r->last_snapshot_id.empty() && !ids_.contains(r->last_snapshot_id)) {
+            Find(absl::StrCat("volume ", r->id, ": last snapshot ", r->last_snapshot_id,
+                              " is missing"));
+          }
+          const std::string head = absl::StrCat(dir_, "/heads/", r->id, ".0.head");
+          if (absl::StartsWith(key, own_prefix) && !env_->FileExists(head)) {
+            Find(absl::StrCat("volume ", r->id, ": head file is missing"));
+          }
+          return true;
+        });
   }
 
   Env* const env_;

@@ -210,9 +210,8 @@ class StoreImpl final : public Store {
     if (cluster_ != nullptr) {
       if (account_book_ == nullptr) {
         STRATA_ASSIGN_OR_RETURN(
-            account_book_,
-            meta::Catalog::OpenRados(cluster_->IndexPool(cluster_->options().name_space),
-                                     kAccountsFile));
+            account_book_, meta::Catalog::OpenRados(
+                               cluster_->IndexPool(cluster_->options().name_space), kAccountsFile));
       }
       where = absl::StrCat("RADOS object ", kAccountsFile);
       STRATA_RETURN_IF_ERROR(
@@ -269,7 +268,8 @@ class StoreImpl final : public Store {
                 absl::StrCat(account.id, "\t", name, "\t", account.access_key_id, "\t",
                              account.secret_access_key));
       if (absl::Status s = account_book_->Write(batch); !s.ok()) {
-        if (absl::IsAborted(s)) return absl::AlreadyExistsError(absl::StrCat("account ", name, " exists"));
+        if (absl::IsAborted(s))
+          return absl::AlreadyExistsError(absl::StrCat("account ", name, " exists"));
         return s;
       }
     } else {

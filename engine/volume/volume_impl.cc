@@ -293,7 +293,7 @@ absl::Status VolumeImpl::HeadZero(uint64_t offset_bytes, uint64_t length_bytes) 
 }
 
 absl::StatusOr<std::vector<ChunkEntry>> VolumeImpl::ResolveBaseRange(uint64_t first,
-                                                                    uint64_t count) {
+                                                                     uint64_t count) {
   std::string base;
   SnapshotTree::Ancestry ancestry;
   {
@@ -316,23 +316,8 @@ absl::StatusOr<std::vector<ChunkEntry>> VolumeImpl::ResolveBaseRange(uint64_t fi
 }
 
 absl::StatusOr<ChunkEntry> VolumeImpl::ResolveBase(uint64_t chunk_index) {
-  std::string base;
-  SnapshotTree::Ancestry ancestry;
-  {
-    absl::MutexLock lock(&mu_);
-    base = record_.last_snapshot_id;
-    ancestry = base_ancestry_;
-  }
-  if (base.empty()) return ChunkEntry();
-  std::optional<meta::SnapshotRecord> rec = deps_.tree->Get(base);
-  if (!rec.has_value())
-    return absl::InternalError(absl::StrCat(id_, ": base snapshot ", base, " is gone"));
-  if (ancestry == nullptr) {
-    STRATA_ASSIGN_OR_RETURN(ancestry, deps_.tree->Ancestors(base));
-    absl::MutexLock lock(&mu_);
-    if (record_.last_snapshot_id == base) base_ancestry_ = ancestry;
-  }
-  return deps_.tree->Resolve(rec->tree, rec->seq, ancestry, chunk_index);
+  STRATA_ASSIGN_OR_RETURN(std::vector<ChunkEntry> entry, ResolveBaseRange(chunk_index, 1));
+  return entry[0];
 }
 
 absl::Status VolumeImpl::ReadUnowned(uint64_t chunk_index, uint64_t offset_in_chunk,

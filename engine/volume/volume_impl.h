@@ -229,7 +229,7 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
   std::atomic<size_t> pending_count_{0};
   SnapshotTree::Ancestry base_ancestry_ ABSL_GUARDED_BY(mu_);  // Of record_.last_snapshot_id.
   volume::ResolveWindows resolved_;  // The base snapshot's entries, for reads.
-  uint64_t hydrate_cursor_ = 0;  // Used by the single hydration driver only.
+  uint64_t hydrate_cursor_ = 0;      // Used by the single hydration driver only.
   std::atomic<int> pins_{0};
 };
 

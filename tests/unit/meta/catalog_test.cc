@@ -129,9 +129,9 @@ TEST_F(CatalogTest, SurvivesReopen) {
 namespace strata::rados {
 namespace {
 
-using ::strata::testing::IsOk;
 using ::strata::meta::Catalog;
 using ::strata::meta::SharedCatalog;
+using ::strata::testing::IsOk;
 using ::strata::testing::StatusIs;
 
 TEST(RegionClaimTest, EachNodeClaimsItsOwnPartAndItsOwnStaleClaimIsTakenOver) {
@@ -179,11 +179,9 @@ class SharedCatalogTest : public ::testing::Test {
     const std::string ns = ::strata::testing::TestCeph(dir_.path())->name_space;
     auto base = meta::Catalog::OpenRados((*cluster)->IndexPool(ns), "catalog");
     EXPECT_THAT(base, IsOk());
-    auto shared = SharedCatalog::Open(*std::move(base), (*cluster)->IndexPool(ns), "catalog",
-                                      {.node_id = id,
-                                       .description = "test " + id,
-                                       .lease_seconds = lease_seconds,
-                                       .wait = wait});
+    auto shared = SharedCatalog::Open(
+        *std::move(base), (*cluster)->IndexPool(ns), "catalog",
+        {.node_id = id, .description = "test " + id, .lease_seconds = lease_seconds, .wait = wait});
     EXPECT_THAT(shared, IsOk());
     return shared.ok() ? *std::move(shared) : nullptr;
   }

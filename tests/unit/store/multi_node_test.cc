@@ -182,8 +182,7 @@ TEST_F(MultiNodeTest, AKeyMadeOnOneNodeEncryptsAVolumeOnTheOther) {
   ASSERT_THAT(described, IsOk());
   EXPECT_EQ(described->arn, key->arn);
   const std::vector<std::byte> data = Pattern(2 * kMiB, 21);
-  const std::string snap =
-      Snapshot(B(), data, {.encrypted = true, .kms_key_id = key->key_id});
+  const std::string snap = Snapshot(B(), data, {.encrypted = true, .kms_key_id = key->key_id});
   auto info = A().DescribeSnapshot(snap);
   ASSERT_THAT(info, IsOk());
   EXPECT_TRUE(info->encrypted);
@@ -193,11 +192,10 @@ TEST_F(MultiNodeTest, AKeyMadeOnOneNodeEncryptsAVolumeOnTheOther) {
   EXPECT_EQ(ReadVolume(A(), restored->id, data.size()), data);
   // A key disabled on one node is refused on the other.
   ASSERT_THAT(A().kms().DisableKey(kOwner, key->key_id), IsOk());
-  EXPECT_FALSE(B().CreateVolume({.size_bytes = kMiB,
-                                 .owner = kOwner,
-                                 .encrypted = true,
-                                 .kms_key_id = key->key_id})
-                   .ok());
+  EXPECT_FALSE(
+      B().CreateVolume(
+             {.size_bytes = kMiB, .owner = kOwner, .encrypted = true, .kms_key_id = key->key_id})
+          .ok());
 }
 
 TEST_F(MultiNodeTest, AnImageRegisteredOnOneNodeLaunchesOnTheOther) {
@@ -249,7 +247,7 @@ TEST_F(MultiNodeTest, ASnapshotTheOtherNodesVolumeReadsThroughOutlivesItsDeletio
   ASSERT_THAT(A().DeleteSnapshot(snap), IsOk());
   ASSERT_THAT(A().RunBackgroundWork(), IsOk());
   ASSERT_THAT(A().CollectGarbage(), IsOk());
-  EXPECT_FALSE(B().DescribeSnapshot(snap).ok());  // Deleted, for both.
+  EXPECT_FALSE(B().DescribeSnapshot(snap).ok());                // Deleted, for both.
   EXPECT_EQ(ReadVolume(B(), restored->id, data.size()), data);  // Still read through it.
 
   // Once B's volume goes, B's prune removes the snapshot's data and GC its chunks.
