@@ -10,8 +10,9 @@
 //
 // The region lease. A cls lock on the catalog object, held by one node at a time for a
 // control-plane change (util::SharedSection): threads of the holding node share it; other nodes
-// wait. It expires after `lease_seconds` unless renewed (every write renews a lease older than a
-// third of that), so a killed node holds the region for at most that long.
+// wait. It expires after `lease_seconds` unless renewed (a generation-changing write or a nested
+// Enter renews a lease older than a third of that), so a killed node holds the region for at
+// most that long.
 //
 // The generation. Every write that changes a shared record nodes cache or read-modify-write
 // (any shared key but the chunk index "c/" and manifest entries "m/", "r/") also replaces
