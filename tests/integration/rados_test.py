@@ -235,6 +235,8 @@ def main():
         check(after - before == 4 * MiB // (64 * 1024),
               f"two nodes storing the same data store each chunk once ({after - before} objects)")
         check(describe_all(ec2, kms) == describe_all(ec2b, kmsb), "... and still describe alike")
+        check(nbd_read(a, on_b, MiB, os.path.join(tmp, "b4")) is None,
+              "only the serving node exports a volume over NBD (A refuses B's)")
         code = error_code(ec2.delete_volume, VolumeId=on_b)
         check(code == "IncorrectState", f"a change of B's volume on A says B serves it: {code}")
         # B killed during an ingest: A serves on; B restarts with its volumes.
