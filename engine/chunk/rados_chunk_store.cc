@@ -71,28 +71,41 @@ class RadosChunkStore final : public ChunkStore {
     std::vector<std::byte> existing(data.size());
     for (uint16_t variant = 0; variant < kMaxVariants; ++variant) {
       const ChunkKey key{domain, fp, variant};
+      // Pinned before the object is made or touched: this node's collection, which checks pins
+      // again after it reads an object's age, never takes a chunk an ingest is putting (whatever
+      // the grace period, even 0). Other nodes' collections have the grace period and the
+      // object's version.
+      Pin(key, ChunkLocation{});
+      const ChunkKey unpin[] = {key};
       std::vector<std::byte> record = MakeRecord(key, data, options_.compression);
       const int rc =
           data_.CreateExclusive(ObjectName(key), AsText(record), kTouchedXattr, NowText());
       if (rc == 0) {
         const RecordHeader header = ReadRecordHeader(record);
-        Pin(key, ChunkLocation{0, 0, header.stored_length, header.raw_length, header.flags, 0});
+        SetPinnedLocation(
+            key, ChunkLocation{0, 0, header.stored_length, header.raw_length, header.flags, 0});
         return key;
       }
-      if (rc != -EEXIST) return FromRados(rc, absl::StrCat("storing chunk ", key.ToString()));
+      if (rc != -EEXIST) {
+        Unpin(unpin);
+        return FromRados(rc, absl::StrCat("storing chunk ", key.ToString()));
+      }
       // Stored before (here or by another node): only identical bytes may share it.
       absl::StatusOr<ChunkLocation> found = ReadObject(key, existing);
       if (found.ok() && std::memcmp(existing.data(), data.data(), data.size()) == 0) {
         // Touched, so that no node's garbage collection takes it before this node commits.
         const int touched = data_.Touch(ObjectName(key), kTouchedXattr, NowText());
         if (touched == -ENOENT) {  // Collected just now: store it again.
+          Unpin(unpin);
           --variant;
           continue;
         }
+        if (touched < 0) Unpin(unpin);
         STRATA_RETURN_IF_ERROR(FromRados(touched, absl::StrCat("reusing ", key.ToString())));
-        Pin(key, *found);
+        SetPinnedLocation(key, *found);
         return key;
       }
+      Unpin(unpin);
       if (!found.ok() && !absl::IsDataLoss(found.status()) && !absl::IsNotFound(found.status())) {
         return found.status();
       }
@@ -189,6 +202,8 @@ class RadosChunkStore final : public ChunkStore {
       if (IsPinned(key)) continue;
       STRATA_ASSIGN_OR_RETURN(std::optional<ObjectAge> age, Age(key));
       if (age.has_value() && !age->expired) continue;
+      // Pinned since (Put pins before it touches): the age read may be of its touch.
+      if (IsPinned(key)) continue;
       meta::WriteBatch drop;
       drop.Expect(IndexKey(key), value);
       drop.Delete(IndexKey(key));
@@ -209,6 +224,7 @@ class RadosChunkStore final : public ChunkStore {
       if (!key.has_value() || indexed.contains(*key) || IsPinned(*key)) continue;
       STRATA_ASSIGN_OR_RETURN(std::optional<ObjectAge> age, Age(*key));
       if (!age.has_value() || !age->expired) continue;
+      if (IsPinned(*key)) continue;  // Being put since the check above (see Put).
       // Committed since the index was read: its index entry exists now.
       STRATA_ASSIGN_OR_RETURN(std::optional<std::string> entry, catalog_->Get(IndexKey(*key)));
       if (entry.has_value()) continue;
@@ -279,6 +295,10 @@ class RadosChunkStore final : public ChunkStore {
     Pinned& pin = pins_[key];
     ++pin.count;
     pin.location = location;
+  }
+  void SetPinnedLocation(const ChunkKey& key, const ChunkLocation& location) {
+    absl::MutexLock lock(&mu_);
+    pins_[key].location = location;
   }
   bool IsPinned(const ChunkKey& key) {
     absl::MutexLock lock(&mu_);
