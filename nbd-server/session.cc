@@ -59,8 +59,11 @@ class Session::InFlight final : public VolumeIo {
 
   Request request;
   absl::Status status;
-  std::vector<std::byte> buffer;  // Kept between requests up to kKeptBufferBytes.
-  std::span<std::byte> data;      // The request's bytes within buffer.
+  // Kept between requests up to kKeptBufferBytes; not zeroed (a read fills it, a write's
+  // payload is received into it).
+  std::unique_ptr<std::byte[]> buffer;
+  size_t buffer_bytes = 0;
+  std::span<std::byte> data;  // The request's bytes within buffer.
 
  private:
   Session& session_;
@@ -486,8 +489,11 @@ Session::InFlight* Session::TakeSlot(const Request& r) {
   InFlight* slot = free_.back();
   free_.pop_back();
   slot->request = r;
-  if (slot->buffer.size() < r.length) slot->buffer.resize(r.length);
-  slot->data = std::span(slot->buffer).first(r.length);
+  if (slot->buffer_bytes < r.length) {
+    slot->buffer = std::make_unique_for_overwrite<std::byte[]>(r.length);
+    slot->buffer_bytes = r.length;
+  }
+  slot->data = std::span(slot->buffer.get(), r.length);
   in_flight_bytes_ += r.length;
   return slot;
 }
@@ -495,7 +501,10 @@ Session::InFlight* Session::TakeSlot(const Request& r) {
 void Session::Release(InFlight& slot) {
   in_flight_bytes_ -= slot.data.size();
   slot.data = {};
-  if (slot.buffer.size() > kKeptBufferBytes) std::vector<std::byte>().swap(slot.buffer);
+  if (slot.buffer_bytes > kKeptBufferBytes) {
+    slot.buffer.reset();
+    slot.buffer_bytes = 0;
+  }
   free_.push_back(&slot);
 }
 

@@ -20,22 +20,20 @@ uint64_t RecordChecksum(std::span<const std::byte> record) {
 
 std::vector<std::byte> MakeRecord(const ChunkKey& key, std::span<const std::byte> data,
                                   bool compress) {
-  std::vector<std::byte> record(kRecordHeaderBytes + data.size());
+  // The header is sealed last; the payload is appended, not first zeroed then copied.
+  std::vector<std::byte> record;
+  record.reserve(kRecordHeaderBytes + data.size());
+  record.resize(kRecordHeaderBytes);
   uint8_t flags = 0;
-  size_t stored = data.size();
   if (compress) {
     std::vector<std::byte> packed(ZSTD_compressBound(data.size()));
     const size_t n = ZSTD_compress(packed.data(), packed.size(), data.data(), data.size(), 1);
     if (!ZSTD_isError(n) && n < data.size()) {
       flags |= kRecordFlagCompressed;
-      stored = n;
-      std::memcpy(record.data() + kRecordHeaderBytes, packed.data(), n);
+      record.insert(record.end(), packed.begin(), packed.begin() + static_cast<ptrdiff_t>(n));
     }
   }
-  if ((flags & kRecordFlagCompressed) == 0) {
-    std::memcpy(record.data() + kRecordHeaderBytes, data.data(), data.size());
-  }
-  record.resize(kRecordHeaderBytes + stored);
+  if ((flags & kRecordFlagCompressed) == 0) record.insert(record.end(), data.begin(), data.end());
   SealRecord(key, flags, static_cast<uint32_t>(data.size()), record);
   return record;
 }

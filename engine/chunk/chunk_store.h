@@ -84,6 +84,8 @@ class ChunkStore {
   // How many Puts callers should keep in flight at once: 1 for segment files (appends are
   // serialized; the caller's hashing is the cost), more on RADOS (each Put waits a round trip).
   virtual int PutConcurrency() const = 0;
+  // True when reads wait on the network (RADOS): callers gain from running several at once.
+  virtual bool reads_wait_on_network() const = 0;
   // Releases pins taken by Put for keys that will not be committed.
   virtual void Unpin(std::span<const ChunkKey> keys) = 0;
   // Drops unreferenced chunks and compacts segments whose live share is below half; returns

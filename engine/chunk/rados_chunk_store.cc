@@ -9,6 +9,7 @@
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <memory>
 #include <set>
 
 #include "absl/base/thread_annotations.h"
@@ -68,7 +69,7 @@ class RadosChunkStore final : public ChunkStore {
   absl::StatusOr<ChunkKey> Put(uint32_t domain, std::span<const std::byte> data) override {
     if (options_.read_only) return absl::FailedPreconditionError("chunk store is read-only");
     const Fingerprint fp = FingerprintOf(domain, data);
-    std::vector<std::byte> existing(data.size());
+    std::unique_ptr<std::byte[]> existing;  // A stored chunk's bytes, to compare.
     for (uint16_t variant = 0; variant < kMaxVariants; ++variant) {
       const ChunkKey key{domain, fp, variant};
       // Pinned before the object is made or touched: this node's collection, which checks pins
@@ -91,8 +92,9 @@ class RadosChunkStore final : public ChunkStore {
         return FromRados(rc, absl::StrCat("storing chunk ", key.ToString()));
       }
       // Stored before (here or by another node): only identical bytes may share it.
-      absl::StatusOr<ChunkLocation> found = ReadObject(key, existing);
-      if (found.ok() && std::memcmp(existing.data(), data.data(), data.size()) == 0) {
+      if (existing == nullptr) existing = std::make_unique_for_overwrite<std::byte[]>(data.size());
+      absl::StatusOr<ChunkLocation> found = ReadObject(key, std::span(existing.get(), data.size()));
+      if (found.ok() && std::memcmp(existing.get(), data.data(), data.size()) == 0) {
         // Touched, so that no node's garbage collection takes it before this node commits.
         const int touched = data_.Touch(ObjectName(key), kTouchedXattr, NowText());
         if (touched == -ENOENT) {  // Collected just now: store it again.
@@ -122,19 +124,20 @@ class RadosChunkStore final : public ChunkStore {
 
   absl::Status ReadMany(std::span<const ChunkKey> keys,
                         std::span<const std::span<std::byte>> outs) override {
-    if (keys.size() == 1) return Read(keys[0], outs[0]);
     std::vector<std::string> names;
     uint64_t longest = 0;
     for (size_t i = 0; i < keys.size(); ++i) {
       names.push_back(ObjectName(keys[i]));
       longest = std::max<uint64_t>(longest, outs[i].size());
     }
-    std::vector<std::string> records;
-    const std::vector<int> results = data_.ReadMany(names, kRecordHeaderBytes + longest, &records);
-    for (size_t i = 0; i < keys.size(); ++i) {
-      STRATA_RETURN_IF_ERROR(DecodeObject(keys[i], results[i], records[i], outs[i]).status());
-    }
-    return absl::OkStatus();
+    absl::Status first_error;
+    data_.ReadMany(names, kRecordHeaderBytes + longest,
+                   [&](size_t i, int rc, std::string_view record) {
+                     if (first_error.ok()) {
+                       first_error = DecodeObject(keys[i], rc, record, outs[i]).status();
+                     }
+                   });
+    return first_error;
   }
 
   absl::Status Commit(meta::WriteBatch batch, std::span<const ChunkKey> add_refs,
@@ -179,6 +182,7 @@ class RadosChunkStore final : public ChunkStore {
   }
 
   int PutConcurrency() const override { return kPutConcurrency; }
+  bool reads_wait_on_network() const override { return true; }
 
   void Unpin(std::span<const ChunkKey> keys) override {
     absl::MutexLock lock(&mu_);
@@ -313,14 +317,17 @@ class RadosChunkStore final : public ChunkStore {
 
   // Reads and verifies a chunk's object into `out` (the chunk's size).
   absl::StatusOr<ChunkLocation> ReadObject(const ChunkKey& key, std::span<std::byte> out) {
-    std::string record;
-    const int rc = data_.Read(ObjectName(key), kRecordHeaderBytes + out.size(), &record);
-    return DecodeObject(key, rc, record, out);
+    absl::StatusOr<ChunkLocation> found;
+    data_.ReadMany({ObjectName(key)}, kRecordHeaderBytes + out.size(),
+                   [&](size_t, int rc, std::string_view record) {
+                     found = DecodeObject(key, rc, record, out);
+                   });
+    return found;
   }
 
   // Verifies a chunk's object `record`, read with result `rc`, into `out`.
   static absl::StatusOr<ChunkLocation> DecodeObject(const ChunkKey& key, int rc,
-                                                    const std::string& record,
+                                                    std::string_view record,
                                                     std::span<std::byte> out) {
     if (rc == -ENOENT) {
       return absl::NotFoundError(absl::StrCat("chunk ", key.ToString(), " not found"));

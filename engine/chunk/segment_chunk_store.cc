@@ -177,6 +177,7 @@ class SegmentChunkStore final : public ChunkStore {
   }
 
   int PutConcurrency() const override { return 1; }
+  bool reads_wait_on_network() const override { return false; }
 
   void Unpin(std::span<const ChunkKey> keys) override {
     absl::MutexLock lock(&mu_);

@@ -7,6 +7,8 @@
 //   completion;
 // - a small write: buffered writes that the file system cannot do without blocking (ext4) go to
 //   io_uring's worker threads, one hand-off each, serialized per file.
+// Calls (QueueCall) run on a few helper threads of the ring's own; their completions join the
+// others when the owner waits.
 
 #include "strata/io_ring.h"
 
@@ -16,9 +18,14 @@
 #include <bit>
 #include <cerrno>
 #include <cstdlib>
+#include <deque>
 #include <mutex>
+#include <thread>
 #include <utility>
 #include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 #include "io/errno.h"
 #include "util/log.h"
@@ -54,6 +61,27 @@ int Positional(const Pending& p) {
   return static_cast<int>(n);
 }
 
+// Helper threads for QueueCall are started on first use.
+constexpr int kCallThreads = 4;
+
+// A call's completion in finished_: runs `done` with the call's status, then deletes itself.
+class CallOp final : public IoRing::Op {
+ public:
+  CallOp(absl::AnyInvocable<absl::Status() &&> call,
+         absl::AnyInvocable<void(absl::Status) &&> done)
+      : call_(std::move(call)), done_(std::move(done)) {}
+  void Run() { status_ = std::move(call_)(); }
+  void Finish(int) override {
+    std::move(done_)(std::move(status_));
+    delete this;
+  }
+
+ private:
+  absl::AnyInvocable<absl::Status() &&> call_;
+  absl::AnyInvocable<void(absl::Status) &&> done_;
+  absl::Status status_;
+};
+
 class Ring final : public IoRing {
  public:
   Ring(unsigned depth, bool use_io_uring) : depth_(depth), use_io_uring_(use_io_uring) {
@@ -65,6 +93,11 @@ class Ring final : public IoRing {
     // Operations still in flight would write into memory their owners may free: wait first.
     (void)Wait(0);
     if (use_io_uring_) io_uring_queue_exit(&ring_);
+    {
+      absl::MutexLock lock(&calls_mu_);
+      stopping_ = true;
+    }
+    for (std::thread& t : call_threads_) t.join();
   }
 
   // False when io_uring cannot be set up here.
@@ -91,8 +124,21 @@ class Ring final : public IoRing {
     return Queue({true, fd, const_cast<std::byte*>(data.data()), data.size(), offset, op});
   }
 
+  bool QueueCall(absl::AnyInvocable<absl::Status() &&> call,
+                 absl::AnyInvocable<void(absl::Status) &&> done) override {
+    if (in_flight() >= depth_) return false;
+    if (call_threads_.empty()) {
+      for (int i = 0; i < kCallThreads; ++i) call_threads_.emplace_back([this] { CallLoop(); });
+    }
+    absl::MutexLock lock(&calls_mu_);
+    calls_.push_back(new CallOp(std::move(call), std::move(done)));
+    ++calls_out_;
+    return true;
+  }
+
   absl::Status Wait(unsigned remaining) override {
     while (in_flight() > remaining) {
+      CollectCalls(/*block=*/false);
       if (!use_io_uring_ || (pending_.size() == 1 && in_kernel_ == 0)) {
         RunPendingNow();
       } else {
@@ -101,13 +147,14 @@ class Ring final : public IoRing {
         if (in_kernel_ > 0) STRATA_RETURN_IF_ERROR(Enter(finished_.empty() ? 1 : 0));
         Reap();
       }
+      if (finished_.empty() && calls_out_ > 0) CollectCalls(/*block=*/true);
       RunFinished();
     }
     return absl::OkStatus();
   }
 
   unsigned in_flight() const override {
-    return static_cast<unsigned>(pending_.size() + finished_.size()) + in_kernel_;
+    return static_cast<unsigned>(pending_.size() + finished_.size()) + in_kernel_ + calls_out_;
   }
   bool uses_io_uring() const override { return use_io_uring_; }
 
@@ -169,6 +216,41 @@ class Ring final : public IoRing {
     running_.clear();
   }
 
+  // A helper thread: runs queued calls until the ring is destroyed.
+  void CallLoop() {
+    for (;;) {
+      CallOp* op = nullptr;
+      {
+        absl::MutexLock lock(&calls_mu_);
+        calls_mu_.Await(absl::Condition(
+            +[](Ring* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->calls_mu_) {
+              return r->stopping_ || !r->calls_.empty();
+            },
+            this));
+        if (calls_.empty()) return;  // Stopping, and nothing is left.
+        op = calls_.front();
+        calls_.pop_front();
+      }
+      op->Run();
+      absl::MutexLock lock(&calls_mu_);
+      called_.push_back(op);
+    }
+  }
+
+  // Moves finished calls to finished_; with `block`, first waits for at least one.
+  void CollectCalls(bool block) {
+    if (calls_out_ == 0) return;
+    absl::MutexLock lock(&calls_mu_);
+    if (block) {
+      calls_mu_.Await(absl::Condition(
+          +[](Ring* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->calls_mu_) { return !r->called_.empty(); },
+          this));
+    }
+    for (CallOp* op : called_) finished_.emplace_back(op, 0);
+    calls_out_ -= static_cast<unsigned>(called_.size());
+    called_.clear();
+  }
+
   const unsigned depth_;
   bool use_io_uring_;
   io_uring ring_{};
@@ -176,6 +258,13 @@ class Ring final : public IoRing {
   std::vector<std::pair<Op*, int>> finished_;  // Done; Finish not run yet.
   std::vector<std::pair<Op*, int>> running_;   // Whose Finish is running.
   unsigned in_kernel_ = 0;                     // Submitted (or prepared), not reaped.
+  unsigned calls_out_ = 0;                     // Queued calls not moved to finished_ yet.
+  std::vector<std::thread> call_threads_;
+
+  absl::Mutex calls_mu_;
+  std::deque<CallOp*> calls_ ABSL_GUARDED_BY(calls_mu_);    // Queued calls, not started.
+  std::vector<CallOp*> called_ ABSL_GUARDED_BY(calls_mu_);  // Run; not collected yet.
+  bool stopping_ ABSL_GUARDED_BY(calls_mu_) = false;
 };
 
 }  // namespace

@@ -102,8 +102,8 @@ int Pool::Read(const std::string& oid, uint64_t length, std::string* out) const 
   return rc;
 }
 
-std::vector<int> Pool::ReadMany(const std::vector<std::string>& oids, uint64_t length,
-                                std::vector<std::string>* outs) const {
+void Pool::ReadMany(const std::vector<std::string>& oids, uint64_t length,
+                    const ReadVisitor& visit) const {
   std::vector<librados::bufferlist> buffers(oids.size());
   std::vector<librados::AioCompletion*> reads(oids.size(), nullptr);
   std::vector<int> results(oids.size(), 0);
@@ -111,16 +111,19 @@ std::vector<int> Pool::ReadMany(const std::vector<std::string>& oids, uint64_t l
     reads[i] = librados::Rados::aio_create_completion();
     results[i] = state_->ioctx.aio_read(oids[i], reads[i], &buffers[i], length, 0);
   }
-  outs->assign(oids.size(), std::string());
   for (size_t i = 0; i < oids.size(); ++i) {
     if (results[i] == 0) {  // Submitted: its completion fires.
       reads[i]->wait_for_complete();
       results[i] = reads[i]->get_return_value();
     }
     reads[i]->release();
-    if (results[i] >= 0) (*outs)[i] = buffers[i].to_str();
+    // c_str() copies only a reply that arrived in several pieces.
+    std::string_view bytes;
+    if (results[i] >= 0 && buffers[i].length() > 0) {
+      bytes = std::string_view(buffers[i].c_str(), buffers[i].length());
+    }
+    visit(i, results[i], bytes);
   }
-  return results;
 }
 
 int Pool::WriteFull(const std::string& oid, std::string_view data) const {

@@ -6,6 +6,7 @@
 // (0 or -errno); rados::FromRados (cluster.h) turns them into statuses.
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -44,13 +45,16 @@ class Pool {
   // Whole objects. CreateExclusive: create (-EEXIST if it exists), write `data` and set the
   // extended attribute `xattr` to `value`, atomically. Touch: set `xattr` on an existing object
   // (-ENOENT if gone). Read: up to `length` bytes from offset 0 into `out`. ReadMany: the same
-  // for several objects at once, one return code each.
+  // for several objects at once, their reads in flight together; `visit(i, rc, bytes)` is called
+  // for each in order with its return code and bytes, which stay valid only during the call (they
+  // are the received buffer itself: no copy).
   int CreateExclusive(const std::string& oid, std::string_view data, const std::string& xattr,
                       const std::string& value) const;
   int Touch(const std::string& oid, const std::string& xattr, const std::string& value) const;
   int Read(const std::string& oid, uint64_t length, std::string* out) const;
-  std::vector<int> ReadMany(const std::vector<std::string>& oids, uint64_t length,
-                            std::vector<std::string>* outs) const;
+  using ReadVisitor = std::function<void(size_t i, int rc, std::string_view bytes)>;
+  void ReadMany(const std::vector<std::string>& oids, uint64_t length,
+                const ReadVisitor& visit) const;
   int WriteFull(const std::string& oid, std::string_view data) const;
   int GetXattrs(const std::string& oid, std::map<std::string, std::string>* attrs) const;
   // Size, mtime (seconds) and version (which any write moves).

@@ -20,30 +20,22 @@ absl::Status SnapshotReader::Read(uint64_t offset_bytes, std::span<std::byte> ou
   STRATA_ASSIGN_OR_RETURN(
       std::vector<volume::ChunkEntry> entries,
       resolved_.Resolve(tree_, record_.id, record_.tree, ancestry_, first, last - first + 1));
-  // Every stored chunk of the range is read at once (ReadChunks), then copied out.
-  std::vector<chunk::ChunkKey> keys;
-  for (const volume::ChunkEntry& entry : entries) {
-    if (entry.has_value()) keys.push_back(*entry);
-  }
-  std::vector<std::byte> buffers(keys.size() * chunk_size_bytes_);
-  std::vector<std::span<std::byte>> chunks;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    chunks.push_back(std::span(buffers).subspan(i * chunk_size_bytes_, chunk_size_bytes_));
-  }
-  STRATA_RETURN_IF_ERROR(keys_.ReadChunks(chunks_, keys, chunks));
-  size_t next = 0;
+  // Every stored chunk of the range is read at once, whole chunks straight into `out`.
+  std::vector<volume::DomainKeys::Piece> pieces;
   for (uint64_t pos = offset_bytes; pos < offset_bytes + out.size();) {
     const uint64_t c = pos / chunk_size_bytes_;
     const uint64_t in_chunk = pos % chunk_size_bytes_;
     const uint64_t n =
         std::min<uint64_t>(chunk_size_bytes_ - in_chunk, offset_bytes + out.size() - pos);
-    if (entries[c - first].has_value()) {
-      std::memcpy(out.data() + (pos - offset_bytes), chunks[next++].data() + in_chunk, n);
+    const std::span<std::byte> piece = out.subspan(pos - offset_bytes, n);
+    if (const volume::ChunkEntry& entry = entries[c - first]; entry.has_value()) {
+      pieces.push_back({*entry, in_chunk, piece});
     } else {
-      std::memset(out.data() + (pos - offset_bytes), 0, n);
+      std::memset(piece.data(), 0, n);
     }
     pos += n;
   }
+  STRATA_RETURN_IF_ERROR(keys_.ReadPieces(chunks_, chunk_size_bytes_, pieces));
   std::optional<meta::SnapshotRecord> now = tree_.Get(record_.id);
   if (!now.has_value() || now->deleted) {
     return absl::NotFoundError(absl::StrCat("snapshot ", record_.id, " was deleted"));

@@ -14,7 +14,8 @@
 
 namespace strata::region {
 
-// Thread-compatible. `tree`, `chunks` and `keys` must outlive it.
+// Thread-safe (its members are const or thread-safe). `tree`, `chunks` and `keys` must outlive
+// it.
 class SnapshotReader final : public Snapshot {
  public:
   SnapshotReader(const volume::SnapshotTree& tree, chunk::ChunkStore& chunks,
@@ -28,6 +29,7 @@ class SnapshotReader final : public Snapshot {
         chunk_size_bytes_(chunk_size_bytes) {}
   const std::string& id() const override { return record_.id; }
   uint64_t size_bytes() const override { return record_.volume_size_bytes; }
+  bool reads_wait_on_network() const override { return chunks_.reads_wait_on_network(); }
   // Fails (kNotFound) when the snapshot was deleted while it read: a deletion may merge the
   // snapshot's entries into its child, so what it resolved may be stale.
   absl::Status Read(uint64_t offset_bytes, std::span<std::byte> out) override;

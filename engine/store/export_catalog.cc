@@ -126,6 +126,7 @@ class SnapshotExport final : public Export {
   absl::Status Read(uint64_t offset, std::span<std::byte> out) override {
     return snapshot_->Read(offset, out);
   }
+  bool reads_wait_on_network() const override { return snapshot_->reads_wait_on_network(); }
   absl::Status Write(uint64_t, std::span<const std::byte>, bool) override { return ReadOnly(); }
   absl::Status Trim(uint64_t, uint64_t) override { return ReadOnly(); }
   absl::Status WriteZeroes(uint64_t, uint64_t, bool) override { return ReadOnly(); }

@@ -5,6 +5,7 @@
 #include <openssl/hmac.h>
 
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -67,18 +68,49 @@ absl::Status DomainKeys::ReadChunk(chunk::ChunkStore& store, const chunk::ChunkK
 
 absl::Status DomainKeys::ReadChunks(chunk::ChunkStore& store, std::span<const chunk::ChunkKey> keys,
                                     std::span<const std::span<std::byte>> outs) const {
-  // Encrypted chunks are read whole (IV and ciphertext) into buffers of their own first.
-  std::vector<std::vector<std::byte>> stored(keys.size());
-  std::vector<std::span<std::byte>> targets(outs.begin(), outs.end());
+  // Encrypted chunks are read whole (IV and ciphertext) into one buffer first.
+  size_t stored_bytes = 0;
   for (size_t i = 0; i < keys.size(); ++i) {
+    if (keys[i].domain != chunk::kPlaintextDomain) stored_bytes += kSivBytes + outs[i].size();
+  }
+  const auto stored = std::make_unique_for_overwrite<std::byte[]>(stored_bytes);
+  std::vector<std::span<std::byte>> targets(outs.begin(), outs.end());
+  for (size_t i = 0, at = 0; i < keys.size(); ++i) {
     if (keys[i].domain == chunk::kPlaintextDomain) continue;
-    stored[i].resize(kSivBytes + outs[i].size());
-    targets[i] = stored[i];
+    targets[i] = std::span(stored.get() + at, kSivBytes + outs[i].size());
+    at += targets[i].size();
   }
   STRATA_RETURN_IF_ERROR(store.ReadMany(keys, targets));
   for (size_t i = 0; i < keys.size(); ++i) {
     if (keys[i].domain != chunk::kPlaintextDomain) {
-      STRATA_RETURN_IF_ERROR(Decipher(keys[i], stored[i], outs[i]));
+      STRATA_RETURN_IF_ERROR(Decipher(keys[i], targets[i], outs[i]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DomainKeys::ReadPieces(chunk::ChunkStore& store, uint64_t chunk_size_bytes,
+                                    std::span<const Piece> pieces) const {
+  size_t partial = 0;
+  for (const Piece& piece : pieces) partial += piece.out.size() != chunk_size_bytes;
+  const auto scratch = std::make_unique_for_overwrite<std::byte[]>(partial * chunk_size_bytes);
+  std::vector<chunk::ChunkKey> keys;
+  std::vector<std::span<std::byte>> outs;
+  keys.reserve(pieces.size());
+  outs.reserve(pieces.size());
+  for (size_t i = 0, next = 0; i < pieces.size(); ++i) {
+    keys.push_back(pieces[i].key);
+    if (pieces[i].out.size() == chunk_size_bytes) {
+      outs.push_back(pieces[i].out);
+    } else {
+      outs.push_back(std::span(scratch.get() + chunk_size_bytes * next++, chunk_size_bytes));
+    }
+  }
+  STRATA_RETURN_IF_ERROR(ReadChunks(store, keys, outs));
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    if (outs[i].data() != pieces[i].out.data()) {
+      std::memcpy(pieces[i].out.data(), outs[i].data() + pieces[i].offset_in_chunk,
+                  pieces[i].out.size());
     }
   }
   return absl::OkStatus();
@@ -110,7 +142,8 @@ absl::StatusOr<chunk::ChunkKey> DomainKeys::PutChunk(chunk::ChunkStore& store, u
   if (domain == chunk::kPlaintextDomain) return store.Put(domain, data);
   absl::StatusOr<std::shared_ptr<const Key>> k = Get(domain);
   if (!k.ok()) return k.status();
-  std::vector<std::byte> stored(kSivBytes + data.size());
+  const auto bytes = std::make_unique_for_overwrite<std::byte[]>(kSivBytes + data.size());
+  const std::span<std::byte> stored(bytes.get(), kSivBytes + data.size());
   unsigned char mac[32];
   Hmac((*k)->fingerprint_key, data, mac);
   std::memcpy(stored.data(), mac, kSivBytes);
@@ -118,7 +151,7 @@ absl::StatusOr<chunk::ChunkKey> DomainKeys::PutChunk(chunk::ChunkStore& store, u
   for (size_t at = 0; at < data.size(); at += crypto::kXtsUnitBytes) {
     const size_t n = std::min(crypto::kXtsUnitBytes, data.size() - at);
     (*k)->xts->Encrypt(base + at / crypto::kXtsUnitBytes, data.subspan(at, n),
-                       std::span(stored).subspan(kSivBytes + at, n));
+                       stored.subspan(kSivBytes + at, n));
   }
   return store.Put(domain, stored);
 }

@@ -45,6 +45,16 @@ class DomainKeys {
   [[nodiscard]] absl::Status ReadChunks(chunk::ChunkStore& store,
                                         std::span<const chunk::ChunkKey> keys,
                                         std::span<const std::span<std::byte>> outs) const;
+  // A piece of a read: bytes [offset_in_chunk, offset_in_chunk + out.size()) of chunk `key`.
+  struct Piece {
+    chunk::ChunkKey key;
+    uint64_t offset_in_chunk = 0;
+    std::span<std::byte> out;
+  };
+  // Reads every piece at once, as ReadChunks: a piece that is a whole chunk (`chunk_size_bytes`)
+  // straight into its `out`, a part of one through a buffer.
+  [[nodiscard]] absl::Status ReadPieces(chunk::ChunkStore& store, uint64_t chunk_size_bytes,
+                                        std::span<const Piece> pieces) const;
   // Stores plaintext `data` in `domain`, encrypting it for an encrypted domain.
   [[nodiscard]] absl::StatusOr<chunk::ChunkKey> PutChunk(chunk::ChunkStore& store, uint32_t domain,
                                                          std::span<const std::byte> data) const;

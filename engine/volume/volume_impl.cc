@@ -327,10 +327,8 @@ absl::Status VolumeImpl::ReadUnowned(uint64_t chunk_index, uint64_t offset_in_ch
     std::memset(out.data(), 0, out.size());
     return absl::OkStatus();
   }
-  std::vector<std::byte> buffer(deps_.chunk_size_bytes);
-  STRATA_RETURN_IF_ERROR(deps_.keys->ReadChunk(*deps_.chunks, *entry, buffer));
-  std::memcpy(out.data(), buffer.data() + offset_in_chunk, out.size());
-  return absl::OkStatus();
+  const DomainKeys::Piece piece{*entry, offset_in_chunk, out};
+  return deps_.keys->ReadPieces(*deps_.chunks, deps_.chunk_size_bytes, std::span(&piece, 1));
 }
 
 absl::Status VolumeImpl::Read(uint64_t offset_bytes, std::span<std::byte> out) {
@@ -344,12 +342,9 @@ absl::Status VolumeImpl::Read(uint64_t offset_bytes, std::span<std::byte> out) {
   bool all_owned = true;
   for (uint64_t c = first; c <= last && all_owned; ++c) all_owned = owned_.Test(c);
   if (all_owned) return HeadRead(offset_bytes, out);  // The hot path: one read.
-  // Owned pieces from the head; the stored chunks under unowned pieces all at once.
-  struct Unowned {
-    uint64_t pos, in_chunk, n;
-  };
-  std::vector<Unowned> unowned;
-  std::vector<chunk::ChunkKey> keys;
+  // Owned pieces from the head; the stored chunks under unowned pieces all at once, whole
+  // chunks straight into `out`.
+  std::vector<DomainKeys::Piece> unowned;
   // The base snapshot's entries of the whole range, with one index scan (a round trip to the
   // cluster on RADOS), rather than one lookup per chunk.
   STRATA_ASSIGN_OR_RETURN(std::vector<ChunkEntry> resolved,
@@ -362,30 +357,15 @@ absl::Status VolumeImpl::Read(uint64_t offset_bytes, std::span<std::byte> out) {
     auto piece = out.subspan(pos - offset_bytes, n);
     if (owned_.Test(c)) {
       STRATA_RETURN_IF_ERROR(HeadRead(pos, piece));
+    } else if (const ChunkEntry& entry = resolved[c - first]; entry.has_value()) {
+      unowned.push_back({*entry, in_chunk, piece});
     } else {
-      const ChunkEntry& entry = resolved[c - first];
-      if (entry.has_value()) {
-        unowned.push_back({pos, in_chunk, n});
-        keys.push_back(*entry);
-      } else {
-        std::memset(piece.data(), 0, n);
-      }
+      std::memset(piece.data(), 0, n);
     }
     pos += n;
   }
-  if (keys.empty()) return absl::OkStatus();
-  std::vector<std::byte> buffers(keys.size() * deps_.chunk_size_bytes);
-  std::vector<std::span<std::byte>> chunks;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    chunks.push_back(
-        std::span(buffers).subspan(i * deps_.chunk_size_bytes, deps_.chunk_size_bytes));
-  }
-  STRATA_RETURN_IF_ERROR(deps_.keys->ReadChunks(*deps_.chunks, keys, chunks));
-  for (size_t i = 0; i < unowned.size(); ++i) {
-    std::memcpy(out.data() + (unowned[i].pos - offset_bytes),
-                chunks[i].data() + unowned[i].in_chunk, unowned[i].n);
-  }
-  return absl::OkStatus();
+  if (unowned.empty()) return absl::OkStatus();
+  return deps_.keys->ReadPieces(*deps_.chunks, deps_.chunk_size_bytes, unowned);
 }
 
 bool VolumeImpl::HoldsAll(uint64_t offset_bytes, uint64_t length_bytes) const {
@@ -449,6 +429,13 @@ void VolumeImpl::SubmitRead(uint64_t offset_bytes, std::span<std::byte> out, IoR
     }
     gate_.ReaderUnlock();
     if (queued) return;
+  }
+  // A read that needs stored chunks from the network (RADOS) runs on the ring's helpers, so the
+  // loop takes its next requests meanwhile.
+  if (!out.empty() && deps_.chunks->reads_wait_on_network() &&
+      ring.QueueCall([this, offset_bytes, out] { return Read(offset_bytes, out); },
+                                     [&io](absl::Status s) { io.Done(std::move(s)); })) {
+    return;
   }
   (void)ring.Wait();
   io.Done(Read(offset_bytes, out));
@@ -800,18 +787,20 @@ void VolumeImpl::IngestChunk(PendingSnapshot& pending, uint64_t chunk_index) {
 
 void VolumeImpl::IngestChunkLocked(PendingSnapshot& pending, uint64_t chunk_index) {
   if (!pending.frozen->Test(chunk_index)) return;
-  std::vector<std::byte> buffer(deps_.chunk_size_bytes);
+  const auto bytes = std::make_unique_for_overwrite<std::byte[]>(deps_.chunk_size_bytes);
+  const std::span<std::byte> buffer(bytes.get(), deps_.chunk_size_bytes);
   const uint64_t start = chunk_index << chunk_shift_;
   // A chunk never written here (a volume whose domain differs from its snapshot's ingests
   // every chunk) is read through the snapshot.
-  absl::Status status = owned_.Test(chunk_index)
-                            ? HeadRead(start, std::span(buffer).first(ChunkLength(chunk_index)))
-                            : ReadThroughParent(pending, chunk_index, buffer);
+  const bool owned = owned_.Test(chunk_index);
+  const uint64_t filled = owned ? ChunkLength(chunk_index) : buffer.size();
+  absl::Status status = owned ? HeadRead(start, buffer.first(filled))
+                              : ReadThroughParent(pending, chunk_index, buffer);
   if (status.ok()) {
     // Bytes past the volume's size at freeze time are not part of the snapshot.
     const uint64_t frozen_size = pending.record.volume_size_bytes;
-    const uint64_t keep =
-        start >= frozen_size ? 0 : std::min<uint64_t>(buffer.size(), frozen_size - start);
+    const uint64_t keep = std::min<uint64_t>(
+        filled, start >= frozen_size ? 0 : std::min<uint64_t>(buffer.size(), frozen_size - start));
     std::memset(buffer.data() + keep, 0, buffer.size() - keep);
     StoreIngested(pending, chunk_index, buffer);
   } else {

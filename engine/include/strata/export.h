@@ -33,6 +33,8 @@ class Export {
   virtual bool is_volume() const = 0;
 
   [[nodiscard]] virtual absl::Status Read(uint64_t offset, std::span<std::byte> out) = 0;
+  // True when Read waits on the network (a snapshot of a region on RADOS). Default: false.
+  virtual bool reads_wait_on_network() const { return false; }
   [[nodiscard]] virtual absl::Status Write(uint64_t offset, std::span<const std::byte> data,
                                            bool fua) = 0;
   [[nodiscard]] virtual absl::Status Trim(uint64_t offset, uint64_t length) = 0;
@@ -45,8 +47,14 @@ class Export {
                                                                           uint64_t length,
                                                                           size_t max_extents) = 0;
   // Read and Write through the session's ring (Volume::SubmitRead/SubmitWrite): io.Done runs
-  // when the request has finished. Exports that are not volumes run them at once.
+  // when the request has finished. Exports that are not volumes run them at once, or reads on
+  // the ring's helpers where they wait on the network (IoRing::QueueCall).
   virtual void SubmitRead(uint64_t offset, std::span<std::byte> out, IoRing& ring, VolumeIo& io) {
+    if (reads_wait_on_network() &&
+        ring.QueueCall([this, offset, out] { return Read(offset, out); },
+                       [&io](absl::Status s) { io.Done(std::move(s)); })) {
+      return;
+    }
     (void)ring.Wait();
     io.Done(Read(offset, out));
   }

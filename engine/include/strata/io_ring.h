@@ -7,7 +7,8 @@
 // kernel, a seccomp filter, kernel.io_uring_disabled, or STRATA_NO_IO_URING set) every operation
 // runs that way, so the ring's users never take a second path.
 //
-// Thread-compatible: the thread that creates a ring owns it and makes every call on it.
+// Thread-compatible: the thread that creates a ring owns it and makes every call on it (QueueCall's
+// work runs on helper threads the ring starts the first time it is asked to).
 
 #include <sys/types.h>
 
@@ -16,6 +17,7 @@
 #include <memory>
 #include <span>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -39,6 +41,13 @@ class IoRing {
   // already (nothing is queued then: wait, or do the I/O another way).
   virtual bool QueueRead(int fd, std::span<std::byte> out, uint64_t offset, Op* op) = 0;
   virtual bool QueueWrite(int fd, std::span<const std::byte> data, uint64_t offset, Op* op) = 0;
+  // Runs `call` (work that blocks on something other than a local file, such as reads from a
+  // remote store) on one of the ring's helper threads, so that a loop can have several at once;
+  // `done` then runs with its result from Wait, on the owner's thread, like any completion.
+  // `call` must be safe to run on another thread. False when `depth` operations are in flight
+  // already (nothing is queued then).
+  virtual bool QueueCall(absl::AnyInvocable<absl::Status() &&> call,
+                         absl::AnyInvocable<void(absl::Status) &&> done) = 0;
   // Submits what is queued and runs completions until at most `remaining` operations are still
   // in flight. Finish may queue further operations; they count as in flight.
   [[nodiscard]] virtual absl::Status Wait(unsigned remaining = 0) = 0;

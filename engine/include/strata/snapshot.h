@@ -72,6 +72,8 @@ class Snapshot {
   virtual ~Snapshot() = default;
   virtual const std::string& id() const = 0;
   virtual uint64_t size_bytes() const = 0;
+  // True when reads wait on the network (a region on RADOS): callers gain from several at once.
+  virtual bool reads_wait_on_network() const = 0;
   // Fills `out` with the snapshot's data from `offset_bytes`. Corrupt stored bytes are
   // kDataLoss naming the chunk, never wrong data.
   [[nodiscard]] virtual absl::Status Read(uint64_t offset_bytes, std::span<std::byte> out) = 0;

@@ -1,5 +1,6 @@
 // IoRing: operations queued together complete with their byte counts or -errno, the depth
-// bounds what is in flight, a Finish may queue more, and the pread stand-in behaves alike.
+// bounds what is in flight, a Finish may queue more, calls run together on helper threads and
+// finish on the owner's, and the pread stand-in behaves alike.
 
 #include "strata/io_ring.h"
 
@@ -8,7 +9,11 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <thread>
 #include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 #include "strata/env.h"
 #include "test_util.h"
@@ -104,6 +109,64 @@ TEST_P(IoRingTest, DepthBoundsWhatIsInFlightAndFinishMayQueueMore) {
   ASSERT_THAT(ring_->Wait(), IsOk());
   EXPECT_EQ(ring_->in_flight(), 0u);  // Wait also ran what Finish queued.
   for (const RecordingOp& op : ops) EXPECT_EQ(op.results, std::vector<int>{512});
+}
+
+TEST_P(IoRingTest, CallsRunTogetherOnHelpersAndFinishOnTheOwnerAmongFileOperations) {
+  // Four calls that each wait for all four to have started: they finish only if they run at
+  // once (bounded: a call that waits in vain gives up and reports it).
+  absl::Mutex mu;
+  int started = 0;
+  const std::thread::id owner = std::this_thread::get_id();
+  std::vector<absl::Status> outcomes;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(ring_->QueueCall(
+        [&, i]() -> absl::Status {
+          absl::MutexLock lock(&mu);
+          ++started;
+          const bool all = mu.AwaitWithTimeout(
+              absl::Condition(+[](int* n) { return *n == 4; }, &started), absl::Seconds(10));
+          if (std::this_thread::get_id() == owner) return absl::InternalError("ran on the owner");
+          if (!all) return absl::DeadlineExceededError("calls did not run together");
+          return i == 3 ? absl::DataLossError("the fourth fails") : absl::OkStatus();
+        },
+        [&](absl::Status s) {
+          EXPECT_EQ(std::this_thread::get_id(), owner);
+          outcomes.push_back(std::move(s));
+        }));
+  }
+  std::vector<std::byte> buffer(512, std::byte{7});
+  RecordingOp write;
+  ASSERT_TRUE(ring_->QueueWrite(fd_, buffer, 0, &write));
+  EXPECT_EQ(ring_->in_flight(), 5u);
+  EXPECT_TRUE(outcomes.empty());  // Nothing finishes before the owner waits.
+  ASSERT_THAT(ring_->Wait(), IsOk());
+  EXPECT_EQ(ring_->in_flight(), 0u);
+  EXPECT_EQ(write.results, std::vector<int>{512});
+  ASSERT_EQ(outcomes.size(), 4u);
+  int ok = 0;
+  for (const absl::Status& s : outcomes) {
+    ok += s.ok();
+    if (!s.ok()) {
+      EXPECT_THAT(s, StatusIs(absl::StatusCode::kDataLoss));
+    }
+  }
+  EXPECT_EQ(ok, 3);
+}
+
+TEST_P(IoRingTest, CallsCountTowardTheDepth) {
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(ring_->QueueCall([] { return absl::OkStatus(); }, [](absl::Status) {}));
+  }
+  bool ran = false;
+  EXPECT_FALSE(ring_->QueueCall(  // Full: nothing queued.
+      [&] {
+        ran = true;
+        return absl::OkStatus();
+      },
+      [](absl::Status) {}));
+  ASSERT_THAT(ring_->Wait(), IsOk());
+  EXPECT_FALSE(ran);
+  EXPECT_EQ(ring_->in_flight(), 0u);
 }
 
 TEST(IoRingCreateTest, DepthOutOfRangeIsRefused) {
