@@ -249,37 +249,54 @@ absl::Status RegionImpl::RemoveSnapshotData(const meta::SnapshotRecord& r) {
 
 absl::Status RegionImpl::MergeIntoChild(const meta::SnapshotRecord& r, meta::SnapshotRecord child) {
   // The child inherits every entry it does not override; overridden ones are dropped. Cost:
-  // O(this snapshot's manifest entries).
-  meta::WriteBatch batch;
-  std::vector<chunk::ChunkKey> drops;
-  absl::Status bad;
+  // O(this snapshot's manifest entries), in pieces of StoreOptions::manifest_piece_entries (one
+  // RADOS operation each stays within the OSD's size limit). Each piece moves or drops its
+  // entries and rewrites the child's counts in one atomic write; the last also gives the child
+  // this snapshot's parent and removes this snapshot's record. Halfway (a crash between pieces),
+  // every chunk still resolves as before: a moved entry is found in the child with the value it
+  // had here, the rest here; the next open prunes this deleted snapshot again and moves the rest.
   std::vector<std::pair<uint64_t, std::string>> entries;
   STRATA_RETURN_IF_ERROR(catalog_->Scan(
       meta::ManifestPrefix(r.seq), "", [&](absl::string_view key, absl::string_view value) {
         entries.emplace_back(meta::ManifestKeyChunk(key), std::string(value));
         return true;
       }));
-  for (const auto& [c, value] : entries) {
-    STRATA_ASSIGN_OR_RETURN(ChunkEntry entry, DecodeEntry(value));
-    batch.Delete(meta::ManifestKey(r.seq, c));
-    batch.Delete(meta::ResolveKey(r.tree, c, r.seq));
-    STRATA_ASSIGN_OR_RETURN(std::optional<std::string> overridden,
-                            catalog_->Get(meta::ManifestKey(child.seq, c)));
-    if (overridden.has_value()) {
-      if (entry.has_value()) drops.push_back(*entry);
-      continue;
+  const size_t piece = std::max<size_t>(1, options_.manifest_piece_entries);
+  size_t at = 0;
+  do {
+    const size_t end = std::min(entries.size(), at + piece);
+    std::vector<std::string> child_keys;
+    for (size_t i = at; i < end; ++i) child_keys.push_back(meta::ManifestKey(child.seq, entries[i].first));
+    STRATA_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> overridden,
+                            catalog_->GetMany(child_keys));
+    meta::WriteBatch batch;
+    std::vector<chunk::ChunkKey> drops;
+    meta::SnapshotRecord next = child;
+    for (size_t i = at; i < end; ++i) {
+      const auto& [c, value] = entries[i];
+      STRATA_ASSIGN_OR_RETURN(ChunkEntry entry, DecodeEntry(value));
+      batch.Delete(meta::ManifestKey(r.seq, c));
+      batch.Delete(meta::ResolveKey(r.tree, c, r.seq));
+      if (overridden[i - at].has_value()) {
+        if (entry.has_value()) drops.push_back(*entry);
+        continue;
+      }
+      batch.Put(meta::ManifestKey(next.seq, c), value);
+      batch.Put(meta::ResolveKey(next.tree, c, next.seq), value);
+      ++next.changed_chunk_count;
+      if (entry.has_value()) next.incremental_bytes += chunk_size_bytes_;
     }
-    batch.Put(meta::ManifestKey(child.seq, c), value);
-    batch.Put(meta::ResolveKey(child.tree, c, child.seq), value);
-    ++child.changed_chunk_count;
-    if (entry.has_value()) child.incremental_bytes += chunk_size_bytes_;
-  }
-  STRATA_RETURN_IF_ERROR(bad);
-  child.parent_id = r.parent_id;
-  batch.Put(meta::SnapshotKey(child.id), child.Encode());
-  batch.Delete(meta::SnapshotKey(r.id));
-  STRATA_RETURN_IF_ERROR(chunks_->Commit(std::move(batch), {}, drops));
-  tree_->Put(child);
+    const bool last = end == entries.size();
+    if (last) {
+      next.parent_id = r.parent_id;
+      batch.Delete(meta::SnapshotKey(r.id));
+    }
+    batch.Put(meta::SnapshotKey(next.id), next.Encode());
+    STRATA_RETURN_IF_ERROR(chunks_->Commit(std::move(batch), {}, drops));
+    child = std::move(next);
+    tree_->Put(child);
+    at = end;
+  } while (at < entries.size());
   tree_->Erase(r.id);
   return absl::OkStatus();
 }

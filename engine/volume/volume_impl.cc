@@ -417,10 +417,13 @@ void VolumeImpl::SubmitRead(uint64_t offset_bytes, std::span<std::byte> out, IoR
   const uint64_t unit = crypto::kXtsUnitBytes;
   // A queued read needs the gate only to look at the owned bits: it is tried, never waited
   // for, so the loop never blocks with writes of its ring in flight.
+  bool needs_store = false;
   if (!out.empty() && gate_.ReaderTryLock()) {
     bool queued = false;
-    if (CheckRange(offset_bytes, out.size()).ok() && HoldsAll(offset_bytes, out.size()) &&
-        (key_ == nullptr || (offset_bytes % unit == 0 && out.size() % unit == 0))) {
+    const bool in_range = CheckRange(offset_bytes, out.size()).ok();
+    const bool held = in_range && HoldsAll(offset_bytes, out.size());
+    needs_store = in_range && !held;
+    if (held && (key_ == nullptr || (offset_bytes % unit == 0 && out.size() % unit == 0))) {
       io.completer = this;
       io.offset_bytes = offset_bytes;
       io.buffer = out;
@@ -432,7 +435,7 @@ void VolumeImpl::SubmitRead(uint64_t offset_bytes, std::span<std::byte> out, IoR
   }
   // A read that needs stored chunks from the network (RADOS) runs on the ring's helpers, so the
   // loop takes its next requests meanwhile.
-  if (!out.empty() && deps_.chunks->reads_wait_on_network() &&
+  if (needs_store && deps_.chunks->reads_wait_on_network() &&
       ring.QueueCall([this, offset_bytes, out] { return Read(offset_bytes, out); },
                                      [&io](absl::Status s) { io.Done(std::move(s)); })) {
     return;

@@ -978,5 +978,54 @@ TEST(ManifestPieceTest, ASnapshotOfManyPiecesCompletesWhole) {
   EXPECT_EQ(report->manifest_entries_checked, 256u);
 }
 
+// Deleting a snapshot that has one child merges its manifest into the child in pieces too: the
+// child reads the same, takes over the entries it did not override, and refcounts stay exact.
+TEST(ManifestPieceTest, ADeletedSnapshotMergesIntoItsChildInPieces) {
+  ::strata::testing::TempDir dir;
+  StoreOptions options = ::strata::testing::TestStoreOptions(dir.path());
+  options.background_work = false;
+  options.chunk_size_bytes = 4096;
+  options.manifest_piece_entries = 7;
+  constexpr size_t kBytes = 1 << 20;  // 256 chunks.
+  {
+    auto store = Store::Open(dir.path(), options);
+    ASSERT_THAT(store, ::strata::testing::IsOk());
+    Region* region = (*store)->DefaultRegion();
+    auto vol = region->CreateVolume({.size_bytes = kBytes});
+    ASSERT_THAT(vol, ::strata::testing::IsOk());
+    Volume* v = *region->GetVolume(vol->id);
+    ASSERT_THAT(v->Write(0, ::strata::testing::Pattern(kBytes, 21)), ::strata::testing::IsOk());
+    auto first = region->CreateSnapshot({.volume_id = vol->id});
+    ASSERT_THAT(first, ::strata::testing::IsOk());
+    ASSERT_THAT(region->RunBackgroundWork(), ::strata::testing::IsOk());
+    // Every other chunk overwritten: the child overrides 128 of the first snapshot's entries.
+    for (size_t c = 0; c < 256; c += 2) {
+      ASSERT_THAT(v->Write(c * 4096, ::strata::testing::Pattern(4096, 1000 + c)),
+                  ::strata::testing::IsOk());
+    }
+    std::vector<std::byte> expected(kBytes);
+    ASSERT_THAT(v->Read(0, expected), ::strata::testing::IsOk());
+    auto second = region->CreateSnapshot({.volume_id = vol->id});
+    ASSERT_THAT(second, ::strata::testing::IsOk());
+    ASSERT_THAT(region->RunBackgroundWork(), ::strata::testing::IsOk());
+    ASSERT_EQ(region->DescribeSnapshot(second->id)->changed_chunk_count, 128u);
+
+    ASSERT_THAT(region->DeleteSnapshot(first->id), ::strata::testing::IsOk());
+    ASSERT_THAT(region->RunBackgroundWork(), ::strata::testing::IsOk());
+    EXPECT_THAT(region->DescribeSnapshot(first->id),
+                ::strata::testing::StatusIs(absl::StatusCode::kNotFound));
+    auto merged = region->DescribeSnapshot(second->id);
+    ASSERT_THAT(merged, ::strata::testing::IsOk());
+    EXPECT_EQ(merged->changed_chunk_count, 256u);  // Its own 128 and the 128 it inherited.
+    std::vector<std::byte> out(kBytes);
+    ASSERT_THAT((*region->OpenSnapshot(second->id))->Read(0, out), ::strata::testing::IsOk());
+    EXPECT_EQ(out, expected);
+  }
+  auto report = ::strata::testing::CheckTestStore(dir.path());
+  ASSERT_THAT(report, ::strata::testing::IsOk());
+  EXPECT_TRUE(report->findings.empty());
+  EXPECT_EQ(report->manifest_entries_checked, 256u);
+}
+
 }  // namespace
 }  // namespace strata
