@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "ec2_call.h"
+#include "strata/volume_types.h"
 
 namespace strata::api {
 namespace {
@@ -161,6 +162,24 @@ class VolumeCalls : public Ec2CallBase {
     if (!size.ok() || !iops.ok() || !throughput.ok())
       return Invalid("Size, Iops and Throughput must be integers");
     const uint64_t original = GiBCeil(v->size_bytes);
+    // AWS's defaults: the same type keeps its IOPS and throughput; another type takes 3,000
+    // IOPS where it has provisioned IOPS (gp3, io1, io2) and gp3's 125 MiB/s.
+    const std::string type = p_.GetOr("VolumeType", v->volume_type);
+    const bool same = type == v->volume_type;
+    const bool provisioned = type == "gp3" || type == "io1" || type == "io2";
+    const int64_t default_iops = same && type != "gp2" ? v->iops : provisioned ? 3000 : 0;
+    const auto new_iops = static_cast<uint64_t>(iops->value_or(default_iops));
+    const auto new_throughput =
+        static_cast<uint64_t>(throughput->value_or(same ? v->throughput : 0));
+    // The whole change is checked before any of it is made.
+    const uint64_t new_size = size->has_value()
+                                  ? static_cast<uint64_t>(std::max<int64_t>(**size, 0)) * kGiB
+                                  : v->size_bytes;
+    if (absl::Status s =
+            CheckVolumeType(type, new_size, type == "gp2" ? 0 : new_iops, new_throughput);
+        !s.ok()) {
+      return FromStatus(s, "Volume");
+    }
     if (size->has_value()) {
       if (**size < static_cast<int64_t>(original)) {
         return Invalid(absl::StrCat("the new size (", **size,
@@ -172,11 +191,7 @@ class VolumeCalls : public Ec2CallBase {
         return FromStatus(s, "Volume");
       }
     }
-    const std::string type = p_.GetOr("VolumeType", v->volume_type);
-    if (absl::Status s =
-            region_.SetVolumeType(id, type, static_cast<uint64_t>(iops->value_or(v->iops)),
-                                  static_cast<uint64_t>(throughput->value_or(v->throughput)));
-        !s.ok()) {
+    if (absl::Status s = region_.SetVolumeType(id, type, new_iops, new_throughput); !s.ok()) {
       return FromStatus(s, "Volume");
     }
     absl::StatusOr<VolumeInfo> now = region_.DescribeVolume(id);

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace strata::nbd {
 namespace {
@@ -531,11 +532,25 @@ bool Session::Drain() {
   return !failed_;
 }
 
+bool Session::HoldBack(Export& e, const Request& r) {
+  IoLimiter* limiter = e.limiter();
+  if (limiter == nullptr) return true;
+  const absl::Duration wait = limiter->Admit(r.type == kCmdWrite, r.offset, r.length);
+  if (wait <= absl::ZeroDuration()) return true;
+  // Over the volume's rate: what is in flight is answered first, then this request waits its
+  // turn (queued, never failed; the other connections of the volume share the budget).
+  const bool drained = Drain() && writer_.Flush();
+  absl::SleepFor(wait);
+  limiter->Released();
+  return drained;
+}
+
 bool Session::Execute(Export& e, const Request& r) {
   const bool fua = (r.flags & kCmdFlagFua) != 0;
   // Reads and writes join the ring; every other command first waits for them, so a FLUSH
   // covers every write answered before it and BLOCK_STATUS sees them.
   if (r.type != kCmdRead && r.type != kCmdWrite && !Drain()) return false;
+  if ((r.type == kCmdRead || r.type == kCmdWrite) && !HoldBack(e, r)) return false;
   switch (r.type) {
     case kCmdRead: {
       InFlight* slot = TakeSlot(r);

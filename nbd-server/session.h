@@ -70,6 +70,9 @@ class Session {
   static constexpr size_t kKeptBufferBytes = size_t{1} << 20;
   // A free slot with a buffer of r.length bytes; waits for requests in flight when there is
   // none. Null when the ring failed.
+  // Charges a read or write to the export's I/O budget (IoLimiter) and waits as long as it
+  // says, after answering what is in flight. False: the connection failed meanwhile.
+  bool HoldBack(Export& e, const Request& r);
   InFlight* TakeSlot(const Request& r);
   void Release(InFlight& slot);
   // A read or write has finished: its reply waits for the next Drain.

@@ -18,14 +18,17 @@ ENGINE = {
     "meta": {"util", "io", "rados"},
     "chunk": {"util", "io", "rados", "meta"},
     "crypto": {"util"},
-    "volume": {"util", "io", "rados", "meta", "chunk", "crypto"},
-    "region": {"util", "io", "rados", "meta", "chunk", "crypto", "volume"},
-    "image": {"util", "io", "rados", "meta", "chunk", "crypto", "volume", "region"},
-    "copy": {"util", "io", "rados", "meta", "chunk", "crypto", "volume", "region", "image"},
-    "store": {"util", "io", "rados", "meta", "chunk", "crypto", "volume", "region", "image", "copy"},
+    "qos": {"util"},
+    "volume": {"util", "io", "rados", "meta", "chunk", "crypto", "qos"},
+    "region": {"util", "io", "rados", "meta", "chunk", "crypto", "qos", "volume"},
+    "image": {"util", "io", "rados", "meta", "chunk", "crypto", "qos", "volume", "region"},
+    "copy": {"util", "io", "rados", "meta", "chunk", "crypto", "qos", "volume", "region", "image"},
+    "store": {"util", "io", "rados", "meta", "chunk", "crypto", "qos", "volume", "region", "image",
+              "copy"},
 }
 # Public headers the NBD server may include: the export interface and what it names.
-NBD_PUBLIC = {"strata/export.h", "strata/io_ring.h", "strata/volume.h", "strata/env.h"}
+NBD_PUBLIC = {"strata/export.h", "strata/io_ring.h", "strata/volume.h", "strata/env.h",
+              "strata/io_limiter.h"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 

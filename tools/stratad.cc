@@ -46,6 +46,7 @@ struct Flags {
   std::vector<std::string> links;
   std::string chunk_size;  // Empty: the default.
   bool compression = false;
+  std::string qos = "on";
   std::string backend;  // Empty: the store's own (DIR/backend), local for a new store.
   strata::CephBackendOptions ceph;
 };
@@ -108,6 +109,11 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--chunk-size", f.chunk_size, "chunk size of a new store, 4K..4M (default 64K)")
       ->option_text("SIZE");
   app.add_flag("--compression", f.compression, "compress snapshot chunks with zstd");
+  app.add_option("--qos", f.qos,
+                 "hold each volume's NBD I/O to its type's IOPS and throughput, as EBS does "
+                 "(docs/qos.md); off only counts (benchmarks that want raw speed)")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
   app.add_option("--backend", f.backend,
                  "where regions' catalogs and chunks live: local (the data directory) or rados "
                  "(a Ceph cluster; docs/ceph.md). Default: the store's own, local for a new "
@@ -336,6 +342,7 @@ int main(int argc, char** argv) {
   if (!chunk.ok()) return Fail(chunk.status());
   options.chunk_size_bytes = *chunk;
   options.compression = f.compression;
+  options.qos = f.qos == "on";
   if (f.backend == "rados") {
     if (f.ceph.pool.empty())
       return Fail(absl::InvalidArgumentError("--backend rados needs --pool"));

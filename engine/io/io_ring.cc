@@ -26,7 +26,6 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
-
 #include "io/errno.h"
 #include "util/log.h"
 #include "util/status_macros.h"
@@ -67,8 +66,7 @@ constexpr int kCallThreads = 4;
 // A call's completion in finished_: runs `done` with the call's status, then deletes itself.
 class CallOp final : public IoRing::Op {
  public:
-  CallOp(absl::AnyInvocable<absl::Status() &&> call,
-         absl::AnyInvocable<void(absl::Status) &&> done)
+  CallOp(absl::AnyInvocable<absl::Status() &&> call, absl::AnyInvocable<void(absl::Status) &&> done)
       : call_(std::move(call)), done_(std::move(done)) {}
   void Run() { status_ = std::move(call_)(); }
   void Finish(int) override {

@@ -266,7 +266,8 @@ absl::Status RegionImpl::MergeIntoChild(const meta::SnapshotRecord& r, meta::Sna
   do {
     const size_t end = std::min(entries.size(), at + piece);
     std::vector<std::string> child_keys;
-    for (size_t i = at; i < end; ++i) child_keys.push_back(meta::ManifestKey(child.seq, entries[i].first));
+    for (size_t i = at; i < end; ++i)
+      child_keys.push_back(meta::ManifestKey(child.seq, entries[i].first));
     STRATA_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> overridden,
                             catalog_->GetMany(child_keys));
     meta::WriteBatch batch;

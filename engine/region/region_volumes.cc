@@ -104,14 +104,21 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequ
         absl::StrCat("volume size ", r.size_bytes, " must be a non-zero multiple of ",
                      kVolumeSizeAlignBytes, " bytes, at most ", kMaxVolumeSizeBytes));
   }
+  // A hidden builder (EBS direct snapshots, up to 64 TiB whatever the type) is never exported:
+  // only visible volumes keep to their type's rules.
+  qos::VolumeSpec type{request.volume_type.empty() ? "gp3" : request.volume_type, 0, request.iops,
+                       request.throughput};
+  if (!hidden) {
+    STRATA_ASSIGN_OR_RETURN(type, CheckedType(type.type, r.size_bytes, type.iops, type.throughput));
+  }
   STRATA_ASSIGN_OR_RETURN(r.encryption, encryption_->Choose(request, base_encryption));
   r.id = NewId("vol");
   r.create_time_micros = env_->NowMicros();
   r.tags = request.tags;
   r.owner = request.owner;
-  r.volume_type = request.volume_type.empty() ? "gp3" : request.volume_type;
-  r.iops = request.iops;
-  r.throughput = request.throughput;
+  r.volume_type = type.type;
+  r.iops = type.iops;
+  r.throughput = type.throughput;
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Head> head,
                           Head::Open(env_, HeadPath(r.id), r.size_bytes, true));
   meta::WriteBatch batch;
@@ -139,7 +146,7 @@ std::unique_ptr<VolumeImpl> RegionImpl::MakeVolume(meta::VolumeRecord record,
   const meta::EncryptionRecord encryption = record.encryption;
   auto volume =
       std::make_unique<VolumeImpl>(VolumeDeps{env_, catalog_.get(), chunks_.get(), tree_.get(),
-                                              &domain_keys_, chunk_size_bytes_},
+                                              &domain_keys_, chunk_size_bytes_, options_.qos},
                                    std::move(record), std::move(head));
   if (encryption.encrypted()) {
     absl::StatusOr<std::shared_ptr<const DomainKeys::Key>> key =
@@ -218,7 +225,13 @@ absl::Status RegionImpl::GrowVolume(const std::string& volume_id, uint64_t new_s
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
   if (new_size_bytes == volume->size_bytes()) return absl::OkStatus();
+  // The type's rules hold at the new size too (gp2's and st1/sc1's rates grow with it).
+  const meta::VolumeRecord r = volume->record();
+  STRATA_RETURN_IF_ERROR(
+      CheckedType(r.volume_type, new_size_bytes, r.volume_type == "gp2" ? 0 : r.iops, r.throughput)
+          .status());
   STRATA_RETURN_IF_ERROR(volume->Grow(new_size_bytes));
+  STRATA_RETURN_IF_ERROR(SetTypeLocked(*volume, r.volume_type, r.iops, r.throughput));
   return PersistVolume(*volume);
 }
 
@@ -278,6 +291,7 @@ absl::Status RegionImpl::TagVolume(const std::string& volume_id,
   batch.Put(meta::VolumeKey(volume_id), r.Encode());
   STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
   volume->set_record_fields(r.tags, r.hydrating, r.hydrate_bytes_per_second);
+  volume->ConfigureLimiter();  // The strata:qos tag.
   return absl::OkStatus();
 }
 
@@ -285,8 +299,27 @@ absl::Status RegionImpl::SetVolumeType(const std::string& volume_id, const std::
                                        uint64_t iops, uint64_t throughput) {
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
-  volume->set_type(volume_type, iops, throughput);
+  STRATA_RETURN_IF_ERROR(SetTypeLocked(*volume, volume_type, iops, throughput));
   return PersistVolume(*volume);
+}
+
+absl::Status RegionImpl::SetTypeLocked(VolumeImpl& volume, const std::string& volume_type,
+                                       uint64_t iops, uint64_t throughput) {
+  STRATA_ASSIGN_OR_RETURN(
+      const qos::VolumeSpec type,
+      CheckedType(volume_type, volume.size_bytes(), volume_type == "gp2" ? 0 : iops, throughput));
+  volume.set_type(type.type, type.iops, type.throughput);
+  volume.ConfigureLimiter();  // At once: the volume's connections keep going at the new rates.
+  return absl::OkStatus();
+}
+
+absl::StatusOr<qos::VolumeSpec> RegionImpl::CheckedType(const std::string& volume_type,
+                                                        uint64_t size_bytes, uint64_t iops,
+                                                        uint64_t throughput) {
+  constexpr uint64_t kGiB = uint64_t{1} << 30;
+  // A volume below a GiB (an image's, a test's) is held to the rules of one GiB.
+  return qos::Normalize(
+      {volume_type, std::max<uint64_t>(1, (size_bytes + kGiB - 1) / kGiB), iops, throughput});
 }
 
 }  // namespace strata::region

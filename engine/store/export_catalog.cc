@@ -63,6 +63,7 @@ class VolumeExport final : public Export {
   uint64_t size_bytes() const override { return volume_.size_bytes(); }
   bool read_only() const override { return false; }
   bool is_volume() const override { return true; }
+  IoLimiter* limiter() override { return &volume_.limiter(); }
   absl::Status Read(uint64_t offset, std::span<std::byte> out) override {
     return volume_.Read(offset, out);
   }

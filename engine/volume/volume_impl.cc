@@ -109,9 +109,27 @@ VolumeImpl::VolumeImpl(const VolumeDeps& deps, meta::VolumeRecord record,
       size_bytes_(record.size_bytes),
       owned_(ChunksFor(record.size_bytes, chunk_shift_)),
       dirty_(std::make_unique<SparseBitmap>(ChunksFor(record.size_bytes, chunk_shift_))),
-      record_(std::move(record)) {}
+      record_(std::move(record)) {
+  ConfigureLimiter();
+}
 
 VolumeImpl::~VolumeImpl() = default;
+
+void VolumeImpl::ConfigureLimiter() {
+  absl::MutexLock lock(&mu_);
+  constexpr uint64_t kGiB = uint64_t{1} << 30;
+  // Sizes below a GiB (tests, images) count as one; a record from before types were checked
+  // that its type's rules refuse is held to the type's defaults, else not held.
+  qos::VolumeSpec spec{record_.volume_type, std::max<uint64_t>(1, (size_bytes() + kGiB - 1) / kGiB),
+                       record_.iops, record_.throughput};
+  if (spec.type == "gp2") spec.iops = 0;  // Shown as its baseline; computed from the size.
+  absl::StatusOr<qos::VolumeSpec> normal = qos::Normalize(spec);
+  if (!normal.ok()) normal = qos::Normalize({spec.type, spec.size_gib, 0, 0});
+  auto tag = record_.tags.find("strata:qos");
+  const bool enforced =
+      deps_.qos && normal.ok() && (tag == record_.tags.end() || tag->second != "off");
+  limiter_.Configure(normal.ok() ? qos::LimitsOf(*normal) : qos::Limits{}, enforced);
+}
 
 meta::VolumeRecord VolumeImpl::record() const {
   absl::MutexLock lock(&mu_);
@@ -437,7 +455,7 @@ void VolumeImpl::SubmitRead(uint64_t offset_bytes, std::span<std::byte> out, IoR
   // loop takes its next requests meanwhile.
   if (needs_store && deps_.chunks->reads_wait_on_network() &&
       ring.QueueCall([this, offset_bytes, out] { return Read(offset_bytes, out); },
-                                     [&io](absl::Status s) { io.Done(std::move(s)); })) {
+                     [&io](absl::Status s) { io.Done(std::move(s)); })) {
     return;
   }
   (void)ring.Wait();

@@ -17,6 +17,7 @@
 #include "chunk/chunk_store.h"
 #include "meta/catalog.h"
 #include "meta/schema.h"
+#include "qos/volume_limiter.h"
 #include "strata/env.h"
 #include "strata/volume.h"
 #include "volume/domain_keys.h"
@@ -59,6 +60,7 @@ struct VolumeDeps {
   const SnapshotTree* tree = nullptr;
   const DomainKeys* keys = nullptr;
   uint64_t chunk_size_bytes = 0;
+  bool qos = true;  // StoreOptions::qos.
 };
 
 class VolumeImpl final : public Volume, private VolumeIo::Completer {
@@ -68,6 +70,7 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
 
   const std::string& id() const override { return id_; }
   uint64_t size_bytes() const override { return size_bytes_.load(std::memory_order_acquire); }
+  IoLimiter& limiter() override { return limiter_; }
   absl::Status Read(uint64_t offset_bytes, std::span<std::byte> out) override;
   absl::Status Write(uint64_t offset_bytes, std::span<const std::byte> data, bool fua) override;
   absl::Status Trim(uint64_t offset_bytes, uint64_t length_bytes) override;
@@ -88,6 +91,8 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
   void set_record_fields(const std::map<std::string, std::string>& tags, bool hydrating,
                          uint64_t hydrate_bytes_per_second);
   void set_type(const std::string& volume_type, uint64_t iops, uint64_t throughput);
+  // Holds the limiter to the record's type, IOPS, throughput and size (and its strata:qos tag).
+  void ConfigureLimiter();
   uint64_t chunk_count() const;
   uint64_t owned_count() const { return owned_.Count(); }
   // An encrypted volume's data key (its domain's), or why it is not available (then every I/O
@@ -222,6 +227,7 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
   // once compared with the last snapshot, emptied by a freeze. Null when there are none.
   std::unique_ptr<SparseBitmap> suspect_ ABSL_GUARDED_BY(gate_);
   meta::VolumeRecord record_ ABSL_GUARDED_BY(mu_);
+  qos::VolumeLimiter limiter_;  // Configured from record_ by ConfigureLimiterLocked.
   std::deque<std::shared_ptr<PendingSnapshot>> pending_ ABSL_GUARDED_BY(mu_);
   // pending_.size(), readable without mu_: the write path checks it before copying the list.
   // Changes under gate_ exclusive or with no write in flight on a frozen chunk, so a writer

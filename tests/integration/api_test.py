@@ -168,11 +168,15 @@ def run(client, accounts, endpoint, data):
     alice.delete_volume(VolumeId=a["VolumeId"])
 
     # ModifyVolume: grow and change type; shrinking is refused.
-    mod = alice.modify_volume(VolumeId=vid, Size=3, VolumeType="io2", Iops=3000)["VolumeModification"]
-    check(mod["TargetSize"] == 3 and mod["OriginalSize"] == 1 and mod["TargetVolumeType"] == "io2",
+    # io2 starts at 4 GiB: 3 GiB is refused whole (AWS's rule), nothing changes.
+    expect_error("InvalidParameterValue", alice.modify_volume, VolumeId=vid, Size=3,
+                 VolumeType="io2", Iops=3000)
+    check(alice.describe_volumes(VolumeIds=[vid])["Volumes"][0]["Size"] == 1, "io2 at 3 GiB: no change")
+    mod = alice.modify_volume(VolumeId=vid, Size=4, VolumeType="io2", Iops=3000)["VolumeModification"]
+    check(mod["TargetSize"] == 4 and mod["OriginalSize"] == 1 and mod["TargetVolumeType"] == "io2",
           f"modify_volume {mod}")
     expect_error("InvalidParameterValue", alice.modify_volume, VolumeId=vid, Size=2)
-    check(alice.describe_volumes(VolumeIds=[vid])["Volumes"][0]["Size"] == 3, "grown to 3 GiB")
+    check(alice.describe_volumes(VolumeIds=[vid])["Volumes"][0]["Size"] == 4, "grown to 4 GiB")
 
     # Snapshots: pending then completed, filters, tags.
     snap = alice.create_snapshot(VolumeId=vid, Description="nightly",
@@ -182,7 +186,7 @@ def run(client, accounts, endpoint, data):
     check(snap["State"] in ("pending", "completed") and snap["OwnerId"] == alice_id, f"snapshot {snap}")
     alice.get_waiter("snapshot_completed").wait(SnapshotIds=[sid], WaiterConfig={"Delay": 1})
     s = alice.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]
-    check(s["State"] == "completed" and s["Progress"] == "100%" and s["VolumeSize"] == 3, f"{s}")
+    check(s["State"] == "completed" and s["Progress"] == "100%" and s["VolumeSize"] == 4, f"{s}")
     got = alice.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "tag:tier", "Values": ["g*"]}])
     check([x["SnapshotId"] for x in got["Snapshots"]] == [sid], "snapshot tag filter")
     got = alice.describe_snapshots(Filters=[{"Name": "description", "Values": ["night*"]}])
@@ -190,7 +194,7 @@ def run(client, accounts, endpoint, data):
 
     # A volume from the snapshot.
     clone = alice.create_volume(SnapshotId=sid, AvailabilityZone="local-1a")
-    check(clone["SnapshotId"] == sid and clone["Size"] == 3, f"clone {clone}")
+    check(clone["SnapshotId"] == sid and clone["Size"] == 4, f"clone {clone}")
 
     # Sharing: bob may create a volume from it, carol may not.
     expect_error("InvalidSnapshot.NotFound", bob.create_volume, SnapshotId=sid, AvailabilityZone="local-1a")
@@ -257,7 +261,7 @@ def run(client, accounts, endpoint, data):
     c = alice.describe_snapshots(SnapshotIds=[copy["SnapshotId"]])["Snapshots"][0]
     check(c["State"] == "completed" and c["Description"] == "copy", f"copy {c}")
     mods = alice.describe_volumes_modifications(VolumeIds=[vid])["VolumesModifications"]
-    check(len(mods) == 1 and mods[0]["TargetSize"] == 3 and mods[0]["ModificationState"] == "completed",
+    check(len(mods) == 1 and mods[0]["TargetSize"] == 4 and mods[0]["ModificationState"] == "completed",
           f"modifications {mods}")
     tags = alice.describe_tags(Filters=[{"Name": "resource-id", "Values": [vid]}])["Tags"]
     check({"Key": "Name", "Value": "web-1", "ResourceId": vid, "ResourceType": "volume"} in tags, f"tags {tags}")

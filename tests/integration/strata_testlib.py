@@ -47,10 +47,15 @@ def sh(*args, timeout=120, **kwargs):
 
 
 class Daemon:
-    """stratad on free loopback ports with its store in data_dir; restartable."""
+    """stratad on free loopback ports with its store in data_dir; restartable. Volumes run at
+    full speed (--qos off) unless `extra` says --qos: tests and benchmarks of other things should
+    not wait on a gp3's 3,000 IOPS."""
 
     def __init__(self, bin_dir, data_dir, extra=(), unix_socket=None):
-        self.bin_dir, self.data_dir, self.extra = bin_dir, data_dir, list(extra)
+        extra = list(extra)
+        if "--qos" not in extra:
+            extra += ["--qos", "off"]
+        self.bin_dir, self.data_dir, self.extra = bin_dir, data_dir, extra
         self.unix_socket = unix_socket
         self.proc = None
         self.api = self.nbd = None

@@ -33,6 +33,9 @@ class Export {
   virtual bool is_volume() const = 0;
 
   [[nodiscard]] virtual absl::Status Read(uint64_t offset, std::span<std::byte> out) = 0;
+  // The volume's I/O budget, which a session asks before each read and write; none for
+  // snapshot exports. Default: none.
+  virtual IoLimiter* limiter() { return nullptr; }
   // True when Read waits on the network (a snapshot of a region on RADOS). Default: false.
   virtual bool reads_wait_on_network() const { return false; }
   [[nodiscard]] virtual absl::Status Write(uint64_t offset, std::span<const std::byte> data,

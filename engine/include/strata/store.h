@@ -56,6 +56,10 @@ struct StoreOptions {
   // visible; a failure part way is undone). Tests make it small so that a crash falls between
   // writes. Default: 4096 (about 1 MB per write).
   size_t manifest_piece_entries = 4096;
+  // Holds each volume's NBD I/O to its type's rates (docs/qos.md), as EBS does; false only
+  // counts (benchmarks that want raw speed: stratad --qos off). A volume tagged strata:qos=off
+  // is not held either. Default: true.
+  bool qos = true;
   // Where regions' catalogs and chunks live. Empty: the data directory (RocksDB and segment
   // files), the default; set: the RADOS backend.
   std::optional<CephBackendOptions> ceph;
@@ -74,7 +78,10 @@ struct CreateVolumeRequest {
   // other than the snapshot's means a new data key (a new dedup domain).
   bool encrypted = false;
   std::string kms_key_id;
-  std::string volume_type = "gp3";  // Informational: gp2, gp3, io1, io2, st1, sc1, standard.
+  // gp2, gp3, io1, io2, st1, sc1 or standard, with its provisioned IOPS and throughput (MiB/s;
+  // 0: the type's default), checked against AWS's rules for the type (docs/qos.md); errors
+  // carry EC2's code. They set the volume's NBD rates (StoreOptions::qos).
+  std::string volume_type = "gp3";
   uint64_t iops = 0;
   uint64_t throughput = 0;
 };
@@ -207,7 +214,8 @@ class Region {
   // Fails a direct snapshot that will not be completed (e.g. its timeout passed).
   [[nodiscard]] virtual absl::Status AbortDirectSnapshot(const std::string& snapshot_id,
                                                          const std::string& reason) = 0;
-  // Changes a volume's informational type, IOPS and throughput.
+  // Changes a volume's type, IOPS and throughput (checked as CreateVolume checks them; gp2's
+  // IOPS follow from its size); its NBD connections keep going at the new rates at once.
   [[nodiscard]] virtual absl::Status SetVolumeType(const std::string& volume_id,
                                                    const std::string& volume_type, uint64_t iops,
                                                    uint64_t throughput) = 0;

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "strata/io_limiter.h"
 #include "strata/io_ring.h"
 
 namespace strata {
@@ -96,6 +97,8 @@ class Volume {
 
   virtual const std::string& id() const = 0;
   virtual uint64_t size_bytes() const = 0;
+  // The budget its type, IOPS and throughput give its NBD I/O (docs/qos.md), and its counters.
+  virtual IoLimiter& limiter() = 0;
 
   // Fills `out` from `offset_bytes`; never-written ranges read as zeros.
   // REQUIRES: offset and size multiples of kSectorBytes, within size_bytes().

@@ -14,7 +14,6 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-
 #include "strata/env.h"
 #include "test_util.h"
 
@@ -123,8 +122,9 @@ TEST_P(IoRingTest, CallsRunTogetherOnHelpersAndFinishOnTheOwnerAmongFileOperatio
         [&, i]() -> absl::Status {
           absl::MutexLock lock(&mu);
           ++started;
-          const bool all = mu.AwaitWithTimeout(
-              absl::Condition(+[](int* n) { return *n == 4; }, &started), absl::Seconds(10));
+          const bool all = mu.AwaitWithTimeout(absl::Condition(
+                                                   +[](int* n) { return *n == 4; }, &started),
+                                               absl::Seconds(10));
           if (std::this_thread::get_id() == owner) return absl::InternalError("ran on the owner");
           if (!all) return absl::DeadlineExceededError("calls did not run together");
           return i == 3 ? absl::DataLossError("the fourth fails") : absl::OkStatus();
