@@ -3,8 +3,8 @@
 against stratad with its default --qos on: gp3's defaults, a provisioned gp3, io2, gp2's burst,
 st1's throughput in 1 MiB units, two volumes that do not take each other's budget, ModifyVolume
 on a volume in use (the same connection speeds up), and invalid types refused with AWS's codes
-and nothing changed. Runs are a few seconds each; bounds are generous (the machine is shared),
-the benchmark with the exact table is bench/qos_bench.py.
+and nothing changed. Runs are a few seconds each; bounds are generous below (the machine is shared) and tight above,
+each check prints its figure (docs/qos.md's table).
 
 Usage: qos_test.py BIN_DIR. Prints "N passed, M failed".
 """
@@ -61,7 +61,8 @@ def fio(work, uri, rw, bs, depth=16, jobs=2, seconds=SECONDS, name="q"):
     return side["iops"], side["bw_bytes"]
 
 
-def within(value, target, low=0.8, high=1.1):
+def within(value, target, low=0.6, high=1.1):
+    """Generous below (a shared machine may not reach the rate), strict above (the limit)."""
     return target * low <= value <= target * high
 
 
