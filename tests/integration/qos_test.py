@@ -3,8 +3,8 @@
 against stratad with its default --qos on: gp3's defaults, a provisioned gp3, io2, gp2's burst,
 st1's throughput in 1 MiB units, two volumes that do not take each other's budget, ModifyVolume
 on a volume in use (the same connection speeds up), and invalid types refused with AWS's codes
-and nothing changed. Runs are a few seconds each; bounds are generous below (the machine is shared) and tight above,
-each check prints its figure (docs/qos.md's table).
+and nothing changed. Runs are a few seconds each; bounds are generous below (the machine is
+shared) and tight above; each check prints its figure (docs/qos.md's table).
 
 Usage: qos_test.py BIN_DIR. Prints "N passed, M failed".
 """
