@@ -175,9 +175,7 @@ class VolumeCalls : public Ec2CallBase {
     const uint64_t new_size = size->has_value()
                                   ? static_cast<uint64_t>(std::max<int64_t>(**size, 0)) * kGiB
                                   : v->size_bytes;
-    if (absl::Status s =
-            CheckVolumeType(type, new_size, type == "gp2" ? 0 : new_iops, new_throughput);
-        !s.ok()) {
+    if (absl::Status s = CheckVolumeType(type, new_size, new_iops, new_throughput); !s.ok()) {
       return FromStatus(s, "Volume");
     }
     if (size->has_value()) {

@@ -130,6 +130,12 @@ absl::StatusOr<VolumeSpec> Normalize(const VolumeSpec& requested) {
   return spec;
 }
 
+absl::StatusOr<VolumeSpec> NormalizeForBytes(const std::string& type, uint64_t size_bytes,
+                                             uint64_t iops, uint64_t throughput) {
+  constexpr uint64_t kGiB = uint64_t{1} << 30;
+  return Normalize({type, std::max<uint64_t>(1, (size_bytes + kGiB - 1) / kGiB), iops, throughput});
+}
+
 Limits LimitsOf(const VolumeSpec& spec) {
   Limits l;
   l.io_unit_bytes = kSsdUnitBytes;
@@ -173,11 +179,7 @@ namespace strata {
 
 absl::Status CheckVolumeType(const std::string& volume_type, uint64_t size_bytes, uint64_t iops,
                              uint64_t throughput) {
-  constexpr uint64_t kGiB = uint64_t{1} << 30;
-  // A volume below a GiB (an image's, a test's) is held to the rules of one GiB.
-  return qos::Normalize(
-             {volume_type, std::max<uint64_t>(1, (size_bytes + kGiB - 1) / kGiB), iops, throughput})
-      .status();
+  return qos::NormalizeForBytes(volume_type, size_bytes, iops, throughput).status();
 }
 
 }  // namespace strata

@@ -42,6 +42,18 @@ struct VolumeSpec {
 // InvalidParameterCombination or MissingParameter.
 [[nodiscard]] absl::StatusOr<VolumeSpec> Normalize(const VolumeSpec& requested);
 
+// Normalize for a volume of `size_bytes`: sizes below a GiB (an image's, a test's; the engine
+// allows them) follow the rules of one GiB, others count whole GiB rounded up.
+[[nodiscard]] absl::StatusOr<VolumeSpec> NormalizeForBytes(const std::string& type,
+                                                           uint64_t size_bytes, uint64_t iops,
+                                                           uint64_t throughput);
+
+// The IOPS a volume record provisioned: its shown `iops`, except gp2's, which follow from its
+// size (Normalize refuses them as a request).
+inline uint64_t ProvisionedIops(const std::string& type, uint64_t iops) {
+  return type == "gp2" ? 0 : iops;
+}
+
 // The rates a normalized spec is held to. A lane with a credit bucket runs at `burst` while it
 // has credits and at `baseline` once they are spent; without one, `burst` equals `baseline`.
 struct Lane {

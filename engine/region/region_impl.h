@@ -253,12 +253,10 @@ class RegionImpl final : public Region {
   // Removes a snapshot's manifest entries, dropping their references, in pieces: a failed
   // snapshot's committed pieces (its record stays, in state error), or a pruned snapshot's.
   absl::Status DropManifest(const meta::SnapshotRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Sets a volume's type, IOPS and throughput, checked against the type's rules (AWS's codes).
+  // Sets a volume's type, IOPS (as requested: none for gp2) and throughput, checked against the
+  // type's rules (AWS's codes).
   absl::Status SetTypeLocked(VolumeImpl& volume, const std::string& volume_type, uint64_t iops,
                              uint64_t throughput) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  static absl::StatusOr<qos::VolumeSpec> CheckedType(const std::string& volume_type,
-                                                     uint64_t size_bytes, uint64_t iops,
-                                                     uint64_t throughput);
   absl::Status MergeIntoChild(const meta::SnapshotRecord& record, meta::SnapshotRecord child)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -109,7 +109,8 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequ
   qos::VolumeSpec type{request.volume_type.empty() ? "gp3" : request.volume_type, 0, request.iops,
                        request.throughput};
   if (!hidden) {
-    STRATA_ASSIGN_OR_RETURN(type, CheckedType(type.type, r.size_bytes, type.iops, type.throughput));
+    STRATA_ASSIGN_OR_RETURN(
+        type, qos::NormalizeForBytes(type.type, r.size_bytes, type.iops, type.throughput));
   }
   STRATA_ASSIGN_OR_RETURN(r.encryption, encryption_->Choose(request, base_encryption));
   r.id = NewId("vol");
@@ -227,11 +228,11 @@ absl::Status RegionImpl::GrowVolume(const std::string& volume_id, uint64_t new_s
   if (new_size_bytes == volume->size_bytes()) return absl::OkStatus();
   // The type's rules hold at the new size too (gp2's and st1/sc1's rates grow with it).
   const meta::VolumeRecord r = volume->record();
+  const uint64_t iops = qos::ProvisionedIops(r.volume_type, r.iops);
   STRATA_RETURN_IF_ERROR(
-      CheckedType(r.volume_type, new_size_bytes, r.volume_type == "gp2" ? 0 : r.iops, r.throughput)
-          .status());
+      qos::NormalizeForBytes(r.volume_type, new_size_bytes, iops, r.throughput).status());
   STRATA_RETURN_IF_ERROR(volume->Grow(new_size_bytes));
-  STRATA_RETURN_IF_ERROR(SetTypeLocked(*volume, r.volume_type, r.iops, r.throughput));
+  STRATA_RETURN_IF_ERROR(SetTypeLocked(*volume, r.volume_type, iops, r.throughput));
   return PersistVolume(*volume);
 }
 
@@ -307,19 +308,10 @@ absl::Status RegionImpl::SetTypeLocked(VolumeImpl& volume, const std::string& vo
                                        uint64_t iops, uint64_t throughput) {
   STRATA_ASSIGN_OR_RETURN(
       const qos::VolumeSpec type,
-      CheckedType(volume_type, volume.size_bytes(), volume_type == "gp2" ? 0 : iops, throughput));
+      qos::NormalizeForBytes(volume_type, volume.size_bytes(), iops, throughput));
   volume.set_type(type.type, type.iops, type.throughput);
   volume.ConfigureLimiter();  // At once: the volume's connections keep going at the new rates.
   return absl::OkStatus();
-}
-
-absl::StatusOr<qos::VolumeSpec> RegionImpl::CheckedType(const std::string& volume_type,
-                                                        uint64_t size_bytes, uint64_t iops,
-                                                        uint64_t throughput) {
-  constexpr uint64_t kGiB = uint64_t{1} << 30;
-  // A volume below a GiB (an image's, a test's) is held to the rules of one GiB.
-  return qos::Normalize(
-      {volume_type, std::max<uint64_t>(1, (size_bytes + kGiB - 1) / kGiB), iops, throughput});
 }
 
 }  // namespace strata::region

@@ -117,14 +117,12 @@ VolumeImpl::~VolumeImpl() = default;
 
 void VolumeImpl::ConfigureLimiter() {
   absl::MutexLock lock(&mu_);
-  constexpr uint64_t kGiB = uint64_t{1} << 30;
-  // Sizes below a GiB (tests, images) count as one; a record from before types were checked
-  // that its type's rules refuse is held to the type's defaults, else not held.
-  qos::VolumeSpec spec{record_.volume_type, std::max<uint64_t>(1, (size_bytes() + kGiB - 1) / kGiB),
-                       record_.iops, record_.throughput};
-  if (spec.type == "gp2") spec.iops = 0;  // Shown as its baseline; computed from the size.
-  absl::StatusOr<qos::VolumeSpec> normal = qos::Normalize(spec);
-  if (!normal.ok()) normal = qos::Normalize({spec.type, spec.size_gib, 0, 0});
+  // A record from before types were checked that its type's rules refuse is held to the type's
+  // defaults, else not held.
+  const uint64_t iops = qos::ProvisionedIops(record_.volume_type, record_.iops);
+  absl::StatusOr<qos::VolumeSpec> normal =
+      qos::NormalizeForBytes(record_.volume_type, size_bytes(), iops, record_.throughput);
+  if (!normal.ok()) normal = qos::NormalizeForBytes(record_.volume_type, size_bytes(), 0, 0);
   auto tag = record_.tags.find("strata:qos");
   const bool enforced =
       deps_.qos && normal.ok() && (tag == record_.tags.end() || tag->second != "off");

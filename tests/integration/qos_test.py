@@ -166,6 +166,8 @@ def main():
                      AvailabilityZone="local-1a", VolumeType="st1")  # 125 GiB at least.
         expect_error("InvalidParameterValue", ec2.modify_volume, VolumeId=b, Size=17,
                      VolumeType="io1")  # 3,000 IOPS (the default) on 17 GiB: past 50 per GiB.
+        expect_error("InvalidParameterCombination", ec2.modify_volume, VolumeId=b,
+                     VolumeType="gp2", Iops=300)  # gp2's IOPS follow from its size.
         v = ec2.describe_volumes(VolumeIds=[b])["Volumes"][0]
         check(v["Size"] == 16 and v["VolumeType"] == "gp3" and v["Iops"] == 3000,
               f"a refused ModifyVolume changed nothing: {v}")
