@@ -60,6 +60,7 @@ class Session::InFlight final : public VolumeIo {
 
   Request request;
   absl::Status status;
+  int64_t admitted_ns = 0;  // When the volume's limiter admitted it (for its latency figures).
   // Kept between requests up to kKeptBufferBytes; not zeroed (a read fills it, a write's
   // payload is received into it).
   std::unique_ptr<std::byte[]> buffer;
@@ -520,8 +521,13 @@ bool Session::Drain() {
   }
   // Replies go out only now, with nothing in flight: a client slow to read them holds up only
   // its own connection, never a queued write that a snapshot of the volume waits for.
+  const int64_t now_ns =
+      limiter_ != nullptr && !finished_.empty() ? absl::GetCurrentTimeNanos() : 0;
   for (InFlight* slot : finished_) {
     const Request& r = slot->request;
+    if (limiter_ != nullptr) {
+      limiter_->Finished(r.type == kCmdWrite, absl::Nanoseconds(now_ns - slot->admitted_ns));
+    }
     if (!failed_) {
       failed_ = !(r.type == kCmdRead && slot->status.ok() ? ReadReply(r, slot->data)
                                                           : Done(r, slot->status));
@@ -535,6 +541,7 @@ bool Session::Drain() {
 bool Session::HoldBack(Export& e, const Request& r) {
   IoLimiter* limiter = e.limiter();
   if (limiter == nullptr) return true;
+  admitted_ns_ = absl::GetCurrentTimeNanos();
   const absl::Duration wait = limiter->Admit(r.type == kCmdWrite, r.offset, r.length);
   if (wait <= absl::ZeroDuration()) return true;
   // Over the volume's rate: what is in flight is answered first, then this request waits its
@@ -555,12 +562,14 @@ bool Session::Execute(Export& e, const Request& r) {
     case kCmdRead: {
       InFlight* slot = TakeSlot(r);
       if (slot == nullptr) return false;
+      slot->admitted_ns = admitted_ns_;
       e.SubmitRead(r.offset, slot->data, *ring_, *slot);
       return !failed_;
     }
     case kCmdWrite: {
       InFlight* slot = TakeSlot(r);
       if (slot == nullptr) return false;
+      slot->admitted_ns = admitted_ns_;
       if (!reader_.Read(slot->data.data(), slot->data.size())) {
         Release(*slot);
         return false;
@@ -595,6 +604,7 @@ void Session::Transmit(Export& e) {
     return;
   }
   ring_ = std::move(*ring);
+  limiter_ = e.limiter();
   for (unsigned i = 0; i < kMaxInFlight; ++i) {
     slots_.push_back(std::make_unique<InFlight>(*this));
     free_.push_back(slots_.back().get());

@@ -102,6 +102,8 @@ class Session {
   uint64_t in_flight_bytes_ = 0;
   std::unique_ptr<IoRing> ring_;  // Created when transmission begins; goes before the slots.
   bool failed_ = false;           // A reply could not be sent: the connection ends.
+  IoLimiter* limiter_ = nullptr;  // The export's, told when each read or write is answered.
+  int64_t admitted_ns_ = 0;       // When HoldBack admitted the request being started.
 };
 
 }  // namespace strata::nbd

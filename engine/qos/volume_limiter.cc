@@ -40,6 +40,15 @@ double Bucket::capacity() const {
   return per > 0 ? static_cast<double>(tolerance_ns_.load(std::memory_order_relaxed)) / per : 0;
 }
 
+void Bucket::SetBalance(double units, int64_t now_ns) {
+  const double per = ns_per_unit_.load(std::memory_order_relaxed);
+  if (per <= 0) return;
+  const int64_t tolerance = tolerance_ns_.load(std::memory_order_relaxed);
+  const auto left = static_cast<int64_t>(
+      std::llround(std::clamp(units * per, 0.0, static_cast<double>(tolerance))));
+  tat_ns_.store(now_ns + tolerance - left, std::memory_order_relaxed);
+}
+
 void VolumeLimiter::LaneBuckets::Configure(const Lane& lane) {
   if (lane.credits > 0) {
     base.Configure(lane.baseline, lane.credits);
@@ -52,6 +61,37 @@ void VolumeLimiter::LaneBuckets::Configure(const Lane& lane) {
 
 int64_t VolumeLimiter::LaneBuckets::Reserve(double cost, int64_t now_ns) {
   return std::max(base.Reserve(cost, now_ns), peak.Reserve(cost, now_ns));
+}
+
+VolumeLimiter::VolumeLimiter() {
+  IoSampler::Register(this,
+                      [this](int64_t second) { SampleAt(second, absl::GetCurrentTimeNanos()); });
+}
+
+VolumeLimiter::~VolumeLimiter() { IoSampler::Unregister(this); }
+
+void VolumeLimiter::SetBurstBalanceAt(double percent, int64_t now_ns) {
+  for (LaneBuckets* lane : {&units_, &bytes_}) {
+    if (lane->peak.capacity() > 0) {
+      lane->base.SetBalance(lane->base.capacity() * std::clamp(percent, 0.0, 100.0) / 100, now_ns);
+    }
+  }
+}
+
+void VolumeLimiter::Finished(bool write, absl::Duration latency) {
+  const auto ns = static_cast<uint64_t>(std::max<int64_t>(0, absl::ToInt64Nanoseconds(latency)));
+  (write ? write_time_ns_ : read_time_ns_).fetch_add(ns, std::memory_order_relaxed);
+}
+
+void VolumeLimiter::SampleAt(int64_t second, int64_t now_ns) {
+  IoTotals totals;
+  totals.read_ops = read_ops_.load(std::memory_order_relaxed);
+  totals.write_ops = write_ops_.load(std::memory_order_relaxed);
+  totals.read_bytes = read_bytes_.load(std::memory_order_relaxed);
+  totals.write_bytes = write_bytes_.load(std::memory_order_relaxed);
+  totals.read_time_ns = read_time_ns_.load(std::memory_order_relaxed);
+  totals.write_time_ns = write_time_ns_.load(std::memory_order_relaxed);
+  history_.Record(second, totals, StatsAt(now_ns).burst_balance);
 }
 
 void VolumeLimiter::Configure(const Limits& limits, bool enabled) {
@@ -99,6 +139,7 @@ VolumeIoStats VolumeLimiter::StatsAt(int64_t now_ns) const {
   // The credit bucket: gp2's I/O credits, st1/sc1's throughput credits.
   for (const LaneBuckets* lane : {&units_, &bytes_}) {
     if (lane->peak.capacity() > 0 && lane->base.capacity() > 0) {
+      s.has_burst_bucket = true;
       s.burst_balance =
           std::min(s.burst_balance, 100.0 * lane->base.Balance(now_ns) / lane->base.capacity());
     }

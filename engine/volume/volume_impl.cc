@@ -20,6 +20,7 @@
 #include "io/errno.h"
 #include "util/log.h"
 #include "util/status_macros.h"
+#include "volume/tags.h"
 
 namespace strata::volume {
 
@@ -123,10 +124,19 @@ void VolumeImpl::ConfigureLimiter() {
   absl::StatusOr<qos::VolumeSpec> normal =
       qos::NormalizeForBytes(record_.volume_type, size_bytes(), iops, record_.throughput);
   if (!normal.ok()) normal = qos::NormalizeForBytes(record_.volume_type, size_bytes(), 0, 0);
-  auto tag = record_.tags.find("strata:qos");
+  auto tag = record_.tags.find(kQosTag);
   const bool enforced =
       deps_.qos && normal.ok() && (tag == record_.tags.end() || tag->second != "off");
   limiter_.Configure(normal.ok() ? qos::LimitsOf(*normal) : qos::Limits{}, enforced);
+  // A burst balance tag applies when the volume opens and when its value changes.
+  auto burst = record_.tags.find(kBurstBalanceTag);
+  const std::string burst_value = burst == record_.tags.end() ? "" : burst->second;
+  if (burst_value != applied_burst_balance_) {
+    if (std::optional<double> percent = BurstBalanceOf(burst_value)) {
+      limiter_.SetBurstBalance(*percent);
+    }
+    applied_burst_balance_ = burst_value;
+  }
 }
 
 meta::VolumeRecord VolumeImpl::record() const {

@@ -91,7 +91,8 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
   void set_record_fields(const std::map<std::string, std::string>& tags, bool hydrating,
                          uint64_t hydrate_bytes_per_second);
   void set_type(const std::string& volume_type, uint64_t iops, uint64_t throughput);
-  // Holds the limiter to the record's type, IOPS, throughput and size (and its strata:qos tag).
+  // Holds the limiter to the record's type, IOPS, throughput and size (and its strata:qos and
+  // strata:burst-balance tags).
   void ConfigureLimiter();
   uint64_t chunk_count() const;
   uint64_t owned_count() const { return owned_.Count(); }
@@ -227,7 +228,8 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
   // once compared with the last snapshot, emptied by a freeze. Null when there are none.
   std::unique_ptr<SparseBitmap> suspect_ ABSL_GUARDED_BY(gate_);
   meta::VolumeRecord record_ ABSL_GUARDED_BY(mu_);
-  qos::VolumeLimiter limiter_;  // Configured from record_ by ConfigureLimiterLocked.
+  qos::VolumeLimiter limiter_;  // Configured from record_ by ConfigureLimiter.
+  std::string applied_burst_balance_ ABSL_GUARDED_BY(mu_);  // The tag's value last applied.
   std::deque<std::shared_ptr<PendingSnapshot>> pending_ ABSL_GUARDED_BY(mu_);
   // pending_.size(), readable without mu_: the write path checks it before copying the list.
   // Changes under gate_ exclusive or with no write in flight on a frozen chunk, so a writer

@@ -172,5 +172,94 @@ TEST(VolumeLimiterTest, NewLimitsApplyAtOnceAndOffOnlyCounts) {
   EXPECT_EQ(limiter.Stats().read_ops, 3000u + 24000 + 10000);
 }
 
+TEST(VolumeLimiterTest, BurstBalanceCanBeSetToRehearseASpentBucket) {
+  VolumeLimiter limiter;
+  limiter.Configure(LimitsOf(*Normalize(Spec("gp2", 100))), true);
+  int64_t now = 1'000'000'000;
+  limiter.SetBurstBalanceAt(1, now);  // 54,000 credits: 20 s of burst at a net 2,700/s.
+  EXPECT_NEAR(limiter.StatsAt(now).burst_balance, 1, 0.01);
+  EXPECT_TRUE(limiter.StatsAt(now).has_burst_bucket);
+  const double burst = RunAtFullSpeed(limiter, 30000, 4096, false, &now);
+  EXPECT_NEAR(30000 / burst, 3000, 30);
+  RunAtFullSpeed(limiter, 40000, 4096, false, &now);  // The rest of the credits.
+  const double after = RunAtFullSpeed(limiter, 3000, 4096, false, &now);
+  EXPECT_NEAR(3000 / after, 300, 3);
+  // A type without a bucket has nothing to set.
+  VolumeLimiter gp3;
+  gp3.Configure(LimitsOf(*Normalize(Spec("gp3", 100))), true);
+  gp3.SetBurstBalanceAt(0, now);
+  EXPECT_FALSE(gp3.StatsAt(now).has_burst_bucket);
+  EXPECT_EQ(gp3.AdmitAt(false, 0, 4096, now), 0);
+}
+
+TEST(VolumeLimiterTest, SamplesHoldEachSecondsRequestsBytesAndLatency) {
+  VolumeLimiter limiter;
+  limiter.Configure(LimitsOf(*Normalize(Spec("gp3", 100))), true);
+  const int64_t t0 = 1'700'000'000;  // Unix seconds.
+  int64_t now = t0 * 1'000'000'000;
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(limiter.AdmitAt(false, 0, 4096, now), 0);
+    limiter.Finished(false, absl::Milliseconds(2));
+  }
+  EXPECT_EQ(limiter.AdmitAt(true, 0, 65536, now), 0);
+  limiter.Finished(true, absl::Milliseconds(5));
+  limiter.SampleAt(t0, now);
+  limiter.SampleAt(t0 + 1, now);  // Nothing happened in this second.
+  limiter.AdmitAt(true, 0, 4096, now);
+  limiter.Finished(true, absl::Milliseconds(1));
+  limiter.SampleAt(t0 + 3, now);  // t0 + 2 was missed: idle.
+  std::vector<VolumeIoSample> s = limiter.Samples(t0, t0 + 10);
+  ASSERT_EQ(s.size(), 4u);
+  EXPECT_EQ(s[0].start_second, t0);
+  EXPECT_EQ(s[0].read_ops, 10u);
+  EXPECT_EQ(s[0].read_bytes, 40960u);
+  EXPECT_EQ(s[0].read_time_ns, 20'000'000u);
+  EXPECT_EQ(s[0].write_ops, 1u);
+  EXPECT_EQ(s[0].write_bytes, 65536u);
+  EXPECT_EQ(s[0].write_time_ns, 5'000'000u);
+  EXPECT_EQ(s[0].idle_seconds, 0u);
+  EXPECT_EQ(s[1].start_second, t0 + 1);
+  EXPECT_EQ(s[1].idle_seconds, 1u);
+  EXPECT_EQ(s[1].read_ops + s[1].write_ops, 0u);
+  EXPECT_EQ(s[2].idle_seconds, 1u);
+  EXPECT_EQ(s[3].start_second, t0 + 3);
+  EXPECT_EQ(s[3].write_ops, 1u);
+  EXPECT_EQ(s[3].write_time_ns, 1'000'000u);
+  EXPECT_EQ(limiter.Samples(t0 + 1, t0 + 3).size(), 2u);  // [from, to).
+  EXPECT_TRUE(limiter.Samples(t0 + 4, t0 + 10).empty());
+}
+
+TEST(IoHistoryTest, OlderThanFifteenMinutesIsKeptPerMinuteForADay) {
+  IoHistory history;
+  const int64_t t0 = 1'700'000'020;  // 40 s into a minute.
+  IoTotals totals;
+  // One write every second for 20 minutes.
+  for (int64_t s = t0; s < t0 + 1200; ++s) {
+    totals.write_ops += 1;
+    totals.write_bytes += 4096;
+    history.Record(s, totals, 100);
+  }
+  const int64_t end = t0 + 1200;
+  std::vector<VolumeIoSample> all = history.Samples(t0, end);
+  uint64_t ops = 0;
+  int minutes = 0, seconds = 0;
+  int64_t last_start = 0;
+  for (const VolumeIoSample& s : all) {
+    EXPECT_GE(s.start_second, last_start) << "oldest first";
+    last_start = s.start_second + s.seconds;
+    ops += s.write_ops;
+    (s.seconds == 60 ? minutes : seconds) += 1;
+  }
+  // The seconds' ring holds the last 15 minutes from a whole minute on; the minutes before it
+  // come whole, except the first (it began before t0, outside the query).
+  EXPECT_GT(minutes, 3);
+  EXPECT_LE(seconds, IoHistory::kSecondSamples);
+  EXPECT_GE(seconds, IoHistory::kSecondSamples - 60);
+  EXPECT_EQ(ops, 1200u - 20);  // The 20 seconds of the minute that began before t0.
+  // A day later the minutes are gone too.
+  history.Record(end + 2 * 86400, totals, 100);
+  EXPECT_TRUE(history.Samples(t0, end).empty());
+}
+
 }  // namespace
 }  // namespace strata::qos
