@@ -4,6 +4,7 @@
 #include <variant>
 
 #include "absl/strings/str_cat.h"
+#include "cloudwatch_service.h"
 #include "kms_service.h"
 #include "sigv4.h"
 
@@ -25,9 +26,11 @@ HttpResponse ApiServer::Handle(const HttpRequest& request) {
   absl::StatusOr<SigV4Authorization> scope = ParseAuthorization(request.Header("authorization"));
   const bool rest_json = scope.ok() && scope->service == "ebs";
   const bool kms_json = scope.ok() && scope->service == "kms";
+  const bool cloudwatch = scope.ok() && scope->service == "monitoring";
   auto error = [&](int status, const std::string& ec2_code, const std::string& json_type,
                    const std::string& message) {
     if (kms_json) return KmsService::Error(status, json_type, message);
+    if (cloudwatch) return CloudWatchService::Error(status, ec2_code, message);
     return rest_json ? EbsService::Error(status, json_type, message)
                      : Ec2Service::Error(status, ec2_code, message);
   };
@@ -55,6 +58,9 @@ HttpResponse ApiServer::Handle(const HttpRequest& request) {
   if (auth.service == "ec2") return ec2_.Handle(request, *account, **region);
   if (auth.service == "ebs") return ebs_.Handle(request, *account, **region);
   if (auth.service == "kms") return KmsService().Handle(request, *account, **region);
+  if (auth.service == "monitoring") {
+    return CloudWatchService().Handle(request, *account, store_, **region);
+  }
   return Ec2Service::Error(
       400, "UnknownService",
       absl::StrCat("service \"", auth.service, "\" is not served by Strata yet"));

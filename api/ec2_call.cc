@@ -6,20 +6,21 @@
 
 namespace strata::api {
 
-void Ec2CallBase::WriteModification(XmlWriter& x, const Modification& m) {
-  x.Text("volumeId", m.volume_id);
-  x.Text("modificationState", "completed");
-  x.Number("targetSize", m.target_size_gib);
-  if (m.target_iops != 0) x.Number("targetIops", m.target_iops);
-  x.Text("targetVolumeType", m.target_type);
-  if (m.target_throughput != 0) x.Number("targetThroughput", m.target_throughput);
-  x.Number("originalSize", m.original_size_gib);
+void Ec2CallBase::WriteModification(XmlWriter& x, const VolumeInfo& v) {
+  const VolumeModification& m = *v.modification;
+  x.Text("volumeId", v.id);
+  x.Text("modificationState", m.state);
+  x.Number("targetSize", GiBCeil(v.size_bytes));
+  if (v.iops != 0) x.Number("targetIops", v.iops);
+  x.Text("targetVolumeType", v.volume_type);
+  if (v.throughput != 0) x.Number("targetThroughput", v.throughput);
+  x.Number("originalSize", GiBCeil(m.original_size_bytes));
   if (m.original_iops != 0) x.Number("originalIops", m.original_iops);
   x.Text("originalVolumeType", m.original_type);
   if (m.original_throughput != 0) x.Number("originalThroughput", m.original_throughput);
-  x.Number("progress", 100);
-  x.Text("startTime", IsoTime(m.time_micros));
-  x.Text("endTime", IsoTime(m.time_micros));
+  x.Number("progress", m.progress);
+  x.Text("startTime", IsoTime(m.start_time_micros));
+  if (m.state == "completed") x.Text("endTime", IsoTime(m.end_time_micros));
 }
 
 bool Ec2CallBase::CanUseSnapshot(const Account& account, const SnapshotInfo& s, Store& store) {

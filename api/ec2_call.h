@@ -1,6 +1,6 @@
 #pragma once
 // What every EC2 Query call shares: the request it answers (Ec2CallContext), the state kept
-// per process (client tokens, volume modifications, store-image tasks), and Ec2CallBase, from
+// per process (client tokens, store-image tasks), and Ec2CallBase, from
 // which each family of calls derives in a file of its own: ec2_volume_calls.cc,
 // ec2_snapshot_calls.cc, ec2_account_calls.cc (tags, EBS encryption defaults, accounts,
 // regions), and over ImageCallBase (ec2_image_call_base.h) ec2_image_calls.cc,
@@ -50,36 +50,6 @@ class ClientTokens {
   std::map<std::string, std::string> ids_ ABSL_GUARDED_BY(mu_);
 };
 
-// A completed ModifyVolume, for DescribeVolumesModifications. Grows apply at once (O(1)), so
-// every modification is "completed" with progress 100.
-struct Modification {
-  std::string volume_id;
-  uint64_t original_size_gib = 0, target_size_gib = 0;
-  std::string original_type, target_type;
-  uint64_t original_iops = 0, target_iops = 0;
-  uint64_t original_throughput = 0, target_throughput = 0;
-  uint64_t time_micros = 0;
-};
-
-// The latest modification per volume (kept per process). Thread-safe.
-class Modifications {
- public:
-  void Record(const Modification& m) {
-    absl::MutexLock lock(&mu_);
-    by_volume_[m.volume_id] = m;
-  }
-  std::vector<Modification> All() {
-    absl::MutexLock lock(&mu_);
-    std::vector<Modification> out;
-    for (const auto& [id, m] : by_volume_) out.push_back(m);
-    return out;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::map<std::string, Modification> by_volume_ ABSL_GUARDED_BY(mu_);
-};
-
 // CreateStoreImageTask's tasks, each run on its own thread (kept per process). Thread-safe.
 class StoreImageTasks {
  public:
@@ -115,7 +85,6 @@ struct Ec2CallContext {
   const Account& account;
   const QueryParams& p;
   ClientTokens& tokens;
-  Modifications& modifications;
   const Ec2Options& options;
   StoreImageTasks& tasks;
   const std::string& host;  // The request's Host header.
@@ -140,7 +109,6 @@ class Ec2CallBase {
         account_(c.account),
         p_(c.p),
         tokens_(c.tokens),
-        modifications_(c.modifications),
         options_(c.options),
         tasks_(c.tasks),
         host_(c.host),
@@ -156,7 +124,8 @@ class Ec2CallBase {
     return (calls.*(it->second))();
   }
 
-  static void WriteModification(XmlWriter& x, const Modification& m);
+  // The latest modification of `v` (v.modification must be set).
+  static void WriteModification(XmlWriter& x, const VolumeInfo& v);
   static bool CanUseSnapshot(const Account& account, const SnapshotInfo& s, Store& store);
   static void WriteAttachment(XmlWriter& x, const VolumeInfo& v, const std::string& state);
   static void WriteVolume(XmlWriter& x, const VolumeInfo& v, const std::string& zone);
@@ -178,7 +147,6 @@ class Ec2CallBase {
   const Account& account_;
   const QueryParams& p_;
   ClientTokens& tokens_;
-  Modifications& modifications_;
   const Ec2Options& options_;
   StoreImageTasks& tasks_;
   const std::string& host_;

@@ -31,8 +31,8 @@ Result Ec2Service::Run(const HttpRequest& request, const Account& account, Regio
   x.Attribute("xmlns", kXmlns);
   x.Text("requestId", RequestId());
   const std::string host = request.Header("host");
-  const Ec2CallContext c{store_,         region,   account,      p,    volume_tokens_,
-                         modifications_, options_, store_tasks_, host, x};
+  const Ec2CallContext c{store_,   region,       account, p, volume_tokens_,
+                         options_, store_tasks_, host,    x};
   for (auto* run : {RunVolumeCall, RunSnapshotCall, RunAccountCall, RunImageFamilyCall,
                     RunImageSettingsCall, RunImageTaskCall, RunInstanceCall}) {
     if (std::optional<Result> done = run(c, action); done.has_value()) return *std::move(done);

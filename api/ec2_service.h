@@ -33,7 +33,6 @@ class Ec2Service {
   Store& store_;
   const Ec2Options options_;
   ClientTokens volume_tokens_;
-  Modifications modifications_;
   StoreImageTasks store_tasks_;
 };
 

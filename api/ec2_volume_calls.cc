@@ -171,13 +171,6 @@ class VolumeCalls : public Ec2CallBase {
     const auto new_iops = static_cast<uint64_t>(iops->value_or(default_iops));
     const auto new_throughput =
         static_cast<uint64_t>(throughput->value_or(same ? v->throughput : 0));
-    // The whole change is checked before any of it is made.
-    const uint64_t new_size = size->has_value()
-                                  ? static_cast<uint64_t>(std::max<int64_t>(**size, 0)) * kGiB
-                                  : v->size_bytes;
-    if (absl::Status s = CheckVolumeType(type, new_size, new_iops, new_throughput); !s.ok()) {
-      return FromStatus(s, "Volume");
-    }
     if (size->has_value()) {
       if (**size < static_cast<int64_t>(original)) {
         return Invalid(absl::StrCat("the new size (", **size,
@@ -185,28 +178,16 @@ class VolumeCalls : public Ec2CallBase {
                                     "): volumes never shrink"));
       }
       if (**size > kMaxVolumeGiB) return Invalid(absl::StrCat("Size is at most ", kMaxVolumeGiB));
-      if (absl::Status s = region_.GrowVolume(id, static_cast<uint64_t>(**size) * kGiB); !s.ok()) {
-        return FromStatus(s, "Volume");
-      }
     }
-    if (absl::Status s = region_.SetVolumeType(id, type, new_iops, new_throughput); !s.ok()) {
-      return FromStatus(s, "Volume");
-    }
-    absl::StatusOr<VolumeInfo> now = region_.DescribeVolume(id);
+    Region::VolumeChange change;
+    change.size_bytes = size->has_value() ? static_cast<uint64_t>(**size) * kGiB : 0;
+    change.volume_type = type;
+    change.iops = new_iops;
+    change.throughput = new_throughput;
+    absl::StatusOr<VolumeInfo> now = region_.ModifyVolume(id, change);
     if (!now.ok()) return FromStatus(now.status(), "Volume");
-    Modification m{id,
-                   original,
-                   GiBCeil(now->size_bytes),
-                   v->volume_type,
-                   now->volume_type,
-                   v->iops,
-                   now->iops,
-                   v->throughput,
-                   now->throughput,
-                   NowMicros()};
-    modifications_.Record(m);
     x_.Open("volumeModification");
-    WriteModification(x_, m);
+    WriteModification(x_, *now);
     x_.Close();
     return x_.Finish();
   }
@@ -259,11 +240,13 @@ class VolumeCalls : public Ec2CallBase {
       if (absl::StatusOr<VolumeInfo> v = OwnedVolume(id); !v.ok())
         return FromStatus(v.status(), "Volume");
     }
-    std::vector<Modification> out;
-    for (const Modification& m : modifications_.All()) {
-      if (!ids.empty() && std::find(ids.begin(), ids.end(), m.volume_id) == ids.end()) continue;
-      if (absl::StatusOr<VolumeInfo> v = OwnedVolume(m.volume_id); !v.ok()) continue;
-      out.push_back(m);
+    absl::StatusOr<std::vector<VolumeInfo>> volumes = region_.ListVolumes();
+    if (!volumes.ok()) return FromStatus(volumes.status(), "Volume");
+    std::vector<VolumeInfo> out;
+    for (const VolumeInfo& v : *volumes) {
+      if (!v.modification.has_value() || !Owns(account_, v.owner, store_)) continue;
+      if (!ids.empty() && std::find(ids.begin(), ids.end(), v.id) == ids.end()) continue;
+      out.push_back(v);
     }
     absl::StatusOr<Page> page = Paginate(p_, out.size(), 5, 500);
     if (!page.ok()) return Invalid(std::string(page.status().message()));

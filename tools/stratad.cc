@@ -5,6 +5,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -47,6 +48,8 @@ struct Flags {
   std::string chunk_size;  // Empty: the default.
   bool compression = false;
   std::string qos = "on";
+  double modifying_seconds = 2;
+  std::string optimize_rate = "1G";
   std::string backend;  // Empty: the store's own (DIR/backend), local for a new store.
   strata::CephBackendOptions ceph;
 };
@@ -113,6 +116,16 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "hold each volume's NBD I/O to its type's IOPS and throughput, as EBS does "
                  "(docs/qos.md); off only counts (benchmarks that want raw speed)")
       ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
+  app.add_option("--modifying-seconds", f.modifying_seconds,
+                 "how long a ModifyVolume shows \"modifying\" before \"optimizing\" (the new "
+                 "size and rates apply at once either way)")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
+  app.add_option("--optimize-rate", f.optimize_rate,
+                 "bytes of a modified volume \"optimized\" per second before the modification "
+                 "shows \"completed\" (0: at once)")
+      ->option_text("SIZE")
       ->capture_default_str();
   app.add_option("--backend", f.backend,
                  "where regions' catalogs and chunks live: local (the data directory) or rados "
@@ -343,6 +356,13 @@ int main(int argc, char** argv) {
   options.chunk_size_bytes = *chunk;
   options.compression = f.compression;
   options.qos = f.qos == "on";
+  absl::StatusOr<uint64_t> optimize_rate =
+      f.optimize_rate == "0" ? absl::StatusOr<uint64_t>(0)
+                             : strata::tools::ParseSize(f.optimize_rate, "--optimize-rate");
+  if (!optimize_rate.ok()) return Fail(optimize_rate.status());
+  options.volume_modification.modifying_ms =
+      static_cast<uint64_t>(std::llround(f.modifying_seconds * 1000));
+  options.volume_modification.optimize_bytes_per_second = *optimize_rate;
   if (f.backend == "rados") {
     if (f.ceph.pool.empty())
       return Fail(absl::InvalidArgumentError("--backend rados needs --pool"));

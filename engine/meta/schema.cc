@@ -10,7 +10,7 @@ namespace {
 using util::PutBigEndian64;
 
 // Version 2 appended owner and type fields; version 1 records still decode.
-constexpr uint8_t kVolumeRecordVersion = 3;
+constexpr uint8_t kVolumeRecordVersion = 4;
 constexpr uint8_t kSnapshotRecordVersion = 3;
 
 void PutEncryption(std::string& out, const EncryptionRecord& e) {
@@ -140,6 +140,13 @@ std::string VolumeRecord::Encode() const {
   util::PutFixed64(out, attach_time_micros);
   out.push_back(hidden ? 1 : 0);
   PutEncryption(out, encryption);
+  util::PutFixed64(out, modification.start_time_micros);
+  util::PutFixed64(out, modification.optimizing_time_micros);
+  util::PutFixed64(out, modification.end_time_micros);
+  util::PutFixed64(out, modification.original_size_bytes);
+  util::PutLengthPrefixed(out, modification.original_type);
+  util::PutFixed64(out, modification.original_iops);
+  util::PutFixed64(out, modification.original_throughput);
   return out;
 }
 
@@ -156,7 +163,15 @@ absl::StatusOr<VolumeRecord> VolumeRecord::Decode(absl::string_view bytes) {
                         !in.GetFixed64(r.iops) || !in.GetFixed64(r.throughput) ||
                         !in.GetLengthPrefixed(r.attached_to) || !in.GetLengthPrefixed(r.device) ||
                         !in.GetFixed64(r.attach_time_micros) || !in.GetBool(r.hidden))) ||
-      (version >= 3 && !GetEncryption(in, r.encryption)) || !in.done()) {
+      (version >= 3 && !GetEncryption(in, r.encryption)) ||
+      (version >= 4 && (!in.GetFixed64(r.modification.start_time_micros) ||
+                        !in.GetFixed64(r.modification.optimizing_time_micros) ||
+                        !in.GetFixed64(r.modification.end_time_micros) ||
+                        !in.GetFixed64(r.modification.original_size_bytes) ||
+                        !in.GetLengthPrefixed(r.modification.original_type) ||
+                        !in.GetFixed64(r.modification.original_iops) ||
+                        !in.GetFixed64(r.modification.original_throughput))) ||
+      !in.done()) {
     return absl::DataLossError("catalog: corrupt volume record");
   }
   if (r.volume_type.empty()) r.volume_type = "gp3";

@@ -82,6 +82,18 @@ struct EncryptionRecord {
   bool encrypted() const { return domain != 0; }
 };
 
+// A volume's latest ModifyVolume: what it was before, and when the change ends its modifying
+// phase and completes (DescribeVolumesModifications derives the state from the clock).
+// start_time_micros 0: never modified.
+struct ModificationRecord {
+  uint64_t start_time_micros = 0;
+  uint64_t optimizing_time_micros = 0;  // When "modifying" ends and "optimizing" begins.
+  uint64_t end_time_micros = 0;         // When it is "completed".
+  uint64_t original_size_bytes = 0;
+  std::string original_type;
+  uint64_t original_iops = 0, original_throughput = 0;
+};
+
 struct VolumeRecord {
   std::string id;
   uint64_t size_bytes = 0;
@@ -102,6 +114,7 @@ struct VolumeRecord {
   std::string device;       // Device name of the attachment, e.g. /dev/sdf.
   uint64_t attach_time_micros = 0;
   EncryptionRecord encryption;
+  ModificationRecord modification;
 
   std::string Encode() const;
   static absl::StatusOr<VolumeRecord> Decode(absl::string_view bytes);

@@ -76,8 +76,8 @@ class RegionImpl final : public Region {
   absl::Status TagVolume(const std::string& volume_id,
                          const std::map<std::string, std::string>& set,
                          const std::vector<std::string>& remove) override;
-  absl::Status SetVolumeType(const std::string& volume_id, const std::string& volume_type,
-                             uint64_t iops, uint64_t throughput) override;
+  absl::StatusOr<VolumeInfo> ModifyVolume(const std::string& volume_id,
+                                          const VolumeChange& change) override;
 
   // region_hydration.cc
   absl::Status StartHydration(const std::string& volume_id, uint64_t bytes_per_second) override;

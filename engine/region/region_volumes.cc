@@ -3,8 +3,10 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "region/region_impl.h"
 #include "region/snapshot_records.h"
+#include "strata/aws_error.h"
 #include "util/log.h"
 #include "util/status_macros.h"
 #include "volume/head.h"
@@ -46,6 +48,25 @@ VolumeInfo RegionImpl::ToInfo(const meta::VolumeRecord& r) {
   info.encrypted = r.encryption.encrypted();
   info.kms_key_id = r.encryption.kms_key_arn;
   info.hydration_percent = r.hydrating ? 0 : 100;  // The serving node knows better.
+  if (const meta::ModificationRecord& m = r.modification; m.start_time_micros != 0) {
+    VolumeModification& out = info.modification.emplace();
+    const auto now = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
+    out.state = now < m.optimizing_time_micros ? "modifying"
+                : now < m.end_time_micros      ? "optimizing"
+                                               : "completed";
+    // Progress runs with the optimizing phase (AWS shows it creeping up meanwhile).
+    const uint64_t span = m.end_time_micros - m.optimizing_time_micros;
+    out.progress = now >= m.end_time_micros ? 100
+                   : now < m.optimizing_time_micros || span == 0
+                       ? 0
+                       : static_cast<int>((now - m.optimizing_time_micros) * 100 / span);
+    out.start_time_micros = m.start_time_micros;
+    out.end_time_micros = m.end_time_micros;
+    out.original_size_bytes = m.original_size_bytes;
+    out.original_type = m.original_type;
+    out.original_iops = m.original_iops;
+    out.original_throughput = m.original_throughput;
+  }
   return info;
 }
 
@@ -296,12 +317,52 @@ absl::Status RegionImpl::TagVolume(const std::string& volume_id,
   return absl::OkStatus();
 }
 
-absl::Status RegionImpl::SetVolumeType(const std::string& volume_id, const std::string& volume_type,
-                                       uint64_t iops, uint64_t throughput) {
+absl::StatusOr<VolumeInfo> RegionImpl::ModifyVolume(const std::string& volume_id,
+                                                    const VolumeChange& change) {
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
-  STRATA_RETURN_IF_ERROR(SetTypeLocked(*volume, volume_type, iops, throughput));
-  return PersistVolume(*volume);
+  const meta::VolumeRecord before = volume->record();
+  const uint64_t now = env_->NowMicros();
+  if (before.modification.start_time_micros != 0 && now < before.modification.end_time_micros) {
+    return AwsError(absl::StatusCode::kFailedPrecondition, "IncorrectModificationState",
+                    absl::StrCat("volume ", volume_id,
+                                 " is being modified; modify it again once DescribeVolumes"
+                                 "Modifications shows the modification completed"));
+  }
+  const uint64_t size = change.size_bytes == 0 ? before.size_bytes : change.size_bytes;
+  if (size < before.size_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("volume ", volume_id, " is ", before.size_bytes,
+                                                   " bytes: volumes never shrink"));
+  }
+  if (size % kVolumeSizeAlignBytes != 0 || size > kMaxVolumeSizeBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("volume size ", size, " must be a multiple of ",
+                                                   kVolumeSizeAlignBytes, ", at most ",
+                                                   kMaxVolumeSizeBytes));
+  }
+  // The whole change is checked before any of it is made.
+  STRATA_ASSIGN_OR_RETURN(
+      const qos::VolumeSpec type,
+      qos::NormalizeForBytes(change.volume_type, size, change.iops, change.throughput));
+  if (size != before.size_bytes) STRATA_RETURN_IF_ERROR(volume->Grow(size));
+  volume->set_type(type.type, type.iops, type.throughput);
+  const StoreOptions::ModificationTiming& timing = options_.volume_modification;
+  meta::ModificationRecord m;
+  m.start_time_micros = now;
+  m.optimizing_time_micros = now + timing.modifying_ms * 1000;
+  m.end_time_micros =
+      m.optimizing_time_micros +
+      (timing.optimize_bytes_per_second == 0
+           ? 0
+           : static_cast<uint64_t>(static_cast<double>(size) /
+                                   static_cast<double>(timing.optimize_bytes_per_second) * 1e6));
+  m.original_size_bytes = before.size_bytes;
+  m.original_type = before.volume_type;
+  m.original_iops = before.iops;
+  m.original_throughput = before.throughput;
+  volume->set_modification(m);
+  volume->ConfigureLimiter();  // At once: the volume's connections keep going at the new rates.
+  STRATA_RETURN_IF_ERROR(PersistVolume(*volume));
+  return ToInfo(*volume);
 }
 
 absl::Status RegionImpl::SetTypeLocked(VolumeImpl& volume, const std::string& volume_type,

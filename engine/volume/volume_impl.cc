@@ -161,6 +161,11 @@ void VolumeImpl::set_type(const std::string& volume_type, uint64_t iops, uint64_
   record_.throughput = throughput;
 }
 
+void VolumeImpl::set_modification(const meta::ModificationRecord& modification) {
+  absl::MutexLock lock(&mu_);
+  record_.modification = modification;
+}
+
 uint64_t VolumeImpl::chunk_count() const { return ChunksFor(size_bytes(), chunk_shift_); }
 
 uint64_t VolumeImpl::ChunkLength(uint64_t chunk_index) const {

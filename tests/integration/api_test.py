@@ -92,7 +92,8 @@ def main():
         accounts[name] = json.loads(out)
     log = open(os.path.join(work, "stratad.log"), "w+")
     daemon = subprocess.Popen([f"{BIN}/stratad", "--data-dir", data, "--api-listen", "127.0.0.1:0",
-                               "--region", "local-1", "--region", "local-2"],
+                               "--region", "local-1", "--region", "local-2",
+                               "--modifying-seconds", "1", "--optimize-rate", "1G"],
                               stderr=log, env=env)
     port = None
     for _ in range(200):
@@ -175,6 +176,22 @@ def run(client, accounts, endpoint, data):
     mod = alice.modify_volume(VolumeId=vid, Size=4, VolumeType="io2", Iops=3000)["VolumeModification"]
     check(mod["TargetSize"] == 4 and mod["OriginalSize"] == 1 and mod["TargetVolumeType"] == "io2",
           f"modify_volume {mod}")
+    # Modifying (1 s here), then optimizing (4 GiB at 1 GiB/s), then completed; the new size
+    # and type are the volume's at once, and another modification waits for completion.
+    check(mod["ModificationState"] == "modifying" and mod["Progress"] == 0 and "EndTime" not in mod,
+          f"a new modification is modifying: {mod}")
+    v = alice.describe_volumes(VolumeIds=[vid])["Volumes"][0]
+    check(v["Size"] == 4 and v["VolumeType"] == "io2" and v["Iops"] == 3000, f"applied at once: {v}")
+    expect_error("IncorrectModificationState", alice.modify_volume, VolumeId=vid, Iops=4000)
+    check(alice.describe_volumes(VolumeIds=[vid])["Volumes"][0]["Iops"] == 3000,
+          "a refused second modification changed nothing")
+    for _ in range(50):
+        m = alice.describe_volumes_modifications(VolumeIds=[vid])["VolumesModifications"][0]
+        if m["ModificationState"] != "modifying":
+            break
+        time.sleep(0.1)
+    check(m["ModificationState"] == "optimizing" and 0 <= m["Progress"] < 100,
+          f"then optimizing: {m}")
     expect_error("InvalidParameterValue", alice.modify_volume, VolumeId=vid, Size=2)
     check(alice.describe_volumes(VolumeIds=[vid])["Volumes"][0]["Size"] == 4, "grown to 4 GiB")
 
@@ -260,9 +277,21 @@ def run(client, accounts, endpoint, data):
     copy = alice.copy_snapshot(SourceSnapshotId=sid, SourceRegion="local-1", Description="copy")
     c = alice.describe_snapshots(SnapshotIds=[copy["SnapshotId"]])["Snapshots"][0]
     check(c["State"] == "completed" and c["Description"] == "copy", f"copy {c}")
-    mods = alice.describe_volumes_modifications(VolumeIds=[vid])["VolumesModifications"]
-    check(len(mods) == 1 and mods[0]["TargetSize"] == 4 and mods[0]["ModificationState"] == "completed",
-          f"modifications {mods}")
+    seen = set()
+    for _ in range(300):
+        mods = alice.describe_volumes_modifications(VolumeIds=[vid])["VolumesModifications"]
+        seen.add(mods[0]["ModificationState"])
+        if mods[0]["ModificationState"] == "completed":
+            break
+        time.sleep(0.1)
+    check(len(mods) == 1 and mods[0]["TargetSize"] == 4 and mods[0]["Progress"] == 100
+          and "EndTime" in mods[0] and mods[0]["ModificationState"] == "completed",
+          f"modifications {mods} (states seen: {sorted(seen)})")
+    check(carol.describe_volumes_modifications()["VolumesModifications"] == [],
+          "carol sees no modification of alice's volume")
+    alice.modify_volume(VolumeId=vid, Iops=4000)  # Completed: another may start.
+    check(alice.describe_volumes(VolumeIds=[vid])["Volumes"][0]["Iops"] == 4000,
+          "a modification after completion applies")
     tags = alice.describe_tags(Filters=[{"Name": "resource-id", "Values": [vid]}])["Tags"]
     check({"Key": "Name", "Value": "web-1", "ResourceId": vid, "ResourceType": "volume"} in tags, f"tags {tags}")
     check(carol.describe_tags()["Tags"] == [], "carol has no tags")

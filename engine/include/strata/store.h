@@ -60,6 +60,15 @@ struct StoreOptions {
   // counts (benchmarks that want raw speed: stratad --qos off). A volume tagged strata:qos=off
   // is not held either. Default: true.
   bool qos = true;
+  // How long a ModifyVolume takes as DescribeVolumesModifications shows it: "modifying" for
+  // `modifying_ms`, then "optimizing" for the volume's size at `optimize_bytes_per_second`,
+  // then "completed" (another ModifyVolume waits for that). The new size and rates apply at
+  // once. Default: 2 s, then 1 GiB/s (an 8 GiB volume completes in 10 s).
+  struct ModificationTiming {
+    uint64_t modifying_ms = 2000;
+    uint64_t optimize_bytes_per_second = uint64_t{1} << 30;
+  };
+  ModificationTiming volume_modification;
   // Where regions' catalogs and chunks live. Empty: the data directory (RocksDB and segment
   // files), the default; set: the RADOS backend.
   std::optional<CephBackendOptions> ceph;
@@ -214,11 +223,19 @@ class Region {
   // Fails a direct snapshot that will not be completed (e.g. its timeout passed).
   [[nodiscard]] virtual absl::Status AbortDirectSnapshot(const std::string& snapshot_id,
                                                          const std::string& reason) = 0;
-  // Changes a volume's type, IOPS and throughput (checked as CreateVolume checks them; gp2's
-  // IOPS follow from its size); its NBD connections keep going at the new rates at once.
-  [[nodiscard]] virtual absl::Status SetVolumeType(const std::string& volume_id,
-                                                   const std::string& volume_type, uint64_t iops,
-                                                   uint64_t throughput) = 0;
+  // ModifyVolume: gives the volume `change`'s size (0: its own; never smaller), type, IOPS and
+  // throughput (checked whole, as CreateVolume checks them, before anything changes; gp2's IOPS
+  // follow from its size), records the modification (VolumeInfo::modification) and returns the
+  // volume as it is now. Its NBD connections keep going at the new rates at once.
+  // kFailedPrecondition with AWS code IncorrectModificationState while the previous
+  // modification has not completed.
+  struct VolumeChange {
+    uint64_t size_bytes = 0;
+    std::string volume_type;
+    uint64_t iops = 0, throughput = 0;  // 0: the type's default.
+  };
+  [[nodiscard]] virtual absl::StatusOr<VolumeInfo> ModifyVolume(const std::string& volume_id,
+                                                                const VolumeChange& change) = 0;
   // Replaces a snapshot's createVolumePermission list (account ids, or "all").
   [[nodiscard]] virtual absl::Status SetSnapshotPermissions(
       const std::string& snapshot_id, const std::vector<std::string>& shared_with) = 0;

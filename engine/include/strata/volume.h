@@ -24,6 +24,19 @@ inline constexpr uint64_t kMaxVolumeSizeBytes = uint64_t{64} << 40;
 
 enum class VolumeState { kAvailable, kDeleting };
 
+// A volume's latest ModifyVolume, as DescribeVolumesModifications shows it: "modifying", then
+// "optimizing" (progress growing with time), then "completed" (StoreOptions::volume_modification
+// times them). The new size and rates apply when it starts.
+struct VolumeModification {
+  std::string state;
+  int progress = 0;  // Percent.
+  uint64_t start_time_micros = 0;
+  uint64_t end_time_micros = 0;  // When it completes (or completed).
+  uint64_t original_size_bytes = 0;
+  std::string original_type;
+  uint64_t original_iops = 0, original_throughput = 0;
+};
+
 struct VolumeInfo {
   std::string id;  // "vol-" and 17 hex digits.
   uint64_t size_bytes = 0;
@@ -47,6 +60,7 @@ struct VolumeInfo {
   // backend.
   std::string node;
   bool elsewhere = false;
+  std::optional<VolumeModification> modification;  // Never modified: none.
 };
 
 // Snapshot lookups one Volume::Allocation call makes at most (bounding its work on a huge

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "absl/strings/str_format.h"
+#include "meta/schema.h"
 #include "meta/shared_catalog.h"
 #include "test_backend.h"
 #include "test_util.h"
@@ -44,6 +45,37 @@ class CatalogTest : public ::testing::Test {
   const std::shared_ptr<rados::Cluster> rados_ = ::strata::testing::TestCluster();
   std::unique_ptr<Catalog> catalog_;
 };
+
+TEST(SchemaTest, VolumeRecordKeepsItsModificationAndReadsTheVersionBefore) {
+  VolumeRecord r;
+  r.id = "vol-0123456789abcdef0";
+  r.size_bytes = 4ull << 30;
+  r.volume_type = "io2";
+  r.iops = 3000;
+  r.modification = {.start_time_micros = 10,
+                    .optimizing_time_micros = 20,
+                    .end_time_micros = 30,
+                    .original_size_bytes = 1ull << 30,
+                    .original_type = "gp3",
+                    .original_iops = 3000,
+                    .original_throughput = 125};
+  const std::string bytes = r.Encode();
+  absl::StatusOr<VolumeRecord> back = VolumeRecord::Decode(bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->modification.end_time_micros, 30u);
+  EXPECT_EQ(back->modification.original_type, "gp3");
+  EXPECT_EQ(back->modification.original_throughput, 125u);
+  // Version 3 ended before the modification (6 u64s and a length-prefixed "gp3").
+  std::string v3 = bytes.substr(0, bytes.size() - (6 * 8 + 4 + 3));
+  v3[0] = 3;
+  absl::StatusOr<VolumeRecord> old = VolumeRecord::Decode(v3);
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->modification.start_time_micros, 0u);
+  EXPECT_EQ(old->iops, 3000u);
+  // Cut short or with bytes left over, a record is corrupt.
+  EXPECT_FALSE(VolumeRecord::Decode(bytes.substr(0, bytes.size() - 1)).ok());
+  EXPECT_FALSE(VolumeRecord::Decode(bytes + "x").ok());
+}
 
 TEST_F(CatalogTest, EmptyCatalogReadsAsEmpty) {
   EXPECT_EQ(*catalog_->Get("x/format"), std::nullopt);
