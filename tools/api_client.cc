@@ -148,8 +148,14 @@ absl::StatusOr<std::string> Ec2XmlToJson(const std::string& document) {
   return out.dump(2);
 }
 
-absl::StatusOr<ApiResult> CallEc2(const ApiEndpoint& endpoint, const std::string& action,
-                                  const std::map<std::string, std::string>& params) {
+namespace {
+
+// POSTs `body` to `service` at the endpoint, signed with SigV4 (`headers`, lowercase, are sent
+// and signed beside host and x-amz-date): the HTTP status and the response body.
+absl::StatusOr<std::pair<int, std::string>> SignedPost(const ApiEndpoint& endpoint,
+                                                       const std::string& service,
+                                                       std::map<std::string, std::string> headers,
+                                                       const std::string& body) {
   absl::string_view rest = endpoint.url;
   if (!absl::ConsumePrefix(&rest, "http://")) {
     return absl::InvalidArgumentError("the endpoint must be http://HOST:PORT");
@@ -158,39 +164,50 @@ absl::StatusOr<ApiResult> CallEc2(const ApiEndpoint& endpoint, const std::string
   const size_t colon = hostport.rfind(':');
   const std::string host = colon == std::string::npos ? hostport : hostport.substr(0, colon);
   const std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
-  std::vector<std::string> pairs = {"Action=" + action, "Version=2016-11-15"};
-  for (const auto& [k, v] : params)
-    pairs.push_back(api::UriEncode(k, false) + "=" + api::UriEncode(v, false));
-  const std::string body = absl::StrJoin(pairs, "&");
   char stamp[32];
   const time_t now = ::time(nullptr);
   tm utc{};
   gmtime_r(&now, &utc);
   strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &utc);
+  headers["host"] = hostport;
+  headers["x-amz-date"] = stamp;
   api::HttpRequest request;
   request.method = "POST";
   request.path = "/";
-  request.headers = {{"host", hostport},
-                     {"content-type", "application/x-www-form-urlencoded; charset=utf-8"},
-                     {"x-amz-date", stamp}};
+  request.headers = headers;
   request.body = body;
   api::SigV4Authorization auth;
   auth.access_key_id = endpoint.access_key_id;
   auth.date = std::string(stamp, 8);
   auth.region = endpoint.region;
-  auth.service = "ec2";
-  const std::vector<std::string> signed_headers = {"content-type", "host", "x-amz-date"};
+  auth.service = service;
+  std::vector<std::string> signed_headers;
+  std::string wire = "POST / HTTP/1.1\r\n";
+  for (const auto& [name, value] : headers) {  // Sorted, as SigV4 wants them.
+    signed_headers.push_back(name);
+    absl::StrAppend(&wire, name, ": ", value, "\r\n");
+  }
   const std::string signature =
       api::Sign(endpoint.secret_access_key, stamp, auth,
                 api::CanonicalRequest(request, signed_headers, api::Sha256Hex(body)));
-  const std::string wire = absl::StrCat(
-      "POST / HTTP/1.1\r\nHost: ", hostport, "\r\nContent-Type: ", request.headers["content-type"],
-      "\r\nX-Amz-Date: ", stamp,
-      "\r\nAuthorization: AWS4-HMAC-SHA256 Credential=", endpoint.access_key_id, "/", auth.date,
-      "/", auth.region, "/ec2/aws4_request, SignedHeaders=", absl::StrJoin(signed_headers, ";"),
-      ", Signature=", signature, "\r\nContent-Length: ", body.size(),
-      "\r\nConnection: close\r\n\r\n", body);
-  absl::StatusOr<std::pair<int, std::string>> response = Send(host, port, wire);
+  absl::StrAppend(&wire, "Authorization: AWS4-HMAC-SHA256 Credential=", endpoint.access_key_id, "/",
+                  auth.date, "/", auth.region, "/", service,
+                  "/aws4_request, SignedHeaders=", absl::StrJoin(signed_headers, ";"),
+                  ", Signature=", signature, "\r\nContent-Length: ", body.size(),
+                  "\r\nConnection: close\r\n\r\n", body);
+  return Send(host, port, wire);
+}
+
+}  // namespace
+
+absl::StatusOr<ApiResult> CallEc2(const ApiEndpoint& endpoint, const std::string& action,
+                                  const std::map<std::string, std::string>& params) {
+  std::vector<std::string> pairs = {"Action=" + action, "Version=2016-11-15"};
+  for (const auto& [k, v] : params)
+    pairs.push_back(api::UriEncode(k, false) + "=" + api::UriEncode(v, false));
+  absl::StatusOr<std::pair<int, std::string>> response = SignedPost(
+      endpoint, "ec2", {{"content-type", "application/x-www-form-urlencoded; charset=utf-8"}},
+      absl::StrJoin(pairs, "&"));
   if (!response.ok()) return response.status();
   ApiResult result;
   result.http_status = response->first;
@@ -207,6 +224,25 @@ absl::StatusOr<ApiResult> CallEc2(const ApiEndpoint& endpoint, const std::string
       result.error_code = "Error";
       result.error_message = response->second;
     }
+  }
+  return result;
+}
+
+absl::StatusOr<ApiResult> CallCloudWatch(const ApiEndpoint& endpoint, const std::string& operation,
+                                         const std::string& body) {
+  absl::StatusOr<std::pair<int, std::string>> response =
+      SignedPost(endpoint, "monitoring",
+                 {{"content-type", "application/x-amz-json-1.0"},
+                  {"x-amz-target", "GraniteServiceVersion20100801." + operation}},
+                 body);
+  if (!response.ok()) return response.status();
+  ApiResult result;
+  result.http_status = response->first;
+  result.json = response->second;
+  if (result.http_status >= 300) {
+    json parsed = json::parse(result.json, nullptr, false);
+    result.error_code = parsed.is_object() ? parsed.value("__type", "Error") : "Error";
+    result.error_message = parsed.is_object() ? parsed.value("message", "") : response->second;
   }
   return result;
 }

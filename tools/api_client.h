@@ -1,6 +1,7 @@
 #pragma once
-// A small client of stratad's API for the strata CLI: signs EC2 Query requests with SigV4 as
-// the aws CLI does, sends them over HTTP/1.1, and turns the XML responses into JSON.
+// A small client of stratad's API for the strata CLI: signs EC2 Query and CloudWatch JSON
+// requests with SigV4 as the aws CLI does, sends them over HTTP/1.1, and turns EC2's XML
+// responses into JSON.
 
 #include <map>
 #include <string>
@@ -33,6 +34,10 @@ struct ApiResult {
 // Calls EC2 action `action` with Query `params`. kUnavailable when stratad cannot be reached.
 absl::StatusOr<ApiResult> CallEc2(const ApiEndpoint& endpoint, const std::string& action,
                                   const std::map<std::string, std::string>& params);
+
+// Calls CloudWatch's `operation` (JSON protocol) with the JSON `body`; the response is JSON.
+absl::StatusOr<ApiResult> CallCloudWatch(const ApiEndpoint& endpoint, const std::string& operation,
+                                         const std::string& body);
 
 // Converts an EC2 XML response to JSON: elements become keys, "item" children become lists,
 // text becomes strings. Exposed for tests.

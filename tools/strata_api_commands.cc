@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -56,6 +57,7 @@ void PrintResult(const std::string& text, const std::string& format) {
   // Ids that every row has first (text output is most often cut for them), then other ids,
   // then the rest.
   auto rank = [&](const std::string& c) {
+    if (c == "Time") return 0;  // A time series reads by time.
     if (c.size() <= 2 || !c.ends_with("Id")) return 2;
     for (const json& item : items) {
       if (!item.is_object() || !item.contains(c) || item[c] == "") return 1;
@@ -392,6 +394,84 @@ int Init(const CommandLine& cl) {
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "strata: %s\n", std::string(s.message()).c_str());
   return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+int VolumeStats(const CommandLine& cl) {
+  absl::StatusOr<ApiEndpoint> endpoint = Endpoint(cl);
+  if (!endpoint.ok()) return Fail(endpoint.status());
+  json described;
+  if (int rc = Ec2(*endpoint, "DescribeVolumes", {{"VolumeId.1", cl.volume_id}}, &described, "");
+      rc != 0) {
+    return rc;
+  }
+  const json volume =
+      AsList(described["volumeSet"]).empty() ? json::object() : AsList(described["volumeSet"])[0];
+  const std::string type = volume.value("volumeType", "");
+  // The last whole seconds (each is sampled as it ends), one CloudWatch query per metric.
+  static const std::vector<std::pair<const char*, const char*>> kMetrics = {
+      {"VolumeReadOps", "Sum"},         {"VolumeWriteOps", "Sum"},
+      {"VolumeReadBytes", "Sum"},       {"VolumeWriteBytes", "Sum"},
+      {"VolumeTotalReadTime", "Sum"},   {"VolumeTotalWriteTime", "Sum"},
+      {"VolumeQueueLength", "Average"}, {"VolumeIdleTime", "Sum"},
+      {"BurstBalance", "Average"}};
+  const int64_t now = ::time(nullptr);
+  json queries = json::array();
+  for (size_t i = 0; i < kMetrics.size(); ++i) {
+    queries.push_back(
+        {{"Id", absl::StrCat("m", i)},
+         {"MetricStat",
+          {{"Metric",
+            {{"Namespace", "AWS/EBS"},
+             {"MetricName", kMetrics[i].first},
+             {"Dimensions", json::array({{{"Name", "VolumeId"}, {"Value", cl.volume_id}}})}}},
+           {"Period", 1},
+           {"Stat", kMetrics[i].second}}}});
+  }
+  const json request = {{"MetricDataQueries", queries},
+                        {"StartTime", now - cl.seconds - 1},
+                        {"EndTime", now},
+                        {"ScanBy", "TimestampAscending"}};
+  absl::StatusOr<ApiResult> result = CallCloudWatch(*endpoint, "GetMetricData", request.dump());
+  if (!result.ok()) return Fail(result.status());
+  if (!result->error_code.empty()) {
+    std::fprintf(stderr,
+                 "strata: An error occurred (%s) when calling the GetMetricData operation: %s\n",
+                 result->error_code.c_str(), result->error_message.c_str());
+    return 254;
+  }
+  const json data = json::parse(result->json, nullptr, false);
+  std::map<int64_t, json> rows;  // By second.
+  for (const json& r : AsList(data.value("MetricDataResults", json()))) {
+    const json times = AsList(r.value("Timestamps", json())),
+               values = AsList(r.value("Values", json()));
+    for (size_t i = 0; i < times.size() && i < values.size(); ++i) {
+      json& row = rows[times[i].get<int64_t>()];
+      row[r.value("Label", "")] = values[i];
+    }
+  }
+  while (rows.size() > static_cast<size_t>(cl.seconds)) rows.erase(rows.begin());
+  json seconds = json::array();
+  for (auto& [second, row] : rows) {
+    char when[32];
+    const time_t t = second;
+    tm utc{};
+    gmtime_r(&t, &utc);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &utc);
+    json out = {{"Time", when}};
+    for (const auto& [name, stat] : kMetrics) {
+      if (row.contains(name) && row[name].is_number()) {
+        out[name] = std::round(row[name].get<double>() * 1000) / 1000;  // Enough to read.
+      }
+    }
+    seconds.push_back(out);
+  }
+  json stats = {{"VolumeId", cl.volume_id},
+                {"VolumeType", type},
+                {"Iops", volume.value("iops", "")},
+                {"Throughput", volume.value("throughput", "")},
+                {"Seconds", seconds}};
+  PrintResult(stats.dump(2), cl.output);
+  return 0;
 }
 
 int CreateAccountThroughApi(const CommandLine& cl, const std::string& name) {

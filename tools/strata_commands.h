@@ -38,6 +38,7 @@ struct CommandLine {
   std::string architecture = "x86_64";
   std::string boot_mode;
   std::string nbd_socket;
+  int seconds = 10;
 
   // Subcommands' positional words.
   std::string volume_id;
@@ -59,6 +60,10 @@ void AddApiCommands(CLI::App& app, CommandLine& cl, Run& run);
 
 // Adds volume, snapshot, region, account, gc, stats and copy-stats.
 void AddStoreCommands(CLI::App& app, CommandLine& cl, Run& run);
+
+// stats VOL: the volume's CloudWatch figures (GetMetricData through stratad's API), one row
+// per second for the last cl.seconds; returns the exit status.
+int VolumeStats(const CommandLine& cl);
 
 // Creates account `name` through stratad's API as the admin account (stratad has the store)
 // and prints its keys; returns the exit status.

@@ -421,9 +421,16 @@ void AddStoreCommands(CLI::App& app, CommandLine& cl, Run& run) {
                   std::printf("reclaimed %llu bytes\n", (unsigned long long)*reclaimed);
                   return absl::OkStatus();
                 });
-  RegionCommand(
-      app, "stats", "the chunk store's counts and sizes", cl, run,
-      [](Region& region) -> absl::Status {
+  // stats: the chunk store's figures, on the store directly; stats VOL: a volume's I/O figures
+  // through stratad's API (it keeps them).
+  CLI::App* stats = app.add_subcommand(
+      "stats",
+      "the chunk store's counts and sizes; with VOL, the volume's I/O per second "
+      "(CloudWatch's figures, from stratad)");
+  stats->callback([&cl, &run] {
+    run = [&cl] {
+      if (!cl.volume_id.empty()) return VolumeStats(cl);
+      return WithRegion(cl, [](Region& region) -> absl::Status {
         auto s = region.GetStats();
         if (!s.ok()) return s.status();
         std::printf(
@@ -434,6 +441,11 @@ void AddStoreCommands(CLI::App& app, CommandLine& cl, Run& run) {
             (unsigned long long)s->segment_count);
         return absl::OkStatus();
       });
+    };
+  });
+  stats->add_option("VOL", cl.volume_id, "a volume id: its I/O figures");
+  stats->add_option("--seconds", cl.seconds, "VOL: how many of the last seconds (default 10)")
+      ->check(CLI::Range(1, 900));
   CLI::App* copy_stats = app.add_subcommand(
       "copy-stats",
       "cross-region copies into this store: bytes sent, chunks skipped, retries, time, "

@@ -108,9 +108,9 @@ def main():
     mode = os.stat(os.path.join(data, "accounts")).st_mode & 0o777
     check(mode == 0o600, f"DIR/accounts holds secrets and is owner-only (mode {oct(mode)})")
 
-    def client(name, region="local-1"):
+    def client(name, region="local-1", service="ec2"):
         a = accounts[name]
-        return boto3.client("ec2", endpoint_url=endpoint, region_name=region,
+        return boto3.client(service, endpoint_url=endpoint, region_name=region,
                             aws_access_key_id=a["AccessKeyId"],
                             aws_secret_access_key=a["SecretAccessKey"])
 
@@ -289,6 +289,22 @@ def run(client, accounts, endpoint, data):
           f"modifications {mods} (states seen: {sorted(seen)})")
     check(carol.describe_volumes_modifications()["VolumesModifications"] == [],
           "carol sees no modification of alice's volume")
+    # CloudWatch: alice lists her volume's metrics; carol sees neither them nor their data.
+    now = datetime.datetime.now(datetime.timezone.utc)
+    query = dict(MetricDataQueries=[{"Id": "r", "MetricStat": {"Metric": {
+        "Namespace": "AWS/EBS", "MetricName": "VolumeIdleTime",
+        "Dimensions": [{"Name": "VolumeId", "Value": vid}]}, "Period": 60, "Stat": "Sum"}}],
+        StartTime=now - datetime.timedelta(minutes=5), EndTime=now)
+    mine = client("alice", service="cloudwatch")
+    theirs = client("carol", service="cloudwatch")
+    check(any(m["Dimensions"][0]["Value"] == vid for m in mine.list_metrics()["Metrics"]),
+          "ListMetrics lists alice's volume for alice")
+    check(not any(m["Dimensions"][0]["Value"] == vid for m in theirs.list_metrics()["Metrics"]),
+          "ListMetrics does not list it for carol")
+    check(mine.get_metric_data(**query)["MetricDataResults"][0]["Values"] != [],
+          "alice reads her volume's VolumeIdleTime")
+    check(theirs.get_metric_data(**query)["MetricDataResults"][0]["Values"] == [],
+          "carol reads no data of alice's volume")
     alice.modify_volume(VolumeId=vid, Iops=4000)  # Completed: another may start.
     check(alice.describe_volumes(VolumeIds=[vid])["Volumes"][0]["Iops"] == 4000,
           "a modification after completion applies")

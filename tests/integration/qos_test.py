@@ -145,6 +145,14 @@ def check_metrics(d, cw, gp3, gp2, reads, writes, start):
     expect_error("InvalidParameterValue", cw.get_metric_statistics, Namespace="AWS/EBS",
                  MetricName="VolumeReadOps", StartTime=end, EndTime=start, Period=60,
                  Statistics=["Sum"])
+    # strata stats VOL: the same figures, per second.
+    r = subprocess.run([os.path.join(BIN, "strata"), "--data-dir", d.data_dir, "--endpoint",
+                        f"http://127.0.0.1:{d.api}", "stats", gp3, "--seconds", "900"],
+                       capture_output=True, text=True, timeout=60)
+    rows = json.loads(r.stdout)["Seconds"] if r.returncode == 0 else []
+    check(sum(x.get("VolumeReadOps", 0) for x in rows) == sum(ops)
+          and all("BurstBalance" not in x for x in rows),
+          f"strata stats VOL: {len(rows)} seconds {r.stderr[-300:]}")
     # The aws CLI, as users run it.
     env = dict(os.environ, AWS_SHARED_CREDENTIALS_FILE=os.path.join(d.data_dir, "credentials"),
                AWS_CONFIG_FILE=os.path.join(d.data_dir, "config"))
