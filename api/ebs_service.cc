@@ -410,6 +410,10 @@ class EbsCall {
     if (!index.ok()) return Validation(std::string(index.status().message()));
     absl::StatusOr<SnapshotInfo> s = Readable(id);
     if (!s.ok()) return FromStatus(s.status());
+    // An encrypted snapshot's data is for accounts that may decrypt under its key.
+    if (absl::Status key = region_.CheckSnapshotKeyAccess(account_.id, id); !key.ok()) {
+      return FromStatus(key);
+    }
     const std::string token = query_.GetOr("blockToken", "");
     absl::StatusOr<BlockListing> listing = region_.ListSnapshotBlocks(id, absl::StrCat(*index), 1);
     if (!listing.ok()) return FromStatus(listing.status());

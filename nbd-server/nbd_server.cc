@@ -127,7 +127,11 @@ void NbdServer::AcceptLoop(Listener& listener) {
 
 void NbdServer::Serve(int fd) {
   SocketTransport transport(fd);
-  Session(exports_, fd, &transport, {tls_.get(), options_.tls_mode}).Run();
+  Session(exports_, fd, &transport,
+          {.tls = tls_.get(),
+           .tls_mode = options_.tls_mode,
+           .handshake_timeout = options_.handshake_timeout})
+      .Run();
 }
 
 }  // namespace strata::nbd

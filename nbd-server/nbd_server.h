@@ -22,6 +22,8 @@ struct NbdServerOptions {
   // Addresses: "HOST:PORT" (TCP; port 0 picks one) or "unix:PATH".
   std::vector<std::string> listen = {"127.0.0.1:10809"};
   size_t max_connections = 256;
+  // A client that has not chosen an export this long after connecting is disconnected.
+  absl::Duration handshake_timeout = absl::Seconds(30);
   // kOff unless TLS credentials are given; then kOn (offered) or kRequire.
   TlsMode tls_mode = TlsMode::kOff;
   TlsOptions tls;

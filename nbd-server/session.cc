@@ -1,5 +1,7 @@
 #include "session.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -78,14 +80,35 @@ Session::Session(ExportCatalog& catalog, int fd, Transport* transport,
       transport_(transport),
       options_(options),
       writer_(transport),
-      // Before the session blocks for input, what is queued goes to the disk and every reply
-      // out: the loop never waits for a client with I/O of its own in flight.
-      reader_(transport, [this] { return Drain() && writer_.Flush(); }) {}
+      reader_(transport, [this] { return BeforeWait(); }) {}
+
+bool Session::BeforeWait() {
+  if (handshake_deadline_ != absl::InfiniteFuture() && fd_ >= 0) {
+    const absl::Duration left = handshake_deadline_ - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      LogLine("handshake timed out");
+      return false;
+    }
+    const timeval tv = absl::ToTimeval(std::max(left, absl::Milliseconds(1)));
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  // Before the session blocks for input, what is queued goes to the disk and every reply out:
+  // the loop never waits for a client with I/O of its own in flight.
+  return Drain() && writer_.Flush();
+}
 
 Session::~Session() = default;
 
 void Session::Run() {
+  if (options_.handshake_timeout != absl::InfiniteDuration()) {
+    handshake_deadline_ = absl::Now() + options_.handshake_timeout;
+  }
   std::unique_ptr<Export> chosen = Handshake();
+  if (handshake_deadline_ != absl::InfiniteFuture()) {
+    handshake_deadline_ = absl::InfiniteFuture();
+    const timeval none{};
+    if (fd_ >= 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+  }
   if (chosen != nullptr) {
     Transmit(*chosen);
     Drain();  // Requests in flight finish (and are answered) before the export closes.

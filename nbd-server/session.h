@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "request.h"
 #include "strata/export.h"
 #include "strata/io_ring.h"
@@ -29,6 +30,10 @@ enum class TlsMode {
 struct SessionOptions {
   TlsContext* tls = nullptr;  // Needed unless tls_mode is kOff.
   TlsMode tls_mode = TlsMode::kOff;
+  // How long a client may take from connecting to choosing an export (the whole handshake,
+  // TLS included); past it the connection ends, so that silent or trickling clients cannot
+  // hold the server's connections. Transmission has no timeout (a VM may idle for hours).
+  absl::Duration handshake_timeout = absl::InfiniteDuration();
 };
 
 class Session {
@@ -103,7 +108,13 @@ class Session {
   std::unique_ptr<IoRing> ring_;  // Created when transmission begins; goes before the slots.
   bool failed_ = false;           // A reply could not be sent: the connection ends.
   IoLimiter* limiter_ = nullptr;  // The export's, told when each read or write is answered.
-  int64_t admitted_ns_ = 0;       // When HoldBack admitted the request being started.
+  // The end of the handshake's time (options_.handshake_timeout from the start), or the
+  // infinite future once transmission begins. Enforced by BeforeWait through SO_RCVTIMEO.
+  absl::Time handshake_deadline_ = absl::InfiniteFuture();
+  // Runs before each read that may block: bounds it by the handshake's deadline, and first
+  // sends what is queued (replies, and the disk I/O in flight).
+  bool BeforeWait();
+  int64_t admitted_ns_ = 0;  // When HoldBack admitted the request being started.
 };
 
 }  // namespace strata::nbd

@@ -48,6 +48,7 @@ struct Flags {
   std::string chunk_size;  // Empty: the default.
   bool compression = false;
   std::string qos = "on";
+  double nbd_handshake_seconds = 30;
   double modifying_seconds = 2;
   std::string optimize_rate = "1G";
   std::string backend;  // Empty: the store's own (DIR/backend), local for a new store.
@@ -65,6 +66,11 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "127.0.0.1:10809,unix:DIR/nbd.sock; 'off' disables and needs --vm off). With "
                  "--vm auto and no unix:PATH, DIR/nbd.sock is served too (instances' VMs use it)")
       ->option_text("LIST");
+  app.add_option("--nbd-handshake-timeout", f.nbd_handshake_seconds,
+                 "seconds an NBD client has from connecting to choosing an export (TLS "
+                 "included); past it the connection ends. Transmission has no timeout")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
   app.add_option("--tls", f.tls,
                  "NBD STARTTLS: off, on (offered) or require (default: on when credentials are "
                  "given, else off)")
@@ -400,6 +406,7 @@ int main(int argc, char** argv) {
     api_options = *parsed;
   }
   strata::nbd::NbdServerOptions nbd_options;
+  nbd_options.handshake_timeout = absl::Seconds(f.nbd_handshake_seconds);
   absl::StatusOr<std::string> tls_mode = SetTls(f, nbd_options);
   if (!tls_mode.ok()) return Fail(tls_mode.status());
   if (absl::Status s = LoadRootKey(f, options); !s.ok()) return Fail(s);

@@ -70,6 +70,8 @@ class SourceSession {
       return absl::FailedPreconditionError(
           absl::StrCat("snapshot ", open.snapshot_id, " is not completed"));
     }
+    // An encrypted snapshot's data leaves only for an account that may decrypt it.
+    STRATA_RETURN_IF_ERROR(region_->CheckSnapshotKeyAccess(hello_.account, open.snapshot_id));
     // The changes against the first usable base, O(chunks changed); else every chunk held.
     absl::StatusOr<ChunkListing> chosen = absl::NotFoundError("no base");
     std::string base;

@@ -45,6 +45,13 @@ absl::Status EncryptionPolicy::LoadDomainKey(const meta::EncryptionRecord& encry
   return keys_.Add(encryption.domain, key->plaintext);
 }
 
+absl::Status EncryptionPolicy::CheckDecrypt(const std::string& account,
+                                            const meta::EncryptionRecord& encryption) {
+  if (!encryption.encrypted()) return absl::OkStatus();
+  return kms_.Decrypt(account, encryption.wrapped_key, DataKeyContext(encryption.domain), "")
+      .status();
+}
+
 absl::StatusOr<meta::EncryptionRecord> EncryptionPolicy::Choose(
     const CreateVolumeRequest& request, const meta::EncryptionRecord& base) {
   STRATA_ASSIGN_OR_RETURN(EbsEncryptionDefaults defaults, GetEbsEncryptionDefaults(request.owner));
@@ -70,7 +77,14 @@ absl::StatusOr<meta::EncryptionRecord> EncryptionPolicy::Choose(
     STRATA_RETURN_IF_ERROR(keys_.Add(base.domain, data_key.plaintext));
     return base;
   }
-  // A new data key: a new dedup domain.
+  // A new data key: a new dedup domain. Re-encrypting reads the snapshot's data, so the owner
+  // must be allowed to decrypt under the snapshot's key (its own, or shared by policy or grant),
+  // as AWS requires kms:Decrypt on the source key: naming a key of one's own is not a way round.
+  if (base.encrypted()) {
+    STRATA_ASSIGN_OR_RETURN(Decrypted base_key, kms_.Decrypt(request.owner, base.wrapped_key,
+                                                             DataKeyContext(base.domain), ""));
+    STRATA_RETURN_IF_ERROR(keys_.Add(base.domain, base_key.plaintext));
+  }
   meta::EncryptionRecord out;
   STRATA_ASSIGN_OR_RETURN(out.domain, NewDomain());
   for (int attempt = 0;; ++attempt) {

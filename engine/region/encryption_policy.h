@@ -30,6 +30,10 @@ class EncryptionPolicy {
   // the snapshot's key only when the owner may decrypt with it.
   [[nodiscard]] absl::StatusOr<meta::EncryptionRecord> Choose(const CreateVolumeRequest& request,
                                                               const meta::EncryptionRecord& base);
+  // OK when `account` may decrypt data encrypted as `encryption` (unencrypted: always), else
+  // KMS's refusal (kPermissionDenied, a disabled key's kFailedPrecondition, ...).
+  [[nodiscard]] absl::Status CheckDecrypt(const std::string& account,
+                                          const meta::EncryptionRecord& encryption);
   [[nodiscard]] absl::StatusOr<EbsEncryptionDefaults> GetEbsEncryptionDefaults(
       const std::string& account);
   [[nodiscard]] absl::Status SetEbsEncryptionDefaults(const std::string& account,

@@ -104,6 +104,8 @@ class RegionImpl final : public Region {
   absl::Status SetSnapshotPermissions(const std::string& snapshot_id,
                                       const std::vector<std::string>& shared_with) override;
   absl::StatusOr<std::unique_ptr<Snapshot>> OpenSnapshot(const std::string& snapshot_id) override;
+  absl::Status CheckSnapshotKeyAccess(const std::string& account,
+                                      const std::string& snapshot_id) override;
   absl::StatusOr<std::string> GetSnapshotBlock(const std::string& snapshot_id,
                                                uint64_t block_index) override;
   // Writes `batch` if every snapshot in `snapshot_ids` exists and is not deleted, atomically

@@ -184,6 +184,13 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CopySnapshot(const std::string& source_
   return ToInfo(r);
 }
 
+absl::Status RegionImpl::CheckSnapshotKeyAccess(const std::string& account,
+                                                const std::string& snapshot_id) {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(*tree_, snapshot_id));
+  return encryption_->CheckDecrypt(account, r.encryption);
+}
+
 absl::Status RegionImpl::CommitNewSnapshotRecord(const meta::SnapshotRecord& record) {
   meta::WriteBatch batch;
   batch.Put(meta::SnapshotKey(record.id), record.Encode());

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -197,6 +198,13 @@ TEST_F(FaultCrashTest, SeededWorkloadsSurvivePowerLoss) {
       }
       model.Apply(op);
     }
+    // Snapshots that completed before the power loss must still be completed after it.
+    std::set<std::string> completed_before;
+    for (const auto& [snap, image] : snapshots) {
+      auto info = region_->DescribeSnapshot(snap);
+      ASSERT_THAT(info, IsOk());
+      if (info->state == SnapshotState::kCompleted) completed_before.insert(snap);
+    }
     CrashAndReopen(rng() % 2 == 0, rng());
     // Invariant 1: every sector holds its durable value or a later write.
     const std::vector<std::byte> after = ReadVolume(id);
@@ -210,6 +218,10 @@ TEST_F(FaultCrashTest, SeededWorkloadsSurvivePowerLoss) {
       auto info = region_->DescribeSnapshot(snap);
       ASSERT_THAT(info, IsOk());
       if (info->state != SnapshotState::kCompleted) {
+        // Only a snapshot pending at the power loss may have failed.
+        ASSERT_FALSE(completed_before.contains(snap))
+            << "snapshot " << snap << " was completed before the crash and is now "
+            << static_cast<int>(info->state);
         EXPECT_EQ(info->state, SnapshotState::kError);
         continue;
       }
@@ -263,16 +275,39 @@ TEST_F(FaultCrashTest, IoErrorsFailCleanlyAndChangeNothingDurable) {
   std::vector<std::byte> data(64 * 1024);
   FillValue(data, 7, 0);
   ASSERT_THAT(volume->Write(0, data, /*fua=*/true), IsOk());
+  // Each round writes a new value and flushes with the n-th Env call failing: every error is
+  // the injected one. Once the faults are gone a FLUSH succeeds and covers every write that was
+  // answered, through a power loss: each sector then holds the last answered write's value (or
+  // that of a failed write made after it, which may or may not have landed), never an older one.
+  std::set<uint64_t> allowed = {7};
+  int failed = 0;
   for (int n = 0; n < 6; ++n) {
     env_.FailAfter(n, absl::DataLossError("injected EIO"));
     std::vector<std::byte> other(64 * 1024);
-    FillValue(other, 8, 0);
-    (void)volume->Write(0, other);
-    const absl::Status flush = volume->Flush();
+    FillValue(other, 8 + n, 0);
+    const absl::Status write = volume->Write(0, other);
+    const absl::Status flush = write.ok() ? volume->Flush() : write;
     env_.ClearFaults();
+    if (write.ok()) {
+      allowed = {8 + static_cast<uint64_t>(n)};
+    } else {
+      EXPECT_THAT(write, StatusIs(absl::StatusCode::kDataLoss));
+      allowed.insert(8 + n);
+    }
     if (!flush.ok()) {
       EXPECT_THAT(flush, StatusIs(absl::StatusCode::kDataLoss));
+      ++failed;
     }
+  }
+  EXPECT_GT(failed, 0) << "no injected fault reached a write or a flush";
+  ASSERT_THAT(volume->Flush(), IsOk());
+  CrashAndReopen(/*tear=*/false, 0);
+  volume = *region_->GetVolume(vol->id);
+  std::vector<std::byte> back(64 * 1024);
+  ASSERT_THAT(volume->Read(0, back), IsOk());
+  for (uint64_t sector = 0; sector < back.size() / kSector; ++sector) {
+    const uint64_t v = SectorValue(std::span(back).subspan(sector * kSector, kSector), sector);
+    EXPECT_TRUE(allowed.contains(v)) << "sector " << sector << " holds " << v;
   }
   // A snapshot whose ingest hits an I/O error goes to the error state with the reason.
   auto snap = region_->CreateSnapshot({.volume_id = vol->id});

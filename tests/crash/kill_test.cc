@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
+#include <set>
 #include <thread>
 
 #include "strata/fsck.h"
@@ -17,6 +19,9 @@
 
 namespace strata::crash {
 namespace {
+
+// A child's report of one op: index (8 bytes), what it did to a snapshot, the snapshot id.
+constexpr size_t kRecordBytes = 8 + 1 + 32;
 
 using ::strata::testing::IsOk;
 
@@ -43,7 +48,8 @@ constexpr size_t kOps = 400;
     const Op& op = ops[i];
     const uint64_t off = op.block * kBlockBytes, len = op.block_count * kBlockBytes;
     absl::Status s;
-    std::string created;
+    std::string named;  // The snapshot the op created or deleted.
+    char what = 0;      // 'P' created (maybe pending), 'C' created and completed, 'D' deleted.
     switch (op.kind) {
       case OpKind::kWrite:
       case OpKind::kWriteFua:
@@ -60,10 +66,15 @@ constexpr size_t kOps = 400;
         auto info = region->CreateSnapshot({.volume_id = volume->id()});
         s = info.status();
         if (s.ok()) {
-          created = info->id;
+          named = info->id;
+          what = 'P';
           snapshots.push_back(info->id);
           // Sometimes wait for completion, sometimes race on.
-          if (op.block % 2 == 0) s = region->WaitForSnapshot(info->id, 60000).status();
+          if (op.block % 2 == 0) {
+            auto done = region->WaitForSnapshot(info->id, 60000);
+            s = done.status();
+            if (s.ok() && done->state == SnapshotState::kCompleted) what = 'C';
+          }
         }
         break;
       }
@@ -71,7 +82,11 @@ constexpr size_t kOps = 400;
         if (!snapshots.empty()) {
           const size_t k = op.value % snapshots.size();
           s = region->DeleteSnapshot(snapshots[k]);
-          if (s.ok()) snapshots.erase(snapshots.begin() + static_cast<long>(k));
+          if (s.ok()) {
+            named = snapshots[k];
+            what = 'D';
+            snapshots.erase(snapshots.begin() + static_cast<long>(k));
+          }
           if (s.code() == absl::StatusCode::kFailedPrecondition) s = absl::OkStatus();
         }
         break;
@@ -80,11 +95,12 @@ constexpr size_t kOps = 400;
         break;
     }
     if (!s.ok()) _exit(5);
-    // Report: op index, then the snapshot id created by it (fixed 32 bytes).
-    char record[8 + 32] = {};
+    // Report: op index, what it did to a snapshot, and that snapshot's id (fixed 32 bytes).
+    char record[kRecordBytes] = {};
     const uint64_t index = i;
     std::memcpy(record, &index, 8);
-    std::memcpy(record + 8, created.data(), std::min<size_t>(created.size(), 32));
+    record[8] = what;
+    std::memcpy(record + 9, named.data(), std::min<size_t>(named.size(), 32));
     if (write(report_fd, record, sizeof(record)) != sizeof(record)) _exit(6);
   }
   _exit(0);
@@ -147,16 +163,26 @@ TEST_F(KillTest, SigkillAtRandomPointsLosesNothingAcknowledged) {
       kill(child, SIGKILL);
     });
     // Read the acknowledgements until the pipe closes.
-    std::vector<std::pair<std::string, std::vector<uint64_t>>> snapshots;
+    struct Acked {
+      std::vector<uint64_t> image;
+      bool completed = false;  // Its creator waited and saw it completed.
+    };
+    std::map<std::string, Acked> snapshots;
+    std::set<std::string> deleted;
     size_t acknowledged = 0;
-    char record[40];
+    char record[kRecordBytes];
     while (read(fds[0], record, sizeof(record)) == static_cast<ssize_t>(sizeof(record))) {
       uint64_t index = 0;
       std::memcpy(&index, record, 8);
       ASSERT_EQ(index, acknowledged);
       model.Apply(ops[index]);
-      const std::string created(record + 8, strnlen(record + 8, 32));
-      if (!created.empty()) snapshots.push_back({created, model.current()});
+      const std::string named(record + 9, strnlen(record + 9, 32));
+      if (record[8] == 'P' || record[8] == 'C') {
+        snapshots[named] = {model.current(), record[8] == 'C'};
+      } else if (record[8] == 'D') {
+        snapshots.erase(named);
+        deleted.insert(named);
+      }
       ++acknowledged;
     }
     close(fds[0]);
@@ -178,10 +204,31 @@ TEST_F(KillTest, SigkillAtRandomPointsLosesNothingAcknowledged) {
       ASSERT_TRUE(model.Allowed(sector, v))
           << "sector " << sector << " holds " << v << ", durable " << model.durable(sector);
     }
-    for (const auto& [snap, image] : snapshots) {
+    // A delete in flight at the kill may or may not have happened.
+    const bool delete_in_flight =
+        acknowledged < ops.size() && ops[acknowledged].kind == OpKind::kDeleteSnapshot;
+    for (const std::string& gone : deleted) {
+      auto info = region->DescribeSnapshot(gone);
+      EXPECT_TRUE(absl::IsNotFound(info.status())) << "snapshot " << gone << " was deleted";
+    }
+    for (auto& [snap, acked] : snapshots) {
+      const std::vector<uint64_t>& image = acked.image;
       auto info = region->DescribeSnapshot(snap);
-      if (!info.ok()) continue;                                // Deleted by a later op.
-      if (info->state != SnapshotState::kCompleted) continue;  // Pending at the kill: failed.
+      if (!info.ok()) {
+        ASSERT_TRUE(delete_in_flight && absl::IsNotFound(info.status()))
+            << "snapshot " << snap << " vanished: " << info.status();
+        continue;
+      }
+      if (info->state == SnapshotState::kPending) {
+        info = region->WaitForSnapshot(snap, 60000);  // Recovery resumes or fails it.
+        ASSERT_THAT(info, IsOk());
+      }
+      if (info->state != SnapshotState::kCompleted) {
+        // Only one pending at the kill may have failed.
+        ASSERT_FALSE(acked.completed)
+            << "snapshot " << snap << " was acknowledged completed and is now failed";
+        continue;
+      }
       auto reader = region->OpenSnapshot(snap);
       ASSERT_THAT(reader, IsOk());
       std::vector<std::byte> got(kVolumeBytes);

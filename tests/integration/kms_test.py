@@ -195,11 +195,32 @@ def run(work, data_dir, daemon):
                                   OperationType="add", UserIds=[bob_id])
     code = error_code(bob_ec2.create_volume, SnapshotId=snap, AvailabilityZone="local-1a")
     check(code == "KMSAccessDeniedException", f"without a grant Bob cannot use the shared snapshot: {code}")
+    # Nor by naming a key of his own (re-encrypting needs kms:Decrypt on the source key), nor
+    # by copying it, nor by reading its blocks through EBS direct.
+    bob_key = bob_kms.create_key(Description="bob's")["KeyMetadata"]["KeyId"]
+    volumes_before = len(bob_ec2.describe_volumes()["Volumes"])
+    code = error_code(bob_ec2.create_volume, SnapshotId=snap, AvailabilityZone="local-1a",
+                      Encrypted=True, KmsKeyId=bob_key)
+    check(code == "KMSAccessDeniedException", f"nor under a key of his own: {code}")
+    code = error_code(bob_ec2.copy_snapshot, SourceSnapshotId=snap, SourceRegion="local-1",
+                      Encrypted=True, KmsKeyId=bob_key)
+    check(code == "KMSAccessDeniedException", f"nor as a copy under his key: {code}")
+    check(len(bob_ec2.describe_volumes()["Volumes"]) == volumes_before
+          and bob_ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"] == [],
+          "the refusals made nothing")
+    bob_ebs = daemon.client("ebs", bob)
+    blocks = bob_ebs.list_snapshot_blocks(SnapshotId=snap)["Blocks"]
+    code = error_code(bob_ebs.get_snapshot_block, SnapshotId=snap,
+                      BlockIndex=blocks[0]["BlockIndex"], BlockToken=blocks[0]["BlockToken"])
+    check(code == "AccessDeniedException", f"nor through EBS direct GetSnapshotBlock: {code}")
     grant = kms.create_grant(KeyId=key_id, GranteePrincipal=bob_id,
                              Operations=["Decrypt", "DescribeKey", "GenerateDataKey"])
     check(len(kms.list_grants(KeyId=key_id)["Grants"]) == 1, "ListGrants")
     bob_vol = bob_ec2.create_volume(SnapshotId=snap, AvailabilityZone="local-1a")
     check(bob_vol["Encrypted"], "with a grant Bob makes an encrypted volume of it")
+    data = bob_ebs.get_snapshot_block(SnapshotId=snap, BlockIndex=blocks[0]["BlockIndex"],
+                                      BlockToken=blocks[0]["BlockToken"])["BlockData"].read()
+    check(len(data) == 512 * 1024, "with a grant, GetSnapshotBlock reads it")
     bob_ec2.attach_volume(VolumeId=bob_vol["VolumeId"], InstanceId=GROUP, Device="/dev/sdg")
     back = os.path.join(work, "bob.raw")
     out = sh("nbdcopy", daemon.uri(bob_vol["VolumeId"]), back)

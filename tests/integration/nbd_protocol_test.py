@@ -235,6 +235,53 @@ def test_hostile_clients(env):
     good.close()
 
 
+def test_handshake_timeout(env):
+    """stratad runs here with --nbd-handshake-timeout 2: a silent client and one that trickles
+    its options a byte at a time are cut off soon after 2 s; a client that has chosen its export
+    may idle longer and go on."""
+    port, vol = env.daemon.nbd, env.volume(1)
+    idle = RawClient(port, vol)
+    silent = socket.create_connection(("127.0.0.1", port), timeout=20)
+    start = time.monotonic()
+    check(len(silent.recv(18)) == 18, "the greeting comes at once")
+    try:
+        closed = silent.recv(16) == b""
+    except (ConnectionResetError, socket.timeout):
+        closed = False
+    took = time.monotonic() - start
+    check(closed and 1.5 <= took <= 6, f"a silent client is disconnected after {took:.1f} s")
+    silent.close()
+    trickle = socket.create_connection(("127.0.0.1", port), timeout=20)
+    start = time.monotonic()
+    trickle.recv(18)
+    data = struct.pack(">I", 3) + struct.pack(">QII", 0x49484156454F5054, 1, 64) + b"x" * 64
+    cut = False
+    for i in range(len(data)):
+        try:
+            trickle.sendall(data[i:i + 1])
+        except (BrokenPipeError, ConnectionResetError):
+            cut = True
+            break
+        time.sleep(0.25)
+        if time.monotonic() - start > 8:
+            break
+    if not cut:
+        try:
+            trickle.settimeout(1)
+            cut = trickle.recv(16) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            cut = True
+        except socket.timeout:
+            cut = False
+    took = time.monotonic() - start
+    check(cut and took <= 6, f"a client trickling its options is disconnected after {took:.1f} s")
+    trickle.close()
+    time.sleep(max(0.0, 3 - took))  # The idle client has now been connected past the timeout.
+    err, data = idle.request(CMD_READ, 0, 4096)
+    check(err == 0 and len(data) == 4096, "a client in transmission may idle past the timeout")
+    idle.close()
+
+
 def test_multi_conn_flush(env):
     vol = env.volume(1)
     a, b = RawClient(env.daemon.nbd, vol), RawClient(env.daemon.nbd, vol)
@@ -445,12 +492,13 @@ def main():
     if only == ["test_tls"]:
         test_tls(work)
         return check.summary()
-    daemon = Daemon(BIN, os.path.join(work, "data"))
+    daemon = Daemon(BIN, os.path.join(work, "data"), ["--nbd-handshake-timeout", "2"])
     check(daemon.start(), "stratad starts")
     env = Env(work, daemon)
     try:
         for test in (test_extended_headers, test_resize, test_zeroes, test_snapshot_export,
-                     test_connection_limit, test_hostile_clients, test_changed_context,
+                     test_connection_limit, test_hostile_clients, test_handshake_timeout,
+                     test_changed_context,
                      test_multi_conn_flush, test_killed_workload, test_fio_multi_conn,
                      test_pipelined_burst, test_client_that_never_reads):
             if not only or test.__name__ in only:

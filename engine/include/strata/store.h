@@ -273,6 +273,13 @@ class Region {
   // Opens a completed snapshot for reading.
   [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<Snapshot>> OpenSnapshot(
       const std::string& snapshot_id) = 0;
+  // OK when `account` may read the data of snapshot `snapshot_id` out of the region: always
+  // when it is unencrypted; when encrypted, only if the account may Decrypt under its KMS key
+  // (its own, or shared by key policy or grant), as AWS requires kms:Decrypt on the source key.
+  // Front ends that hand a snapshot's data to another account (a cross-region copy's source,
+  // EBS direct reads) ask this first; CreateVolume and CopySnapshot check it themselves.
+  [[nodiscard]] virtual absl::Status CheckSnapshotKeyAccess(const std::string& account,
+                                                            const std::string& snapshot_id) = 0;
 
   // Lists the non-zero blocks of a snapshot (EBS ListSnapshotBlocks), from `starting_block`,
   // at most `max_results` (1..10000).

@@ -199,6 +199,26 @@ TEST_F(CopyTest, EncryptedCopiesUseTheDestinationKeyAndPlainOnesMayBeEncrypted) 
   EXPECT_EQ(Read(west_, encrypted.snapshot_id), Read(east_, plain_snap));
 }
 
+// A shared encrypted snapshot leaves its region only for an account that may decrypt under its
+// key: sharing the snapshot is not sharing the key (AWS requires kms:Decrypt on the source key).
+TEST_F(CopyTest, ASharedEncryptedSnapshotIsNotCopiedWithoutItsKey) {
+  constexpr char kOther[] = "222222222222";
+  const std::string vol = NewVolume(kMiB, /*encrypted=*/true);
+  Write(vol, 0, Pattern(kMiB, 9));
+  const std::string snap = Snap(vol);
+  ASSERT_THAT(east_->SetSnapshotPermissions(snap, {kOther}), IsOk());
+  const size_t before = west_->ListSnapshots()->size();
+  EXPECT_THAT(StartCopy(snap, {.owner = kOther, .encrypted = true}),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_EQ(west_->ListSnapshots()->size(), before);
+  // With a grant on the key, the same copy goes through and reads the same.
+  const std::string key = east_->DescribeSnapshot(snap)->kms_key_id;
+  ASSERT_THAT(east_->kms().CreateGrant(kAccount, key, kOther, {"Decrypt", "DescribeKey"}, "", ""),
+              IsOk());
+  const CopyRecord copied = Copy(snap, {.owner = kOther, .encrypted = true});
+  EXPECT_EQ(Read(west_, copied.snapshot_id), Read(east_, snap));
+}
+
 TEST_F(CopyTest, BadRequestsAreRefusedAndCreateNothing) {
   const std::string vol = NewVolume(kMiB);
   Write(vol, 0, Pattern(kMiB, 8));

@@ -681,7 +681,9 @@ uint64_t CounterAt(Region* region, const std::string& snap) {
   return v;
 }
 
-TEST_F(MultiVolumeTest, CreateSnapshotsIsCrashConsistentAcrossVolumes) {
+// What AWS calls crash-consistent: the snapshots of the set hold what one instant held, as a
+// crash at that instant would leave the volumes (the crash suites cut power for real).
+TEST_F(MultiVolumeTest, CreateSnapshotsTakesOnePointInTimeAcrossVolumes) {
   Reopen(/*background=*/true);
   const std::string a = NewVolume(kMiB), b = NewVolume(kMiB);
   std::atomic<bool> stop{false};

@@ -203,14 +203,27 @@ TEST_F(EncryptionTest, AGrantLetsAnotherAccountUseASharedEncryptedSnapshot) {
   ASSERT_THAT(region_->SetSnapshotPermissions(snap, {kBob}), IsOk());
   EXPECT_THAT(NewVolume({.snapshot_id = snap, .owner = kBob, .kms_key_id = key->arn}),
               StatusIs(absl::StatusCode::kPermissionDenied));
+  // Without rights on her key, naming a key of his own is no way round it (AWS requires
+  // kms:Decrypt on the source key to re-encrypt): no volume, no copy, no data out of the region.
+  auto bob_key = region_->kms().CreateKey(kBob, "bob", {}, "");
+  ASSERT_THAT(bob_key, IsOk());
+  const size_t volumes = region_->ListVolumes()->size();
+  EXPECT_THAT(NewVolume({.snapshot_id = snap, .owner = kBob, .kms_key_id = bob_key->key_id}),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(region_->CopySnapshot(snap, {.owner = kBob, .kms_key_id = bob_key->arn}),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(region_->CheckSnapshotKeyAccess(kBob, snap),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(region_->CheckSnapshotKeyAccess(kAlice, snap), IsOk());
+  EXPECT_EQ(region_->ListVolumes()->size(), volumes);  // Nothing was made.
   ASSERT_THAT(region_->kms().CreateGrant(kAlice, key->key_id, kBob,
                                          {"Decrypt", "DescribeKey", "GenerateDataKey"}, "", ""),
               IsOk());
   auto bobs = NewVolume({.snapshot_id = snap, .owner = kBob, .kms_key_id = key->arn});
   ASSERT_THAT(bobs, IsOk());
   EXPECT_EQ(ReadVolume(bobs->id, 8192), Marker(8192));
-  // Bob re-encrypting under his own key works too: a new data key of his.
-  auto bob_key = region_->kms().CreateKey(kBob, "bob", {}, "");
+  EXPECT_THAT(region_->CheckSnapshotKeyAccess(kBob, snap), IsOk());
+  // With the grant, Bob re-encrypting under his own key works too: a new data key of his.
   auto own = NewVolume({.snapshot_id = snap, .owner = kBob, .kms_key_id = bob_key->key_id});
   ASSERT_THAT(own, IsOk());
   EXPECT_EQ(ReadVolume(own->id, 8192), Marker(8192));
