@@ -372,12 +372,19 @@ def test_tls(work):
         dave_base = f"nbds://dave@127.0.0.1:{daemon.nbd}"
         out = sh("nbdinfo", "--size", f"{base}/{vol}?tls-psk-file={psk}")
         check(out.stdout.strip() == str(GiB), f"nbdinfo over TLS-PSK: {out.stdout} {out.stderr}")
+        # Each refusal for its own reason (not merely a failed command).
         out = sh("nbdinfo", "--size", f"{base}/{vol}?tls-psk-file={wrong}")
-        check(out.returncode != 0, "a wrong PSK is refused")
+        check(out.returncode != 0 and "gnutls_handshake" in out.stderr,
+              f"a wrong PSK fails the TLS handshake: {out.stderr.strip()}")
         out = sh("nbdinfo", "--size", f"nbd://127.0.0.1:{daemon.nbd}/{vol}")
-        check(out.returncode != 0, "--tls require refuses a plaintext client")
+        check(out.returncode != 0 and "requires TLS" in out.stderr,
+              f"--tls require refuses a plaintext client: {out.stderr.strip()}")
         out = sh("nbdinfo", "--size", f"{dave_base}/{vol}?tls-psk-file={psk}")
-        check(out.returncode != 0, "dave's identity cannot open admin's volume")
+        check(out.returncode != 0 and f"no export named '{vol}'" in out.stderr,
+              f"dave's identity cannot open admin's volume (it does not exist for him): "
+              f"{out.stderr.strip()}")
+        out = sh("nbdinfo", "--size", f"{dave_base}/{dvol}?tls-psk-file={psk}")
+        check(out.stdout.strip() == str(GiB), f"while his own opens: {out.stderr.strip()}")
         out = sh("nbdinfo", "--list", "--json", f"{dave_base}/?tls-psk-file={psk}")
         names = [e["export-name"] for e in json.loads(out.stdout)["exports"]] if out.returncode == 0 else []
         check(names == [dvol], f"dave lists only his exports: {names} {out.stderr}")
