@@ -180,6 +180,9 @@ absl::Status ImageRegistry::ValidateImage(ImageInfo& image, bool allow_pending) 
                                        "', expect size >= ", snapshot_gib, "GB"));
       }
       if (s->encrypted) {
+        // An image's volumes are made from the snapshot's data: its owner must be allowed to
+        // decrypt under the snapshot's key, whichever key the mapping names.
+        STRATA_RETURN_IF_ERROR(region_.CheckSnapshotKeyAccess(image.owner, ebs.snapshot_id));
         ebs.encrypted = true;
         if (ebs.kms_key_id.empty()) ebs.kms_key_id = s->kms_key_id;
       }

@@ -368,6 +368,16 @@ def run(work, data_dir, daemon):
     check(code is not None and code.startswith("KMS"),
           f"launch permission without access to the KMS key is refused: {code}")
     check(len(bob.describe_volumes()["Volumes"]) == volumes_before, "and leaves no volume")
+    # Nor may he register an image of his own over the snapshot shared with him: an image's
+    # volumes are made from its data, which needs kms:Decrypt on its key.
+    ec2.modify_snapshot_attribute(SnapshotId=enc_snap, Attribute="createVolumePermission",
+                                  OperationType="add", UserIds=[bob_id])
+    images_before = len(bob.describe_images(Owners=["self"])["Images"])
+    code = error_code(register, bob, "bob-over-alice", enc_snap)
+    check(code is not None and code.startswith("KMS"),
+          f"RegisterImage over a shared encrypted snapshot without its key is refused: {code}")
+    check(len(bob.describe_images(Owners=["self"])["Images"]) == images_before,
+          "and registers nothing")
 
     # --- Store and restore ---
     bundle_test(work, daemon, ec2, base)
