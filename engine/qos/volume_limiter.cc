@@ -94,6 +94,35 @@ void VolumeLimiter::SampleAt(int64_t second, int64_t now_ns) {
   history_.Record(second, totals, now.burst_balance);
 }
 
+void VolumeLimiter::Configure(const Limits& limits, bool enabled) {
+  unit_bytes_.store(std::max<uint64_t>(limits.io_unit_bytes, 1), std::memory_order_relaxed);
+  merges_sequential_.store(limits.merges_sequential, std::memory_order_relaxed);
+  units_.Configure(limits.units);
+  bytes_.Configure(limits.bytes);
+  enabled_.store(enabled, std::memory_order_relaxed);
+}
+
+int64_t VolumeLimiter::AdmitAt(bool write, uint64_t offset_bytes, uint64_t bytes, int64_t now_ns) {
+  (write ? write_ops_ : read_ops_).fetch_add(1, std::memory_order_relaxed);
+  (write ? write_bytes_ : read_bytes_).fetch_add(bytes, std::memory_order_relaxed);
+  if (!enabled_.load(std::memory_order_relaxed)) return 0;
+  const double unit = static_cast<double>(unit_bytes_.load(std::memory_order_relaxed));
+  // AWS's count: SSD I/O in units of up to 256 KiB; HDD I/O in 1 MiB units, where a request
+  // that continues the previous one shares its unit and any other costs at least a whole one.
+  const bool sequential =
+      merges_sequential_.load(std::memory_order_relaxed) &&
+      next_sequential_.exchange(offset_bytes + bytes, std::memory_order_relaxed) == offset_bytes;
+  const double units = sequential ? static_cast<double>(bytes) / unit
+                                  : std::max(1.0, std::ceil(static_cast<double>(bytes) / unit));
+  const int64_t wait =
+      std::max(units_.Reserve(units, now_ns), bytes_.Reserve(static_cast<double>(bytes), now_ns));
+  if (wait > 0) {
+    queued_.fetch_add(1, std::memory_order_relaxed);
+    held_back_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return wait;
+}
+
 absl::Duration VolumeLimiter::Admit(bool write, uint64_t offset_bytes, uint64_t bytes) {
   return absl::Nanoseconds(AdmitAt(write, offset_bytes, bytes, absl::GetCurrentTimeNanos()));
 }
