@@ -145,8 +145,13 @@ class CloudWatchCall {
   // A required epoch-seconds field of `object`.
   std::variant<CloudWatchError, double> Time(const json& object, const char* name) {
     if (!object.contains(name)) return CloudWatchError{400, "MissingParameter", name};
-    if (!object[name].is_number()) return InvalidValue(absl::StrCat(name, " must be a time"));
-    return object[name].get<double>();
+    // Epoch seconds (the SDKs send numbers in this protocol), taken within 1970 to the year
+    // 5000: nothing is held outside it, and the conversion to whole seconds stays defined.
+    if (!object[name].is_number()) {
+      return InvalidValue(absl::StrCat(name, " must be a time (epoch seconds)"));
+    }
+    const double t = object[name].get<double>();
+    return std::isnan(t) ? 0.0 : std::clamp(t, 0.0, 95'617'584'000.0);
   }
 
   std::variant<CloudWatchError, MetricRef> Metric(const json& metric) {

@@ -101,6 +101,7 @@ std::vector<VolumeIoSample> IoHistory::Samples(int64_t from_second, int64_t to_s
   // Whole minutes before the seconds' ring (none older than the minutes' ring holds), then its
   // seconds.
   from_second = std::max(from_second, last_second_ + 1 - int64_t{kMinuteSamples} * 60);
+  to_second = std::min(to_second, last_second_ + 1);  // Nothing later is kept: a bounded walk.
   const int64_t cut = FloorTo(last_second_ - kSecondSamples + 1 + 59, 60);
   minutes_.Collect(from_second, std::min(to_second, cut), out);
   seconds_.Collect(std::max(from_second, cut), to_second, out);

@@ -142,6 +142,11 @@ def check_metrics(d, cw, gp3, gp2, reads, writes, start):
     expect_error("InvalidParameterValue", cw.get_metric_data, MetricDataQueries=[
         {"Id": "m", "MetricStat": {"Metric": {"Namespace": "AWS/EBS", "MetricName": "VolumeReadOps"},
                                    "Period": 1, "Stat": "p99"}}], StartTime=start, EndTime=end)
+    far = cw.get_metric_statistics(
+        Namespace="AWS/EBS", MetricName="VolumeReadOps",
+        Dimensions=[{"Name": "VolumeId", "Value": gp3}], StartTime=datetime.datetime(1970, 1, 1),
+        EndTime=datetime.datetime(9999, 1, 1), Period=86400, Statistics=["Sum"])["Datapoints"]
+    check(sum(p["Sum"] for p in far) == sum(ops), f"the whole of time at once: {far}")
     expect_error("InvalidParameterValue", cw.get_metric_statistics, Namespace="AWS/EBS",
                  MetricName="VolumeReadOps", StartTime=end, EndTime=start, Period=60,
                  Statistics=["Sum"])

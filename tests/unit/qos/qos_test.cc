@@ -227,6 +227,8 @@ TEST(VolumeLimiterTest, SamplesHoldEachSecondsRequestsBytesAndLatency) {
   EXPECT_EQ(s[3].write_time_ns, 1'000'000u);
   EXPECT_EQ(limiter.Samples(t0 + 1, t0 + 3).size(), 2u);  // [from, to).
   EXPECT_TRUE(limiter.Samples(t0 + 4, t0 + 10).empty());
+  // Any window is walked only where samples can be: the whole of time returns at once.
+  EXPECT_EQ(limiter.Samples(0, int64_t{1} << 62).size(), 4u);
 }
 
 TEST(IoHistoryTest, OlderThanFifteenMinutesIsKeptPerMinuteForADay) {
