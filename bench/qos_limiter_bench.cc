@@ -47,7 +47,7 @@ void BM_AdmitHeld(benchmark::State& state) {
   VolumeLimiter& limiter = Shared(true);
   uint64_t offset = static_cast<uint64_t>(state.thread_index()) << 30;
   for (auto _ : state) {
-    benchmark::DoNotOptimize(limiter.Admit(false, offset, 4096));
+    benchmark::DoNotOptimize(limiter.Admit(false, offset, 4096, absl::GetCurrentTimeNanos()));
     offset += 4096;
   }
 }
@@ -56,7 +56,7 @@ void BM_AdmitCountedOnly(benchmark::State& state) {
   VolumeLimiter& limiter = Shared(false);
   uint64_t offset = 0;
   for (auto _ : state) {
-    benchmark::DoNotOptimize(limiter.Admit(false, offset, 4096));
+    benchmark::DoNotOptimize(limiter.Admit(false, offset, 4096, absl::GetCurrentTimeNanos()));
     offset += 4096;
   }
 }

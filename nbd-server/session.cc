@@ -565,7 +565,7 @@ bool Session::HoldBack(Export& e, const Request& r) {
   IoLimiter* limiter = e.limiter();
   if (limiter == nullptr) return true;
   admitted_ns_ = absl::GetCurrentTimeNanos();
-  const absl::Duration wait = limiter->Admit(r.type == kCmdWrite, r.offset, r.length);
+  const absl::Duration wait = limiter->Admit(r.type == kCmdWrite, r.offset, r.length, admitted_ns_);
   if (wait <= absl::ZeroDuration()) return true;
   // Over the volume's rate: what is in flight is answered first, then this request waits its
   // turn (queued, never failed; the other connections of the volume share the budget).

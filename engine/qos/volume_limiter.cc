@@ -123,10 +123,6 @@ int64_t VolumeLimiter::AdmitAt(bool write, uint64_t offset_bytes, uint64_t bytes
   return wait;
 }
 
-absl::Duration VolumeLimiter::Admit(bool write, uint64_t offset_bytes, uint64_t bytes) {
-  return absl::Nanoseconds(AdmitAt(write, offset_bytes, bytes, absl::GetCurrentTimeNanos()));
-}
-
 VolumeIoStats VolumeLimiter::StatsAt(int64_t now_ns) const {
   VolumeIoStats s;
   s.read_ops = read_ops_.load(std::memory_order_relaxed);

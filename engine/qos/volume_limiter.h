@@ -55,7 +55,9 @@ class VolumeLimiter final : public IoLimiter {
   void SetBurstBalance(double percent) { SetBurstBalanceAt(percent, absl::GetCurrentTimeNanos()); }
   void SetBurstBalanceAt(double percent, int64_t now_ns);
 
-  absl::Duration Admit(bool write, uint64_t offset_bytes, uint64_t bytes) override;
+  absl::Duration Admit(bool write, uint64_t offset_bytes, uint64_t bytes, int64_t now_ns) override {
+    return absl::Nanoseconds(AdmitAt(write, offset_bytes, bytes, now_ns));
+  }
   void Released() override { queued_.fetch_sub(1, std::memory_order_relaxed); }
   void Finished(bool write, absl::Duration latency) override;
   VolumeIoStats Stats() const override { return StatsAt(absl::GetCurrentTimeNanos()); }
@@ -67,7 +69,7 @@ class VolumeLimiter final : public IoLimiter {
   // tests call it with their own clock).
   void SampleAt(int64_t second, int64_t now_ns);
 
-  // For tests: Admit at a given time.
+  // Admit's wait in nanoseconds (tests call it with their own clock).
   int64_t AdmitAt(bool write, uint64_t offset_bytes, uint64_t bytes, int64_t now_ns);
 
  private:

@@ -41,8 +41,11 @@ class IoLimiter {
   virtual ~IoLimiter() = default;
   // Charges one request of `bytes` at `offset_bytes` to the budget and returns how long the
   // caller must hold it back so that the volume keeps to its rates (zero below them). The
-  // request is charged either way: a caller that waits keeps the volume at its rate.
-  [[nodiscard]] virtual absl::Duration Admit(bool write, uint64_t offset_bytes, uint64_t bytes) = 0;
+  // request is charged either way: a caller that waits keeps the volume at its rate. `now_ns`
+  // is the caller's clock reading (absl::GetCurrentTimeNanos), which it also uses to time the
+  // request for Finished: one clock read per request.
+  [[nodiscard]] virtual absl::Duration Admit(bool write, uint64_t offset_bytes, uint64_t bytes,
+                                             int64_t now_ns) = 0;
   // The caller finished holding a request back (VolumeIoStats::queued).
   virtual void Released() = 0;
   // A request admitted `latency` ago has been answered (its time counts toward the metrics).
