@@ -65,10 +65,6 @@ const std::map<std::string, MetricDef>& Metrics() {
   return *metrics;
 }
 
-bool HasBurstBucket(const std::string& volume_type) {
-  return volume_type == "gp2" || volume_type == "st1" || volume_type == "sc1";
-}
-
 // The statistics of the samples within one period.
 struct Aggregate {
   double sum = 0, minimum = 0, maximum = 0;
@@ -182,10 +178,11 @@ class CloudWatchCall {
     if (ref.volume_id.empty() || def == Metrics().end()) return {};
     absl::StatusOr<VolumeInfo> info = region_.DescribeVolume(ref.volume_id);
     if (!info.ok() || info->elsewhere || !Owns(account_, info->owner, store_)) return {};
-    if (def->second.burst_only && !HasBurstBucket(info->volume_type)) return {};
     absl::StatusOr<std::unique_ptr<Region::VolumePin>> pin = region_.PinVolume(ref.volume_id);
     if (!pin.ok()) return {};
-    return (*pin)->volume().limiter().Samples(from, to);
+    const IoLimiter& limiter = (*pin)->volume().limiter();
+    if (def->second.burst_only && !limiter.Stats().has_burst_bucket) return {};
+    return limiter.Samples(from, to);
   }
 
   // Periods of `period` seconds from `start`, each with its samples' statistics.
@@ -333,9 +330,11 @@ class CloudWatchCall {
     if (ns != kNamespace) return json{{"Metrics", metrics}};
     for (const VolumeInfo& v : *volumes) {
       if (v.elsewhere || !Owns(account_, v.owner, store_)) continue;
+      // BurstBalance only where the volume's limiter has a credit bucket (its type and size).
+      absl::StatusOr<std::unique_ptr<Region::VolumePin>> pin = region_.PinVolume(v.id);
+      const bool bucket = pin.ok() && (*pin)->volume().limiter().Stats().has_burst_bucket;
       for (const auto& [name, def] : Metrics()) {
-        if ((!only.empty() && name != only) || (def.burst_only && !HasBurstBucket(v.volume_type)))
-          continue;
+        if ((!only.empty() && name != only) || (def.burst_only && !bucket)) continue;
         metrics.push_back({{"Namespace", kNamespace},
                            {"MetricName", name},
                            {"Dimensions", json::array({{{"Name", kDimension}, {"Value", v.id}}})}});

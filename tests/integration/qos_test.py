@@ -135,10 +135,14 @@ def check_metrics(d, cw, gp3, gp2, reads, writes, start):
         Period=60, Statistics=["Sum", "SampleCount"])["Datapoints"]
     check(stats and all(p["Unit"] == "Bytes" for p in stats),
           f"GetMetricStatistics VolumeReadBytes: {stats[:2]}")
+    # A gp2 of 1,000 GiB has a 3,000 IOPS baseline and no credit bucket: no BurstBalance.
+    big_gp2 = d.client().create_volume(Size=1000, AvailabilityZone="local-1a",
+                                       VolumeType="gp2")["VolumeId"]
     listed = cw.list_metrics(Namespace="AWS/EBS")["Metrics"]
     names = {(m["Dimensions"][0]["Value"], m["MetricName"]) for m in listed}
     check((gp3, "VolumeReadOps") in names and (gp3, "BurstBalance") not in names
-          and (gp2, "BurstBalance") in names, f"ListMetrics: {len(listed)} metrics")
+          and (gp2, "BurstBalance") in names and (big_gp2, "VolumeReadOps") in names
+          and (big_gp2, "BurstBalance") not in names, f"ListMetrics: {len(listed)} metrics")
     expect_error("InvalidParameterValue", cw.get_metric_data, MetricDataQueries=[
         {"Id": "m", "MetricStat": {"Metric": {"Namespace": "AWS/EBS", "MetricName": "VolumeReadOps"},
                                    "Period": 1, "Stat": "p99"}}], StartTime=start, EndTime=end)
