@@ -31,6 +31,10 @@ void AddInto(VolumeIoSample& into, const VolumeIoSample& s) {
 
 }  // namespace
 
+// What the header promises a volume's history costs.
+static_assert(sizeof(VolumeIoSample) * (IoHistory::kSecondSamples + IoHistory::kMinuteSamples) <=
+              192 * 1024);
+
 IoHistory::IoHistory() {
   VolumeIoSample empty;
   empty.start_second = kNever;

@@ -1,7 +1,7 @@
 #pragma once
 // IoHistory: a volume's I/O figures over time, for CloudWatch-style metrics (docs/qos.md). It
 // takes the volume's running totals once a second and keeps what changed in each second for the
-// last 15 minutes and in each minute for the last 24 hours: two fixed rings, about 100 KiB per
+// last 15 minutes and in each minute for the last 24 hours: two fixed rings, about 185 KiB per
 // open volume, nothing allocated after construction.
 //
 // IoSampler: one thread for the process that gives every registered history its sample at
