@@ -23,7 +23,7 @@ CONF=$DIR/ceph.conf
 case "$DIR" in *[[:space:]\$\;\#\'\"\\]*) die "$DIR: no spaces, quotes, \$, ; or # (ceph.conf syntax)" ;; esac
 
 # A PID is one of ours only while its command line names our ceph.conf (PIDs get reused).
-ours() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$CONF"; }
+ours() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF -- "$CONF"; }
 
 stop_cluster() {
   local purge=$1 signal=TERM name pid
@@ -125,8 +125,9 @@ osd crush chooseleaf type = 0
 mon allow pool size one = true
 mon allow pool delete = true
 mon warn on pool no redundancy = false
-mon data avail warn = 2
-mon data avail crit = 1
+# The cluster holds a few hundred MB: a nearly full host disk must not stop the mon.
+mon data avail warn = 0
+mon data avail crit = 0
 # Map changes (pool create) commit in ~0.1 s instead of 1 s.
 paxos propose interval = 0.05
 paxos min wait = 0.01

@@ -1,10 +1,14 @@
 // A full disk (a small tmpfs): writes fail with kResourceExhausted, the store stays consistent,
 // and deleting snapshots (then GC) gives space back so writes work again.
 
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
+#include <string>
 
 #include "strata/fsck.h"
 #include "strata/store.h"
@@ -19,11 +23,45 @@ using ::strata::testing::StatusIs;
 
 constexpr uint64_t kMiB = 1 << 20;
 
-TEST(EnospcTest, FullDiskFailsWritesCleanlyAndDeletingSnapshotsFreesSpace) {
-  if (geteuid() != 0) {
-    std::printf("needs root to mount a small tmpfs\n");
-    exit(77);
+// Writes `text` to the file at `path` (a /proc/self map).
+bool WriteProcFile(const char* path, const std::string& text) {
+  const int fd = ::open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  return ok;
+}
+
+// Root mounts directly. Anyone else becomes root of a new user and mount namespace (the process
+// is still single-threaded here), where mounting a tmpfs is allowed: the test runs either way.
+std::string MountCapability() {
+  if (::geteuid() == 0) return "";
+  const uid_t uid = ::geteuid();
+  const gid_t gid = ::getegid();
+  if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) {
+    return std::string("not root, and unshare(CLONE_NEWUSER) failed: ") + std::strerror(errno);
   }
+  if (!WriteProcFile("/proc/self/setgroups", "deny") ||
+      !WriteProcFile("/proc/self/uid_map", "0 " + std::to_string(uid) + " 1") ||
+      !WriteProcFile("/proc/self/gid_map", "0 " + std::to_string(gid) + " 1")) {
+    return std::string("cannot map ids in the new user namespace: ") + std::strerror(errno);
+  }
+  return "";
+}
+
+// Unmounts at scope exit, so a failed assertion leaves no tmpfs behind.
+class Unmount {
+ public:
+  explicit Unmount(std::string path) : path_(std::move(path)) {}
+  ~Unmount() { ::umount2(path_.c_str(), MNT_DETACH); }
+
+ private:
+  std::string path_;
+};
+
+TEST(EnospcTest, FullDiskFailsWritesCleanlyAndDeletingSnapshotsFreesSpace) {
+  const std::string cannot = MountCapability();
+  ASSERT_EQ(cannot, "") << "cannot mount the small tmpfs this test fills";
   ::strata::testing::TempDir dir;
   // Heads and segments on a 24 MiB tmpfs; the catalog (RocksDB) on the regular disk through a
   // symlink, so this tests the data path's ENOSPC handling.
@@ -31,6 +69,7 @@ TEST(EnospcTest, FullDiskFailsWritesCleanlyAndDeletingSnapshotsFreesSpace) {
   std::filesystem::create_directories(region_dir);
   std::filesystem::create_directories(dir.path() + "/catalog-disk");
   ASSERT_EQ(mount("tmpfs", region_dir.c_str(), "tmpfs", 0, "size=24m"), 0) << strerror(errno);
+  Unmount unmount(region_dir);
   std::filesystem::create_directory_symlink(dir.path() + "/catalog-disk", region_dir + "/catalog");
   {
     StoreOptions options;
@@ -70,7 +109,6 @@ TEST(EnospcTest, FullDiskFailsWritesCleanlyAndDeletingSnapshotsFreesSpace) {
   auto report = CheckStore(dir.path());
   ASSERT_THAT(report, IsOk());
   for (const std::string& f : report->findings) ADD_FAILURE() << f;
-  ASSERT_EQ(umount2(region_dir.c_str(), MNT_DETACH), 0);
 }
 
 }  // namespace

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
@@ -26,18 +25,13 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from strata_testlib import Checks, scratch_dir  # noqa: E402
+
 BIN = sys.argv[1]
-PASSED = 0
-FAILED = 0
 
 
-def check(cond, what):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        print("FAIL:", what, flush=True)
+check = Checks()
 
 
 def expect_error(code, fn, *args, **kwargs):
@@ -80,7 +74,7 @@ def check_instances_always_have_a_way_to_their_disks(work):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="strata-api-")
+    work = scratch_dir("strata-api-")
     check_instances_always_have_a_way_to_their_disks(work)
     data = os.path.join(work, "data")
     env = dict(os.environ, STRATA_QUIET="")
@@ -122,8 +116,7 @@ def main():
         check(rc == 0, f"stratad exit status {rc}")
         log.seek(0)
         check("stopped" in log.read(), "stratad stopped cleanly")
-    print(f"{PASSED} passed, {FAILED} failed")
-    return 0 if FAILED == 0 else 1
+    return check.summary()
 
 
 def run(client, accounts, endpoint, data):

@@ -13,10 +13,9 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 
-from strata_testlib import MiB, Checks, Daemon, error_code, sh
+from strata_testlib import MiB, Checks, Daemon, error_code, sh, scratch_dir
 
 BIN = sys.argv[1]
 check = Checks()
@@ -57,7 +56,7 @@ def register(ec2, name, snap, **extra):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="strata-image-")
+    work = scratch_dir("strata-image-")
     data_dir = os.path.join(work, "data")
     daemon = Daemon(BIN, data_dir, extra=["--vm", "off", "--bucket-dir", os.path.join(work, "buckets")])
     check(daemon.start(), "stratad starts")
@@ -65,7 +64,6 @@ def main():
         run(work, data_dir, daemon)
     finally:
         check(daemon.stop() == 0, "stratad stops cleanly")
-    shutil.rmtree(work, ignore_errors=True)
     return check.summary()
 
 

@@ -14,16 +14,14 @@ Usage: instance_vm_test.py BIN_DIR [CACHE_DIR]. Prints "N passed, M failed"."""
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
 import boto3  # noqa: E402
 import guest_image  # noqa: E402
 
-from strata_testlib import Checks, Daemon, error_code, sh  # noqa: E402
+from strata_testlib import Checks, Daemon, error_code, sh, scratch_dir  # noqa: E402
 
 BIN = sys.argv[1]
 check = Checks()
@@ -66,7 +64,7 @@ def wait_image(client, image, timeout=120):
 def main():
     cache = sys.argv[2] if len(sys.argv) > 2 else os.path.join(BIN, "..", "vm-cache")
     disk = guest_image.build_disk(cache)
-    work = tempfile.mkdtemp(prefix="strata-instances-")
+    work = scratch_dir("strata-instances-")
     data_dir = os.path.join(work, "data")
     socket = os.path.join(data_dir, "nbd.sock")
     daemon = Daemon(BIN, data_dir, unix_socket=socket,
@@ -77,7 +75,6 @@ def main():
         run(data_dir, daemon, disk, socket)
     finally:
         check(daemon.stop() == 0, "stratad stops cleanly")
-    shutil.rmtree(work, ignore_errors=True)
     return check.summary()
 
 

@@ -12,10 +12,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 
-from strata_testlib import GiB, MiB, Checks, Daemon, error_code, sh
+from strata_testlib import GiB, MiB, Checks, Daemon, error_code, sh, scratch_dir
 
 BIN = sys.argv[1]
 check = Checks()
@@ -39,7 +38,7 @@ def files_containing(root, needle):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="strata-kms-")
+    work = scratch_dir("strata-kms-")
     data_dir = os.path.join(work, "data")
     daemon = Daemon(BIN, data_dir)
     check(daemon.start(), "stratad starts")

@@ -15,12 +15,11 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 from strata_testlib import (CMD_BLOCK_STATUS, CMD_FLUSH, CMD_READ, CMD_RESIZE, CMD_TRIM, CMD_WRITE,
                             CMD_WRITE_ZEROES, FLAG_FAST_ZERO, FLAG_NO_HOLE, GiB, MiB, Checks, Daemon,
-                            RawClient, sh)
+                            RawClient, scratch_dir, sh)
 
 BIN = sys.argv[1]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -495,7 +494,7 @@ def test_client_that_never_reads(env):
 
 def main():
     only = sys.argv[2:]  # Optional test names, to run a few.
-    work = tempfile.mkdtemp(prefix="strata-nbdp-")
+    work = scratch_dir("strata-nbdp-")
     if only == ["test_tls"]:
         test_tls(work)
         return check.summary()

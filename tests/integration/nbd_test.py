@@ -10,20 +10,19 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 
 import boto3
 import botocore
 
-from strata_testlib import MiB, Checks, Daemon, RawClient, sh
+from strata_testlib import MiB, Checks, Daemon, RawClient, sh, scratch_dir
 
 BIN = sys.argv[1]
 check = Checks()
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="strata-nbd-")
+    work = scratch_dir("strata-nbd-")
     data_dir = os.path.join(work, "data")
     sock_path = os.path.join(work, "nbd.sock")
     daemon = Daemon(BIN, data_dir, unix_socket=sock_path)

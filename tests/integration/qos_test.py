@@ -15,30 +15,21 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 import botocore
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from strata_testlib import MiB, Daemon  # noqa: E402
+from strata_testlib import MiB, Checks, Daemon, scratch_dir  # noqa: E402
 
 BIN = sys.argv[1]
-PASSED = 0
-FAILED = 0
 SECONDS = 4
 TABLE = []  # (volume, workload, provisioned, measured, unit)
 LAST = {}   # The last fio run's totals.
 
 
-def check(cond, what):
-    global PASSED, FAILED
-    print(("ok:   " if cond else "FAIL: ") + what, flush=True)
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
+check = Checks(verbose=True)
 
 
 def expect_error(code, fn, **kwargs):
@@ -177,7 +168,7 @@ def check_metrics(d, cw, gp3, gp2, reads, writes, start):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="strata-qos-")
+    work = scratch_dir("strata-qos-")
     d = Daemon(BIN, os.path.join(work, "data"), ["--vm", "off", "--qos", "on"])
     if not d.start():
         print(d.log_text())
@@ -321,14 +312,12 @@ def main():
               f"a refused ModifyVolume changed nothing: {v}")
     finally:
         d.stop()
-        subprocess.run(["rm", "-rf", work])
     print("\n| volume | workload | provisioned | measured | ratio |")
     print("|---|---|---:|---:|---:|")
     for volume_, workload, target, measured, unit in TABLE:
         print(f"| {volume_} | {workload} | {target:,} {unit} | {measured:,.0f} | "
               f"{measured / target:.2f} |")
-    print(f"{PASSED} passed, {FAILED} failed")
-    return 0 if FAILED == 0 else 1
+    return check.summary()
 
 
 if __name__ == "__main__":

@@ -15,13 +15,12 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import boto3
 import botocore.config
 
-from strata_testlib import MiB, Checks, Daemon, error_code, sh
+from strata_testlib import MiB, Checks, Daemon, error_code, sh, scratch_dir
 
 BIN = sys.argv[1]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -113,7 +112,7 @@ def start_errors(tmp, conf, flags):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="strata-rados-")
+    tmp = scratch_dir("strata-rados-")
     ceph_dir = os.path.join(tmp, "ceph")
     started = sh(CLUSTER_SCRIPT, "start", ceph_dir, timeout=180)
     if started.returncode != 0:

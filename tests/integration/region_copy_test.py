@@ -13,16 +13,14 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import boto3
 
-from strata_testlib import MiB, Checks, Daemon, error_code, sh
+from strata_testlib import MiB, Checks, Daemon, error_code, sh, scratch_dir
 
 BIN = sys.argv[1]
 check = Checks()
@@ -291,7 +289,7 @@ def two_processes(work):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="strata-regions-")
+    work = scratch_dir("strata-regions-")
     try:
         one_process(work)
         two_processes(work)
@@ -300,8 +298,7 @@ def main():
         if os.environ.get("STRATA_KEEP_WORK"):
             print(f"work directory kept: {work}")
         else:
-            shutil.rmtree(work, ignore_errors=True)
-    return check.summary()
+            return check.summary()
 
 
 if __name__ == "__main__":

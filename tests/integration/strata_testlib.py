@@ -1,11 +1,15 @@
 """Shared helpers of the integration tests: checks, a stratad process, boto3 clients, and a raw
 NBD client that can send what real clients never do (extended headers, RESIZE, bad input)."""
+import atexit
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
 import subprocess
+import sys
+import tempfile
 import time
 
 import boto3
@@ -16,20 +20,55 @@ GiB = 1 << 30
 
 
 class Checks:
-    def __init__(self):
+    any_failed = False  # over every Checks of the process: keeps the scratch directories
+
+    def __init__(self, verbose=False):
         self.passed = 0
         self.failed = 0
+        self.verbose = verbose  # print the checks that pass as well
 
     def __call__(self, cond, what):
         if cond:
             self.passed += 1
+            if self.verbose:
+                print("ok:  ", what, flush=True)
         else:
             self.failed += 1
+            Checks.any_failed = True
             print("FAIL:", what, flush=True)
 
     def summary(self):
         print(f"{self.passed} passed, {self.failed} failed", flush=True)
         return 0 if self.failed == 0 else 1
+
+
+_scratch_dirs = []
+
+
+def scratch_dir(prefix):
+    """A fresh directory for this test run. It is removed when the process exits, unless a check
+    failed, an exception escaped, or STRATA_KEEP_WORK is set: then it stays, with the daemon logs
+    a failure needs, and its path is printed. Stop the daemons that use it before exiting."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    _scratch_dirs.append(path)
+    return path
+
+
+def _escaped(exc_type, exc, tb, previous=sys.excepthook):
+    Checks.any_failed = True
+    previous(exc_type, exc, tb)
+
+
+sys.excepthook = _escaped
+
+
+@atexit.register
+def _remove_scratch_dirs():
+    for path in _scratch_dirs:
+        if Checks.any_failed or os.environ.get("STRATA_KEEP_WORK"):
+            print(f"work directory kept: {path}", flush=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def error_code(fn, *args, **kwargs):

@@ -8,12 +8,11 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
 import guest_image as guest  # noqa: E402
-from strata_testlib import Checks, Daemon, sh
+from strata_testlib import Checks, Daemon, sh, scratch_dir
 
 BIN = sys.argv[1]
 check = Checks()
@@ -22,7 +21,7 @@ check = Checks()
 def main():
     cache = sys.argv[2] if len(sys.argv) > 2 else os.path.join(BIN, "..", "vm-cache")
     kernel, initrd, rootfs = guest.build(cache)
-    work = tempfile.mkdtemp(prefix="strata-vm-")
+    work = scratch_dir("strata-vm-")
     daemon = Daemon(BIN, os.path.join(work, "data"))
     check(daemon.start(), "stratad starts")
     try:
