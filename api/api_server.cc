@@ -3,6 +3,7 @@
 #include <ctime>
 #include <variant>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "cloudwatch_service.h"
 #include "kms_service.h"
@@ -10,10 +11,14 @@
 
 namespace strata::api {
 
-ApiServer::ApiServer(Store& store, HttpServerOptions options, Ec2Options ec2_options)
+ApiServer::ApiServer(Store& store, HttpServerOptions options, Ec2Options ec2_options,
+                     size_t replay_cache_entries)
     : store_(store),
       ec2_(store, std::move(ec2_options)),
       ebs_(store),
+      replay_guard_(replay_cache_entries > 0
+                        ? std::make_unique<ReplayGuard>(replay_cache_entries, kMaxClockSkewSeconds)
+                        : nullptr),
       http_(std::move(options), [this](const HttpRequest& r) { return Handle(r); }) {}
 
 HttpResponse ApiServer::Handle(const HttpRequest& request) {
@@ -34,7 +39,32 @@ HttpResponse ApiServer::Handle(const HttpRequest& request) {
     return rest_json ? EbsService::Error(status, json_type, message)
                      : Ec2Service::Error(status, ec2_code, message);
   };
-  std::variant<SigV4Authorization, AuthFailure> verified = Verify(request, lookup, ::time(nullptr));
+  const int64_t now = ::time(nullptr);
+  std::variant<SigV4Authorization, AuthFailure> verified = Verify(request, lookup, now);
+  if (replay_guard_ != nullptr) {
+    if (const auto* auth = std::get_if<SigV4Authorization>(&verified)) {
+      // The SDKs do not sign a nonce: the same call made twice within one second is signed the
+      // same. Their invocation id (new per call) and attempt (new per retry) tell those apart;
+      // a captured request sent again unchanged is refused.
+      const std::string identity = absl::StrCat(absl::AsciiStrToLower(auth->signature), " ",
+                                                request.Header("amz-sdk-invocation-id"), " ",
+                                                request.Header("amz-sdk-request"));
+      switch (replay_guard_->Admit(identity, auth->signed_at, now)) {
+        case ReplayGuard::Verdict::kFresh:
+          break;
+        case ReplayGuard::Verdict::kReplayed:
+          verified = AuthFailure{"AuthFailure",
+                                 "this signed request was received before (a replay): sign each "
+                                 "request anew"};
+          break;
+        case ReplayGuard::Verdict::kTooOld:
+          verified = AuthFailure{"AuthFailure",
+                                 "the request is older than the server can check for replays "
+                                 "under its current load: sign it again with the current time"};
+          break;
+      }
+    }
+  }
   if (const AuthFailure* failure = std::get_if<AuthFailure>(&verified)) {
     const std::string json_type = failure->code == "AuthFailure" ? "AccessDeniedException"
                                   : failure->code == "InvalidClientTokenId"

@@ -8,14 +8,20 @@
 #include "ebs_service.h"
 #include "ec2_service.h"
 #include "http_server.h"
+#include "replay_guard.h"
 #include "strata/store.h"
 
 namespace strata::api {
 
 class ApiServer {
  public:
+  // Signed requests remembered against replay (ReplayGuard); 0 turns the guard off, for
+  // benchmarks that send one signed request over and over.
+  static constexpr size_t kDefaultReplayCacheEntries = 65536;
+
   // `store` must outlive the server.
-  ApiServer(Store& store, HttpServerOptions options, Ec2Options ec2_options = {});
+  ApiServer(Store& store, HttpServerOptions options, Ec2Options ec2_options = {},
+            size_t replay_cache_entries = kDefaultReplayCacheEntries);
   [[nodiscard]] absl::Status Start() { return http_.Start(); }
   void Stop() { http_.Stop(); }
   uint16_t port() const { return http_.port(); }
@@ -27,6 +33,7 @@ class ApiServer {
   Store& store_;
   Ec2Service ec2_;
   EbsService ebs_;
+  std::unique_ptr<ReplayGuard> replay_guard_;  // Null when off.
   HttpServer http_;
 };
 

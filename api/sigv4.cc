@@ -19,7 +19,6 @@
 namespace strata::api {
 namespace {
 
-constexpr int64_t kMaxClockSkewSeconds = 15 * 60;
 
 std::string Hmac(absl::string_view key, absl::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
@@ -184,6 +183,7 @@ std::variant<SigV4Authorization, AuthFailure> Verify(const HttpRequest& request,
                        "the request time is more than 15 minutes from the server's: "
                        "check the client's clock (replays are refused)"};
   }
+  auth->signed_at = when;
   if (std::find(auth->signed_headers.begin(), auth->signed_headers.end(), "host") ==
       auth->signed_headers.end()) {
     return AuthFailure{"AuthFailure", "the Host header must be signed"};

@@ -18,6 +18,7 @@ struct SigV4Authorization {
   std::string service;
   std::vector<std::string> signed_headers;  // Lowercase, sorted as sent.
   std::string signature;                    // Lowercase hex.
+  int64_t signed_at = 0;                    // X-Amz-Date in unix seconds (set by Verify).
 };
 
 // How a request failed authentication: the AWS error code and a message.
@@ -40,6 +41,9 @@ std::string Sign(const std::string& secret_access_key, const std::string& amz_da
                  const SigV4Authorization& auth, const std::string& canonical_request);
 
 std::string Sha256Hex(absl::string_view data);
+
+// How far X-Amz-Date may be from the server's clock, either way.
+constexpr int64_t kMaxClockSkewSeconds = 15 * 60;
 
 // Verifies `request`: returns its parsed authorization, or the failure. `secret_for` maps an
 // access key to its secret (kNotFound if unknown). `now_unix_seconds` is the server's clock;

@@ -1,6 +1,7 @@
 #include "api_client.h"
 
 #include <netdb.h>
+#include <openssl/rand.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <sstream>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -171,6 +173,12 @@ absl::StatusOr<std::pair<int, std::string>> SignedPost(const ApiEndpoint& endpoi
   strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &utc);
   headers["host"] = hostport;
   headers["x-amz-date"] = stamp;
+  // Signed and new for every call, as the SDKs do: two identical calls within a second differ,
+  // so the server's replay guard tells them from a replay.
+  unsigned char nonce[16];
+  if (RAND_bytes(nonce, sizeof(nonce)) != 1) return absl::InternalError("RAND_bytes failed");
+  headers["amz-sdk-invocation-id"] =
+      absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(nonce), sizeof(nonce)));
   api::HttpRequest request;
   request.method = "POST";
   request.path = "/";

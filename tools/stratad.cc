@@ -33,6 +33,7 @@ namespace {
 struct Flags {
   std::string data_dir = "./data";
   std::string api_listen = "127.0.0.1:8150";
+  size_t api_replay_cache = strata::api::ApiServer::kDefaultReplayCacheEntries;
   std::string nbd_listen;  // Empty: 127.0.0.1:10809,unix:DIR/nbd.sock.
   std::string tls;         // Empty: on with credentials, else off.
   std::string tls_psk_file;
@@ -61,6 +62,11 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--api-listen", f.api_listen,
                  "control-plane API address; 'off' disables (default 127.0.0.1:8150)")
       ->option_text("HOST:PORT");
+  app.add_option("--api-replay-cache", f.api_replay_cache,
+                 "signed API requests remembered so that none is accepted twice; 0 turns the "
+                 "check off (only for benchmarks that resend one signed request)")
+      ->check(CLI::Range(size_t{0}, size_t{1} << 24))
+      ->option_text("N (default 65536)");
   app.add_option("--nbd-listen", f.nbd_listen,
                  "NBD addresses, comma-separated HOST:PORT or unix:PATH (default "
                  "127.0.0.1:10809,unix:DIR/nbd.sock; 'off' disables and needs --vm off). With "
@@ -450,7 +456,8 @@ int main(int argc, char** argv) {
     ec2_options.bucket_dir = f.bucket_dir.empty() ? dir + "/buckets" : f.bucket_dir;
     ec2_options.nbd_uri_template =
         NbdUriTemplate(nbd != nullptr ? nbd->addresses() : std::vector<std::string>{});
-    api = std::make_unique<strata::api::ApiServer>(**store, api_options, ec2_options);
+    api = std::make_unique<strata::api::ApiServer>(**store, api_options, ec2_options,
+                                                   f.api_replay_cache);
     if (absl::Status s = api->Start(); !s.ok()) return Fail(s);
     STRATA_LOG(kInfo, "API on http://", f.api_listen.substr(0, f.api_listen.rfind(':')), ":",
                api->port(), " (aws --endpoint-url; credentials in ", dir, "/credentials)");

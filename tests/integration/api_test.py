@@ -388,11 +388,17 @@ def run(client, accounts, endpoint, data):
                     f"AWS4-HMAC-SHA256 Credential={access}/{scope}, "
                     f"SignedHeaders=content-type;host;x-amz-date, Signature={sig}"})
 
-    status, text = raw(signed(accounts["alice"]["SecretAccessKey"]))
+    good = signed(accounts["alice"]["SecretAccessKey"])
+    status, text = raw(good)
     check(status == 200 and "<volumeId>" in text, f"hand-signed request works: {status} {text[:200]}")
+    # The same signed request sent again (captured and replayed) is refused and creates nothing.
+    status, text = raw(good)
+    check(status == 401 and "AuthFailure" in text and "replay" in text,
+          f"a replayed request is refused: {status} {text[:300]}")
     status, text = raw(signed("wrong-secret"))
     check(status == 403 and "SignatureDoesNotMatch" in text, f"bad signature: {status}")
-    now = datetime.datetime.now(datetime.timezone.utc)
+    # A second later than botocore's signature, which would otherwise be the same one (a replay).
+    now = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)
     status, text = raw(signed(accounts["alice"]["SecretAccessKey"], when=now))
     check(status == 200, f"independent signer agrees with the server: {status} {text[:200]}")
     late = now - datetime.timedelta(minutes=20)

@@ -3,6 +3,7 @@
 
 #include "http_server.h"
 #include "query.h"
+#include "replay_guard.h"
 #include "sigv4.h"
 #include "test_util.h"
 
@@ -329,6 +330,49 @@ TEST(SigV4Test, UnsignedPayloadOnlyForEbsUploads) {
   }
   EXPECT_TRUE(std::holds_alternative<SigV4Authorization>(
       Verify(SignedRequest("ebs", "UNSIGNED-PAYLOAD"), lookup, now)));
+}
+
+TEST(ReplayGuardTest, RefusesASignatureSeenBeforeAndForgetsItOnlyWhenTooOldAnyway) {
+  ReplayGuard guard(/*capacity=*/100, /*window_seconds=*/900);
+  const int64_t now = 1767225600;
+  EXPECT_EQ(guard.Admit(std::string(64, 'a'), now, now), ReplayGuard::Verdict::kFresh);
+  EXPECT_EQ(guard.Admit(std::string(64, 'a'), now, now + 1), ReplayGuard::Verdict::kReplayed);
+  EXPECT_EQ(guard.Admit(std::string(64, 'b'), now, now + 1), ReplayGuard::Verdict::kFresh);
+  // Still refused at the last second the clock check would accept it...
+  EXPECT_EQ(guard.Admit(std::string(64, 'a'), now, now + 900), ReplayGuard::Verdict::kReplayed);
+  // ...and forgotten after, when Verify refuses it as too old.
+  EXPECT_EQ(guard.Admit(std::string(64, 'c'), now + 901, now + 901), ReplayGuard::Verdict::kFresh);
+  EXPECT_EQ(guard.size(), 1u);
+}
+
+TEST(ReplayGuardTest, WhenFullForgetsTheOldestSecondAndRefusesEverythingAsOld) {
+  ReplayGuard guard(/*capacity=*/4, /*window_seconds=*/900);
+  const int64_t now = 1767225600;
+  auto sig = [](int i) {
+    return absl::StrCat(absl::Hex(i, absl::kZeroPad16), std::string(48, '0'));
+  };
+  ASSERT_EQ(guard.Admit(sig(1), now - 10, now), ReplayGuard::Verdict::kFresh);
+  ASSERT_EQ(guard.Admit(sig(2), now - 10, now), ReplayGuard::Verdict::kFresh);
+  ASSERT_EQ(guard.Admit(sig(3), now - 5, now), ReplayGuard::Verdict::kFresh);
+  ASSERT_EQ(guard.Admit(sig(4), now, now), ReplayGuard::Verdict::kFresh);
+  // The fifth forgets both of now - 10: from then on nothing signed then or before passes.
+  ASSERT_EQ(guard.Admit(sig(5), now, now), ReplayGuard::Verdict::kFresh);
+  EXPECT_EQ(guard.size(), 3u);
+  EXPECT_EQ(guard.floor(), now - 10);
+  EXPECT_EQ(guard.Admit(sig(1), now - 10, now), ReplayGuard::Verdict::kTooOld);  // Forgotten.
+  EXPECT_EQ(guard.Admit(sig(9), now - 11, now), ReplayGuard::Verdict::kTooOld);
+  EXPECT_EQ(guard.Admit(sig(3), now - 5, now), ReplayGuard::Verdict::kReplayed);  // Kept.
+  EXPECT_EQ(guard.Admit(sig(6), now - 9, now), ReplayGuard::Verdict::kFresh);
+}
+
+TEST(SigV4Test, VerifyReportsTheSigningTime) {
+  auto lookup = [](const std::string&) -> absl::StatusOr<std::string> {
+    return std::string("secret");
+  };
+  const std::string body_hash = Sha256Hex("Action=DescribeVolumes&Version=2016-11-15");
+  auto verified = Verify(SignedRequest("ec2", body_hash), lookup, 1767225600);
+  ASSERT_TRUE(std::holds_alternative<SigV4Authorization>(verified));
+  EXPECT_EQ(std::get<SigV4Authorization>(verified).signed_at, 1767225600);  // 2026-01-01.
 }
 
 }  // namespace strata::api
