@@ -26,7 +26,8 @@ struct Ec2Options {
   // restore tasks are refused.
   std::string bucket_dir;
   // How an export is reached over NBD, with "{export}" for the volume id (shown per volume in
-  // DescribeInstances as strataNbdUri). Empty: not shown.
+  // DescribeInstances as strataNbdUri); {access_key_id} is the caller's (the NBD TLS
+  // identity). Empty: not shown.
   std::string nbd_uri_template;
 };
 

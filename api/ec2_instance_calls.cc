@@ -69,7 +69,9 @@ class InstanceCalls : public ImageCallBase {
         x_.Bool("deleteOnTermination", v.delete_on_termination);
         if (!options_.nbd_uri_template.empty()) {
           x_.Text("strataNbdUri",
-                  absl::StrReplaceAll(options_.nbd_uri_template, {{"{export}", v.volume_id}}));
+                  absl::StrReplaceAll(
+                      options_.nbd_uri_template,
+                      {{"{export}", v.volume_id}, {"{access_key_id}", account_.access_key_id}}));
         }
         x_.Close();
         x_.Close();

@@ -132,7 +132,7 @@ def main():
         for rate in ("0.1", "1", "10"):
             vol = east.create_volume(Size=max(1, a.size // 1024 + 1), AvailabilityZone="east-1a")["VolumeId"]
             east.attach_volume(VolumeId=vol, InstanceId="i-" + vol[4:], Device="/dev/sdf")
-            h = RawClient(daemon.nbd, vol)
+            h = RawClient(daemon.unix_socket, vol)
             rows = []
             for step in range(a.steps + 1):
                 if step == 0:

@@ -166,7 +166,9 @@ class StrataPeer(Peer):
 
     def start(self, fresh):
         if self.daemon is None:
-            self.daemon = Daemon(self.bin_dir, os.path.join(self.work, f"{self.name}-store"))
+            # Plaintext TCP like every peer: --nbd-auth none (the default needs TLS over TCP).
+            self.daemon = Daemon(self.bin_dir, os.path.join(self.work, f"{self.name}-store"),
+                                 ["--nbd-auth", "none"])
             if self.no_io_uring:
                 os.environ["STRATA_NO_IO_URING"] = "1"
             try:
@@ -177,9 +179,12 @@ class StrataPeer(Peer):
                 raise RuntimeError("stratad did not start")
             self.ec2 = self.daemon.client()
             self.data_vol = self.volume()
-            subprocess.run(["nbdcopy", self.image, self.daemon.uri(self.data_vol)], check=True)
+            subprocess.run(["nbdcopy", self.image, self.tcp_uri(self.data_vol)], check=True)
         self.pid = self.daemon.proc.pid
-        return self.daemon.uri(self.volume() if fresh else self.data_vol)
+        return self.tcp_uri(self.volume() if fresh else self.data_vol)
+
+    def tcp_uri(self, export):
+        return f"nbd://127.0.0.1:{self.daemon.nbd}/{export}"
 
     def volume(self):
         vol = self.ec2.create_volume(Size=SIZE // GiB, AvailabilityZone="local-1a",

@@ -17,7 +17,24 @@
 #include "transport.h"
 
 namespace strata::nbd {
-namespace {}  // namespace
+namespace {
+
+// Whether the peer of `fd` is the operator: on a unix socket, running as this process's user or
+// as root (who can read the store's files anyway).
+bool IsOperatorPeer(int fd) {
+  sockaddr_storage local{};
+  socklen_t local_length = sizeof(local);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_length) != 0 ||
+      local.ss_family != AF_UNIX) {
+    return false;
+  }
+  ucred peer{};
+  socklen_t peer_length = sizeof(peer);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_length) != 0) return false;
+  return peer.uid == 0 || peer.uid == ::geteuid();
+}
+
+}  // namespace
 
 NbdServer::NbdServer(ExportCatalog& exports, NbdServerOptions options)
     : exports_(exports), options_(std::move(options)) {}
@@ -130,6 +147,8 @@ void NbdServer::Serve(int fd) {
   Session(exports_, fd, &transport,
           {.tls = tls_.get(),
            .tls_mode = options_.tls_mode,
+           .auth = options_.auth,
+           .operator_peer = options_.auth == NbdAuth::kAccount && IsOperatorPeer(fd),
            .handshake_timeout = options_.handshake_timeout})
       .Run();
 }

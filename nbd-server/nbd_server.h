@@ -27,6 +27,8 @@ struct NbdServerOptions {
   // kOff unless TLS credentials are given; then kOn (offered) or kRequire.
   TlsMode tls_mode = TlsMode::kOff;
   TlsOptions tls;
+  // Who may open exports (session.h).
+  NbdAuth auth = NbdAuth::kAccount;
 };
 
 // Thread-safe. `exports` must outlive the server.

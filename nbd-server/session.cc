@@ -176,10 +176,18 @@ std::unique_ptr<Export> Session::Handshake() {
     }
     std::string data(length, '\0');
     if (!reader_.Read(data.data(), length)) return nullptr;
-    if (options_.tls_mode == TlsMode::kRequire && tls_ == nullptr && option != kOptAbort) {
+    if (MustUpgrade() && option != kOptAbort) {
       // FORCEDTLS: EXPORT_NAME cannot fail, so it ends the session.
+      const bool tls = options_.tls_mode != TlsMode::kOff && options_.tls != nullptr;
+      const char* why =
+          options_.tls_mode == TlsMode::kRequire ? "this server requires TLS (NBD_OPT_STARTTLS)"
+          : tls ? "exports need an account: upgrade with NBD_OPT_STARTTLS, the PSK identity being "
+                  "your access key id and the key `strata nbd-key` prints, or connect to the "
+                  "unix socket as the server's user"
+                : "exports need an account, and TLS is off on this server: connect to the unix "
+                  "socket as the server's user";
       if (option == kOptExportName ||
-          !OptionReply(option, kRepErrTlsReqd, "this server requires TLS (NBD_OPT_STARTTLS)")) {
+          !OptionReply(option, tls ? kRepErrTlsReqd : kRepErrPolicy, why)) {
         return nullptr;
       }
       continue;
@@ -249,6 +257,12 @@ std::unique_ptr<Export> Session::Handshake() {
     }
   }
   return nullptr;  // Too many options.
+}
+
+bool Session::MustUpgrade() const {
+  if (tls_ != nullptr) return false;
+  if (options_.tls_mode == TlsMode::kRequire) return true;
+  return options_.auth == NbdAuth::kAccount && !options_.operator_peer;
 }
 
 bool Session::StartTls(uint32_t option, uint32_t length) {

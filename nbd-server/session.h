@@ -27,9 +27,24 @@ enum class TlsMode {
   kRequire,  // Everything but STARTTLS and ABORT is refused until the client upgrades.
 };
 
+// Who may open exports.
+enum class NbdAuth {
+  // Every export needs an account: a TLS upgrade (the PSK identity or the certificate's common
+  // name names it) limits the client to that account's exports; a client on the unix socket
+  // running as the server's own user (or root) is the operator and may open every export;
+  // anyone else is refused until it upgrades (NBD_REP_ERR_TLS_REQD).
+  kAccount,
+  // Clients that do not authenticate may open every export (trusted hosts, benchmarks).
+  kNone,
+};
+
 struct SessionOptions {
   TlsContext* tls = nullptr;  // Needed unless tls_mode is kOff.
   TlsMode tls_mode = TlsMode::kOff;
+  NbdAuth auth = NbdAuth::kNone;
+  // The peer is the operator (NbdAuth::kAccount): the unix socket's peer credentials are the
+  // server's own user or root.
+  bool operator_peer = false;
   // How long a client may take from connecting to choosing an export (the whole handshake,
   // TLS included); past it the connection ends, so that silent or trickling clients cannot
   // hold the server's connections. Transmission has no timeout (a VM may idle for hours).
@@ -94,6 +109,9 @@ class Session {
   BufferedReader reader_;
   std::unique_ptr<TlsTransport> tls_;
   std::optional<std::string> account_;  // Set by a TLS upgrade.
+  // Whether the client must upgrade to TLS before anything but STARTTLS and ABORT: the server
+  // requires TLS, or requires an account and the client is not the operator.
+  bool MustUpgrade() const;
   bool no_zeroes_ = false;
   bool structured_ = false;
   bool extended_ = false;

@@ -81,8 +81,9 @@ bool TlsTransport::Send(std::span<const iovec> pieces) {
 }
 
 absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsOptions& options) {
-  if (options.psk_file.empty() && options.x509_dir.empty()) {
-    return absl::InvalidArgumentError("TLS needs a PSK file or an X.509 directory");
+  const bool psk = !options.psk_file.empty() || options.psk_lookup != nullptr;
+  if (!psk && options.x509_dir.empty()) {
+    return absl::InvalidArgumentError("TLS needs pre-shared keys or an X.509 directory");
   }
   std::unique_ptr<TlsContext> context(new TlsContext());
   context->ctx_ = SSL_CTX_new(TLS_server_method());
@@ -95,8 +96,9 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsOptions&
     auto psks = LoadPskFile(options.psk_file);
     if (!psks.ok()) return psks.status();
     context->psks_ = std::move(*psks);
-    SSL_CTX_set_psk_server_callback(ctx, &TlsContext::FindPsk);
   }
+  context->psk_lookup_ = options.psk_lookup;
+  if (psk) SSL_CTX_set_psk_server_callback(ctx, &TlsContext::FindPsk);
   if (!options.x509_dir.empty()) {
     const std::string cert = options.x509_dir + "/server-cert.pem";
     const std::string key = options.x509_dir + "/server-key.pem";
@@ -110,8 +112,7 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsOptions&
                        " (ca-cert.pem, server-cert.pem, server-key.pem): ", OpenSslError()));
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-    if (!options.psk_file.empty())
-      SSL_CTX_set_client_hello_cb(ctx, &TlsContext::ChooseMode, nullptr);
+    if (psk) SSL_CTX_set_client_hello_cb(ctx, &TlsContext::ChooseMode, nullptr);
   }
   // TLS 1.2 suites for both kinds of credentials (TLS 1.3 has its own list).
   if (SSL_CTX_set_cipher_list(ctx, "ECDHE-PSK:DHE-PSK:PSK:HIGH:!aNULL:!MD5:!RC4:!3DES") != 1) {
@@ -141,14 +142,23 @@ unsigned int TlsContext::FindPsk(SSL* ssl, const char* identity, unsigned char* 
                                  unsigned int max_psk_len) {
   auto* self = static_cast<TlsContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
   if (identity == nullptr) return 0;
-  auto it = self->psks_.find(identity);
-  if (it == self->psks_.end() || it->second.size() > max_psk_len) return 0;
-  // TLS 1.3 does not keep the identity where SSL_get_psk_identity finds it: note it here.
-  if (auto* chosen = static_cast<std::string*>(SSL_get_app_data(ssl)); chosen != nullptr) {
-    *chosen = identity;
+  std::string key;
+  if (auto it = self->psks_.find(identity); it != self->psks_.end()) {
+    key = it->second;
+  } else if (self->psk_lookup_ != nullptr) {
+    key = self->psk_lookup_(identity).value_or("");
   }
-  std::memcpy(psk, it->second.data(), it->second.size());
-  return static_cast<unsigned int>(it->second.size());
+  const bool found = !key.empty() && key.size() <= max_psk_len;
+  if (found) {
+    // TLS 1.3 does not keep the identity where SSL_get_psk_identity finds it: note it here.
+    if (auto* chosen = static_cast<std::string*>(SSL_get_app_data(ssl)); chosen != nullptr) {
+      *chosen = identity;
+    }
+    std::memcpy(psk, key.data(), key.size());
+  }
+  const auto length = static_cast<unsigned int>(found ? key.size() : 0);
+  OPENSSL_cleanse(key.data(), key.size());
+  return length;
 }
 
 absl::StatusOr<std::unique_ptr<TlsTransport>> TlsContext::Accept(int fd) {

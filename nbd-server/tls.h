@@ -2,8 +2,10 @@
 // TLS for NBD's STARTTLS, with OpenSSL: pre-shared keys (the PSK identity names an account) and
 // X.509 (the client certificate's common name names the account).
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -17,6 +19,9 @@ namespace strata::nbd {
 struct TlsOptions {
   // A PSK file as GnuTLS's psktool writes it: one "identity:hex-key" per line.
   std::string psk_file;
+  // Keys not in the file: the key for an identity, if it has one (the accounts' derived keys,
+  // strata/export.h DeriveNbdKey). Called during handshakes, from any thread.
+  std::function<std::optional<std::string>(const std::string& identity)> psk_lookup;
   // A directory as QEMU's tls-creds-x509 reads it: ca-cert.pem, server-cert.pem,
   // server-key.pem. Clients must present a certificate signed by the CA.
   std::string x509_dir;
@@ -57,6 +62,7 @@ class TlsContext {
 
   SSL_CTX* ctx_ = nullptr;
   std::map<std::string, std::string> psks_;  // Identity to key bytes; wiped on destruction.
+  std::function<std::optional<std::string>(const std::string&)> psk_lookup_;
 };
 
 }  // namespace strata::nbd

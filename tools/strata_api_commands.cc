@@ -3,10 +3,13 @@
 // instances and their consoles, import-image, and any EC2 call; plus init and env, which set
 // up and print the credentials those calls use.
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -18,6 +21,7 @@
 #include "api_client.h"
 #include "nbd_client.h"
 #include "nlohmann/json.hpp"
+#include "strata/export.h"
 #include "strata/store.h"
 #include "strata_commands.h"
 
@@ -235,6 +239,14 @@ std::string BackendOf(const std::string& data_dir) {
                       : absl::StrCat("unknown (", backend.status().message(), "; give --data-dir)");
 }
 
+// A volume's export on stratad's unix socket (DIR/nbd.sock), which serves stratad's own user
+// every export.
+std::string UnixNbdUri(const CommandLine& cl, const std::string& volume) {
+  return "nbd+unix:///" + volume +
+         "?socket=" + std::filesystem::absolute(cl.data_dir).lexically_normal().string() +
+         "/nbd.sock";
+}
+
 int Status(const CommandLine& cl, const ApiEndpoint& endpoint) {
   json volumes, snapshots;
   if (int rc = Ec2(endpoint, "DescribeVolumes", {}, &volumes, ""); rc != 0) return rc;
@@ -243,7 +255,7 @@ int Status(const CommandLine& cl, const ApiEndpoint& endpoint) {
   json exports = json::array();
   for (const json& v : AsList(volumes["volumeSet"])) {
     if (v.value("status", "") == "in-use")
-      exports.push_back("nbd://" + cl.nbd + "/" + v.value("volumeId", ""));
+      exports.push_back(UnixNbdUri(cl, v.value("volumeId", "")));
   }
   json status = {{"Endpoint", endpoint.url},
                  {"Region", endpoint.region},
@@ -292,17 +304,23 @@ int Attach(const CommandLine& cl, const ApiEndpoint& endpoint) {
   const std::string& nbd = cl.nbd;
   const std::string host = nbd.substr(0, nbd.rfind(':'));
   const std::string port = nbd.substr(nbd.rfind(':') + 1);
+  // The unix socket serves stratad's own user every export; over TCP an account connects with
+  // TLS, its access key id the PSK identity (stratad --nbd-auth account, the default).
+  const std::string unix_uri = UnixNbdUri(cl, volume);
+  const std::string tls_uri =
+      "nbds://" + endpoint.access_key_id + "@" + nbd + "/" + volume + "?tls-psk-file=my.psk";
   json out = {
       {"Attachment", attachment},
-      {"NbdUri", "nbd://" + nbd + "/" + volume},
-      {"NbdUnixUri", "nbd+unix:///" + volume + "?socket=" +
-                         std::filesystem::absolute(cl.data_dir).lexically_normal().string() +
-                         "/nbd.sock"},
+      {"NbdUri", unix_uri},
+      {"NbdTlsUri", tls_uri},
       {"Use",
-       {"nbdinfo nbd://" + nbd + "/" + volume,
-        "qemu-system-x86_64 ... -drive file=nbd://" + nbd + "/" + volume + ",format=raw,if=virtio",
+       {"nbdinfo '" + unix_uri + "'   # as stratad's user",
+        "strata nbd-key --psk-file my.psk && nbdinfo '" + tls_uri + "'   # any user, over TLS",
+        "qemu-system-x86_64 ... -object tls-creds-psk,id=tls0,endpoint=client,dir=DIR,username=" +
+            endpoint.access_key_id + " -drive driver=nbd,host=" + host + ",port=" + port +
+            ",export=" + volume + ",tls-creds=tls0,if=virtio   # DIR/keys.psk from strata nbd-key",
         "nbd-client " + host + " " + port + " /dev/nbd0 -N " + volume +
-            "   # needs the nbd kernel module"}}};
+            "   # stratad --nbd-auth none only; needs the nbd kernel module"}}};
   PrintResult(out.dump(2), cl.output);
   return 0;
 }
@@ -387,6 +405,28 @@ int Init(const CommandLine& cl) {
                cl.data_dir.c_str(), *created ? "created with an admin account" : "already set up",
                cl.data_dir.c_str());
   return PrintEnv(cl);
+}
+
+// Prints (or writes to --psk-file, created 0600) the caller's NBD TLS key as psktool's
+// IDENTITY:HEXKEY line: the identity is the access key id, the key derived from the secret.
+int NbdKey(const CommandLine& cl, const ApiEndpoint& endpoint) {
+  std::string key = strata::DeriveNbdKey(endpoint.secret_access_key);
+  const std::string line =
+      absl::StrCat(endpoint.access_key_id, ":", absl::BytesToHexString(key), "\n");
+  if (cl.file.empty()) {
+    std::fputs(line.c_str(), stdout);
+    return 0;
+  }
+  const int fd = ::open(cl.file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0 ||
+      ::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+    const int error = errno;
+    if (fd >= 0) ::close(fd);
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("cannot write ", cl.file, ": ", std::strerror(error))));
+  }
+  ::close(fd);
+  return 0;
 }
 
 }  // namespace
@@ -528,6 +568,12 @@ void AddApiCommands(CLI::App& app, CommandLine& cl, Run& run) {
       ->check(CLI::IsMember({"legacy-bios", "uefi"}));
   import->add_option("--nbd-socket", cl.nbd_socket, "stratad's NBD socket (default DIR/nbd.sock)")
       ->option_text("PATH");
+  ApiCommand(app, "nbd-key",
+             "your NBD TLS pre-shared key, IDENTITY:HEXKEY (psktool's format: qemu's "
+             "tls-creds-psk keys.psk, libnbd's tls-psk-file); the identity is your access key id",
+             cl, run, [&cl](const ApiEndpoint& e) { return NbdKey(cl, e); })
+      ->add_option("--psk-file", cl.file, "write it to FILE (mode 0600) instead of printing it")
+      ->option_text("FILE");
   ApiCommand(app, "instances", "your instances: state, volumes, NBD exports", cl, run,
              [&cl](const ApiEndpoint& e) { return Instances(cl, e); });
   ApiCommand(app, "console", "an instance's serial console output", cl, run,

@@ -35,7 +35,8 @@ struct Flags {
   std::string api_listen = "127.0.0.1:8150";
   size_t api_replay_cache = strata::api::ApiServer::kDefaultReplayCacheEntries;
   std::string nbd_listen;  // Empty: 127.0.0.1:10809,unix:DIR/nbd.sock.
-  std::string tls;         // Empty: on with credentials, else off.
+  std::string tls = "on";
+  std::string nbd_auth = "account";
   std::string tls_psk_file;
   std::string tls_x509_dir;
   std::string kms_root_key_file;  // Empty: DIR.kms-root-key.
@@ -77,14 +78,20 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "included); past it the connection ends. Transmission has no timeout")
       ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str();
+  app.add_option("--nbd-auth", f.nbd_auth,
+                 "who may open NBD exports: account (default: a TLS client its account's, a "
+                 "client on the unix socket running as stratad's user or root every export, "
+                 "anyone else none) or none (any client every export: trusted hosts only)")
+      ->check(CLI::IsMember({"account", "none"}))
+      ->option_text("MODE");
   app.add_option("--tls", f.tls,
-                 "NBD STARTTLS: off, on (offered) or require (default: on when credentials are "
-                 "given, else off)")
+                 "NBD STARTTLS: off, on (offered; the default) or require. Every account has a "
+                 "PSK: identity its access key id, key from `strata nbd-key`")
       ->check(CLI::IsMember({"off", "on", "require"}))
       ->option_text("MODE");
   app.add_option("--tls-psk-file", f.tls_psk_file,
-                 "TLS pre-shared keys, IDENTITY:HEXKEY per line (psktool format); the identity "
-                 "is an account name or id")
+                 "more TLS pre-shared keys, IDENTITY:HEXKEY per line (psktool format); the "
+                 "identity is an account name or id")
       ->option_text("FILE");
   app.add_option("--tls-x509-dir", f.tls_x509_dir,
                  "ca-cert.pem, server-cert.pem, server-key.pem; a client certificate's common "
@@ -199,19 +206,15 @@ absl::StatusOr<strata::api::HttpServerOptions> ApiOptions(const std::string& lis
 
 // The NBD server's TLS settings; returns the mode's name.
 absl::StatusOr<std::string> SetTls(const Flags& f, strata::nbd::NbdServerOptions& options) {
+  // The accounts' own keys (options.tls.psk_lookup) are always there, so TLS needs no file.
   options.tls.psk_file = f.tls_psk_file;
   options.tls.x509_dir = f.tls_x509_dir;
-  const bool have_credentials = !f.tls_psk_file.empty() || !f.tls_x509_dir.empty();
-  const std::string mode = f.tls.empty() ? (have_credentials ? "on" : "off") : f.tls;
-  if (mode == "off") {
-    options.tls_mode = strata::nbd::TlsMode::kOff;
-    return mode;
-  }
-  if (!have_credentials) {
-    return absl::InvalidArgumentError("--tls " + mode + " needs --tls-psk-file or --tls-x509-dir");
-  }
-  options.tls_mode = mode == "on" ? strata::nbd::TlsMode::kOn : strata::nbd::TlsMode::kRequire;
-  return mode;
+  options.auth =
+      f.nbd_auth == "none" ? strata::nbd::NbdAuth::kNone : strata::nbd::NbdAuth::kAccount;
+  options.tls_mode = f.tls == "off"  ? strata::nbd::TlsMode::kOff
+                     : f.tls == "on" ? strata::nbd::TlsMode::kOn
+                                     : strata::nbd::TlsMode::kRequire;
+  return absl::StrCat(f.tls, ", NBD auth ", f.nbd_auth);
 }
 
 absl::Status LoadRootKey(const Flags& f, strata::StoreOptions& options) {
@@ -336,10 +339,15 @@ absl::Status PrepareStore(strata::Store& store, const std::vector<std::string>& 
 
 // Where each instance volume is exported (DescribeInstances): the NBD server's first TCP
 // address as bound (a port 0 is resolved by now), else its unix socket.
-std::string NbdUriTemplate(const std::vector<std::string>& addresses) {
+std::string NbdUriTemplate(const std::vector<std::string>& addresses, bool tls_identity) {
   std::string uri;
   for (const std::string& a : addresses) {
-    if (a.rfind("unix:", 0) != 0) return absl::StrCat("nbd://", a, "/{export}");
+    if (a.rfind("unix:", 0) != 0) {
+      // Over TCP an account connects with TLS, its access key id the PSK identity (libnbd adds
+      // the key with ?tls-psk-file=FILE, from `strata nbd-key --psk-file FILE`).
+      return tls_identity ? absl::StrCat("nbds://{access_key_id}@", a, "/{export}")
+                          : absl::StrCat("nbd://", a, "/{export}");
+    }
     if (uri.empty()) {
       uri = absl::StrCat("nbd+unix:///{export}?socket=",
                          std::filesystem::absolute(a.substr(5)).string());
@@ -433,6 +441,9 @@ int main(int argc, char** argv) {
   std::unique_ptr<strata::nbd::NbdServer> nbd;
   if (!nbd_addresses->empty()) {
     nbd_options.listen = *nbd_addresses;
+    nbd_options.tls.psk_lookup = [catalog = exports.get()](const std::string& identity) {
+      return catalog->NbdKeyFor(identity);
+    };
     nbd = std::make_unique<strata::nbd::NbdServer>(*exports, nbd_options);
     if (absl::Status s = nbd->Start(); !s.ok()) return Fail(s);
     STRATA_LOG(kInfo, "NBD on ", absl::StrJoin(nbd->addresses(), " "),
@@ -455,7 +466,9 @@ int main(int argc, char** argv) {
     strata::api::Ec2Options ec2_options;
     ec2_options.bucket_dir = f.bucket_dir.empty() ? dir + "/buckets" : f.bucket_dir;
     ec2_options.nbd_uri_template =
-        NbdUriTemplate(nbd != nullptr ? nbd->addresses() : std::vector<std::string>{});
+        NbdUriTemplate(nbd != nullptr ? nbd->addresses() : std::vector<std::string>{},
+                       nbd_options.auth == strata::nbd::NbdAuth::kAccount &&
+                           nbd_options.tls_mode != strata::nbd::TlsMode::kOff);
     api = std::make_unique<strata::api::ApiServer>(**store, api_options, ec2_options,
                                                    f.api_replay_cache);
     if (absl::Status s = api->Start(); !s.ok()) return Fail(s);

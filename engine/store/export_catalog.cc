@@ -1,5 +1,8 @@
 // The exports of a Store (strata/export.h): attached volumes and completed snapshots, who may
 // open them, and a bound on the connections of each.
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include <algorithm>
 
 #include "absl/base/thread_annotations.h"
@@ -21,30 +24,36 @@ class StoreExportCatalog final : public ExportCatalog {
                                                const std::optional<std::string>& account) override;
   std::vector<std::string> List(const std::optional<std::string>& account) override;
   std::optional<std::string> AccountFor(const std::string& identity) override;
+  std::optional<std::string> NbdKeyFor(const std::string& identity) override;
 
-  // Takes one of an export's connection slots; false when all are in use.
-  bool Acquire(const std::string& name);
-  void Release(const std::string& name);
+  // Takes one of an export's connection slots and one of the account's (none for the
+  // operator); on failure, neither, and the error says which cap was reached.
+  absl::Status Acquire(const std::string& name, const std::optional<std::string>& account);
+  void Release(const std::string& name, const std::optional<std::string>& account);
 
  private:
-  absl::StatusOr<std::unique_ptr<Export>> OpenVolume(Region& region, const VolumeInfo& info);
+  absl::StatusOr<std::unique_ptr<Export>> OpenVolume(Region& region, const VolumeInfo& info,
+                                                     const std::optional<std::string>& account);
 
   Store& store_;
   absl::Mutex mu_;
-  absl::flat_hash_map<std::string, int> connections_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, int> connections_ ABSL_GUARDED_BY(mu_);  // Per export.
+  absl::flat_hash_map<std::string, int> account_connections_ ABSL_GUARDED_BY(mu_);
 };
 
-// Holds one of the catalog's connection slots for an export.
+// Holds one of the catalog's connection slots for an export (and its account's).
 class Slot {
  public:
-  Slot(StoreExportCatalog& catalog, std::string name) : catalog_(catalog), name_(std::move(name)) {}
-  ~Slot() { catalog_.Release(name_); }
+  Slot(StoreExportCatalog& catalog, std::string name, std::optional<std::string> account)
+      : catalog_(catalog), name_(std::move(name)), account_(std::move(account)) {}
+  ~Slot() { catalog_.Release(name_, account_); }
   Slot(const Slot&) = delete;
   Slot& operator=(const Slot&) = delete;
 
  private:
   StoreExportCatalog& catalog_;
   const std::string name_;
+  const std::optional<std::string> account_;
 };
 
 class VolumeExport final : public Export {
@@ -163,23 +172,35 @@ absl::Status NoSuchExport(const std::string& name) {
                                           "completed snapshot you may use"));
 }
 
-absl::Status TooManyConnections(const std::string& name) {
-  return absl::ResourceExhaustedError(
-      absl::StrCat(name, " has ", kMaxConnectionsPerExport, " connections already"));
+absl::Status StoreExportCatalog::Acquire(const std::string& name,
+                                         const std::optional<std::string>& account) {
+  absl::MutexLock lock(&mu_);
+  if (auto it = connections_.find(name);
+      it != connections_.end() && it->second >= kMaxConnectionsPerExport) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(name, " has ", kMaxConnectionsPerExport, " connections already"));
+  }
+  if (account.has_value()) {
+    if (auto it = account_connections_.find(*account);
+        it != account_connections_.end() && it->second >= kMaxConnectionsPerAccount) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "account ", *account, " has ", kMaxConnectionsPerAccount, " NBD connections already"));
+    }
+    ++account_connections_[*account];
+  }
+  ++connections_[name];
+  return absl::OkStatus();
 }
 
-bool StoreExportCatalog::Acquire(const std::string& name) {
+void StoreExportCatalog::Release(const std::string& name,
+                                 const std::optional<std::string>& account) {
   absl::MutexLock lock(&mu_);
-  int& count = connections_[name];
-  if (count >= kMaxConnectionsPerExport) return false;
-  ++count;
-  return true;
-}
-
-void StoreExportCatalog::Release(const std::string& name) {
-  absl::MutexLock lock(&mu_);
-  auto it = connections_.find(name);
-  if (it != connections_.end() && --it->second == 0) connections_.erase(it);
+  auto release = [](absl::flat_hash_map<std::string, int>& counts, const std::string& key) {
+    auto it = counts.find(key);
+    if (it != counts.end() && --it->second == 0) counts.erase(it);
+  };
+  release(connections_, name);
+  if (account.has_value()) release(account_connections_, *account);
 }
 
 absl::StatusOr<std::unique_ptr<Export>> StoreExportCatalog::Open(
@@ -199,23 +220,23 @@ absl::StatusOr<std::unique_ptr<Export>> StoreExportCatalog::Open(
       }
       absl::StatusOr<std::unique_ptr<Snapshot>> reader = (*region)->OpenSnapshot(name);
       if (!reader.ok()) return reader.status();
-      if (!Acquire(name)) return TooManyConnections(name);
+      if (absl::Status s = Acquire(name, account); !s.ok()) return s;
       return std::make_unique<SnapshotExport>(
-          std::make_unique<Slot>(*this, name), std::move(*reader),
+          std::make_unique<Slot>(*this, name, account), std::move(*reader),
           absl::StrCat("snapshot of ", info->volume_id, " (read-only)"));
     }
     absl::StatusOr<VolumeInfo> info = (*region)->DescribeVolume(name);
     if (!info.ok()) continue;
     if (info->attached_to.empty() || !MayUse(account, info->owner)) return NoSuchExport(name);
-    return OpenVolume(**region, *info);
+    return OpenVolume(**region, *info, account);
   }
   return NoSuchExport(name);
 }
 
-absl::StatusOr<std::unique_ptr<Export>> StoreExportCatalog::OpenVolume(Region& region,
-                                                                       const VolumeInfo& info) {
-  if (!Acquire(info.id)) return TooManyConnections(info.id);
-  auto slot = std::make_unique<Slot>(*this, info.id);
+absl::StatusOr<std::unique_ptr<Export>> StoreExportCatalog::OpenVolume(
+    Region& region, const VolumeInfo& info, const std::optional<std::string>& account) {
+  if (absl::Status s = Acquire(info.id, account); !s.ok()) return s;
+  auto slot = std::make_unique<Slot>(*this, info.id, account);
   absl::StatusOr<std::unique_ptr<Region::VolumePin>> pin = region.PinVolume(info.id);
   if (!pin.ok()) return pin.status();
   return std::make_unique<VolumeExport>(
@@ -241,12 +262,27 @@ std::vector<std::string> StoreExportCatalog::List(const std::optional<std::strin
 
 std::optional<std::string> StoreExportCatalog::AccountFor(const std::string& identity) {
   for (const Account& a : store_.ListAccounts()) {
-    if (a.id == identity || a.name == identity) return a.id;
+    if (a.id == identity || a.name == identity || a.access_key_id == identity) return a.id;
   }
   return std::nullopt;
 }
 
+std::optional<std::string> StoreExportCatalog::NbdKeyFor(const std::string& identity) {
+  absl::StatusOr<Account> account = store_.FindAccessKey(identity);
+  if (!account.ok()) return std::nullopt;
+  return DeriveNbdKey(account->secret_access_key);
+}
+
 }  // namespace
+
+std::string DeriveNbdKey(const std::string& secret_access_key) {
+  static constexpr char kLabel[] = "strata nbd tls-psk v1";
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  HMAC(EVP_sha256(), secret_access_key.data(), static_cast<int>(secret_access_key.size()),
+       reinterpret_cast<const unsigned char*>(kLabel), sizeof(kLabel) - 1, out, &length);
+  return std::string(reinterpret_cast<const char*>(out), length);
+}
 
 std::unique_ptr<ExportCatalog> NewStoreExportCatalog(Store& store) {
   return std::make_unique<StoreExportCatalog>(store);

@@ -115,11 +115,14 @@ def run(data_dir, daemon, disk, socket):
     listed = {i["InstanceId"]: i for i in json.loads(out.stdout)} if out.returncode == 0 else {}
     volumes = listed.get(instance, {}).get("Volumes", [])
     check(len(volumes) == 1 and volumes[0]["VolumeId"] == root_volume and
-          volumes[0]["NbdUri"] == f"nbd://127.0.0.1:{daemon.nbd}/{root_volume}",
+          volumes[0]["NbdUri"] == f"nbds://{daemon.admin_keys()[0]}@127.0.0.1:{daemon.nbd}/{root_volume}",
           f"strata instances shows where each volume is exported (strataNbdUri): {out.stdout}")
-    nbdinfo = sh("nbdinfo", "--size", volumes[0]["NbdUri"]) if volumes else None
+    # Over TCP as the account, with its TLS key (stratad --nbd-auth account, the default).
+    psk = os.path.join(os.path.dirname(data_dir), "admin.psk")
+    sh(*cli, "nbd-key", "--psk-file", psk)
+    nbdinfo = sh("nbdinfo", "--size", volumes[0]["NbdUri"] + f"?tls-psk-file={psk}") if volumes else None
     check(nbdinfo is not None and nbdinfo.returncode == 0 and int(nbdinfo.stdout) == 1 << 30,
-          "the instance's volume is served at that URI")
+          f"the instance's volume is served at that URI: {nbdinfo and nbdinfo.stderr}")
 
     # CreateImage from the stopped instance; a second account with launch permission runs it.
     made = ec2.create_image(InstanceId=instance, Name="after-first-boot")["ImageId"]

@@ -63,7 +63,7 @@ def map_of(uri, context):
 
 def test_extended_headers(env):
     vol = env.volume(8)
-    c = RawClient(env.daemon.nbd, vol, extended=True, contexts=("base:allocation", "strata:changed"))
+    c = RawClient(env.daemon.unix_socket, vol, extended=True, contexts=("base:allocation", "strata:changed"))
     check(c.extended and c.go_reply == 1, "extended headers negotiated, then NBD_OPT_GO")
     flags = c.transmission_flags or 0
     check(flags & (1 << 11) and flags & (1 << 9) and flags & (1 << 8),
@@ -86,7 +86,7 @@ def test_extended_headers(env):
     check(c.request(CMD_READ, 8 * GiB, 512)[0] == EINVAL, "read past the end: EINVAL chunk")
     c.close()
     # Extended headers asked twice, or structured replies after them: refused, session goes on.
-    c = RawClient(env.daemon.nbd, None, extended=True)
+    c = RawClient(env.daemon.unix_socket, None, extended=True)
     check(c.simple_option(11) & 0x80000000, "a second NBD_OPT_EXTENDED_HEADERS is an error")
     check(c.simple_option(8) & 0x80000000, "structured replies after extended headers: error")
     check(c.go(vol) == 1, "NBD_OPT_GO still works")
@@ -95,7 +95,7 @@ def test_extended_headers(env):
 
 def test_resize(env):
     vol = env.volume(1)
-    c = RawClient(env.daemon.nbd, vol)
+    c = RawClient(env.daemon.unix_socket, vol)
     check(c.request(CMD_RESIZE, 2 * GiB, 0)[0] == 0, "NBD_CMD_RESIZE grows 1 to 2 GiB")
     check(env.ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["Size"] == 2, "DescribeVolumes: 2 GiB")
     out = sh("nbdinfo", "--size", env.daemon.uri(vol))
@@ -110,7 +110,7 @@ def test_resize(env):
 
 def test_zeroes(env):
     vol = env.volume(1)
-    c = RawClient(env.daemon.nbd, vol, structured=True, contexts=("base:allocation",))
+    c = RawClient(env.daemon.unix_socket, vol, structured=True, contexts=("base:allocation",))
     c.request(CMD_WRITE, 0, 65536, payload=b"z" * 65536)
     check(c.request(CMD_WRITE_ZEROES, 0, 65536, flags=FLAG_FAST_ZERO)[0] == 0, "FAST_ZERO succeeds")
     check(c.request(CMD_READ, 0, 65536)[1] == bytes(65536), "zeroed range reads zeros")
@@ -170,27 +170,27 @@ def test_snapshot_export(env):
           f"nbdcopy of the snapshot export is the point-in-time data: {out.stderr}")
     out = sh("qemu-io", "-f", "raw", "-c", "write -P 1 0 4k", suri)
     check(out.returncode != 0 or "failed" in out.stdout + out.stderr, f"writes to a snapshot fail: {out.stdout}")
-    c = RawClient(env.daemon.nbd, snap)
+    c = RawClient(env.daemon.unix_socket, snap)
     check(c.request(CMD_WRITE, 0, 512, payload=b"x" * 512)[0] == EPERM, "raw write to a snapshot: EPERM")
     check(c.request(CMD_TRIM, 0, 512)[0] == EPERM, "trim on a snapshot: EPERM")
     check(c.request(CMD_RESIZE, 2 * GiB, 0)[0] == EPERM, "resize of a snapshot: EPERM")
     c.close()
-    listed = sh("nbdinfo", "--list", "--json", f"nbd://127.0.0.1:{env.daemon.nbd}")
+    listed = sh("nbdinfo", "--list", "--json", env.daemon.uri())
     check(snap not in listed.stdout, "snapshots are opened on request, not listed")
 
 
 def test_connection_limit(env):
     vol = env.volume(1)
-    clients = [RawClient(env.daemon.nbd, vol) for _ in range(64)]
+    clients = [RawClient(env.daemon.unix_socket, vol) for _ in range(64)]
     check(all(c.go_reply == 1 for c in clients), "64 connections to one export")
-    extra = RawClient(env.daemon.nbd, vol)
+    extra = RawClient(env.daemon.unix_socket, vol)
     check(extra.go_reply == 0x80000002, f"the 65th is refused (NBD_REP_ERR_POLICY): {extra.go_reply:#x}")
     extra.close()
     other = env.volume(1)
-    check(RawClient(env.daemon.nbd, other).go_reply == 1, "other exports are unaffected")
+    check(RawClient(env.daemon.unix_socket, other).go_reply == 1, "other exports are unaffected")
     clients.pop().close()
     for _ in range(100):
-        again = RawClient(env.daemon.nbd, vol)
+        again = RawClient(env.daemon.unix_socket, vol)
         if again.go_reply == 1:
             break
         again.close()
@@ -203,9 +203,9 @@ def test_connection_limit(env):
 def test_hostile_clients(env):
     vol = env.volume(1)
     port = env.daemon.nbd
-    good = RawClient(port, vol)
+    good = RawClient(env.daemon.unix_socket, vol)
     # Bad request magic: that connection ends.
-    bad = RawClient(port, vol)
+    bad = RawClient(env.daemon.unix_socket, vol)
     bad.s.sendall(b"\xde\xad\xbe\xef" + bytes(24))
     try:
         closed = bad.s.recv(64) == b""  # No reply: the stream cannot be trusted, it ends.
@@ -213,7 +213,7 @@ def test_hostile_clients(env):
         closed = True
     check(closed, "bad magic: connection closed")
     # A write whose payload never comes, then a disconnect mid-request.
-    mid = RawClient(port, vol)
+    mid = RawClient(env.daemon.unix_socket, vol)
     mid.s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, CMD_WRITE, 1, 0, 65536) + b"x" * 100)
     mid.close()
     # A huge option length, garbage options, and a handshake cut short.
@@ -239,7 +239,7 @@ def test_handshake_timeout(env):
     its options a byte at a time are cut off soon after 2 s; a client that has chosen its export
     may idle longer and go on."""
     port, vol = env.daemon.nbd, env.volume(1)
-    idle = RawClient(port, vol)
+    idle = RawClient(env.daemon.unix_socket, vol)
     silent = socket.create_connection(("127.0.0.1", port), timeout=20)
     start = time.monotonic()
     check(len(silent.recv(18)) == 18, "the greeting comes at once")
@@ -283,12 +283,12 @@ def test_handshake_timeout(env):
 
 def test_multi_conn_flush(env):
     vol = env.volume(1)
-    a, b = RawClient(env.daemon.nbd, vol), RawClient(env.daemon.nbd, vol)
+    a, b = RawClient(env.daemon.unix_socket, vol), RawClient(env.daemon.unix_socket, vol)
     data = os.urandom(65536)
     check(a.request(CMD_WRITE, 3 * MiB, 65536, payload=data)[0] == 0, "write on connection A")
     check(b.request(CMD_FLUSH, 0, 0)[0] == 0, "FLUSH on connection B")
     env.restart(kill=True)
-    c = RawClient(env.daemon.nbd, vol)
+    c = RawClient(env.daemon.unix_socket, vol)
     check(c.request(CMD_READ, 3 * MiB, 65536)[1] == data,
           "after SIGKILL, A's write survives B's FLUSH (multi-conn)")
     c.close()
@@ -405,11 +405,75 @@ def test_tls(work):
         check(daemon.stop() == 0, "TLS stratad stops cleanly")
 
 
+def test_account_auth(env):
+    """The default (--nbd-auth account, TLS offered): a plaintext TCP client opens and lists
+    nothing; an account over TLS-PSK (identity its access key id, key from `strata nbd-key`)
+    opens its own exports only; the operator on the unix socket opens every export."""
+    daemon = env.daemon
+    vol = env.volume(1)
+    tcp = f"127.0.0.1:{daemon.nbd}"
+    out = sh("nbdinfo", "--size", f"nbd://{tcp}/{vol}")
+    check(out.returncode != 0 and "requires TLS" in out.stderr,
+          f"a plaintext TCP client cannot open a volume: {out.stderr.strip()}")
+    c = RawClient(daemon.nbd, vol)
+    check(c.go_reply == 0x80000005, f"raw NBD_OPT_GO over TCP: NBD_REP_ERR_TLS_REQD ({c.go_reply:#x})")
+    c.close()
+    out = sh("nbdinfo", "--list", "--json", f"nbd://{tcp}")
+    check(vol not in out.stdout, f"nor list it: {out.stdout[-300:]} {out.stderr[-300:]}")
+    snap = env.snapshot(vol)
+    out = sh("nbdinfo", "--size", f"nbd://{tcp}/{snap}")
+    check(out.returncode != 0 and "requires TLS" in out.stderr,
+          f"nor open a snapshot by id: {out.stderr.strip()}")
+
+    cli = [f"{BIN}/strata", "--data-dir", daemon.data_dir, "--endpoint", f"http://127.0.0.1:{daemon.api}"]
+    admin_psk = os.path.join(env.work, "admin.psk")
+    out = sh(*cli, "nbd-key", "--psk-file", admin_psk)
+    check(out.returncode == 0 and os.stat(admin_psk).st_mode & 0o777 == 0o600,
+          f"strata nbd-key --psk-file writes the key 0600: {out.stderr}")
+    admin_key_id = daemon.admin_keys()[0]
+    line = open(admin_psk).read().strip() if out.returncode == 0 else ""
+    check(re.fullmatch(admin_key_id + r":[0-9a-f]{64}", line) is not None, f"psktool's format: {line}")
+    admin = f"nbds://{admin_key_id}@{tcp}"
+    out = sh("nbdinfo", "--size", f"{admin}/{vol}?tls-psk-file={admin_psk}")
+    check(out.stdout.strip() == str(GiB), f"admin over TLS-PSK with the derived key: {out.stderr}")
+    out = sh("nbdinfo", "--size", f"{admin}/{snap}?tls-psk-file={admin_psk}")
+    check(out.stdout.strip() == str(GiB), f"and its snapshot: {out.stderr}")
+
+    out = sh(*cli, "account", "create", "erin")
+    erin = json.loads(out.stdout) if out.returncode == 0 else {}
+    check(out.returncode == 0, f"a second account: {out.stderr}")
+    erin_env = dict(os.environ, AWS_ACCESS_KEY_ID=erin.get("AccessKeyId", "x"),
+                    AWS_SECRET_ACCESS_KEY=erin.get("SecretAccessKey", "x"))
+    erin_psk = os.path.join(env.work, "erin.psk")
+    out = sh(*cli, "nbd-key", "--psk-file", erin_psk, env=erin_env)
+    check(out.returncode == 0, f"erin's key from her credentials: {out.stderr}")
+    erin_base = f"nbds://{erin.get('AccessKeyId', 'x')}@{tcp}"
+    out = sh("nbdinfo", "--size", f"{erin_base}/{vol}?tls-psk-file={erin_psk}")
+    check(out.returncode != 0 and f"no export named '{vol}'" in out.stderr,
+          f"erin cannot open admin's volume: {out.stderr.strip()}")
+    erin_ec2 = daemon.client(keys=(erin.get("AccessKeyId", "x"), erin.get("SecretAccessKey", "x")))
+    evol = erin_ec2.create_volume(Size=2, AvailabilityZone="local-1a")["VolumeId"]
+    erin_ec2.attach_volume(VolumeId=evol, InstanceId="i-0123456789abcdef0", Device="/dev/sdf")
+    out = sh("nbdinfo", "--size", f"{erin_base}/{evol}?tls-psk-file={erin_psk}")
+    check(out.stdout.strip() == str(2 * GiB), f"while her own opens: {out.stderr.strip()}")
+    # Her identity with admin's key: the handshake fails.
+    forged = os.path.join(env.work, "forged.psk")
+    with open(forged, "w") as f:
+        f.write(erin.get("AccessKeyId", "x") + ":" + line.split(":")[-1] + "\n")
+    out = sh("nbdinfo", "--size", f"{erin_base}/{evol}?tls-psk-file={forged}")
+    check(out.returncode != 0 and "gnutls_handshake" in out.stderr,
+          f"another account's key fails the TLS handshake: {out.stderr.strip()}")
+    # The operator (this test runs as stratad's user) on the unix socket: every export.
+    out = sh("nbdinfo", "--size", daemon.uri(evol))
+    check(out.stdout.strip() == str(2 * GiB), f"the operator on the unix socket: {out.stderr}")
+    erin_ec2.detach_volume(VolumeId=evol)
+
+
 def test_pipelined_burst(env):
     """Bursts of pipelined reads and writes (the session's io_uring loop queues a burst's disk
     I/O together): every reply matches its cookie and data, with a FLUSH inside a burst."""
     vol = env.volume(1)
-    c = RawClient(env.daemon.nbd, vol, structured=True)
+    c = RawClient(env.daemon.unix_socket, vol, structured=True)
     rings = [os.readlink(f"/proc/{env.daemon.proc.pid}/fd/{fd}")
              for fd in os.listdir(f"/proc/{env.daemon.proc.pid}/fd")]
     check(any("io_uring" in r for r in rings), "the connection's session owns an io_uring ring")
@@ -471,24 +535,35 @@ def test_client_that_never_reads(env):
     vol = env.volume(1)
     check(sh("nbdcopy", "--", "[", "nbdkit", "pattern", "size=64M", "]",
              env.daemon.uri(vol)).returncode == 0, "64 MiB written (chunks held)")
-    stuck = RawClient(env.daemon.nbd, vol)
+    stuck = RawClient(env.daemon.unix_socket, vol)
     wire = b""
     for i in range(24):
         wire += struct.pack(">IHHQQI", 0x25609513, 0, CMD_READ, 2 * i, i * MiB, MiB)
         # Large enough for the ring to hand the write to the kernel (not a plain pwrite).
         wire += struct.pack(">IHHQQI", 0x25609513, 0, CMD_WRITE, 2 * i + 1, i * MiB, 128 * 1024)
         wire += bytes([i]) * (128 * 1024)
-    stuck.s.sendall(wire)
+    # Sent from a thread: on a unix socket the buffers are small, so the send itself stalls once
+    # the server, its replies unread, stops reading requests.
+    stuck.s.settimeout(None)
+    def send():
+        try:
+            stuck.s.sendall(wire)
+        except OSError:
+            pass  # Closed below while still stalled.
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
     time.sleep(1)
     result = {}
     t = threading.Thread(target=lambda: result.update(snap=env.ec2.create_snapshot(VolumeId=vol)))
     t.start()
     t.join(30)
     check("snap" in result, "CreateSnapshot returns while a client leaves 24 MiB of replies unread")
-    other = RawClient(env.daemon.nbd, vol)
+    other = RawClient(env.daemon.unix_socket, vol)
     check(other.request(CMD_READ, 4096, 512)[0] == 0, "another connection still reads")
     other.s.close()
+    stuck.s.shutdown(socket.SHUT_RDWR)
     stuck.s.close()
+    sender.join(30)
     t.join(30)
 
 
@@ -504,6 +579,7 @@ def main():
     try:
         for test in (test_extended_headers, test_resize, test_zeroes, test_snapshot_export,
                      test_connection_limit, test_hostile_clients, test_handshake_timeout,
+                     test_account_auth,
                      test_changed_context,
                      test_multi_conn_flush, test_killed_workload, test_fio_multi_conn,
                      test_pipelined_burst, test_client_that_never_reads):

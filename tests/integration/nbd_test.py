@@ -24,17 +24,17 @@ check = Checks()
 def main():
     work = scratch_dir("strata-nbd-")
     data_dir = os.path.join(work, "data")
-    sock_path = os.path.join(work, "nbd.sock")
-    daemon = Daemon(BIN, data_dir, unix_socket=sock_path)
+    daemon = Daemon(BIN, data_dir)
     check(daemon.start(), "stratad printed its API and NBD ports")
     try:
-        run(work, data_dir, daemon.api, daemon.nbd, sock_path)
+        run(work, data_dir, daemon)
     finally:
         check(daemon.stop() == 0, "stratad stops cleanly")
     return check.summary()
 
 
-def run(work, data_dir, api, nbd, sock_path):
+def run(work, data_dir, daemon):
+    api, sock_path = daemon.api, daemon.unix_socket
     creds = open(os.path.join(data_dir, "credentials")).read()
     key = re.search(r"aws_access_key_id = (\S+)", creds).group(1)
     secret = re.search(r"aws_secret_access_key = (\S+)", creds).group(1)
@@ -42,17 +42,17 @@ def run(work, data_dir, api, nbd, sock_path):
                        aws_access_key_id=key, aws_secret_access_key=secret)
     group = "i-0abcdef0123456789"
     vol = ec2.create_volume(Size=1, AvailabilityZone="local-1a")["VolumeId"]
-    uri = f"nbd://127.0.0.1:{nbd}/{vol}"
+    uri = daemon.uri(vol)
     out = sh("nbdinfo", "--size", uri)
     check(out.returncode != 0, "a detached volume is not exported")
     ec2.attach_volume(VolumeId=vol, InstanceId=group, Device="/dev/sdf")
     out = sh("nbdinfo", "--size", uri)
     check(out.stdout.strip() == str(1 << 30), f"nbdinfo --size: {out.stdout} {out.stderr}")
-    out = sh("nbdinfo", "--list", "--json", f"nbd://127.0.0.1:{nbd}")
+    out = sh("nbdinfo", "--list", "--json", daemon.uri())
     names = [e["export-name"] for e in json.loads(out.stdout)["exports"]] if out.returncode == 0 else []
     check(names == [vol], f"nbdinfo --list: {names}")
 
-    # Write an image over NBD (TCP), read it back over the unix socket.
+    # Write an image over NBD, compare it back through qemu-img.
     image = os.path.join(work, "image.raw")
     with open(image, "wb") as f:
         f.write(os.urandom(48 * MiB))
@@ -70,7 +70,7 @@ def run(work, data_dir, api, nbd, sock_path):
     clone = ec2.create_volume(SnapshotId=snap, AvailabilityZone="local-1a")["VolumeId"]
     ec2.attach_volume(VolumeId=clone, InstanceId=group, Device="/dev/sdg")
     back = os.path.join(work, "back.raw")
-    out = sh("nbdcopy", f"nbd://127.0.0.1:{nbd}/{clone}", back)
+    out = sh("nbdcopy", daemon.uri(clone), back)
     check(out.returncode == 0 and open(back, "rb").read() == open(image, "rb").read(),
           "the volume from the snapshot holds the image, not the later write")
     out = sh("qemu-io", "-f", "raw", "-c", "read -P 0x5a 0 1M", uri)
@@ -79,7 +79,7 @@ def run(work, data_dir, api, nbd, sock_path):
     # base:allocation: holes and data as the volume holds them (structured replies).
     sparse = ec2.create_volume(Size=1, AvailabilityZone="local-1a")["VolumeId"]
     ec2.attach_volume(VolumeId=sparse, InstanceId=group, Device="/dev/sdi")
-    suri = f"nbd://127.0.0.1:{nbd}/{sparse}"
+    suri = daemon.uri(sparse)
     sh("qemu-io", "-f", "raw", "-c", "write -P 1 1M 128k", "-c", "write -P 2 100M 64k", suri)
     out = sh("qemu-img", "map", "--output=json", "-f", "raw", suri)
     extents = json.loads(out.stdout) if out.returncode == 0 else []
@@ -94,7 +94,7 @@ def run(work, data_dir, api, nbd, sock_path):
     ec2.detach_volume(VolumeId=sparse)
 
     # Malformed requests get the protocol's errors; the connection goes on.
-    c = RawClient(nbd, vol)
+    c = RawClient(sock_path, vol)
     check(c.go_reply == 1 and c.export_size == 1 << 30, "raw client: NBD_OPT_GO")
     check(c.request(0, 100, 512)[0] == 22, "misaligned read: EINVAL")
     check(c.request(0, (1 << 30) - 512, 1024)[0] == 22, "read past the end: EINVAL")
@@ -106,21 +106,21 @@ def run(work, data_dir, api, nbd, sock_path):
     check(err == 0 and data == b"\x5a" * 4096, "a good read after the bad ones")
     check(c.request(3, 0, 0)[0] == 0, "flush")
     c.s.close()
-    c = RawClient(nbd, "vol-nosuch")
+    c = RawClient(sock_path, "vol-nosuch")
     check(c.go_reply == 0x80000006, "unknown export: NBD_REP_ERR_UNKNOWN")
     c.s.close()
 
     # The strata CLI through the API: attach prints the NBD lines, status lists exports.
     cli = [f"{BIN}/strata", "--data-dir", data_dir, "--endpoint", f"http://127.0.0.1:{api}",
-           "--nbd", f"127.0.0.1:{nbd}"]
+           "--nbd", f"127.0.0.1:{daemon.nbd}"]
     third = ec2.create_volume(Size=1, AvailabilityZone="local-1a")["VolumeId"]
     out = sh(*cli, "attach", third)
     attached = json.loads(out.stdout) if out.returncode == 0 else {}
-    check(attached.get("NbdUri") == f"nbd://127.0.0.1:{nbd}/{third}", f"strata attach: {out.stdout} {out.stderr}")
+    check(attached.get("NbdUri") == daemon.uri(third), f"strata attach: {out.stdout} {out.stderr}")
     check(sh("nbdinfo", "--size", attached.get("NbdUri", "nbd://x")).returncode == 0, "the printed URI works")
     out = sh(*cli, "status")
     status = json.loads(out.stdout) if out.returncode == 0 else {}
-    check(f"nbd://127.0.0.1:{nbd}/{third}" in status.get("NbdExports", []), f"strata status: {out.stdout}")
+    check(daemon.uri(third) in status.get("NbdExports", []), f"strata status: {out.stdout}")
     out = sh(*cli, "ec2", "DescribeVolumes", f"VolumeId.1={third}", "--output", "text")
     check(out.returncode == 0 and out.stdout.split("\t")[0] == third, f"ec2 --output text: {out.stdout}")
     out = sh(*cli, "detach", third)
@@ -159,7 +159,7 @@ def run(work, data_dir, api, nbd, sock_path):
     restored = ec2.create_volume(SnapshotId=direct, AvailabilityZone="local-1a")["VolumeId"]
     ec2.attach_volume(VolumeId=restored, InstanceId=group, Device="/dev/sdh")
     read_back = os.path.join(work, "direct.raw")
-    out = sh("nbdcopy", f"nbd://127.0.0.1:{nbd}/{restored}", read_back)
+    out = sh("nbdcopy", daemon.uri(restored), read_back)
     want = bytearray(1 << 30)
     for index, data in blocks.items():
         want[index * block:(index + 1) * block] = data
@@ -173,9 +173,9 @@ def run(work, data_dir, api, nbd, sock_path):
         check(False, "delete of an attached volume must fail")
     except botocore.exceptions.ClientError as e:
         check(e.response["Error"]["Code"] == "VolumeInUse", f"{e}")
-    held = RawClient(nbd, clone)  # A connection open across the detach.
+    held = RawClient(sock_path, clone)  # A connection open across the detach.
     ec2.detach_volume(VolumeId=clone)
-    out = sh("nbdinfo", "--size", f"nbd://127.0.0.1:{nbd}/{clone}")
+    out = sh("nbdinfo", "--size", daemon.uri(clone))
     check(out.returncode != 0, "a detached volume is no longer exported")
     try:
         ec2.delete_volume(VolumeId=clone)

@@ -95,13 +95,15 @@ class Daemon:
         if "--qos" not in extra:
             extra += ["--qos", "off"]
         self.bin_dir, self.data_dir, self.extra = bin_dir, data_dir, extra
-        self.unix_socket = unix_socket
+        # Clients connect as the operator (stratad's own user, on the unix socket) unless a test
+        # means to authenticate as an account over TCP (self.nbd, the port) with TLS.
+        self.unix_socket = unix_socket or os.path.join(data_dir, "nbd.sock")  # stratad's default
         self.proc = None
         self.api = self.nbd = None
         self.log_path = os.path.join(os.path.dirname(data_dir), os.path.basename(data_dir) + ".log")
 
     def start(self, api_port=0, nbd_port=0):
-        listen = f"127.0.0.1:{nbd_port}" + (f",unix:{self.unix_socket}" if self.unix_socket else "")
+        listen = f"127.0.0.1:{nbd_port},unix:{self.unix_socket}"
         self.log = open(self.log_path, "a+")
         start = self.log.tell()
         env = dict(os.environ)
@@ -146,8 +148,9 @@ class Daemon:
                             region_name="local-1", aws_access_key_id=key,
                             aws_secret_access_key=secret)
 
-    def uri(self, export):
-        return f"nbd://127.0.0.1:{self.nbd}/{export}"
+    def uri(self, export=""):
+        """The export on the unix socket, where the test (stratad's user) is the operator."""
+        return f"nbd+unix:///{export}?socket={self.unix_socket}"
 
 
 OPTION_MAGIC = 0x49484156454F5054
@@ -167,13 +170,14 @@ class RawClient:
     """A minimal fixed-newstyle NBD client. Replies are parsed as simple, structured or
     extended according to what was negotiated."""
 
-    def __init__(self, port, export=None, extended=False, structured=False, contexts=(),
-                 unix=None):
-        if unix:
+    def __init__(self, address, export=None, extended=False, structured=False, contexts=()):
+        """`address`: a TCP port on 127.0.0.1, or a unix socket's path."""
+        if isinstance(address, str):
             self.s = socket.socket(socket.AF_UNIX)
             self.s.settimeout(20)
-            self.s.connect(unix)
+            self.s.connect(address)
         else:
+            port = address
             self.s = socket.create_connection(("127.0.0.1", port), timeout=20)
         hello = self.recv(18)
         assert hello[:16] == b"NBDMAGICIHAVEOPT"

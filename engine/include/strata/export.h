@@ -20,6 +20,15 @@ class Store;
 
 // Connections one export serves at once (NBD multi-conn clients open several).
 inline constexpr int kMaxConnectionsPerExport = 64;
+// Connections one account's clients hold open at once, over all its exports: half of the NBD
+// server's default cap, so one account cannot take every connection from the others.
+inline constexpr int kMaxConnectionsPerAccount = 128;
+
+// An account's NBD TLS pre-shared key (32 bytes): HMAC-SHA256 of a fixed label under its secret
+// access key, so that whoever holds the account's AWS credentials can derive it (`strata
+// nbd-key`) and nothing else needs to be stored or handed out. The PSK identity is the access
+// key id.
+std::string DeriveNbdKey(const std::string& secret_access_key);
 
 // One client's handle on an export. Thread-compatible (one session uses it).
 class Export {
@@ -71,15 +80,18 @@ class Export {
 class ExportCatalog {
  public:
   virtual ~ExportCatalog() = default;
-  // Opens export `name` for `account` (an account id; nullopt for a client that did not
-  // authenticate, which may open any export). kNotFound when there is no such export or it is
-  // not the account's; kResourceExhausted when it has kMaxConnectionsPerExport connections.
+  // Opens export `name` for `account` (an account id; nullopt for the operator: a client the
+  // server trusts with every export). kNotFound when there is no such export or it is not the
+  // account's; kResourceExhausted when it has kMaxConnectionsPerExport connections, or the
+  // account kMaxConnectionsPerAccount.
   virtual absl::StatusOr<std::unique_ptr<Export>> Open(
       const std::string& name, const std::optional<std::string>& account) = 0;
   // The attached volumes `account` may open (snapshots are opened on request, not listed).
   virtual std::vector<std::string> List(const std::optional<std::string>& account) = 0;
-  // The account id a TLS identity (an account name or id) names, if any.
+  // The account id a TLS identity (an account name or id, or an access key id) names, if any.
   virtual std::optional<std::string> AccountFor(const std::string& identity) = 0;
+  // The derived PSK (DeriveNbdKey) of the account whose access key id is `identity`, if any.
+  virtual std::optional<std::string> NbdKeyFor(const std::string& identity) = 0;
 };
 
 // The exports of a Store's regions: every attached volume under its volume id (read-write) and
