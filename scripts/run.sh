@@ -46,6 +46,7 @@ Strata is running on the store in ./data (Ctrl-C stops it cleanly). In another s
   aws ec2 describe-instances                # state, volumes; the guest powers off when done
   build/bin/strata console i-...            # its serial console
   build/bin/strata instances                # instances with the NBD URI of each volume
+  build/bin/strata nbd-key --psk-file my.psk   # your NBD TLS key (README: "Who may open what")
   aws ec2 create-image --instance-id i-... --name my-image     # a new AMI from the instance
   aws ec2 create-snapshot --volume-id vol-...                  # point-in-time, incremental
   aws ec2 copy-snapshot --source-snapshot-id snap-... --source-region local-1
