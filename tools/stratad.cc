@@ -46,6 +46,7 @@ struct Flags {
   std::vector<std::string> regions;
   std::vector<std::string> peer_regions;
   std::string transfer_listen = "off";
+  std::string transfer_psk_file;
   std::vector<std::string> links;
   std::string chunk_size;  // Empty: the default.
   bool compression = false;
@@ -121,8 +122,14 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "(repeatable)")
       ->option_text("NAME=HOST:PORT");
   app.add_option("--transfer-listen", f.transfer_listen,
-                 "serve this store's regions to peers' copies, HOST:PORT (default off)")
+                 "serve this store's regions to peers' copies, HOST:PORT (default off; needs "
+                 "--transfer-psk-file)")
       ->option_text("ADDR");
+  app.add_option("--transfer-psk-file", f.transfer_psk_file,
+                 "the keys peers prove in the transfer protocol's TLS, IDENTITY:HEXKEY per line "
+                 "(psktool format), the same file on both stratads; needed with --peer-region "
+                 "and --transfer-listen")
+      ->option_text("FILE");
   app.add_option("--link", f.links,
                  "the simulated WAN link, e.g. bandwidth=100MB,rtt=70ms,jitter=5ms,corrupt=0.001,"
                  "drop=0.0001,streams=4,region=200MB; without FROM:TO it is the default for "
@@ -296,6 +303,12 @@ absl::StatusOr<std::vector<std::string>> SetRegions(const Flags& f, strata::Stor
           absl::StrCat("--peer-region takes NAME=HOST:PORT, not ", peer));
     }
     options.peer_regions[peer.substr(0, eq)] = peer.substr(eq + 1);
+  }
+  options.transfer_psk_file = f.transfer_psk_file;
+  if (f.transfer_listen != "off" && f.transfer_psk_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--transfer-listen needs --transfer-psk-file: peers authenticate with its keys (e.g. "
+        "echo \"peers:$(openssl rand -hex 32)\" > transfer.psk, the same file for both stratads)");
   }
   for (const std::string& link : f.links) {
     // "FROM:TO=SETTINGS" names a pair; settings alone are the default.

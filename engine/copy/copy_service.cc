@@ -146,6 +146,7 @@ struct CopyService::Job {
 CopyService::CopyService(Store& store, const StoreOptions& options, std::string journal_path)
     : store_(store),
       peers_(options.peer_regions),
+      transfer_psk_file_(options.transfer_psk_file),
       links_(options.links),
       retry_window_ms_(options.copy_retry_window_ms),
       journal_(std::move(journal_path)) {}
@@ -174,6 +175,15 @@ CopyService::~CopyService() {
 }
 
 absl::Status CopyService::Load() {
+  if (!transfer_psk_file_.empty()) {
+    absl::StatusOr<std::unique_ptr<TransferTls>> tls = TransferTls::Load(transfer_psk_file_);
+    if (!tls.ok()) return tls.status();
+    tls_ = std::move(*tls);
+  } else if (!peers_.empty()) {
+    return absl::InvalidArgumentError(
+        "peer regions need the transfer key shared with their stratad (--transfer-psk-file: "
+        "psktool's IDENTITY:HEXKEY lines, the same file on both sides)");
+  }
   STRATA_RETURN_IF_ERROR(journal_.Load());
   for (CopyRecord r : journal_.All()) {
     if (r.state != "pending") continue;
@@ -303,10 +313,35 @@ LinkModel CopyService::LinkFor(const std::string& from, const std::string& to) c
   return LinkModel{};
 }
 
-void CopyService::Serve(int fd) {
+void CopyService::ServeLocal(int fd) {
   auto connection = std::make_unique<Connection>(fd);
   connection->set_stop(&stopped_);
-  ServeConnection(store_, sender_buckets_, std::move(connection));
+  ServeConnection(store_, sender_buckets_, std::move(connection), /*faults_allowed=*/true);
+}
+
+void CopyService::ServeRemote(int fd) {
+  if (tls_ == nullptr) {
+    STRATA_LOG(kWarning,
+               "transfer: a peer connected, but this store has no --transfer-psk-file; "
+               "refused");
+    ::close(fd);
+    return;
+  }
+  // A silent peer cannot hold the handshake (or the connection) forever.
+  const timeval timeout{kReceiveTimeoutSeconds, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  std::string identity;
+  absl::StatusOr<SSL*> ssl = tls_->Accept(fd, &identity);
+  if (!ssl.ok()) {
+    STRATA_LOG(kWarning, "transfer: ", ssl.status().message());
+    ::close(fd);
+    return;
+  }
+  const timeval none{0, 0};  // Authenticated: as patient as a local connection.
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+  auto connection = std::make_unique<Connection>(fd, *ssl);
+  connection->set_stop(&stopped_);
+  ServeConnection(store_, sender_buckets_, std::move(connection), /*faults_allowed=*/false);
 }
 
 absl::StatusOr<std::unique_ptr<Connection>> CopyService::Connect(const std::string& source_region) {
@@ -326,11 +361,19 @@ absl::StatusOr<std::unique_ptr<Connection>> CopyService::Connect(const std::stri
       return absl::CancelledError("the store is stopping");
     }
     const int server_fd = pair[1];
-    SpawnLocked([this, server_fd] { Serve(server_fd); });
+    SpawnLocked([this, server_fd] { ServeLocal(server_fd); });
     fd = pair[0];
   }
   const timeval timeout{kReceiveTimeoutSeconds, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  if (peers_.contains(source_region)) {
+    absl::StatusOr<SSL*> ssl = tls_->Connect(fd, source_region);
+    if (!ssl.ok()) {
+      ::close(fd);
+      return ssl.status();
+    }
+    return std::make_unique<Connection>(fd, *ssl);
+  }
   return std::make_unique<Connection>(fd);
 }
 

@@ -22,6 +22,7 @@
 #include "copy/copy_journal.h"
 #include "copy/token_bucket.h"
 #include "copy/transfer_messages.h"
+#include "copy/transfer_tls.h"
 #include "copy/transfer_wire.h"
 #include "strata/store.h"
 
@@ -45,8 +46,9 @@ class CopyService {
     return journal_.Get(snapshot_id);
   }
   std::vector<std::string> PeerRegions() const;
-  // Serves the source side on `fd` (a peer's connection) on the calling thread.
-  void Serve(int fd);
+  // Serves the source side on `fd` on the calling thread: a peer process's connection, in TLS
+  // with a key of StoreOptions::transfer_psk_file, fault injection off.
+  void ServeRemote(int fd);
 
   LinkModel LinkFor(const std::string& from, const std::string& to) const;
 
@@ -55,6 +57,8 @@ class CopyService {
   // A connection to `source_region`'s transfer service: local regions through a socketpair
   // and a serving thread, peers over TCP.
   absl::StatusOr<std::unique_ptr<Connection>> Connect(const std::string& source_region);
+  // Serves a local region's side of a socketpair (Connect), in plaintext, faults as configured.
+  void ServeLocal(int fd);
   // Runs a copy to its end, or until the store stops (then it stays pending and resumes at
   // the next start).
   void RunJob(std::shared_ptr<Job> job);
@@ -84,6 +88,8 @@ class CopyService {
 
   Store& store_;
   const std::map<std::string, std::string> peers_;
+  const std::string transfer_psk_file_;
+  std::unique_ptr<TransferTls> tls_;  // Set by Load when transfer_psk_file_ is given.
   const std::map<std::string, LinkModel> links_;
   const uint64_t retry_window_ms_;
   CopyJournal journal_;

@@ -16,8 +16,8 @@ namespace {
 
 class SourceSession {
  public:
-  SourceSession(Store& store, SharedBuckets& buckets, Connection& connection)
-      : store_(store), buckets_(buckets), c_(connection) {}
+  SourceSession(Store& store, SharedBuckets& buckets, Connection& connection, bool faults_allowed)
+      : store_(store), buckets_(buckets), c_(connection), faults_allowed_(faults_allowed) {}
 
   void Run() {
     absl::Status s = Serve();
@@ -29,6 +29,11 @@ class SourceSession {
     STRATA_ASSIGN_OR_RETURN(Frame first, c_.Receive());
     if (first.type != FrameType::kHello) return absl::InvalidArgumentError("expected HELLO");
     STRATA_ASSIGN_OR_RETURN(hello_, DecodeHello(first.payload));
+    if (!faults_allowed_) {
+      // A peer process does not get to damage what this one sends.
+      hello_.link.corrupt_rate = 0;
+      hello_.link.drop_rate = 0;
+    }
     if (hello_.version != kProtocolVersion) {
       return absl::FailedPreconditionError(
           absl::StrCat("transfer protocol version ", hello_.version, " is not ", kProtocolVersion));
@@ -144,6 +149,7 @@ class SourceSession {
   Store& store_;
   SharedBuckets& buckets_;
   Connection& c_;
+  const bool faults_allowed_;
   Hello hello_;
   Region* region_ = nullptr;
   std::shared_ptr<TokenBucket> bucket_;  // Shared with the copy's other streams.
@@ -154,8 +160,9 @@ class SourceSession {
 
 }  // namespace
 
-void ServeConnection(Store& store, SharedBuckets& buckets, std::unique_ptr<Connection> connection) {
-  SourceSession(store, buckets, *connection).Run();
+void ServeConnection(Store& store, SharedBuckets& buckets, std::unique_ptr<Connection> connection,
+                     bool faults_allowed) {
+  SourceSession(store, buckets, *connection, faults_allowed).Run();
 }
 
 }  // namespace strata::copy

@@ -12,7 +12,10 @@
 namespace strata::copy {
 
 // Serves until the peer closes the connection or sends something malformed.
-// Streams naming the same copy share one bucket of `buckets` (the copy's rate).
-void ServeConnection(Store& store, SharedBuckets& buckets, std::unique_ptr<Connection> connection);
+// Streams naming the same copy share one bucket of `buckets` (the copy's rate). The HELLO's
+// fault rates (corrupt, drop) apply only when `faults_allowed`: copies within this process,
+// whose link model is this process's own configuration; a peer process cannot set them.
+void ServeConnection(Store& store, SharedBuckets& buckets, std::unique_ptr<Connection> connection,
+                     bool faults_allowed);
 
 }  // namespace strata::copy

@@ -1,8 +1,10 @@
 #include "copy/transfer_wire.h"
 
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -11,12 +13,17 @@
 #include "util/coding.h"
 
 namespace strata::copy {
-namespace {
 
-bool WriteAll(int fd, const char* data, size_t n) {
+bool Connection::WriteAll(const char* data, size_t n) {
   while (n > 0) {
-    const ssize_t w = ::send(fd, data, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
+    ssize_t w = 0;
+    if (ssl_ != nullptr) {
+      // SSL_write cannot pass MSG_NOSIGNAL: stratad ignores SIGPIPE.
+      w = SSL_write(ssl_, data, static_cast<int>(std::min<size_t>(n, 1 << 30)));
+    } else {
+      w = ::send(fd_, data, n, MSG_NOSIGNAL);
+      if (w < 0 && errno == EINTR) continue;
+    }
     if (w <= 0) return false;
     data += w;
     n -= static_cast<size_t>(w);
@@ -24,10 +31,15 @@ bool WriteAll(int fd, const char* data, size_t n) {
   return true;
 }
 
-bool ReadAll(int fd, char* data, size_t n) {
+bool Connection::ReadAll(char* data, size_t n) {
   while (n > 0) {
-    const ssize_t r = ::recv(fd, data, n, 0);
-    if (r < 0 && errno == EINTR) continue;
+    ssize_t r = 0;
+    if (ssl_ != nullptr) {
+      r = SSL_read(ssl_, data, static_cast<int>(std::min<size_t>(n, 1 << 30)));
+    } else {
+      r = ::recv(fd_, data, n, 0);
+      if (r < 0 && errno == EINTR) continue;
+    }
     if (r <= 0) return false;
     data += r;
     n -= static_cast<size_t>(r);
@@ -35,9 +47,8 @@ bool ReadAll(int fd, char* data, size_t n) {
   return true;
 }
 
-}  // namespace
-
 Connection::~Connection() {
+  SSL_free(ssl_);
   if (fd_ >= 0) ::close(fd_);
 }
 
@@ -50,8 +61,8 @@ absl::Status Connection::Send(FrameType type, absl::string_view payload, TokenBu
   header.push_back(static_cast<char>(type));
   util::PutFixed32(header, static_cast<uint32_t>(payload.size()));
   if (bucket != nullptr) bucket->Acquire(header.size() + payload.size(), stop_);
-  if (fd_ < 0 || !WriteAll(fd_, header.data(), header.size()) ||
-      !WriteAll(fd_, payload.data(), payload.size())) {
+  if (fd_ < 0 || !WriteAll(header.data(), header.size()) ||
+      !WriteAll(payload.data(), payload.size())) {
     return absl::UnavailableError(absl::StrCat("transfer connection lost while sending: ",
                                                fd_ < 0 ? "closed" : std::strerror(errno)));
   }
@@ -61,7 +72,7 @@ absl::Status Connection::Send(FrameType type, absl::string_view payload, TokenBu
 
 absl::StatusOr<Frame> Connection::Receive() {
   char header[kFrameHeaderBytes];
-  if (fd_ < 0 || !ReadAll(fd_, header, sizeof(header))) {
+  if (fd_ < 0 || !ReadAll(header, sizeof(header))) {
     return absl::UnavailableError("transfer connection closed by the peer");
   }
   util::Decoder in(absl::string_view(header, sizeof(header)));
@@ -78,7 +89,7 @@ absl::StatusOr<Frame> Connection::Receive() {
   Frame frame;
   frame.type = static_cast<FrameType>(type);
   frame.payload.resize(length);
-  if (!ReadAll(fd_, frame.payload.data(), length)) {
+  if (!ReadAll(frame.payload.data(), length)) {
     return absl::UnavailableError("transfer connection closed inside a frame");
   }
   bytes_received_ += sizeof(header) + length;
@@ -92,6 +103,8 @@ void Connection::Shutdown() {
 void Connection::Cut() {
   if (fd_ >= 0) {
     ::shutdown(fd_, SHUT_RDWR);
+    SSL_free(ssl_);
+    ssl_ = nullptr;
     ::close(fd_);
     fd_ = -1;
   }

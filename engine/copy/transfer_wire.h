@@ -11,6 +11,8 @@
 #include "absl/strings/string_view.h"
 #include "copy/token_bucket.h"
 
+typedef struct ssl_st SSL;
+
 namespace strata::copy {
 
 inline constexpr uint32_t kFrameMagic = 0x46585453;  // "STXF" on the wire.
@@ -36,10 +38,12 @@ struct Frame {
   std::string payload;
 };
 
-// One end of a transfer connection over a stream socket. Owns the fd. Not thread-safe.
+// One end of a transfer connection over a stream socket, in TLS when `ssl` is given (between
+// processes, copy/transfer_tls.h). Owns the fd and the SSL. Not thread-safe, but Shutdown may be
+// called from another thread.
 class Connection {
  public:
-  explicit Connection(int fd) : fd_(fd) {}
+  explicit Connection(int fd, SSL* ssl = nullptr) : fd_(fd), ssl_(ssl) {}
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -59,7 +63,11 @@ class Connection {
   uint64_t bytes_received() const { return bytes_received_; }
 
  private:
+  bool WriteAll(const char* data, size_t n);
+  bool ReadAll(char* data, size_t n);
+
   int fd_;
+  SSL* ssl_;
   const std::atomic<bool>* stop_ = nullptr;
   uint64_t bytes_sent_ = 0;
   uint64_t bytes_received_ = 0;

@@ -137,7 +137,7 @@ class StoreImpl final : public Store {
 
   std::vector<std::string> ListPeerRegions() override { return copies_->PeerRegions(); }
 
-  void ServeTransfer(int fd) override { copies_->Serve(fd); }
+  void ServeTransfer(int fd) override { copies_->ServeRemote(fd); }
 
   absl::Status OpenExisting() {
     std::error_code ec;

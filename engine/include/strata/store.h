@@ -48,6 +48,10 @@ struct StoreOptions {
   // Regions served by other stratad processes: name -> "host:port" of their transfer listener
   // (Store::ServeTransfer). Copies from them cross a real socket.
   std::map<std::string, std::string> peer_regions;
+  // TLS pre-shared keys for the transfer protocol between processes (psktool's IDENTITY:HEXKEY
+  // lines; the same file on both sides): needed by peer_regions and by ServeTransfer. A peer
+  // connection uses the line named like the source region, else the first.
+  std::string transfer_psk_file;
   // The links between regions: key "" is the default, "FROM:TO" one direction of a pair.
   std::map<std::string, LinkModel> links;
   // How long a copy keeps retrying an unreachable source before it fails. Default: 10 min.
@@ -354,6 +358,8 @@ class Store {
   virtual std::vector<std::string> ListPeerRegions() = 0;
   // Serves the transfer protocol's source side on a connected socket until the peer closes it;
   // stratad calls it for each connection to its transfer listener. Takes ownership of `fd`.
+  // The peer must first prove a key of StoreOptions::transfer_psk_file (TLS); without the file
+  // every connection is refused.
   virtual void ServeTransfer(int fd) = 0;
 };
 
