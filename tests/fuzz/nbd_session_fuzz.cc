@@ -214,8 +214,18 @@ struct Fixture {
   std::unique_ptr<ExportCatalog> catalog;
 };
 
+// Never destroyed (libFuzzer exits from anywhere, with sessions' threads perhaps still running),
+// but its directory goes at exit, so runs leave nothing in the temp directory.
 Fixture& TheFixture() {
-  static Fixture* fixture = new Fixture();
+  static Fixture* fixture = [] {
+    auto* f = new Fixture();
+    static std::string dir = f->dir;
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    });
+    return f;
+  }();
   return *fixture;
 }
 
