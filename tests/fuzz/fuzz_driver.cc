@@ -39,9 +39,11 @@ int main(int argc, char** argv) {
         case 2:
           input.erase(pos, 1 + rng() % 8);
           break;
-        default:
-          input += seeds[rng() % seeds.size()].substr(rng() % 20);
+        default: {
+          const std::string& other = seeds[rng() % seeds.size()];
+          input += other.substr(rng() % (other.size() + 1));
           break;
+        }
       }
     }
     LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(input.data()), input.size());
