@@ -3,6 +3,7 @@
 // directories, seeded randomness and byte patterns.
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -63,6 +64,19 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Adds `rounds` crash iterations of `kind` ("power-loss", "sigkill") to the run's tally: a
+// "KIND BACKEND ROUNDS" line appended to $STRATA_CRASH_COUNT_FILE when set (ctest sets it;
+// tests/crash/crash_count.sh sums the lines at the end of the run and holds the minimum).
+inline void RecordCrashRounds(const std::string& kind, int rounds) {
+  const char* path = std::getenv("STRATA_CRASH_COUNT_FILE");
+  if (path == nullptr) return;
+  const char* backend = std::getenv("STRATA_TEST_CEPH_CONF") != nullptr ? "rados" : "local";
+  if (FILE* f = std::fopen(path, "a"); f != nullptr) {
+    std::fprintf(f, "%s %s %d\n", kind.c_str(), backend, rounds);
+    std::fclose(f);
+  }
+}
 
 // The seed for a randomized test: STRATA_TEST_SEED if set, else random. Printed so a failure
 // can be replayed.

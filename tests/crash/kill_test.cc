@@ -257,6 +257,7 @@ TEST_F(KillTest, SigkillAtRandomPointsLosesNothingAcknowledged) {
     for (const std::string& f : report->findings) ADD_FAILURE() << f;
   }
   std::printf("%d rounds, %d killed mid-workload\n", rounds, killed);
+  ::strata::testing::RecordCrashRounds("sigkill", rounds);
   EXPECT_GT(killed, 0);
 }
 
