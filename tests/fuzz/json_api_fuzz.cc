@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cloudwatch_service.h"
+#include "fuzz_scratch.h"
 #include "kms_service.h"
 #include "nlohmann/json.hpp"
 #include "strata/secret.h"
@@ -53,8 +54,7 @@ const std::vector<std::string>& Operations() {
 // Never destroyed (libFuzzer exits from anywhere); its directory goes at exit.
 struct Fixture {
   Fixture() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "strata-jfuzz-XXXXXX").string();
-    dir = ::mkdtemp(tmpl.data());
+    dir = FuzzScratchDir("strata-jfuzz");
     StoreOptions options;
     options.background_work = false;
     options.kms_root_key = RandomSecret(32);
@@ -71,15 +71,7 @@ struct Fixture {
 };
 
 Fixture& TheFixture() {
-  static Fixture* fixture = [] {
-    auto* f = new Fixture();
-    static std::string dir = f->dir;
-    std::atexit([] {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    });
-    return f;
-  }();
+  static Fixture* fixture = new Fixture();
   return *fixture;
 }
 

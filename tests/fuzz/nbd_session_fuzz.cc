@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "fuzz_scratch.h"
 #include "protocol.h"
 #include "session.h"
 #include "strata/export.h"
@@ -193,8 +194,7 @@ std::string FramingError(const std::string& server, uint32_t client_flags, bool 
 
 struct Fixture {
   Fixture() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "strata-fuzz-XXXXXX").string();
-    dir = ::mkdtemp(tmpl.data());
+    dir = FuzzScratchDir("strata-fuzz");
     StoreOptions options;
     options.background_work = false;
     store = std::move(*Store::Open(dir, options));
@@ -217,15 +217,7 @@ struct Fixture {
 // Never destroyed (libFuzzer exits from anywhere, with sessions' threads perhaps still running),
 // but its directory goes at exit, so runs leave nothing in the temp directory.
 Fixture& TheFixture() {
-  static Fixture* fixture = [] {
-    auto* f = new Fixture();
-    static std::string dir = f->dir;
-    std::atexit([] {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    });
-    return f;
-  }();
+  static Fixture* fixture = new Fixture();
   return *fixture;
 }
 
