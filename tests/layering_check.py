@@ -26,9 +26,10 @@ ENGINE = {
     "store": {"util", "io", "rados", "meta", "chunk", "crypto", "qos", "volume", "region", "image",
               "copy"},
 }
-# Public headers the NBD server may include: the export interface and what it names.
+# Public headers the NBD server may include: the export interface and what it names, and the
+# psktool key-file reader its TLS shares with the transfer protocol (no engine types).
 NBD_PUBLIC = {"strata/export.h", "strata/io_ring.h", "strata/volume.h", "strata/env.h",
-              "strata/io_limiter.h"}
+              "strata/io_limiter.h", "strata/psk_file.h"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
