@@ -19,7 +19,6 @@
 namespace strata::api {
 namespace {
 
-
 std::string Hmac(absl::string_view key, absl::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
