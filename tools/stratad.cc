@@ -211,8 +211,8 @@ absl::StatusOr<strata::api::HttpServerOptions> ApiOptions(const std::string& lis
   return options;
 }
 
-// The NBD server's TLS settings; returns the mode's name.
-absl::StatusOr<std::string> SetTls(const Flags& f, strata::nbd::NbdServerOptions& options) {
+// The NBD server's TLS and access settings; returns them as the start-up log names them.
+std::string SetTls(const Flags& f, strata::nbd::NbdServerOptions& options) {
   // The accounts' own keys (options.tls.psk_lookup) are always there, so TLS needs no file.
   options.tls.psk_file = f.tls_psk_file;
   options.tls.x509_dir = f.tls_x509_dir;
@@ -434,8 +434,7 @@ int main(int argc, char** argv) {
   }
   strata::nbd::NbdServerOptions nbd_options;
   nbd_options.handshake_timeout = absl::Seconds(f.nbd_handshake_seconds);
-  absl::StatusOr<std::string> tls_mode = SetTls(f, nbd_options);
-  if (!tls_mode.ok()) return Fail(tls_mode.status());
+  const std::string tls_mode = SetTls(f, nbd_options);
   if (absl::Status s = LoadRootKey(f, options); !s.ok()) return Fail(s);
   std::string nbd_socket;
   absl::StatusOr<std::vector<std::string>> nbd_addresses = NbdAddresses(f, &nbd_socket);
@@ -462,7 +461,7 @@ int main(int argc, char** argv) {
     STRATA_LOG(kInfo, "NBD on ", absl::StrJoin(nbd->addresses(), " "),
                " (exports: attached volumes by volume id, read-write; completed snapshots by "
                "snapshot id, read-only; TLS ",
-               *tls_mode, ")");
+               tls_mode, ")");
   }
   std::unique_ptr<strata::tools::TransferListener> transfer;
   if (f.transfer_listen != "off") {
