@@ -331,8 +331,19 @@ class SegmentChunkStore final : public ChunkStore {
     return absl::OkStatus();
   }
 
+  // After a failed fsync every later one fails too: Linux drops the pages it could not write,
+  // so a later success would vouch for chunks that are not on disk. Commits fail until the
+  // store reopens.
   absl::Status SyncSegmentsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (uint64_t id : unsynced_) STRATA_RETURN_IF_ERROR(segments_[id]->Sync());
+    if (!sync_failure_.ok()) return sync_failure_;
+    for (uint64_t id : unsynced_) {
+      if (absl::Status s = segments_[id]->Sync(); !s.ok()) {
+        sync_failure_ = absl::DataLossError(absl::StrCat(
+            s.message(), "; chunks written since the last successful sync may be lost, and no ",
+            "later sync can be trusted until the store reopens (restart stratad)"));
+        return sync_failure_;
+      }
+    }
     unsynced_.clear();
     return absl::OkStatus();
   }
@@ -386,6 +397,7 @@ class SegmentChunkStore final : public ChunkStore {
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t active_offset_ ABSL_GUARDED_BY(mu_) = 0;
   std::set<uint64_t> unsynced_ ABSL_GUARDED_BY(mu_);
+  absl::Status sync_failure_ ABSL_GUARDED_BY(mu_);  // The first failed fsync.
   absl::flat_hash_map<ChunkKey, ChunkLocation> staged_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<ChunkKey, int64_t> pins_ ABSL_GUARDED_BY(mu_);
 };

@@ -31,17 +31,31 @@ class FaultFile final : public File {
     return base_->Read(offset_bytes, out);
   }
   absl::Status Write(uint64_t offset_bytes, std::span<const std::byte> data) override {
-    if (absl::Status s = env_->MaybeFail(); !s.ok()) return s;
+    bool short_write = false;
+    if (absl::Status s = env_->MaybeFail(&short_write); !s.ok()) {
+      if (short_write && data.size() > kSectorBytes) {
+        const size_t prefix = data.size() / 2 / kSectorBytes * kSectorBytes;
+        env_->SaveUndo(path_, *base_, offset_bytes, prefix, false);
+        (void)base_->Write(offset_bytes, data.first(prefix));
+      }
+      return s;
+    }
     env_->SaveUndo(path_, *base_, offset_bytes, data.size(), false);
     return base_->Write(offset_bytes, data);
   }
   absl::Status Sync() override {
-    if (absl::Status s = env_->MaybeFail(); !s.ok()) return s;
+    if (absl::Status s = env_->MaybeFail(); !s.ok()) {
+      env_->MarkSyncFailed(path_);
+      return s;
+    }
     if (absl::Status s = base_->Sync(); !s.ok()) return s;
-    env_->MarkSynced(path_);
+    env_->MarkSynced(path_, base_->Size().value_or(0));
     return absl::OkStatus();
   }
-  absl::StatusOr<uint64_t> Size() override { return base_->Size(); }
+  absl::StatusOr<uint64_t> Size() override {
+    if (absl::Status s = env_->MaybeFail(); !s.ok()) return s;
+    return base_->Size();
+  }
   absl::Status Truncate(uint64_t size_bytes) override {
     if (absl::Status s = env_->MaybeFail(); !s.ok()) return s;
     absl::StatusOr<uint64_t> size = base_->Size();
@@ -66,9 +80,18 @@ FaultInjectionEnv::FaultInjectionEnv(Env* base) : base_(base) {}
 FaultInjectionEnv::~FaultInjectionEnv() = default;
 
 void FaultInjectionEnv::FailAfter(int64_t n, absl::Status status) {
+  InjectAt(n, Fault{.status = std::move(status)});
+}
+
+void FaultInjectionEnv::InjectAt(int64_t n, Fault fault) {
   absl::MutexLock lock(&mu_);
   fail_countdown_ = n;
-  fail_status_ = std::move(status);
+  fault_ = std::move(fault);
+}
+
+int64_t FaultInjectionEnv::operations() const {
+  absl::MutexLock lock(&mu_);
+  return operations_;
 }
 
 void FaultInjectionEnv::ClearFaults() {
@@ -76,12 +99,27 @@ void FaultInjectionEnv::ClearFaults() {
   fail_countdown_ = -1;
 }
 
-absl::Status FaultInjectionEnv::MaybeFail() {
+absl::Status FaultInjectionEnv::MaybeFail(bool* short_write) {
   absl::MutexLock lock(&mu_);
+  ++operations_;
   if (fail_countdown_ < 0) return absl::OkStatus();
-  if (fail_countdown_ == 0) return fail_status_;
+  if (fail_countdown_ == 0) {
+    if (short_write != nullptr) *short_write = fault_.short_write;
+    if (fault_.transient) fail_countdown_ = -1;
+    return fault_.status;
+  }
   --fail_countdown_;
   return absl::OkStatus();
+}
+
+void FaultInjectionEnv::MarkSyncFailed(const std::string& path) {
+  absl::MutexLock lock(&mu_);
+  auto it = files_.find(path);
+  if (it == files_.end()) return;
+  // The kernel forgets the dirty pages (they stay in the cache, clean, and are never written):
+  // only a new write of a page can make it durable again.
+  it->second.lost_pages.merge(it->second.undo_pages);
+  it->second.undo_pages.clear();
 }
 
 void FaultInjectionEnv::SaveUndo(const std::string& path, File& base, uint64_t offset_bytes,
@@ -97,6 +135,10 @@ void FaultInjectionEnv::SaveUndo(const std::string& path, File& base, uint64_t o
   const uint64_t last = (offset_bytes + length_bytes - 1) / kUndoPageBytes;
   std::string page(kUndoPageBytes, '\0');
   for (uint64_t index = first; index <= last; ++index) {
+    if (auto lost = state.lost_pages.find(index); lost != state.lost_pages.end()) {
+      state.undo_pages.insert(state.lost_pages.extract(lost));
+      continue;
+    }
     if (state.undo_pages.contains(index)) continue;
     if (index * kUndoPageBytes >= state.synced_size) continue;  // Truncation undoes it.
     auto bytes = std::as_writable_bytes(std::span(page.data(), page.size()));
@@ -106,10 +148,11 @@ void FaultInjectionEnv::SaveUndo(const std::string& path, File& base, uint64_t o
   }
 }
 
-void FaultInjectionEnv::MarkSynced(const std::string& path) {
+void FaultInjectionEnv::MarkSynced(const std::string& path, uint64_t size_bytes) {
   absl::MutexLock lock(&mu_);
   FaultFileState& state = files_[path];
-  state.dirty = false;
+  state.dirty = !state.lost_pages.empty();
+  state.synced_size = size_bytes;
   state.undo_pages.clear();
 }
 
@@ -127,6 +170,7 @@ absl::Status FaultInjectionEnv::Crash(bool tear, uint64_t seed) {
     if (state.dirty) {
       absl::StatusOr<std::unique_ptr<File>> file = base_->OpenFile(path, false);
       if (!file.ok()) return file.status();
+      state.undo_pages.merge(state.lost_pages);
       for (const auto& [index, bytes] : state.undo_pages) {
         for (uint64_t sector = 0; sector < kUndoPageBytes; sector += kSectorBytes) {
           // A torn crash lets each unsynced sector survive or not, as disk write-back would.
@@ -152,6 +196,7 @@ absl::Status FaultInjectionEnv::Crash(bool tear, uint64_t seed) {
 
 absl::StatusOr<std::unique_ptr<File>> FaultInjectionEnv::OpenFile(const std::string& path,
                                                                   bool create) {
+  if (absl::Status s = MaybeFail(); !s.ok()) return s;
   const bool existed = base_->FileExists(path);
   absl::StatusOr<std::unique_ptr<File>> base = base_->OpenFile(path, create);
   if (!base.ok()) return base.status();
@@ -190,9 +235,11 @@ absl::Status FaultInjectionEnv::RenameFile(const std::string& from, const std::s
 
 bool FaultInjectionEnv::FileExists(const std::string& path) { return base_->FileExists(path); }
 absl::Status FaultInjectionEnv::CreateDirs(const std::string& path) {
+  if (absl::Status s = MaybeFail(); !s.ok()) return s;
   return base_->CreateDirs(path);
 }
 absl::StatusOr<std::vector<std::string>> FaultInjectionEnv::ListDir(const std::string& path) {
+  if (absl::Status s = MaybeFail(); !s.ok()) return s;
   return base_->ListDir(path);
 }
 
@@ -207,6 +254,7 @@ absl::Status FaultInjectionEnv::SyncDir(const std::string& path) {
 }
 
 absl::StatusOr<std::unique_ptr<FileLock>> FaultInjectionEnv::LockFile(const std::string& path) {
+  if (absl::Status s = MaybeFail(); !s.ok()) return s;
   return base_->LockFile(path);
 }
 uint64_t FaultInjectionEnv::NowMicros() { return base_->NowMicros(); }

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "rados/pool.h"
+#include "strata/env.h"
 
 namespace strata::meta {
 
@@ -54,9 +55,11 @@ using ScanFn = std::function<bool(absl::string_view key, absl::string_view value
 class Catalog {
  public:
   virtual ~Catalog() = default;
-  // Opens (creating if missing) a RocksDB catalog in directory `path`.
+  // Opens (creating if missing) a RocksDB catalog in directory `path` of `env` (not owned; must
+  // outlive it). Env::Default() keeps RocksDB's own POSIX file system; any other Env holds the
+  // catalog's files (meta/env_file_system.h).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Catalog>> OpenRocksDb(
-      const std::string& path);
+      Env* env, const std::string& path);
   // Opens the catalog held in the omap of one RADOS object, `object` in `pool` (a pool and
   // namespace), made at the first write. docs/formats/rados.md.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Catalog>> OpenRados(

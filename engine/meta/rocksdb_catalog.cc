@@ -2,11 +2,14 @@
 
 #include <memory>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "meta/catalog.h"
+#include "meta/env_file_system.h"
 #include "rocksdb/db.h"
+#include "rocksdb/env.h"
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
@@ -34,7 +37,8 @@ rocksdb::Slice ToSlice(absl::string_view s) { return rocksdb::Slice(s.data(), s.
 
 class RocksDbCatalog final : public Catalog {
  public:
-  explicit RocksDbCatalog(std::unique_ptr<rocksdb::DB> db) : db_(std::move(db)) {}
+  RocksDbCatalog(std::unique_ptr<rocksdb::Env> env, std::unique_ptr<rocksdb::DB> db)
+      : env_(std::move(env)), db_(std::move(db)) {}
 
   absl::StatusOr<std::optional<std::string>> Get(absl::string_view key) override {
     std::string value;
@@ -107,14 +111,24 @@ class RocksDbCatalog final : public Catalog {
     return FromRocks(db_->Write(options, &wb), "write");
   }
 
+  const std::unique_ptr<rocksdb::Env> env_;  // Null: RocksDB's own; outlives db_.
   const std::unique_ptr<rocksdb::DB> db_;
   absl::Mutex guard_mu_;
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Catalog>> Catalog::OpenRocksDb(const std::string& path) {
+absl::StatusOr<std::unique_ptr<Catalog>> Catalog::OpenRocksDb(Env* env, const std::string& path) {
   rocksdb::Options options;
+  // On the process's POSIX Env RocksDB keeps its own file system (preallocation, range syncs);
+  // any other Env (memory, fault injection) carries the catalog's files too.
+  std::unique_ptr<rocksdb::Env> rocks_env;
+  std::shared_ptr<LastIoError> last_error;
+  if (env != Env::Default()) {
+    last_error = std::make_shared<LastIoError>();
+    rocks_env = rocksdb::NewCompositeEnv(NewEnvFileSystem(env, last_error));
+    options.env = rocks_env.get();
+  }
   options.create_if_missing = true;
   options.paranoid_checks = true;
   options.max_open_files = 256;
@@ -127,9 +141,11 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::OpenRocksDb(const std::string&
   if (absl::Status s =
           FromRocks(rocksdb::DB::Open(options, path, &raw), absl::StrCat("open ", path));
       !s.ok()) {
-    return s;
+    const std::string io_error = last_error != nullptr ? last_error->Get() : "";
+    if (io_error.empty() || absl::StrContains(s.message(), io_error)) return s;
+    return absl::Status(s.code(), absl::StrCat(s.message(), " (after ", io_error, ")"));
   }
-  return std::make_unique<RocksDbCatalog>(std::unique_ptr<rocksdb::DB>(raw));
+  return std::make_unique<RocksDbCatalog>(std::move(rocks_env), std::unique_ptr<rocksdb::DB>(raw));
 }
 
 }  // namespace strata::meta

@@ -47,8 +47,10 @@ std::optional<Task> RegionImpl::HydrateStep(const std::string& volume_id) {
   if (status.ok()) status = volume->Flush();
   if (!status.ok()) {
     STRATA_LOG(kError, "volume ", volume_id, ": hydration paused: ", status.ToString());
-    return Task{Task::Kind::kHydrate, volume_id, nullptr,
-                env_->NowMicros() + 10 * kHydrateSliceMicros};
+    return Task{.kind = Task::Kind::kHydrate,
+                .id = volume_id,
+                .not_before_micros = env_->NowMicros() + 10 * kHydrateSliceMicros,
+                .retry = true};
   }
   if (*copied > 0) {
     return Task{Task::Kind::kHydrate, volume_id, nullptr, env_->NowMicros() + kHydrateSliceMicros};

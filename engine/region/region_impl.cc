@@ -72,7 +72,7 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     shared_ = catalog.get();
     catalog_ = std::move(catalog);
   } else {
-    STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(dir_ + "/catalog"));
+    STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(env_, dir_ + "/catalog"));
   }
   // Opening recovers and loads shared state: one node at a time.
   STRATA_ASSIGN_OR_RETURN(util::SharedHold held, shared_->Enter());

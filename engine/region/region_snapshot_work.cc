@@ -180,8 +180,10 @@ void RegionImpl::FailSnapshot(VolumeImpl& volume, const std::shared_ptr<PendingS
   }
   batch.Put(meta::VolumeKey(volume.id()), volume.record().Encode());
   if (absl::Status s = catalog_->Write(batch); !s.ok()) {
-    // The records stay pending in the catalog; the next open turns them into errors.
+    // The records stay pending in the catalog; the next open turns them into errors. Until then
+    // they show as failed here, with the first reason.
     STRATA_LOG(kError, "snapshot ", pending->record.id, ": recording the failure: ", s.ToString());
+    for (const meta::SnapshotRecord& r : failed_records) tree_->Put(r);
     return;
   }
   for (const meta::SnapshotRecord& r : failed_records) {

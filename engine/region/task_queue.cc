@@ -1,6 +1,7 @@
 #include "region/task_queue.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "absl/time/time.h"
 
@@ -26,18 +27,26 @@ void TaskQueue::StopWorker() {
 }
 
 void TaskQueue::RunAll() {
+  std::vector<Task> retries;  // Back in the queue once the rest has run.
   for (;;) {
     Task task;
     bool stopping = false;
     {
       absl::MutexLock lock(&mu_);
-      if (queue_.empty()) return;
+      if (queue_.empty()) {
+        for (Task& retry : retries) queue_.push_back(std::move(retry));
+        return;
+      }
       task = std::move(queue_.front());
       queue_.pop_front();
       stopping = stopping_;
     }
     if (stopping && task.kind == Task::Kind::kHydrate) continue;
     if (std::optional<Task> next = run_(std::move(task)); next.has_value()) {
+      if (next->retry) {
+        retries.push_back(std::move(*next));
+        continue;
+      }
       next->not_before_micros = 0;
       Push(std::move(*next));
     }

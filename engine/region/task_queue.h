@@ -22,6 +22,9 @@ struct Task {
   std::string id;  // Snapshot (ingest, prune) or volume (hydrate).
   std::shared_ptr<volume::PendingSnapshot> pending;  // kIngest only.
   uint64_t not_before_micros = 0;                    // Runs no earlier than this.
+  // A retry after an error (e.g. hydration paused by an I/O error): RunAll leaves it queued
+  // for later instead of running it again at once, so a lasting error cannot hold RunAll.
+  bool retry = false;
 };
 
 // Thread-safe. `env` must outlive it; `run` is called on the worker (or the caller of RunAll)
@@ -40,8 +43,9 @@ class TaskQueue {
   // Stops the worker (after the task it runs) and joins it. Later, hydrations are left for the
   // next open (their state is persisted) and every other task runs in RunAll.
   void StopWorker();
-  // Runs every queued task on the calling thread, follow-ups at once, until none is left.
-  // Bounded: each task finishes or is a hydration that advances by at least one chunk.
+  // Runs every queued task on the calling thread, follow-ups at once, until none is left but
+  // retries (which stay queued). Bounded: each task finishes, is a hydration that advances by at
+  // least one chunk, or is a retry.
   void RunAll();
 
  private:

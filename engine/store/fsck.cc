@@ -44,7 +44,7 @@ class RegionChecker {
               cluster_->DataPool(ns), catalog_.get(),
               {.read_only = true, .gc_grace_seconds = cluster_->options().gc_grace_seconds}));
     } else {
-      STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(dir_ + "/catalog"));
+      STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(env_, dir_ + "/catalog"));
       STRATA_ASSIGN_OR_RETURN(
           chunks_, chunk::ChunkStore::OpenSegmentStore(env_, dir_ + "/segments", catalog_.get(),
                                                        {.read_only = true}));

@@ -116,14 +116,30 @@ absl::Status Head::PunchHole(uint64_t offset_bytes, uint64_t length_bytes) {
 }
 
 absl::Status Head::Sync() {
+  {
+    absl::MutexLock lock(&sync_failure_mu_);
+    if (!sync_failure_.ok()) return sync_failure_;
+  }
   for (const std::unique_ptr<Extent>& e : extents_) {
     if (!e->unsynced.exchange(false, std::memory_order_acq_rel)) continue;
-    if (absl::Status s = e->file->Sync(); !s.ok()) {
+    if (absl::Status s = SyncExtent(*e); !s.ok()) {
       e->unsynced.store(true);
       return s;
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status Head::SyncExtent(Extent& extent) {
+  absl::Status s = extent.file->Sync();
+  if (s.ok()) return s;
+  absl::MutexLock lock(&sync_failure_mu_);
+  if (sync_failure_.ok()) {
+    sync_failure_ = absl::DataLossError(
+        absl::StrCat(s.message(), "; writes since the last successful flush may be lost, and ",
+                     "no later flush can be trusted until the store reopens (restart stratad)"));
+  }
+  return sync_failure_;
 }
 
 absl::Status Head::Grow(uint64_t size_bytes) {
@@ -138,7 +154,7 @@ absl::Status Head::Grow(uint64_t size_bytes) {
     STRATA_ASSIGN_OR_RETURN(uint64_t current, extents_[i]->file->Size());
     if (current < extent_size) {
       STRATA_RETURN_IF_ERROR(extents_[i]->file->Truncate(extent_size));
-      STRATA_RETURN_IF_ERROR(extents_[i]->file->Sync());
+      STRATA_RETURN_IF_ERROR(SyncExtent(*extents_[i]));
     }
   }
   const size_t slash = base_path_.rfind('/');

@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "strata/env.h"
 #include "strata/io_ring.h"
 
@@ -39,7 +41,10 @@ class Head {
                   IoRing::Op* op);
   // A queued write at `offset_bytes` has finished: the next Sync covers it.
   void NoteWritten(uint64_t offset_bytes);
-  // Makes completed writes durable (syncs only extents written since the last Sync).
+  // Makes completed writes durable (syncs only extents written since the last Sync). Once an
+  // fsync has failed, every later Sync fails too (kDataLoss): Linux drops the dirty pages a
+  // failed fsync could not write, so a later fsync that succeeds proves nothing. The head is
+  // trusted again only when reopened.
   [[nodiscard]] absl::Status Sync();
   // Grows to `size_bytes`, creating extent files as needed, and syncs. REQUIRES: exclusive use.
   [[nodiscard]] absl::Status Grow(uint64_t size_bytes);
@@ -60,8 +65,12 @@ class Head {
     std::atomic<bool> unsynced{false};
   };
   std::vector<std::unique_ptr<Extent>> extents_;
+  absl::Mutex sync_failure_mu_;
+  absl::Status sync_failure_ ABSL_GUARDED_BY(sync_failure_mu_);  // The first failed fsync.
 
   static void MarkUnsynced(Extent& extent);
+  // Syncs one extent file; a failure is remembered (sync_failure_) and returned from now on.
+  absl::Status SyncExtent(Extent& extent);
   // The descriptor of the extent file holding [offset_bytes, +length_bytes), and the offset in
   // it; -1 when the range spans two extents or the file has no descriptor.
   int Descriptor(uint64_t offset_bytes, uint64_t length_bytes, uint64_t& in_extent) const;

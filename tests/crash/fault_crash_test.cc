@@ -285,9 +285,12 @@ TEST_F(FaultCrashTest, IoErrorsFailCleanlyAndChangeNothingDurable) {
   FillValue(data, 7, 0);
   ASSERT_THAT(volume->Write(0, data, /*fua=*/true), IsOk());
   // Each round writes a new value and flushes with the n-th Env call failing: every error is
-  // the injected one. Once the faults are gone a FLUSH succeeds and covers every write that was
-  // answered, through a power loss: each sector then holds the last answered write's value (or
-  // that of a failed write made after it, which may or may not have landed), never an older one.
+  // the injected one. Once the faults are gone a FLUSH covers every write that was answered,
+  // through a power loss: each sector then holds the last answered write's value (or that of a
+  // failed write made after it, which may or may not have landed), never an older one. Unless
+  // a fault hit an fsync (or the catalog's log): then no FLUSH succeeds until the store reopens,
+  // since the kernel dropped the pages it could not write (tests/crash/fault_enumeration_test.cc
+  // covers that case call by call).
   std::set<uint64_t> allowed = {7};
   int failed = 0;
   for (int n = 0; n < 6; ++n) {
@@ -309,7 +312,11 @@ TEST_F(FaultCrashTest, IoErrorsFailCleanlyAndChangeNothingDurable) {
     }
   }
   EXPECT_GT(failed, 0) << "no injected fault reached a write or a flush";
-  ASSERT_THAT(volume->Flush(), IsOk());
+  if (const absl::Status flush = volume->Flush(); !flush.ok()) {
+    EXPECT_THAT(flush, StatusIs(absl::StatusCode::kDataLoss));
+    for (int n = 0; n < 6; ++n) allowed.insert(8 + n);  // Answered, never made durable.
+    allowed.insert(7);
+  }
   CrashAndReopen(/*tear=*/false, 0);
   volume = *region_->GetVolume(vol->id);
   std::vector<std::byte> back(64 * 1024);
@@ -318,17 +325,20 @@ TEST_F(FaultCrashTest, IoErrorsFailCleanlyAndChangeNothingDurable) {
     const uint64_t v = SectorValue(std::span(back).subspan(sector * kSector, kSector), sector);
     EXPECT_TRUE(allowed.contains(v)) << "sector " << sector << " holds " << v;
   }
-  // A snapshot whose ingest hits an I/O error goes to the error state with the reason.
+  // A snapshot whose ingest hits an I/O error goes to the error state with the reason (a
+  // transient error: the catalog can still record it).
   auto snap = region_->CreateSnapshot({.volume_id = vol->id});
   ASSERT_THAT(snap, IsOk());
-  env_.FailAfter(0, absl::DataLossError("injected EIO"));
+  env_.InjectAt(0, {.status = absl::DataLossError("injected EIO"), .transient = true});
   ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
   env_.ClearFaults();
   auto info = region_->DescribeSnapshot(snap->id);
+  ASSERT_THAT(info, IsOk());
   EXPECT_EQ(info->state, SnapshotState::kError);
   EXPECT_THAT(info->state_message, ::testing::HasSubstr("injected EIO"));
   // The next snapshot still captures everything.
   auto again = region_->CreateSnapshot({.volume_id = vol->id});
+  ASSERT_THAT(again, IsOk());
   ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
   EXPECT_EQ(region_->DescribeSnapshot(again->id)->state, SnapshotState::kCompleted);
   EXPECT_EQ(ReadSnapshot(again->id), ReadVolume(vol->id));

@@ -45,7 +45,7 @@ class ChunkStoreTest : public ::testing::Test {
       store = std::move(*chunks);
       return;
     }
-    auto opened = meta::Catalog::OpenRocksDb(dir_.path() + "/catalog");
+    auto opened = meta::Catalog::OpenRocksDb(env_.get(), dir_.path() + "/catalog");
     ASSERT_THAT(opened, IsOk());
     catalog = std::move(*opened);
     auto chunks =

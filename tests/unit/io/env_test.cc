@@ -2,6 +2,9 @@
 
 #include "strata/env.h"
 
+#include <functional>
+#include <vector>
+
 #include "strata/fault_injection_env.h"
 #include "test_util.h"
 
@@ -114,6 +117,63 @@ TEST(FaultInjectionEnvTest, FailAfterFailsTheNthAndLaterOperations) {
   EXPECT_THAT((*f)->Sync(), StatusIs(absl::StatusCode::kResourceExhausted));
   env.ClearFaults();
   EXPECT_THAT((*f)->Sync(), IsOk());
+}
+
+TEST(FaultInjectionEnvTest, EveryCallSiteCountsAndCanFail) {
+  auto mem = NewMemEnv();
+  FaultInjectionEnv env(mem.get());
+  const std::vector<std::function<absl::Status()>> calls = {
+      [&] { return env.CreateDirs("/d"); },
+      [&] { return env.OpenFile("/d/f", true).status(); },
+      [&] { return env.ListDir("/d").status(); },
+      [&] { return env.LockFile("/d/LOCK").status(); },
+      [&] { return env.SyncDir("/d"); },
+      [&] { return env.RenameFile("/d/f", "/d/g"); },
+      [&] { return env.DeleteFile("/d/g"); },
+  };
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const int64_t before = env.operations();
+    env.InjectAt(0, {.status = absl::DataLossError("injected"), .transient = true});
+    EXPECT_THAT(calls[i](), StatusIs(absl::StatusCode::kDataLoss)) << "call " << i;
+    EXPECT_EQ(env.operations(), before + 1) << "call " << i;
+    EXPECT_THAT(calls[i](), IsOk()) << "call " << i << ": a transient fault fails once";
+  }
+  auto f = env.OpenFile("/d/h", true);
+  ASSERT_THAT(f, IsOk());
+  env.InjectAt(0, {.status = absl::DataLossError("injected")});
+  EXPECT_THAT((*f)->Size(), StatusIs(absl::StatusCode::kDataLoss));
+}
+
+TEST(FaultInjectionEnvTest, AShortWriteLandsWholeSectorsOfItsPrefix) {
+  auto mem = NewMemEnv();
+  FaultInjectionEnv env(mem.get());
+  auto f = env.OpenFile("/f", true);
+  env.InjectAt(0, {.status = absl::ResourceExhaustedError("injected ENOSPC"),
+                   .transient = true,
+                   .short_write = true});
+  EXPECT_THAT((*f)->Write(0, Bytes(std::string(4096, 'w'))),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(*(*f)->Size(), 2048u);
+  EXPECT_EQ(ReadString(**f, 0, 2048), std::string(2048, 'w'));
+}
+
+// As on Linux: a failed fsync drops the dirty pages it could not write, and a later fsync that
+// succeeds does not bring them back; only writing them again does.
+TEST(FaultInjectionEnvTest, AFailedSyncLosesItsPagesForGood) {
+  auto mem = NewMemEnv();
+  FaultInjectionEnv env(mem.get());
+  auto f = env.OpenFile("/d/f", true);
+  ASSERT_THAT((*f)->Write(0, Bytes(std::string(8192, 'o'))), IsOk());
+  ASSERT_THAT((*f)->Sync(), IsOk());
+  ASSERT_THAT(env.SyncDir("/d"), IsOk());
+  ASSERT_THAT((*f)->Write(0, Bytes(std::string(8192, 'n'))), IsOk());
+  env.InjectAt(0, {.status = absl::DataLossError("injected EIO"), .transient = true});
+  EXPECT_THAT((*f)->Sync(), StatusIs(absl::StatusCode::kDataLoss));
+  ASSERT_THAT((*f)->Write(4096, Bytes(std::string(4096, 'a'))), IsOk());  // Page 1 again.
+  ASSERT_THAT((*f)->Sync(), IsOk());
+  ASSERT_THAT(env.Crash(), IsOk());
+  EXPECT_EQ(ReadString(**f, 0, 4096), std::string(4096, 'o'));  // Lost with the failed sync.
+  EXPECT_EQ(ReadString(**f, 4096, 4096), std::string(4096, 'a'));
 }
 
 TEST(FaultInjectionEnvTest, TornCrashKeepsSomeUnsyncedSectors) {

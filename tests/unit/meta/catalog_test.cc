@@ -3,11 +3,15 @@
 
 #include "meta/catalog.h"
 
+#include <map>
+#include <random>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_format.h"
 #include "meta/schema.h"
 #include "meta/shared_catalog.h"
+#include "strata/fault_injection_env.h"
 #include "test_backend.h"
 #include "test_util.h"
 
@@ -26,7 +30,7 @@ class CatalogTest : public ::testing::Test {
             ? Catalog::OpenRados(
                   rados_->IndexPool(::strata::testing::TestCeph(dir_.path())->name_space),
                   "catalog")
-            : Catalog::OpenRocksDb(dir_.path() + "/catalog");
+            : Catalog::OpenRocksDb(Env::Default(), dir_.path() + "/catalog");
     EXPECT_THAT(catalog, IsOk());
     return catalog.ok() ? std::move(*catalog) : nullptr;
   }
@@ -153,6 +157,59 @@ TEST_F(CatalogTest, SurvivesReopen) {
   catalog_.reset();
   catalog_ = Open();
   EXPECT_EQ(*catalog_->Get("v/vol-1"), std::optional<std::string>("record"));
+}
+
+// A RocksDB catalog on an Env other than the process's own keeps its files in that Env
+// (meta/env_file_system.h): a power loss of the Env cuts the catalog, and every batch it
+// acknowledged survives it whole while a batch that failed is there whole or not at all.
+TEST(CatalogOnAnEnvTest, PowerLossKeepsEveryAcknowledgedBatchWholeAndAFailedOneAtomic) {
+  std::unique_ptr<Env> mem = NewMemEnv();
+  FaultInjectionEnv env(mem.get());
+  const std::string path = "/store/catalog";
+  std::mt19937_64 rng(::strata::testing::TestSeed());
+  std::map<int, std::string> acknowledged;  // Batch number -> its value.
+  std::set<int> failed;
+  int next = 0;
+  for (int round = 0; round < 40; ++round) {
+    SCOPED_TRACE(::testing::Message() << "round " << round);
+    auto catalog = Catalog::OpenRocksDb(&env, path);
+    ASSERT_THAT(catalog, IsOk());
+    // What was acknowledged before the last power loss is there; a failed batch is all or none.
+    for (const auto& [n, value] : acknowledged) {
+      EXPECT_EQ(*(*catalog)->Get(absl::StrCat("a/", n)), std::optional<std::string>(value));
+      EXPECT_EQ(*(*catalog)->Get(absl::StrCat("b/", n)), std::optional<std::string>(value));
+    }
+    for (int n : failed) {
+      EXPECT_EQ(*(*catalog)->Get(absl::StrCat("a/", n)), *(*catalog)->Get(absl::StrCat("b/", n)));
+    }
+    const int64_t before = env.operations();
+    const int64_t fault_at = static_cast<int64_t>(rng() % 60);
+    env.InjectAt(fault_at,
+                 {.status = rng() % 2 == 0 ? absl::DataLossError("injected EIO")
+                                           : absl::ResourceExhaustedError("injected ENOSPC"),
+                  .transient = rng() % 2 == 0,
+                  .short_write = rng() % 2 == 0});
+    for (int i = 0; i < 20; ++i, ++next) {
+      const std::string value(1 + rng() % 6000, static_cast<char>('a' + next % 26));
+      WriteBatch batch;
+      batch.Put(absl::StrCat("a/", next), value);
+      batch.Put(absl::StrCat("b/", next), value);
+      const absl::Status s = (*catalog)->Write(batch);
+      if (s.ok()) {
+        acknowledged[next] = value;
+      } else {
+        failed.insert(next);
+        EXPECT_TRUE(absl::IsDataLoss(s) || absl::IsResourceExhausted(s)) << s;
+      }
+    }
+    EXPECT_GT(env.operations(), before) << "the catalog's writes did not go through the Env";
+    ASSERT_THAT(env.Crash(/*tear=*/rng() % 2 == 0, rng()), IsOk());
+    env.FailAfter(0, absl::DataLossError("injected: the machine is off"));
+    catalog->reset();
+    env.ClearFaults();
+  }
+  EXPECT_FALSE(acknowledged.empty());
+  EXPECT_FALSE(failed.empty());
 }
 
 }  // namespace

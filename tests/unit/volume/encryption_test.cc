@@ -312,7 +312,7 @@ TEST_F(EncryptionTest, NoPlaintextOrKeyReachesTheDataDirectory) {
                        ? meta::Catalog::OpenRados(::strata::testing::TestCluster()->IndexPool(
                                                       absl::StrCat(ceph->name_space, ".local-1")),
                                                   "catalog")
-                       : meta::Catalog::OpenRocksDb(region_dir + "/catalog");
+                       : meta::Catalog::OpenRocksDb(Env::Default(), region_dir + "/catalog");
     ASSERT_THAT(catalog, IsOk());
     class Storage : public crypto::KmsStorage {
      public:
