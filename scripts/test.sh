@@ -16,8 +16,8 @@ echo "== clang thread-safety analysis"
 scripts/thread_safety_check.sh || status=1
 
 if [ "${STRATA_SKIP_SANITIZERS:-0}" != 1 ]; then
-  echo "== libFuzzer on the NBD session (build-fuzz/)"
-  scripts/fuzz.sh "${STRATA_FUZZ_SECONDS:-60}" || status=1
+  echo "== libFuzzer on every fuzz target (build-fuzz/)"
+  scripts/fuzz.sh "${STRATA_FUZZ_SECONDS:-20}" || status=1
 
   echo "== unit tests under ASan+UBSan (build-asan/)"
   BUILD_DIR=build-asan BUILD_TYPE=Debug CMAKE_EXTRA="-DSTRATA_SANITIZE=ON -DSTRATA_BUILD_BENCH=OFF" \

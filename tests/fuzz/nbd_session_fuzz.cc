@@ -283,18 +283,6 @@ std::vector<std::string> FuzzSeeds() {
   return {ClientStream(name, false), ClientStream(name, true), listing};
 }
 
-// libFuzzer calls this first: with STRATA_FUZZ_SEED_DIR set, the seeds start the corpus there.
-extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
-  const char* dir = std::getenv("STRATA_FUZZ_SEED_DIR");
-  if (dir == nullptr) return 0;
-  int n = 0;
-  for (const std::string& seed : FuzzSeeds()) {
-    std::ofstream(std::filesystem::path(dir) / ("seed-" + std::to_string(n++)), std::ios::binary)
-        << seed;
-  }
-  return 0;
-}
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Fixture& f = TheFixture();
   MemoryTransport transport(data, size);

@@ -469,6 +469,31 @@ def test_account_auth(env):
     erin_ec2.detach_volume(VolumeId=evol)
 
 
+def test_account_auth_without_tls(work):
+    """Per-account auth with TLS turned off (--tls off): no client can prove an account, so a
+    plaintext TCP client gets NBD_REP_ERR_POLICY (not TLS_REQD, which would send it to a TLS the
+    server does not offer) and opens nothing; the operator on the unix socket still opens all."""
+    daemon = Daemon(BIN, os.path.join(work, "notls-data"), extra=["--tls", "off"])
+    check(daemon.start(), "stratad starts with --tls off")
+    try:
+        ec2 = daemon.client()
+        vol = ec2.create_volume(Size=1, AvailabilityZone="local-1a")["VolumeId"]
+        ec2.attach_volume(VolumeId=vol, InstanceId=GROUP, Device="/dev/sdf")
+        c = RawClient(daemon.nbd, vol)
+        check(c.go_reply == 0x80000002,
+              f"raw NBD_OPT_GO over TCP without TLS: NBD_REP_ERR_POLICY ({c.go_reply:#x})")
+        c.close()
+        out = sh("nbdinfo", "--size", f"nbd://127.0.0.1:{daemon.nbd}/{vol}")
+        check(out.returncode != 0 and out.stdout.strip() == "",
+              f"nbdinfo over TCP opens nothing: {out.stdout} {out.stderr.strip()}")
+        out = sh("nbdinfo", "--list", "--json", f"nbd://127.0.0.1:{daemon.nbd}")
+        check(vol not in out.stdout, f"nor lists it: {out.stdout[-300:]} {out.stderr[-300:]}")
+        out = sh("nbdinfo", "--size", daemon.uri(vol))
+        check(out.stdout.strip() == str(GiB), f"the operator on the unix socket: {out.stderr}")
+    finally:
+        check(daemon.stop() == 0, "stratad with --tls off stops cleanly")
+
+
 def test_pipelined_burst(env):
     """Bursts of pipelined reads and writes (the session's io_uring loop queues a burst's disk
     I/O together): every reply matches its cookie and data, with a FLUSH inside a burst."""
@@ -570,8 +595,8 @@ def test_client_that_never_reads(env):
 def main():
     only = sys.argv[2:]  # Optional test names, to run a few.
     work = scratch_dir("strata-nbdp-")
-    if only == ["test_tls"]:
-        test_tls(work)
+    if only == ["test_tls"] or only == ["test_account_auth_without_tls"]:
+        globals()[only[0]](work)
         return check.summary()
     daemon = Daemon(BIN, os.path.join(work, "data"), ["--nbd-handshake-timeout", "2"])
     check(daemon.start(), "stratad starts")
@@ -593,6 +618,8 @@ def main():
         check(env.daemon.stop() == 0, "stratad stops cleanly")
     print("-- test_tls", flush=True)
     test_tls(work)
+    print("-- test_account_auth_without_tls", flush=True)
+    test_account_auth_without_tls(work)
     return check.summary()
 
 
