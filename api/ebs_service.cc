@@ -19,7 +19,6 @@ namespace {
 using json = nlohmann::json;
 constexpr uint64_t kGiB = 1ull << 30;
 constexpr uint64_t kMaxDirectVolumeGiB = 65536;
-constexpr int64_t kDefaultTimeoutMinutes = 60;
 
 struct EbsError {
   int status;

@@ -39,6 +39,10 @@ struct ChunkStoreOptions {
   // RADOS only: an unreferenced chunk is freed once untouched this long (other nodes may hold
   // it for a snapshot they have not committed). Default: 1 h.
   uint64_t gc_grace_seconds = 3600;
+  // Segment files only: how many may be open at once (the least recently used close first; the
+  // active segment and unsynced ones stay open). One descriptor per 64 MiB segment would pass
+  // the process's limit at a few TB. Default: 64.
+  uint64_t max_open_segments = 64;
 };
 
 struct ChunkStoreStats {

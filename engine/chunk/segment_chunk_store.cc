@@ -84,8 +84,7 @@ class SegmentChunkStore final : public ChunkStore {
     for (const std::string& name : names) {
       uint64_t id = 0;
       if (!ParseSegmentFileName(name, id)) continue;
-      STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env_->OpenFile(SegmentPath(id), false));
-      segments_[id] = std::move(file);
+      segments_[id] = Segment{};  // Opened when first read (at most options_.max_open_segments at once).
       max_id = std::max(max_id, id);
     }
     // Appends always go to a fresh segment (made on the first append), never after a tail that
@@ -110,8 +109,8 @@ class SegmentChunkStore final : public ChunkStore {
       // Same fingerprint: only identical bytes may share storage (a forced or real collision
       // must never let one volume read another's data).
       if (loc->raw_length == data.size()) {
-        STRATA_RETURN_IF_ERROR(
-            ReadLocation(key, *loc, existing, FindSegmentLocked(loc->segment_id)));
+        STRATA_ASSIGN_OR_RETURN(std::shared_ptr<File> file, SegmentLocked(loc->segment_id));
+        STRATA_RETURN_IF_ERROR(ReadLocation(key, *loc, existing, file.get()));
         if (std::memcmp(existing.data(), data.data(), data.size()) == 0) {
           ++pins_[key];
           return key;
@@ -140,7 +139,8 @@ class SegmentChunkStore final : public ChunkStore {
       return absl::DataLossError(absl::StrCat("chunk ", key.ToString(), ": stored length ",
                                               loc->raw_length, " does not match ", out.size()));
     }
-    return ReadLocation(key, *loc, out, SegmentFile(loc->segment_id));
+    STRATA_ASSIGN_OR_RETURN(std::shared_ptr<File> file, SegmentFile(loc->segment_id));
+    return ReadLocation(key, *loc, out, file.get());
   }
 
   absl::Status ReadMany(std::span<const ChunkKey> keys,
@@ -209,10 +209,12 @@ class SegmentChunkStore final : public ChunkStore {
 
     uint64_t reclaimed = 0;
     std::vector<uint64_t> ids;
-    for (const auto& [id, file] : segments_) ids.push_back(id);
+    for (const auto& [id, segment] : segments_) ids.push_back(id);
     for (uint64_t id : ids) {
       if (id == active_id_ || staged_segments.contains(id)) continue;
-      STRATA_ASSIGN_OR_RETURN(uint64_t file_bytes, segments_[id]->Size());
+      STRATA_ASSIGN_OR_RETURN(std::shared_ptr<File> file, SegmentLocked(id));
+      if (file == nullptr) continue;
+      STRATA_ASSIGN_OR_RETURN(uint64_t file_bytes, file->Size());
       uint64_t live_bytes = 0;
       for (const auto& [key, loc] : live[id]) live_bytes += kRecordHeaderBytes + loc.stored_length;
       if (file_bytes > 0 && static_cast<double>(live_bytes) >= kCompactLiveShare * file_bytes) {
@@ -233,7 +235,11 @@ class SegmentChunkStore final : public ChunkStore {
       stats.stored_bytes += kRecordHeaderBytes + loc.stored_length;
     }));
     absl::MutexLock lock(&mu_);
-    for (const auto& [id, file] : segments_) {
+    std::vector<uint64_t> ids;
+    for (const auto& [id, segment] : segments_) ids.push_back(id);
+    for (uint64_t id : ids) {
+      STRATA_ASSIGN_OR_RETURN(std::shared_ptr<File> file, SegmentLocked(id));
+      if (file == nullptr) continue;
       STRATA_ASSIGN_OR_RETURN(uint64_t size, file->Size());
       stats.segment_file_bytes += size;
       ++stats.segment_count;
@@ -248,7 +254,8 @@ class SegmentChunkStore final : public ChunkStore {
   absl::Status VerifyRecord(const ChunkKey& key, const ChunkLocation& location) override {
     std::vector<std::byte> out(location.raw_length);
     absl::ReaderMutexLock gc_lock(&gc_mu_);
-    return ReadLocation(key, location, out, SegmentFile(location.segment_id));
+    STRATA_ASSIGN_OR_RETURN(std::shared_ptr<File> file, SegmentFile(location.segment_id));
+    return ReadLocation(key, location, out, file.get());
   }
 
   std::string SegmentPath(uint64_t segment_id) const override {
@@ -269,16 +276,43 @@ class SegmentChunkStore final : public ChunkStore {
     return LookupIndex(key);
   }
 
-  File* FindSegmentLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // The open file of segment `id` (opened now if it was closed, closing the least recently
+  // used one past options_.max_open_segments); null when the store has no such segment. The caller's
+  // reference keeps it open however long the read takes.
+  absl::StatusOr<std::shared_ptr<File>> SegmentLocked(uint64_t id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = segments_.find(id);
-    return it == segments_.end() ? nullptr : it->second.get();
+    if (it == segments_.end()) return nullptr;
+    it->second.last_use = ++use_clock_;
+    if (it->second.file == nullptr) {
+      STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env_->OpenFile(SegmentPath(id), false));
+      it->second.file = std::move(file);
+      ++open_segments_;
+      CloseLeastRecentlyUsedLocked();
+    }
+    return it->second.file;
   }
-  File* SegmentFile(uint64_t id) {
+  absl::StatusOr<std::shared_ptr<File>> SegmentFile(uint64_t id) {
     absl::MutexLock lock(&mu_);
-    return FindSegmentLocked(id);
+    return SegmentLocked(id);
+  }
+  // Keeps at most options_.max_open_segments files open (a store of 1 TB has 16,000 segments:
+  // one descriptor each would pass the process's limit). The active segment and those not synced
+  // yet stay open: closing them could lose a write-back error that a later fsync must report.
+  void CloseLeastRecentlyUsedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    while (open_segments_ > std::max<uint64_t>(1, options_.max_open_segments)) {
+      Segment* oldest = nullptr;
+      for (auto& [id, segment] : segments_) {
+        if (segment.file == nullptr || id == active_id_ || unsynced_.contains(id)) continue;
+        if (oldest == nullptr || segment.last_use < oldest->last_use) oldest = &segment;
+      }
+      if (oldest == nullptr) return;
+      oldest->file.reset();
+      --open_segments_;
+    }
   }
 
-  // REQUIRES: gc_mu_ held shared, or mu_ held, so `file` stays open.
+  // REQUIRES: gc_mu_ held shared, or mu_ held, so that compaction cannot delete the segment.
   static absl::Status ReadLocation(const ChunkKey& key, const ChunkLocation& loc,
                                    std::span<std::byte> out, File* file) {
     if (file == nullptr) {
@@ -313,7 +347,7 @@ class SegmentChunkStore final : public ChunkStore {
     if (active_id_ == 0 || active_offset_ + record.size() > kSegmentTargetBytes) {
       STRATA_RETURN_IF_ERROR(StartSegmentLocked(next_id_++));
     }
-    File* file = segments_[active_id_].get();
+    File* file = segments_[active_id_].file.get();  // Open: the active segment stays open.
     STRATA_RETURN_IF_ERROR(file->Write(active_offset_, record));
     ChunkLocation loc{active_id_, active_offset_, stored, raw_length, flags, 0};
     active_offset_ += record.size();
@@ -325,9 +359,11 @@ class SegmentChunkStore final : public ChunkStore {
     STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> file, env_->OpenFile(SegmentPath(id), true));
     STRATA_RETURN_IF_ERROR(file->Truncate(0));
     STRATA_RETURN_IF_ERROR(env_->SyncDir(dir_));
-    segments_[id] = std::move(file);
+    segments_[id] = Segment{.file = std::move(file), .last_use = ++use_clock_};
+    ++open_segments_;
     active_id_ = id;
     active_offset_ = 0;
+    CloseLeastRecentlyUsedLocked();
     return absl::OkStatus();
   }
 
@@ -337,7 +373,8 @@ class SegmentChunkStore final : public ChunkStore {
   absl::Status SyncSegmentsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!sync_failure_.ok()) return sync_failure_;
     for (uint64_t id : unsynced_) {
-      if (absl::Status s = segments_[id]->Sync(); !s.ok()) {
+      // Open: unsynced segments are never closed.
+      if (absl::Status s = segments_[id].file->Sync(); !s.ok()) {
         sync_failure_ = absl::DataLossError(absl::StrCat(
             s.message(), "; chunks written since the last successful sync may be lost, and no ",
             "later sync can be trusted until the store reopens (restart stratad)"));
@@ -364,9 +401,10 @@ class SegmentChunkStore final : public ChunkStore {
                               const std::vector<std::pair<ChunkKey, ChunkLocation>>& live)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_EXCLUSIVE_LOCKS_REQUIRED(gc_mu_) {
     meta::WriteBatch moves;
+    STRATA_ASSIGN_OR_RETURN(std::shared_ptr<File> file, SegmentLocked(id));
     for (const auto& [key, loc] : live) {
       std::vector<std::byte> record(kRecordHeaderBytes + loc.stored_length);
-      STRATA_RETURN_IF_ERROR(segments_[id]->Read(loc.offset_bytes, record));
+      STRATA_RETURN_IF_ERROR(file->Read(loc.offset_bytes, record));
       // Verify before copying, so compaction never launders a corrupt record.
       std::vector<std::byte> plain(loc.raw_length);
       STRATA_RETURN_IF_ERROR(DecodeRecord(key, loc, record, plain));
@@ -377,6 +415,7 @@ class SegmentChunkStore final : public ChunkStore {
     }
     STRATA_RETURN_IF_ERROR(SyncSegmentsLocked());
     STRATA_RETURN_IF_ERROR(catalog_->Write(moves));
+    if (segments_[id].file != nullptr) --open_segments_;
     segments_.erase(id);
     STRATA_RETURN_IF_ERROR(env_->DeleteFile(SegmentPath(id)));
     return env_->SyncDir(dir_);
@@ -392,7 +431,13 @@ class SegmentChunkStore final : public ChunkStore {
   // them.
   absl::Mutex gc_mu_;
   absl::Mutex mu_ ABSL_ACQUIRED_AFTER(gc_mu_);
-  std::map<uint64_t, std::unique_ptr<File>> segments_ ABSL_GUARDED_BY(mu_);
+  struct Segment {
+    std::shared_ptr<File> file;  // Null while closed.
+    uint64_t last_use = 0;
+  };
+  std::map<uint64_t, Segment> segments_ ABSL_GUARDED_BY(mu_);  // Every segment of the store.
+  uint64_t open_segments_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t use_clock_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t active_id_ ABSL_GUARDED_BY(mu_) = 0;  // 0: none yet; the next append starts one.
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t active_offset_ ABSL_GUARDED_BY(mu_) = 0;

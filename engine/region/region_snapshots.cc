@@ -113,6 +113,10 @@ absl::StatusOr<std::vector<SnapshotInfo>> RegionImpl::CreateSnapshots(
                             NewPending(*volume, requests[i], next_seq_ + i));
     plan[volume->id()] = {volume, std::move(pending)};
   }
+  // In the tree before the freeze makes them the volumes' bases: a write racing with this call
+  // resolves chunks it does not hold through its volume's base (a copy-up) once the gates open,
+  // before the catalog write below is done.
+  for (auto& [id, entry] : plan) tree_->Put(entry.second->record);
   // The point in time: every volume's writes are paused together for the O(1) swaps.
   for (auto& [id, entry] : plan) entry.first->LockGate();
   for (auto& [id, entry] : plan) entry.first->FreezeLocked(entry.second);
@@ -124,14 +128,16 @@ absl::StatusOr<std::vector<SnapshotInfo>> RegionImpl::CreateSnapshots(
   }
   PutNextSeq(batch, next_seq_ + requests.size());
   if (absl::Status s = catalog_->Write(batch); !s.ok()) {
-    for (auto& [id, entry] : plan) entry.first->Unfreeze(entry.second);
+    for (auto& [id, entry] : plan) {
+      entry.first->Unfreeze(entry.second);
+      tree_->Erase(entry.second->record.id);
+    }
     return s;
   }
   next_seq_ += requests.size();
   std::vector<SnapshotInfo> infos;
   for (const CreateSnapshotRequest& request : requests) {
     const std::shared_ptr<PendingSnapshot>& pending = plan[request.volume_id].second;
-    tree_->Put(pending->record);
     pending_[pending->record.id] = pending;
     tasks_.Push({Task::Kind::kIngest, pending->record.id, pending, 0});
     infos.push_back(ToInfo(pending->record));

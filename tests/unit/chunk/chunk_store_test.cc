@@ -2,6 +2,7 @@
 // in RADOS. Dedup by compared bytes, checksums on every read, refcounts, GC; on RADOS also
 // several nodes at once (two stores over one catalog object stand for two stratad processes).
 
+#include <filesystem>
 #include "chunk/chunk_store.h"
 
 #include <cstring>
@@ -98,6 +99,45 @@ class ChunkStoreTest : public ::testing::Test {
   std::unique_ptr<meta::Catalog> catalog_;
   std::unique_ptr<ChunkStore> store_;
 };
+
+// A store of many segments keeps only options.max_open_segments of them open (counted in this
+// process's descriptors), and reads every chunk from whichever segment it is in.
+TEST(SegmentChunkStoreTest, OpenSegmentsAreBoundedAndEveryChunkStillReads) {
+  if (::strata::testing::TestCluster() != nullptr) GTEST_SKIP() << "segment files only";
+  ::strata::testing::TempDir dir;
+  auto catalog = meta::Catalog::OpenRocksDb(Env::Default(), dir.path() + "/catalog");
+  ASSERT_THAT(catalog, IsOk());
+  auto store = ChunkStore::OpenSegmentStore(Env::Default(), dir.path() + "/segments",
+                                            catalog->get(), {.max_open_segments = 3});
+  ASSERT_THAT(store, IsOk());
+  auto open_segments = [&] {
+    int n = 0;
+    for (const auto& fd : std::filesystem::directory_iterator("/proc/self/fd")) {
+      std::error_code ec;
+      const auto target = std::filesystem::read_symlink(fd.path(), ec);
+      if (!ec && target.string().find(dir.path() + "/segments/") == 0) ++n;
+    }
+    return n;
+  };
+  std::vector<std::pair<ChunkKey, std::vector<std::byte>>> chunks;
+  for (int i = 0; i < 10; ++i) {
+    std::vector<std::byte> data = Pattern(kChunk, 100 + i);
+    auto key = (*store)->Put(kPlaintextDomain, data);
+    ASSERT_THAT(key, IsOk());
+    ASSERT_THAT((*store)->Commit({}, std::span(&*key, 1), {}), IsOk());
+    ASSERT_THAT((*store)->CollectGarbage(), IsOk());  // Seals the segment: one per chunk.
+    chunks.push_back({*key, std::move(data)});
+  }
+  EXPECT_EQ((*(*store)->GetStats()).segment_count, 10u);
+  for (int round = 0; round < 2; ++round) {
+    for (const auto& [key, data] : chunks) {
+      std::vector<std::byte> out(kChunk);
+      ASSERT_THAT((*store)->Read(key, out), IsOk());
+      EXPECT_EQ(out, data);
+      EXPECT_LE(open_segments(), 3);
+    }
+  }
+}
 
 TEST_F(ChunkStoreTest, PutReadRoundTripAndDedup) {
   const auto data = Pattern(kChunk, 1);
