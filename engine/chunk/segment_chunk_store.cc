@@ -84,7 +84,8 @@ class SegmentChunkStore final : public ChunkStore {
     for (const std::string& name : names) {
       uint64_t id = 0;
       if (!ParseSegmentFileName(name, id)) continue;
-      segments_[id] = Segment{};  // Opened when first read (at most options_.max_open_segments at once).
+      segments_[id] =
+          Segment{};  // Opened when first read (at most options_.max_open_segments at once).
       max_id = std::max(max_id, id);
     }
     // Appends always go to a fresh segment (made on the first append), never after a tail that
@@ -277,8 +278,8 @@ class SegmentChunkStore final : public ChunkStore {
   }
 
   // The open file of segment `id` (opened now if it was closed, closing the least recently
-  // used one past options_.max_open_segments); null when the store has no such segment. The caller's
-  // reference keeps it open however long the read takes.
+  // used one past options_.max_open_segments); null when the store has no such segment. The
+  // caller's reference keeps it open however long the read takes.
   absl::StatusOr<std::shared_ptr<File>> SegmentLocked(uint64_t id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = segments_.find(id);

@@ -2,10 +2,10 @@
 // in RADOS. Dedup by compared bytes, checksums on every read, refcounts, GC; on RADOS also
 // several nodes at once (two stores over one catalog object stand for two stratad processes).
 
-#include <filesystem>
 #include "chunk/chunk_store.h"
 
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "absl/strings/escaping.h"

@@ -3,12 +3,12 @@
 // Why ~900 lines in one file: one fixture (a region on a fresh store) and its helpers serve
 // every case, and the cases read as the region's specification in DESIGN.md's order.
 
-#include <atomic>
-#include <deque>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <thread>
 
