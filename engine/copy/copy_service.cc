@@ -185,6 +185,7 @@ absl::Status CopyService::Load() {
         "psktool's IDENTITY:HEXKEY lines, the same file on both sides)");
   }
   STRATA_RETURN_IF_ERROR(journal_.Load());
+  std::set<std::string> claimed;  // Snapshots of the copies resumed here.
   for (CopyRecord r : journal_.All()) {
     if (r.state != "pending") continue;
     // Resumable when its direct snapshot stayed open and its builder is still there.
@@ -224,9 +225,26 @@ absl::Status CopyService::Load() {
     }
     STRATA_LOG(kInfo, "copy of ", r.source_snapshot_id, " into ", r.snapshot_id,
                " resumes: ", r.chunks_done, " of ", r.chunks_total, " chunks already here");
+    claimed.insert(r.snapshot_id);
     absl::MutexLock lock(&mu_);
     jobs_.push_back(job);
     SpawnLocked([this, job] { RunJob(job); });
+  }
+  // A copy's snapshot survives a restart (its direct snapshot is resumable), but one that no
+  // copy resumes would stay pending for ever: a crash between making it and journaling the
+  // copy, or a journaled copy that cannot resume (marked failed above). Only copies make
+  // resumable direct snapshots, and nothing else is pending while the store opens, so every
+  // pending snapshot no resumed copy claims is such an orphan: it fails.
+  for (const std::string& name : store_.ListRegions()) {
+    absl::StatusOr<Region*> region = store_.GetRegion(name);
+    if (!region.ok()) continue;
+    STRATA_ASSIGN_OR_RETURN(std::vector<SnapshotInfo> snapshots, (*region)->ListSnapshots());
+    for (const SnapshotInfo& s : snapshots) {
+      if (s.state != SnapshotState::kPending || claimed.contains(s.id)) continue;
+      STRATA_LOG(kWarning, "copy into ", s.id, ": no copy resumes it after the stop; it fails");
+      STRATA_RETURN_IF_ERROR((*region)->AbortDirectSnapshot(
+          s.id, "the copy stopped and cannot resume; copy the snapshot again"));
+    }
   }
   return absl::OkStatus();
 }

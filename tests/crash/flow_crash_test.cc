@@ -1,11 +1,11 @@
-// Power loss in the middle of a long flow that runs on background threads: the restore of an
-// image from a bundle (CreateRestoreImageTask: builder volumes, direct snapshots, their
-// ingest, a new image). Each round starts it on a store over FaultInjectionEnv, cuts the power
-// at a random moment (every later Env call fails, then unsynced data goes, torn or not),
-// reopens, and checks: the source snapshot is intact, every snapshot the restore made that
-// completed holds the source's bytes exactly, and fsck is clean after GC (nothing leaked,
-// nothing lost). (A cross-region copy cut the same way is not here yet: its journal is written
-// outside the Env, and a copy whose journal record did not survive stays pending.)
+// Power loss in the middle of the store's long flows, which run on background threads: a
+// cross-region copy of a snapshot (the copy service, both regions' catalogs and chunk stores)
+// and the restore of an image from a bundle (CreateRestoreImageTask: builder volumes, direct
+// snapshots, their ingest, a new image). Each round starts one on a store over
+// FaultInjectionEnv, cuts the power at a random moment (every later Env call fails, then
+// unsynced data goes, torn or not), reopens, lets the flow resume or fail, and checks: the
+// source snapshot is intact, nothing the flow made is stuck pending, whatever says it completed
+// holds the source's bytes exactly, and fsck is clean after GC in both regions.
 
 #include <chrono>
 #include <cstdio>
@@ -21,6 +21,7 @@
 #include "strata/image.h"
 #include "strata/secret.h"
 #include "strata/store.h"
+#include "strata/transfer.h"
 #include "test_backend.h"
 #include "test_util.h"
 
@@ -40,10 +41,15 @@ class FlowCrashTest : public ::testing::Test {
     options.env = &*env_;
     options.kms_root_key = root_key_;
     options.chunk_size_bytes = 16 * 1024;
+    options.links[""] = *ParseLinkModel("bandwidth=1GB,rtt=1ms,streams=2");
     auto store = Store::Open(dir_.path(), options);
     ASSERT_THAT(store, IsOk());
     store_ = std::move(*store);
+    if (store_->ListRegions().size() == 1) {
+      ASSERT_THAT(store_->CreateRegion("west-1"), IsOk());
+    }
     east_ = store_->DefaultRegion();
+    west_ = *store_->GetRegion("west-1");
   }
 
   // Power loss with background threads running: every Env call fails from now on, the calls
@@ -76,6 +82,7 @@ class FlowCrashTest : public ::testing::Test {
 
   void CheckFsck() {
     ASSERT_THAT(east_->CollectGarbage(), IsOk());
+    ASSERT_THAT(west_->CollectGarbage(), IsOk());
     store_.reset();
     auto report = CheckStore(dir_.path(), &*env_, std::nullopt);
     ASSERT_THAT(report, IsOk());
@@ -89,14 +96,17 @@ class FlowCrashTest : public ::testing::Test {
   std::optional<FaultInjectionEnv> env_;
   std::unique_ptr<Store> store_;
   Region* east_ = nullptr;
+  Region* west_ = nullptr;
 };
 
-TEST_F(FlowCrashTest, BundleRestoresCutByPowerLossLoseNothingAndLeakNothing) {
+TEST_F(FlowCrashTest, CopiesAndRestoresCutByPowerLossLoseNothingAndLeakNothing) {
   const uint64_t seed = ::strata::testing::TestSeed();
   std::mt19937_64 rng(seed);
   int rounds = 0;
   for (int round = 0; round < 40 && !HasFailure(); ++round, ++rounds) {
-    SCOPED_TRACE(::testing::Message() << "round " << round << " seed " << seed);
+    const bool copy = round % 2 == 0;
+    SCOPED_TRACE(::testing::Message()
+                 << "round " << round << (copy ? " (copy)" : " (restore)") << " seed " << seed);
     store_.reset();
     env_.reset();
     mem_ = NewMemEnv();
@@ -125,35 +135,48 @@ TEST_F(FlowCrashTest, BundleRestoresCutByPowerLossLoseNothingAndLeakNothing) {
     auto image = east_->images().RegisterImage(request);
     ASSERT_THAT(image, IsOk());
     const std::string key = absl::StrCat("round-", round, ".bundle");
-    ASSERT_THAT(image::WriteBundle(*east_, *image, bucket_.path(), key, kAccount, nullptr), IsOk());
-    // The restore, cut at a random moment (up to about the time it takes).
-    std::thread restore([this, key] {
-      // Fails when the power goes; what it made must then be undone or fail on reopen.
-      (void)image::ReadBundle(*east_, bucket_.path(), key, kAccount);
-    });
+    if (!copy) {
+      ASSERT_THAT(image::WriteBundle(*east_, *image, bucket_.path(), key, kAccount, nullptr),
+                  IsOk());
+    }
+    // The flow, cut at a random moment (up to about the time it takes).
+    std::thread restore;
+    if (copy) {
+      auto started = store_->CopySnapshotAcrossRegions("west-1", {.source_region = east_->name(),
+                                                                  .source_snapshot_id = source->id,
+                                                                  .request = {.owner = kAccount}});
+      ASSERT_THAT(started, IsOk());
+    } else {
+      restore = std::thread([this, key] {
+        // Fails when the power goes; what it made must then be undone or fail on reopen.
+        (void)image::ReadBundle(*east_, bucket_.path(), key, kAccount);
+      });
+    }
     std::this_thread::sleep_for(std::chrono::microseconds(rng() % 40'000));
     env_->FailAfter(0, absl::DataLossError("injected: the machine is off"));
-    restore.join();
+    if (restore.joinable()) restore.join();
     PowerLoss(rng() % 2 == 0, rng());
 
     // The source is intact.
     ASSERT_EQ(Settle(east_, source->id), SnapshotState::kCompleted);
     ASSERT_EQ(ReadSnapshot(east_, source->id), data);
-    // Any snapshot the restore made that completed holds the source's bytes; none stays
-    // pending.
-    auto snapshots = east_->ListSnapshots();
-    ASSERT_THAT(snapshots, IsOk());
-    for (const SnapshotInfo& s : *snapshots) {
-      if (s.id == source->id) continue;
-      const SnapshotState state = Settle(east_, s.id);
-      ASSERT_NE(state, SnapshotState::kPending) << "restored snapshot " << s.id << " is stuck";
-      if (state == SnapshotState::kCompleted) {
-        ASSERT_EQ(ReadSnapshot(east_, s.id), data) << "restored snapshot " << s.id;
+    // Whatever the flow made (a copy in west-1, restored snapshots in local-1) resumes or
+    // fails: none stays pending, and what completed holds the source's bytes.
+    for (Region* region : {east_, west_}) {
+      auto snapshots = region->ListSnapshots();
+      ASSERT_THAT(snapshots, IsOk());
+      for (const SnapshotInfo& s : *snapshots) {
+        if (s.id == source->id) continue;
+        const SnapshotState state = Settle(region, s.id);
+        ASSERT_NE(state, SnapshotState::kPending) << "snapshot " << s.id << " is stuck";
+        if (state == SnapshotState::kCompleted) {
+          ASSERT_EQ(ReadSnapshot(region, s.id), data) << "snapshot " << s.id;
+        }
       }
     }
     CheckFsck();
   }
-  std::printf("%d restore crash rounds\n", rounds);
+  std::printf("%d copy and restore crash rounds\n", rounds);
   ::strata::testing::RecordCrashRounds("power-loss-flows", rounds);
 }
 
