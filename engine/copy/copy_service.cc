@@ -233,17 +233,16 @@ absl::Status CopyService::Load() {
   // A copy's snapshot survives a restart (its direct snapshot is resumable), but one that no
   // copy resumes would stay pending for ever: a crash between making it and journaling the
   // copy, or a journaled copy that cannot resume (marked failed above). Only copies make
-  // resumable direct snapshots, and nothing else is pending while the store opens, so every
-  // pending snapshot no resumed copy claims is such an orphan: it fails.
+  // resumable direct snapshots, and no other direct snapshot is open while the store opens, so
+  // every one this node holds open that no resumed copy claims is such an orphan: it fails.
   for (const std::string& name : store_.ListRegions()) {
     absl::StatusOr<Region*> region = store_.GetRegion(name);
     if (!region.ok()) continue;
-    STRATA_ASSIGN_OR_RETURN(std::vector<SnapshotInfo> snapshots, (*region)->ListSnapshots());
-    for (const SnapshotInfo& s : snapshots) {
-      if (s.state != SnapshotState::kPending || claimed.contains(s.id)) continue;
-      STRATA_LOG(kWarning, "copy into ", s.id, ": no copy resumes it after the stop; it fails");
+    for (const std::string& id : (*region)->OpenDirectSnapshots()) {
+      if (claimed.contains(id)) continue;
+      STRATA_LOG(kWarning, "copy into ", id, ": no copy resumes it after the stop; it fails");
       STRATA_RETURN_IF_ERROR((*region)->AbortDirectSnapshot(
-          s.id, "the copy stopped and cannot resume; copy the snapshot again"));
+          id, "the copy stopped and cannot resume; copy the snapshot again"));
     }
   }
   return absl::OkStatus();

@@ -39,6 +39,15 @@ absl::Status RegionImpl::ReopenResumableDirectSnapshots() {
   return catalog_->Write(batch);
 }
 
+std::vector<std::string> RegionImpl::OpenDirectSnapshots() {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> ids;
+  for (const auto& [id, pending] : pending_) {
+    if (pending->direct) ids.push_back(id);
+  }
+  return ids;
+}
+
 absl::StatusOr<std::pair<std::shared_ptr<PendingSnapshot>, VolumeImpl*>>
 RegionImpl::StartBuilderSnapshotLocked(const CreateVolumeRequest& builder_request,
                                        const CreateSnapshotRequest& request) {

@@ -119,6 +119,7 @@ class RegionImpl final : public Region {
                                                      const CreateSnapshotRequest& request) override;
   absl::Status CompleteDirectSnapshot(const std::string& snapshot_id) override;
   void ReportDirectSnapshotProgress(const std::string& snapshot_id, int percent) override;
+  std::vector<std::string> OpenDirectSnapshots() override;
   absl::Status AbortDirectSnapshot(const std::string& snapshot_id,
                                    const std::string& reason) override;
 

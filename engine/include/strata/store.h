@@ -224,6 +224,9 @@ class Region {
   // Sets the progress a direct snapshot in progress shows (0 to 99) until it is completed;
   // its writer knows it (a cross-region copy: the share of chunks arrived). Unknown ids: no-op.
   virtual void ReportDirectSnapshotProgress(const std::string& snapshot_id, int percent) = 0;
+  // The direct snapshots this node holds open: those reopened after a restart (survive_restart)
+  // and any started since. Another node's (RADOS) are not listed.
+  virtual std::vector<std::string> OpenDirectSnapshots() = 0;
   // Fails a direct snapshot that will not be completed (e.g. its timeout passed).
   [[nodiscard]] virtual absl::Status AbortDirectSnapshot(const std::string& snapshot_id,
                                                          const std::string& reason) = 0;
