@@ -1,12 +1,13 @@
 // Faults at every Env call site, enumerated rather than sampled. A fixed workload touches every
 // kind of state the store keeps (a plain and an encrypted volume, writes, FUA, trims, flushes,
-// snapshots, a volume restored from one and hydrated, an in-region copy, an image, a resize, a
-// deletion with garbage collection, an EBS direct snapshot). It runs once to count its Env calls
-// (the catalog's included: meta/env_file_system.h); then, for every call n and every kind of
-// fault, it runs again on a fresh store with the fault at call n, the machine loses power, and
-// the store reopens. Each run checks that every failure was a clear error naming the fault and
-// that the store is consistent: it opens, fsck is clean after GC, every write answered before a
-// FLUSH that succeeded is there, and every snapshot that had completed restores byte for byte.
+// snapshots, a volume restored from one and hydrated, an in-region copy, an image and an
+// instance of it, a resize, a deletion with garbage collection, an EBS direct snapshot). It runs
+// once to count its Env calls (the catalog's included: meta/env_file_system.h); then, for every
+// call n and every kind of fault, it runs again on a fresh store with the fault at call n, the
+// machine loses power, and the store reopens. Each run checks that every failure was a clear error
+// naming the fault and that the store is consistent: it opens, fsck is clean after GC, every write
+// answered before a FLUSH that succeeded is there, and every snapshot that had completed restores
+// byte for byte.
 
 #include <cerrno>
 #include <cstdio>
@@ -92,6 +93,34 @@ class SectorModel {
   std::vector<Sector> sectors_;
 };
 
+// Instances' VMs, as the workload needs them: started and stopped at once, no I/O.
+class NullHypervisor final : public Hypervisor {
+ public:
+  std::string name() const override { return "null"; }
+  absl::Status Start(const Machine& machine, ExitFn on_exit) override {
+    absl::MutexLock lock(&mu_);
+    running_[machine.instance_id] = std::move(on_exit);
+    return absl::OkStatus();
+  }
+  absl::Status Stop(const std::string& id, bool) override {
+    ExitFn exit;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = running_.find(id);
+      if (it == running_.end()) return absl::OkStatus();
+      exit = std::move(it->second);
+      running_.erase(it);
+    }
+    exit(id, true, "stopped");
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::string> Console(const std::string&) override { return ""; }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, ExitFn> running_ ABSL_GUARDED_BY(mu_);
+};
+
 struct Expectations {
   std::map<std::string, SectorModel> volumes;  // Volumes whose creation was answered with OK.
   std::map<std::string, std::vector<std::set<uint64_t>>> snapshots;  // Images at creation.
@@ -109,6 +138,7 @@ class FaultEnumerationTest : public ::testing::Test {
     options.chunk_size_bytes = 16 * 1024;
     options.manifest_piece_entries = 8;
     options.kms_root_key = root_key_;
+    options.hypervisor = &hypervisor_;
     absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir_.path(), options);
     if (!store.ok()) return store.status();
     store_ = std::move(*store);
@@ -200,7 +230,16 @@ class FaultEnumerationTest : public ::testing::Test {
       root.device_name = "/dev/sda1";
       root.ebs = EbsBlockDevice{.snapshot_id = s2};
       image.mappings.push_back(root);
-      note(region_->images().RegisterImage(image).status());
+      absl::StatusOr<ImageInfo> registered = region_->images().RegisterImage(image);
+      // An instance of it: its root volume made from the image's snapshot and attached, then
+      // terminated (the volume deleted with it).
+      if (note(registered.status())) {
+        absl::StatusOr<InstanceInfo> instance =
+            region_->images().RunInstance({.image_id = registered->id});
+        if (note(instance.status())) {
+          note(region_->images().TerminateInstance(instance->id).status());
+        }
+      }
     }
     if (expect.volumes.contains(v1)) {
       absl::StatusOr<VolumeInfo> grown =
@@ -298,6 +337,7 @@ class FaultEnumerationTest : public ::testing::Test {
 
   ::strata::testing::TempDir dir_;
   SecretBytes root_key_ = RandomSecret(32);
+  NullHypervisor hypervisor_;
   std::unique_ptr<Env> mem_ = NewMemEnv();
   std::optional<FaultInjectionEnv> env_{std::in_place, mem_.get()};
   std::unique_ptr<Store> store_;
