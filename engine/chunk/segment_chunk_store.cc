@@ -213,8 +213,7 @@ class SegmentChunkStore final : public ChunkStore {
     for (const auto& [id, segment] : segments_) ids.push_back(id);
     for (uint64_t id : ids) {
       if (id == active_id_ || staged_segments.contains(id)) continue;
-      STRATA_ASSIGN_OR_RETURN(std::shared_ptr<File> file, SegmentLocked(id));
-      if (file == nullptr) continue;
+      STRATA_ASSIGN_OR_RETURN(std::shared_ptr<File> file, SegmentLocked(id));  // Listed: known.
       STRATA_ASSIGN_OR_RETURN(uint64_t file_bytes, file->Size());
       uint64_t live_bytes = 0;
       for (const auto& [key, loc] : live[id]) live_bytes += kRecordHeaderBytes + loc.stored_length;
@@ -239,8 +238,7 @@ class SegmentChunkStore final : public ChunkStore {
     std::vector<uint64_t> ids;
     for (const auto& [id, segment] : segments_) ids.push_back(id);
     for (uint64_t id : ids) {
-      STRATA_ASSIGN_OR_RETURN(std::shared_ptr<File> file, SegmentLocked(id));
-      if (file == nullptr) continue;
+      STRATA_ASSIGN_OR_RETURN(std::shared_ptr<File> file, SegmentLocked(id));  // Listed: known.
       STRATA_ASSIGN_OR_RETURN(uint64_t size, file->Size());
       stats.segment_file_bytes += size;
       ++stats.segment_count;
