@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "ec2_call.h"
+#include "strata/aws_error.h"
 #include "strata/volume_types.h"
 
 namespace strata::api {
@@ -30,6 +31,7 @@ class VolumeCalls : public Ec2CallBase {
         {"AttachVolume", &VolumeCalls::AttachVolume},
         {"DetachVolume", &VolumeCalls::DetachVolume},
         {"DescribeVolumesModifications", &VolumeCalls::DescribeVolumesModifications},
+        {"TakeOverVolume", &VolumeCalls::TakeOverVolume},
     };
     return Dispatch(*this, kActions, action);
   }
@@ -199,11 +201,13 @@ class VolumeCalls : public Ec2CallBase {
     if (id.empty()) return Missing("VolumeId");
     if (instance.empty()) return Missing("InstanceId");
     if (device.empty()) return Missing("Device");
-    absl::StatusOr<VolumeInfo> v = ServedVolume(id);
+    // A volume another node serves comes to this one if its head is in RADOS.
+    absl::StatusOr<VolumeInfo> v = OwnedVolume(id);
     if (!v.ok()) return FromStatus(v.status(), "Volume");
     if (absl::Status s = region_.AttachVolume(id, instance, device); !s.ok()) {
       Ec2Error e = FromStatus(s, "Volume");
-      if (s.code() == absl::StatusCode::kFailedPrecondition && KmsErrorCode(s).empty()) {
+      if (s.code() == absl::StatusCode::kFailedPrecondition && KmsErrorCode(s).empty() &&
+          AwsErrorCode(s).empty()) {
         e.code = "VolumeInUse";
       }
       if (s.code() == absl::StatusCode::kAlreadyExists) e.code = "InvalidParameterValue";
@@ -212,6 +216,34 @@ class VolumeCalls : public Ec2CallBase {
     absl::StatusOr<VolumeInfo> now = region_.DescribeVolume(id);
     if (!now.ok()) return FromStatus(now.status(), "Volume");
     WriteAttachment(x_, *now, "attached");
+    return x_.Finish();
+  }
+
+  // Strata's own action (AWS has no verb for it; `strata volume takeover`): this node serves a
+  // volume whose head is in RADOS from now on (docs/ceph.md, "Volumes on RADOS"). Force=true
+  // fences the node that holds it (the admin account only): for a node that died or hangs.
+  Result TakeOverVolume() {
+    const std::string id = p_.GetOr("VolumeId", "");
+    if (id.empty()) return Missing("VolumeId");
+    const std::string force = p_.GetOr("Force", "false");
+    if (force != "true" && force != "false") return Invalid("Force must be true or false");
+    absl::StatusOr<VolumeInfo> v = OwnedVolume(id);
+    if (!v.ok()) return FromStatus(v.status(), "Volume");
+    std::vector<Account> all = store_.ListAccounts();
+    if (force == "true" && (all.empty() || all.front().id != account_.id)) {
+      return Ec2Error{403, "UnauthorizedOperation",
+                      "only the admin account may force a takeover (it fences another node)"};
+    }
+    absl::StatusOr<VolumeInfo> taken = region_.TakeOverVolume(id, force == "true");
+    if (!taken.ok()) {
+      Ec2Error e = FromStatus(taken.status(), "Volume");
+      if (taken.status().code() == absl::StatusCode::kFailedPrecondition &&
+          AwsErrorCode(taken.status()).empty()) {
+        e.code = "VolumeInUse";
+      }
+      return e;
+    }
+    WriteVolume(x_, *taken, Zone());
     return x_.Finish();
   }
 

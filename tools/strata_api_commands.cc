@@ -589,4 +589,20 @@ void AddApiCommands(CLI::App& app, CommandLine& cl, Run& run) {
   ec2->add_option("PARAMS", cl.params, "the call's parameters")->option_text("Name=Value ...");
 }
 
+void AddVolumeApiCommands(CLI::App& volume, CommandLine& cl, Run& run) {
+  CLI::App* takeover = ApiCommand(
+      volume, "takeover",
+      "through stratad's API: this node serves a volume whose head is in RADOS from now on "
+      "(docs/ceph.md)",
+      cl, run, [&cl](const ApiEndpoint& e) {
+        return Ec2(e, "TakeOverVolume",
+                   {{"VolumeId", cl.volume_id}, {"Force", cl.force ? "true" : "false"}}, nullptr,
+                   cl.output);
+      });
+  takeover->add_option("VOL", cl.volume_id, "volume id")->required();
+  takeover->add_flag("--force", cl.force,
+                     "take it from a node that still holds its lock (a dead or hung node): that "
+                     "node is blocklisted in the Ceph cluster, so its late writes are refused");
+}
+
 }  // namespace strata::tools

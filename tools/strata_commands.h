@@ -42,6 +42,7 @@ struct CommandLine {
 
   // Subcommands' positional words.
   std::string volume_id;
+  bool force = false;
   std::string snapshot_id;
   std::string second_snapshot_id;
   std::string file;
@@ -60,6 +61,9 @@ void AddApiCommands(CLI::App& app, CommandLine& cl, Run& run);
 
 // Adds volume, snapshot, region, account, gc, stats and copy-stats.
 void AddStoreCommands(CLI::App& app, CommandLine& cl, Run& run);
+// `strata volume takeover`: the one volume command that runs through stratad's API (the node
+// taking a volume over is running).
+void AddVolumeApiCommands(CLI::App& volume, CommandLine& cl, Run& run);
 
 // stats VOL: the volume's CloudWatch figures (GetMetricData through stratad's API), one row
 // per second for the last cl.seconds; returns the exit status.

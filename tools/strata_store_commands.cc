@@ -283,6 +283,7 @@ void AddVolumeCommands(CLI::App& app, CommandLine& cl, Run& run) {
                                 });
   exp->add_option("VOL", cl.volume_id, "volume id")->required();
   exp->add_option("FILE", cl.file, "where to write")->required();
+  AddVolumeApiCommands(*volume, cl, run);
 }
 
 void AddSnapshotCommands(CLI::App& app, CommandLine& cl, Run& run) {

@@ -10,7 +10,7 @@ namespace {
 using util::PutBigEndian64;
 
 // Version 2 appended owner and type fields; version 1 records still decode.
-constexpr uint8_t kVolumeRecordVersion = 4;
+constexpr uint8_t kVolumeRecordVersion = 5;
 constexpr uint8_t kSnapshotRecordVersion = 3;
 
 void PutEncryption(std::string& out, const EncryptionRecord& e) {
@@ -147,6 +147,7 @@ std::string VolumeRecord::Encode() const {
   util::PutLengthPrefixed(out, modification.original_type);
   util::PutFixed64(out, modification.original_iops);
   util::PutFixed64(out, modification.original_throughput);
+  out.push_back(static_cast<char>(head));
   return out;
 }
 
@@ -154,6 +155,7 @@ absl::StatusOr<VolumeRecord> VolumeRecord::Decode(absl::string_view bytes) {
   util::Decoder in(bytes);
   VolumeRecord r;
   uint8_t version = 0;
+  bool rados_head = false;
   if (!GetVersion(in, kVolumeRecordVersion, version) || !in.GetLengthPrefixed(r.id) ||
       !in.GetFixed64(r.size_bytes) || !in.GetLengthPrefixed(r.base_snapshot_id) ||
       !in.GetLengthPrefixed(r.last_snapshot_id) || !in.GetFixed64(r.tree) ||
@@ -171,9 +173,10 @@ absl::StatusOr<VolumeRecord> VolumeRecord::Decode(absl::string_view bytes) {
                         !in.GetLengthPrefixed(r.modification.original_type) ||
                         !in.GetFixed64(r.modification.original_iops) ||
                         !in.GetFixed64(r.modification.original_throughput))) ||
-      !in.done()) {
+      (version >= 5 && !in.GetBool(rados_head)) || !in.done()) {
     return absl::DataLossError("catalog: corrupt volume record");
   }
+  r.head = rados_head ? HeadStore::kRados : HeadStore::kFiles;
   if (r.volume_type.empty()) r.volume_type = "gp3";
   return r;
 }

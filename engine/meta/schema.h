@@ -94,6 +94,12 @@ struct ModificationRecord {
   uint64_t original_iops = 0, original_throughput = 0;
 };
 
+// Where a volume's head (its live data) is kept.
+enum class HeadStore : uint8_t {
+  kFiles = 0,  // Extent files in the serving node's data directory.
+  kRados = 1,  // Objects in the region's data pool: any node may serve the volume.
+};
+
 struct VolumeRecord {
   std::string id;
   uint64_t size_bytes = 0;
@@ -115,6 +121,7 @@ struct VolumeRecord {
   uint64_t attach_time_micros = 0;
   EncryptionRecord encryption;
   ModificationRecord modification;
+  HeadStore head = HeadStore::kFiles;
 
   std::string Encode() const;
   static absl::StatusOr<VolumeRecord> Decode(absl::string_view bytes);

@@ -142,6 +142,17 @@ Pool Cluster::DataPool(const std::string& name_space) const {
   return OpenPool(state_->data, name_space);
 }
 
+std::string Cluster::ClientName() const {
+  return "client." + std::to_string(state_->rados.get_instance_id());
+}
+
+std::string Cluster::ClientAddresses() const { return state_->rados.get_addrs(); }
+
+int Cluster::Blocklist(const std::string& address, uint32_t expire_seconds) {
+  if (int rc = state_->rados.blocklist_add(address, expire_seconds); rc < 0) return rc;
+  return state_->rados.wait_for_latest_osdmap();
+}
+
 std::string Cluster::RegionNamespace(absl::string_view region) const {
   return absl::StrCat(options_.name_space, ".", region);
 }

@@ -61,6 +61,13 @@ class Cluster {
                                                                    const std::string& object,
                                                                    const std::string& node_id,
                                                                    const std::string& description);
+  // This client's entity name in the cluster ("client.<instance id>"), as cls lock lists lockers.
+  std::string ClientName() const;
+  // This client's addresses, as librados prints them ("[v2:IP:PORT/NONCE,...]" or one).
+  std::string ClientAddresses() const;
+  // Blocklists a client `address` (as cls lock lists lockers) for `expire_seconds`, then waits
+  // for the cluster's newest OSD map: from then on the OSDs refuse that client's operations.
+  int Blocklist(const std::string& address, uint32_t expire_seconds);
   // The namespace of a region's objects: "<options.name_space>.<region>".
   std::string RegionNamespace(absl::string_view region) const;
   const CephBackendOptions& options() const { return options_; }

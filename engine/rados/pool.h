@@ -27,6 +27,8 @@ class Pool {
   Pool& operator=(const Pool&) = default;
 
   const std::string& name_space() const;
+  // The librados I/O context, for engine/rados/*.cc.
+  const std::shared_ptr<PoolState>& state() const { return state_; }
 
   // omap of `oid`. OmapGet fills `values` with those of `keys` that exist. OmapList returns up
   // to `max` entries after `after` (exclusive) whose keys start with `prefix`, and whether more

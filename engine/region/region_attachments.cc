@@ -21,8 +21,12 @@ absl::Status RegionImpl::AttachVolume(const std::string& volume_id, const std::s
     return absl::InvalidArgumentError(
         absl::StrCat("device \"", device, "\" must look like /dev/sdf"));
   }
+  // In the region lease: a volume that comes from another node reads through snapshots that
+  // node may have made since this one last looked.
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
-  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, FindVolumeLocked(volume_id));
+  // A volume with its head in RADOS that another node serves comes here first.
+  STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, AdoptVolumeLocked(volume_id, /*force=*/false));
   const meta::VolumeRecord r = volume->record();
   if (r.encryption.encrypted()) {
     // As on AWS: a disabled (or pending deletion) key stops new attachments; attached volumes

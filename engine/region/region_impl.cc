@@ -15,8 +15,6 @@
 
 namespace strata::region {
 
-using volume::Head;
-
 namespace {
 
 bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
@@ -71,6 +69,10 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     shared_catalog_ = catalog.get();
     shared_ = catalog.get();
     catalog_ = std::move(catalog);
+    head_pool_ = cluster_->DataPool(name_space);
+    volume_locks_ = std::make_unique<rados::VolumeLocks>(
+        cluster_.get(), cluster_->IndexPool(name_space), cluster_->options().node_id,
+        options_.volume_lease_seconds);
   } else {
     STRATA_ASSIGN_OR_RETURN(catalog_, meta::Catalog::OpenRocksDb(env_, dir_ + "/catalog"));
   }
@@ -160,6 +162,9 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     if (volume->record().hydrating) tasks_.Push({Task::Kind::kHydrate, id, nullptr, 0});
   }
   if (options_.background_work) tasks_.StartWorker();
+  if (volume_locks_ != nullptr) {
+    volume_locks_->set_release_request([this](const std::string& id) { HandOverVolume(id); });
+  }
   opened_ = true;
   return absl::OkStatus();
 }
@@ -233,9 +238,14 @@ absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS 
       r.last_snapshot_id = s.has_value() ? s->parent_id : std::string();
     }
     if (r.last_snapshot_id != original) fixes.Put(meta::VolumeKey(r.id), r.Encode());
-    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Head> head,
-                            Head::Open(env_, HeadPath(r.id), r.size_bytes, false));
     known_heads.insert(r.id);
+    if (absl::Status locked = LockHead(r, false); !locked.ok()) {
+      // Another node took it over while this one was down and has not moved it yet.
+      STRATA_LOG(kWarning, "region ", name_, ": volume ", r.id,
+                 " not served here: ", locked.message());
+      continue;
+    }
+    STRATA_ASSIGN_OR_RETURN(std::unique_ptr<volume::Head> head, OpenHead(r, false));
     const std::string id = r.id;
     if (r.encryption.encrypted()) {
       if (absl::Status unwrapped = encryption_->LoadDomainKey(r.encryption, r.owner);
@@ -261,7 +271,7 @@ absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS 
   STRATA_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(dir_ + "/heads"));
   for (const std::string& name : names) {
     std::string volume_id;
-    if (Head::ParseFileName(name, volume_id) && !known_heads.contains(volume_id)) {
+    if (volume::FileHead::ParseFileName(name, volume_id) && !known_heads.contains(volume_id)) {
       STRATA_RETURN_IF_ERROR(env_->DeleteFile(absl::StrCat(dir_, "/heads/", name)));
     }
   }
@@ -269,9 +279,14 @@ absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS 
 }
 
 RegionImpl::~RegionImpl() {
+  // No more hand-overs: the volumes are closing.
+  if (volume_locks_ != nullptr) volume_locks_->set_release_request(nullptr);
   tasks_.StopWorker();
   // A region whose open failed part way has nothing to finish, and must not claim a clean stop.
-  if (!opened_) return;
+  if (!opened_) {
+    volume_locks_.reset();
+    return;
+  }
   // Finish what must not be left half done: pending snapshots and deletions. Hydration resumes
   // at the next open.
   tasks_.RunAll();
@@ -288,7 +303,10 @@ RegionImpl::~RegionImpl() {
   }
   if (!status.ok()) {
     STRATA_LOG(kError, "region ", name_, ": unclean stop: ", status.ToString());
+  } else {
+    ReleaseVolumeLocks();  // Other nodes may take the volumes at once.
   }
+  volume_locks_.reset();
   volumes_.clear();
 }
 

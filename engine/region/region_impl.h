@@ -36,6 +36,7 @@
 #include "meta/shared_catalog.h"
 #include "qos/volume_performance.h"
 #include "rados/cluster.h"
+#include "rados/volume_locks.h"
 #include "region/block_listings.h"
 #include "region/encryption_policy.h"
 #include "region/task_queue.h"
@@ -81,6 +82,9 @@ class RegionImpl final : public Region {
 
   // region_hydration.cc
   absl::Status StartHydration(const std::string& volume_id, uint64_t bytes_per_second) override;
+
+  // region_volume_owners.cc
+  absl::StatusOr<VolumeInfo> TakeOverVolume(const std::string& volume_id, bool force) override;
 
   // region_attachments.cc
   absl::Status AttachVolume(const std::string& volume_id, const std::string& instance_id,
@@ -263,6 +267,27 @@ class RegionImpl final : public Region {
   absl::Status MergeIntoChild(const meta::SnapshotRecord& record, meta::SnapshotRecord child)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // region_volume_owners.cc: volumes whose heads are in RADOS, served by one node at a time.
+  // Opens (with `create`, makes) a volume's head where its record says it lives.
+  absl::StatusOr<std::unique_ptr<volume::Head>> OpenHead(const meta::VolumeRecord& record,
+                                                         bool create);
+  // Deletes a volume's head (and a RADOS head's lock object).
+  absl::Status DeleteHead(const meta::VolumeRecord& record);
+  // Takes the writer lock of a RADOS-headed volume this node is about to serve; kFailedPrecondition
+  // (VolumeInUse) naming the node that serves it when another live node does.
+  absl::Status LockHead(const meta::VolumeRecord& record, bool force);
+  // Moves volume `volume_id`, served by another node (or left by one that died), to this node:
+  // its lock, then its records (volume, owned and dirty bitmaps) in one guarded write, then
+  // opens it. The other node's snapshots of it still pending fail.
+  absl::StatusOr<VolumeImpl*> AdoptVolumeLocked(const std::string& volume_id, bool force)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Another node asked for `volume_id`: hands it over if nothing here uses it (no attachment,
+  // client connection or pending snapshot): flushes it, records its dirty bitmap, closes it and
+  // releases its lock.
+  void HandOverVolume(const std::string& volume_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Releases the locks of every RADOS-headed volume (a clean stop).
+  void ReleaseVolumeLocks() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // region_hydration.cc
   std::optional<Task> HydrateStep(const std::string& volume_id) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -270,8 +295,10 @@ class RegionImpl final : public Region {
   const std::string name_;
   const std::string dir_;
   const StoreOptions options_;
-  const std::shared_ptr<rados::Cluster> cluster_;  // Null: the local backend.
-  std::unique_ptr<rados::RegionClaim> claim_;      // RADOS: released after the catalog closes.
+  const std::shared_ptr<rados::Cluster> cluster_;     // Null: the local backend.
+  std::unique_ptr<rados::RegionClaim> claim_;         // RADOS: released after the catalog closes.
+  std::optional<rados::Pool> head_pool_;              // RADOS: the data pool, for volume heads.
+  std::unique_ptr<rados::VolumeLocks> volume_locks_;  // RADOS: writer locks of RADOS heads.
   uint64_t chunk_size_bytes_ = 0;
   bool opened_ = false;  // Init finished: the destructor stops cleanly.
   std::unique_ptr<meta::Catalog> catalog_;

@@ -141,20 +141,25 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequ
   r.volume_type = type.type;
   r.iops = type.iops;
   r.throughput = type.throughput;
-  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<Head> head,
-                          Head::Open(env_, HeadPath(r.id), r.size_bytes, true));
+  // Builders of direct snapshots are this node's own work: their heads stay local.
+  r.head = head_pool_.has_value() && options_.volume_heads_in_rados && !hidden
+               ? meta::HeadStore::kRados
+               : meta::HeadStore::kFiles;
+  STRATA_RETURN_IF_ERROR(LockHead(r, false));
+  absl::StatusOr<std::unique_ptr<Head>> head = OpenHead(r, true);
   meta::WriteBatch batch;
   batch.Put(meta::VolumeKey(r.id), r.Encode());
-  if (absl::Status s = catalog_->Write(batch); !s.ok()) {
-    head.reset();
-    (void)Head::Delete(env_, HeadPath(r.id));
-    return s;
+  absl::Status written = head.ok() ? catalog_->Write(batch) : head.status();
+  if (!written.ok()) {
+    if (head.ok()) head->reset();
+    (void)DeleteHead(r);
+    return written;
   }
   const std::string id = r.id;
   const meta::EncryptionRecord encryption = r.encryption;
   const bool new_domain =
       !r.last_snapshot_id.empty() && encryption.domain != base_encryption.domain;
-  std::unique_ptr<VolumeImpl> volume = MakeVolume(std::move(r), std::move(head));
+  std::unique_ptr<VolumeImpl> volume = MakeVolume(std::move(r), *std::move(head));
   // Another domain than its snapshot's: its first snapshot must hold every chunk in the new
   // domain (nothing of the old key or of plaintext may stay in its lineage's new data).
   if (new_domain) volume->MarkAllChanged();
@@ -292,7 +297,7 @@ absl::Status RegionImpl::DeleteVolumeLocked(const std::string& volume_id) {
   // next open deletes, never a volume without its head.
   STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
   volumes_.erase(volume_id);
-  if (absl::Status s = Head::Delete(env_, HeadPath(volume_id)); !s.ok()) {
+  if (absl::Status s = DeleteHead(record); !s.ok()) {
     STRATA_LOG(kWarning, "volume ", volume_id, ": head not deleted yet: ", s.ToString());
   }
   if (!record.last_snapshot_id.empty()) {

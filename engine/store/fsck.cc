@@ -15,6 +15,7 @@
 #include "meta/schema.h"
 #include "meta/shared_catalog.h"
 #include "rados/cluster.h"
+#include "rados/head_objects.h"
 #include "store/backend_file.h"
 #include "util/status_macros.h"
 #include "volume/head.h"
@@ -182,7 +183,8 @@ class RegionChecker {
     const std::string own_prefix =
         shared ? meta::SharedCatalog::NodeKey(cluster_->options().node_id, meta::kVolumePrefix)
                : std::string(meta::kVolumePrefix);
-    return catalog_->Scan(
+    std::set<std::string> volumes;
+    STRATA_RETURN_IF_ERROR(catalog_->Scan(
         shared ? "n/" : meta::kVolumePrefix, "", [&](absl::string_view key, absl::string_view v) {
           if (shared && !absl::StrContains(key, absl::StrCat("/", meta::kVolumePrefix)))
             return true;
@@ -192,16 +194,35 @@ class RegionChecker {
             Find(absl::StrCat("corrupt volume record ", key));
             return true;
           }
+          volumes.insert(r->id);
           if (!r->last_snapshot_id.empty() && !ids_.contains(r->last_snapshot_id)) {
             Find(absl::StrCat("volume ", r->id, ": last snapshot ", r->last_snapshot_id,
                               " is missing"));
           }
           const std::string head = absl::StrCat(dir_, "/heads/", r->id, ".0.head");
-          if (absl::StartsWith(key, own_prefix) && !env_->FileExists(head)) {
+          if (r->head == meta::HeadStore::kFiles && absl::StartsWith(key, own_prefix) &&
+              !env_->FileExists(head)) {
             Find(absl::StrCat("volume ", r->id, ": head file is missing"));
           }
           return true;
-        });
+        }));
+    if (!shared) return absl::OkStatus();
+    // Head objects in RADOS belong to a volume of some node (a deletion removes its record
+    // first, so a crash in between leaves objects this finds).
+    std::vector<std::string> oids;
+    STRATA_RETURN_IF_ERROR(rados::FromRados(
+        cluster_->DataPool(cluster_->RegionNamespace(name_)).List(&oids), "fsck: listing heads"));
+    std::map<std::string, uint64_t> orphans;
+    for (const std::string& oid : oids) {
+      std::string volume_id;
+      if (rados::HeadObjects::ParseObjectName(oid, &volume_id) && !volumes.contains(volume_id)) {
+        ++orphans[volume_id];
+      }
+    }
+    for (const auto& [id, count] : orphans) {
+      Find(absl::StrCat(count, " head object(s) of volume ", id, ", which no node has"));
+    }
+    return absl::OkStatus();
   }
 
   Env* const env_;

@@ -7,11 +7,11 @@
 
 namespace strata::volume {
 
-std::string Head::ExtentPath(size_t index) const {
+std::string FileHead::ExtentPath(size_t index) const {
   return absl::StrCat(base_path_, ".", index, ".head");
 }
 
-bool Head::ParseFileName(const std::string& name, std::string& volume_id) {
+bool FileHead::ParseFileName(const std::string& name, std::string& volume_id) {
   std::vector<std::string> parts = absl::StrSplit(name, '.');
   size_t index = 0;
   if (parts.size() != 3 || parts[2] != "head" || !absl::SimpleAtoi(parts[1], &index)) return false;
@@ -19,9 +19,9 @@ bool Head::ParseFileName(const std::string& name, std::string& volume_id) {
   return true;
 }
 
-absl::StatusOr<std::unique_ptr<Head>> Head::Open(Env* env, std::string base_path,
-                                                 uint64_t size_bytes, bool create) {
-  std::unique_ptr<Head> head(new Head(env, std::move(base_path)));
+absl::StatusOr<std::unique_ptr<Head>> FileHead::Open(Env* env, std::string base_path,
+                                                     uint64_t size_bytes, bool create) {
+  std::unique_ptr<FileHead> head(new FileHead(env, std::move(base_path)));
   const size_t count = static_cast<size_t>((size_bytes + kHeadExtentBytes - 1) / kHeadExtentBytes);
   for (size_t i = 0; i < count; ++i) {
     auto extent = std::make_unique<Extent>();
@@ -36,8 +36,8 @@ absl::StatusOr<std::unique_ptr<Head>> Head::Open(Env* env, std::string base_path
   return head;
 }
 
-absl::Status Head::Delete(Env* env, const std::string& base_path) {
-  Head names(env, base_path);
+absl::Status FileHead::Delete(Env* env, const std::string& base_path) {
+  FileHead names(env, base_path);
   absl::Status status;
   for (size_t i = 0; env->FileExists(names.ExtentPath(i)); ++i) {
     if (absl::Status s = env->DeleteFile(names.ExtentPath(i)); !s.ok()) status = s;
@@ -46,7 +46,7 @@ absl::Status Head::Delete(Env* env, const std::string& base_path) {
 }
 
 template <typename Fn>
-absl::Status Head::ForEachExtent(uint64_t offset_bytes, uint64_t length_bytes, Fn fn) {
+absl::Status FileHead::ForEachExtent(uint64_t offset_bytes, uint64_t length_bytes, Fn fn) {
   for (uint64_t pos = offset_bytes; pos < offset_bytes + length_bytes;) {
     const size_t index = static_cast<size_t>(pos / kHeadExtentBytes);
     const uint64_t in_extent = pos % kHeadExtentBytes;
@@ -58,14 +58,14 @@ absl::Status Head::ForEachExtent(uint64_t offset_bytes, uint64_t length_bytes, F
   return absl::OkStatus();
 }
 
-absl::Status Head::Read(uint64_t offset_bytes, std::span<std::byte> out) {
+absl::Status FileHead::Read(uint64_t offset_bytes, std::span<std::byte> out) {
   return ForEachExtent(offset_bytes, out.size(),
                        [&](Extent& e, uint64_t at, uint64_t start, uint64_t n) {
                          return e.file->Read(at, out.subspan(start, n));
                        });
 }
 
-absl::Status Head::Write(uint64_t offset_bytes, std::span<const std::byte> data) {
+absl::Status FileHead::Write(uint64_t offset_bytes, std::span<const std::byte> data) {
   return ForEachExtent(offset_bytes, data.size(),
                        [&](Extent& e, uint64_t at, uint64_t start, uint64_t n) {
                          const absl::Status s = e.file->Write(at, data.subspan(start, n));
@@ -74,39 +74,39 @@ absl::Status Head::Write(uint64_t offset_bytes, std::span<const std::byte> data)
                        });
 }
 
-int Head::Descriptor(uint64_t offset_bytes, uint64_t length_bytes, uint64_t& in_extent) const {
+int FileHead::Descriptor(uint64_t offset_bytes, uint64_t length_bytes, uint64_t& in_extent) const {
   const size_t index = static_cast<size_t>(offset_bytes / kHeadExtentBytes);
   in_extent = offset_bytes % kHeadExtentBytes;
   if (in_extent + length_bytes > kHeadExtentBytes || index >= extents_.size()) return -1;
   return extents_[index]->file->native_handle();
 }
 
-bool Head::QueueRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring,
-                     IoRing::Op* op) {
+bool FileHead::QueueRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring,
+                         IoRing::Op* op) {
   uint64_t at = 0;
   const int fd = Descriptor(offset_bytes, out.size(), at);
   return fd >= 0 && ring.QueueRead(fd, out, at, op);
 }
 
-bool Head::QueueWrite(uint64_t offset_bytes, std::span<const std::byte> data, IoRing& ring,
-                      IoRing::Op* op) {
+bool FileHead::QueueWrite(uint64_t offset_bytes, std::span<const std::byte> data, IoRing& ring,
+                          IoRing::Op* op) {
   uint64_t at = 0;
   const int fd = Descriptor(offset_bytes, data.size(), at);
   return fd >= 0 && ring.QueueWrite(fd, data, at, op);
 }
 
-void Head::NoteWritten(uint64_t offset_bytes) {
+void FileHead::NoteWritten(uint64_t offset_bytes) {
   MarkUnsynced(*extents_[static_cast<size_t>(offset_bytes / kHeadExtentBytes)]);
 }
 
-void Head::MarkUnsynced(Extent& extent) {
+void FileHead::MarkUnsynced(Extent& extent) {
   // After the bytes reached the file: a Sync racing with the write may have cleared the flag
   // before they did, and the write's caller is answered only after this, so a Sync it asks
   // for later syncs the extent again.
   extent.unsynced.store(true, std::memory_order_release);
 }
 
-absl::Status Head::PunchHole(uint64_t offset_bytes, uint64_t length_bytes) {
+absl::Status FileHead::PunchHole(uint64_t offset_bytes, uint64_t length_bytes) {
   return ForEachExtent(offset_bytes, length_bytes,
                        [&](Extent& e, uint64_t at, uint64_t, uint64_t n) {
                          const absl::Status s = e.file->PunchHole(at, n);
@@ -115,7 +115,7 @@ absl::Status Head::PunchHole(uint64_t offset_bytes, uint64_t length_bytes) {
                        });
 }
 
-absl::Status Head::Sync() {
+absl::Status FileHead::Sync() {
   {
     absl::MutexLock lock(&sync_failure_mu_);
     if (!sync_failure_.ok()) return sync_failure_;
@@ -130,7 +130,7 @@ absl::Status Head::Sync() {
   return absl::OkStatus();
 }
 
-absl::Status Head::SyncExtent(Extent& extent) {
+absl::Status FileHead::SyncExtent(Extent& extent) {
   absl::Status s = extent.file->Sync();
   if (s.ok()) return s;
   absl::MutexLock lock(&sync_failure_mu_);
@@ -142,7 +142,7 @@ absl::Status Head::SyncExtent(Extent& extent) {
   return sync_failure_;
 }
 
-absl::Status Head::Grow(uint64_t size_bytes) {
+absl::Status FileHead::Grow(uint64_t size_bytes) {
   const size_t count = static_cast<size_t>((size_bytes + kHeadExtentBytes - 1) / kHeadExtentBytes);
   while (extents_.size() < count) {
     auto extent = std::make_unique<Extent>();

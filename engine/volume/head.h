@@ -1,7 +1,6 @@
 #pragma once
-// A volume's head: its live data, written in place. Stored as extent files of kHeadExtentBytes
-// each (ext4 caps a file at 16 TiB; a volume reaches 64 TiB), named "<volume>.<n>.head".
-// Sparse: unwritten ranges use no space. docs/formats/layout.md.
+// A volume's head: its live data, written in place. docs/formats/layout.md (files) and
+// docs/formats/rados.md (objects).
 
 #include <atomic>
 #include <memory>
@@ -19,10 +18,39 @@ namespace strata::volume {
 
 inline constexpr uint64_t kHeadExtentBytes = uint64_t{4} << 40;
 
+// Where a volume's live data is written in place: extent files in the data directory
+// (FileHead) or objects in the Ceph cluster (RadosHead, volume/rados_head.h). Thread-safe for
+// positional I/O.
 class Head {
  public:
+  virtual ~Head() = default;
+  [[nodiscard]] virtual absl::Status Read(uint64_t offset_bytes, std::span<std::byte> out) = 0;
+  [[nodiscard]] virtual absl::Status Write(uint64_t offset_bytes,
+                                           std::span<const std::byte> data) = 0;
+  // Makes a range read as zeros (and frees its space where the storage can).
+  [[nodiscard]] virtual absl::Status PunchHole(uint64_t offset_bytes, uint64_t length_bytes) = 0;
+  // Queue a read or write in `ring` (the I/O of Read/Write, finished by `op`). False, with
+  // nothing queued, when this head cannot (it has no file descriptor for the range, or the ring
+  // is full): then use Read/Write.
+  virtual bool QueueRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring,
+                         IoRing::Op* op) = 0;
+  virtual bool QueueWrite(uint64_t offset_bytes, std::span<const std::byte> data, IoRing& ring,
+                          IoRing::Op* op) = 0;
+  // A queued write at `offset_bytes` has finished: the next Sync covers it.
+  virtual void NoteWritten(uint64_t offset_bytes) = 0;
+  // Makes every write that returned (or was noted) before it durable. Once a write or sync has
+  // failed, every later Sync fails too (kDataLoss): the head is trusted again only when reopened.
+  [[nodiscard]] virtual absl::Status Sync() = 0;
+  // Grows to `size_bytes`, durably. REQUIRES: exclusive use.
+  [[nodiscard]] virtual absl::Status Grow(uint64_t size_bytes) = 0;
+};
+
+// A head as extent files of kHeadExtentBytes each (ext4 caps a file at 16 TiB; a volume reaches
+// 64 TiB), named "<volume>.<n>.head". Sparse: unwritten ranges use no space.
+class FileHead final : public Head {
+ public:
   // Opens (with `create`, creates) the extent files for a `size_bytes` head named `base_path`
-  // ("DIR/heads/vol-..."). `env` must outlive the Head. Thread-safe for positional I/O.
+  // ("DIR/heads/vol-..."). `env` must outlive the Head.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Head>> Open(Env* env, std::string base_path,
                                                                   uint64_t size_bytes, bool create);
   // Deletes every extent file of the head named `base_path`.
@@ -30,27 +58,21 @@ class Head {
   // The file names ("vol-....<n>.head") of a head, for orphan detection.
   static bool ParseFileName(const std::string& name, std::string& volume_id);
 
-  [[nodiscard]] absl::Status Read(uint64_t offset_bytes, std::span<std::byte> out);
-  [[nodiscard]] absl::Status Write(uint64_t offset_bytes, std::span<const std::byte> data);
-  [[nodiscard]] absl::Status PunchHole(uint64_t offset_bytes, uint64_t length_bytes);
-  // Queue a read or write in `ring` (the I/O of Read/Write, finished by `op`). False, with
-  // nothing queued, when the range spans two extent files, the Env's files have no descriptor
-  // or the ring is full: then use Read/Write.
-  bool QueueRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring, IoRing::Op* op);
+  absl::Status Read(uint64_t offset_bytes, std::span<std::byte> out) override;
+  absl::Status Write(uint64_t offset_bytes, std::span<const std::byte> data) override;
+  absl::Status PunchHole(uint64_t offset_bytes, uint64_t length_bytes) override;
+  bool QueueRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring,
+                 IoRing::Op* op) override;
   bool QueueWrite(uint64_t offset_bytes, std::span<const std::byte> data, IoRing& ring,
-                  IoRing::Op* op);
-  // A queued write at `offset_bytes` has finished: the next Sync covers it.
-  void NoteWritten(uint64_t offset_bytes);
-  // Makes completed writes durable (syncs only extents written since the last Sync). Once an
-  // fsync has failed, every later Sync fails too (kDataLoss): Linux drops the dirty pages a
-  // failed fsync could not write, so a later fsync that succeeds proves nothing. The head is
-  // trusted again only when reopened.
-  [[nodiscard]] absl::Status Sync();
-  // Grows to `size_bytes`, creating extent files as needed, and syncs. REQUIRES: exclusive use.
-  [[nodiscard]] absl::Status Grow(uint64_t size_bytes);
+                  IoRing::Op* op) override;
+  void NoteWritten(uint64_t offset_bytes) override;
+  // Syncs only extents written since the last Sync. Linux drops the dirty pages a failed fsync
+  // could not write, so a later fsync that succeeds proves nothing: the failure is final.
+  absl::Status Sync() override;
+  absl::Status Grow(uint64_t size_bytes) override;
 
  private:
-  Head(Env* env, std::string base_path) : env_(env), base_path_(std::move(base_path)) {}
+  FileHead(Env* env, std::string base_path) : env_(env), base_path_(std::move(base_path)) {}
   std::string ExtentPath(size_t index) const;
   // Calls `fn(extent, offset_in_extent, piece_start, piece_length)` for each extent a range
   // touches.

@@ -76,6 +76,15 @@ struct StoreOptions {
   // Where regions' catalogs and chunks live. Empty: the data directory (RocksDB and segment
   // files), the default; set: the RADOS backend.
   std::optional<CephBackendOptions> ceph;
+  // RADOS backend: new volumes keep their heads (live data) in the cluster, so that any node
+  // can serve them and take them over when their node dies (docs/ceph.md, "Volumes on RADOS");
+  // false keeps them in this node's data directory (faster, but bound to this node).
+  // Default: true.
+  bool volume_heads_in_rados = true;
+  // RADOS backend: the term of the lease by which a node holds a RADOS-headed volume's writer
+  // lock (renewed every third of it). A node that dies holds its volumes this long; then
+  // another node may take them over. Default: 30 s.
+  uint32_t volume_lease_seconds = 30;
 };
 
 struct CreateVolumeRequest {
@@ -195,6 +204,14 @@ class Region {
   [[nodiscard]] virtual absl::Status AttachVolume(const std::string& volume_id,
                                                   const std::string& instance_id,
                                                   const std::string& device) = 0;
+  // Makes this node serve a volume whose head is in RADOS (docs/ceph.md, "Volumes on RADOS"):
+  // takes its writer lock, fencing (blocklisting) a previous holder whose lease lapsed, and
+  // moves it here. A volume another live node holds is asked for, and handed over if nothing
+  // uses it there; else kFailedPrecondition (VolumeInUse), unless `force`: the holder is
+  // blocklisted in the cluster (its late writes are refused) and loses the volume. Writes it
+  // had not flushed may be lost; every flushed write is kept.
+  [[nodiscard]] virtual absl::StatusOr<VolumeInfo> TakeOverVolume(const std::string& volume_id,
+                                                                  bool force) = 0;
   // Detaches a volume (flushing it first). With a non-empty `instance_id`, it must match.
   [[nodiscard]] virtual absl::Status DetachVolume(const std::string& volume_id,
                                                   const std::string& instance_id) = 0;

@@ -299,5 +299,104 @@ TEST_F(MultiNodeTest, ANodeWithAnotherKmsRootKeyCannotUseTheRegionsKeys) {
   EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("wrong root key"));
 }
 
+// Volumes on RADOS (docs/ceph.md): a volume's head is objects in the cluster, so any node may
+// serve it; one node at a time holds its writer lock.
+
+TEST_F(MultiNodeTest, AVolumeAttachedOnTheOtherNodeIsHandedOverWithItsDataAndChanges) {
+  constexpr uint64_t kChunk = 64 * 1024;
+  const std::vector<std::byte> data = Pattern(2 * kMiB, 61);
+  auto created = A().CreateVolume({.size_bytes = 2 * kMiB, .owner = kOwner});
+  ASSERT_THAT(created, IsOk());
+  const std::string id = created->id;
+  Volume* on_a = *A().GetVolume(id);
+  ASSERT_THAT(on_a->Write(0, data), IsOk());
+  auto first = A().CreateSnapshot({.volume_id = id, .owner = kOwner});
+  ASSERT_THAT(first, IsOk());
+  ASSERT_THAT(A().RunBackgroundWork(), IsOk());
+  // One chunk changes after the snapshot, and is flushed.
+  const std::vector<std::byte> change = Pattern(kChunk, 62);
+  ASSERT_THAT(on_a->Write(5 * kChunk, change), IsOk());
+  ASSERT_THAT(on_a->Flush(), IsOk());
+
+  // B attaches it: A uses it for nothing, so A hands it over (its writer lock and records).
+  ASSERT_THAT(B().AttachVolume(id, "i-0123456789abcdef0", "/dev/sdf"), IsOk());
+  EXPECT_FALSE(A().GetVolume(id).ok());
+  auto on_b = B().DescribeVolume(id);
+  ASSERT_THAT(on_b, IsOk());
+  EXPECT_FALSE(on_b->elsewhere);
+  EXPECT_EQ(on_b->attached_to, "i-0123456789abcdef0");
+  auto seen_on_a = A().DescribeVolume(id);
+  ASSERT_THAT(seen_on_a, IsOk());
+  EXPECT_TRUE(seen_on_a->elsewhere);
+  EXPECT_EQ(seen_on_a->node, on_b->node);
+  std::vector<std::byte> expected = data;
+  std::copy(change.begin(), change.end(), expected.begin() + 5 * kChunk);
+  EXPECT_EQ(ReadVolume(B(), id, expected.size()), expected);
+
+  // Its changed-block tracking came with it: B's snapshot holds exactly the changed chunk.
+  auto second = B().CreateSnapshot({.volume_id = id, .owner = kOwner});
+  ASSERT_THAT(second, IsOk());
+  ASSERT_THAT(B().RunBackgroundWork(), IsOk());
+  auto changed = B().ListChunks(second->id, first->id);
+  ASSERT_THAT(changed, IsOk());
+  ASSERT_EQ(changed->chunks.size(), 1u);
+  EXPECT_EQ(changed->chunks[0].index, 5u);
+  // And A's restore of B's snapshot reads B's bytes.
+  auto restored = A().CreateVolume({.snapshot_id = second->id, .owner = kOwner});
+  ASSERT_THAT(restored, IsOk());
+  EXPECT_EQ(ReadVolume(A(), restored->id, expected.size()), expected);
+}
+
+TEST_F(MultiNodeTest, AVolumeInUseOnOneNodeIsNotTakenByTheOther) {
+  auto created = A().CreateVolume({.size_bytes = kMiB, .owner = kOwner});
+  ASSERT_THAT(created, IsOk());
+  const std::string id = created->id;
+  ASSERT_THAT(A().AttachVolume(id, "i-0123456789abcdef0", "/dev/sdf"), IsOk());
+  absl::Status refused = B().AttachVolume(id, "i-0123456789abcdef1", "/dev/sdf");
+  EXPECT_THAT(refused, ::strata::testing::StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(refused.message(), ::testing::HasSubstr("is attached to i-0123456789abcdef0"));
+  // Detached but held open by a client (a pin, as an NBD connection holds): not handed over.
+  ASSERT_THAT(A().DetachVolume(id, ""), IsOk());
+  {
+    auto pin = A().PinVolume(id);
+    ASSERT_THAT(pin, IsOk());
+    refused = B().AttachVolume(id, "i-0123456789abcdef1", "/dev/sdf");
+    EXPECT_THAT(refused, ::strata::testing::StatusIs(absl::StatusCode::kFailedPrecondition));
+    EXPECT_THAT(refused.message(), ::testing::HasSubstr("in use on node"));
+    EXPECT_THAT(A().GetVolume(id), IsOk());  // Still A's, unchanged.
+  }
+  EXPECT_THAT(B().AttachVolume(id, "i-0123456789abcdef1", "/dev/sdf"), IsOk());
+}
+
+TEST_F(MultiNodeTest, AForcedTakeoverKeepsEveryFlushedWriteAndFencesTheOldHolder) {
+  const std::vector<std::byte> flushed = Pattern(kMiB, 71);
+  auto created = A().CreateVolume({.size_bytes = kMiB, .owner = kOwner});
+  ASSERT_THAT(created, IsOk());
+  const std::string id = created->id;
+  ASSERT_THAT(A().AttachVolume(id, "i-0123456789abcdef0", "/dev/sdf"), IsOk());
+  Volume* on_a = *A().GetVolume(id);
+  ASSERT_THAT(on_a->Write(0, flushed), IsOk());
+  ASSERT_THAT(on_a->Flush(), IsOk());
+  // A is cut off (as if dead): the operator forces the volume to B.
+  auto taken = B().TakeOverVolume(id, /*force=*/true);
+  ASSERT_THAT(taken, IsOk());
+  EXPECT_FALSE(taken->elsewhere);
+  EXPECT_TRUE(taken->attached_to.empty());  // A's attachment ended with A.
+  EXPECT_EQ(ReadVolume(B(), id, kMiB), flushed);
+  // A late write from A is refused by the OSDs (A's client is blocklisted): it never lands.
+  const std::vector<std::byte> late = Pattern(kMiB, 72);
+  const absl::Status late_write = on_a->Write(0, late);
+  const absl::Status late_flush = late_write.ok() ? on_a->Flush() : late_write;
+  EXPECT_FALSE(late_flush.ok());
+  EXPECT_EQ(ReadVolume(B(), id, kMiB), flushed);
+  // B writes on; A, fenced, is gone for good (its store is closed without a clean stop).
+  const std::vector<std::byte> next = Pattern(kMiB, 73);
+  ASSERT_THAT((*B().GetVolume(id))->Write(0, next), IsOk());
+  ASSERT_THAT((*B().GetVolume(id))->Flush(), IsOk());
+  EXPECT_EQ(ReadVolume(B(), id, kMiB), next);
+  a_.reset();
+  EXPECT_EQ(ReadVolume(B(), id, kMiB), next);
+}
+
 }  // namespace
 }  // namespace strata
