@@ -51,6 +51,8 @@ struct Flags {
   std::string chunk_size;  // Empty: the default.
   bool compression = false;
   std::string qos = "on";
+  std::string volume_heads = "rados";
+  uint32_t volume_lease_seconds = 30;
   double nbd_handshake_seconds = 30;
   double modifying_seconds = 2;
   std::string optimize_rate = "1G";
@@ -178,6 +180,18 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "rados: seconds to connect, and for any cluster operation before it fails")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600))
+      ->option_text("SECONDS");
+  app.add_option("--volume-heads", f.volume_heads,
+                 "rados: where new volumes keep their live data: rados (any node serves them, "
+                 "with failover; docs/ceph.md) or local (this node's data directory: faster, "
+                 "bound to this node)")
+      ->check(CLI::IsMember({"rados", "local"}))
+      ->capture_default_str();
+  app.add_option("--volume-lease", f.volume_lease_seconds,
+                 "rados: seconds a node holds a volume's writer lock unless it renews it; a dead "
+                 "node's volumes can be attached elsewhere after this")
+      ->capture_default_str()
+      ->check(CLI::Range(3, 3600))
       ->option_text("SECONDS");
   app.add_option("--gc-grace", f.ceph.gc_grace_seconds,
                  "rados: seconds an unreferenced chunk stays before garbage collection frees it "
@@ -389,6 +403,8 @@ int main(int argc, char** argv) {
   options.chunk_size_bytes = *chunk;
   options.compression = f.compression;
   options.qos = f.qos == "on";
+  options.volume_heads_in_rados = f.volume_heads == "rados";
+  options.volume_lease_seconds = f.volume_lease_seconds;
   absl::StatusOr<uint64_t> optimize_rate =
       f.optimize_rate == "0" ? absl::StatusOr<uint64_t>(0)
                              : strata::tools::ParseSize(f.optimize_rate, "--optimize-rate");

@@ -84,9 +84,12 @@ class HeadWriteHookEnv final : public Env {
 
 class FaultCrashTest : public ::testing::Test {
  protected:
-  void Open() {
+  // `file_heads`: on the RADOS backend too, heads are files of the Env (whose faults a test
+  // injects); otherwise the backend's default (RADOS heads: objects, written past the Env).
+  void Open(bool file_heads = false) {
     StoreOptions options = ::strata::testing::TestStoreOptions(dir_.path());
     options.env = &hooked_env_;
+    options.volume_heads_in_rados = !file_heads;
     options.background_work = false;
     options.chunk_size_bytes = 16 * 1024;
     options.manifest_piece_entries = 8;  // Snapshot commits span several catalog writes.
@@ -278,7 +281,7 @@ TEST_F(FaultCrashTest, AFlushRacingAWriteLeavesItForTheNextFlush) {
 }
 
 TEST_F(FaultCrashTest, IoErrorsFailCleanlyAndChangeNothingDurable) {
-  Open();
+  Open(/*file_heads=*/true);
   auto vol = region_->CreateVolume({.size_bytes = kVolumeBytes});
   ASSERT_THAT(vol, IsOk());
   Volume* volume = *region_->GetVolume(vol->id);

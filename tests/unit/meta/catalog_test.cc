@@ -69,8 +69,18 @@ TEST(SchemaTest, VolumeRecordKeepsItsModificationAndReadsTheVersionBefore) {
   EXPECT_EQ(back->modification.end_time_micros, 30u);
   EXPECT_EQ(back->modification.original_type, "gp3");
   EXPECT_EQ(back->modification.original_throughput, 125u);
+  EXPECT_EQ(back->head, HeadStore::kFiles);
+  r.head = HeadStore::kRados;
+  EXPECT_EQ(VolumeRecord::Decode(r.Encode())->head, HeadStore::kRados);
+  // Version 4 ended before the head store (one byte): its heads are files.
+  std::string v4 = bytes.substr(0, bytes.size() - 1);
+  v4[0] = 4;
+  absl::StatusOr<VolumeRecord> v4_record = VolumeRecord::Decode(v4);
+  ASSERT_TRUE(v4_record.ok()) << v4_record.status();
+  EXPECT_EQ(v4_record->head, HeadStore::kFiles);
+  EXPECT_EQ(v4_record->modification.original_throughput, 125u);
   // Version 3 ended before the modification (6 u64s and a length-prefixed "gp3").
-  std::string v3 = bytes.substr(0, bytes.size() - (6 * 8 + 4 + 3));
+  std::string v3 = bytes.substr(0, bytes.size() - 1 - (6 * 8 + 4 + 3));
   v3[0] = 3;
   absl::StatusOr<VolumeRecord> old = VolumeRecord::Decode(v3);
   ASSERT_TRUE(old.ok()) << old.status();
