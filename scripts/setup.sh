@@ -11,7 +11,7 @@ packages=(
   python3 qemu-utils libnbd-bin python3-libnbd fio nbdkit nbd-server
   qemu-system-x86 busybox-static cpio e2fsprogs libclang-rt-14-dev
   syslinux syslinux-common mtools dosfstools fdisk
-  ceph-mon ceph-osd ceph-common librados-dev libradospp-dev
+  ceph-mon ceph-osd ceph-common librados-dev libradospp-dev qemu-block-extra
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -134,6 +134,16 @@ class Ring final : public IoRing {
     return true;
   }
 
+  bool QueueAsync(absl::AnyInvocable<void(Complete) &&> start, Op* op) override {
+    if (in_flight() >= depth_) return false;
+    ++calls_out_;
+    std::move(start)([this, op](int result) {
+      absl::MutexLock lock(&calls_mu_);
+      completed_.emplace_back(op, result);
+    });
+    return true;
+  }
+
   absl::Status Wait(unsigned remaining) override {
     while (in_flight() > remaining) {
       CollectCalls(/*block=*/false);
@@ -241,12 +251,16 @@ class Ring final : public IoRing {
     absl::MutexLock lock(&calls_mu_);
     if (block) {
       calls_mu_.Await(absl::Condition(
-          +[](Ring* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->calls_mu_) { return !r->called_.empty(); },
+          +[](Ring* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->calls_mu_) {
+            return !r->called_.empty() || !r->completed_.empty();
+          },
           this));
     }
     for (CallOp* op : called_) finished_.emplace_back(op, 0);
-    calls_out_ -= static_cast<unsigned>(called_.size());
+    finished_.insert(finished_.end(), completed_.begin(), completed_.end());
+    calls_out_ -= static_cast<unsigned>(called_.size() + completed_.size());
     called_.clear();
+    completed_.clear();
   }
 
   const unsigned depth_;
@@ -262,6 +276,8 @@ class Ring final : public IoRing {
   absl::Mutex calls_mu_;
   std::deque<CallOp*> calls_ ABSL_GUARDED_BY(calls_mu_);    // Queued calls, not started.
   std::vector<CallOp*> called_ ABSL_GUARDED_BY(calls_mu_);  // Run; not collected yet.
+  // Asynchronous work (QueueAsync) that has completed; not collected yet.
+  std::vector<std::pair<Op*, int>> completed_ ABSL_GUARDED_BY(calls_mu_);
   bool stopping_ ABSL_GUARDED_BY(calls_mu_) = false;
 };
 

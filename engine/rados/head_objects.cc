@@ -2,6 +2,7 @@
 #include "rados/head_objects.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -66,6 +67,85 @@ int HeadObjects::Read(uint64_t offset, char* out, uint64_t length) const {
         std::memset(out + start + got, 0, n - got);  // Past the object's end: never written.
         return 0;
       });
+}
+
+namespace {
+
+// The pieces of one asynchronous read, one per object it touches.
+struct AsyncRead {
+  struct Piece {
+    AsyncRead* read = nullptr;
+    char* out = nullptr;
+    uint64_t length = 0;
+    librados::bufferlist data;
+    librados::AioCompletion* completion = nullptr;
+  };
+  std::vector<Piece> pieces;
+  std::atomic<size_t> outstanding{0};
+  std::atomic<int> failure{0};
+  std::function<void(int)> done;
+
+  static void Landed(void* /*completion*/, void* arg) {
+    auto* piece = static_cast<Piece*>(arg);
+    AsyncRead* read = piece->read;
+    const int rc = piece->completion->get_return_value();
+    if (rc < 0 && rc != -ENOENT) {
+      int expected = 0;
+      read->failure.compare_exchange_strong(expected, rc);
+    } else {
+      const uint64_t got = rc < 0 ? 0 : std::min<uint64_t>(piece->data.length(), piece->length);
+      if (got > 0) piece->data.begin().copy(static_cast<unsigned>(got), piece->out);
+      std::memset(piece->out + got, 0, piece->length - got);  // Never written.
+    }
+    // librados holds its own reference to the completion while this callback runs.
+    piece->completion->release();
+    if (read->outstanding.fetch_sub(1) == 1) {
+      std::function<void(int)> done = std::move(read->done);
+      const int failure = read->failure.load();
+      delete read;
+      done(failure);
+    }
+  }
+};
+
+}  // namespace
+
+void HeadObjects::ReadAsync(uint64_t offset, char* out, uint64_t length,
+                            std::function<void(int)> done) const {
+  auto* read = new AsyncRead;
+  read->done = std::move(done);
+  (void)ForEachObject(offset, length, [&](uint64_t, uint64_t, uint64_t start, uint64_t n) {
+    read->pieces.push_back({read, out + start, n, {}, nullptr});
+    return 0;
+  });
+  if (read->pieces.empty()) {
+    std::function<void(int)> finish = std::move(read->done);
+    delete read;
+    finish(0);
+    return;
+  }
+  read->outstanding = read->pieces.size();
+  librados::IoCtx& io = pool_.state()->ioctx;
+  size_t i = 0;
+  (void)ForEachObject(offset, length, [&](uint64_t index, uint64_t at, uint64_t, uint64_t n) {
+    AsyncRead::Piece& piece = read->pieces[i++];
+    piece.completion = librados::Rados::aio_create_completion(&piece, &AsyncRead::Landed);
+    if (int rc = io.aio_read(ObjectName(volume_id_, index), piece.completion, &piece.data, n, at);
+        rc < 0) {
+      // Not submitted: its callback never runs; count it here.
+      piece.completion->release();
+      int expected = 0;
+      read->failure.compare_exchange_strong(expected, rc);
+      if (read->outstanding.fetch_sub(1) == 1) {
+        std::function<void(int)> finish = std::move(read->done);
+        const int failure = read->failure.load();
+        delete read;
+        finish(failure);
+        return -1;  // Stop: `read` is gone.
+      }
+    }
+    return 0;
+  });
 }
 
 int HeadObjects::Write(uint64_t offset, const char* data, uint64_t length) {

@@ -6,6 +6,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -39,6 +40,9 @@ class HeadObjects {
 
   // Return codes are librados's (0 or -errno).
   int Read(uint64_t offset, char* out, uint64_t length) const;
+  // Read, asynchronously: `done` runs once, on a librados thread, with 0 or -errno, when every
+  // piece has landed in `out` (which must stay valid until then).
+  void ReadAsync(uint64_t offset, char* out, uint64_t length, std::function<void(int)> done) const;
   int Write(uint64_t offset, const char* data, uint64_t length);
   // Zeros a range: objects it covers whole are removed, parts of others zeroed.
   int Zero(uint64_t offset, uint64_t length);

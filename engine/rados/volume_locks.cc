@@ -80,8 +80,10 @@ VolumeLocks::~VolumeLocks() {
 }
 
 void VolumeLocks::set_release_request(ReleaseRequest on_request) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   on_request_ = std::move(on_request);
+  // A request being handled with the old function finishes first.
+  cv_.wait(lock, [&] { return !handling_; });
 }
 
 int VolumeLocks::GetOwner(const std::string& volume_id, Owner* owner) const {
@@ -246,19 +248,27 @@ void VolumeLocks::RenewLoop() {
       for (const auto& [id, watch] : held_) held.push_back(id);
       next_renewal = std::chrono::steady_clock::now() + period;
     }
+    const bool handling = on_request != nullptr && !requests.empty();
+    handling_ = handling;
     lock.unlock();
     for (const std::string& id : requests) {
       if (on_request) on_request(id);
+    }
+    if (handling) {
+      std::lock_guard<std::mutex> relock(mu_);
+      handling_ = false;
+      cv_.notify_all();
     }
     for (const std::string& id : held) {
       const int rc =
           pool_.LockExclusive(ObjectName(id), kLockName, node_id_, "strata volume writer",
                               static_cast<int>(term_seconds_), /*renew=*/true);
       if (rc < 0) {
+        std::lock_guard<std::mutex> relock(mu_);
+        if (held_.count(id) == 0) continue;  // Released meanwhile.
+        lost_.insert(id);
         STRATA_LOG(kError, "volume ", id, ": renewing its lock failed (", rc,
                    "): another node may take it over");
-        std::lock_guard<std::mutex> relock(mu_);
-        if (held_.count(id) > 0) lost_.insert(id);
       }
     }
     lock.lock();

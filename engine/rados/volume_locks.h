@@ -50,6 +50,8 @@ class VolumeLocks {
   VolumeLocks(const VolumeLocks&) = delete;
   VolumeLocks& operator=(const VolumeLocks&) = delete;
 
+  // Sets what handles requests; returns once no request is being handled with the previous one
+  // (so clearing it before a region closes leaves no hand-over running).
   void set_release_request(ReleaseRequest on_request);
   static std::string ObjectName(const std::string& volume_id) { return "volume." + volume_id; }
   uint32_t term_seconds() const { return term_seconds_; }
@@ -89,6 +91,7 @@ class VolumeLocks {
   std::set<std::string> lost_;                                // Renewal failed. Guarded by mu_.
   std::vector<std::string> requests_;                         // Guarded by mu_.
   bool stop_ = false;                                         // Guarded by mu_.
+  bool handling_ = false;  // on_request_ is running (renewal thread). Guarded by mu_.
   std::thread renewer_;
 };
 

@@ -20,6 +20,19 @@ absl::Status RadosHead::Read(uint64_t offset_bytes, std::span<std::byte> out) {
       absl::StrCat("reading the head of ", volume_id_));
 }
 
+bool RadosHead::QueueRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring,
+                          IoRing::Op* op) {
+  return ring.QueueAsync(
+      [this, offset_bytes, out](IoRing::Complete complete) {
+        objects_.ReadAsync(offset_bytes, reinterpret_cast<char*>(out.data()), out.size(),
+                           [complete = std::make_shared<IoRing::Complete>(std::move(complete)),
+                            n = static_cast<int>(out.size())](int rc) mutable {
+                             std::move (*complete)(rc < 0 ? rc : n);
+                           });
+      },
+      op);
+}
+
 absl::Status RadosHead::Write(uint64_t offset_bytes, std::span<const std::byte> data) {
   return rados::FromRados(
       objects_.Write(offset_bytes, reinterpret_cast<const char*>(data.data()), data.size()),

@@ -12,7 +12,9 @@
 namespace strata::volume {
 
 // Writes go to the OSDs asynchronously; Sync waits until each write that returned before it is
-// acknowledged, so a FLUSH means durable in the cluster. No ring: every I/O is a librados call.
+// acknowledged, so a FLUSH means durable in the cluster. Queued reads are librados aio reads
+// whose completions join the ring's (IoRing::QueueAsync): a burst of reads from one connection
+// is in flight together. Writes are never queued: they return once sent.
 class RadosHead final : public Head {
  public:
   RadosHead(rados::Pool data_pool, const std::string& volume_id);
@@ -23,7 +25,8 @@ class RadosHead final : public Head {
   absl::Status Read(uint64_t offset_bytes, std::span<std::byte> out) override;
   absl::Status Write(uint64_t offset_bytes, std::span<const std::byte> data) override;
   absl::Status PunchHole(uint64_t offset_bytes, uint64_t length_bytes) override;
-  bool QueueRead(uint64_t, std::span<std::byte>, IoRing&, IoRing::Op*) override { return false; }
+  bool QueueRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring,
+                 IoRing::Op* op) override;
   bool QueueWrite(uint64_t, std::span<const std::byte>, IoRing&, IoRing::Op*) override {
     return false;
   }

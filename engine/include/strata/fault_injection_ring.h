@@ -35,6 +35,9 @@ class FaultInjectionRing final : public IoRing {
                  absl::AnyInvocable<void(absl::Status) &&> done) override {
     return base_->QueueCall(std::move(call), std::move(done));
   }
+  bool QueueAsync(absl::AnyInvocable<void(Complete) &&> start, Op* op) override {
+    return base_->QueueAsync(std::move(start), op);
+  }
   absl::Status Wait(unsigned remaining = 0) override { return base_->Wait(remaining); }
   unsigned in_flight() const override { return base_->in_flight(); }
   bool uses_io_uring() const override { return base_->uses_io_uring(); }

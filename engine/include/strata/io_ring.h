@@ -48,6 +48,13 @@ class IoRing {
   // already (nothing is queued then).
   virtual bool QueueCall(absl::AnyInvocable<absl::Status() &&> call,
                          absl::AnyInvocable<void(absl::Status) &&> done) = 0;
+  // Starts work that completes by itself (an asynchronous librados call): `start` runs now, on
+  // the owner's thread, with `complete`, which the work calls exactly once, from any thread,
+  // with its result (bytes transferred, or -errno); `op`'s Finish then runs with that result
+  // from Wait, like any completion. False when `depth` operations are in flight already
+  // (nothing is started then).
+  using Complete = absl::AnyInvocable<void(int) &&>;
+  virtual bool QueueAsync(absl::AnyInvocable<void(Complete) &&> start, Op* op) = 0;
   // Submits what is queued and runs completions until at most `remaining` operations are still
   // in flight. Finish may queue further operations; they count as in flight.
   [[nodiscard]] virtual absl::Status Wait(unsigned remaining = 0) = 0;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "strata/env.h"
 #include "test_util.h"
@@ -167,6 +168,50 @@ TEST_P(IoRingTest, CallsCountTowardTheDepth) {
   ASSERT_THAT(ring_->Wait(), IsOk());
   EXPECT_FALSE(ran);
   EXPECT_EQ(ring_->in_flight(), 0u);
+}
+
+TEST_P(IoRingTest, AsyncWorkCompletesFromAnotherThreadAndFinishesOnTheOwner) {
+  // As a librados aio read does: the work starts at once, completes on a thread of its own,
+  // and its Finish runs when the owner waits, among file operations; it counts toward the depth.
+  const std::thread::id owner = std::this_thread::get_id();
+  std::vector<std::thread> workers;
+  std::vector<RecordingOp> ops(3);
+  std::vector<std::thread::id> finished_on;
+  for (int i = 0; i < 3; ++i) {
+    ops[i].then = [&] { finished_on.push_back(std::this_thread::get_id()); };
+    ASSERT_TRUE(ring_->QueueAsync(
+        [&, i](IoRing::Complete complete) {
+          workers.emplace_back([i, complete = std::move(complete)]() mutable {
+            absl::SleepFor(absl::Milliseconds(20 * (3 - i)));  // Completes out of order.
+            std::move(complete)(i == 1 ? -EIO : 4096 * (i + 1));
+          });
+        },
+        &ops[i]));
+  }
+  std::vector<std::byte> buffer(512, std::byte{7});
+  RecordingOp write;
+  ASSERT_TRUE(ring_->QueueWrite(fd_, buffer, 0, &write));
+  EXPECT_EQ(ring_->in_flight(), 4u);
+  for (int i = 0; i < 4; ++i) {  // Depth 8: four more fit, then the ring is full.
+    EXPECT_TRUE(ring_->QueueAsync([](IoRing::Complete c) { std::move(c)(0); }, &write));
+  }
+  bool started = false;
+  EXPECT_FALSE(ring_->QueueAsync(
+      [&](IoRing::Complete c) {
+        started = true;
+        std::move(c)(0);
+      },
+      &write));
+  EXPECT_FALSE(started);
+  ASSERT_THAT(ring_->Wait(), IsOk());
+  for (std::thread& t : workers) t.join();
+  EXPECT_EQ(ring_->in_flight(), 0u);
+  EXPECT_EQ(ops[0].results, std::vector<int>{4096});
+  EXPECT_EQ(ops[1].results, std::vector<int>{-EIO});
+  EXPECT_EQ(ops[2].results, std::vector<int>{12288});
+  EXPECT_EQ(write.results.size(), 5u);  // The file write and the four quick ones.
+  ASSERT_EQ(finished_on.size(), 3u);
+  for (const std::thread::id& id : finished_on) EXPECT_EQ(id, owner);
 }
 
 TEST(IoRingCreateTest, DepthOutOfRangeIsRefused) {
