@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -13,11 +14,25 @@
 
 namespace strata::rados {
 
+// Writes to one object waiting for the one in flight to it (sent together next).
+struct QueuedWrite {
+  uint64_t seq = 0;
+  uint64_t at = 0;
+  librados::bufferlist data;
+};
+struct HeadObjects::ObjectWrites {
+  int in_flight = 0;
+  std::vector<QueuedWrite> queued;
+};
+
+// One aio operation: the queued writes of one object, applied in order.
 struct InFlightWrite {
   HeadObjects* head = nullptr;
-  uint64_t seq = 0;
+  uint64_t index = 0;
+  std::vector<uint64_t> seqs;
+  uint64_t bytes = 0;
+  librados::ObjectWriteOperation op;  // Holds the buffers until the operation completes.
   librados::AioCompletion* completion = nullptr;
-  librados::bufferlist data;  // librados reads it until the write completes.
 };
 
 HeadObjects::HeadObjects(Pool pool, std::string volume_id)
@@ -55,7 +70,8 @@ int HeadObjects::ForEachObject(uint64_t offset, uint64_t length, Fn fn) {
   return 0;
 }
 
-int HeadObjects::Read(uint64_t offset, char* out, uint64_t length) const {
+int HeadObjects::Read(uint64_t offset, char* out, uint64_t length) {
+  Kick(offset, length);  // A write still queued here goes out before the read.
   librados::IoCtx& io = pool_.state()->ioctx;
   return ForEachObject(
       offset, length, [&](uint64_t index, uint64_t at, uint64_t start, uint64_t n) {
@@ -111,7 +127,8 @@ struct AsyncRead {
 }  // namespace
 
 void HeadObjects::ReadAsync(uint64_t offset, char* out, uint64_t length,
-                            std::function<void(int)> done) const {
+                            std::function<void(int)> done) {
+  Kick(offset, length);  // A write still queued here goes out before the read.
   auto* read = new AsyncRead;
   read->done = std::move(done);
   (void)ForEachObject(offset, length, [&](uint64_t, uint64_t, uint64_t start, uint64_t n) {
@@ -149,32 +166,66 @@ void HeadObjects::ReadAsync(uint64_t offset, char* out, uint64_t length,
 }
 
 int HeadObjects::Write(uint64_t offset, const char* data, uint64_t length) {
-  librados::IoCtx& io = pool_.state()->ioctx;
   return ForEachObject(
       offset, length, [&](uint64_t index, uint64_t at, uint64_t start, uint64_t n) {
-        auto write = std::make_unique<InFlightWrite>();
-        write->head = this;
-        write->data.append(data + start, n);
-        {
-          std::unique_lock<std::mutex> lock(mu_);
-          cv_.wait(lock, [&] { return pending_.size() < kMaxInFlight; });
-          ReleaseDoneLocked();
-          write->seq = next_seq_++;
-          pending_.insert(write->seq);
-        }
-        write->completion = librados::Rados::aio_create_completion(write.get(), &HeadObjects::Done);
-        const int rc =
-            io.aio_write(ObjectName(volume_id_, index), write->completion, write->data, n, at);
-        if (rc < 0) {
-          write->completion->release();
-          std::lock_guard<std::mutex> lock(mu_);
-          pending_.erase(write->seq);
-          cv_.notify_all();
-          return rc;
-        }
-        write.release();  // Done() owns it now.
+        QueuedWrite write;
+        write.at = at;
+        write.data.append(data + start, n);
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] {
+          return pending_.empty() ||
+                 (pending_.size() < kMaxPending && pending_bytes_ + n <= kMaxPendingBytes);
+        });
+        ReleaseDoneLocked();
+        write.seq = next_seq_++;
+        pending_.insert(write.seq);
+        pending_bytes_ += n;
+        std::unique_ptr<ObjectWrites>& slot = objects_[index];
+        if (slot == nullptr) slot = std::make_unique<ObjectWrites>();
+        ObjectWrites& object = *slot;
+        object.queued.push_back(std::move(write));
+        // While a write to this object is in flight, later ones wait and go out together when it
+        // completes: one operation on the OSDs for many small writes (RADOS applies them in order).
+        if (object.in_flight == 0) SendLocked(index, object);
         return 0;
       });
+}
+
+void HeadObjects::SendLocked(uint64_t index, ObjectWrites& object) {
+  auto write = std::make_unique<InFlightWrite>();
+  write->head = this;
+  write->index = index;
+  for (QueuedWrite& q : object.queued) {
+    write->seqs.push_back(q.seq);
+    write->bytes += q.data.length();
+    write->op.write(q.at, q.data);
+  }
+  object.queued.clear();
+  write->completion = librados::Rados::aio_create_completion(write.get(), &HeadObjects::Done);
+  const int rc = pool_.state()->ioctx.aio_operate(ObjectName(volume_id_, index), write->completion,
+                                                  &write->op);
+  if (rc < 0) {  // Not sent: its callback never runs.
+    if (failure_ == 0) failure_ = rc;
+    for (uint64_t seq : write->seqs) pending_.erase(seq);
+    pending_bytes_ -= write->bytes;
+    done_.push_back(write.release());
+    cv_.notify_all();
+    return;
+  }
+  ++object.in_flight;
+  write.release();  // Done() owns it now.
+}
+
+void HeadObjects::KickLocked(uint64_t first, uint64_t last) {
+  for (auto it = objects_.lower_bound(first); it != objects_.end() && it->first <= last; ++it) {
+    if (!it->second->queued.empty()) SendLocked(it->first, *it->second);
+  }
+}
+
+void HeadObjects::Kick(uint64_t offset, uint64_t length) {
+  if (length == 0) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  KickLocked(offset / kHeadObjectBytes, (offset + length - 1) / kHeadObjectBytes);
 }
 
 void HeadObjects::Done(void* /*completion*/, void* arg) {
@@ -183,7 +234,18 @@ void HeadObjects::Done(void* /*completion*/, void* arg) {
   const int rc = write->completion->get_return_value();
   std::lock_guard<std::mutex> lock(head->mu_);
   if (rc < 0 && head->failure_ == 0) head->failure_ = rc;
-  head->pending_.erase(write->seq);
+  for (uint64_t seq : write->seqs) head->pending_.erase(seq);
+  head->pending_bytes_ -= write->bytes;
+  auto it = head->objects_.find(write->index);
+  if (it != head->objects_.end()) {
+    ObjectWrites& object = *it->second;
+    --object.in_flight;
+    if (!object.queued.empty() && object.in_flight == 0) {
+      head->SendLocked(it->first, object);
+    } else if (object.queued.empty() && object.in_flight == 0) {
+      head->objects_.erase(it);
+    }
+  }
   // Released by the next Write or Flush, outside librados's callback.
   head->done_.push_back(write);
   head->cv_.notify_all();
@@ -247,6 +309,7 @@ int HeadObjects::RemoveObjects(const Pool& pool, const std::string& volume_id, u
 
 int HeadObjects::Zero(uint64_t offset, uint64_t length) {
   if (length == 0) return 0;
+  Kick(offset, length);  // Queued writes go out first: the zeroing applies after them.
   librados::IoCtx& io = pool_.state()->ioctx;
   // Objects covered whole are removed; the partly covered ones at either end are zeroed.
   const uint64_t end = offset + length;
@@ -273,6 +336,7 @@ int HeadObjects::Zero(uint64_t offset, uint64_t length) {
 int HeadObjects::Flush() {
   std::unique_lock<std::mutex> lock(mu_);
   const uint64_t target = next_seq_;
+  KickLocked(0, UINT64_MAX);
   // Every write queued before this call, whatever was queued after it.
   cv_.wait(lock, [&] { return pending_.empty() || *pending_.begin() >= target; });
   ReleaseDoneLocked();

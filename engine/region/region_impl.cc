@@ -241,6 +241,7 @@ absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS 
     known_heads.insert(r.id);
     if (absl::Status locked = LockHead(r, false); !locked.ok()) {
       // Another node took it over while this one was down and has not moved it yet.
+      if (!absl::IsFailedPrecondition(locked)) return locked;
       STRATA_LOG(kWarning, "region ", name_, ": volume ", r.id,
                  " not served here: ", locked.message());
       continue;

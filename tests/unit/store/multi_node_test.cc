@@ -398,5 +398,44 @@ TEST_F(MultiNodeTest, AForcedTakeoverKeepsEveryFlushedWriteAndFencesTheOldHolder
   EXPECT_EQ(ReadVolume(B(), id, kMiB), next);
 }
 
+TEST_F(MultiNodeTest, ChangedBlocksAreExactAfterATakeoverFromANodeThatDidNotHandOver) {
+  constexpr uint64_t kChunk = 64 * 1024;
+  auto created = A().CreateVolume({.size_bytes = kMiB, .owner = kOwner});
+  ASSERT_THAT(created, IsOk());
+  const std::string id = created->id;
+  Volume* on_a = *A().GetVolume(id);
+  const std::vector<std::byte> data = Pattern(kMiB, 81);
+  ASSERT_THAT(on_a->Write(0, data), IsOk());
+  auto first = A().CreateSnapshot({.volume_id = id, .owner = kOwner});
+  ASSERT_THAT(first, IsOk());
+  ASSERT_THAT(A().RunBackgroundWork(), IsOk());
+  // Chunk 3 changes; chunk 9 is rewritten with the bytes it had (not a change); both flushed.
+  const std::vector<std::byte> same(data.begin() + 9 * kChunk, data.begin() + 10 * kChunk);
+  ASSERT_THAT(on_a->Write(3 * kChunk, Pattern(kChunk, 82)), IsOk());
+  ASSERT_THAT(on_a->Write(9 * kChunk, same), IsOk());
+  ASSERT_THAT(on_a->Flush(), IsOk());
+  // A's changed-block bitmap is in its memory only: B rescans the chunks A held.
+  ASSERT_THAT(B().TakeOverVolume(id, /*force=*/true), IsOk());
+  Volume* on_b = *B().GetVolume(id);
+  auto changes = on_b->Changes(0, kMiB, 100);
+  ASSERT_THAT(changes, IsOk());
+  std::vector<uint64_t> changed;
+  uint64_t pos = 0;
+  for (const ChangeExtent& x : *changes) {
+    for (uint64_t c = pos / kChunk; x.changed && c < (pos + x.length_bytes) / kChunk; ++c) {
+      changed.push_back(c);
+    }
+    pos += x.length_bytes;
+  }
+  EXPECT_EQ(changed, std::vector<uint64_t>{3});  // The NBD meta context's view.
+  auto second = B().CreateSnapshot({.volume_id = id, .owner = kOwner});
+  ASSERT_THAT(second, IsOk());
+  ASSERT_THAT(B().RunBackgroundWork(), IsOk());
+  auto listed = B().ListChunks(second->id, first->id);
+  ASSERT_THAT(listed, IsOk());
+  ASSERT_EQ(listed->chunks.size(), 1u);
+  EXPECT_EQ(listed->chunks[0].index, 3u);
+}
+
 }  // namespace
 }  // namespace strata

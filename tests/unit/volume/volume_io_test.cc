@@ -285,8 +285,20 @@ TEST_P(VolumeIoTest, ReadsOfAHeadInRadosAreInFlightTogetherAndMatch) {
     auto info = region->CreateVolume({.size_bytes = 8 * kMiB, .encrypted = encrypted});
     ASSERT_THAT(info, IsOk());
     Volume* v = *region->GetVolume(info->id);
-    const std::vector<std::byte> expected = Pattern(v->size_bytes(), encrypted ? 12 : 11);
+    std::vector<std::byte> expected = Pattern(v->size_bytes(), encrypted ? 12 : 11);
     ASSERT_THAT(v->Write(0, expected), IsOk());
+    // Writes to one object queue behind the one in flight and go out together, in order: the
+    // last of several overlapping writes wins, and a read right after sees it.
+    for (uint64_t round = 0; round < 40; ++round) {
+      const std::vector<std::byte> unit = Pattern(4096 * (1 + round % 3), 100 + round);
+      const uint64_t at = (round % 5) * 2048 * 2;  // Overlapping runs in the first object.
+      ASSERT_THAT(v->Write(at, unit), IsOk());
+      std::copy(unit.begin(), unit.end(), expected.begin() + at);
+    }
+    std::vector<std::byte> first(64 * 1024);
+    ASSERT_THAT(v->Read(0, first), IsOk());
+    EXPECT_TRUE(std::equal(first.begin(), first.end(), expected.begin()));
+    ASSERT_THAT(v->Flush(), IsOk());
     constexpr int kRequests = 24;
     std::vector<TestIo> reads(kRequests);
     std::vector<std::vector<std::byte>> out(kRequests);
