@@ -118,7 +118,8 @@ absl::StatusOr<VolumeImpl*> RegionImpl::AdoptVolumeLocked(const std::string& vol
     unlock();
     return current.status();
   }
-  auto& [value, r] = *current;
+  const std::string& value = current->first;
+  meta::VolumeRecord& r = current->second;
   if (!handed_over) {
     STRATA_LOG(kWarning, "volume ", volume_id, ": taken over from node ", *node,
                force && owner.live ? " (forced)" : " (its lease lapsed)");
