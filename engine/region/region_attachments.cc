@@ -21,6 +21,8 @@ absl::Status RegionImpl::AttachVolume(const std::string& volume_id, const std::s
     return absl::InvalidArgumentError(
         absl::StrCat("device \"", device, "\" must look like /dev/sdf"));
   }
+  // A volume another node serves and does not use is asked for first, holding no lock here.
+  AskForVolume(volume_id);
   // In the region lease: a volume that comes from another node reads through snapshots that
   // node may have made since this one last looked.
   STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());

@@ -276,9 +276,13 @@ class RegionImpl final : public Region {
   // Takes the writer lock of a RADOS-headed volume this node is about to serve; kFailedPrecondition
   // (VolumeInUse) naming the node that serves it when another live node does.
   absl::Status LockHead(const meta::VolumeRecord& record, bool force);
+  // Asks the live node that serves volume `volume_id` (its head in RADOS, not attached) to hand
+  // it over, and waits up to 10 s for its lock to be free. Holds no lock meanwhile.
+  void AskForVolume(const std::string& volume_id) ABSL_LOCKS_EXCLUDED(mu_);
   // Moves volume `volume_id`, served by another node (or left by one that died), to this node:
   // its lock, then its records (volume, owned and dirty bitmaps) in one guarded write, then
-  // opens it. The other node's snapshots of it still pending fail.
+  // opens it. The other node's snapshots of it still pending fail. Never waits for a live
+  // holder: it fails (kFailedPrecondition) unless `force` (call AskForVolume first).
   absl::StatusOr<VolumeImpl*> AdoptVolumeLocked(const std::string& volume_id, bool force)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Another node asked for `volume_id`: hands it over if nothing here uses it (no attachment,

@@ -55,10 +55,35 @@ absl::Status RegionImpl::LockHead(const meta::VolumeRecord& record, bool force) 
 }
 
 absl::StatusOr<VolumeInfo> RegionImpl::TakeOverVolume(const std::string& volume_id, bool force) {
+  if (!force) AskForVolume(volume_id);
   STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(VolumeImpl * volume, AdoptVolumeLocked(volume_id, force));
   return ToInfo(*volume);
+}
+
+void RegionImpl::AskForVolume(const std::string& volume_id) {
+  if (volume_locks_ == nullptr) return;
+  {
+    absl::MutexLock lock(&mu_);
+    if (volumes_.contains(volume_id)) return;
+  }
+  // Only a live holder of an unattached volume with its head in RADOS is asked; every other
+  // case is AdoptVolumeLocked's to answer.
+  absl::StatusOr<std::optional<std::string>> node = NodeServingVolume(volume_id);
+  if (!node.ok() || !node->has_value()) return;
+  absl::StatusOr<std::optional<std::string>> value =
+      catalog_->Get(meta::SharedCatalog::NodeKey(**node, meta::VolumeKey(volume_id)));
+  if (!value.ok() || !value->has_value()) return;
+  absl::StatusOr<meta::VolumeRecord> r = meta::VolumeRecord::Decode(**value);
+  if (!r.ok() || r->head != meta::HeadStore::kRados || r->hidden || !r->attached_to.empty()) {
+    return;
+  }
+  rados::VolumeLocks::Owner owner;
+  if (volume_locks_->GetOwner(volume_id, &owner) < 0 || !owner.live) return;
+  // Waits (up to kHandOverTimeoutMs) holding nothing: other calls of this node and the other
+  // nodes' go on meanwhile.
+  (void)volume_locks_->RequestRelease(volume_id, kHandOverTimeoutMs);
 }
 
 absl::StatusOr<VolumeImpl*> RegionImpl::AdoptVolumeLocked(const std::string& volume_id,
@@ -92,22 +117,16 @@ absl::StatusOr<VolumeImpl*> RegionImpl::AdoptVolumeLocked(const std::string& vol
   STRATA_RETURN_IF_ERROR(rados::FromRados(volume_locks_->GetOwner(volume_id, &owner),
                                           absl::StrCat("reading the lock of ", volume_id)));
   if (owner.live && !force) {
+    // AskForVolume asked the holder to hand it over, before this call took any lock.
     if (!found.second.attached_to.empty()) {
       return absl::FailedPreconditionError(absl::StrCat("volume ", volume_id, " is attached to ",
                                                         found.second.attached_to, " on node ",
                                                         owner.node, "; detach it there first"));
     }
-    // Ask the holder to hand it over; it does unless it uses the volume.
-    const int rc = volume_locks_->RequestRelease(volume_id, kHandOverTimeoutMs);
-    if (rc == -EBUSY) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("volume ", volume_id, " is in use on node ", owner.node,
-                       " (a client connection, a pending snapshot or hydration) and was not "
-                       "handed over"));
-    }
-    STRATA_RETURN_IF_ERROR(rados::FromRados(rc, absl::StrCat("asking for ", volume_id)));
-    STRATA_RETURN_IF_ERROR(rados::FromRados(volume_locks_->GetOwner(volume_id, &owner),
-                                            absl::StrCat("reading the lock of ", volume_id)));
+    return absl::FailedPreconditionError(
+        absl::StrCat("volume ", volume_id, " is in use on node ", owner.node,
+                     " (a client connection, a pending snapshot or hydration) and was not "
+                     "handed over"));
   }
   // A holder that released cleanly left no owner behind, and its dirty bitmap in the catalog.
   const bool handed_over = owner.node.empty();
