@@ -232,11 +232,7 @@ absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS 
   for (meta::VolumeRecord& r : records) {
     // The last snapshot must be one that exists and did not fail.
     const std::string original = r.last_snapshot_id;
-    while (!r.last_snapshot_id.empty()) {
-      std::optional<meta::SnapshotRecord> s = tree_->Get(r.last_snapshot_id);
-      if (s.has_value() && s->state != meta::SnapshotRecordState::kError) break;
-      r.last_snapshot_id = s.has_value() ? s->parent_id : std::string();
-    }
+    r.last_snapshot_id = LastUsableSnapshot(r.last_snapshot_id, {});
     if (r.last_snapshot_id != original) fixes.Put(meta::VolumeKey(r.id), r.Encode());
     known_heads.insert(r.id);
     if (absl::Status locked = LockHead(r, false); !locked.ok()) {
@@ -277,6 +273,18 @@ absl::Status RegionImpl::LoadVolumes(bool clean) ABSL_NO_THREAD_SAFETY_ANALYSIS 
     }
   }
   return absl::OkStatus();
+}
+
+std::string RegionImpl::LastUsableSnapshot(std::string id,
+                                           const std::set<std::string>& failing) const {
+  while (!id.empty()) {
+    std::optional<meta::SnapshotRecord> s = tree_->Get(id);
+    if (s.has_value() && s->state != meta::SnapshotRecordState::kError && !failing.contains(id)) {
+      break;
+    }
+    id = s.has_value() ? s->parent_id : std::string();
+  }
+  return id;
 }
 
 RegionImpl::~RegionImpl() {

@@ -186,6 +186,9 @@ class RegionImpl final : public Region {
   absl::Status Init();
   absl::Status RecoverPendingSnapshots(bool clean);
   absl::Status LoadVolumes(bool clean);
+  // `id`, or its nearest ancestor that exists, did not fail and is not in `failing`: what a
+  // volume whose last snapshot was `id` reads through ("" when none is left).
+  std::string LastUsableSnapshot(std::string id, const std::set<std::string>& failing) const;
   // Reloads what this node caches of shared state (the snapshot tree, the next sequence number,
   // domain keys of snapshots made elsewhere).
   absl::Status ReloadShared() ABSL_LOCKS_EXCLUDED(mu_);

@@ -2,6 +2,7 @@
 // locks, hand-over between live nodes, takeover from a dead one). docs/ceph.md, "Volumes on
 // RADOS".
 #include <cerrno>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "region/region_impl.h"
@@ -170,6 +171,7 @@ absl::StatusOr<VolumeImpl*> RegionImpl::AdoptVolumeLocked(const std::string& vol
   // Snapshots of the volume the old node left pending cannot finish: their frozen chunks were
   // that node's to ingest.
   std::vector<meta::SnapshotRecord> failed;
+  std::set<std::string> failed_ids;
   for (meta::SnapshotRecord s : tree_->All()) {
     if (s.volume_id != volume_id || s.state != meta::SnapshotRecordState::kPending) continue;
     s.state = meta::SnapshotRecordState::kError;
@@ -177,15 +179,10 @@ absl::StatusOr<VolumeImpl*> RegionImpl::AdoptVolumeLocked(const std::string& vol
                                    " stopped serving the volume before the "
                                    "snapshot completed");
     batch.Put(meta::SnapshotKey(s.id), s.Encode());
-    failed.push_back(s);
+    failed_ids.insert(s.id);
+    failed.push_back(std::move(s));
   }
-  while (!r.last_snapshot_id.empty()) {
-    std::optional<meta::SnapshotRecord> s = tree_->Get(r.last_snapshot_id);
-    const bool fails = std::any_of(failed.begin(), failed.end(),
-                                   [&](const auto& f) { return f.id == r.last_snapshot_id; });
-    if (s.has_value() && s->state != meta::SnapshotRecordState::kError && !fails) break;
-    r.last_snapshot_id = s.has_value() ? s->parent_id : std::string();
-  }
+  r.last_snapshot_id = LastUsableSnapshot(r.last_snapshot_id, failed_ids);
   batch.Put(meta::VolumeKey(volume_id), r.Encode());
   if (absl::Status s = catalog_->Write(batch); !s.ok()) {
     unlock();

@@ -100,6 +100,19 @@ TEST_F(FsckTest, CorruptByteIsReportedNamingTheChunk) {
   EXPECT_THAT(s.message(), HasSubstr("chunk d0:"));
 }
 
+TEST_F(FsckTest, HeadObjectsOfNoVolumeAreReported) {
+  if (!::strata::testing::OnRados()) GTEST_SKIP() << "RADOS backend only: heads as objects";
+  // A deletion interrupted between the volume's record and its head objects leaves objects no
+  // node's record names; the sound store's own volume's head objects are not findings.
+  ASSERT_EQ(DataPool().WriteFull("head.vol-0123456789abcdef0.3", "stray"), 0);
+  ASSERT_EQ(DataPool().WriteFull("head.vol-0123456789abcdef0.7", "stray"), 0);
+  auto report = ::strata::testing::CheckTestStore(dir_.path());
+  ASSERT_THAT(report, IsOk());
+  ASSERT_EQ(report->findings.size(), 1u);
+  EXPECT_THAT(report->findings[0],
+              HasSubstr("2 head object(s) of volume vol-0123456789abcdef0, which no node has"));
+}
+
 TEST_F(FsckTest, LeakedChunkObjectsAreReportedUntilCollected) {
   if (!::strata::testing::OnRados()) GTEST_SKIP() << "RADOS backend only: objects per chunk";
   // A chunk stored by an ingest that never committed (its node died): an object with no index
