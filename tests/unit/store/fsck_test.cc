@@ -3,6 +3,7 @@
 
 #include "strata/fsck.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -39,11 +40,15 @@ class FsckTest : public ::testing::Test {
     return ::strata::testing::TestCluster()->DataPool(
         absl::StrCat(::strata::testing::TestCeph(dir_.path())->name_space, ".local-1"));
   }
+  // The data pool holds the volume's head objects (`head.<vol>.<n>`) beside the chunks, and a
+  // listing's order is the placement hash's: pick a chunk by its name.
   void FirstChunkObject(std::string* name, std::string* record) {
     std::vector<std::string> names;
     ASSERT_EQ(DataPool().List(&names), 0);
-    ASSERT_FALSE(names.empty());
-    *name = names[0];
+    const auto chunk = std::find_if(names.begin(), names.end(),
+                                    [](const std::string& n) { return n.starts_with("chunk."); });
+    ASSERT_NE(chunk, names.end());
+    *name = *chunk;
     ASSERT_GT(DataPool().Read(*name, 1 << 20, record), 0);
   }
   // Flips the byte at `offset` of the first stored chunk's record (a segment file or a RADOS
