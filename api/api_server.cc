@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "cloudwatch_service.h"
 #include "kms_service.h"
+#include "rbin_service.h"
 #include "sigv4.h"
 
 namespace strata::api {
@@ -32,10 +33,12 @@ HttpResponse ApiServer::Handle(const HttpRequest& request) {
   const bool rest_json = scope.ok() && scope->service == "ebs";
   const bool kms_json = scope.ok() && scope->service == "kms";
   const bool cloudwatch = scope.ok() && scope->service == "monitoring";
+  const bool rbin = scope.ok() && scope->service == "rbin";
   auto error = [&](int status, const std::string& ec2_code, const std::string& json_type,
                    const std::string& message) {
     if (kms_json) return KmsService::Error(status, json_type, message);
     if (cloudwatch) return CloudWatchService::Error(status, ec2_code, message);
+    if (rbin) return RbinService::Error(status, json_type, message);
     return rest_json ? EbsService::Error(status, json_type, message)
                      : Ec2Service::Error(status, ec2_code, message);
   };
@@ -88,6 +91,7 @@ HttpResponse ApiServer::Handle(const HttpRequest& request) {
   if (auth.service == "ec2") return ec2_.Handle(request, *account, **region);
   if (auth.service == "ebs") return ebs_.Handle(request, *account, **region);
   if (auth.service == "kms") return KmsService().Handle(request, *account, **region);
+  if (auth.service == "rbin") return RbinService().Handle(request, *account, **region);
   if (auth.service == "monitoring") {
     return CloudWatchService().Handle(request, *account, store_, **region);
   }

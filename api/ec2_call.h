@@ -3,8 +3,9 @@
 // per process (client tokens, store-image tasks), and Ec2CallBase, from
 // which each family of calls derives in a file of its own: ec2_volume_calls.cc,
 // ec2_snapshot_calls.cc, ec2_account_calls.cc (tags, EBS encryption defaults, accounts,
-// regions), and over ImageCallBase (ec2_image_call_base.h) ec2_image_calls.cc,
-// ec2_image_settings_calls.cc, ec2_image_task_calls.cc and ec2_instance_calls.cc.
+// regions), ec2_protection_calls.cc (snapshot locks, the Recycle Bin), and over ImageCallBase
+// (ec2_image_call_base.h) ec2_image_calls.cc, ec2_image_settings_calls.cc, ec2_image_task_calls.cc
+// and ec2_instance_calls.cc.
 
 #include <atomic>
 #include <map>
@@ -101,6 +102,7 @@ std::optional<Result> RunImageFamilyCall(const Ec2CallContext& c, const std::str
 std::optional<Result> RunImageSettingsCall(const Ec2CallContext& c, const std::string& action);
 std::optional<Result> RunImageTaskCall(const Ec2CallContext& c, const std::string& action);
 std::optional<Result> RunInstanceCall(const Ec2CallContext& c, const std::string& action);
+std::optional<Result> RunProtectionCall(const Ec2CallContext& c, const std::string& action);
 
 class Ec2CallBase {
  protected:

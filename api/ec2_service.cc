@@ -34,7 +34,7 @@ Result Ec2Service::Run(const HttpRequest& request, const Account& account, Regio
   const Ec2CallContext c{store_,   region,       account, p, volume_tokens_,
                          options_, store_tasks_, host,    x};
   for (auto* run : {RunVolumeCall, RunSnapshotCall, RunAccountCall, RunImageFamilyCall,
-                    RunImageSettingsCall, RunImageTaskCall, RunInstanceCall}) {
+                    RunImageSettingsCall, RunImageTaskCall, RunInstanceCall, RunProtectionCall}) {
     if (std::optional<Result> done = run(c, action); done.has_value()) return *std::move(done);
   }
   return Ec2Error{

@@ -140,10 +140,15 @@ std::string CanonicalRequest(const HttpRequest& request,
     }
     absl::StrAppend(&headers, name, ":", folded, "\n");
   }
-  // Non-S3 services sign the path encoded once more (botocore does the same).
-  std::string decoded_path;
-  UriDecode(request.path, false, decoded_path);
-  return absl::StrCat(request.method, "\n", UriEncode(UriEncode(decoded_path, true), true), "\n",
+  // Non-S3 services sign the path encoded once more (botocore does the same). Segment by
+  // segment: a slash sent encoded (%2F, as in an ARN that is one segment) stays encoded.
+  std::vector<std::string> segments;
+  for (absl::string_view sent : absl::StrSplit(request.path, '/')) {
+    std::string decoded;
+    UriDecode(sent, false, decoded);
+    segments.push_back(UriEncode(UriEncode(decoded, false), false));
+  }
+  return absl::StrCat(request.method, "\n", absl::StrJoin(segments, "/"), "\n",
                       absl::StrJoin(query_parts, "&"), "\n", headers, "\n",
                       absl::StrJoin(signed_headers, ";"), "\n", payload_hash);
 }

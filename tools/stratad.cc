@@ -53,6 +53,7 @@ struct Flags {
   std::string qos = "on";
   std::string volume_heads = "rados";
   uint32_t volume_lease_seconds = 30;
+  uint64_t seconds_per_day = 86400;
   double nbd_handshake_seconds = 30;
   double modifying_seconds = 2;
   std::string optimize_rate = "1G";
@@ -187,6 +188,11 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "bound to this node)")
       ->check(CLI::IsMember({"rados", "local"}))
       ->capture_default_str();
+  app.add_option("--seconds-per-day", f.seconds_per_day,
+                 "how long one of AWS's days lasts for Recycle Bin retention, rule unlock delays, "
+                 "snapshot lock durations and cooling-off periods (an hour is a 24th): shorten it "
+                 "to rehearse (default 86400)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{86400} * 365));
   app.add_option("--volume-lease", f.volume_lease_seconds,
                  "rados: seconds a node holds a volume's writer lock unless it renews it; a dead "
                  "node's volumes can be attached elsewhere after this")
@@ -405,6 +411,7 @@ int main(int argc, char** argv) {
   options.qos = f.qos == "on";
   options.volume_heads_in_rados = f.volume_heads == "rados";
   options.volume_lease_seconds = f.volume_lease_seconds;
+  options.seconds_per_day = f.seconds_per_day;
   absl::StatusOr<uint64_t> optimize_rate =
       f.optimize_rate == "0" ? absl::StatusOr<uint64_t>(0)
                              : strata::tools::ParseSize(f.optimize_rate, "--optimize-rate");

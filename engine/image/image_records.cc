@@ -82,6 +82,9 @@ ImageInfo ImageFromJson(const json& j) {
   i.source_image_region = j.value("source_region", "");
   i.source_instance_id = j.value("source_instance", "");
   i.last_launched_micros = j.value("last_launched", uint64_t{0});
+  if (const uint64_t recycled = j.value("recycled", uint64_t{0}); recycled != 0) {
+    i.recycle_bin = RecycleBinEntry{recycled, j.value("recycle_until", uint64_t{0})};
+  }
   return i;
 }
 
@@ -148,6 +151,10 @@ std::string EncodeImage(const ImageInfo& i) {
             {"source_region", i.source_image_region},
             {"source_instance", i.source_instance_id},
             {"last_launched", i.last_launched_micros}};
+  if (i.recycle_bin.has_value()) {
+    j["recycled"] = i.recycle_bin->enter_micros;
+    j["recycle_until"] = i.recycle_bin->exit_micros;
+  }
   return j.dump();
 }
 

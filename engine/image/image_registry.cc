@@ -30,10 +30,13 @@ absl::StatusOr<std::unique_ptr<ImageRegistry>> ImageRegistry::Open(region::Regio
                                                                    Hypervisor* hypervisor) {
   std::unique_ptr<ImageRegistry> registry(new ImageRegistry(region, hypervisor));
   STRATA_RETURN_IF_ERROR(registry->RecoverInstances());
+  region.set_recycle_bin_sweeper(
+      [r = registry.get()](uint64_t now) { return r->SweepRecycledImages(now); });
   return registry;
 }
 
 ImageRegistry::~ImageRegistry() {
+  region_.set_recycle_bin_sweeper(nullptr);  // Waits for a sweep that runs.
   if (hypervisor_ == nullptr) return;
   absl::StatusOr<std::vector<InstanceInfo>> instances = ListInstances();
   if (!instances.ok()) return;
@@ -228,6 +231,12 @@ absl::StatusOr<ImageInfo> ImageRegistry::RegisterLocked(ImageInfo image, bool al
 }
 
 absl::StatusOr<ImageInfo> ImageRegistry::LoadImage(const std::string& image_id) {
+  STRATA_ASSIGN_OR_RETURN(ImageInfo image, LoadAnyImage(image_id));
+  if (image.recycle_bin.has_value()) return ImageNotFound(image_id);
+  return image;
+}
+
+absl::StatusOr<ImageInfo> ImageRegistry::LoadAnyImage(const std::string& image_id) {
   STRATA_ASSIGN_OR_RETURN(std::optional<std::string> bytes, catalog_.Get(meta::ImageKey(image_id)));
   if (!bytes.has_value()) return ImageNotFound(image_id);
   return DecodeImage(*bytes);
@@ -268,9 +277,12 @@ absl::StatusOr<ImageInfo> ImageRegistry::DescribeImage(const std::string& image_
 absl::StatusOr<std::vector<ImageInfo>> ImageRegistry::ListImages() {
   STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, region_.EnterShared());
   absl::MutexLock lock(&mu_);
-  STRATA_ASSIGN_OR_RETURN(std::vector<ImageInfo> images, ScanImages());
-  for (ImageInfo& image : images) {
-    STRATA_ASSIGN_OR_RETURN(image, Resolve(std::move(image)));
+  STRATA_ASSIGN_OR_RETURN(std::vector<ImageInfo> all, ScanImages());
+  std::vector<ImageInfo> images;
+  for (ImageInfo& image : all) {
+    if (image.recycle_bin.has_value()) continue;
+    STRATA_ASSIGN_OR_RETURN(ImageInfo resolved, Resolve(std::move(image)));
+    images.push_back(std::move(resolved));
   }
   return images;
 }
@@ -333,12 +345,18 @@ absl::StatusOr<std::vector<std::string>> ImageRegistry::DeregisterImage(const st
                                  image.protected_until_micros / 1000000,
                                  " (the 24-hour cooldown after disabling protection)"));
   }
-  const std::vector<std::string> snapshots = SnapshotIds(image);
-  meta::WriteBatch batch;
-  batch.Delete(meta::ImageKey(image_id));
-  for (const std::string& s : snapshots) batch.Delete(meta::ImageRefKey(s, image_id));
-  STRATA_RETURN_IF_ERROR(catalog_.Write(batch));
+  STRATA_ASSIGN_OR_RETURN(uint64_t retention, region_.recycle_bin().RetentionMicros(
+                                                  image.owner, kRecycleImages, image.tags));
+  if (retention != 0) {  // To the Recycle Bin, its snapshots kept and still referenced.
+    const uint64_t now = region_.env()->NowMicros();
+    image.recycle_bin = RecycleBinEntry{now, now + retention};
+    STRATA_RETURN_IF_ERROR(SaveImage(image));
+    region_.ScheduleRecycleSweep(image.recycle_bin->exit_micros);
+    return std::vector<std::string>();
+  }
+  STRATA_RETURN_IF_ERROR(RemoveImageLocked(image));
   std::vector<std::string> deleted;
+  const std::vector<std::string> snapshots = SnapshotIds(image);
   if (!delete_snapshots) return deleted;
   for (const std::string& s : snapshots) {
     STRATA_ASSIGN_OR_RETURN(std::optional<std::string> user, ImageUsingSnapshot(s));

@@ -36,6 +36,9 @@ class ImageRegistry final : public Images {
                                                            bool delete_snapshots) override;
   absl::StatusOr<std::optional<std::string>> ImageUsingSnapshot(
       const std::string& snapshot_id) override;
+  // image_recycle_bin.cc
+  absl::StatusOr<std::vector<ImageInfo>> ListRecycledImages() override;
+  absl::StatusOr<ImageInfo> RestoreImageFromRecycleBin(const std::string& image_id) override;
   absl::StatusOr<ImageSettings> GetSettings(const std::string& account) override;
   absl::Status SetSettings(const std::string& account, const ImageSettings& settings) override;
 
@@ -76,8 +79,17 @@ class ImageRegistry final : public Images {
   absl::StatusOr<ImageInfo> RegisterLocked(ImageInfo image, bool allow_pending)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<ImageInfo>> ScanImages();  // As stored, unresolved.
+  // An image, unless it is in the Recycle Bin (kNotFound, as for an unknown one).
   absl::StatusOr<ImageInfo> LoadImage(const std::string& image_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An image, in the bin or not.
+  absl::StatusOr<ImageInfo> LoadAnyImage(const std::string& image_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes an image's record and its snapshot references (deregistration for good).
+  absl::Status RemoveImageLocked(const ImageInfo& image) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // image_recycle_bin.cc: deregisters the images whose retention ended by `now_micros`; returns
+  // when the next one's does (0: none is in the bin).
+  uint64_t SweepRecycledImages(uint64_t now_micros) ABSL_LOCKS_EXCLUDED(mu_);
   // A pending image whose snapshots all completed becomes available (failed if one failed).
   absl::StatusOr<ImageInfo> Resolve(ImageInfo image) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SaveImage(const ImageInfo& image) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

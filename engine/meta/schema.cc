@@ -11,7 +11,7 @@ using util::PutBigEndian64;
 
 // Version 2 appended owner and type fields; version 1 records still decode.
 constexpr uint8_t kVolumeRecordVersion = 5;
-constexpr uint8_t kSnapshotRecordVersion = 3;
+constexpr uint8_t kSnapshotRecordVersion = 4;
 
 void PutEncryption(std::string& out, const EncryptionRecord& e) {
   util::PutFixed32(out, e.domain);
@@ -83,6 +83,9 @@ std::string ImageRefPrefix(absl::string_view snapshot_id) {
 std::string ImageSettingsKey(absl::string_view account) { return absl::StrCat("i/set/", account); }
 std::string InstanceKey(absl::string_view instance_id) {
   return absl::StrCat(kInstancePrefix, instance_id);
+}
+std::string RecycleRuleKey(absl::string_view rule_id) {
+  return absl::StrCat(kRecycleRulePrefix, rule_id);
 }
 std::string SnapshotKey(absl::string_view id) { return absl::StrCat(kSnapshotPrefix, id); }
 
@@ -201,6 +204,15 @@ std::string SnapshotRecord::Encode() const {
   util::PutFixed32(out, static_cast<uint32_t>(shared_with.size()));
   for (const std::string& account : shared_with) util::PutLengthPrefixed(out, account);
   PutEncryption(out, encryption);
+  out.push_back(static_cast<char>(lock.mode));
+  for (uint64_t v : {lock.created_micros, lock.duration_start_micros, lock.cool_off_until_micros,
+                     lock.expires_micros}) {
+    util::PutFixed64(out, v);
+  }
+  util::PutFixed32(out, lock.duration_days);
+  util::PutFixed32(out, lock.cool_off_hours);
+  util::PutFixed64(out, recycled_micros);
+  util::PutFixed64(out, recycle_until_micros);
   return out;
 }
 
@@ -229,9 +241,21 @@ absl::StatusOr<SnapshotRecord> SnapshotRecord::Decode(absl::string_view bytes) {
         return absl::DataLossError("catalog: corrupt snapshot record");
     }
   }
-  if ((version >= 3 && !GetEncryption(in, r.encryption)) || !in.done()) {
+  if (version >= 3 && !GetEncryption(in, r.encryption)) {
     return absl::DataLossError("catalog: corrupt snapshot record");
   }
+  if (version >= 4) {
+    std::string mode;
+    if (!in.GetBytes(1, mode) || mode[0] > 2 || !in.GetFixed64(r.lock.created_micros) ||
+        !in.GetFixed64(r.lock.duration_start_micros) ||
+        !in.GetFixed64(r.lock.cool_off_until_micros) || !in.GetFixed64(r.lock.expires_micros) ||
+        !in.GetFixed32(r.lock.duration_days) || !in.GetFixed32(r.lock.cool_off_hours) ||
+        !in.GetFixed64(r.recycled_micros) || !in.GetFixed64(r.recycle_until_micros)) {
+      return absl::DataLossError("catalog: corrupt snapshot record");
+    }
+    r.lock.mode = static_cast<uint8_t>(mode[0]);
+  }
+  if (!in.done()) return absl::DataLossError("catalog: corrupt snapshot record");
   r.state = static_cast<SnapshotRecordState>(state[0]);
   return r;
 }

@@ -54,6 +54,8 @@ std::string ImageRefKey(absl::string_view snapshot_id, absl::string_view image_i
 std::string ImageRefPrefix(absl::string_view snapshot_id);
 std::string ImageSettingsKey(absl::string_view account);
 std::string InstanceKey(absl::string_view instance_id);
+std::string RecycleRuleKey(absl::string_view rule_id);
+inline constexpr absl::string_view kRecycleRulePrefix = "b/rule/";
 inline constexpr absl::string_view kInstancePrefix = "i/ins/";
 std::string OwnedLeafKey(absl::string_view volume_id, uint64_t leaf_index);
 std::string OwnedPrefix(absl::string_view volume_id);
@@ -148,6 +150,20 @@ struct SnapshotRecord {
   // createVolumePermission: account ids, or "all" for public.
   std::vector<std::string> shared_with;
   EncryptionRecord encryption;
+  // Version 4: LockSnapshot's lock (mode 0: never locked, or unlocked), and the Recycle Bin.
+  struct Lock {
+    uint8_t mode = 0;  // 0 none, 1 governance, 2 compliance.
+    uint64_t created_micros = 0;
+    uint64_t duration_start_micros = 0;
+    uint64_t cool_off_until_micros = 0;
+    uint64_t expires_micros = 0;
+    uint32_t duration_days = 0;
+    uint32_t cool_off_hours = 0;
+  };
+  Lock lock;
+  // In the Recycle Bin since (0: not in it; hidden from every call but the bin's), until.
+  uint64_t recycled_micros = 0;
+  uint64_t recycle_until_micros = 0;
 
   std::string Encode() const;
   static absl::StatusOr<SnapshotRecord> Decode(absl::string_view bytes);

@@ -90,6 +90,7 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   kms_options.root_key = options_.kms_root_key;
   STRATA_ASSIGN_OR_RETURN(kms_, crypto::KmsImpl::Open(std::move(kms_options)));
   encryption_ = std::make_unique<EncryptionPolicy>(*catalog_, *kms_, domain_keys_);
+  recycle_rules_ = std::make_unique<RecycleRules>(*catalog_, *shared_, env_, day_micros());
 
   STRATA_ASSIGN_OR_RETURN(std::optional<std::string> format, catalog_->Get(meta::FormatKey()));
   const bool fresh = !format.has_value();
@@ -161,6 +162,7 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   for (const auto& [id, volume] : volumes_) {
     if (volume->record().hydrating) tasks_.Push({Task::Kind::kHydrate, id, nullptr, 0});
   }
+  StartRecycleSweeps();
   if (options_.background_work) tasks_.StartWorker();
   if (volume_locks_ != nullptr) {
     volume_locks_->set_release_request([this](const std::string& id) { HandOverVolume(id); });
@@ -436,6 +438,8 @@ std::optional<Task> RegionImpl::RunTask(Task task) {
     }
     case Task::Kind::kHydrate:
       return HydrateStep(task.id);
+    case Task::Kind::kSweepRecycleBin:
+      return SweepRecycleBin(task);
   }
   return std::nullopt;
 }

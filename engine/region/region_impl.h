@@ -12,6 +12,7 @@
 //   region_snapshot_work.cc    background work: ingest (pending -> completed or error), prune
 //                              of deleted snapshots (merge into a child, rebase a volume)
 //   region_hydration.cc        hydration of volumes made from snapshots
+//   region_data_protection.cc  snapshot locks, the Recycle Bin's snapshots and its sweep
 // and classes of their own, each with its header: EncryptionPolicy (which key, which domain),
 // BlockListings (EBS direct listings), SnapshotReader, KmsCatalogStorage, TaskQueue.
 //
@@ -22,6 +23,7 @@
 // own locks, taken after mu_: the task queue's (never held while a task runs) and the encryption
 // policy's (held across the one catalog write that records the next dedup domain).
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -39,6 +41,7 @@
 #include "rados/volume_locks.h"
 #include "region/block_listings.h"
 #include "region/encryption_policy.h"
+#include "region/recycle_rules.h"
 #include "region/task_queue.h"
 #include "strata/store.h"
 #include "util/shared_section.h"
@@ -112,6 +115,23 @@ class RegionImpl final : public Region {
                                       const std::string& snapshot_id) override;
   absl::StatusOr<std::string> GetSnapshotBlock(const std::string& snapshot_id,
                                                uint64_t block_index) override;
+  // region_data_protection.cc
+  RecycleBin& recycle_bin() override { return *recycle_rules_; }
+  absl::StatusOr<SnapshotInfo> LockSnapshot(const std::string& snapshot_id,
+                                            const SnapshotLockRequest& request) override;
+  absl::StatusOr<SnapshotInfo> UnlockSnapshot(const std::string& snapshot_id) override;
+  absl::StatusOr<std::vector<SnapshotInfo>> ListRecycledSnapshots() override;
+  absl::StatusOr<SnapshotInfo> RestoreSnapshotFromRecycleBin(
+      const std::string& snapshot_id) override;
+  // Installs what the bin's sweep runs for images (the image registry's): called with the time,
+  // it deletes what is due and returns when the next entry is (0: none).
+  void set_recycle_bin_sweeper(std::function<uint64_t(uint64_t)> sweeper);
+  // Sweeps the bin at `at_micros` (an entry's retention ends then).
+  void ScheduleRecycleSweep(uint64_t at_micros);
+  // The length of a day (StoreOptions::seconds_per_day), in µs.
+  uint64_t day_micros() const { return options_.seconds_per_day * 1'000'000; }
+  Env* env() const { return env_; }
+
   // Writes `batch` if every snapshot in `snapshot_ids` exists and is not deleted, atomically
   // with DeleteSnapshot (which refuses snapshots an image references).
   absl::Status CommitWithSnapshots(const std::vector<std::string>& snapshot_ids,
@@ -295,6 +315,19 @@ class RegionImpl final : public Region {
   // Releases the locks of every RADOS-headed volume (a clean stop).
   void ReleaseVolumeLocks() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // region_data_protection.cc
+  static std::optional<SnapshotLock> ToLock(const meta::SnapshotRecord::Lock& lock);
+  // kFailedPrecondition (SnapshotLocked) while the snapshot's lock holds.
+  absl::Status CheckNotLocked(const meta::SnapshotRecord& r) const;
+  // Moves a deleted snapshot to the Recycle Bin when a rule of its owner covers it; false when
+  // none does (it is deleted).
+  absl::StatusOr<bool> RecycleSnapshotLocked(meta::SnapshotRecord r)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues the sweep that comes back (at the next expiry, or a minute).
+  void StartRecycleSweeps();
+  // Deletes what the bin holds past its retention (snapshots, then images through the sweeper).
+  std::optional<Task> SweepRecycleBin(const Task& task) ABSL_LOCKS_EXCLUDED(mu_);
+
   // region_hydration.cc
   std::optional<Task> HydrateStep(const std::string& volume_id) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -320,6 +353,9 @@ class RegionImpl final : public Region {
   std::unique_ptr<chunk::ChunkStore> chunks_;
   std::unique_ptr<SnapshotTree> tree_;
   std::unique_ptr<BlockListings> listings_;
+  std::unique_ptr<RecycleRules> recycle_rules_;
+  absl::Mutex sweeper_mu_;
+  std::function<uint64_t(uint64_t)> sweeper_ ABSL_GUARDED_BY(sweeper_mu_);
 
   // mu_ serializes control-plane changes (it is held across their catalog writes, never across
   // volume data I/O). Lock order: mu_ before any VolumeImpl lock, the task queue's and the

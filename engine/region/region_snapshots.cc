@@ -51,6 +51,11 @@ SnapshotInfo RegionImpl::ToInfo(const meta::SnapshotRecord& r) const {
   info.encrypted = r.encryption.encrypted();
   info.kms_key_id = r.encryption.kms_key_arn;
   info.progress_percent = r.state == meta::SnapshotRecordState::kCompleted ? 100 : 0;
+  info.lock = ToLock(r.lock);
+  if (info.lock.has_value()) info.lock_state = info.lock->StateAt(env_->NowMicros());
+  if (r.recycled_micros != 0) {
+    info.recycle_bin = RecycleBinEntry{r.recycled_micros, r.recycle_until_micros};
+  }
   if (auto it = pending_.find(r.id); it != pending_.end()) {
     const uint64_t total = it->second->frozen_count.load();
     const uint64_t done = it->second->ingested_count.load();
@@ -221,7 +226,7 @@ absl::StatusOr<std::vector<SnapshotInfo>> RegionImpl::ListSnapshots() {
   absl::MutexLock lock(&mu_);
   std::vector<SnapshotInfo> out;
   for (const meta::SnapshotRecord& r : all) {
-    if (!r.deleted) out.push_back(ToInfo(r));
+    if (!r.deleted && r.recycled_micros == 0) out.push_back(ToInfo(r));
   }
   return out;
 }
@@ -266,10 +271,15 @@ absl::Status RegionImpl::DeleteSnapshot(const std::string& snapshot_id) {
             absl::StrCat("the snapshot ", snapshot_id, " is currently in use by ", image_id)),
         "InvalidSnapshot.InUse");
   }
+  STRATA_RETURN_IF_ERROR(CheckNotLocked(r));
   meta::WriteBatch batch;
   if (r.state == meta::SnapshotRecordState::kPending) {
     return absl::FailedPreconditionError(
         absl::StrCat("snapshot ", snapshot_id, " is pending; delete it once it completes"));
+  }
+  if (r.state == meta::SnapshotRecordState::kCompleted) {
+    STRATA_ASSIGN_OR_RETURN(bool recycled, RecycleSnapshotLocked(r));
+    if (recycled) return absl::OkStatus();
   }
   if (r.state == meta::SnapshotRecordState::kError) {  // Holds no data.
     batch.Delete(meta::SnapshotKey(r.id));

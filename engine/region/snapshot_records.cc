@@ -43,7 +43,7 @@ void PutNextSeq(meta::WriteBatch& batch, uint64_t next_seq) {
 absl::StatusOr<meta::SnapshotRecord> FindSnapshot(const volume::SnapshotTree& tree,
                                                   const std::string& snapshot_id) {
   std::optional<meta::SnapshotRecord> r = tree.Get(snapshot_id);
-  if (!r.has_value() || r->deleted) {
+  if (!r.has_value() || r->deleted || r->recycled_micros != 0) {  // Deleted, or in the bin.
     return absl::NotFoundError(absl::StrCat("snapshot ", snapshot_id, " does not exist"));
   }
   return *r;

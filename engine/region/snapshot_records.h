@@ -17,7 +17,7 @@ SnapshotState ToState(meta::SnapshotRecordState state);
 // Adds the region's next snapshot sequence number to `batch`.
 void PutNextSeq(meta::WriteBatch& batch, uint64_t next_seq);
 
-// The snapshot `snapshot_id` unless it is unknown or deleted (kNotFound).
+// The snapshot `snapshot_id` unless it is unknown, deleted or in the Recycle Bin (kNotFound).
 [[nodiscard]] absl::StatusOr<meta::SnapshotRecord> FindSnapshot(const volume::SnapshotTree& tree,
                                                                 const std::string& snapshot_id);
 

@@ -41,7 +41,10 @@ void TaskQueue::RunAll() {
       queue_.pop_front();
       stopping = stopping_;
     }
-    if (stopping && task.kind == Task::Kind::kHydrate) continue;
+    if (stopping &&
+        (task.kind == Task::Kind::kHydrate || task.kind == Task::Kind::kSweepRecycleBin)) {
+      continue;  // Both resume at the next open.
+    }
     if (std::optional<Task> next = run_(std::move(task)); next.has_value()) {
       if (next->retry) {
         retries.push_back(std::move(*next));

@@ -54,6 +54,11 @@ std::vector<std::string> FuzzSeeds() {
   s.id = "snap-0123456789abcdef0";
   s.volume_id = v.id;
   s.shared_with = {"all"};
+  s.lock.mode = 2;  // Version 4: a compliance lock, and a stay in the Recycle Bin.
+  s.lock.cool_off_until_micros = 1;
+  s.lock.expires_micros = 2;
+  s.recycled_micros = 3;
+  s.recycle_until_micros = 4;
   chunk::ChunkKey key;
   key.domain = 3;
   chunk::ChunkLocation where;
@@ -62,6 +67,7 @@ std::vector<std::string> FuzzSeeds() {
   ImageInfo image;
   image.id = "ami-0123456789abcdef0";
   image.name = "busybox";
+  image.recycle_bin = RecycleBinEntry{1, 2};
   InstanceInfo instance;
   instance.id = "i-0123456789abcdef0";
   return {v.Encode(),

@@ -27,7 +27,8 @@ class Checks:
         self.failed = 0
         self.verbose = verbose  # print the checks that pass as well
 
-    def __call__(self, cond, what):
+    def __call__(self, cond, what, detail=None):
+        """Counts a check; on failure prints `what`, and `detail` (what was seen) when given."""
         if cond:
             self.passed += 1
             if self.verbose:
@@ -36,6 +37,8 @@ class Checks:
             self.failed += 1
             Checks.any_failed = True
             print("FAIL:", what, flush=True)
+            if detail is not None:
+                print("      seen:", str(detail)[:2000], flush=True)
 
     def summary(self):
         print(f"{self.passed} passed, {self.failed} failed", flush=True)

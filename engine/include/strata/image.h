@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "strata/aws_error.h"
+#include "strata/data_protection.h"
 #include "strata/snapshot.h"
 
 namespace strata {
@@ -69,6 +70,9 @@ struct ImageInfo {
   std::string source_image_region;
   std::string source_instance_id;  // CreateImage.
   uint64_t last_launched_micros = 0;
+  // Set while the image waits in the Recycle Bin (deregistered under a rule): hidden from every
+  // call but the bin's, its snapshots still referenced.
+  std::optional<RecycleBinEntry> recycle_bin;
   bool is_public() const;
   // The owner, or an account its launch permissions name (or everyone when public).
   bool launchable_by(const std::string& account) const;
@@ -182,8 +186,15 @@ class Images {
       const std::string& image_id, const std::function<absl::Status(ImageInfo&)>& change) = 0;
   // Deregisters an image (refused while deregistration protection holds); its snapshots are
   // deleted too with `delete_snapshots` (those no other image uses). Returns the deleted ids.
+  // An image a Recycle Bin rule of its owner covers goes to the bin instead, with its snapshots
+  // (none is deleted), until its retention ends.
   [[nodiscard]] virtual absl::StatusOr<std::vector<std::string>> DeregisterImage(
       const std::string& image_id, bool delete_snapshots) = 0;
+  // The images in the Recycle Bin (ImageInfo::recycle_bin set), oldest first.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<ImageInfo>> ListRecycledImages() = 0;
+  // Brings an image back from the bin. kNotFound when it is not in it.
+  [[nodiscard]] virtual absl::StatusOr<ImageInfo> RestoreImageFromRecycleBin(
+      const std::string& image_id) = 0;
   // The image that references a snapshot, if any.
   [[nodiscard]] virtual absl::StatusOr<std::optional<std::string>> ImageUsingSnapshot(
       const std::string& snapshot_id) = 0;

@@ -3,11 +3,13 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "strata/data_protection.h"
 
 namespace strata {
 
@@ -34,6 +36,13 @@ struct SnapshotInfo {
   std::vector<std::string> shared_with;  // createVolumePermission: account ids or "all".
   bool encrypted = false;
   std::string kms_key_id;  // The ARN of the KMS key that wraps its data key.
+  // LockSnapshot's lock, kept after it expires (until the snapshot is unlocked or relocked), and
+  // its state when the info was read ("governance", "compliance-cooloff", "compliance",
+  // "expired").
+  std::optional<SnapshotLock> lock;
+  std::string lock_state;
+  // Set while the snapshot waits in the Recycle Bin (Region::ListRecycledSnapshots only).
+  std::optional<RecycleBinEntry> recycle_bin;
 };
 
 // One block of a changed-block listing, in kApiBlockBytes units.

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "strata/ceph_backend.h"
+#include "strata/data_protection.h"
 #include "strata/env.h"
 #include "strata/image.h"
 #include "strata/kms.h"
@@ -85,6 +86,11 @@ struct StoreOptions {
   // lock (renewed every third of it). A node that dies holds its volumes this long; then
   // another node may take them over. Default: 30 s.
   uint32_t volume_lease_seconds = 30;
+  // How long one of AWS's days lasts (an hour is a 24th of it) for the periods of data
+  // protection: Recycle Bin retention and rule unlock delays, snapshot lock durations and
+  // cooling-off periods. Rehearsals and tests shorten it; dates stay wall-clock times.
+  // Default: 86400.
+  uint64_t seconds_per_day = 86400;
 };
 
 struct CreateVolumeRequest {
@@ -288,9 +294,28 @@ class Region {
   [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> WaitForSnapshot(const std::string& snapshot_id,
                                                                      uint64_t timeout_ms) = 0;
   // Deletes a snapshot: only data that no other snapshot or volume needs goes. A pending
-  // snapshot, or one an image references (AWS code InvalidSnapshot.InUse), cannot be deleted
-  // (kFailedPrecondition).
+  // snapshot, one an image references (AWS code InvalidSnapshot.InUse) or one locked
+  // (SnapshotLocked) cannot be deleted (kFailedPrecondition). A snapshot a Recycle Bin rule of
+  // its owner covers goes to the bin instead, keeping its data, until its retention ends.
   [[nodiscard]] virtual absl::Status DeleteSnapshot(const std::string& snapshot_id) = 0;
+
+  // Snapshot locks and the Recycle Bin (strata/data_protection.h, docs/data-protection.md).
+  virtual RecycleBin& recycle_bin() = 0;
+  // Locks a snapshot, or changes its lock as EC2 allows (a compliance lock past its cooling-off
+  // period may only be extended). kInvalidArgument for a bad request, kFailedPrecondition for a
+  // change the lock forbids.
+  [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> LockSnapshot(
+      const std::string& snapshot_id, const SnapshotLockRequest& request) = 0;
+  // Removes a governance lock, or a compliance lock in its cooling-off period (an expired lock
+  // too); kFailedPrecondition for a compliance lock past it, or a snapshot not locked.
+  [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> UnlockSnapshot(
+      const std::string& snapshot_id) = 0;
+  // The snapshots in the Recycle Bin (with SnapshotInfo::recycle_bin set), oldest first.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<SnapshotInfo>> ListRecycledSnapshots() = 0;
+  // Brings a snapshot back from the bin as it was. kNotFound when it is not in the bin (never
+  // was, or its retention ended and it was deleted).
+  [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> RestoreSnapshotFromRecycleBin(
+      const std::string& snapshot_id) = 0;
   [[nodiscard]] virtual absl::Status TagSnapshot(const std::string& snapshot_id,
                                                  const std::map<std::string, std::string>& set,
                                                  const std::vector<std::string>& remove) = 0;

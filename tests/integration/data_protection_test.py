@@ -1,0 +1,327 @@
+#!/usr/bin/env python3
+"""Data protection through the real clients (boto3 and the aws CLI): snapshot locks in
+governance and compliance mode, Recycle Bin rules (rbin) for snapshots and images, restores from
+the bin, a locked rule, expiry of bin entries, and what survives a restart of stratad.
+
+stratad runs with --seconds-per-day 2, so a day of retention lasts 2 s and an hour 1/12 s.
+
+Usage: data_protection_test.py BIN_DIR. Prints "N passed, M failed".
+"""
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+from strata_testlib import MiB, Checks, Daemon, error_code, scratch_dir, sh
+
+BIN = sys.argv[1]
+DAY = 2.0  # --seconds-per-day
+GROUP = "i-0abcdef0123456789"  # An instance id without a VM: the attachment group.
+check = Checks()
+
+
+def aws(daemon, *args):
+    key, secret = daemon.admin_keys()
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret,
+               AWS_DEFAULT_REGION="local-1", AWS_EC2_METADATA_DISABLED="true")
+    env.pop("AWS_PROFILE", None)
+    return subprocess.run(["aws", "--endpoint-url", f"http://127.0.0.1:{daemon.api}", "--output",
+                           "json", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def raw_rbin(daemon, method, path, body):
+    """A SigV4-signed rbin request with `body` sent as it is (boto3 validates values first)."""
+    import urllib.request
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    url = f"http://127.0.0.1:{daemon.api}{path}"
+    request = AWSRequest(method=method, url=url, data=body.encode(),
+                         headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials(*daemon.admin_keys()), "rbin", "local-1").add_auth(request)
+    req = urllib.request.Request(url, data=body.encode(), headers=dict(request.headers),
+                                 method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, {"type": e.headers.get("x-amzn-ErrorType"), **json.loads(e.read() or b"{}")}
+
+
+def wait_for(fn, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.1)
+    return fn()
+
+
+def snapshot_of(ec2, daemon, pattern, tags=None):
+    """A completed snapshot of a fresh 1 GiB volume holding `pattern` in its first MiB."""
+    vol = ec2.create_volume(Size=1, AvailabilityZone="local-1a")["VolumeId"]
+    ec2.attach_volume(VolumeId=vol, InstanceId=GROUP, Device=f"/dev/sd{chr(ord('f') + pattern)}")
+    out = sh("qemu-io", "-f", "raw", "-c", f"write -P {pattern} 0 1M", daemon.uri(vol))
+    check(out.returncode == 0 and "wrote 1048576/1048576" in out.stdout,
+          f"qemu-io writes pattern {pattern}", out)
+    spec = [{"ResourceType": "snapshot",
+             "Tags": [{"Key": k, "Value": v} for k, v in (tags or {}).items()]}] if tags else []
+    snap = ec2.create_snapshot(VolumeId=vol, TagSpecifications=spec)["SnapshotId"]
+    wait_for(lambda: ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"]
+             == "completed")
+    ec2.detach_volume(VolumeId=vol)
+    return vol, snap
+
+
+def reads_back(daemon, snap, pattern):
+    """The snapshot's export (read-only, by its id) holds `pattern` in its first MiB."""
+    out = sh("qemu-io", "-r", "-f", "raw", "-c", f"read -P {pattern} 0 1M", daemon.uri(snap))
+    return out.returncode == 0 and "read 1048576/1048576" in out.stdout
+
+
+def visible(ec2, snap):
+    return any(s["SnapshotId"] == snap for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"])
+
+
+def in_bin(ec2, snap):
+    return any(s["SnapshotId"] == snap for s in ec2.list_snapshots_in_recycle_bin()["Snapshots"])
+
+
+def snapshot_locks(ec2, daemon):
+    _, snap = snapshot_of(ec2, daemon, 1)
+    # Bad requests change nothing.
+    check(error_code(ec2.lock_snapshot, SnapshotId=snap, LockMode="governance", CoolOffPeriod=1,
+                     LockDuration=30) == "InvalidParameterCombination",
+          "a cooling-off period in governance mode is refused")
+    future = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+    check(error_code(ec2.lock_snapshot, SnapshotId=snap, LockMode="governance", LockDuration=3,
+                     ExpirationDate=future) == "InvalidParameterCombination",
+          "a duration and an expiration date together are refused")
+    check(error_code(ec2.lock_snapshot, SnapshotId=snap, LockMode="governance")
+          == "InvalidParameterCombination", "a lock without duration or date is refused")
+    check(error_code(ec2.lock_snapshot, SnapshotId="snap-0123456789abcdef0", LockMode="governance",
+                     LockDuration=3) == "InvalidSnapshot.NotFound", "an unknown snapshot: NotFound")
+    check(ec2.describe_locked_snapshots(SnapshotIds=[snap])["Snapshots"] == [],
+          "after refusals the snapshot is not locked")
+
+    # Governance: no deletion, by anyone; unlock, then delete.
+    r = ec2.lock_snapshot(SnapshotId=snap, LockMode="governance", LockDuration=30)
+    check(r["LockState"] == "governance" and r["LockDuration"] == 30, "governance lock", r)
+    check(error_code(ec2.delete_snapshot, SnapshotId=snap) == "SnapshotLocked",
+          "a locked snapshot cannot be deleted (boto3)")
+    out = aws(daemon, "ec2", "delete-snapshot", "--snapshot-id", snap)
+    check(out.returncode != 0 and "SnapshotLocked" in out.stderr,
+          "a locked snapshot cannot be deleted (aws CLI)", out.stderr)
+    listed = ec2.describe_locked_snapshots(
+        Filters=[{"Name": "lock-state", "Values": ["governance"]}])["Snapshots"]
+    check([s["SnapshotId"] for s in listed] == [snap], "DescribeLockedSnapshots by lock-state",
+          listed)
+    r = ec2.lock_snapshot(SnapshotId=snap, LockMode="governance", LockDuration=2)
+    check(r["LockDuration"] == 2, "a governance lock can be shortened")
+    ec2.unlock_snapshot(SnapshotId=snap)
+    check(error_code(ec2.unlock_snapshot, SnapshotId=snap) == "SnapshotNotLocked",
+          "unlocking an unlocked snapshot is refused")
+    ec2.delete_snapshot(SnapshotId=snap)
+    check(not visible(ec2, snap) and not in_bin(ec2, snap),
+          "unlocked and with no rule, the snapshot is deleted")
+
+    # Compliance: changeable in its cooling-off period, then only extended.
+    _, snap = snapshot_of(ec2, daemon, 2)
+    out = aws(daemon, "ec2", "lock-snapshot", "--snapshot-id", snap, "--lock-mode", "compliance",
+              "--cool-off-period", "36", "--lock-duration", "40")
+    r = json.loads(out.stdout or "{}")
+    check(out.returncode == 0 and r.get("LockState") == "compliance-cooloff"
+          and r.get("CoolOffPeriod") == 36, "aws ec2 lock-snapshot: compliance-cooloff", out)
+    r = ec2.lock_snapshot(SnapshotId=snap, LockMode="compliance", CoolOffPeriod=36,
+                          LockDuration=30)
+    check(r["LockState"] == "compliance-cooloff" and r["LockDuration"] == 30,
+          "in its cooling-off period a compliance lock can be shortened")
+    time.sleep(36 / 24 * DAY + 0.3)
+    locked = ec2.describe_locked_snapshots(SnapshotIds=[snap])["Snapshots"]
+    check(locked and locked[0]["LockState"] == "compliance", "past cooling-off: compliance", locked)
+    check(error_code(ec2.unlock_snapshot, SnapshotId=snap) == "SnapshotLocked",
+          "a compliance lock past cooling-off cannot be unlocked")
+    check(error_code(ec2.lock_snapshot, SnapshotId=snap, LockMode="compliance", LockDuration=10)
+          == "SnapshotLocked", "... nor shortened")
+    check(error_code(ec2.lock_snapshot, SnapshotId=snap, LockMode="governance", LockDuration=60)
+          == "SnapshotLocked", "... nor changed to governance")
+    r = ec2.lock_snapshot(SnapshotId=snap, LockMode="compliance", LockDuration=60)
+    check(r["LockState"] == "compliance" and r["LockDuration"] == 60, "... but extended", r)
+    check(error_code(ec2.delete_snapshot, SnapshotId=snap) == "SnapshotLocked",
+          "a compliance-locked snapshot cannot be deleted")
+
+    # Expiry by date: then deletable.
+    _, snap2 = snapshot_of(ec2, daemon, 3)
+    at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
+    ec2.lock_snapshot(SnapshotId=snap2, LockMode="governance", ExpirationDate=at)
+    check(error_code(ec2.delete_snapshot, SnapshotId=snap2) == "SnapshotLocked",
+          "locked until a date: not deletable before it")
+    time.sleep(2.5)
+    locked = ec2.describe_locked_snapshots(SnapshotIds=[snap2])["Snapshots"]
+    check(locked and locked[0]["LockState"] == "expired", "the lock expired", locked)
+    check(error_code(ec2.delete_snapshot, SnapshotId=snap2) is None, "an expired lock: deletable")
+    return snap  # Locked in compliance mode for 60 days: checked after a restart.
+
+
+def recycle_bin(ec2, rbin, daemon):
+    # Bad rules change nothing.
+    check(error_code(rbin.create_rule, ResourceType="EBS_VOLUME_X",
+                     RetentionPeriod={"RetentionPeriodValue": 1, "RetentionPeriodUnit": "DAYS"})
+          == "ValidationException", "a bad resource type is refused")
+    for body, what in [
+            ('{"ResourceType": "EBS_SNAPSHOT", "RetentionPeriod": {"RetentionPeriodValue": 0, '
+             '"RetentionPeriodUnit": "DAYS"}}', "a retention of 0 days"),
+            ('{"ResourceType": "EBS_SNAPSHOT", "RetentionPeriod": {"RetentionPeriodValue": "ten", '
+             '"RetentionPeriodUnit": "DAYS"}}', "a retention that is not a number"),
+            ('{"ResourceType": "EBS_SNAPSHOT", "RetentionPeriod": {"RetentionPeriodValue": 1, '
+             '"RetentionPeriodUnit": "WEEKS"}}', "a retention in weeks"),
+            ('{"ResourceType": "EBS_SNAPSHOT", "RetentionPeriod": {"RetentionPeriodValue": 1, '
+             '"RetentionPeriodUnit": "DAYS"}, "ResourceTags": [{"ResourceTagKey": "a"}], '
+             '"ExcludeResourceTags": [{"ResourceTagKey": "b"}]}', "tags and excluded tags together"),
+            ('{"ResourceType": ', "a body that is not JSON")]:
+        status, reply = raw_rbin(daemon, "POST", "/rules", body)
+        check(status == 400 and "ValidationException" in json.dumps(reply),
+              f"{what} is refused (ValidationException)", (status, reply))
+    check(error_code(rbin.get_rule, Identifier="abcdefghijk") == "ResourceNotFoundException",
+          "an unknown rule: ResourceNotFoundException")
+    check(rbin.list_rules(ResourceType="EBS_SNAPSHOT")["Rules"] == [], "no rules yet")
+
+    rule = rbin.create_rule(
+        ResourceType="EBS_SNAPSHOT", Description="keep tagged snapshots",
+        RetentionPeriod={"RetentionPeriodValue": 3, "RetentionPeriodUnit": "DAYS"},
+        ResourceTags=[{"ResourceTagKey": "keep", "ResourceTagValue": "yes"}],
+        Tags=[{"Key": "team", "Value": "storage"}])
+    check(rule["Status"] == "available" and len(rule["Identifier"]) == 11, "CreateRule", rule)
+    got = rbin.get_rule(Identifier=rule["Identifier"])
+    check(got["ResourceTags"] == [{"ResourceTagKey": "keep", "ResourceTagValue": "yes"}]
+          and got["RetentionPeriod"]["RetentionPeriodValue"] == 3, "GetRule", got)
+    arn = got["RuleArn"]
+    rbin.tag_resource(ResourceArn=arn, Tags=[{"Key": "env", "Value": "test"}])
+    rbin.untag_resource(ResourceArn=arn, TagKeys=["team"])
+    check(rbin.list_tags_for_resource(ResourceArn=arn)["Tags"] == [{"Key": "env", "Value": "test"}],
+          "the rule's tags: TagResource, UntagResource, ListTagsForResource")
+    out = aws(daemon, "rbin", "list-rules", "--resource-type", "EBS_SNAPSHOT")
+    listed = json.loads(out.stdout or "{}").get("Rules", [])
+    check(out.returncode == 0 and [r["Identifier"] for r in listed] == [rule["Identifier"]],
+          "aws rbin list-rules", out)
+
+    # A tagged snapshot goes to the bin; an untagged one is deleted.
+    _, kept = snapshot_of(ec2, daemon, 7, {"keep": "yes"})
+    _, gone = snapshot_of(ec2, daemon, 8)
+    ec2.delete_snapshot(SnapshotId=kept)
+    ec2.delete_snapshot(SnapshotId=gone)
+    check(not visible(ec2, kept) and in_bin(ec2, kept), "a covered snapshot is in the bin, hidden")
+    check(not in_bin(ec2, gone), "an uncovered snapshot is not in the bin")
+    entry = [s for s in ec2.list_snapshots_in_recycle_bin(SnapshotIds=[kept])["Snapshots"]][0]
+    stay = (entry["RecycleBinExitTime"] - entry["RecycleBinEnterTime"]).total_seconds()
+    check(abs(stay - 3 * DAY) < 0.01, "the bin keeps it for the rule's retention", entry)
+    check(error_code(ec2.create_volume, SnapshotId=kept, AvailabilityZone="local-1a")
+          == "InvalidSnapshot.NotFound", "a snapshot in the bin cannot be used")
+    check(not reads_back(daemon, kept, 7), "... nor read over NBD")
+    check(error_code(ec2.restore_snapshot_from_recycle_bin, SnapshotId=gone)
+          == "InvalidSnapshot.NotFound", "a deleted snapshot cannot be restored")
+    out = aws(daemon, "ec2", "restore-snapshot-from-recycle-bin", "--snapshot-id", kept)
+    check(out.returncode == 0 and json.loads(out.stdout).get("State") == "completed",
+          "aws ec2 restore-snapshot-from-recycle-bin", out)
+    check(visible(ec2, kept) and not in_bin(ec2, kept), "restored, the snapshot is back")
+    check(reads_back(daemon, kept, 7), "... with its data")
+
+    # Retention ends: deleted for good.
+    ec2.delete_snapshot(SnapshotId=kept)
+    check(in_bin(ec2, kept), "deleted again: in the bin")
+    check(wait_for(lambda: not in_bin(ec2, kept), timeout=3 * DAY + 90),
+          "its retention over, it leaves the bin")
+    check(error_code(ec2.restore_snapshot_from_recycle_bin, SnapshotId=kept)
+          == "InvalidSnapshot.NotFound" and not visible(ec2, kept),
+          "an expired bin entry cannot be restored")
+
+    # Images: a region-level rule, locked.
+    image_rule = rbin.create_rule(
+        ResourceType="EC2_IMAGE",
+        RetentionPeriod={"RetentionPeriodValue": 30, "RetentionPeriodUnit": "DAYS"},
+        ExcludeResourceTags=[{"ResourceTagKey": "scratch", "ResourceTagValue": "true"}],
+        LockConfiguration={"UnlockDelay": {"UnlockDelayValue": 7, "UnlockDelayUnit": "DAYS"}})
+    rid = image_rule["Identifier"]
+    check(image_rule["LockState"] == "locked", "a rule created locked", image_rule)
+    check(error_code(rbin.delete_rule, Identifier=rid) == "ConflictException",
+          "a locked rule cannot be deleted")
+    check(error_code(rbin.update_rule, Identifier=rid,
+                     RetentionPeriod={"RetentionPeriodValue": 1, "RetentionPeriodUnit": "DAYS"})
+          == "ConflictException", "a locked rule cannot be shortened")
+    check(error_code(rbin.lock_rule, Identifier=rule["Identifier"], LockConfiguration={
+        "UnlockDelay": {"UnlockDelayValue": 7, "UnlockDelayUnit": "DAYS"}})
+          == "ValidationException", "a tag-level rule cannot be locked")
+
+    _, snap = snapshot_of(ec2, daemon, 9)
+    image = ec2.register_image(Name="protected-image", RootDeviceName="/dev/sda1",
+                               BlockDeviceMappings=[{"DeviceName": "/dev/sda1",
+                                                     "Ebs": {"SnapshotId": snap}}])["ImageId"]
+    ec2.deregister_image(ImageId=image)
+    check(ec2.describe_images(Owners=["self"], Filters=[
+        {"Name": "image-id", "Values": [image]}])["Images"] == [], "a binned image is hidden")
+    binned = ec2.list_images_in_recycle_bin()["Images"]
+    check([i["ImageId"] for i in binned] == [image] and binned[0]["Name"] == "protected-image",
+          "ListImagesInRecycleBin", binned)
+    check(error_code(ec2.delete_snapshot, SnapshotId=snap) == "InvalidSnapshot.InUse",
+          "the snapshot of a binned image stays in use")
+    out = aws(daemon, "ec2", "restore-image-from-recycle-bin", "--image-id", image)
+    check(out.returncode == 0 and json.loads(out.stdout).get("Return") is True,
+          "aws ec2 restore-image-from-recycle-bin", out)
+    imgs = ec2.describe_images(ImageIds=[image])["Images"]
+    check(imgs and imgs[0]["State"] == "available", "the image is back, available", imgs)
+    check(error_code(ec2.restore_image_from_recycle_bin, ImageId=image) == "InvalidAMIID.NotFound",
+          "an image not in the bin cannot be restored")
+    scratch = ec2.register_image(Name="scratch-image", RootDeviceName="/dev/sda1",
+                                 BlockDeviceMappings=[{"DeviceName": "/dev/sda1",
+                                                       "Ebs": {"SnapshotId": snap}}],
+                                 TagSpecifications=[{"ResourceType": "image", "Tags": [
+                                     {"Key": "scratch", "Value": "true"}]}])["ImageId"]
+    ec2.deregister_image(ImageId=scratch)
+    check(scratch not in [i["ImageId"] for i in ec2.list_images_in_recycle_bin()["Images"]],
+          "an image with an excluded tag is deregistered at once")
+    ec2.deregister_image(ImageId=image)
+    check(image in [i["ImageId"] for i in ec2.list_images_in_recycle_bin()["Images"]],
+          "deregistered again: in the bin")
+
+    # Unlock: pending for the unlock delay, then the rule can go.
+    r = rbin.unlock_rule(Identifier=rid)
+    check(r["LockState"] == "pending_unlock", "UnlockRule: pending_unlock", r)
+    check(error_code(rbin.delete_rule, Identifier=rid) == "ConflictException",
+          "a rule pending unlock cannot be deleted")
+    check(wait_for(lambda: rbin.get_rule(Identifier=rid)["LockState"] == "unlocked",
+                   timeout=7 * DAY + 30), "after the unlock delay: unlocked")
+    rbin.update_rule(Identifier=rid,
+                     RetentionPeriod={"RetentionPeriodValue": 1, "RetentionPeriodUnit": "DAYS"})
+    rbin.delete_rule(Identifier=rid)
+    check(error_code(rbin.get_rule, Identifier=rid) == "ResourceNotFoundException",
+          "an unlocked rule is updated and deleted")
+    return image
+
+
+def main():
+    work = scratch_dir("strata-protect-")
+    data_dir = os.path.join(work, "data")
+    daemon = Daemon(BIN, data_dir, extra=["--seconds-per-day", str(int(DAY))])
+    check(daemon.start(), "stratad starts")
+    try:
+        ec2, rbin = daemon.client("ec2"), daemon.client("rbin")
+        locked = snapshot_locks(ec2, daemon)
+        binned_image = recycle_bin(ec2, rbin, daemon)
+        check(daemon.stop() == 0, "stratad stops cleanly")
+        check(daemon.start(), "stratad restarts")
+        ec2 = daemon.client("ec2")
+        check(error_code(ec2.delete_snapshot, SnapshotId=locked) == "SnapshotLocked",
+              "after a restart the compliance lock holds")
+        check(binned_image in [i["ImageId"] for i in ec2.list_images_in_recycle_bin()["Images"]],
+              "after a restart the image is still in the bin")
+    finally:
+        if daemon.proc.poll() is None:
+            check(daemon.stop() == 0, "stratad stops cleanly")
+    return check.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+// Snapshot locks and the Recycle Bin through the public API, on a clock the test moves: what a
+// lock forbids in each state, what a rule puts in the bin, restores, expiry (and the chunks GC
+// gets back), locked rules, and what survives a reopen.
+
+#include <atomic>
+
+#include "strata/aws_error.h"
+#include "strata/fault_injection_env.h"
+#include "strata/store.h"
+#include "test_backend.h"
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+using ::strata::testing::IsOk;
+using ::strata::testing::Pattern;
+using ::strata::testing::StatusIs;
+
+constexpr uint64_t kMiB = 1 << 20;
+constexpr uint64_t kDay = 86'400'000'000;  // µs: the tests keep AWS's day.
+constexpr uint64_t kHour = kDay / 24;
+
+// The default Env, but NowMicros is the test's.
+class ClockEnv : public FaultInjectionEnv {
+ public:
+  ClockEnv() : FaultInjectionEnv(Env::Default()) {}
+  uint64_t NowMicros() override { return now_.load(); }
+  void Advance(uint64_t micros) { now_ += micros; }
+
+ private:
+  std::atomic<uint64_t> now_{1'800'000'000'000'000};  // 2027.
+};
+
+class DataProtectionTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Reopen(); }
+
+  void Reopen() {
+    store_.reset();
+    StoreOptions options = ::strata::testing::TestStoreOptions(dir_.path());
+    options.env = &clock_;
+    options.background_work = false;
+    auto store = Store::Open(dir_.path(), options);
+    ASSERT_THAT(store, IsOk());
+    store_ = std::move(*store);
+    region_ = store_->DefaultRegion();
+  }
+
+  // A completed snapshot of a volume holding Pattern(1 MiB, seed), tagged `tags`; the volume is
+  // deleted, so that the snapshot alone holds its chunks.
+  std::string Snapshot(int seed, std::map<std::string, std::string> tags = {}) {
+    auto vol = region_->CreateVolume({.size_bytes = 4 * kMiB, .owner = kOwner});
+    EXPECT_THAT(vol, IsOk());
+    EXPECT_THAT((*region_->GetVolume(vol->id))->Write(0, Pattern(kMiB, seed)), IsOk());
+    auto snap = region_->CreateSnapshot({.volume_id = vol->id, .tags = tags, .owner = kOwner});
+    EXPECT_THAT(snap, IsOk());
+    EXPECT_THAT(region_->RunBackgroundWork(), IsOk());
+    EXPECT_THAT(region_->DeleteVolume(vol->id), IsOk());
+    return snap->id;
+  }
+  bool Listed(const std::string& id) {
+    auto all = region_->ListSnapshots();
+    return std::any_of(all->begin(), all->end(), [&](const SnapshotInfo& s) { return s.id == id; });
+  }
+  bool InBin(const std::string& id) {
+    auto all = region_->ListRecycledSnapshots();
+    return std::any_of(all->begin(), all->end(), [&](const SnapshotInfo& s) { return s.id == id; });
+  }
+  RecycleRule SnapshotRule(uint32_t days) {
+    return RecycleRule{.owner = kOwner,
+                       .resource_type = kRecycleSnapshots,
+                       .retention_days = days,
+                       .resource_tags = {{"keep", "yes"}}};
+  }
+
+  static constexpr char kOwner[] = "123456789012";
+  ClockEnv clock_;
+  ::strata::testing::TempDir dir_;
+  std::unique_ptr<Store> store_;
+  Region* region_ = nullptr;
+};
+
+TEST_F(DataProtectionTest, AGovernanceLockRefusesDeletionUntilUnlocked) {
+  const std::string snap = Snapshot(1);
+  auto locked = region_->LockSnapshot(snap, {.mode = "governance", .duration_days = 30});
+  ASSERT_THAT(locked, IsOk());
+  EXPECT_EQ(locked->lock_state, "governance");
+  EXPECT_EQ(locked->lock->expires_micros, clock_.NowMicros() + 30 * kDay);
+  const absl::Status refused = region_->DeleteSnapshot(snap);
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(AwsErrorCode(refused), "SnapshotLocked");
+  // Shortened, then unlocked: then it goes.
+  ASSERT_THAT(region_->LockSnapshot(snap, {.mode = "governance", .duration_days = 1}), IsOk());
+  ASSERT_THAT(region_->UnlockSnapshot(snap), IsOk());
+  EXPECT_THAT(region_->DeleteSnapshot(snap), IsOk());
+  EXPECT_FALSE(Listed(snap));
+}
+
+TEST_F(DataProtectionTest, AComplianceLockPastItsCoolingOffCanOnlyBeExtended) {
+  const std::string snap = Snapshot(2);
+  auto locked = region_->LockSnapshot(
+      snap, {.mode = "compliance", .cool_off_hours = 24, .duration_days = 30});
+  ASSERT_THAT(locked, IsOk());
+  EXPECT_EQ(locked->lock_state, "compliance-cooloff");
+  // In its cooling-off period it can still be shortened, its mode changed, or removed.
+  clock_.Advance(23 * kHour);
+  locked = region_->LockSnapshot(snap,
+                                 {.mode = "compliance", .cool_off_hours = 24, .duration_days = 10});
+  ASSERT_THAT(locked, IsOk());
+  EXPECT_EQ(locked->lock_state, "compliance-cooloff") << "the cooling-off runs from the lock";
+  clock_.Advance(2 * kHour);
+  auto info = region_->DescribeSnapshot(snap);
+  EXPECT_EQ(info->lock_state, "compliance");
+  EXPECT_EQ(AwsErrorCode(region_->UnlockSnapshot(snap).status()), "SnapshotLocked");
+  EXPECT_EQ(AwsErrorCode(
+                region_->LockSnapshot(snap, {.mode = "compliance", .duration_days = 5}).status()),
+            "SnapshotLocked");
+  EXPECT_EQ(AwsErrorCode(
+                region_->LockSnapshot(snap, {.mode = "governance", .duration_days = 90}).status()),
+            "SnapshotLocked");
+  EXPECT_EQ(AwsErrorCode(region_->DeleteSnapshot(snap)), "SnapshotLocked");
+  const uint64_t before = region_->DescribeSnapshot(snap)->lock->expires_micros;
+  auto extended = region_->LockSnapshot(snap, {.mode = "compliance", .duration_days = 90});
+  ASSERT_THAT(extended, IsOk());
+  EXPECT_GT(extended->lock->expires_micros, before);
+  EXPECT_EQ(extended->lock_state, "compliance");
+  // The lock is in the catalog: a reopen keeps it.
+  Reopen();
+  EXPECT_EQ(AwsErrorCode(region_->DeleteSnapshot(snap)), "SnapshotLocked");
+  // Expired, it holds nothing.
+  clock_.Advance(91 * kDay);
+  EXPECT_EQ(region_->DescribeSnapshot(snap)->lock_state, "expired");
+  EXPECT_THAT(region_->DeleteSnapshot(snap), IsOk());
+}
+
+TEST_F(DataProtectionTest, BadLockRequestsChangeNothing) {
+  const std::string snap = Snapshot(3);
+  const SnapshotLockRequest bad[] = {
+      {.mode = "forever", .duration_days = 1},
+      {.mode = "governance", .cool_off_hours = 1, .duration_days = 1},
+      {.mode = "compliance", .cool_off_hours = 73, .duration_days = 1},
+      {.mode = "governance"},
+      {.mode = "governance", .duration_days = 1, .expiration_micros = clock_.NowMicros() + kDay},
+      {.mode = "governance", .duration_days = 36501},
+      {.mode = "governance", .expiration_micros = clock_.NowMicros() - 1},
+  };
+  for (const SnapshotLockRequest& request : bad) {
+    EXPECT_THAT(region_->LockSnapshot(snap, request), StatusIs(absl::StatusCode::kInvalidArgument))
+        << request.mode;
+  }
+  EXPECT_FALSE(region_->DescribeSnapshot(snap)->lock.has_value());
+  EXPECT_THAT(
+      region_->LockSnapshot("snap-0123456789abcdef0", {.mode = "governance", .duration_days = 1}),
+      StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(AwsErrorCode(region_->UnlockSnapshot(snap).status()), "SnapshotNotLocked");
+  EXPECT_THAT(region_->DeleteSnapshot(snap), IsOk());
+}
+
+TEST_F(DataProtectionTest, ARuleKeepsADeletedSnapshotRestorableThenGcGetsItsChunksBack) {
+  ASSERT_THAT(region_->recycle_bin().CreateRule(SnapshotRule(7)), IsOk());
+  const std::string kept = Snapshot(4, {{"keep", "yes"}});
+  const std::string other = Snapshot(5, {{"keep", "no"}});
+  const uint64_t held = region_->GetStats()->referenced_chunk_count;
+  ASSERT_GT(held, 0u);
+
+  ASSERT_THAT(region_->DeleteSnapshot(kept), IsOk());
+  ASSERT_THAT(region_->DeleteSnapshot(other), IsOk());
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  EXPECT_TRUE(InBin(kept));
+  EXPECT_FALSE(InBin(other)) << "a tag value the rule does not name";
+  EXPECT_FALSE(Listed(kept));
+  EXPECT_THAT(region_->OpenSnapshot(kept), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(region_->CreateVolume({.size_bytes = 0, .snapshot_id = kept, .owner = kOwner}),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(region_->DeleteSnapshot(kept), StatusIs(absl::StatusCode::kNotFound));
+  const std::vector<SnapshotInfo> bin = *region_->ListRecycledSnapshots();
+  ASSERT_EQ(bin.size(), 1u);
+  EXPECT_EQ(bin[0].recycle_bin->exit_micros - bin[0].recycle_bin->enter_micros, 7 * kDay);
+  // Its chunks are still held: only `other`'s went.
+  EXPECT_EQ(region_->GetStats()->referenced_chunk_count, held / 2);
+
+  // Restored (after a reopen: the bin is in the catalog), it reads as before.
+  Reopen();
+  clock_.Advance(6 * kDay);
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  ASSERT_THAT(region_->RestoreSnapshotFromRecycleBin(kept), IsOk());
+  EXPECT_TRUE(Listed(kept));
+  EXPECT_FALSE(InBin(kept));
+  auto reader = region_->OpenSnapshot(kept);
+  ASSERT_THAT(reader, IsOk());
+  std::vector<std::byte> out(kMiB);
+  ASSERT_THAT((*reader)->Read(0, out), IsOk());
+  EXPECT_EQ(out, Pattern(kMiB, 4));
+  EXPECT_THAT(region_->RestoreSnapshotFromRecycleBin(kept), StatusIs(absl::StatusCode::kNotFound));
+
+  // Deleted again, past its retention it is deleted for good and GC reclaims its chunks.
+  ASSERT_THAT(region_->DeleteSnapshot(kept), IsOk());
+  clock_.Advance(7 * kDay - 1);
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  EXPECT_TRUE(InBin(kept)) << "a microsecond before its retention ends";
+  clock_.Advance(1);
+  EXPECT_THAT(region_->RestoreSnapshotFromRecycleBin(kept), StatusIs(absl::StatusCode::kNotFound))
+      << "its retention over, it cannot be restored even before the sweep";
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  EXPECT_FALSE(InBin(kept));
+  EXPECT_FALSE(Listed(kept));
+  EXPECT_EQ(region_->GetStats()->referenced_chunk_count, 0u);
+  ASSERT_THAT(region_->CollectGarbage(), IsOk());
+  EXPECT_EQ(region_->GetStats()->chunk_count, 0u);
+}
+
+TEST_F(DataProtectionTest, ALockedSnapshotIsNeitherDeletedNorBinned) {
+  ASSERT_THAT(region_->recycle_bin().CreateRule(SnapshotRule(7)), IsOk());
+  const std::string snap = Snapshot(6, {{"keep", "yes"}});
+  ASSERT_THAT(region_->LockSnapshot(snap, {.mode = "governance", .duration_days = 1}), IsOk());
+  EXPECT_EQ(AwsErrorCode(region_->DeleteSnapshot(snap)), "SnapshotLocked");
+  EXPECT_FALSE(InBin(snap));
+  EXPECT_TRUE(Listed(snap));
+}
+
+TEST_F(DataProtectionTest, RulesAreValidatedAndALockedRuleWaitsOutItsUnlockDelay) {
+  RecycleBin& bin = region_->recycle_bin();
+  const RecycleRule bad[] = {
+      {.owner = kOwner, .resource_type = "EBS_VOLUME", .retention_days = 1},
+      {.owner = kOwner, .resource_type = kRecycleSnapshots, .retention_days = 0},
+      {.owner = kOwner, .resource_type = kRecycleSnapshots, .retention_days = 3651},
+      {.owner = kOwner,
+       .resource_type = kRecycleSnapshots,
+       .retention_days = 1,
+       .resource_tags = {{"a", ""}},
+       .exclude_resource_tags = {{"b", ""}}},
+      {.owner = kOwner,
+       .resource_type = kRecycleImages,
+       .retention_days = 1,
+       .unlock_delay_days = 6},
+      {.owner = kOwner,
+       .resource_type = kRecycleImages,
+       .retention_days = 1,
+       .resource_tags = {{"a", ""}},
+       .unlock_delay_days = 7},
+  };
+  for (const RecycleRule& rule : bad) {
+    EXPECT_THAT(bin.CreateRule(rule), StatusIs(absl::StatusCode::kInvalidArgument))
+        << rule.resource_type << " " << rule.retention_days;
+  }
+  EXPECT_TRUE(bin.ListRules(kOwner)->empty());
+
+  auto rule = bin.CreateRule({.owner = kOwner,
+                              .resource_type = kRecycleImages,
+                              .retention_days = 10,
+                              .unlock_delay_days = 7});
+  ASSERT_THAT(rule, IsOk());
+  EXPECT_EQ(rule->LockStateAt(clock_.NowMicros()), "locked");
+  EXPECT_THAT(bin.GetRule("999999999999", rule->id), StatusIs(absl::StatusCode::kNotFound))
+      << "another account's rule is not found";
+  auto shorten = [](RecycleRule& r) {
+    r.retention_days = 1;
+    return absl::OkStatus();
+  };
+  EXPECT_THAT(bin.UpdateRule(kOwner, rule->id, shorten, false),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(bin.DeleteRule(kOwner, rule->id), StatusIs(absl::StatusCode::kFailedPrecondition));
+  auto tag = [](RecycleRule& r) {
+    r.tags["team"] = "storage";
+    r.retention_days = 1;  // Ignored: a tags-only update.
+    return absl::OkStatus();
+  };
+  auto tagged = bin.UpdateRule(kOwner, rule->id, tag, true);
+  ASSERT_THAT(tagged, IsOk());
+  EXPECT_EQ(tagged->tags.at("team"), "storage");
+  EXPECT_EQ(tagged->retention_days, 10u);
+
+  ASSERT_THAT(bin.UnlockRule(kOwner, rule->id), IsOk());
+  EXPECT_EQ(bin.GetRule(kOwner, rule->id)->LockStateAt(clock_.NowMicros()), "pending_unlock");
+  clock_.Advance(7 * kDay - 1);
+  EXPECT_THAT(bin.DeleteRule(kOwner, rule->id), StatusIs(absl::StatusCode::kFailedPrecondition));
+  clock_.Advance(1);
+  EXPECT_EQ(bin.GetRule(kOwner, rule->id)->LockStateAt(clock_.NowMicros()), "unlocked");
+  ASSERT_THAT(bin.UpdateRule(kOwner, rule->id, shorten, false), IsOk());
+  ASSERT_THAT(bin.LockRule(kOwner, rule->id, 30), IsOk());
+  EXPECT_THAT(bin.LockRule(kOwner, rule->id, 30), StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_THAT(bin.UnlockRule(kOwner, rule->id), IsOk());
+  clock_.Advance(30 * kDay);
+  ASSERT_THAT(bin.DeleteRule(kOwner, rule->id), IsOk());
+  EXPECT_THAT(bin.GetRule(kOwner, rule->id), StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(DataProtectionTest, TheLongestRetentionOfTheRulesThatCoverAResourceApplies) {
+  RecycleBin& bin = region_->recycle_bin();
+  ASSERT_THAT(bin.CreateRule({.owner = kOwner,
+                              .resource_type = kRecycleSnapshots,
+                              .retention_days = 3,
+                              .exclude_resource_tags = {{"scratch", ""}}}),
+              IsOk());
+  ASSERT_THAT(bin.CreateRule(SnapshotRule(9)), IsOk());
+  EXPECT_EQ(*bin.RetentionMicros(kOwner, kRecycleSnapshots, {}), 3 * kDay);
+  EXPECT_EQ(*bin.RetentionMicros(kOwner, kRecycleSnapshots, {{"keep", "yes"}}), 9 * kDay);
+  EXPECT_EQ(*bin.RetentionMicros(kOwner, kRecycleSnapshots, {{"scratch", "1"}}), 0u);
+  EXPECT_EQ(*bin.RetentionMicros(kOwner, kRecycleImages, {{"keep", "yes"}}), 0u);
+  EXPECT_EQ(*bin.RetentionMicros("999999999999", kRecycleSnapshots, {{"keep", "yes"}}), 0u);
+}
+
+TEST_F(DataProtectionTest, ABinnedImageKeepsItsSnapshotsUntilItsRetentionEnds) {
+  ASSERT_THAT(region_->recycle_bin().CreateRule(
+                  {.owner = kOwner, .resource_type = kRecycleImages, .retention_days = 2}),
+              IsOk());
+  const std::string snap = Snapshot(7);
+  ImageInfo request;
+  request.name = "binned-image";
+  request.owner = kOwner;
+  request.mappings = {
+      BlockDeviceMapping{.device_name = "/dev/sda1", .ebs = EbsBlockDevice{.snapshot_id = snap}}};
+  auto image = region_->images().RegisterImage(request);
+  ASSERT_THAT(image, IsOk());
+  auto deleted = region_->images().DeregisterImage(image->id, /*delete_snapshots=*/true);
+  ASSERT_THAT(deleted, IsOk());
+  EXPECT_TRUE(deleted->empty()) << "a binned image's snapshots stay";
+  EXPECT_THAT(region_->images().DescribeImage(image->id), StatusIs(absl::StatusCode::kNotFound));
+  ASSERT_EQ(region_->images().ListRecycledImages()->size(), 1u);
+  EXPECT_EQ(AwsErrorCode(region_->DeleteSnapshot(snap)), "InvalidSnapshot.InUse");
+
+  ASSERT_THAT(region_->images().RestoreImageFromRecycleBin(image->id), IsOk());
+  EXPECT_THAT(region_->images().DescribeImage(image->id), IsOk());
+  ASSERT_THAT(region_->images().DeregisterImage(image->id, false), IsOk());
+  Reopen();
+  clock_.Advance(2 * kDay);
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  EXPECT_TRUE(region_->images().ListRecycledImages()->empty());
+  EXPECT_THAT(region_->images().RestoreImageFromRecycleBin(image->id),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(region_->DeleteSnapshot(snap), IsOk()) << "deregistered for good: no longer in use";
+}
+
+}  // namespace
+}  // namespace strata
