@@ -59,6 +59,7 @@ void Ec2CallBase::WriteVolume(XmlWriter& x, const VolumeInfo& v, const std::stri
   x.Bool("encrypted", v.encrypted);
   if (v.encrypted) x.Text("kmsKeyId", v.kms_key_id);
   x.Bool("multiAttachEnabled", false);
+  if (!v.snapshot_id.empty()) x.Bool("fastRestored", v.fast_restored);
 }
 
 void Ec2CallBase::WriteSnapshot(XmlWriter& x, const SnapshotInfo& s, const std::string& owner) {

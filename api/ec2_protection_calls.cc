@@ -1,6 +1,6 @@
-// The EC2 calls that protect snapshots and images from deletion (docs/data-protection.md):
-// snapshot locks (LockSnapshot, UnlockSnapshot, DescribeLockedSnapshots) and the Recycle Bin's
-// listings and restores. The bin's rules are the rbin service's (rbin_service.cc).
+// The EC2 calls of data protection (docs/data-protection.md): snapshot locks (LockSnapshot,
+// UnlockSnapshot, DescribeLockedSnapshots), the Recycle Bin's listings and restores (its rules
+// are the rbin service's, rbin_service.cc), and fast snapshot restore.
 
 #include <algorithm>
 
@@ -24,6 +24,9 @@ class ProtectionCalls : public Ec2CallBase {
         {"RestoreSnapshotFromRecycleBin", &ProtectionCalls::RestoreSnapshotFromRecycleBin},
         {"ListImagesInRecycleBin", &ProtectionCalls::ListImagesInRecycleBin},
         {"RestoreImageFromRecycleBin", &ProtectionCalls::RestoreImageFromRecycleBin},
+        {"EnableFastSnapshotRestores", &ProtectionCalls::EnableFastSnapshotRestores},
+        {"DisableFastSnapshotRestores", &ProtectionCalls::DisableFastSnapshotRestores},
+        {"DescribeFastSnapshotRestores", &ProtectionCalls::DescribeFastSnapshotRestores},
     };
     return Dispatch(*this, kActions, action);
   }
@@ -213,6 +216,117 @@ class ProtectionCalls : public Ec2CallBase {
       return FromStatus(i.status(), "AMIID");
     }
     x_.Bool("return", true);
+    return x_.Finish();
+  }
+
+  void WriteFastRestore(const FastRestoreInfo& f) {
+    const uint64_t now = NowMicros();
+    auto at = [&](const char* name, uint64_t micros) {
+      if (micros != 0 && micros <= now) x_.Text(name, IsoTime(micros));
+    };
+    x_.Text("snapshotId", f.snapshot_id);
+    x_.Text("availabilityZone", Zone());
+    x_.Text("state", f.state);
+    x_.Text("stateTransitionReason", f.state == "disabling" || f.state == "disabled"
+                                         ? "Client.UserInitiated"
+                                         : "Client.UserInitiated - Lifecycle state transition");
+    x_.Text("ownerId", OwnerOf(f.account));
+    at("enablingTime", f.enabling_micros);
+    at("optimizingTime", f.optimizing_micros);
+    at("enabledTime", f.enabled_micros);
+    at("disablingTime", f.disabling_micros);
+    at("disabledTime", f.disabled_micros);
+  }
+
+  // Enable and Disable: each snapshot in each zone named, successes and failures apart.
+  Result ChangeFastSnapshotRestores(bool enable) {
+    const std::vector<std::string> zones = p_.List("AvailabilityZone");
+    const std::vector<std::string> snapshots = p_.List("SourceSnapshotId");
+    if (snapshots.empty()) return Missing("SourceSnapshotId");
+    if (zones.empty()) return Missing("AvailabilityZone");
+    std::vector<FastRestoreInfo> done;
+    std::vector<std::pair<std::string, std::vector<std::pair<std::string, Ec2Error>>>> failed;
+    for (const std::string& id : snapshots) {
+      std::vector<std::pair<std::string, Ec2Error>> errors;
+      for (const std::string& zone : zones) {
+        if (zone != Zone()) {
+          errors.push_back({zone, Ec2Error{400, "InvalidAvailabilityZone.NotFound",
+                                           absl::StrCat("the zone of region ", region_.name(),
+                                                        " is ", Zone(), ", not ", zone)}});
+          continue;
+        }
+        absl::StatusOr<FastRestoreInfo> f;
+        if (enable) {
+          absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(id, false);
+          f = s.ok() ? region_.EnableFastSnapshotRestore(account_.id, id) : s.status();
+        } else {
+          f = region_.DisableFastSnapshotRestore(account_.id, id);
+        }
+        if (f.ok()) {
+          done.push_back(*f);
+        } else {
+          errors.push_back({zone, FromStatus(f.status(), "Snapshot")});
+        }
+      }
+      if (!errors.empty()) failed.push_back({id, std::move(errors)});
+    }
+    x_.Open("successful");
+    for (const FastRestoreInfo& f : done) {
+      x_.Open("item");
+      WriteFastRestore(f);
+      x_.Close();
+    }
+    x_.Close();
+    x_.Open("unsuccessful");
+    for (const auto& [id, errors] : failed) {
+      x_.Open("item");
+      x_.Text("snapshotId", id);
+      x_.Open("fastSnapshotRestoreStateErrorSet");
+      for (const auto& [zone, error] : errors) {
+        x_.Open("item");
+        x_.Text("availabilityZone", zone);
+        x_.Open("error");
+        x_.Text("code", error.code);
+        x_.Text("message", error.message);
+        x_.Close();
+        x_.Close();
+      }
+      x_.Close();
+      x_.Close();
+    }
+    x_.Close();
+    return x_.Finish();
+  }
+
+  Result EnableFastSnapshotRestores() { return ChangeFastSnapshotRestores(true); }
+  Result DisableFastSnapshotRestores() { return ChangeFastSnapshotRestores(false); }
+
+  Result DescribeFastSnapshotRestores() {
+    const std::vector<Filter> filters = ParseFilters(p_);
+    absl::StatusOr<std::vector<FastRestoreInfo>> all = region_.ListFastSnapshotRestores();
+    if (!all.ok()) return FromStatus(all.status(), "Snapshot");
+    std::vector<FastRestoreInfo> out;
+    for (const FastRestoreInfo& f : *all) {
+      if (!Owns(account_, f.account, store_)) continue;
+      absl::StatusOr<bool> keep = MatchesFilters(filters,
+                                                 {{"snapshot-id", f.snapshot_id},
+                                                  {"availability-zone", Zone()},
+                                                  {"owner-id", OwnerOf(f.account)},
+                                                  {"state", f.state}},
+                                                 {});
+      if (!keep.ok()) return Invalid(std::string(keep.status().message()));
+      if (*keep) out.push_back(f);
+    }
+    absl::StatusOr<Page> page = Paginate(p_, out.size(), 1, 200);
+    if (!page.ok()) return Invalid(std::string(page.status().message()));
+    x_.Open("fastSnapshotRestoreSet");
+    for (size_t i = page->begin; i < page->end; ++i) {
+      x_.Open("item");
+      WriteFastRestore(out[i]);
+      x_.Close();
+    }
+    x_.Close();
+    if (!page->next_token.empty()) x_.Text("nextToken", page->next_token);
     return x_.Finish();
   }
 };

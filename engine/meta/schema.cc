@@ -10,7 +10,7 @@ namespace {
 using util::PutBigEndian64;
 
 // Version 2 appended owner and type fields; version 1 records still decode.
-constexpr uint8_t kVolumeRecordVersion = 5;
+constexpr uint8_t kVolumeRecordVersion = 6;
 constexpr uint8_t kSnapshotRecordVersion = 4;
 
 void PutEncryption(std::string& out, const EncryptionRecord& e) {
@@ -84,6 +84,12 @@ std::string ImageSettingsKey(absl::string_view account) { return absl::StrCat("i
 std::string InstanceKey(absl::string_view instance_id) {
   return absl::StrCat(kInstancePrefix, instance_id);
 }
+std::string FastRestoreKey(absl::string_view snapshot_id, absl::string_view account) {
+  return absl::StrCat(FastRestorePrefix(snapshot_id), account);
+}
+std::string FastRestorePrefix(absl::string_view snapshot_id) {
+  return absl::StrCat(kFastRestorePrefix, snapshot_id, "/");
+}
 std::string RecycleRuleKey(absl::string_view rule_id) {
   return absl::StrCat(kRecycleRulePrefix, rule_id);
 }
@@ -151,6 +157,7 @@ std::string VolumeRecord::Encode() const {
   util::PutFixed64(out, modification.original_iops);
   util::PutFixed64(out, modification.original_throughput);
   out.push_back(static_cast<char>(head));
+  out.push_back(fast_restored ? 1 : 0);
   return out;
 }
 
@@ -176,7 +183,8 @@ absl::StatusOr<VolumeRecord> VolumeRecord::Decode(absl::string_view bytes) {
                         !in.GetLengthPrefixed(r.modification.original_type) ||
                         !in.GetFixed64(r.modification.original_iops) ||
                         !in.GetFixed64(r.modification.original_throughput))) ||
-      (version >= 5 && !in.GetBool(rados_head)) || !in.done()) {
+      (version >= 5 && !in.GetBool(rados_head)) || (version >= 6 && !in.GetBool(r.fast_restored)) ||
+      !in.done()) {
     return absl::DataLossError("catalog: corrupt volume record");
   }
   r.head = rados_head ? HeadStore::kRados : HeadStore::kFiles;

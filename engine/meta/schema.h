@@ -55,6 +55,10 @@ std::string ImageRefPrefix(absl::string_view snapshot_id);
 std::string ImageSettingsKey(absl::string_view account);
 std::string InstanceKey(absl::string_view instance_id);
 std::string RecycleRuleKey(absl::string_view rule_id);
+// Fast snapshot restore of a snapshot, enabled by an account (docs/data-protection.md).
+std::string FastRestoreKey(absl::string_view snapshot_id, absl::string_view account);
+std::string FastRestorePrefix(absl::string_view snapshot_id);
+inline constexpr absl::string_view kFastRestorePrefix = "f/";
 inline constexpr absl::string_view kRecycleRulePrefix = "b/rule/";
 inline constexpr absl::string_view kInstancePrefix = "i/ins/";
 std::string OwnedLeafKey(absl::string_view volume_id, uint64_t leaf_index);
@@ -124,6 +128,7 @@ struct VolumeRecord {
   EncryptionRecord encryption;
   ModificationRecord modification;
   HeadStore head = HeadStore::kFiles;
+  bool fast_restored = false;  // Version 6: made hydrated at once by fast snapshot restore.
 
   std::string Encode() const;
   static absl::StatusOr<VolumeRecord> Decode(absl::string_view bytes);

@@ -163,6 +163,7 @@ absl::StatusOr<bool> RegionImpl::RecycleSnapshotLocked(meta::SnapshotRecord r) {
   r.recycle_until_micros = r.recycled_micros + retention;
   meta::WriteBatch batch;
   batch.Put(meta::SnapshotKey(r.id), r.Encode());
+  STRATA_RETURN_IF_ERROR(DropFastRestores(r.id, batch));  // Binned is deleted, for EBS too.
   STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
   tree_->Put(r);
   ScheduleRecycleSweep(r.recycle_until_micros);

@@ -13,6 +13,7 @@
 //                              of deleted snapshots (merge into a child, rebase a volume)
 //   region_hydration.cc        hydration of volumes made from snapshots
 //   region_data_protection.cc  snapshot locks, the Recycle Bin's snapshots and its sweep
+//   region_fast_restore.cc     fast snapshot restore: its states, credits, hydrated creation
 // and classes of their own, each with its header: EncryptionPolicy (which key, which domain),
 // BlockListings (EBS direct listings), SnapshotReader, KmsCatalogStorage, TaskQueue.
 //
@@ -123,6 +124,13 @@ class RegionImpl final : public Region {
   absl::StatusOr<std::vector<SnapshotInfo>> ListRecycledSnapshots() override;
   absl::StatusOr<SnapshotInfo> RestoreSnapshotFromRecycleBin(
       const std::string& snapshot_id) override;
+  // region_fast_restore.cc
+  absl::StatusOr<FastRestoreInfo> EnableFastSnapshotRestore(
+      const std::string& account, const std::string& snapshot_id) override;
+  absl::StatusOr<FastRestoreInfo> DisableFastSnapshotRestore(
+      const std::string& account, const std::string& snapshot_id) override;
+  absl::StatusOr<std::vector<FastRestoreInfo>> ListFastSnapshotRestores() override;
+
   // Installs what the bin's sweep runs for images (the image registry's): called with the time,
   // it deletes what is due and returns when the next entry is (0: none).
   void set_recycle_bin_sweeper(std::function<uint64_t(uint64_t)> sweeper);
@@ -327,6 +335,18 @@ class RegionImpl final : public Region {
   void StartRecycleSweeps();
   // Deletes what the bin holds past its retention (snapshots, then images through the sweeper).
   std::optional<Task> SweepRecycleBin(const Task& task) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // region_fast_restore.cc
+  // The state of the fast restore record `value` stored at `key`, now.
+  FastRestoreInfo ToFastRestoreInfo(const std::string& key, const std::string& value) const;
+  // Spends a credit of `account`'s fast restore of `snapshot_id` when it is enabled and has one.
+  absl::StatusOr<bool> TakeFastRestoreCreditLocked(const std::string& snapshot_id,
+                                                   const std::string& account)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Copies every chunk of the volume's snapshot into its head, then records it fast restored.
+  absl::Status HydrateNowLocked(VolumeImpl& volume) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds the deletion of every account's fast restore of `snapshot_id` to `batch`.
+  absl::Status DropFastRestores(const std::string& snapshot_id, meta::WriteBatch& batch);
 
   // region_hydration.cc
   std::optional<Task> HydrateStep(const std::string& volume_id) ABSL_LOCKS_EXCLUDED(mu_);

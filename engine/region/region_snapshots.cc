@@ -281,7 +281,8 @@ absl::Status RegionImpl::DeleteSnapshot(const std::string& snapshot_id) {
     STRATA_ASSIGN_OR_RETURN(bool recycled, RecycleSnapshotLocked(r));
     if (recycled) return absl::OkStatus();
   }
-  if (r.state == meta::SnapshotRecordState::kError) {  // Holds no data.
+  STRATA_RETURN_IF_ERROR(DropFastRestores(r.id, batch));  // Deleting disables them, as on EBS.
+  if (r.state == meta::SnapshotRecordState::kError) {     // Holds no data.
     batch.Delete(meta::SnapshotKey(r.id));
     STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
     tree_->Erase(r.id);

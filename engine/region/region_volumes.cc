@@ -38,6 +38,7 @@ VolumeInfo RegionImpl::ToInfo(const meta::VolumeRecord& r) {
   info.create_time_micros = r.create_time_micros;
   info.tags = r.tags;
   info.hydrating = r.hydrating;
+  info.fast_restored = r.fast_restored;
   info.owner = r.owner;
   info.volume_type = r.volume_type;
   info.iops = r.iops;
@@ -165,6 +166,17 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequ
   if (new_domain) volume->MarkAllChanged();
   VolumeImpl* raw = volume.get();
   volumes_[id] = std::move(volume);
+  if (!hidden && !request.snapshot_id.empty()) {
+    STRATA_ASSIGN_OR_RETURN(bool fast,
+                            TakeFastRestoreCreditLocked(request.snapshot_id, request.owner));
+    if (fast) {
+      if (absl::Status s = HydrateNowLocked(*raw); !s.ok()) {
+        // The volume still reads through its snapshot: created, restoring lazily.
+        STRATA_LOG(kWarning, "volume ", id, ": fast snapshot restore failed (", s.ToString(),
+                   "); it restores lazily");
+      }
+    }
+  }
   return ToInfo(*raw);
 }
 

@@ -154,6 +154,11 @@ void VolumeImpl::set_record_fields(const std::map<std::string, std::string>& tag
   record_.hydrate_bytes_per_second = hydrate_bytes_per_second;
 }
 
+void VolumeImpl::set_fast_restored(bool fast_restored) {
+  absl::MutexLock lock(&mu_);
+  record_.fast_restored = fast_restored;
+}
+
 void VolumeImpl::set_type(const std::string& volume_type, uint64_t iops, uint64_t throughput) {
   absl::MutexLock lock(&mu_);
   record_.volume_type = volume_type;

@@ -91,6 +91,7 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
   void set_record_fields(const std::map<std::string, std::string>& tags, bool hydrating,
                          uint64_t hydrate_bytes_per_second);
   void set_type(const std::string& volume_type, uint64_t iops, uint64_t throughput);
+  void set_fast_restored(bool fast_restored);
   void set_modification(const meta::ModificationRecord& modification);
   // Holds the limiter to the record's type, IOPS, throughput and size (and its strata:qos and
   // strata:burst-balance tags).

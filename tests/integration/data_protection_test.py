@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Data protection through the real clients (boto3 and the aws CLI): snapshot locks in
 governance and compliance mode, Recycle Bin rules (rbin) for snapshots and images, restores from
-the bin, a locked rule, expiry of bin entries, and what survives a restart of stratad.
+the bin, a locked rule, expiry of bin entries, fast snapshot restore, and what survives a
+restart of stratad.
 
 stratad runs with --seconds-per-day 2, so a day of retention lasts 2 s and an hour 1/12 s.
 
@@ -301,6 +302,49 @@ def recycle_bin(ec2, rbin, daemon):
     return image
 
 
+def fast_snapshot_restore(ec2, daemon):
+    _, snap = snapshot_of(ec2, daemon, 10)
+    r = ec2.enable_fast_snapshot_restores(AvailabilityZones=["local-1a", "us-east-1a"],
+                                          SourceSnapshotIds=[snap])
+    check([i["State"] for i in r["Successful"]] == ["enabling"], "EnableFastSnapshotRestores", r)
+    errors = r["Unsuccessful"][0]["FastSnapshotRestoreStateErrors"] if r["Unsuccessful"] else []
+    check(len(errors) == 1 and errors[0]["AvailabilityZone"] == "us-east-1a",
+          "a zone the region does not have is an unsuccessful item", r["Unsuccessful"])
+    r = ec2.enable_fast_snapshot_restores(AvailabilityZones=["local-1a"],
+                                          SourceSnapshotIds=["snap-0123456789abcdef0"])
+    check(not r["Successful"] and r["Unsuccessful"][0]["FastSnapshotRestoreStateErrors"][0]
+          ["Error"]["Code"] == "InvalidSnapshot.NotFound", "an unknown snapshot is unsuccessful")
+
+    def state():
+        out = aws(daemon, "ec2", "describe-fast-snapshot-restores", "--filters",
+                  f"Name=snapshot-id,Values={snap}")
+        items = json.loads(out.stdout or "{}").get("FastSnapshotRestores", [])
+        return items[0]["State"] if out.returncode == 0 and len(items) == 1 else out.stderr
+
+    seen = {state()}
+    deadline = time.time() + 30
+    while time.time() < deadline and state() != "enabled":
+        seen.add(state())
+        time.sleep(0.1)
+    seen.add(state())
+    check({"enabling", "optimizing", "enabled"} <= seen,
+          "aws ec2 describe-fast-snapshot-restores: enabling, optimizing, enabled", seen)
+    vol = ec2.create_volume(SnapshotId=snap, AvailabilityZone="local-1a")["VolumeId"]
+    described = ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]
+    check(described.get("FastRestored") is True, "a volume from it is fast restored", described)
+    ec2.attach_volume(VolumeId=vol, InstanceId=GROUP, Device="/dev/sdz")
+    out = sh("qemu-io", "-f", "raw", "-c", "read -P 10 0 1M", daemon.uri(vol))
+    check(out.returncode == 0 and "read 1048576/1048576" in out.stdout, "... and reads its data")
+    ec2.detach_volume(VolumeId=vol)
+    r = ec2.disable_fast_snapshot_restores(AvailabilityZones=["local-1a"],
+                                           SourceSnapshotIds=[snap])
+    check([i["State"] for i in r["Successful"]] == ["disabling"], "DisableFastSnapshotRestores", r)
+    check(wait_for(lambda: state() == "disabled"), "then disabled")
+    plain = ec2.create_volume(SnapshotId=snap, AvailabilityZone="local-1a")["VolumeId"]
+    check(ec2.describe_volumes(VolumeIds=[plain])["Volumes"][0].get("FastRestored") is False,
+          "after a disable, volumes restore lazily")
+
+
 def main():
     work = scratch_dir("strata-protect-")
     data_dir = os.path.join(work, "data")
@@ -310,6 +354,7 @@ def main():
         ec2, rbin = daemon.client("ec2"), daemon.client("rbin")
         locked = snapshot_locks(ec2, daemon)
         binned_image = recycle_bin(ec2, rbin, daemon)
+        fast_snapshot_restore(ec2, daemon)
         check(daemon.stop() == 0, "stratad stops cleanly")
         check(daemon.start(), "stratad restarts")
         ec2 = daemon.client("ec2")

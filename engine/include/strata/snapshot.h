@@ -45,6 +45,24 @@ struct SnapshotInfo {
   std::optional<RecycleBinEntry> recycle_bin;
 };
 
+// Fast snapshot restore of a snapshot, as enabled by one account (EnableFastSnapshotRestores).
+// Its state follows the clock through StoreOptions::fast_restore's model: enabling, optimizing,
+// enabled; after a disable, disabling, then disabled. A volume the account makes from the
+// snapshot while it is enabled takes a credit of the bucket and is hydrated at creation.
+struct FastRestoreInfo {
+  std::string snapshot_id;
+  std::string account;
+  std::string state;  // "enabling", "optimizing", "enabled", "disabling" or "disabled".
+  // When each state began (0: not reached, or not yet: future times are the model's).
+  uint64_t enabling_micros = 0;
+  uint64_t optimizing_micros = 0;
+  uint64_t enabled_micros = 0;
+  uint64_t disabling_micros = 0;
+  uint64_t disabled_micros = 0;
+  uint32_t bucket_size = 0;  // MAX(1, MIN(10, FLOOR(1024 / snapshot GiB))), as AWS's.
+  double credits = 0;        // Volume creation credits now (refilled bucket_size per hour).
+};
+
 // One block of a changed-block listing, in kApiBlockBytes units.
 struct BlockRef {
   uint64_t block_index = 0;

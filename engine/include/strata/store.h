@@ -91,13 +91,26 @@ struct StoreOptions {
   // cooling-off periods. Rehearsals and tests shorten it; dates stay wall-clock times.
   // Default: 86400.
   uint64_t seconds_per_day = 86400;
+  // How long enabling fast snapshot restore takes (DescribeFastSnapshotRestores): "enabling"
+  // for `enabling_ms`, "optimizing" for the snapshot's size at `optimize_bytes_per_second`
+  // (AWS: an hour per TiB), then "enabled"; a disable is "disabling" for `disabling_ms`.
+  // Default: 1 s, 1 GiB/s, 1 s.
+  struct FastRestoreTiming {
+    uint64_t enabling_ms = 1000;
+    uint64_t optimize_bytes_per_second = uint64_t{1} << 30;
+    uint64_t disabling_ms = 1000;
+  };
+  FastRestoreTiming fast_restore;
 };
 
 struct CreateVolumeRequest {
   // Size in bytes: a multiple of 4096, at most 64 TiB. With snapshot_id, 0 means the
   // snapshot's size, and a smaller size is an error.
   uint64_t size_bytes = 0;
-  std::string snapshot_id;  // Empty: a blank volume.
+  // Empty: a blank volume. When the owner enabled fast snapshot restore for it and a credit is
+  // left, the volume holds every chunk when this returns (VolumeInfo::fast_restored); else it
+  // reads through the snapshot (lazily, as EBS restores).
+  std::string snapshot_id;
   std::map<std::string, std::string> tags;
   std::string owner;  // Account id of the creator. Default: none.
   // Encryption (the owner's KMS, as AWS's rules say): encrypted when `encrypted`, when the
@@ -298,6 +311,16 @@ class Region {
   // (SnapshotLocked) cannot be deleted (kFailedPrecondition). A snapshot a Recycle Bin rule of
   // its owner covers goes to the bin instead, keeping its data, until its retention ends.
   [[nodiscard]] virtual absl::Status DeleteSnapshot(const std::string& snapshot_id) = 0;
+
+  // Fast snapshot restore, per account (FastRestoreInfo). Enabling again an enabled or enabling
+  // snapshot changes nothing; the snapshot must be completed and usable by the account.
+  [[nodiscard]] virtual absl::StatusOr<FastRestoreInfo> EnableFastSnapshotRestore(
+      const std::string& account, const std::string& snapshot_id) = 0;
+  // kNotFound (InvalidSnapshot.NotFound) when the account never enabled it.
+  [[nodiscard]] virtual absl::StatusOr<FastRestoreInfo> DisableFastSnapshotRestore(
+      const std::string& account, const std::string& snapshot_id) = 0;
+  // Every account's, snapshot by snapshot.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<FastRestoreInfo>> ListFastSnapshotRestores() = 0;
 
   // Snapshot locks and the Recycle Bin (strata/data_protection.h, docs/data-protection.md).
   virtual RecycleBin& recycle_bin() = 0;

@@ -46,6 +46,8 @@ struct VolumeInfo {
   // Hydration from the base snapshot: percent of chunks held in the volume's own head.
   int hydration_percent = 100;
   bool hydrating = false;
+  // Made from a snapshot with fast snapshot restore: every chunk was in its head at creation.
+  bool fast_restored = false;
   std::string owner;  // Account id.
   std::string volume_type = "gp3";
   uint64_t iops = 0;

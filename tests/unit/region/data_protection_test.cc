@@ -332,5 +332,78 @@ TEST_F(DataProtectionTest, ABinnedImageKeepsItsSnapshotsUntilItsRetentionEnds) {
   EXPECT_THAT(region_->DeleteSnapshot(snap), IsOk()) << "deregistered for good: no longer in use";
 }
 
+TEST_F(DataProtectionTest, FastSnapshotRestoreHydratesAtCreationWhileCreditsLast) {
+  // Kept alive: a volume made from a snapshot reads through it.
+  auto source = region_->CreateVolume({.size_bytes = 4 * kMiB, .owner = kOwner});
+  ASSERT_THAT(source, IsOk());
+  ASSERT_THAT((*region_->GetVolume(source->id))->Write(0, Pattern(kMiB, 8)), IsOk());
+  auto snap = region_->CreateSnapshot({.volume_id = source->id, .owner = kOwner});
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  auto make = [&](const std::string& owner) {
+    auto v = region_->CreateVolume({.size_bytes = 0, .snapshot_id = snap->id, .owner = owner});
+    EXPECT_THAT(v, IsOk());
+    return *v;
+  };
+  auto state = [&] {
+    auto all = region_->ListFastSnapshotRestores();
+    EXPECT_EQ(all->size(), 1u);
+    return all->empty() ? FastRestoreInfo{} : all->front();
+  };
+
+  EXPECT_FALSE(make(kOwner).fast_restored) << "not enabled: lazy";
+  auto enabled = region_->EnableFastSnapshotRestore(kOwner, snap->id);
+  ASSERT_THAT(enabled, IsOk());
+  EXPECT_EQ(enabled->state, "enabling");
+  EXPECT_EQ(enabled->bucket_size, 10u) << "MIN(10, 1024 / 1 GiB)";
+  EXPECT_FALSE(make(kOwner).fast_restored) << "enabling: lazy";
+  clock_.Advance(1000 * 1000);  // Past enabling (1 s); optimizing a 4 MiB snapshot at 1 GiB/s.
+  EXPECT_EQ(state().state, "optimizing");
+  clock_.Advance(10 * 1000);
+  EXPECT_EQ(state().state, "enabled");
+  EXPECT_EQ(state().credits, 10);
+
+  const VolumeInfo fast = make(kOwner);
+  EXPECT_TRUE(fast.fast_restored);
+  EXPECT_EQ(fast.hydration_percent, 100) << "every chunk in its head at creation";
+  EXPECT_FALSE(fast.hydrating);
+  std::vector<std::byte> out(kMiB);
+  ASSERT_THAT((*region_->GetVolume(fast.id))->Read(0, out), IsOk());
+  EXPECT_EQ(out, Pattern(kMiB, 8));
+  const VolumeInfo other = make("999999999999");
+  EXPECT_FALSE(other.fast_restored) << "enabled by another account";
+  EXPECT_LT(other.hydration_percent, 100);
+
+  // Ten credits: the eleventh volume restores lazily; an hour refills the bucket.
+  for (int i = 1; i < 10; ++i) EXPECT_TRUE(make(kOwner).fast_restored) << i;
+  EXPECT_FALSE(make(kOwner).fast_restored) << "the bucket is empty";
+  clock_.Advance(kHour / 10 + 1);
+  EXPECT_TRUE(make(kOwner).fast_restored) << "a tenth of an hour refills one credit";
+  EXPECT_FALSE(make(kOwner).fast_restored);
+  Reopen();
+  EXPECT_TRUE(region_->DescribeVolume(fast.id)->fast_restored) << "recorded in the catalog";
+  EXPECT_EQ(state().state, "enabled");
+
+  // Enabling again changes nothing; disabling ends it.
+  ASSERT_THAT(region_->EnableFastSnapshotRestore(kOwner, snap->id), IsOk());
+  EXPECT_LT(state().credits, 1);
+  ASSERT_THAT(region_->DisableFastSnapshotRestore(kOwner, snap->id), IsOk());
+  EXPECT_EQ(state().state, "disabling");
+  clock_.Advance(kHour);
+  EXPECT_EQ(state().state, "disabled");
+  EXPECT_FALSE(make(kOwner).fast_restored);
+  EXPECT_THAT(region_->DisableFastSnapshotRestore("999999999999", snap->id),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(region_->EnableFastSnapshotRestore(kOwner, "snap-0123456789abcdef0"),
+              StatusIs(absl::StatusCode::kNotFound));
+
+  // Re-enabled, then the snapshot deleted: its fast restores go with it.
+  ASSERT_THAT(region_->EnableFastSnapshotRestore(kOwner, snap->id), IsOk());
+  absl::StatusOr<std::vector<VolumeInfo>> volumes = region_->ListVolumes();
+  ASSERT_THAT(volumes, IsOk());
+  for (const VolumeInfo& v : *volumes) ASSERT_THAT(region_->DeleteVolume(v.id), IsOk());
+  ASSERT_THAT(region_->DeleteSnapshot(snap->id), IsOk());
+  EXPECT_TRUE(region_->ListFastSnapshotRestores()->empty());
+}
+
 }  // namespace
 }  // namespace strata
