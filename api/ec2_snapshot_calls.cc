@@ -1,5 +1,6 @@
 // The EC2 calls about snapshots: create (one, or crash-consistent across an attachment group),
-// describe, delete, copy (within a region or from another), and sharing attributes.
+// describe, delete, copy (within a region or from another, and the copies' records), and sharing
+// attributes.
 
 #include <algorithm>
 #include <functional>
@@ -28,6 +29,7 @@ class SnapshotCalls : public Ec2CallBase {
         {"ResetSnapshotAttribute", &SnapshotCalls::ResetSnapshotAttribute},
         {"CreateSnapshots", &SnapshotCalls::CreateSnapshots},
         {"CopySnapshot", &SnapshotCalls::CopySnapshot},
+        {"DescribeSnapshotCopies", &SnapshotCalls::DescribeSnapshotCopies},
     };
     return Dispatch(*this, kActions, action);
   }
@@ -281,6 +283,58 @@ class SnapshotCalls : public Ec2CallBase {
     if (!copy.ok()) return FromStatus(copy.status(), "Snapshot");
     WriteTags(x_, copy->tags);
     x_.Text("snapshotId", copy->id);
+    return x_.Finish();
+  }
+
+  // Strata's own: the records of the caller's cross-region copies into this store (any of its
+  // regions), what `strata copy-stats` prints. SnapshotId.N names a copy or its source.
+  Result DescribeSnapshotCopies() {
+    const std::vector<std::string> ids = p_.List("SnapshotId");
+    std::vector<CopyRecord> out;
+    for (const CopyRecord& r : store_.ListCopies()) {
+      if (!Owns(account_, r.account, store_)) continue;
+      if (!ids.empty() && std::none_of(ids.begin(), ids.end(), [&](const std::string& id) {
+            return id == r.snapshot_id || id == r.source_snapshot_id;
+          })) {
+        continue;
+      }
+      out.push_back(r);
+    }
+    for (const std::string& id : ids) {
+      if (std::none_of(out.begin(), out.end(), [&](const CopyRecord& r) {
+            return id == r.snapshot_id || id == r.source_snapshot_id;
+          })) {
+        return Ec2Error{400, "InvalidSnapshot.NotFound",
+                        absl::StrCat("no cross-region copy of or into '", id, "' is yours")};
+      }
+    }
+    x_.Open("copySet");
+    for (const CopyRecord& r : out) {
+      x_.Open("item");
+      x_.Text("snapshotId", r.snapshot_id);
+      x_.Text("destinationRegion", r.destination_region);
+      x_.Text("sourceSnapshotId", r.source_snapshot_id);
+      x_.Text("sourceRegion", r.source_region);
+      x_.Text("baseSourceSnapshotId", r.base_source_snapshot);
+      x_.Text("baseSnapshotId", r.base_snapshot_id);
+      x_.Text("state", r.state);
+      x_.Text("message", r.message);
+      x_.Number("logicalBytes", r.logical_bytes);
+      x_.Number("chunksTotal", r.chunks_total);
+      x_.Number("chunksDone", r.chunks_done);
+      x_.Number("chunksSkipped", r.chunks_skipped);
+      x_.Number("changedBytes", r.changed_bytes);
+      x_.Number("bytesSent", r.bytes_sent);
+      x_.Number("retries", r.retries);
+      x_.Number("startMicros", r.start_micros);
+      x_.Number("endMicros", r.end_micros);
+      x_.Number("transferMicros", r.transfer_micros);
+      x_.Number("completionMinutes", r.completion_minutes);
+      x_.Number("rateBytesPerSecond", r.rate_bytes_per_second);
+      x_.Text("link", r.link);
+      x_.Close();
+    }
+    x_.Close();
     return x_.Finish();
   }
 };

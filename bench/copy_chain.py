@@ -59,8 +59,9 @@ def wait_done(ec2, snap):
         time.sleep(0.05)
 
 
-def copy_stats(bin_dir, data_dir, snap):
-    text = subprocess.run([f"{bin_dir}/strata", "--data-dir", data_dir, "copy-stats", snap],
+def copy_stats(bin_dir, daemon, snap):
+    text = subprocess.run([f"{bin_dir}/strata", "--data-dir", daemon.data_dir, "--endpoint",
+                           f"http://127.0.0.1:{daemon.api}", "copy-stats", snap],
                           capture_output=True, text=True, check=True).stdout
     get = lambda pattern: float(re.search(pattern, text).group(1))  # noqa: E731
     return {"sent": get(r"bytes sent\s+(\d+)"), "changed": get(r"changed bytes\s+(\d+)"),
@@ -152,7 +153,7 @@ def main():
                 wait_done(east, snap)
                 copy = west.copy_snapshot(SourceRegion="east-1", SourceSnapshotId=snap)["SnapshotId"]
                 state = wait_done(west, copy)["State"]
-                s = copy_stats(a.bin_dir, daemon.data_dir, copy)
+                s = copy_stats(a.bin_dir, daemon, copy)
                 s.update(step=step, chunks=len(changed), reference=reference, state=state)
                 rows.append(s)
                 print(f"p={rate}% step {step}: {len(changed)} chunks, sent {s['sent'] / 1e6:.3f} MB "

@@ -9,10 +9,9 @@ namespace {
 
 constexpr char kFooter[] = R"(
 Through stratad's API (stratad running; signed with DIR/credentials or AWS_* variables):
-  init, env, status, attach, detach, import-image, instances, console, ec2. API errors exit 254
-  with the AWS error code on stderr.
-On the store directly (stratad stopped): volume, snapshot, region, account, gc, stats;
-  copy-stats only reads and works with stratad running.
+  init, env, status, attach, detach, import-image, instances, console, ec2, copy-stats,
+  volume takeover. API errors exit 254 with the AWS error code on stderr.
+On the store directly (stratad stopped): volume, snapshot, region, account, gc, stats.
 Sizes take K, M, G, T suffixes (powers of 1024). Bad input exits 2 and changes nothing.
 `strata COMMAND --help` describes each command.)";
 

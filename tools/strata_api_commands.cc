@@ -16,13 +16,16 @@
 #include <set>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "admin.h"
 #include "api_client.h"
 #include "nbd_client.h"
 #include "nlohmann/json.hpp"
 #include "strata/export.h"
 #include "strata/store.h"
+#include "strata/transfer.h"
 #include "strata_commands.h"
 
 namespace strata::tools {
@@ -217,6 +220,90 @@ absl::StatusOr<ApiEndpoint> Endpoint(const CommandLine& cl) {
     return absl::InvalidArgumentError("--output is json, text or table");
   }
   return LoadEndpoint(cl.data_dir, cl.endpoint, cl.region);
+}
+
+void PrintCopyRecord(const CopyRecord& r) {
+  const double seconds = r.end_micros > r.start_micros ? (r.end_micros - r.start_micros) / 1e6 : 0;
+  std::printf("snapshot        %s (%s)\n", r.snapshot_id.c_str(), r.destination_region.c_str());
+  std::printf("source          %s (%s)\n", r.source_snapshot_id.c_str(), r.source_region.c_str());
+  std::printf("base            %s\n",
+              r.base_source_snapshot.empty()
+                  ? "none: a full copy"
+                  : absl::StrCat(r.base_snapshot_id, " (the copy of ", r.base_source_snapshot, ")")
+                        .c_str());
+  std::printf("state           %s%s%s\n", r.state.c_str(), r.message.empty() ? "" : ": ",
+              r.message.c_str());
+  std::printf("logical bytes   %llu\n", (unsigned long long)r.logical_bytes);
+  std::printf("chunks          %llu of %llu sent, %llu skipped (already at the destination)\n",
+              (unsigned long long)r.chunks_done, (unsigned long long)r.chunks_total,
+              (unsigned long long)r.chunks_skipped);
+  std::printf("changed bytes   %llu\n", (unsigned long long)r.changed_bytes);
+  std::printf("bytes sent      %llu%s\n", (unsigned long long)r.bytes_sent,
+              r.changed_bytes > 0
+                  ? absl::StrFormat(" (%.3f of the changed bytes)",
+                                    static_cast<double>(r.bytes_sent) / r.changed_bytes)
+                        .c_str()
+                  : "");
+  std::printf("retries         %llu\n", (unsigned long long)r.retries);
+  const double on_link = r.transfer_micros / 1e6;
+  std::printf("time            %.3f s (%.3f s on the link, the rest storing the copy)\n", seconds,
+              on_link);
+  std::printf("throughput      %.2f MB/s sent on the link, %.2f MB/s of changed data overall\n",
+              on_link > 0 ? r.bytes_sent / on_link / 1e6 : 0,
+              seconds > 0 ? r.changed_bytes / seconds / 1e6 : 0);
+  std::printf("link            %s%s\n", r.link.c_str(),
+              r.completion_minutes > 0
+                  ? absl::StrCat(" (CompletionDurationMinutes ", r.completion_minutes, ")").c_str()
+                  : "");
+}
+
+// A copy's record from DescribeSnapshotCopies (EC2's XML as JSON: every value a string).
+CopyRecord CopyRecordOf(const json& item) {
+  auto text = [&](const char* key) { return item.value(key, std::string()); };
+  auto number = [&](const char* key) {
+    uint64_t v = 0;
+    return absl::SimpleAtoi(text(key), &v) ? v : 0;
+  };
+  CopyRecord r;
+  r.snapshot_id = text("snapshotId");
+  r.destination_region = text("destinationRegion");
+  r.source_snapshot_id = text("sourceSnapshotId");
+  r.source_region = text("sourceRegion");
+  r.base_source_snapshot = text("baseSourceSnapshotId");
+  r.base_snapshot_id = text("baseSnapshotId");
+  r.state = text("state");
+  r.message = text("message");
+  r.logical_bytes = number("logicalBytes");
+  r.chunks_total = number("chunksTotal");
+  r.chunks_done = number("chunksDone");
+  r.chunks_skipped = number("chunksSkipped");
+  r.changed_bytes = number("changedBytes");
+  r.bytes_sent = number("bytesSent");
+  r.retries = number("retries");
+  r.start_micros = number("startMicros");
+  r.end_micros = number("endMicros");
+  r.transfer_micros = number("transferMicros");
+  r.completion_minutes = static_cast<uint32_t>(number("completionMinutes"));
+  r.link = text("link");
+  return r;
+}
+
+int CopyStats(const CommandLine& cl, const ApiEndpoint& endpoint) {
+  std::map<std::string, std::string> params;
+  if (!cl.snapshot_id.empty()) params["SnapshotId.1"] = cl.snapshot_id;
+  json out;
+  if (int rc = Ec2(endpoint, "DescribeSnapshotCopies", params, &out, ""); rc != 0) return rc;
+  if (cl.json) {
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  bool first = true;
+  for (const json& item : AsList(out["copySet"])) {
+    if (!first) std::printf("\n");
+    PrintCopyRecord(CopyRecordOf(item));
+    first = false;
+  }
+  return 0;
 }
 
 // Adds a leaf subcommand whose action calls the API.
@@ -587,6 +674,13 @@ void AddApiCommands(CLI::App& app, CommandLine& cl, Run& run) {
                  cl, run, [&cl](const ApiEndpoint& e) { return AnyEc2Call(cl, e); });
   ec2->add_option("ACTION", cl.action, "the EC2 action, e.g. DescribeVolumes")->required();
   ec2->add_option("PARAMS", cl.params, "the call's parameters")->option_text("Name=Value ...");
+  CLI::App* copy_stats =
+      ApiCommand(app, "copy-stats",
+                 "your cross-region copies into the regions stratad serves: bytes sent, chunks "
+                 "skipped, retries, time, throughput (DescribeSnapshotCopies)",
+                 cl, run, [&cl](const ApiEndpoint& e) { return CopyStats(cl, e); });
+  copy_stats->add_option("SNAP", cl.snapshot_id, "the copy's snapshot id, or its source's");
+  copy_stats->add_flag("--json", cl.json, "print the records as the API returns them");
 }
 
 void AddVolumeApiCommands(CLI::App& volume, CommandLine& cl, Run& run) {

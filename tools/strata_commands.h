@@ -43,6 +43,7 @@ struct CommandLine {
   // Subcommands' positional words.
   std::string volume_id;
   bool force = false;
+  bool json = false;  // copy-stats --json
   std::string snapshot_id;
   std::string second_snapshot_id;
   std::string file;
@@ -56,10 +57,10 @@ struct CommandLine {
 // The program to run once parsing is done; returns the exit status.
 using Run = std::function<int()>;
 
-// Adds init, env, status, attach, detach, import-image, instances, console and ec2.
+// Adds init, env, status, attach, detach, import-image, instances, console, ec2 and copy-stats.
 void AddApiCommands(CLI::App& app, CommandLine& cl, Run& run);
 
-// Adds volume, snapshot, region, account, gc, stats and copy-stats.
+// Adds volume, snapshot, region, account, gc and stats.
 void AddStoreCommands(CLI::App& app, CommandLine& cl, Run& run);
 // `strata volume takeover`: the one volume command that runs through stratad's API (the node
 // taking a volume over is running).

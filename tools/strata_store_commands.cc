@@ -1,6 +1,6 @@
 // strata's subcommands that open the store directory directly (stratad must be stopped: the
 // store is locked by one process at a time): volumes, snapshots, changed blocks, data import
-// and export, regions, accounts, garbage collection; and copy-stats, which only reads.
+// and export, regions, accounts, garbage collection.
 
 #include <cstdio>
 #include <fstream>
@@ -13,64 +13,10 @@
 #include "admin.h"
 #include "command_line.h"
 #include "strata/store.h"
-#include "strata/transfer.h"
 #include "strata_commands.h"
 
 namespace strata::tools {
 namespace {
-
-void PrintCopyRecord(const CopyRecord& r) {
-  const double seconds = r.end_micros > r.start_micros ? (r.end_micros - r.start_micros) / 1e6 : 0;
-  std::printf("snapshot        %s (%s)\n", r.snapshot_id.c_str(), r.destination_region.c_str());
-  std::printf("source          %s (%s)\n", r.source_snapshot_id.c_str(), r.source_region.c_str());
-  std::printf("base            %s\n",
-              r.base_source_snapshot.empty()
-                  ? "none: a full copy"
-                  : absl::StrCat(r.base_snapshot_id, " (the copy of ", r.base_source_snapshot, ")")
-                        .c_str());
-  std::printf("state           %s%s%s\n", r.state.c_str(), r.message.empty() ? "" : ": ",
-              r.message.c_str());
-  std::printf("logical bytes   %llu\n", (unsigned long long)r.logical_bytes);
-  std::printf("chunks          %llu of %llu sent, %llu skipped (already at the destination)\n",
-              (unsigned long long)r.chunks_done, (unsigned long long)r.chunks_total,
-              (unsigned long long)r.chunks_skipped);
-  std::printf("changed bytes   %llu\n", (unsigned long long)r.changed_bytes);
-  std::printf("bytes sent      %llu%s\n", (unsigned long long)r.bytes_sent,
-              r.changed_bytes > 0
-                  ? absl::StrFormat(" (%.3f of the changed bytes)",
-                                    static_cast<double>(r.bytes_sent) / r.changed_bytes)
-                        .c_str()
-                  : "");
-  std::printf("retries         %llu\n", (unsigned long long)r.retries);
-  const double on_link = r.transfer_micros / 1e6;
-  std::printf("time            %.3f s (%.3f s on the link, the rest storing the copy)\n", seconds,
-              on_link);
-  std::printf("throughput      %.2f MB/s sent on the link, %.2f MB/s of changed data overall\n",
-              on_link > 0 ? r.bytes_sent / on_link / 1e6 : 0,
-              seconds > 0 ? r.changed_bytes / seconds / 1e6 : 0);
-  std::printf("link            %s%s\n", r.link.c_str(),
-              r.completion_minutes > 0
-                  ? absl::StrCat(" (CompletionDurationMinutes ", r.completion_minutes, ")").c_str()
-                  : "");
-}
-
-int CopyStats(const CommandLine& cl) {
-  absl::StatusOr<std::vector<CopyRecord>> records = ReadCopyRecords(cl.data_dir);
-  if (!records.ok()) return Fail(records.status());
-  const std::string& wanted = cl.snapshot_id;
-  bool found = false;
-  for (const CopyRecord& r : *records) {
-    if (!wanted.empty() && r.snapshot_id != wanted && r.source_snapshot_id != wanted) continue;
-    if (found) std::printf("\n");
-    PrintCopyRecord(r);
-    found = true;
-  }
-  if (!found && !wanted.empty()) {
-    return Fail(absl::NotFoundError(
-        absl::StrCat("no cross-region copy of or into ", wanted, " in ", cl.data_dir)));
-  }
-  return 0;
-}
 
 void PrintVolume(const VolumeInfo& v) {
   std::printf("%s\tsize=%llu\tsnapshot=%s\thydrated=%d%%%s", v.id.c_str(),
@@ -447,12 +393,6 @@ void AddStoreCommands(CLI::App& app, CommandLine& cl, Run& run) {
   stats->add_option("VOL", cl.volume_id, "a volume id: its I/O figures");
   stats->add_option("--seconds", cl.seconds, "VOL: how many of the last seconds (default 10)")
       ->check(CLI::Range(1, 900));
-  CLI::App* copy_stats = app.add_subcommand(
-      "copy-stats",
-      "cross-region copies into this store: bytes sent, chunks skipped, retries, time, "
-      "throughput (works with stratad running)");
-  copy_stats->add_option("SNAP", cl.snapshot_id, "the copy's snapshot id, or its source's");
-  copy_stats->callback([&cl, &run] { run = [&cl] { return CopyStats(cl); }; });
 }
 
 }  // namespace strata::tools

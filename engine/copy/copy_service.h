@@ -45,6 +45,7 @@ class CopyService {
   absl::StatusOr<CopyRecord> Describe(const std::string& snapshot_id) const {
     return journal_.Get(snapshot_id);
   }
+  std::vector<CopyRecord> List() const { return journal_.All(); }
   std::vector<std::string> PeerRegions() const;
   // Serves the source side on `fd` on the calling thread: a peer process's connection, in TLS
   // with a key of StoreOptions::transfer_psk_file, fault injection off.

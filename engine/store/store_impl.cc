@@ -135,6 +135,8 @@ class StoreImpl final : public Store {
     return copies_->Describe(snapshot_id);
   }
 
+  std::vector<CopyRecord> ListCopies() override { return copies_->List(); }
+
   std::vector<std::string> ListPeerRegions() override { return copies_->PeerRegions(); }
 
   void ServeTransfer(int fd) override { copies_->ServeRemote(fd); }

@@ -99,7 +99,8 @@ def snapshot(ec2, vol):
 
 
 def copy_stats(daemon, snap):
-    out = sh(f"{BIN}/strata", "--data-dir", daemon.data_dir, "copy-stats", snap)
+    out = sh(f"{BIN}/strata", "--data-dir", daemon.data_dir, "--endpoint",
+             f"http://127.0.0.1:{daemon.api}", "copy-stats", snap)
     check(out.returncode == 0, f"strata copy-stats {snap}: {out.stderr}")
     stats = {}
     m = re.search(r"chunks\s+(\d+) of (\d+) sent, (\d+) skipped", out.stdout)
@@ -176,6 +177,21 @@ def one_process(work):
     check(inc.get("bytes_sent", 1 << 40) <= 2 * CHUNK + 2048,
           f"the second copy sent at most the 2 changed chunks plus framing: {inc.get('bytes_sent')}")
     check("the copy of " + first in inc["text"], "copy-stats names the base")
+    api = ["--data-dir", daemon.data_dir, "--endpoint", f"http://127.0.0.1:{daemon.api}"]
+    out = sh(f"{BIN}/strata", *api, "copy-stats", "--json")
+    copies = json.loads(out.stdout or "{}").get("copySet", [])
+    check(out.returncode == 0 and {c["snapshotId"] for c in copies} == {copy1, copy2},
+          "copy-stats --json lists every copy through the API", out)
+    out = sh(f"{BIN}/strata", *api, "copy-stats", "snap-0123456789abcdef0")
+    check(out.returncode == 254 and "InvalidSnapshot.NotFound" in out.stderr,
+          "copy-stats of no copy: InvalidSnapshot.NotFound", out)
+    keys = sh(f"{BIN}/strata", *api, "account", "create", "copy-viewer")
+    account = json.loads(keys.stdout or "{}")
+    out = sh(f"{BIN}/strata", *api, "copy-stats", "--json",
+             env=dict(os.environ, AWS_ACCESS_KEY_ID=account.get("AccessKeyId", ""),
+                      AWS_SECRET_ACCESS_KEY=account.get("SecretAccessKey", "")))
+    check(out.returncode == 0 and json.loads(out.stdout or "{}").get("copySet") in (None, [], ""),
+          "another account sees none of the copies", out)
 
     # Encrypted: the source under east's default key, the copy under a key of west's own.
     key = client(daemon, "west-1", "kms").create_key(Description="dr key")["KeyMetadata"]

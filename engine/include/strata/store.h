@@ -422,6 +422,8 @@ class Store {
       const std::string& destination_region, const CrossRegionImageCopyRequest& request) = 0;
   // The record of a cross-region copy, by the copy's snapshot id. kNotFound if none.
   [[nodiscard]] virtual absl::StatusOr<CopyRecord> DescribeCopy(const std::string& snapshot_id) = 0;
+  // Every cross-region copy into this store's regions, oldest first.
+  virtual std::vector<CopyRecord> ListCopies() = 0;
   // Peer regions (StoreOptions::peer_regions) by name.
   virtual std::vector<std::string> ListPeerRegions() = 0;
   // Serves the transfer protocol's source side on a connected socket until the peer closes it;
