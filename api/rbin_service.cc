@@ -96,13 +96,14 @@ json RuleJson(const Region& region, const RecycleRule& rule) {
     j["ExcludeResourceTags"] = TagPairs(rule.exclude_resource_tags);
   }
   const uint64_t now = NowMicros();
-  if (const std::string state = rule.LockStateAt(now); !state.empty()) {
-    j["LockState"] = state;
+  const std::string state = rule.LockStateAt(now);
+  if (!state.empty()) j["LockState"] = state;
+  if (rule.unlock_delay_days != 0) {
     j["LockConfiguration"] = {
         {"UnlockDelay",
          {{"UnlockDelayValue", rule.unlock_delay_days}, {"UnlockDelayUnit", "DAYS"}}}};
-    if (state == "pending_unlock") j["LockEndTime"] = rule.unlock_at_micros / 1e6;
   }
+  if (state == "pending_unlock") j["LockEndTime"] = rule.unlock_at_micros / 1e6;
   return j;
 }
 

@@ -13,7 +13,7 @@
 namespace strata {
 
 std::string RecycleRule::LockStateAt(uint64_t now_micros) const {
-  if (unlock_delay_days == 0) return "";
+  if (unlock_delay_days == 0) return resource_tags.empty() ? "unlocked" : "";
   if (locked) return "locked";
   return now_micros < unlock_at_micros ? "pending_unlock" : "unlocked";
 }

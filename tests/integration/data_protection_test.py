@@ -11,11 +11,10 @@ Usage: data_protection_test.py BIN_DIR. Prints "N passed, M failed".
 import datetime
 import json
 import os
-import subprocess
 import sys
 import time
 
-from strata_testlib import MiB, Checks, Daemon, error_code, scratch_dir, sh
+from strata_testlib import Checks, Daemon, error_code, scratch_dir, sh, wait_until
 
 BIN = sys.argv[1]
 DAY = 2.0  # --seconds-per-day
@@ -24,12 +23,7 @@ check = Checks()
 
 
 def aws(daemon, *args):
-    key, secret = daemon.admin_keys()
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret,
-               AWS_DEFAULT_REGION="local-1", AWS_EC2_METADATA_DISABLED="true")
-    env.pop("AWS_PROFILE", None)
-    return subprocess.run(["aws", "--endpoint-url", f"http://127.0.0.1:{daemon.api}", "--output",
-                           "json", *args], capture_output=True, text=True, env=env, timeout=120)
+    return daemon.aws(*args)
 
 
 def raw_rbin(daemon, method, path, body):
@@ -51,16 +45,6 @@ def raw_rbin(daemon, method, path, body):
         return e.code, {"type": e.headers.get("x-amzn-ErrorType"), **json.loads(e.read() or b"{}")}
 
 
-def wait_for(fn, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.1)
-    return fn()
-
-
 def snapshot_of(ec2, daemon, pattern, tags=None):
     """A completed snapshot of a fresh 1 GiB volume holding `pattern` in its first MiB."""
     vol = ec2.create_volume(Size=1, AvailabilityZone="local-1a")["VolumeId"]
@@ -71,7 +55,7 @@ def snapshot_of(ec2, daemon, pattern, tags=None):
     spec = [{"ResourceType": "snapshot",
              "Tags": [{"Key": k, "Value": v} for k, v in (tags or {}).items()]}] if tags else []
     snap = ec2.create_snapshot(VolumeId=vol, TagSpecifications=spec)["SnapshotId"]
-    wait_for(lambda: ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"]
+    wait_until(lambda: ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"]
              == "completed")
     ec2.detach_volume(VolumeId=vol)
     return vol, snap
@@ -233,7 +217,7 @@ def recycle_bin(ec2, rbin, daemon):
     # Retention ends: deleted for good.
     ec2.delete_snapshot(SnapshotId=kept)
     check(in_bin(ec2, kept), "deleted again: in the bin")
-    check(wait_for(lambda: not in_bin(ec2, kept), timeout=3 * DAY + 90),
+    check(wait_until(lambda: not in_bin(ec2, kept), timeout=3 * DAY + 90),
           "its retention over, it leaves the bin")
     check(error_code(ec2.restore_snapshot_from_recycle_bin, SnapshotId=kept)
           == "InvalidSnapshot.NotFound" and not visible(ec2, kept),
@@ -247,6 +231,10 @@ def recycle_bin(ec2, rbin, daemon):
         LockConfiguration={"UnlockDelay": {"UnlockDelayValue": 7, "UnlockDelayUnit": "DAYS"}})
     rid = image_rule["Identifier"]
     check(image_rule["LockState"] == "locked", "a rule created locked", image_rule)
+    listed = rbin.list_rules(ResourceType="EC2_IMAGE", LockState="locked")["Rules"]
+    check([r["Identifier"] for r in listed] == [rid], "ListRules by LockState", listed)
+    check(rbin.list_rules(ResourceType="EC2_IMAGE", LockState="unlocked")["Rules"] == [],
+          "... and no unlocked image rule")
     check(error_code(rbin.delete_rule, Identifier=rid) == "ConflictException",
           "a locked rule cannot be deleted")
     check(error_code(rbin.update_rule, Identifier=rid,
@@ -292,7 +280,7 @@ def recycle_bin(ec2, rbin, daemon):
     check(r["LockState"] == "pending_unlock", "UnlockRule: pending_unlock", r)
     check(error_code(rbin.delete_rule, Identifier=rid) == "ConflictException",
           "a rule pending unlock cannot be deleted")
-    check(wait_for(lambda: rbin.get_rule(Identifier=rid)["LockState"] == "unlocked",
+    check(wait_until(lambda: rbin.get_rule(Identifier=rid)["LockState"] == "unlocked",
                    timeout=7 * DAY + 30), "after the unlock delay: unlocked")
     rbin.update_rule(Identifier=rid,
                      RetentionPeriod={"RetentionPeriodValue": 1, "RetentionPeriodUnit": "DAYS"})
@@ -316,19 +304,18 @@ def fast_snapshot_restore(ec2, daemon):
           ["Error"]["Code"] == "InvalidSnapshot.NotFound", "an unknown snapshot is unsuccessful")
 
     def state():
-        out = aws(daemon, "ec2", "describe-fast-snapshot-restores", "--filters",
-                  f"Name=snapshot-id,Values={snap}")
-        items = json.loads(out.stdout or "{}").get("FastSnapshotRestores", [])
-        return items[0]["State"] if out.returncode == 0 and len(items) == 1 else out.stderr
+        items = ec2.describe_fast_snapshot_restores(
+            Filters=[{"Name": "snapshot-id", "Values": [snap]}])["FastSnapshotRestores"]
+        return items[0]["State"] if len(items) == 1 else str(items)
 
-    seen = {state()}
-    deadline = time.time() + 30
-    while time.time() < deadline and state() != "enabled":
-        seen.add(state())
-        time.sleep(0.1)
-    seen.add(state())
-    check({"enabling", "optimizing", "enabled"} <= seen,
-          "aws ec2 describe-fast-snapshot-restores: enabling, optimizing, enabled", seen)
+    check(wait_until(lambda: state() == "enabled"), "enabling, then enabled")
+    out = aws(daemon, "ec2", "describe-fast-snapshot-restores", "--filters",
+              f"Name=snapshot-id,Values={snap}", "Name=state,Values=enabled")
+    items = json.loads(out.stdout or "{}").get("FastSnapshotRestores", [])
+    times = [items[0].get(k, "") for k in ("EnablingTime", "OptimizingTime", "EnabledTime")] \
+        if len(items) == 1 else []
+    check(len(times) == 3 and all(times) and times == sorted(times) and times[0] < times[2],
+          "aws ec2 describe-fast-snapshot-restores: enabled, past enabling and optimizing", items)
     vol = ec2.create_volume(SnapshotId=snap, AvailabilityZone="local-1a")["VolumeId"]
     described = ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]
     check(described.get("FastRestored") is True, "a volume from it is fast restored", described)
@@ -339,7 +326,7 @@ def fast_snapshot_restore(ec2, daemon):
     r = ec2.disable_fast_snapshot_restores(AvailabilityZones=["local-1a"],
                                            SourceSnapshotIds=[snap])
     check([i["State"] for i in r["Successful"]] == ["disabling"], "DisableFastSnapshotRestores", r)
-    check(wait_for(lambda: state() == "disabled"), "then disabled")
+    check(wait_until(lambda: state() == "disabled"), "then disabled")
     plain = ec2.create_volume(SnapshotId=snap, AvailabilityZone="local-1a")["VolumeId"]
     check(ec2.describe_volumes(VolumeIds=[plain])["Volumes"][0].get("FastRestored") is False,
           "after a disable, volumes restore lazily")

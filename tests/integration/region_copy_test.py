@@ -20,7 +20,7 @@ import time
 
 import boto3
 
-from strata_testlib import MiB, Checks, Daemon, error_code, sh, scratch_dir
+from strata_testlib import MiB, Checks, Daemon, error_code, scratch_dir, sh, wait_until
 
 BIN = sys.argv[1]
 check = Checks()
@@ -34,24 +34,14 @@ def client(daemon, region, service="ec2"):
 
 
 def aws(daemon, region, *args):
-    key, secret = daemon.admin_keys()
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret,
-               AWS_DEFAULT_REGION=region, AWS_EC2_METADATA_DISABLED="true")
-    env.pop("AWS_PROFILE", None)
-    out = subprocess.run(["aws", "--endpoint-url", f"http://127.0.0.1:{daemon.api}", "--output",
-                          "json", *args], capture_output=True, text=True, env=env, timeout=120)
-    return out
+    return daemon.aws(*args, region=region)
 
 
 def wait(fn, what, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.1)
-    check(False, f"timed out waiting for {what}")
-    return None
+    value = wait_until(fn, timeout)
+    if not value:
+        check(False, f"timed out waiting for {what}")
+    return value or None
 
 
 def snapshot_state(ec2, snap):

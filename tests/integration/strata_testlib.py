@@ -83,6 +83,17 @@ def error_code(fn, *args, **kwargs):
         return e.response["Error"]["Code"]
 
 
+def wait_until(fn, timeout=30, interval=0.1):
+    """fn()'s first truthy value within `timeout` seconds, else its last value."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(interval)
+    return fn()
+
+
 def sh(*args, timeout=120, **kwargs):
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout,
                           **kwargs)
@@ -150,6 +161,16 @@ class Daemon:
         return boto3.client(service, endpoint_url=f"http://127.0.0.1:{self.api}",
                             region_name="local-1", aws_access_key_id=key,
                             aws_secret_access_key=secret)
+
+    def aws(self, *args, region="local-1"):
+        """The aws CLI against this daemon, signed with the admin's keys; JSON output."""
+        key, secret = self.admin_keys()
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret,
+                   AWS_DEFAULT_REGION=region, AWS_EC2_METADATA_DISABLED="true")
+        env.pop("AWS_PROFILE", None)
+        return subprocess.run(["aws", "--endpoint-url", f"http://127.0.0.1:{self.api}",
+                               "--output", "json", *args],
+                              capture_output=True, text=True, env=env, timeout=120)
 
     def uri(self, export=""):
         """The export on the unix socket, where the test (stratad's user) is the operator."""

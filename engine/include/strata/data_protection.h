@@ -70,7 +70,7 @@ struct RecycleRule {
   bool locked = false;            // Locked, and no unlock asked for since.
   uint64_t unlock_at_micros = 0;  // After UnlockRule: when the unlock delay ends.
 
-  // "locked", "pending_unlock", "unlocked", or "" for a rule never locked.
+  // "locked", "pending_unlock" or "unlocked" for a region-level rule; "" for a tag-level one.
   std::string LockStateAt(uint64_t now_micros) const;
   // Locked or pending unlock: the rule can be neither deleted nor changed.
   bool FrozenAt(uint64_t now_micros) const;

@@ -245,6 +245,18 @@ TEST_F(DataProtectionTest, RulesAreValidatedAndALockedRuleWaitsOutItsUnlockDelay
         << rule.resource_type << " " << rule.retention_days;
   }
   EXPECT_TRUE(bin.ListRules(kOwner)->empty());
+  auto tag_level = bin.CreateRule(SnapshotRule(1));
+  ASSERT_THAT(tag_level, IsOk());
+  EXPECT_EQ(tag_level->LockStateAt(clock_.NowMicros()), "") << "tag-level rules have no lock";
+  ASSERT_THAT(bin.DeleteRule(kOwner, tag_level->id), IsOk());
+  auto never_locked =
+      bin.CreateRule({.owner = kOwner, .resource_type = kRecycleImages, .retention_days = 1});
+  ASSERT_THAT(never_locked, IsOk());
+  EXPECT_EQ(never_locked->LockStateAt(clock_.NowMicros()), "unlocked");
+  EXPECT_FALSE(never_locked->FrozenAt(clock_.NowMicros()));
+  EXPECT_THAT(bin.UnlockRule(kOwner, never_locked->id),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_THAT(bin.DeleteRule(kOwner, never_locked->id), IsOk());
 
   auto rule = bin.CreateRule({.owner = kOwner,
                               .resource_type = kRecycleImages,
