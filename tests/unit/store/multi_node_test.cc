@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "strata/aws_error.h"
 #include "strata/fsck.h"
 #include "strata/image.h"
 #include "strata/kms.h"
@@ -21,6 +22,7 @@ namespace {
 
 using ::strata::testing::IsOk;
 using ::strata::testing::Pattern;
+using ::strata::testing::StatusIs;
 using ::strata::testing::TempDir;
 
 constexpr uint64_t kMiB = 1 << 20;
@@ -435,6 +437,44 @@ TEST_F(MultiNodeTest, ChangedBlocksAreExactAfterATakeoverFromANodeThatDidNotHand
   ASSERT_THAT(listed, IsOk());
   ASSERT_EQ(listed->chunks.size(), 1u);
   EXPECT_EQ(listed->chunks[0].index, 3u);
+}
+
+TEST_F(MultiNodeTest, LocksRulesBinAndFastRestoresAreTheRegionsNotANodes) {
+  const std::string kept = Snapshot(A(), Pattern(kMiB, 11));
+  ASSERT_THAT(A().TagSnapshot(kept, {{"keep", "yes"}}, {}), IsOk());
+  const std::string locked = Snapshot(A(), Pattern(kMiB, 12));
+  // A rule made on A covers a deletion on B; the bin is one.
+  auto rule = A().recycle_bin().CreateRule({.owner = kOwner,
+                                            .resource_type = kRecycleSnapshots,
+                                            .retention_days = 5,
+                                            .resource_tags = {{"keep", "yes"}}});
+  ASSERT_THAT(rule, IsOk());
+  EXPECT_EQ(B().recycle_bin().GetRule(kOwner, rule->id)->retention_days, 5u);
+  ASSERT_THAT(B().DeleteSnapshot(kept), IsOk());
+  ASSERT_EQ(A().ListRecycledSnapshots()->size(), 1u);
+  EXPECT_THAT(A().DescribeSnapshot(kept), StatusIs(absl::StatusCode::kNotFound));
+  ASSERT_THAT(A().RestoreSnapshotFromRecycleBin(kept), IsOk());
+  EXPECT_THAT(B().DescribeSnapshot(kept), IsOk());
+  // A lock taken on B holds on A.
+  ASSERT_THAT(B().LockSnapshot(locked, {.mode = "governance", .duration_days = 1}), IsOk());
+  EXPECT_EQ(AwsErrorCode(A().DeleteSnapshot(locked)), "SnapshotLocked");
+  // Fast snapshot restore enabled on A is listed on B.
+  ASSERT_THAT(A().EnableFastSnapshotRestore(kOwner, kept), IsOk());
+  auto on_b = B().ListFastSnapshotRestores();
+  ASSERT_THAT(on_b, IsOk());
+  ASSERT_EQ(on_b->size(), 1u);
+  EXPECT_EQ(on_b->front().snapshot_id, kept);
+  // A locked rule cannot be deleted from either node.
+  ASSERT_THAT(A().recycle_bin().LockRule(kOwner, rule->id, 7),
+              StatusIs(absl::StatusCode::kInvalidArgument))
+      << "a tag-level rule cannot be locked";
+  auto region_rule = B().recycle_bin().CreateRule({.owner = kOwner,
+                                                   .resource_type = kRecycleImages,
+                                                   .retention_days = 1,
+                                                   .unlock_delay_days = 7});
+  ASSERT_THAT(region_rule, IsOk());
+  EXPECT_THAT(A().recycle_bin().DeleteRule(kOwner, region_rule->id),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 
 }  // namespace
