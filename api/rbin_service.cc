@@ -294,15 +294,21 @@ class RbinCall {
       if (auto* e = std::get_if<RbinError>(&r)) return *e;
       retention = std::get<uint32_t>(r);
     }
+    // Every field parsed before the engine is called: a malformed one changes nothing.
+    std::optional<std::string> description;
+    if (body_.contains("Description")) description = body_.at("Description").get<std::string>();
+    std::optional<std::vector<std::pair<std::string, std::string>>> tags, excluded;
+    if (body_.contains("ResourceTags")) tags = ResourceTags(body_.at("ResourceTags"));
+    if (body_.contains("ExcludeResourceTags")) {
+      excluded = ResourceTags(body_.at("ExcludeResourceTags"));
+    }
     absl::StatusOr<RecycleRule> rule = bin_.UpdateRule(
         account_.id, id,
         [&](RecycleRule& r) {
           if (retention.has_value()) r.retention_days = *retention;
-          if (body_.contains("Description")) r.description = body_.at("Description");
-          if (body_.contains("ResourceTags")) r.resource_tags = ResourceTags(body_["ResourceTags"]);
-          if (body_.contains("ExcludeResourceTags")) {
-            r.exclude_resource_tags = ResourceTags(body_["ExcludeResourceTags"]);
-          }
+          if (description.has_value()) r.description = *description;
+          if (tags.has_value()) r.resource_tags = *tags;
+          if (excluded.has_value()) r.exclude_resource_tags = *excluded;
           return absl::OkStatus();
         },
         /*tags_only=*/false);

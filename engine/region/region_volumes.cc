@@ -167,14 +167,14 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequ
   VolumeImpl* raw = volume.get();
   volumes_[id] = std::move(volume);
   if (!hidden && !request.snapshot_id.empty()) {
-    STRATA_ASSIGN_OR_RETURN(bool fast,
-                            TakeFastRestoreCreditLocked(request.snapshot_id, request.owner));
-    if (fast) {
-      if (absl::Status s = HydrateNowLocked(*raw); !s.ok()) {
-        // The volume still reads through its snapshot: created, restoring lazily.
-        STRATA_LOG(kWarning, "volume ", id, ": fast snapshot restore failed (", s.ToString(),
-                   "); it restores lazily");
-      }
+    // The volume exists from here on: a failure of fast restore leaves it reading through its
+    // snapshot (restoring lazily), never a volume the caller was told failed.
+    absl::StatusOr<bool> fast = TakeFastRestoreCreditLocked(request.snapshot_id, request.owner);
+    absl::Status s = fast.status();
+    if (s.ok() && *fast) s = HydrateNowLocked(*raw);
+    if (!s.ok()) {
+      STRATA_LOG(kWarning, "volume ", id, ": fast snapshot restore failed (", s.ToString(),
+                 "); it restores lazily");
     }
   }
   return ToInfo(*raw);

@@ -183,6 +183,13 @@ def recycle_bin(ec2, rbin, daemon):
     got = rbin.get_rule(Identifier=rule["Identifier"])
     check(got["ResourceTags"] == [{"ResourceTagKey": "keep", "ResourceTagValue": "yes"}]
           and got["RetentionPeriod"]["RetentionPeriodValue"] == 3, "GetRule", got)
+    status, reply = raw_rbin(daemon, "PATCH", f"/rules/{rule['Identifier']}",
+                             '{"Description": 5, "RetentionPeriod": {"RetentionPeriodValue": 9, '
+                             '"RetentionPeriodUnit": "DAYS"}}')
+    after = rbin.get_rule(Identifier=rule["Identifier"])
+    check(status == 400 and after["RetentionPeriod"]["RetentionPeriodValue"] == 3
+          and after["Description"] == "keep tagged snapshots",
+          "an UpdateRule with a malformed field is refused and changes nothing", (status, reply))
     arn = got["RuleArn"]
     rbin.tag_resource(ResourceArn=arn, Tags=[{"Key": "env", "Value": "test"}])
     rbin.untag_resource(ResourceArn=arn, TagKeys=["team"])
