@@ -339,6 +339,68 @@ def fast_snapshot_restore(ec2, daemon):
           "after a disable, volumes restore lazily")
 
 
+def every_call_through_the_aws_cli(ec2, daemon):
+    """The calls the sections above make with boto3, once more with the aws CLI."""
+    def cli(*args):
+        out = aws(daemon, *args)
+        ok = out.returncode == 0
+        check(ok, "aws " + " ".join(args[:2]), out.stderr)
+        return json.loads(out.stdout or "{}") if ok else {}
+
+    _, snap = snapshot_of(ec2, daemon, 11, {"cli": "yes"})
+    cli("ec2", "lock-snapshot", "--snapshot-id", snap, "--lock-mode", "governance",
+        "--lock-duration", "3")
+    listed = cli("ec2", "describe-locked-snapshots", "--snapshot-ids", snap)
+    check([s["LockState"] for s in listed.get("Snapshots", [])] == ["governance"],
+          "aws ec2 describe-locked-snapshots", listed)
+    cli("ec2", "unlock-snapshot", "--snapshot-id", snap)
+
+    rule = cli("rbin", "create-rule", "--resource-type", "EBS_SNAPSHOT", "--retention-period",
+               "RetentionPeriodValue=2,RetentionPeriodUnit=DAYS", "--resource-tags",
+               "ResourceTagKey=cli,ResourceTagValue=yes", "--description", "cli rule")
+    rid = rule.get("Identifier", "")
+    got = cli("rbin", "get-rule", "--identifier", rid)
+    check(got.get("Description") == "cli rule", "aws rbin get-rule", got)
+    cli("rbin", "update-rule", "--identifier", rid, "--retention-period",
+        "RetentionPeriodValue=4,RetentionPeriodUnit=DAYS")
+    cli("rbin", "tag-resource", "--resource-arn", got.get("RuleArn", ""), "--tags",
+        "Key=owner,Value=cli")
+    tags = cli("rbin", "list-tags-for-resource", "--resource-arn", got.get("RuleArn", ""))
+    check(tags.get("Tags") == [{"Key": "owner", "Value": "cli"}], "aws rbin list-tags-for-resource",
+          tags)
+    cli("rbin", "untag-resource", "--resource-arn", got.get("RuleArn", ""), "--tag-keys", "owner")
+    cli("ec2", "delete-snapshot", "--snapshot-id", snap)
+    binned = cli("ec2", "list-snapshots-in-recycle-bin", "--snapshot-ids", snap)
+    entry = binned.get("Snapshots", [{}])[0]
+    check(entry.get("SnapshotId") == snap, "aws ec2 list-snapshots-in-recycle-bin", binned)
+    cli("ec2", "restore-snapshot-from-recycle-bin", "--snapshot-id", snap)
+    check(visible(ec2, snap), "restored through the aws CLI")
+    images = cli("ec2", "list-images-in-recycle-bin")
+    check("Images" in images, "aws ec2 list-images-in-recycle-bin", images)
+
+    region_rule = cli("rbin", "create-rule", "--resource-type", "EC2_IMAGE", "--retention-period",
+                      "RetentionPeriodValue=1,RetentionPeriodUnit=DAYS")
+    gid = region_rule.get("Identifier", "")
+    locked = cli("rbin", "lock-rule", "--identifier", gid, "--lock-configuration",
+                 "UnlockDelay={UnlockDelayValue=7,UnlockDelayUnit=DAYS}")
+    check(locked.get("LockState") == "locked", "aws rbin lock-rule", locked)
+    out = aws(daemon, "rbin", "delete-rule", "--identifier", gid)
+    check(out.returncode != 0 and "ConflictException" in out.stderr,
+          "aws rbin delete-rule of a locked rule: ConflictException", out.stderr)
+    unlocked = cli("rbin", "unlock-rule", "--identifier", gid)
+    check(unlocked.get("LockState") == "pending_unlock", "aws rbin unlock-rule", unlocked)
+    cli("rbin", "delete-rule", "--identifier", rid)
+
+    enabled = cli("ec2", "enable-fast-snapshot-restores", "--availability-zones", "local-1a",
+                  "--source-snapshot-ids", snap)
+    check([i["State"] for i in enabled.get("Successful", [])] == ["enabling"],
+          "aws ec2 enable-fast-snapshot-restores", enabled)
+    disabled = cli("ec2", "disable-fast-snapshot-restores", "--availability-zones", "local-1a",
+                   "--source-snapshot-ids", snap)
+    check([i["State"] for i in disabled.get("Successful", [])] == ["disabling"],
+          "aws ec2 disable-fast-snapshot-restores", disabled)
+
+
 def main():
     work = scratch_dir("strata-protect-")
     data_dir = os.path.join(work, "data")
@@ -349,6 +411,7 @@ def main():
         locked = snapshot_locks(ec2, daemon)
         binned_image = recycle_bin(ec2, rbin, daemon)
         fast_snapshot_restore(ec2, daemon)
+        every_call_through_the_aws_cli(ec2, daemon)
         check(daemon.stop() == 0, "stratad stops cleanly")
         check(daemon.start(), "stratad restarts")
         ec2 = daemon.client("ec2")
