@@ -72,15 +72,24 @@ TEST(SchemaTest, VolumeRecordKeepsItsModificationAndReadsTheVersionBefore) {
   EXPECT_EQ(back->head, HeadStore::kFiles);
   r.head = HeadStore::kRados;
   EXPECT_EQ(VolumeRecord::Decode(r.Encode())->head, HeadStore::kRados);
-  // Version 4 ended before the head store (one byte): its heads are files.
-  std::string v4 = bytes.substr(0, bytes.size() - 1);
+  r.fast_restored = true;
+  EXPECT_TRUE(VolumeRecord::Decode(r.Encode())->fast_restored);
+  // Version 5 ended before fast_restored (one byte): not fast restored.
+  std::string v5 = bytes.substr(0, bytes.size() - 1);
+  v5[0] = 5;
+  absl::StatusOr<VolumeRecord> v5_record = VolumeRecord::Decode(v5);
+  ASSERT_TRUE(v5_record.ok()) << v5_record.status();
+  EXPECT_FALSE(v5_record->fast_restored);
+  EXPECT_EQ(v5_record->head, HeadStore::kFiles);
+  // Version 4 ended before the head store (one more byte): its heads are files.
+  std::string v4 = bytes.substr(0, bytes.size() - 2);
   v4[0] = 4;
   absl::StatusOr<VolumeRecord> v4_record = VolumeRecord::Decode(v4);
   ASSERT_TRUE(v4_record.ok()) << v4_record.status();
   EXPECT_EQ(v4_record->head, HeadStore::kFiles);
   EXPECT_EQ(v4_record->modification.original_throughput, 125u);
   // Version 3 ended before the modification (6 u64s and a length-prefixed "gp3").
-  std::string v3 = bytes.substr(0, bytes.size() - 1 - (6 * 8 + 4 + 3));
+  std::string v3 = bytes.substr(0, bytes.size() - 2 - (6 * 8 + 4 + 3));
   v3[0] = 3;
   absl::StatusOr<VolumeRecord> old = VolumeRecord::Decode(v3);
   ASSERT_TRUE(old.ok()) << old.status();
@@ -89,6 +98,44 @@ TEST(SchemaTest, VolumeRecordKeepsItsModificationAndReadsTheVersionBefore) {
   // Cut short or with bytes left over, a record is corrupt.
   EXPECT_FALSE(VolumeRecord::Decode(bytes.substr(0, bytes.size() - 1)).ok());
   EXPECT_FALSE(VolumeRecord::Decode(bytes + "x").ok());
+}
+
+TEST(SchemaTest, SnapshotRecordKeepsItsLockAndBinStayAndReadsTheVersionBefore) {
+  SnapshotRecord r;
+  r.id = "snap-0123456789abcdef0";
+  r.state = SnapshotRecordState::kCompleted;
+  r.lock = {.mode = 2,
+            .created_micros = 1,
+            .duration_start_micros = 2,
+            .cool_off_until_micros = 3,
+            .expires_micros = 4,
+            .duration_days = 5,
+            .cool_off_hours = 6};
+  r.recycled_micros = 7;
+  r.recycle_until_micros = 8;
+  const std::string bytes = r.Encode();
+  absl::StatusOr<SnapshotRecord> back = SnapshotRecord::Decode(bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->lock.mode, 2);
+  EXPECT_EQ(back->lock.cool_off_until_micros, 3u);
+  EXPECT_EQ(back->lock.expires_micros, 4u);
+  EXPECT_EQ(back->lock.duration_days, 5u);
+  EXPECT_EQ(back->lock.cool_off_hours, 6u);
+  EXPECT_EQ(back->recycled_micros, 7u);
+  EXPECT_EQ(back->recycle_until_micros, 8u);
+  // Version 3 ended before the lock (1 + 4 * 8 + 2 * 4 bytes) and the bin (2 * 8).
+  std::string v3 = bytes.substr(0, bytes.size() - (1 + 4 * 8 + 2 * 4 + 2 * 8));
+  v3[0] = 3;
+  absl::StatusOr<SnapshotRecord> old = SnapshotRecord::Decode(v3);
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->lock.mode, 0);
+  EXPECT_EQ(old->recycled_micros, 0u);
+  // A lock mode past compliance, a cut record or bytes left over: corrupt.
+  std::string bad_mode = bytes;
+  bad_mode[bytes.size() - (1 + 4 * 8 + 2 * 4 + 2 * 8)] = 3;
+  EXPECT_FALSE(SnapshotRecord::Decode(bad_mode).ok());
+  EXPECT_FALSE(SnapshotRecord::Decode(bytes.substr(0, bytes.size() - 1)).ok());
+  EXPECT_FALSE(SnapshotRecord::Decode(bytes + "x").ok());
 }
 
 TEST_F(CatalogTest, EmptyCatalogReadsAsEmpty) {
