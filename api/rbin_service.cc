@@ -1,14 +1,15 @@
 #include "rbin_service.h"
 
 #include <algorithm>
-#include <ctime>
 #include <variant>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "ec2_common.h"
 #include "nlohmann/json.hpp"
+#include "sigv4.h"
 
 namespace strata::api {
 namespace {
@@ -20,7 +21,7 @@ struct RbinError {
   std::string type;
   std::string message;
 };
-using Result = std::variant<json, RbinError>;
+using RbinResult = std::variant<json, RbinError>;
 
 RbinError Validation(const std::string& m) { return {400, "ValidationException", m}; }
 
@@ -36,34 +37,6 @@ RbinError FromStatus(const absl::Status& s) {
     default:
       return {500, "InternalServerException", m};
   }
-}
-
-uint64_t NowMicros() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000 + static_cast<uint64_t>(ts.tv_nsec) / 1000;
-}
-
-// %XX-decoding of one path segment or query value ('+' is a plus in a path).
-std::string PercentDecode(absl::string_view in) {
-  std::string out;
-  for (size_t i = 0; i < in.size(); ++i) {
-    int hi = 0, lo = 0;
-    auto hex = [](char c) {
-      return c >= '0' && c <= '9'   ? c - '0'
-             : c >= 'a' && c <= 'f' ? c - 'a' + 10
-             : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                    : -1;
-    };
-    if (in[i] == '%' && i + 2 < in.size() && (hi = hex(in[i + 1])) >= 0 &&
-        (lo = hex(in[i + 2])) >= 0) {
-      out.push_back(static_cast<char>(hi * 16 + lo));
-      i += 2;
-    } else {
-      out.push_back(in[i]);
-    }
-  }
-  return out;
 }
 
 std::string RuleArn(const Region& region, const RecycleRule& rule) {
@@ -112,9 +85,11 @@ class RbinCall {
   RbinCall(const HttpRequest& request, const Account& account, Region& region)
       : request_(request), account_(account), region_(region), bin_(region.recycle_bin()) {}
 
-  Result Run() {
+  RbinResult Run() {
     std::vector<std::string> parts = absl::StrSplit(request_.path, '/', absl::SkipEmpty());
-    for (std::string& part : parts) part = PercentDecode(part);
+    for (std::string& part : parts) {
+      if (std::string decoded; UriDecode(part, /*plus_is_space=*/false, decoded)) part = decoded;
+    }
     if (!request_.body.empty()) {
       body_ = json::parse(request_.body, nullptr, /*allow_exceptions=*/false);
       if (body_.is_discarded() || !body_.is_object()) {
@@ -199,7 +174,7 @@ class RbinCall {
     return arn.rfind(prefix, 0) == 0 ? arn.substr(prefix.size()) : "";
   }
 
-  Result CreateRule() {
+  RbinResult CreateRule() {
     RecycleRule rule;
     rule.owner = account_.id;
     rule.resource_type = body_.value("ResourceType", "");
@@ -225,13 +200,13 @@ class RbinCall {
     return out;
   }
 
-  Result GetRule(const std::string& id) {
+  RbinResult GetRule(const std::string& id) {
     absl::StatusOr<RecycleRule> rule = bin_.GetRule(account_.id, id);
     if (!rule.ok()) return FromStatus(rule.status());
     return RuleJson(region_, *rule);
   }
 
-  Result ListRules() {
+  RbinResult ListRules() {
     const std::string type = body_.value("ResourceType", "");
     if (type.empty()) return Validation("ResourceType is required");
     const auto want_tags = ResourceTags(body_.value("ResourceTags", json::array()));
@@ -280,7 +255,7 @@ class RbinCall {
     return result;
   }
 
-  Result UpdateRule(const std::string& id) {
+  RbinResult UpdateRule(const std::string& id) {
     if (body_.contains("ResourceType")) {
       absl::StatusOr<RecycleRule> rule = bin_.GetRule(account_.id, id);
       if (!rule.ok()) return FromStatus(rule.status());
@@ -316,13 +291,13 @@ class RbinCall {
     return RuleJson(region_, *rule);
   }
 
-  Result DeleteRule(const std::string& id) {
+  RbinResult DeleteRule(const std::string& id) {
     if (absl::Status s = bin_.DeleteRule(account_.id, id); !s.ok()) return FromStatus(s);
     status_ = 204;
     return json::object();
   }
 
-  Result LockRule(const std::string& id) {
+  RbinResult LockRule(const std::string& id) {
     if (!body_.contains("LockConfiguration")) return Validation("LockConfiguration is required");
     auto delay = UnlockDelay(body_.at("LockConfiguration"));
     if (auto* e = std::get_if<RbinError>(&delay)) return *e;
@@ -331,20 +306,20 @@ class RbinCall {
     return RuleJson(region_, *rule);
   }
 
-  Result UnlockRule(const std::string& id) {
+  RbinResult UnlockRule(const std::string& id) {
     absl::StatusOr<RecycleRule> rule = bin_.UnlockRule(account_.id, id);
     if (!rule.ok()) return FromStatus(rule.status());
     return RuleJson(region_, *rule);
   }
 
-  Result ListTags(const std::string& arn) {
+  RbinResult ListTags(const std::string& arn) {
     const std::string id = RuleIdOfArn(arn);
     absl::StatusOr<RecycleRule> rule = bin_.GetRule(account_.id, id);
     if (id.empty() || !rule.ok()) return NoSuchArn(arn);
     return json{{"Tags", TagList(rule->tags)}};
   }
 
-  Result TagResource(const std::string& arn) {
+  RbinResult TagResource(const std::string& arn) {
     const std::string id = RuleIdOfArn(arn);
     if (id.empty()) return NoSuchArn(arn);
     const std::map<std::string, std::string> set = Tags(body_.value("Tags", json::array()));
@@ -361,13 +336,16 @@ class RbinCall {
     return json::object();
   }
 
-  Result UntagResource(const std::string& arn) {
+  RbinResult UntagResource(const std::string& arn) {
     const std::string id = RuleIdOfArn(arn);
     if (id.empty()) return NoSuchArn(arn);
     std::vector<std::string> keys;
     for (absl::string_view pair : absl::StrSplit(request_.query, '&', absl::SkipEmpty())) {
       std::pair<std::string, std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
-      if (kv.first == "tagKeys") keys.push_back(PercentDecode(kv.second));
+      std::string key;
+      if (kv.first == "tagKeys" && UriDecode(kv.second, /*plus_is_space=*/true, key)) {
+        keys.push_back(key);
+      }
     }
     if (keys.empty()) return Validation("TagKeys is required");
     absl::StatusOr<RecycleRule> rule = bin_.UpdateRule(
@@ -406,7 +384,7 @@ HttpResponse RbinService::Error(int status, const std::string& type, const std::
 HttpResponse RbinService::Handle(const HttpRequest& request, const Account& account,
                                  Region& region) {
   RbinCall call(request, account, region);
-  Result result = call.Run();
+  RbinResult result = call.Run();
   if (const RbinError* e = std::get_if<RbinError>(&result)) {
     return Error(e->status, e->type, e->message);
   }

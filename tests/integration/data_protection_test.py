@@ -339,7 +339,7 @@ def fast_snapshot_restore(ec2, daemon):
           "after a disable, volumes restore lazily")
 
 
-def every_call_through_the_aws_cli(ec2, daemon):
+def every_call_through_the_aws_cli(ec2, daemon, binned_image):
     """The calls the sections above make with boto3, once more with the aws CLI."""
     def cli(*args):
         out = aws(daemon, *args)
@@ -376,7 +376,8 @@ def every_call_through_the_aws_cli(ec2, daemon):
     cli("ec2", "restore-snapshot-from-recycle-bin", "--snapshot-id", snap)
     check(visible(ec2, snap), "restored through the aws CLI")
     images = cli("ec2", "list-images-in-recycle-bin")
-    check("Images" in images, "aws ec2 list-images-in-recycle-bin", images)
+    check(binned_image in [i["ImageId"] for i in images.get("Images", [])],
+          "aws ec2 list-images-in-recycle-bin", images)
 
     region_rule = cli("rbin", "create-rule", "--resource-type", "EC2_IMAGE", "--retention-period",
                       "RetentionPeriodValue=1,RetentionPeriodUnit=DAYS")
@@ -411,7 +412,7 @@ def main():
         locked = snapshot_locks(ec2, daemon)
         binned_image = recycle_bin(ec2, rbin, daemon)
         fast_snapshot_restore(ec2, daemon)
-        every_call_through_the_aws_cli(ec2, daemon)
+        every_call_through_the_aws_cli(ec2, daemon, binned_image)
         check(daemon.stop() == 0, "stratad stops cleanly")
         check(daemon.start(), "stratad restarts")
         ec2 = daemon.client("ec2")
