@@ -74,7 +74,8 @@ void Ec2CallBase::WriteSnapshot(XmlWriter& x, const SnapshotInfo& s, const std::
   x.Number("volumeSize", GiBCeil(s.volume_size_bytes));
   x.Bool("encrypted", s.encrypted);
   if (s.encrypted) x.Text("kmsKeyId", s.kms_key_id);
-  x.Text("storageTier", "standard");
+  x.Text("storageTier", s.storage_tier);
+  if (s.restore_expiry_micros != 0) x.Text("restoreExpiryTime", IsoTime(s.restore_expiry_micros));
   if (s.state == SnapshotState::kCompleted) {
     x.Number("fullSnapshotSizeInBytes", s.volume_size_bytes);
   }

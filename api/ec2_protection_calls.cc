@@ -1,6 +1,7 @@
 // The EC2 calls of data protection (docs/data-protection.md): snapshot locks (LockSnapshot,
 // UnlockSnapshot, DescribeLockedSnapshots), the Recycle Bin's listings and restores (its rules
-// are the rbin service's, rbin_service.cc), and fast snapshot restore.
+// are the rbin service's, rbin_service.cc), fast snapshot restore, and the archive tier
+// (ModifySnapshotTier, RestoreSnapshotTier, DescribeSnapshotTierStatus).
 
 #include <algorithm>
 
@@ -27,6 +28,9 @@ class ProtectionCalls : public Ec2CallBase {
         {"EnableFastSnapshotRestores", &ProtectionCalls::EnableFastSnapshotRestores},
         {"DisableFastSnapshotRestores", &ProtectionCalls::DisableFastSnapshotRestores},
         {"DescribeFastSnapshotRestores", &ProtectionCalls::DescribeFastSnapshotRestores},
+        {"ModifySnapshotTier", &ProtectionCalls::ModifySnapshotTier},
+        {"RestoreSnapshotTier", &ProtectionCalls::RestoreSnapshotTier},
+        {"DescribeSnapshotTierStatus", &ProtectionCalls::DescribeSnapshotTierStatus},
     };
     return Dispatch(*this, kActions, action);
   }
@@ -323,6 +327,91 @@ class ProtectionCalls : public Ec2CallBase {
     for (size_t i = page->begin; i < page->end; ++i) {
       x_.Open("item");
       WriteFastRestore(out[i]);
+      x_.Close();
+    }
+    x_.Close();
+    if (!page->next_token.empty()) x_.Text("nextToken", page->next_token);
+    return x_.Finish();
+  }
+
+  Result ModifySnapshotTier() {
+    const std::string id = p_.GetOr("SnapshotId", "");
+    if (id.empty()) return Missing("SnapshotId");
+    if (const std::string tier = p_.GetOr("StorageTier", "archive"); tier != "archive") {
+      return Invalid(absl::StrCat("StorageTier must be archive, not ", tier));
+    }
+    absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(id, true);
+    if (!s.ok()) return FromStatus(s.status(), "Snapshot");
+    absl::StatusOr<SnapshotTierStatus> tier = region_.ArchiveSnapshot(id);
+    if (!tier.ok()) return FromStatus(tier.status(), "Snapshot");
+    x_.Text("snapshotId", id);
+    x_.Text("tieringStartTime", IsoTime(tier->tiering_start_micros));
+    return x_.Finish();
+  }
+
+  Result RestoreSnapshotTier() {
+    const std::string id = p_.GetOr("SnapshotId", "");
+    if (id.empty()) return Missing("SnapshotId");
+    auto days = Bounded("TemporaryRestoreDays", 1, 180);
+    if (auto* e = std::get_if<Ec2Error>(&days)) return *e;
+    absl::StatusOr<std::optional<bool>> permanent = p_.GetBool("PermanentRestore");
+    if (!permanent.ok()) return Invalid(std::string(permanent.status().message()));
+    const SnapshotTierRestoreRequest request{.temporary_days = std::get<uint32_t>(days),
+                                             .permanent = permanent->value_or(false)};
+    absl::StatusOr<SnapshotInfo> s = VisibleSnapshot(id, true);
+    if (!s.ok()) return FromStatus(s.status(), "Snapshot");
+    absl::StatusOr<SnapshotTierStatus> tier = region_.RestoreArchivedSnapshot(id, request);
+    if (!tier.ok()) return FromStatus(tier.status(), "Snapshot");
+    x_.Text("snapshotId", id);
+    x_.Text("restoreStartTime", IsoTime(tier->tiering_start_micros));
+    if (!request.permanent) x_.Number("restoreDuration", request.temporary_days);
+    x_.Bool("isPermanentRestore", request.permanent);
+    return x_.Finish();
+  }
+
+  Result DescribeSnapshotTierStatus() {
+    const std::vector<Filter> filters = ParseFilters(p_);
+    absl::StatusOr<std::vector<SnapshotTierStatus>> all = region_.ListSnapshotTierStatuses();
+    if (!all.ok()) return FromStatus(all.status(), "Snapshot");
+    std::vector<SnapshotTierStatus> out;
+    for (const SnapshotTierStatus& t : *all) {
+      if (!Owns(account_, t.owner, store_)) continue;
+      absl::StatusOr<bool> keep =
+          MatchesFilters(filters,
+                         {{"snapshot-id", t.snapshot_id},
+                          {"volume-id", t.volume_id},
+                          {"last-tiering-operation", t.last_operation_status},
+                          {"storage-tier", t.storage_tier}},
+                         t.tags);
+      if (!keep.ok()) return Invalid(std::string(keep.status().message()));
+      if (*keep) out.push_back(t);
+    }
+    absl::StatusOr<Page> page = Paginate(p_, out.size(), 1, 1000);
+    if (!page.ok()) return Invalid(std::string(page.status().message()));
+    x_.Open("snapshotTierStatusSet");
+    for (size_t i = page->begin; i < page->end; ++i) {
+      const SnapshotTierStatus& t = out[i];
+      x_.Open("item");
+      x_.Text("snapshotId", t.snapshot_id);
+      x_.Text("volumeId", t.volume_id);
+      x_.Text("status", t.snapshot_state);
+      x_.Text("ownerId", OwnerOf(t.owner));
+      WriteTags(x_, t.tags);
+      x_.Text("storageTier", t.storage_tier);
+      if (!t.last_operation.empty()) {
+        x_.Text("lastTieringStartTime", IsoTime(t.tiering_start_micros));
+        x_.Number("lastTieringProgress", t.progress_percent);
+        x_.Text("lastTieringOperationStatus", t.last_operation_status);
+        if (!t.last_operation_detail.empty()) {
+          x_.Text("lastTieringOperationStatusDetail", t.last_operation_detail);
+        }
+      }
+      if (t.archival_complete_micros != 0) {
+        x_.Text("archivalCompleteTime", IsoTime(t.archival_complete_micros));
+      }
+      if (t.restore_expiry_micros != 0) {
+        x_.Text("restoreExpiryTime", IsoTime(t.restore_expiry_micros));
+      }
       x_.Close();
     }
     x_.Close();

@@ -86,7 +86,8 @@ class SnapshotCalls : public Ec2CallBase {
                              {"description", s.description},
                              {"progress", absl::StrCat(s.progress_percent, "%")},
                              {"volume-size", absl::StrCat(GiBCeil(s.volume_size_bytes))},
-                             {"encrypted", s.encrypted ? "true" : "false"}};
+                             {"encrypted", s.encrypted ? "true" : "false"},
+                             {"storage-tier", s.storage_tier}};
       absl::StatusOr<bool> keep = MatchesFilters(filters, facets, s.tags);
       if (!keep.ok()) return Invalid(std::string(keep.status().message()));
       if (*keep) out.push_back(s);

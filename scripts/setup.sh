@@ -12,6 +12,7 @@ packages=(
   qemu-system-x86 busybox-static cpio e2fsprogs libclang-rt-14-dev
   syslinux syslinux-common mtools dosfstools fdisk
   ceph-mon ceph-osd ceph-common librados-dev libradospp-dev qemu-block-extra
+  radosgw libcurl4-openssl-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -19,11 +19,12 @@ ENGINE = {
     "chunk": {"util", "io", "rados", "meta"},
     "crypto": {"util"},
     "qos": {"util"},
+    "archive": {"util", "io"},
     "volume": {"util", "io", "rados", "meta", "chunk", "crypto", "qos"},
-    "region": {"util", "io", "rados", "meta", "chunk", "crypto", "qos", "volume"},
-    "image": {"util", "io", "rados", "meta", "chunk", "crypto", "qos", "volume", "region"},
-    "copy": {"util", "io", "rados", "meta", "chunk", "crypto", "qos", "volume", "region", "image"},
-    "store": {"util", "io", "rados", "meta", "chunk", "crypto", "qos", "volume", "region", "image",
+    "region": {"util", "io", "rados", "meta", "chunk", "crypto", "qos", "archive", "volume"},
+    "image": {"util", "io", "rados", "meta", "chunk", "crypto", "qos", "archive", "volume", "region"},
+    "copy": {"util", "io", "rados", "meta", "chunk", "crypto", "qos", "archive", "volume", "region", "image"},
+    "store": {"util", "io", "rados", "meta", "chunk", "crypto", "qos", "archive", "volume", "region", "image",
               "copy"},
 }
 # Public headers the NBD server may include: the export interface and what it names, and the

@@ -54,6 +54,11 @@ struct Flags {
   std::string volume_heads = "rados";
   uint32_t volume_lease_seconds = 30;
   uint64_t seconds_per_day = 86400;
+  std::string archive_dir;  // Empty: each region's directory.
+  std::string archive_s3;   // Empty: a directory. Else ENDPOINT/BUCKET.
+  std::string archive_s3_region = "default";
+  double archive_seconds = 2;
+  std::string archive_rate = "1G";
   double nbd_handshake_seconds = 30;
   double modifying_seconds = 2;
   std::string optimize_rate = "1G";
@@ -193,6 +198,26 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "snapshot lock durations and cooling-off periods (an hour is a 24th): shorten it "
                  "to rehearse (default 86400)")
       ->check(CLI::Range(uint64_t{1}, uint64_t{86400} * 365));
+  app.add_option("--archive-dir", f.archive_dir,
+                 "where archived snapshots go (ModifySnapshotTier), each region in a directory "
+                 "of its name (default: an archive directory in each region's)")
+      ->option_text("DIR");
+  app.add_option("--archive-s3", f.archive_s3,
+                 "archive to an S3 bucket instead (the Ceph backend's radosgw), e.g. "
+                 "http://127.0.0.1:7480/strata-archive; keys from STRATA_ARCHIVE_ACCESS_KEY_ID "
+                 "and STRATA_ARCHIVE_SECRET_ACCESS_KEY")
+      ->option_text("ENDPOINT/BUCKET");
+  app.add_option("--archive-s3-region", f.archive_s3_region,
+                 "the SigV4 region of the --archive-s3 endpoint")
+      ->capture_default_str();
+  app.add_option("--archive-seconds", f.archive_seconds,
+                 "archive tier timing model: the fixed part of an archival or a restore")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0 * 7));
+  app.add_option("--archive-rate", f.archive_rate,
+                 "archive tier timing model: bytes per second of an archival or a restore "
+                 "(K, M, G suffixes)")
+      ->capture_default_str();
   app.add_option("--volume-lease", f.volume_lease_seconds,
                  "rados: seconds a node holds a volume's writer lock unless it renews it; a dead "
                  "node's volumes can be attached elsewhere after this")
@@ -412,6 +437,33 @@ int main(int argc, char** argv) {
   options.volume_heads_in_rados = f.volume_heads == "rados";
   options.volume_lease_seconds = f.volume_lease_seconds;
   options.seconds_per_day = f.seconds_per_day;
+  options.archive.dir = f.archive_dir;
+  options.archive.fixed_ms = static_cast<uint64_t>(std::llround(f.archive_seconds * 1000));
+  absl::StatusOr<uint64_t> archive_rate =
+      strata::tools::ParseSize(f.archive_rate, "--archive-rate");
+  if (!archive_rate.ok()) return Fail(archive_rate.status());
+  if (*archive_rate == 0) return Fail(absl::InvalidArgumentError("--archive-rate must not be 0"));
+  options.archive.bytes_per_second = *archive_rate;
+  if (!f.archive_s3.empty()) {
+    const size_t slash = f.archive_s3.rfind('/');
+    const size_t scheme = f.archive_s3.find("://");
+    if (scheme == std::string::npos || slash == std::string::npos || slash <= scheme + 3 ||
+        slash + 1 == f.archive_s3.size()) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--archive-s3 ", f.archive_s3, ": give ENDPOINT/BUCKET, e.g. http://127.0.0.1:7480/b")));
+    }
+    options.archive.s3_endpoint = f.archive_s3.substr(0, slash);
+    options.archive.s3_bucket = f.archive_s3.substr(slash + 1);
+    options.archive.s3_region = f.archive_s3_region;
+    const char* key = std::getenv("STRATA_ARCHIVE_ACCESS_KEY_ID");
+    const char* secret = std::getenv("STRATA_ARCHIVE_SECRET_ACCESS_KEY");
+    if (key == nullptr || secret == nullptr) {
+      return Fail(absl::InvalidArgumentError(
+          "--archive-s3 needs STRATA_ARCHIVE_ACCESS_KEY_ID and STRATA_ARCHIVE_SECRET_ACCESS_KEY"));
+    }
+    options.archive.s3_access_key_id = key;
+    options.archive.s3_secret_access_key = secret;
+  }
   absl::StatusOr<uint64_t> optimize_rate =
       f.optimize_rate == "0" ? absl::StatusOr<uint64_t>(0)
                              : strata::tools::ParseSize(f.optimize_rate, "--optimize-rate");

@@ -93,6 +93,9 @@ std::string FastRestorePrefix(absl::string_view snapshot_id) {
 std::string RecycleRuleKey(absl::string_view rule_id) {
   return absl::StrCat(kRecycleRulePrefix, rule_id);
 }
+std::string ArchiveKey(absl::string_view snapshot_id) {
+  return absl::StrCat(kArchivePrefix, snapshot_id);
+}
 std::string SnapshotKey(absl::string_view id) { return absl::StrCat(kSnapshotPrefix, id); }
 
 std::string ManifestPrefix(uint64_t seq) {

@@ -21,6 +21,7 @@
 //   "i/set/" account                   -> image settings of an account (JSON)
 //   "i/ins/" instance_id               -> instance record (JSON)
 //   "x/resumable/" snapshot_id         -> empty: a direct snapshot kept open across restarts
+//   "a/" snapshot_id                   -> archive tier record (JSON, region/archive_format.h)
 // A manifest entry is a 22-byte chunk key, or empty for an all-zero chunk.
 
 #include <cstdint>
@@ -60,6 +61,9 @@ std::string FastRestoreKey(absl::string_view snapshot_id, absl::string_view acco
 std::string FastRestorePrefix(absl::string_view snapshot_id);
 inline constexpr absl::string_view kFastRestorePrefix = "f/";
 inline constexpr absl::string_view kRecycleRulePrefix = "b/rule/";
+// The archive tier's record of a snapshot (JSON, engine/region/archive_format.h).
+std::string ArchiveKey(absl::string_view snapshot_id);
+inline constexpr absl::string_view kArchivePrefix = "a/";
 inline constexpr absl::string_view kInstancePrefix = "i/ins/";
 std::string OwnedLeafKey(absl::string_view volume_id, uint64_t leaf_index);
 std::string OwnedPrefix(absl::string_view volume_id);

@@ -163,6 +163,7 @@ absl::Status RegionImpl::Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     if (volume->record().hydrating) tasks_.Push({Task::Kind::kHydrate, id, nullptr, 0});
   }
   StartRecycleSweeps();
+  ResumeTiering();
   if (options_.background_work) tasks_.StartWorker();
   if (volume_locks_ != nullptr) {
     volume_locks_->set_release_request([this](const std::string& id) { HandOverVolume(id); });
@@ -440,6 +441,8 @@ std::optional<Task> RegionImpl::RunTask(Task task) {
       return HydrateStep(task.id);
     case Task::Kind::kSweepRecycleBin:
       return SweepRecycleBin(task);
+    case Task::Kind::kTier:
+      return RunTierTask(task);
   }
   return std::nullopt;
 }

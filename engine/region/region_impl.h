@@ -14,6 +14,7 @@
 //   region_hydration.cc        hydration of volumes made from snapshots
 //   region_data_protection.cc  snapshot locks, the Recycle Bin's snapshots and its sweep
 //   region_fast_restore.cc     fast snapshot restore: its states, credits, hydrated creation
+//   region_archive.cc          the archive tier: archival, restore, their records and tasks
 // and classes of their own, each with its header: EncryptionPolicy (which key, which domain),
 // BlockListings (EBS direct listings), SnapshotReader, KmsCatalogStorage, TaskQueue.
 //
@@ -33,6 +34,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "archive/archive_store.h"
 #include "chunk/chunk_store.h"
 #include "crypto/kms_impl.h"
 #include "meta/catalog.h"
@@ -40,6 +42,7 @@
 #include "qos/volume_performance.h"
 #include "rados/cluster.h"
 #include "rados/volume_locks.h"
+#include "region/archive_format.h"
 #include "region/block_listings.h"
 #include "region/encryption_policy.h"
 #include "region/recycle_rules.h"
@@ -130,6 +133,14 @@ class RegionImpl final : public Region {
   absl::StatusOr<FastRestoreInfo> DisableFastSnapshotRestore(
       const std::string& account, const std::string& snapshot_id) override;
   absl::StatusOr<std::vector<FastRestoreInfo>> ListFastSnapshotRestores() override;
+  // region_archive.cc
+  absl::StatusOr<SnapshotTierStatus> ArchiveSnapshot(const std::string& snapshot_id) override;
+  absl::StatusOr<SnapshotTierStatus> RestoreArchivedSnapshot(
+      const std::string& snapshot_id, const SnapshotTierRestoreRequest& request) override;
+  absl::StatusOr<std::vector<SnapshotTierStatus>> ListSnapshotTierStatuses() override;
+  // Installs what tells whether a snapshot is the source of a pending cross-region copy (the
+  // store's copies): such a snapshot cannot be archived.
+  void set_copy_source_check(std::function<bool(const std::string&)> check);
 
   // Installs what the bin's sweep runs for images (the image registry's): called with the time,
   // it deletes what is due and returns when the next entry is (0: none).
@@ -348,6 +359,40 @@ class RegionImpl final : public Region {
   // Adds the deletion of every account's fast restore of `snapshot_id` to `batch`.
   absl::Status DropFastRestores(const std::string& snapshot_id, meta::WriteBatch& batch);
 
+  // region_archive.cc
+  // The archive store, opened at first use (an S3 endpoint may be down at the region's open).
+  absl::StatusOr<archive::ArchiveStore*> Archive() ABSL_LOCKS_EXCLUDED(archive_mu_);
+  // How long archiving or restoring `bytes` takes in the timing model, in µs.
+  uint64_t TierMicros(uint64_t bytes) const;
+  absl::StatusOr<std::optional<ArchiveRecord>> GetArchiveRecord(const std::string& snapshot_id);
+  // Every "a/" record, by snapshot id.
+  absl::StatusOr<std::map<std::string, ArchiveRecord>> ArchiveRecords();
+  SnapshotTierStatus ToTierStatus(const meta::SnapshotRecord& r, const ArchiveRecord* a) const;
+  // Sets the storage tier and restore expiry `a` gives the snapshot.
+  static void AnnotateTier(SnapshotInfo& info, const ArchiveRecord& a);
+  // IncorrectState unless the snapshot is completed, in no image and no pending copy.
+  absl::Status CheckArchivable(const meta::SnapshotRecord& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An archived (or restoring) snapshot as DescribeSnapshots shows it; nullopt when it is not.
+  absl::StatusOr<std::optional<SnapshotInfo>> DescribeArchivedLocked(const std::string& snapshot_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // DeleteSnapshot's part for a snapshot with an archive record: true when that was all there
+  // was to delete (an archived snapshot); false when the snapshot is deleted as usual next.
+  absl::StatusOr<bool> DeleteArchivedLocked(const std::string& snapshot_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deletes a snapshot's archive objects, logging a failure (the next open retries).
+  void DeleteArchiveObjects(const std::string& snapshot_id);
+  // At open: queues the tiering that was under way, and deletes objects no record needs.
+  void ResumeTiering();
+  std::optional<Task> RunTierTask(const Task& task) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status ArchiveNow(const std::string& snapshot_id) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status RestoreNow(const std::string& snapshot_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Writes `batch` with the restore's completion: temporary (its expiry queued) or permanent
+  // (the archive deleted).
+  absl::Status FinishRestoreLocked(ArchiveRecord& a, meta::WriteBatch& batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A temporary restore ended: the snapshot is archived again (its archive is still whole).
+  absl::Status ReturnToArchive(const std::string& snapshot_id) ABSL_LOCKS_EXCLUDED(mu_);
+
   // region_hydration.cc
   std::optional<Task> HydrateStep(const std::string& volume_id) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -376,6 +421,12 @@ class RegionImpl final : public Region {
   std::unique_ptr<RecycleRules> recycle_rules_;
   absl::Mutex sweeper_mu_;
   std::function<uint64_t(uint64_t)> sweeper_ ABSL_GUARDED_BY(sweeper_mu_);
+  // Open SnapshotReaders (copies' sources, snapshot exports) by snapshot: such a snapshot is
+  // not archived.
+  absl::Mutex readers_mu_;
+  std::map<std::string, int> open_readers_ ABSL_GUARDED_BY(readers_mu_);
+  absl::Mutex archive_mu_;
+  std::unique_ptr<archive::ArchiveStore> archive_ ABSL_GUARDED_BY(archive_mu_);
 
   // mu_ serializes control-plane changes (it is held across their catalog writes, never across
   // volume data I/O). Lock order: mu_ before any VolumeImpl lock, the task queue's and the
@@ -385,6 +436,7 @@ class RegionImpl final : public Region {
   std::map<std::string, std::shared_ptr<PendingSnapshot>> pending_ ABSL_GUARDED_BY(mu_);
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t id_state_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<bool(const std::string&)> copy_source_check_ ABSL_GUARDED_BY(mu_);
   // Ids of direct snapshots to reopen, between RecoverPendingSnapshots and reopening (Open only,
   // single-threaded).
   std::set<std::string> resumable_;

@@ -214,9 +214,18 @@ absl::Status RegionImpl::CommitNewSnapshotRecord(const meta::SnapshotRecord& rec
 
 absl::StatusOr<SnapshotInfo> RegionImpl::DescribeSnapshot(const std::string& snapshot_id) {
   STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
-  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(*tree_, snapshot_id));
+  absl::StatusOr<meta::SnapshotRecord> r = FindSnapshot(*tree_, snapshot_id);
   absl::MutexLock lock(&mu_);
-  return ToInfo(r);
+  if (!r.ok()) {
+    STRATA_ASSIGN_OR_RETURN(std::optional<SnapshotInfo> archived,
+                            DescribeArchivedLocked(snapshot_id));
+    if (archived.has_value()) return *std::move(archived);
+    return r.status();
+  }
+  SnapshotInfo info = ToInfo(*r);
+  STRATA_ASSIGN_OR_RETURN(std::optional<ArchiveRecord> a, GetArchiveRecord(snapshot_id));
+  if (a.has_value()) AnnotateTier(info, *a);
+  return info;
 }
 
 absl::StatusOr<std::vector<SnapshotInfo>> RegionImpl::ListSnapshots() {
@@ -224,9 +233,18 @@ absl::StatusOr<std::vector<SnapshotInfo>> RegionImpl::ListSnapshots() {
   std::vector<meta::SnapshotRecord> all = tree_->All();
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
   absl::MutexLock lock(&mu_);
+  using ById = std::map<std::string, ArchiveRecord>;
+  STRATA_ASSIGN_OR_RETURN(ById archived, ArchiveRecords());
   std::vector<SnapshotInfo> out;
   for (const meta::SnapshotRecord& r : all) {
-    if (!r.deleted && r.recycled_micros == 0) out.push_back(ToInfo(r));
+    if (r.deleted || r.recycled_micros != 0) continue;
+    out.push_back(ToInfo(r));
+    if (auto it = archived.find(r.id); it != archived.end()) AnnotateTier(out.back(), it->second);
+  }
+  for (const auto& [id, a] : archived) {  // Archived: listed as they were, tier "archive".
+    if (a.state != TierState::kArchived && a.state != TierState::kRestoring) continue;
+    out.push_back(ToInfo(a.snapshot));
+    AnnotateTier(out.back(), a);
   }
   return out;
 }
@@ -258,7 +276,12 @@ absl::Status RegionImpl::CommitWithSnapshots(const std::vector<std::string>& sna
 absl::Status RegionImpl::DeleteSnapshot(const std::string& snapshot_id) {
   STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
-  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(*tree_, snapshot_id));
+  absl::StatusOr<meta::SnapshotRecord> found = FindSnapshot(*tree_, snapshot_id);
+  if (absl::IsNotFound(found.status())) {
+    STRATA_ASSIGN_OR_RETURN(const bool archived, DeleteArchivedLocked(snapshot_id));
+    if (archived) return absl::OkStatus();
+  }
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, std::move(found));
   std::string image_id;
   STRATA_RETURN_IF_ERROR(
       catalog_->Scan(meta::ImageRefPrefix(snapshot_id), "", [&](absl::string_view key, auto) {
@@ -277,6 +300,8 @@ absl::Status RegionImpl::DeleteSnapshot(const std::string& snapshot_id) {
     return absl::FailedPreconditionError(
         absl::StrCat("snapshot ", snapshot_id, " is pending; delete it once it completes"));
   }
+  // Refused while it is being archived or restored; a finished tiering's archive goes with it.
+  STRATA_RETURN_IF_ERROR(DeleteArchivedLocked(snapshot_id).status());
   if (r.state == meta::SnapshotRecordState::kCompleted) {
     STRATA_ASSIGN_OR_RETURN(bool recycled, RecycleSnapshotLocked(r));
     if (recycled) return absl::OkStatus();
@@ -319,8 +344,17 @@ absl::StatusOr<std::unique_ptr<Snapshot>> RegionImpl::OpenSnapshot(const std::st
   STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());  // A fresh snapshot tree.
   STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindCompletedSnapshot(*tree_, snapshot_id));
   STRATA_ASSIGN_OR_RETURN(SnapshotTree::Ancestry ancestry, tree_->Ancestors(snapshot_id));
-  return std::make_unique<SnapshotReader>(*tree_, *chunks_, domain_keys_, std::move(r),
-                                          std::move(ancestry), chunk_size_bytes_);
+  auto reader = std::make_unique<SnapshotReader>(*tree_, *chunks_, domain_keys_, std::move(r),
+                                                 std::move(ancestry), chunk_size_bytes_);
+  {
+    absl::MutexLock lock(&readers_mu_);
+    ++open_readers_[snapshot_id];
+  }
+  reader->set_on_close([this, snapshot_id] {
+    absl::MutexLock lock(&readers_mu_);
+    if (--open_readers_[snapshot_id] == 0) open_readers_.erase(snapshot_id);
+  });
+  return reader;
 }
 
 absl::StatusOr<std::string> RegionImpl::GetSnapshotBlock(const std::string& snapshot_id,

@@ -3,6 +3,7 @@
 // windows, ResolveWindows), read from the chunk store and deciphered with its domain's key.
 
 #include <cstdint>
+#include <functional>
 #include <span>
 
 #include "chunk/chunk_store.h"
@@ -27,6 +28,11 @@ class SnapshotReader final : public Snapshot {
         record_(std::move(record)),
         ancestry_(std::move(ancestry)),
         chunk_size_bytes_(chunk_size_bytes) {}
+  ~SnapshotReader() override {
+    if (on_close_) on_close_();
+  }
+  // Called when the reader is destroyed (the region counts the readers of each snapshot).
+  void set_on_close(std::function<void()> on_close) { on_close_ = std::move(on_close); }
   const std::string& id() const override { return record_.id; }
   uint64_t size_bytes() const override { return record_.volume_size_bytes; }
   bool reads_wait_on_network() const override { return chunks_.reads_wait_on_network(); }
@@ -42,6 +48,7 @@ class SnapshotReader final : public Snapshot {
   const volume::SnapshotTree::Ancestry ancestry_;
   const uint64_t chunk_size_bytes_;
   volume::ResolveWindows resolved_;
+  std::function<void()> on_close_;
 };
 
 }  // namespace strata::region

@@ -42,8 +42,9 @@ void TaskQueue::RunAll() {
       stopping = stopping_;
     }
     if (stopping &&
-        (task.kind == Task::Kind::kHydrate || task.kind == Task::Kind::kSweepRecycleBin)) {
-      continue;  // Both resume at the next open.
+        (task.kind == Task::Kind::kHydrate || task.kind == Task::Kind::kSweepRecycleBin ||
+         task.kind == Task::Kind::kTier)) {
+      continue;  // They resume at the next open.
     }
     if (std::optional<Task> next = run_(std::move(task)); next.has_value()) {
       if (next->retry) {

@@ -1,6 +1,6 @@
 #pragma once
 // A region's background work: snapshot ingests (in creation order), prunes of deleted snapshots,
-// hydration slices and sweeps of the Recycle Bin, queued here and run by one worker thread (or, at
+// hydration slices, sweeps of the Recycle Bin and the archive tier's work, queued here and run by one worker thread (or, at
 // a stop, by the caller).
 
 #include <deque>
@@ -18,9 +18,9 @@
 namespace strata::region {
 
 struct Task {
-  enum class Kind { kIngest, kPrune, kHydrate, kSweepRecycleBin };
+  enum class Kind { kIngest, kPrune, kHydrate, kSweepRecycleBin, kTier };
   Kind kind = Kind::kIngest;
-  std::string id;  // Snapshot (ingest, prune) or volume (hydrate).
+  std::string id;  // Snapshot (ingest, prune, tier) or volume (hydrate).
   std::shared_ptr<volume::PendingSnapshot> pending;  // kIngest only.
   uint64_t not_before_micros = 0;                    // Runs no earlier than this.
   // A retry after an error (e.g. hydration paused by an I/O error): RunAll leaves it queued
@@ -41,9 +41,9 @@ class TaskQueue {
   void Push(Task task);
   // Starts the worker thread, which runs each task once its time has come.
   void StartWorker();
-  // Stops the worker (after the task it runs) and joins it. Later, hydrations and sweeps of the
-  // Recycle Bin are left for the next open (their state is persisted) and every other task runs
-  // in RunAll.
+  // Stops the worker (after the task it runs) and joins it. Later, hydrations, sweeps of the
+  // Recycle Bin and tiering are left for the next open (their state is persisted) and every
+  // other task runs in RunAll.
   void StopWorker();
   // Runs every queued task on the calling thread, follow-ups at once, until none is left but
   // retries (which stay queued). Bounded: each task finishes, is a hydration that advances by at

@@ -163,6 +163,16 @@ class StoreImpl final : public Store {
     STRATA_ASSIGN_OR_RETURN(std::unique_ptr<image::ImageRegistry> images,
                             image::ImageRegistry::Open(*region, options_.hypervisor));
     region->set_images(std::move(images));
+    region->set_copy_source_check([this, name](const std::string& snapshot_id) {
+      if (copies_ == nullptr) return false;
+      for (const CopyRecord& c : copies_->List()) {
+        if (c.state == "pending" && c.source_region == name &&
+            c.source_snapshot_id == snapshot_id) {
+          return true;
+        }
+      }
+      return false;
+    });
     Region* raw = region.get();
     regions_[name] = std::move(region);
     if (default_region_.empty() || name == options_.default_region) default_region_ = name;

@@ -113,4 +113,35 @@ class RecycleBin {
       const std::map<std::string, std::string>& tags) = 0;
 };
 
+// The archive tier of a snapshot (DescribeSnapshotTierStatus). An archived snapshot's chunks
+// left the main store for a full, self-contained copy in the archive store; it is listed, with
+// storage tier "archive", and can be deleted or restored, nothing else, until a restore brings
+// it back (docs/data-protection.md).
+struct SnapshotTierStatus {
+  std::string snapshot_id;
+  std::string volume_id;
+  std::string owner;
+  std::map<std::string, std::string> tags;
+  std::string snapshot_state;  // "pending", "completed" or "error", as SnapshotStateName.
+  std::string storage_tier;    // "standard" or "archive".
+  // The last tiering operation: "archival", "temporary-restore" or "permanent-restore", and
+  // its status with it, as EC2 spells it ("archival-in-progress", "archival-completed",
+  // "archival-failed", "temporary-restore-completed", ...). Empty: never tiered.
+  std::string last_operation;
+  std::string last_operation_status;
+  std::string last_operation_detail;  // Why it failed.
+  int progress_percent = 0;           // Of the last operation.
+  uint64_t tiering_start_micros = 0;  // When the last operation began.
+  uint64_t archival_complete_micros = 0;
+  uint64_t restore_expiry_micros = 0;  // A temporary restore's end (then it is archived again).
+};
+
+// RestoreSnapshotTier: exactly one of a temporary restore for `temporary_days` (1 to 180) and a
+// permanent one. On a temporarily restored snapshot, a new temporary restore changes its period
+// and a permanent one makes it permanent.
+struct SnapshotTierRestoreRequest {
+  uint32_t temporary_days = 0;
+  bool permanent = false;
+};
+
 }  // namespace strata

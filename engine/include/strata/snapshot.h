@@ -43,6 +43,10 @@ struct SnapshotInfo {
   std::string lock_state;
   // Set while the snapshot waits in the Recycle Bin (Region::ListRecycledSnapshots only).
   std::optional<RecycleBinEntry> recycle_bin;
+  // "standard", or "archive" once archived (ModifySnapshotTier); a temporarily restored
+  // snapshot is "standard" with the end of its restore period.
+  std::string storage_tier = "standard";
+  uint64_t restore_expiry_micros = 0;
 };
 
 // Fast snapshot restore of a snapshot, as enabled by one account (EnableFastSnapshotRestores).

@@ -101,6 +101,25 @@ struct StoreOptions {
     uint64_t disabling_ms = 1000;
   };
   FastRestoreTiming fast_restore;
+  // The archive tier (ModifySnapshotTier): where archived snapshots go, and how long archival
+  // and restore take. An archival completes `fixed_ms` plus the snapshot's size at
+  // `bytes_per_second` after it was asked (AWS: hours to days), a restore likewise.
+  // Default: a directory "archive" in the region's directory, 2 s, 1 GiB/s.
+  struct ArchiveTier {
+    // An archive directory of its own (each region in a subdirectory named after it).
+    std::string dir;
+    // S3 instead (the Ceph backend's radosgw): endpoint "http://HOST:PORT", bucket, SigV4
+    // region and keys; each region's objects under "<region>/". Every node of a RADOS region
+    // must name the same bucket.
+    std::string s3_endpoint;
+    std::string s3_bucket;
+    std::string s3_region = "default";
+    std::string s3_access_key_id;
+    std::string s3_secret_access_key;
+    uint64_t fixed_ms = 2000;
+    uint64_t bytes_per_second = uint64_t{1} << 30;
+  };
+  ArchiveTier archive;
 };
 
 struct CreateVolumeRequest {
@@ -339,6 +358,17 @@ class Region {
   // was, or its retention ended and it was deleted).
   [[nodiscard]] virtual absl::StatusOr<SnapshotInfo> RestoreSnapshotFromRecycleBin(
       const std::string& snapshot_id) = 0;
+  // ModifySnapshotTier to "archive": starts archiving a completed snapshot (SnapshotTierStatus).
+  // IncorrectState (kFailedPrecondition) when it is pending or failed, archived or being tiered
+  // already, in use by a pending copy or registered in an image.
+  [[nodiscard]] virtual absl::StatusOr<SnapshotTierStatus> ArchiveSnapshot(
+      const std::string& snapshot_id) = 0;
+  // RestoreSnapshotTier: starts restoring an archived snapshot (or changes a temporary restore).
+  [[nodiscard]] virtual absl::StatusOr<SnapshotTierStatus> RestoreArchivedSnapshot(
+      const std::string& snapshot_id, const SnapshotTierRestoreRequest& request) = 0;
+  // DescribeSnapshotTierStatus: every snapshot's tier, archived ones included.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<SnapshotTierStatus>>
+  ListSnapshotTierStatuses() = 0;
   [[nodiscard]] virtual absl::Status TagSnapshot(const std::string& snapshot_id,
                                                  const std::map<std::string, std::string>& set,
                                                  const std::vector<std::string>& remove) = 0;

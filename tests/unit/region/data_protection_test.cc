@@ -6,6 +6,7 @@
 
 #include "strata/aws_error.h"
 #include "strata/fault_injection_env.h"
+#include "strata/secret.h"
 #include "strata/store.h"
 #include "test_backend.h"
 #include "test_util.h"
@@ -40,6 +41,7 @@ class DataProtectionTest : public ::testing::Test {
     store_.reset();
     StoreOptions options = ::strata::testing::TestStoreOptions(dir_.path());
     options.env = &clock_;
+    options.kms_root_key = root_key_;  // For encrypted volumes.
     options.background_work = false;
     auto store = Store::Open(dir_.path(), options);
     ASSERT_THAT(store, IsOk());
@@ -76,6 +78,7 @@ class DataProtectionTest : public ::testing::Test {
 
   static constexpr char kOwner[] = "123456789012";
   ClockEnv clock_;
+  SecretBytes root_key_ = RandomSecret(32);
   ::strata::testing::TempDir dir_;
   std::unique_ptr<Store> store_;
   Region* region_ = nullptr;
@@ -415,6 +418,219 @@ TEST_F(DataProtectionTest, FastSnapshotRestoreHydratesAtCreationWhileCreditsLast
   for (const VolumeInfo& v : *volumes) ASSERT_THAT(region_->DeleteVolume(v.id), IsOk());
   ASSERT_THAT(region_->DeleteSnapshot(snap->id), IsOk());
   EXPECT_TRUE(region_->ListFastSnapshotRestores()->empty());
+}
+
+// The archive tier: ModifySnapshotTier's archival, RestoreSnapshotTier's restores (temporary
+// and permanent), on the timing model's clock (StoreOptions::archive: 2 s plus 1 GiB/s).
+class ArchiveTierTest : public DataProtectionTest {
+ protected:
+  static constexpr uint64_t kTierTime = 3'000'000;  // µs: more than 2 s + 4 MiB at 1 GiB/s.
+
+  std::string Tier(const std::string& id) { return region_->DescribeSnapshot(id)->storage_tier; }
+  SnapshotTierStatus TierStatus(const std::string& id) {
+    auto all = region_->ListSnapshotTierStatuses();
+    EXPECT_THAT(all, IsOk());
+    for (const SnapshotTierStatus& s : *all) {
+      if (s.snapshot_id == id) return s;
+    }
+    ADD_FAILURE() << id << " has no tier status";
+    return {};
+  }
+  std::vector<std::byte> Read(const std::string& id, uint64_t bytes = kMiB) {
+    auto reader = region_->OpenSnapshot(id);
+    EXPECT_THAT(reader, IsOk());
+    std::vector<std::byte> out(bytes);
+    if (reader.ok()) {
+      EXPECT_THAT((*reader)->Read(0, out), IsOk());
+    }
+    return out;
+  }
+  // The archive's objects of `id` in the region's directory.
+  size_t ArchiveObjects(const std::string& id) {
+    const std::string dir = dir_.path() + "/regions/" + region_->name() + "/archive";
+    auto names = Env::Default()->ListDir(dir);
+    if (!names.ok()) return 0;
+    return std::count_if(names->begin(), names->end(),
+                         [&](const std::string& n) { return n.rfind(id + ".", 0) == 0; });
+  }
+  // Runs the tiering the model has made due.
+  void Elapse(uint64_t micros) {
+    clock_.Advance(micros);
+    ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  }
+};
+
+TEST_F(ArchiveTierTest, ArchivalFreesTheChunksAndRestoresBringTheSnapshotBack) {
+  const std::string snap = Snapshot(7);
+  ASSERT_GT(region_->GetStats()->referenced_chunk_count, 0u);
+  auto started = region_->ArchiveSnapshot(snap);
+  ASSERT_THAT(started, IsOk());
+  EXPECT_EQ(started->last_operation_status, "archival-in-progress");
+  EXPECT_EQ(started->tiering_start_micros, clock_.NowMicros());
+  // Before the model's time it is still standard, and usable.
+  Elapse(1'000'000);
+  EXPECT_EQ(Tier(snap), "standard");
+  EXPECT_GT(TierStatus(snap).progress_percent, 0);
+  EXPECT_LT(TierStatus(snap).progress_percent, 100);
+  EXPECT_EQ(AwsErrorCode(region_->DeleteSnapshot(snap)), "IncorrectState");
+  EXPECT_EQ(AwsErrorCode(region_->ArchiveSnapshot(snap).status()), "IncorrectState");
+
+  Elapse(kTierTime);
+  EXPECT_EQ(Tier(snap), "archive");
+  EXPECT_TRUE(Listed(snap)) << "an archived snapshot is still listed";
+  SnapshotTierStatus status = TierStatus(snap);
+  EXPECT_EQ(status.storage_tier, "archive");
+  EXPECT_EQ(status.last_operation_status, "archival-completed");
+  EXPECT_EQ(status.progress_percent, 100);
+  EXPECT_EQ(status.archival_complete_micros, clock_.NowMicros());
+  EXPECT_GT(ArchiveObjects(snap), 1u) << "parts and a manifest";
+  // Its chunks left the main store.
+  EXPECT_EQ(region_->GetStats()->referenced_chunk_count, 0u);
+  ASSERT_THAT(region_->CollectGarbage(), IsOk());
+  EXPECT_EQ(region_->GetStats()->chunk_count, 0u);
+  // Archived, it can be described, deleted or restored; nothing else.
+  EXPECT_THAT(region_->OpenSnapshot(snap), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(AwsErrorCode(region_->CreateVolume({.snapshot_id = snap, .owner = kOwner}).status()),
+            "IncorrectState");
+  EXPECT_EQ(AwsErrorCode(region_->ArchiveSnapshot(snap).status()), "IncorrectState");
+
+  // A temporary restore, after a reopen (the archive is in the catalog and the directory).
+  Reopen();
+  EXPECT_EQ(Tier(snap), "archive");
+  auto restoring = region_->RestoreArchivedSnapshot(snap, {.temporary_days = 2});
+  ASSERT_THAT(restoring, IsOk());
+  EXPECT_EQ(restoring->last_operation_status, "temporary-restore-in-progress");
+  EXPECT_EQ(restoring->storage_tier, "archive");
+  EXPECT_EQ(AwsErrorCode(region_->DeleteSnapshot(snap)), "IncorrectState");
+  Elapse(kTierTime);
+  EXPECT_EQ(Tier(snap), "standard");
+  EXPECT_EQ(Read(snap), Pattern(kMiB, 7));
+  status = TierStatus(snap);
+  EXPECT_EQ(status.last_operation_status, "temporary-restore-completed");
+  EXPECT_EQ(status.restore_expiry_micros, clock_.NowMicros() + 2 * kDay);
+  EXPECT_EQ(region_->DescribeSnapshot(snap)->restore_expiry_micros, status.restore_expiry_micros);
+  EXPECT_GT(region_->GetStats()->referenced_chunk_count, 0u);
+
+  // Its period over, it is archived again, from the archive it kept.
+  Elapse(2 * kDay);
+  EXPECT_EQ(Tier(snap), "archive");
+  ASSERT_THAT(region_->CollectGarbage(), IsOk());
+  EXPECT_EQ(region_->GetStats()->chunk_count, 0u);
+
+  // A permanent restore: standard for good, and its archive is gone.
+  ASSERT_THAT(region_->RestoreArchivedSnapshot(snap, {.permanent = true}), IsOk());
+  Elapse(kTierTime);
+  EXPECT_EQ(Tier(snap), "standard");
+  EXPECT_EQ(TierStatus(snap).last_operation_status, "permanent-restore-completed");
+  EXPECT_EQ(ArchiveObjects(snap), 0u);
+  EXPECT_EQ(Read(snap), Pattern(kMiB, 7));
+  EXPECT_EQ(AwsErrorCode(region_->RestoreArchivedSnapshot(snap, {.permanent = true}).status()),
+            "IncorrectState");
+  // And a volume from it reads the data.
+  auto vol = region_->CreateVolume({.snapshot_id = snap, .owner = kOwner});
+  ASSERT_THAT(vol, IsOk());
+  std::vector<std::byte> out(kMiB);
+  ASSERT_THAT((*region_->GetVolume(vol->id))->Read(0, out), IsOk());
+  EXPECT_EQ(out, Pattern(kMiB, 7));
+}
+
+TEST_F(ArchiveTierTest, AnArchivedParentMergesIntoItsChildAndAKeptSnapshotIsUndeleted) {
+  // An encrypted lineage: A, then B over it; a volume made from C keeps C's data.
+  auto vol = region_->CreateVolume({.size_bytes = 4 * kMiB, .owner = kOwner, .encrypted = true});
+  ASSERT_THAT(vol, IsOk());
+  Volume* v = *region_->GetVolume(vol->id);
+  ASSERT_THAT(v->Write(0, Pattern(2 * kMiB, 8)), IsOk());
+  auto a = region_->CreateSnapshot({.volume_id = vol->id, .owner = kOwner});
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  ASSERT_THAT(v->Write(kMiB, Pattern(kMiB, 9)), IsOk());
+  auto b = region_->CreateSnapshot({.volume_id = vol->id, .owner = kOwner});
+  ASSERT_THAT(b, IsOk());
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  ASSERT_THAT(region_->DeleteVolume(vol->id), IsOk());
+  std::vector<std::byte> b_data = Pattern(2 * kMiB, 8);
+  const std::vector<std::byte> second = Pattern(kMiB, 9);
+  std::copy(second.begin(), second.end(), b_data.begin() + kMiB);
+
+  ASSERT_THAT(region_->ArchiveSnapshot(a->id), IsOk());
+  Elapse(kTierTime);
+  EXPECT_EQ(Tier(a->id), "archive");
+  EXPECT_EQ(Read(b->id, 2 * kMiB), b_data) << "B took over what it shared with A";
+  ASSERT_THAT(region_->RestoreArchivedSnapshot(a->id, {.permanent = true}), IsOk());
+  Elapse(kTierTime);
+  EXPECT_EQ(Read(a->id, 2 * kMiB), Pattern(2 * kMiB, 8));
+  EXPECT_TRUE(region_->DescribeSnapshot(a->id)->encrypted);
+  EXPECT_EQ(Read(b->id, 2 * kMiB), b_data);
+
+  // A volume reads through B: archiving B keeps its data, and a restore just undeletes it.
+  auto user = region_->CreateVolume({.snapshot_id = b->id, .owner = kOwner});
+  ASSERT_THAT(user, IsOk());
+  const uint64_t held = region_->GetStats()->referenced_chunk_count;
+  ASSERT_THAT(region_->ArchiveSnapshot(b->id), IsOk());
+  Elapse(kTierTime);
+  EXPECT_EQ(Tier(b->id), "archive");
+  EXPECT_EQ(region_->GetStats()->referenced_chunk_count, held) << "the volume still needs them";
+  std::vector<std::byte> out(2 * kMiB);
+  ASSERT_THAT((*region_->GetVolume(user->id))->Read(0, out), IsOk());
+  EXPECT_EQ(out, b_data);
+  ASSERT_THAT(region_->RestoreArchivedSnapshot(b->id, {.temporary_days = 1}), IsOk());
+  Elapse(kTierTime);
+  EXPECT_EQ(Tier(b->id), "standard");
+  EXPECT_EQ(Read(b->id, 2 * kMiB), b_data);
+  // Deleting a temporarily restored snapshot deletes its archive too.
+  ASSERT_THAT(region_->DeleteVolume(user->id), IsOk());
+  ASSERT_THAT(region_->DeleteSnapshot(b->id), IsOk());
+  ASSERT_THAT(region_->DeleteSnapshot(a->id), IsOk());
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  EXPECT_EQ(ArchiveObjects(b->id), 0u);
+  EXPECT_FALSE(Listed(b->id));
+  ASSERT_THAT(region_->CollectGarbage(), IsOk());
+  EXPECT_EQ(region_->GetStats()->chunk_count, 0u);
+}
+
+TEST_F(ArchiveTierTest, RefusalsChangeNothing) {
+  const std::string snap = Snapshot(10);
+  // Restores of what is not archived, and bad restore requests.
+  EXPECT_EQ(AwsErrorCode(region_->RestoreArchivedSnapshot(snap, {.permanent = true}).status()),
+            "IncorrectState");
+  const SnapshotTierRestoreRequest bad[] = {
+      {}, {.temporary_days = 1, .permanent = true}, {.temporary_days = 181}};
+  for (const SnapshotTierRestoreRequest& request : bad) {
+    EXPECT_THAT(region_->RestoreArchivedSnapshot(snap, request),
+                StatusIs(absl::StatusCode::kInvalidArgument));
+  }
+  EXPECT_THAT(region_->ArchiveSnapshot("snap-0123456789abcdef0"),
+              StatusIs(absl::StatusCode::kNotFound));
+  // A snapshot being read (a copy's source, an export) is not archived.
+  {
+    auto reader = region_->OpenSnapshot(snap);
+    ASSERT_THAT(reader, IsOk());
+    EXPECT_EQ(AwsErrorCode(region_->ArchiveSnapshot(snap).status()), "IncorrectState");
+  }
+  // Nor a pending one.
+  auto vol = region_->CreateVolume({.size_bytes = 4 * kMiB, .owner = kOwner});
+  ASSERT_THAT(vol, IsOk());
+  auto pending = region_->CreateSnapshot({.volume_id = vol->id, .owner = kOwner});
+  ASSERT_THAT(pending, IsOk());
+  EXPECT_EQ(AwsErrorCode(region_->ArchiveSnapshot(pending->id).status()), "IncorrectState");
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  // None of it left a trace.
+  for (const std::string& id : {snap, pending->id}) {
+    EXPECT_EQ(TierStatus(id).last_operation, "") << id;
+    EXPECT_EQ(Tier(id), "standard");
+  }
+  // A locked snapshot is archived, and stays undeletable there.
+  ASSERT_THAT(region_->LockSnapshot(snap, {.mode = "governance", .duration_days = 1}), IsOk());
+  ASSERT_THAT(region_->ArchiveSnapshot(snap), IsOk());
+  Elapse(kTierTime);
+  EXPECT_EQ(Tier(snap), "archive");
+  EXPECT_EQ(AwsErrorCode(region_->DeleteSnapshot(snap)), "SnapshotLocked");
+  clock_.Advance(kDay);
+  ASSERT_THAT(region_->DeleteSnapshot(snap), IsOk());
+  EXPECT_FALSE(Listed(snap));
+  EXPECT_EQ(ArchiveObjects(snap), 0u);
+  EXPECT_THAT(region_->RestoreArchivedSnapshot(snap, {.permanent = true}),
+              StatusIs(absl::StatusCode::kNotFound));
 }
 
 }  // namespace
