@@ -9,6 +9,10 @@
 # CEPH_DATA_POOL (default "strata-data", chunk objects). Knobs (environment, at creation):
 #   CEPH_OBJECTSTORE  memstore (default: RAM, nothing survives a stop) | bluestore (sparse file)
 #   CEPH_START_TIMEOUT seconds for the whole start (default 120)
+#   CEPH_WITH_RGW     1: radosgw (S3) too, on a free 127.0.0.1 port, with a user whose keys
+#                     start prints as STRATA_ARCHIVE_S3 (the endpoint), STRATA_ARCHIVE_ACCESS_KEY_ID
+#                     and STRATA_ARCHIVE_SECRET_ACCESS_KEY: stratad's archive tier (--archive-s3).
+#                     Needs the Debian package radosgw.
 # A stopped bluestore cluster restarts with its data. Needs the Debian packages ceph-mon,
 # ceph-osd and ceph-common (scripts/setup.sh installs them).
 set -euo pipefail
@@ -28,8 +32,9 @@ ours() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF -- "$CONF"; }
 stop_cluster() {
   local purge=$1 signal=TERM name pid
   [ "$purge" = 1 ] && signal=KILL
-  # The OSD before the mon: an OSD tells the mon it stops, and waits if the mon is gone.
-  for name in osd.0 mon.a; do
+  # radosgw before the OSD (it hangs without one), the OSD before the mon (an OSD tells the mon
+  # it stops, and waits if the mon is gone).
+  for name in rgw osd.0 mon.a; do
     pid=$(awk -v n="$name" '$1 == n {print $2}' "$DIR/pids" 2>/dev/null | tail -n 1 || true)
     [ -n "$pid" ] && ours "$pid" || continue
     kill -"$signal" "$pid" 2>/dev/null || true
@@ -49,6 +54,14 @@ fi
 for tool in ceph-mon ceph-osd ceph-authtool monmaptool ceph rados; do
   command -v "$tool" >/dev/null || die "$tool not found: apt-get install ceph-mon ceph-osd ceph-common"
 done
+free_port() {
+  local candidate
+  for _ in $(seq 1 100); do
+    candidate=$((20000 + RANDOM % 20000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null || { echo "$candidate"; return 0; }
+  done
+  die "no free port on 127.0.0.1"
+}
 # Daemons prefer these variables over their own conf and keyring.
 unset CEPH_KEYRING CEPH_ARGS CEPH_CONF
 TIMEOUT=${CEPH_START_TIMEOUT:-120}
@@ -84,6 +97,10 @@ if [ -f "$DIR/created" ]; then
   launch mon.a ceph-mon -c "$CONF" -i a
   launch osd.0 ceph-osd -c "$CONF" -i 0
 else
+  WITH_RGW=${CEPH_WITH_RGW:-0}
+  if [ "$WITH_RGW" = 1 ]; then
+    command -v radosgw >/dev/null || die "CEPH_WITH_RGW=1 needs radosgw: apt-get install radosgw"
+  fi
   [ ! -e "$CONF" ] || die "$DIR holds a cluster whose first start failed: stop $DIR --purge"
   STORE=${CEPH_OBJECTSTORE:-memstore}
   POOL=${CEPH_POOL:-strata}
@@ -96,12 +113,12 @@ bluestore fsck on mount = false
 osd memory target = 1073741824" ;;
     *) die "CEPH_OBJECTSTORE must be memstore or bluestore" ;;
   esac
-  port=
-  for _ in $(seq 1 100); do
-    candidate=$((20000 + RANDOM % 20000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null || { port=$candidate; break; }
-  done
-  [ -n "$port" ] || die "no free port on 127.0.0.1"
+  port=$(free_port)
+  RGW_PORT=0
+  if [ "$WITH_RGW" = 1 ]; then
+    RGW_PORT=$(free_port)
+    [ "$RGW_PORT" != "$port" ] || RGW_PORT=$(free_port)
+  fi
   fsid=$(cat /proc/sys/kernel/random/uuid)
   mkdir -p "$DIR/log" "$DIR/run" "$DIR/mon.a" "$DIR/osd.0"
   cat >"$CONF" <<EOF
@@ -137,10 +154,22 @@ osd objectstore = $STORE
 mon data = $DIR/mon.\$id
 keyring = $DIR/mon.\$id/keyring
 
+# radosgw makes its pools itself.
+mon max pg per osd = 1000
+
 [osd]
 osd data = $DIR/osd.\$id
 keyring = $DIR/osd.\$id/keyring
 $store_lines
+
+[client.rgw.gw]
+keyring = $DIR/rgw/keyring
+rgw data = $DIR/rgw
+rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT
+rgw dns name = 127.0.0.1
+rgw enable usage log = false
+rgw thread pool size = 16
+log file = $DIR/log/rgw.log
 EOF
   # Every key is in the mon's keyring before its mkfs: no `ceph auth add` round trips.
   ceph-authtool --create-keyring "$DIR/mon.keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
@@ -150,6 +179,12 @@ EOF
     --cap mon 'allow profile osd' --cap mgr 'allow profile osd' --cap osd 'allow *' >/dev/null
   ceph-authtool "$DIR/mon.keyring" --import-keyring "$DIR/keyring" >/dev/null
   ceph-authtool "$DIR/mon.keyring" --import-keyring "$DIR/osd.0/keyring" >/dev/null
+  if [ "$WITH_RGW" = 1 ]; then
+    mkdir -p "$DIR/rgw"
+    ceph-authtool --create-keyring "$DIR/rgw/keyring" --gen-key -n client.rgw.gw \
+      --cap mon 'allow rw' --cap osd 'allow rwx' --cap mgr 'allow rw' >/dev/null
+    ceph-authtool "$DIR/mon.keyring" --import-keyring "$DIR/rgw/keyring" >/dev/null
+  fi
   monmaptool -c /dev/null --create --enable-all-features --fsid "$fsid" \
     --addv a "[v2:127.0.0.1:$port]" "$DIR/monmap" >/dev/null
   ceph-mon -c "$CONF" -i a --mkfs --monmap "$DIR/monmap" --keyring "$DIR/mon.keyring" \
@@ -169,7 +204,8 @@ EOF
   wait $mon_commands || die "mon commands failed"
   grep -qx "$DATA_POOL" "$DIR/log/pools.out" || die "pools not created"
   launch osd.0 ceph-osd -c "$CONF" -i 0
-  printf 'STORE=%s\nPOOL=%s\nDATA_POOL=%s\n' "$STORE" "$POOL" "$DATA_POOL" >"$DIR/created.tmp"
+  printf 'STORE=%s\nPOOL=%s\nDATA_POOL=%s\nWITH_RGW=%s\nRGW_PORT=%s\n' "$STORE" "$POOL" \
+    "$DATA_POOL" "$WITH_RGW" "$RGW_PORT" >"$DIR/created.tmp"
 fi
 
 # Ready means a real write. A fast objecter tick: an op sent while the OSD was still down is
@@ -181,7 +217,32 @@ until timeout 10 rados -c "$CONF" --objecter_tick_interval=0.2 -p "$POOL" \
   sleep 0.2
 done
 rados -c "$CONF" -p "$POOL" rm strata_probe 2>/dev/null || true
+rgw_lines=
+if [ "${WITH_RGW:-0}" = 1 ]; then
+  launch rgw radosgw -c "$CONF" -n client.rgw.gw
+  if [ ! -f "$DIR/rgw/s3.env" ]; then
+    uuid() { tr -d '\n-' </proc/sys/kernel/random/uuid; }
+    access=STRATA$(uuid | tr 'a-f' 'A-F' | cut -c1-14)
+    secret=$(uuid)$(uuid)
+    secret=${secret:0:40}
+    # radosgw-admin talks to RADOS itself: it works while radosgw starts.
+    timeout "$(left)" radosgw-admin -c "$CONF" user create --uid=strata --display-name=strata \
+      --access-key="$access" --secret-key="$secret" >"$DIR/log/rgw-user.out" 2>&1 ||
+      die "radosgw-admin user create failed (see $DIR/log/rgw-user.out)"
+    printf 'ACCESS=%s\nSECRET=%s\n' "$access" "$secret" >"$DIR/rgw/s3.env"
+  fi
+  . "$DIR/rgw/s3.env"
+  until (exec 3<>"/dev/tcp/127.0.0.1/$RGW_PORT") 2>/dev/null; do
+    [ "$(left)" -gt 1 ] || die "radosgw not listening on 127.0.0.1:$RGW_PORT within ${TIMEOUT}s"
+    sleep 0.2
+  done
+  rgw_lines=$(printf 'export STRATA_ARCHIVE_S3=http://127.0.0.1:%s\nexport STRATA_ARCHIVE_ACCESS_KEY_ID=%s\nexport STRATA_ARCHIVE_SECRET_ACCESS_KEY=%s' \
+    "$RGW_PORT" "$ACCESS" "$SECRET")
+fi
 [ -f "$DIR/created.tmp" ] && mv "$DIR/created.tmp" "$DIR/created"
-printf 'export CEPH_CONF=%s\nexport CEPH_POOL=%s\nexport CEPH_DATA_POOL=%s\n' \
-  "$CONF" "$POOL" "$DATA_POOL" | tee "$DIR/env.sh"
-say "ready: $CONF, pools $POOL and $DATA_POOL"
+{
+  printf 'export CEPH_CONF=%s\nexport CEPH_POOL=%s\nexport CEPH_DATA_POOL=%s\n' \
+    "$CONF" "$POOL" "$DATA_POOL"
+  [ -z "$rgw_lines" ] || printf '%s\n' "$rgw_lines"
+} | tee "$DIR/env.sh"
+say "ready: $CONF, pools $POOL and $DATA_POOL${rgw_lines:+, radosgw on 127.0.0.1:$RGW_PORT}"

@@ -5,7 +5,9 @@
 // test directory gets a RADOS namespace of its own, so tests never see each other's objects.
 
 #include <cstdlib>
+#include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -40,6 +42,26 @@ inline bool OnRados() { return TestCeph("").has_value(); }
 inline StoreOptions TestStoreOptions(const std::string& dir) {
   StoreOptions options;
   options.ceph = TestCeph(dir);
+  if (options.ceph.has_value()) {
+    // The archive tier in the cluster's radosgw (scripts/ceph_cluster.sh with CEPH_WITH_RGW=1
+    // writes its endpoint and keys beside ceph.conf), each store under a prefix of its own.
+    const std::string conf = options.ceph->conf_file;
+    std::ifstream env(conf.substr(0, conf.rfind('/')) + "/env.sh");
+    std::map<std::string, std::string> vars;
+    for (std::string line; std::getline(env, line);) {
+      const size_t eq = line.find('=');
+      if (line.rfind("export ", 0) == 0 && eq != std::string::npos) {
+        vars[line.substr(7, eq - 7)] = line.substr(eq + 1);
+      }
+    }
+    if (vars.contains("STRATA_ARCHIVE_S3")) {
+      options.archive.s3_endpoint = vars["STRATA_ARCHIVE_S3"];
+      options.archive.s3_bucket = "strata-test-archive";
+      options.archive.s3_access_key_id = vars["STRATA_ARCHIVE_ACCESS_KEY_ID"];
+      options.archive.s3_secret_access_key = vars["STRATA_ARCHIVE_SECRET_ACCESS_KEY"];
+      options.archive.s3_prefix = options.ceph->name_space + "/";
+    }
+  }
   return options;
 }
 

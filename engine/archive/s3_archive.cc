@@ -9,6 +9,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "archive/archive_store.h"
 #include "util/status_macros.h"
 
@@ -53,7 +54,8 @@ class S3Archive final : public ArchiveStore {
     if (head.code == 200) return absl::OkStatus();
     if (head.code != 404) return Failed("HEAD", "", head);
     STRATA_ASSIGN_OR_RETURN(Reply made, Request("PUT", "", "", ""));
-    if (made.code == 200) return absl::OkStatus();
+    // 409: made meanwhile (by another node or store sharing the bucket).
+    if (made.code == 200 || made.code == 409) return absl::OkStatus();
     return Failed("creating the bucket", "", made);
   }
 
@@ -125,13 +127,17 @@ class S3Archive final : public ArchiveStore {
     CURL* curl = curl_easy_init();
     if (curl == nullptr) return absl::ResourceExhaustedError("curl_easy_init failed");
     std::string url = absl::StrCat(options_.endpoint, "/", options_.bucket);
-    if (!key.empty()) absl::StrAppend(&url, "/", Escape(key));
+    // Each segment escaped, its slashes kept: the SigV4 canonical path is the path as sent.
+    if (!key.empty()) {
+      for (absl::string_view segment : absl::StrSplit(key, '/')) {
+        absl::StrAppend(&url, "/", Escape(std::string(segment)));
+      }
+    }
     if (!query.empty()) absl::StrAppend(&url, "?", query);
     const std::string scope = absl::StrCat("aws:amz:", options_.region, ":s3");
     curl_slist* headers = nullptr;
     headers =
         curl_slist_append(headers, absl::StrCat("x-amz-content-sha256: ", Sha256Hex(body)).c_str());
-    headers = curl_slist_append(headers, "Expect:");
     Reply reply;
     curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
     curl_easy_setopt(curl, CURLOPT_AWS_SIGV4, scope.c_str());

@@ -47,13 +47,13 @@ absl::StatusOr<archive::ArchiveStore*> RegionImpl::Archive() {
   if (archive_ != nullptr) return archive_.get();
   const StoreOptions::ArchiveTier& o = options_.archive;
   if (!o.s3_endpoint.empty()) {
-    STRATA_ASSIGN_OR_RETURN(archive_,
-                            archive::OpenS3Archive({.endpoint = o.s3_endpoint,
-                                                    .bucket = o.s3_bucket,
-                                                    .region = o.s3_region,
-                                                    .access_key_id = o.s3_access_key_id,
-                                                    .secret_access_key = o.s3_secret_access_key,
-                                                    .prefix = name_ + "/"}));
+    STRATA_ASSIGN_OR_RETURN(
+        archive_, archive::OpenS3Archive({.endpoint = o.s3_endpoint,
+                                          .bucket = o.s3_bucket,
+                                          .region = o.s3_region,
+                                          .access_key_id = o.s3_access_key_id,
+                                          .secret_access_key = o.s3_secret_access_key,
+                                          .prefix = absl::StrCat(o.s3_prefix, name_, "/")}));
   } else {
     archive_ = archive::NewDirectoryArchive(
         env_, o.dir.empty() ? dir_ + "/archive" : absl::StrCat(o.dir, "/", name_));

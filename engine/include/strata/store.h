@@ -116,6 +116,7 @@ struct StoreOptions {
     std::string s3_region = "default";
     std::string s3_access_key_id;
     std::string s3_secret_access_key;
+    std::string s3_prefix;  // Before "<region>/" in every key (stores sharing a bucket).
     uint64_t fixed_ms = 2000;
     uint64_t bytes_per_second = uint64_t{1} << 30;
   };

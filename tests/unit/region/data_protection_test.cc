@@ -4,6 +4,7 @@
 
 #include <atomic>
 
+#include "archive/archive_store.h"
 #include "strata/aws_error.h"
 #include "strata/fault_injection_env.h"
 #include "strata/secret.h"
@@ -445,13 +446,24 @@ class ArchiveTierTest : public DataProtectionTest {
     }
     return out;
   }
-  // The archive's objects of `id` in the region's directory.
+  // The archive's objects of `id`: in the region's directory, or in radosgw on RADOS.
   size_t ArchiveObjects(const std::string& id) {
-    const std::string dir = dir_.path() + "/regions/" + region_->name() + "/archive";
-    auto names = Env::Default()->ListDir(dir);
-    if (!names.ok()) return 0;
-    return std::count_if(names->begin(), names->end(),
-                         [&](const std::string& n) { return n.rfind(id + ".", 0) == 0; });
+    const StoreOptions::ArchiveTier o = ::strata::testing::TestStoreOptions(dir_.path()).archive;
+    std::unique_ptr<archive::ArchiveStore> store = archive::NewDirectoryArchive(
+        Env::Default(), dir_.path() + "/regions/" + region_->name() + "/archive");
+    if (!o.s3_endpoint.empty()) {
+      auto s3 = archive::OpenS3Archive({.endpoint = o.s3_endpoint,
+                                        .bucket = o.s3_bucket,
+                                        .access_key_id = o.s3_access_key_id,
+                                        .secret_access_key = o.s3_secret_access_key,
+                                        .prefix = o.s3_prefix + region_->name() + "/"});
+      EXPECT_THAT(s3, IsOk());
+      if (!s3.ok()) return 0;
+      store = *std::move(s3);
+    }
+    auto names = store->List(id + ".");
+    EXPECT_THAT(names, IsOk());
+    return names.ok() ? names->size() : 0;
   }
   // Runs the tiering the model has made due.
   void Elapse(uint64_t micros) {
