@@ -16,6 +16,7 @@
 #include "meta/shared_catalog.h"
 #include "rados/cluster.h"
 #include "rados/head_objects.h"
+#include "region/archive_format.h"
 #include "store/backend_file.h"
 #include "util/status_macros.h"
 #include "volume/head.h"
@@ -61,8 +62,8 @@ class RegionChecker {
   void Find(std::string finding) { report_.findings.push_back(absl::StrCat(name_, ": ", finding)); }
 
   absl::Status LoadSnapshots() {
-    return catalog_->Scan(
-        meta::kSnapshotPrefix, "", [&](absl::string_view key, absl::string_view v) {
+    STRATA_RETURN_IF_ERROR(
+        catalog_->Scan(meta::kSnapshotPrefix, "", [&](absl::string_view key, absl::string_view v) {
           absl::StatusOr<meta::SnapshotRecord> r = meta::SnapshotRecord::Decode(v);
           if (!r.ok()) {
             Find(absl::StrCat("corrupt snapshot record ", key));
@@ -71,6 +72,23 @@ class RegionChecker {
           by_seq_[r->seq] = *r;
           ids_[r->id] = r->seq;
           ++report_.snapshots_checked;
+          return true;
+        }));
+    // A restore from the archive that a stop cut short holds a manifest under the seq and tree
+    // its "a/" record names (the next open drops it and restores again).
+    return catalog_->Scan(
+        meta::kArchivePrefix, "", [&](absl::string_view key, absl::string_view v) {
+          absl::StatusOr<region::ArchiveRecord> a = region::ArchiveRecord::Decode(v);
+          if (!a.ok()) {
+            Find(absl::StrCat("corrupt archive tier record ", key));
+          } else if (a->state == region::TierState::kRestoring && a->restore_seq != 0 &&
+                     !by_seq_.contains(a->restore_seq)) {
+            meta::SnapshotRecord partial = a->snapshot;
+            partial.seq = a->restore_seq;
+            partial.tree = a->restore_tree;
+            partial.parent_id.clear();
+            by_seq_[partial.seq] = partial;
+          }
           return true;
         });
   }
