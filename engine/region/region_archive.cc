@@ -583,6 +583,7 @@ absl::Status RegionImpl::RestoreNow(const std::string& snapshot_id) {
       STRATA_RETURN_IF_ERROR(Prune(snapshot_id));
       if (std::optional<meta::SnapshotRecord> kept = tree_->Get(snapshot_id); kept.has_value()) {
         kept->deleted = false;
+        kept->lock = a.snapshot.lock;  // Locked or unlocked while archived.
         meta::WriteBatch batch;
         batch.Put(meta::SnapshotKey(snapshot_id), kept->Encode());
         STRATA_RETURN_IF_ERROR(FinishRestoreLocked(a, batch));

@@ -89,7 +89,8 @@ absl::StatusOr<SnapshotInfo> RegionImpl::LockSnapshot(const std::string& snapsho
   }
   STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
-  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(*tree_, snapshot_id));
+  std::optional<ArchiveRecord> archived;
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindForLockLocked(snapshot_id, archived));
   const bool held = r.lock.mode != 0 && now < r.lock.expires_micros;
   const bool cooling = held && r.lock.mode == kCompliance && now < r.lock.cool_off_until_micros;
   meta::SnapshotRecord::Lock next;
@@ -122,17 +123,47 @@ absl::StatusOr<SnapshotInfo> RegionImpl::LockSnapshot(const std::string& snapsho
   if (auto it = pending_.find(snapshot_id); it != pending_.end()) {
     it->second->record.lock = r.lock;  // The completion writes the pending copy.
   }
+  return WriteLockLocked(r, archived);
+}
+
+absl::StatusOr<meta::SnapshotRecord> RegionImpl::FindForLockLocked(
+    const std::string& snapshot_id, std::optional<ArchiveRecord>& archived) {
+  absl::StatusOr<meta::SnapshotRecord> r = FindSnapshot(*tree_, snapshot_id);
+  if (!absl::IsNotFound(r.status())) return r;
+  // An archived snapshot keeps its lock in its archive record.
+  STRATA_ASSIGN_OR_RETURN(archived, GetArchiveRecord(snapshot_id));
+  if (!archived.has_value() ||
+      (archived->state != TierState::kArchived && archived->state != TierState::kRestoring)) {
+    archived.reset();
+    return r;
+  }
+  return archived->snapshot;
+}
+
+absl::StatusOr<SnapshotInfo> RegionImpl::WriteLockLocked(const meta::SnapshotRecord& r,
+                                                         std::optional<ArchiveRecord>& archived) {
   meta::WriteBatch batch;
-  batch.Put(meta::SnapshotKey(r.id), r.Encode());
+  if (archived.has_value()) {
+    archived->snapshot = r;
+    batch.Put(meta::ArchiveKey(r.id), archived->Encode());
+  } else {
+    batch.Put(meta::SnapshotKey(r.id), r.Encode());
+  }
   STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
-  tree_->Put(r);
-  return ToInfo(r);
+  SnapshotInfo info = ToInfo(r);
+  if (archived.has_value()) {
+    AnnotateTier(info, *archived);
+  } else {
+    tree_->Put(r);
+  }
+  return info;
 }
 
 absl::StatusOr<SnapshotInfo> RegionImpl::UnlockSnapshot(const std::string& snapshot_id) {
   STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
-  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindSnapshot(*tree_, snapshot_id));
+  std::optional<ArchiveRecord> archived;
+  STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord r, FindForLockLocked(snapshot_id, archived));
   const uint64_t now = env_->NowMicros();
   if (r.lock.mode == 0) {
     return WithAwsErrorCode(
@@ -148,11 +179,7 @@ absl::StatusOr<SnapshotInfo> RegionImpl::UnlockSnapshot(const std::string& snaps
   }
   r.lock = {};
   if (auto it = pending_.find(snapshot_id); it != pending_.end()) it->second->record.lock = r.lock;
-  meta::WriteBatch batch;
-  batch.Put(meta::SnapshotKey(r.id), r.Encode());
-  STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
-  tree_->Put(r);
-  return ToInfo(r);
+  return WriteLockLocked(r, archived);
 }
 
 absl::StatusOr<bool> RegionImpl::RecycleSnapshotLocked(meta::SnapshotRecord r) {

@@ -336,6 +336,15 @@ class RegionImpl final : public Region {
 
   // region_data_protection.cc
   static std::optional<SnapshotLock> ToLock(const meta::SnapshotRecord::Lock& lock);
+  // The record LockSnapshot and UnlockSnapshot change: the snapshot's, or (`archived` set) the
+  // one an archived snapshot keeps in its archive record.
+  absl::StatusOr<meta::SnapshotRecord> FindForLockLocked(const std::string& snapshot_id,
+                                                         std::optional<ArchiveRecord>& archived)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores `r` with its new lock where FindForLockLocked found it.
+  absl::StatusOr<SnapshotInfo> WriteLockLocked(const meta::SnapshotRecord& r,
+                                               std::optional<ArchiveRecord>& archived)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // kFailedPrecondition (SnapshotLocked) while the snapshot's lock holds.
   absl::Status CheckNotLocked(const meta::SnapshotRecord& r) const;
   // Moves a deleted snapshot to the Recycle Bin when a rule of its owner covers it; false when

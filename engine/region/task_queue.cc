@@ -41,9 +41,8 @@ void TaskQueue::RunAll() {
       queue_.pop_front();
       stopping = stopping_;
     }
-    if (stopping &&
-        (task.kind == Task::Kind::kHydrate || task.kind == Task::Kind::kSweepRecycleBin ||
-         task.kind == Task::Kind::kTier)) {
+    if (stopping && (task.kind == Task::Kind::kHydrate ||
+                     task.kind == Task::Kind::kSweepRecycleBin || task.kind == Task::Kind::kTier)) {
       continue;  // They resume at the next open.
     }
     if (std::optional<Task> next = run_(std::move(task)); next.has_value()) {

@@ -1,7 +1,7 @@
 #pragma once
 // A region's background work: snapshot ingests (in creation order), prunes of deleted snapshots,
-// hydration slices, sweeps of the Recycle Bin and the archive tier's work, queued here and run by one worker thread (or, at
-// a stop, by the caller).
+// hydration slices, sweeps of the Recycle Bin and the archive tier's work, queued here and run by
+// one worker thread (or, at a stop, by the caller).
 
 #include <deque>
 #include <functional>

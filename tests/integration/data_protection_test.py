@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Data protection through the real clients (boto3 and the aws CLI): snapshot locks in
 governance and compliance mode, Recycle Bin rules (rbin) for snapshots and images, restores from
-the bin, a locked rule, expiry of bin entries, fast snapshot restore, and what survives a
-restart of stratad.
+the bin, a locked rule, expiry of bin entries, fast snapshot restore, the archive tier
+(archival, temporary and permanent restores, and its refusals, among them a snapshot that a
+pending cross-region copy reads), and what survives a restart of stratad.
 
-stratad runs with --seconds-per-day 2, so a day of retention lasts 2 s and an hour 1/12 s.
+stratad runs with --seconds-per-day 2, so a day of retention lasts 2 s and an hour 1/12 s, and
+with an archive timing model of 1 s plus 1 GiB/s. Its second region, west-1, is behind a slow
+link, so that a copy into it stays pending for a few seconds.
 
 Usage: data_protection_test.py BIN_DIR. Prints "N passed, M failed".
 """
@@ -392,6 +395,21 @@ def every_call_through_the_aws_cli(ec2, daemon, binned_image):
     check(unlocked.get("LockState") == "pending_unlock", "aws rbin unlock-rule", unlocked)
     cli("rbin", "delete-rule", "--identifier", rid)
 
+    cli("ec2", "modify-snapshot-tier", "--snapshot-id", snap, "--storage-tier", "archive")
+    tiers = cli("ec2", "describe-snapshot-tier-status", "--filters", f"Name=snapshot-id,Values={snap}")
+    check([t["LastTieringOperationStatus"] for t in tiers.get("SnapshotTierStatuses", [])] ==
+          ["archival-in-progress"], "aws ec2 describe-snapshot-tier-status", tiers)
+    check(wait_until(lambda: tier_of(ec2, snap).get("StorageTier") == "archive", timeout=20),
+          "archived through the aws CLI")
+    restored = cli("ec2", "restore-snapshot-tier", "--snapshot-id", snap, "--permanent-restore")
+    check(restored.get("IsPermanentRestore") is True, "aws ec2 restore-snapshot-tier", restored)
+    check(wait_until(lambda: tier_of(ec2, snap).get("StorageTier") == "standard", timeout=20),
+          "restored through the aws CLI")
+    out = aws(daemon, "ec2", "restore-snapshot-tier", "--snapshot-id", snap,
+              "--temporary-restore-days", "2", "--permanent-restore")
+    check(out.returncode != 0 and "InvalidParameterCombination" in out.stderr,
+          "aws ec2 restore-snapshot-tier with both: InvalidParameterCombination", out.stderr)
+
     enabled = cli("ec2", "enable-fast-snapshot-restores", "--availability-zones", "local-1a",
                   "--source-snapshot-ids", snap)
     check([i["State"] for i in enabled.get("Successful", [])] == ["enabling"],
@@ -402,16 +420,119 @@ def every_call_through_the_aws_cli(ec2, daemon, binned_image):
           "aws ec2 disable-fast-snapshot-restores", disabled)
 
 
+def tier_of(ec2, snap):
+    return ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]
+
+
+def tier_status(ec2, snap):
+    statuses = ec2.describe_snapshot_tier_status(
+        Filters=[{"Name": "snapshot-id", "Values": [snap]}])["SnapshotTierStatuses"]
+    return statuses[0] if statuses else {}
+
+
+def archive_tier(ec2, daemon):
+    vol, snap = snapshot_of(ec2, daemon, 12, {"tier": "yes"})
+    started = ec2.modify_snapshot_tier(SnapshotId=snap, StorageTier="archive")
+    check(started["SnapshotId"] == snap and "TieringStartTime" in started,
+          "ModifySnapshotTier starts an archival", started)
+    status = tier_status(ec2, snap)
+    check(status.get("LastTieringOperationStatus") == "archival-in-progress" and
+          status.get("StorageTier") == "standard" and status.get("Status") == "completed",
+          "DescribeSnapshotTierStatus: archival-in-progress, still standard", status)
+    check(error_code(ec2.delete_snapshot, SnapshotId=snap) == "IncorrectState",
+          "a snapshot being archived cannot be deleted")
+    check(wait_until(lambda: tier_of(ec2, snap).get("StorageTier") == "archive", timeout=20),
+          "the archival completes: StorageTier archive")
+    status = tier_status(ec2, snap)
+    check(status.get("LastTieringOperationStatus") == "archival-completed" and
+          status.get("LastTieringProgress") == 100 and "ArchivalCompleteTime" in status and
+          status.get("Tags") == [{"Key": "tier", "Value": "yes"}],
+          "DescribeSnapshotTierStatus: archival-completed, with its time and tags", status)
+    archived = ec2.describe_snapshots(Filters=[{"Name": "storage-tier", "Values": ["archive"]}])
+    check([s["SnapshotId"] for s in archived["Snapshots"]] == [snap],
+          "DescribeSnapshots filters by storage-tier", archived)
+    check(error_code(ec2.create_volume, SnapshotId=snap, AvailabilityZone="local-1a") ==
+          "IncorrectState", "CreateVolume from an archived snapshot: IncorrectState")
+    check(not reads_back(daemon, snap, 12), "an archived snapshot's export is gone")
+    check(error_code(ec2.modify_snapshot_tier, SnapshotId=snap, StorageTier="archive") ==
+          "IncorrectState", "archiving an archived snapshot: IncorrectState")
+    # Bad restores change nothing.
+    for kwargs, code in (({"TemporaryRestoreDays": 1, "PermanentRestore": True},
+                          "InvalidParameterCombination"),
+                         ({}, "InvalidParameterCombination"),
+                         ({"TemporaryRestoreDays": 181}, "InvalidParameterValue"),
+                         ({"TemporaryRestoreDays": 0}, "InvalidParameterValue")):
+        check(error_code(ec2.restore_snapshot_tier, SnapshotId=snap, **kwargs) == code,
+              f"RestoreSnapshotTier {kwargs}: {code}")
+    check(tier_of(ec2, snap).get("StorageTier") == "archive", "still archived")
+
+    # A temporary restore of a day (2 s here); then back to the archive by itself.
+    restored = ec2.restore_snapshot_tier(SnapshotId=snap, TemporaryRestoreDays=1)
+    check(restored.get("RestoreDuration") == 1 and restored.get("IsPermanentRestore") is False,
+          "RestoreSnapshotTier: a temporary restore of 1 day", restored)
+    check(tier_status(ec2, snap).get("LastTieringOperationStatus") ==
+          "temporary-restore-in-progress", "temporary-restore-in-progress")
+    check(wait_until(lambda: tier_of(ec2, snap).get("StorageTier") == "standard", timeout=20),
+          "the restore completes: StorageTier standard")
+    check("RestoreExpiryTime" in tier_of(ec2, snap), "DescribeSnapshots: RestoreExpiryTime")
+    check(reads_back(daemon, snap, 12), "the restored snapshot reads its data")
+    check(wait_until(lambda: tier_of(ec2, snap).get("StorageTier") == "archive", timeout=20),
+          "its restore period over, it is archived again")
+    # For good: standard, and the archive goes.
+    restored = ec2.restore_snapshot_tier(SnapshotId=snap, PermanentRestore=True)
+    check(restored.get("IsPermanentRestore") is True, "RestoreSnapshotTier: permanent", restored)
+    check(wait_until(lambda: tier_status(ec2, snap).get("LastTieringOperationStatus") ==
+                     "permanent-restore-completed", timeout=20), "permanent-restore-completed")
+    check(tier_of(ec2, snap).get("StorageTier") == "standard" and reads_back(daemon, snap, 12),
+          "permanently restored, it reads its data")
+    check(error_code(ec2.restore_snapshot_tier, SnapshotId=snap, PermanentRestore=True) ==
+          "IncorrectState", "restoring a standard snapshot: IncorrectState")
+
+    # A snapshot that a pending cross-region copy reads is not archived.
+    west = boto3_west(daemon)
+    copy = west.copy_snapshot(SourceRegion="local-1", SourceSnapshotId=snap)["SnapshotId"]
+    pending = west.describe_snapshots(SnapshotIds=[copy])["Snapshots"][0]["State"] == "pending"
+    check(pending, "the copy into west-1 is pending")
+    check(error_code(ec2.modify_snapshot_tier, SnapshotId=snap, StorageTier="archive") ==
+          "IncorrectState", "archiving the source of a pending copy: IncorrectState")
+    check(wait_until(lambda: west.describe_snapshots(SnapshotIds=[copy])["Snapshots"][0]["State"]
+                     == "completed", timeout=60), "the copy completes")
+    check(tier_status(ec2, snap).get("StorageTier") == "standard", "the refusal changed nothing")
+    # Archived and locked, it stays; archived, it can be deleted.
+    ec2.lock_snapshot(SnapshotId=snap, LockMode="governance", LockDuration=30)
+    ec2.modify_snapshot_tier(SnapshotId=snap, StorageTier="archive")
+    check(wait_until(lambda: tier_of(ec2, snap).get("StorageTier") == "archive", timeout=20),
+          "a locked snapshot is archived")
+    check(error_code(ec2.delete_snapshot, SnapshotId=snap) == "SnapshotLocked",
+          "an archived locked snapshot cannot be deleted")
+    ec2.unlock_snapshot(SnapshotId=snap)
+    ec2.delete_snapshot(SnapshotId=snap)
+    check(not visible(ec2, snap), "an archived snapshot is deleted")
+    ec2.delete_volume(VolumeId=vol)
+    return copy
+
+
+def boto3_west(daemon):
+    import boto3
+    key, secret = daemon.admin_keys()
+    return boto3.client("ec2", endpoint_url=f"http://127.0.0.1:{daemon.api}",
+                        region_name="west-1", aws_access_key_id=key,
+                        aws_secret_access_key=secret)
+
+
 def main():
     work = scratch_dir("strata-protect-")
     data_dir = os.path.join(work, "data")
-    daemon = Daemon(BIN, data_dir, extra=["--seconds-per-day", str(int(DAY))])
+    daemon = Daemon(BIN, data_dir, extra=["--seconds-per-day", str(int(DAY)), "--archive-seconds",
+                                          "1", "--region", "local-1,west-1", "--link",
+                                          "bandwidth=256KB,rtt=5ms,streams=1"])
     check(daemon.start(), "stratad starts")
     try:
         ec2, rbin = daemon.client("ec2"), daemon.client("rbin")
         locked = snapshot_locks(ec2, daemon)
         binned_image = recycle_bin(ec2, rbin, daemon)
         fast_snapshot_restore(ec2, daemon)
+        archive_tier(ec2, daemon)
         every_call_through_the_aws_cli(ec2, daemon, binned_image)
         check(daemon.stop() == 0, "stratad stops cleanly")
         check(daemon.start(), "stratad restarts")

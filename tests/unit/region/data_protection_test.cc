@@ -637,7 +637,14 @@ TEST_F(ArchiveTierTest, RefusalsChangeNothing) {
   Elapse(kTierTime);
   EXPECT_EQ(Tier(snap), "archive");
   EXPECT_EQ(AwsErrorCode(region_->DeleteSnapshot(snap)), "SnapshotLocked");
+  // Its lock changes while it is archived (and survives a reopen there).
   clock_.Advance(kDay);
+  ASSERT_THAT(region_->LockSnapshot(snap, {.mode = "governance", .duration_days = 5}), IsOk());
+  Reopen();
+  EXPECT_EQ(region_->DescribeSnapshot(snap)->lock_state, "governance");
+  EXPECT_EQ(AwsErrorCode(region_->DeleteSnapshot(snap)), "SnapshotLocked");
+  ASSERT_THAT(region_->UnlockSnapshot(snap), IsOk());
+  EXPECT_EQ(Tier(snap), "archive");
   ASSERT_THAT(region_->DeleteSnapshot(snap), IsOk());
   EXPECT_FALSE(Listed(snap));
   EXPECT_EQ(ArchiveObjects(snap), 0u);
