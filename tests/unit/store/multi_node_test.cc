@@ -55,6 +55,9 @@ class MultiNodeTest : public ::testing::Test {
     options.kms_root_key = root_key_;
     options.hypervisor = &machines_;
     options.background_work = false;
+    // The archive tier in the cluster's radosgw, one bucket and prefix for both nodes.
+    options.archive = ::strata::testing::TestStoreOptions(dir_a_.path()).archive;
+    options.archive.fixed_ms = 0;
     auto store = Store::Open(dir.path(), options);
     EXPECT_THAT(store, IsOk());
     return store.ok() ? *std::move(store) : nullptr;
@@ -475,6 +478,24 @@ TEST_F(MultiNodeTest, LocksRulesBinAndFastRestoresAreTheRegionsNotANodes) {
   ASSERT_THAT(region_rule, IsOk());
   EXPECT_THAT(A().recycle_bin().DeleteRule(kOwner, region_rule->id),
               StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST_F(MultiNodeTest, ASnapshotArchivedOnOneNodeIsRestoredOnTheOther) {
+  ASSERT_FALSE(::strata::testing::TestStoreOptions(dir_a_.path()).archive.s3_endpoint.empty())
+      << "the test cluster has no radosgw (scripts/ceph_cluster.sh with CEPH_WITH_RGW=1)";
+  const std::string snap = Snapshot(A(), Pattern(kMiB, 13));
+  ASSERT_THAT(A().ArchiveSnapshot(snap), IsOk());
+  ASSERT_THAT(A().RunBackgroundWork(), IsOk());
+  EXPECT_EQ(B().DescribeSnapshot(snap)->storage_tier, "archive");
+  ASSERT_THAT(A().CollectGarbage(), IsOk());
+  EXPECT_EQ(A().GetStats()->referenced_chunk_count, 0u);
+  // B restores it from the bucket A wrote; A reads it.
+  ASSERT_THAT(B().RestoreArchivedSnapshot(snap, {.permanent = true}), IsOk());
+  ASSERT_THAT(B().RunBackgroundWork(), IsOk());
+  EXPECT_EQ(A().DescribeSnapshot(snap)->storage_tier, "standard");
+  auto volume = A().CreateVolume({.snapshot_id = snap, .owner = kOwner});
+  ASSERT_THAT(volume, IsOk());
+  EXPECT_EQ(ReadVolume(A(), volume->id, kMiB), Pattern(kMiB, 13));
 }
 
 }  // namespace
