@@ -4,7 +4,8 @@ test starts (scripts/ceph_cluster.sh) and purges: start-up errors (bad conf, mis
 unreachable cluster, wrong pools for a store), the EBS/AMI/KMS flow with boto3, NBD writes and
 reads with nbdcopy, strata status and strata-fsck, two nodes serving one region (what one
 makes the other restores, launches and encrypts with; the same data stored once; a node killed
-mid-ingest while the other serves on), SIGKILL during an ingest (no half-visible snapshot; no leak once GC has run), invariant 5 on the pool's
+mid-ingest while the other serves on), the archive tier in the cluster's radosgw (archived on one
+node, restored on the other, ciphertext only in the bucket), SIGKILL during an ingest (no half-visible snapshot; no leak once GC has run), invariant 5 on the pool's
 objects with `rados export`, and last the cluster's daemons paused under a running stratad (I/O to
 a local head goes on and keeps every byte, snapshot calls fail with 503 ServiceUnavailable in
 time). Volumes whose heads are in RADOS moving between nodes: volume_failover_test.py.
@@ -21,7 +22,7 @@ import time
 import boto3
 import botocore.config
 
-from strata_testlib import MiB, Checks, Daemon, error_code, sh, scratch_dir
+from strata_testlib import MiB, Checks, Daemon, error_code, sh, scratch_dir, wait_until
 
 BIN = sys.argv[1]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -112,19 +113,70 @@ def start_errors(tmp, conf, flags):
     return dead_conf
 
 
+def archive_tier(a, b, ec2, ec2b, snap, enc_snap, secret, s3, tmp):
+    """The archive tier in radosgw, one bucket for the region's nodes: A archives the encrypted
+    snapshot, B restores it, A reads it; the bucket holds its ciphertext only."""
+    def tier(client, snapshot):
+        return client.describe_snapshots(SnapshotIds=[snapshot])["Snapshots"][0]["StorageTier"]
+
+    code = error_code(ec2.modify_snapshot_tier, SnapshotId=snap, StorageTier="archive")
+    check(code == "IncorrectState", f"a snapshot an image uses is not archived: {code}")
+    ec2.modify_snapshot_tier(SnapshotId=enc_snap, StorageTier="archive")
+    check(wait_until(lambda: tier(ec2b, enc_snap) == "archive", timeout=60),
+          "a snapshot archived on A is archived on B")
+    # The bucket, through the aws CLI against radosgw.
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=os.environ["STRATA_ARCHIVE_ACCESS_KEY_ID"],
+               AWS_SECRET_ACCESS_KEY=os.environ["STRATA_ARCHIVE_SECRET_ACCESS_KEY"],
+               AWS_DEFAULT_REGION="default", AWS_EC2_METADATA_DISABLED="true")
+    listed = sh("aws", "--endpoint-url", s3, "s3", "ls", "--recursive", "s3://strata-archive/",
+                env=env)
+    keys = [line.split()[-1] for line in listed.stdout.splitlines() if line.strip()]
+    check(f"local-1/{enc_snap}.manifest" in keys and
+          any(k.startswith(f"local-1/{enc_snap}.part-") for k in keys),
+          f"aws s3 ls: the archive's parts and manifest in radosgw ({keys})", listed.stderr)
+    stored = b""
+    for k in keys:
+        if k.startswith(f"local-1/{enc_snap}.part-"):
+            path = os.path.join(tmp, "archived-part")
+            got = sh("aws", "--endpoint-url", s3, "s3", "cp", f"s3://strata-archive/{k}", path,
+                     env=env)
+            check(got.returncode == 0, f"aws s3 cp {k}", got.stderr)
+            with open(path, "rb") as f:
+                stored += f.read()
+    check(len(stored) > len(secret) and secret[:64] not in stored,
+          f"the archive holds ciphertext only ({len(stored)} bytes)")
+    ec2b.restore_snapshot_tier(SnapshotId=enc_snap, PermanentRestore=True)
+    check(wait_until(lambda: tier(ec2, enc_snap) == "standard", timeout=60),
+          "restored on B, standard on A")
+    vol = ec2.create_volume(SnapshotId=enc_snap, AvailabilityZone="local-1a")["VolumeId"]
+    attach(ec2, vol, "i-0abcdef0123456779")
+    check(nbd_read(a, vol, len(secret), os.path.join(tmp, "restored")) == secret,
+          "a volume from the restored snapshot reads on A what was archived")
+    listed = sh("aws", "--endpoint-url", s3, "s3", "ls", "--recursive", "s3://strata-archive/",
+                env=env)
+    check(enc_snap not in listed.stdout, "a permanent restore deletes the archive")
+
+
 def main():
     tmp = scratch_dir("strata-rados-")
     ceph_dir = os.path.join(tmp, "ceph")
-    started = sh(CLUSTER_SCRIPT, "start", ceph_dir, timeout=180)
+    started = sh(CLUSTER_SCRIPT, "start", ceph_dir, timeout=180,
+                 env=dict(os.environ, CEPH_WITH_RGW="1"))
     if started.returncode != 0:
         print("FAIL: the Ceph cluster did not start:", started.stderr)
         return 1
+    exported = dict(re.findall(r"^export (\w+)=(.*)$", started.stdout, re.M))
+    # stratad reads the archive's keys from its environment (the Daemons inherit this one).
+    for name in ("STRATA_ARCHIVE_ACCESS_KEY_ID", "STRATA_ARCHIVE_SECRET_ACCESS_KEY"):
+        os.environ[name] = exported[name]
+    s3 = exported["STRATA_ARCHIVE_S3"]
     conf = os.path.join(ceph_dir, "ceph.conf")
     env = dict(os.environ, CEPH_CONF=conf)
     os.environ["CEPH_CONF"] = conf
     rados = ["rados", "-c", conf]
     flags = ["--backend", "rados", "--ceph-conf", conf, "--pool", "strata", "--data-pool",
-             "strata-data", "--ceph-namespace", "it", "--gc-grace", "0"]
+             "strata-data", "--ceph-namespace", "it", "--gc-grace", "0", "--archive-s3",
+             f"{s3}/strata-archive", "--archive-seconds", "0.5"]
     ns = "it.local-1"
     daemons = []
     try:
@@ -194,7 +246,8 @@ def main():
             f.write(f'backend = "rados"\nceph-conf = "{conf}"\npool = "strata"\n'
                     'data-pool = "strata-data"\nceph-namespace = "it"\ngc-grace = 0\n'
                     # Every node of a region unwraps its keys with the same root key.
-                    f'kms-root-key-file = "{a.data_dir}.kms-root-key"\n')
+                    f'kms-root-key-file = "{a.data_dir}.kms-root-key"\n'
+                    f'archive-s3 = "{s3}/strata-archive"\narchive-seconds = 0.5\n')
         b = Daemon(BIN, os.path.join(tmp, "b"), ["--vm", "off", "--config", config])
         daemons.append(b)
         check(b.start(), "a second node starts on the same region")
@@ -220,6 +273,7 @@ def main():
         attach(ec2, back, "i-0abcdef0123456784")
         check(nbd_read(a, back, len(secret), os.path.join(tmp, "b3")) == secret,
               "... and restored on A reads what B wrote")
+        archive_tier(a, b, ec2, ec2b, snap, enc_snap, secret, s3, tmp)
         # Both nodes ingest the same bytes at once: each chunk is stored once.
         same = os.urandom(4 * MiB)
         same_path = os.path.join(tmp, "same")
