@@ -285,6 +285,17 @@ absl::StatusOr<std::optional<SnapshotInfo>> RegionImpl::DescribeArchivedLocked(
   return info;
 }
 
+absl::StatusOr<meta::SnapshotRecord> RegionImpl::FindUsableSnapshotLocked(
+    const std::string& snapshot_id) {
+  absl::StatusOr<meta::SnapshotRecord> r = FindCompletedSnapshot(*tree_, snapshot_id);
+  if (!absl::IsNotFound(r.status())) return r;
+  STRATA_ASSIGN_OR_RETURN(std::optional<SnapshotInfo> archived,
+                          DescribeArchivedLocked(snapshot_id));
+  if (!archived.has_value()) return r;
+  return IncorrectState(absl::StrCat("the snapshot ", snapshot_id,
+                                     " is archived: restore it first (RestoreSnapshotTier)"));
+}
+
 absl::StatusOr<bool> RegionImpl::DeleteArchivedLocked(const std::string& snapshot_id) {
   STRATA_ASSIGN_OR_RETURN(std::optional<ArchiveRecord> a, GetArchiveRecord(snapshot_id));
   if (!a.has_value()) return false;

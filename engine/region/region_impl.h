@@ -384,6 +384,10 @@ class RegionImpl final : public Region {
   // An archived (or restoring) snapshot as DescribeSnapshots shows it; nullopt when it is not.
   absl::StatusOr<std::optional<SnapshotInfo>> DescribeArchivedLocked(const std::string& snapshot_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The completed snapshot `snapshot_id` for a new volume or a copy; IncorrectState when it is
+  // archived.
+  absl::StatusOr<meta::SnapshotRecord> FindUsableSnapshotLocked(const std::string& snapshot_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // DeleteSnapshot's part for a snapshot with an archive record: true when that was all there
   // was to delete (an archived snapshot); false when the snapshot is deleted as usual next.
   absl::StatusOr<bool> DeleteArchivedLocked(const std::string& snapshot_id)

@@ -159,7 +159,7 @@ absl::StatusOr<SnapshotInfo> RegionImpl::CopySnapshot(const std::string& source_
   STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
   absl::MutexLock lock(&mu_);
   STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord source,
-                          FindCompletedSnapshot(*tree_, source_snapshot_id));
+                          FindUsableSnapshotLocked(source_snapshot_id));
   if (request.encrypted || !request.kms_key_id.empty() || source.encryption.encrypted()) {
     // Which key the copy gets decides whether it can share the source's data.
     CreateVolumeRequest as_volume;

@@ -105,19 +105,8 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequ
   r.size_bytes = request.size_bytes;
   meta::EncryptionRecord base_encryption;
   if (!request.snapshot_id.empty()) {
-    absl::StatusOr<meta::SnapshotRecord> found = FindCompletedSnapshot(*tree_, request.snapshot_id);
-    if (absl::IsNotFound(found.status())) {
-      STRATA_ASSIGN_OR_RETURN(std::optional<SnapshotInfo> archived,
-                              DescribeArchivedLocked(request.snapshot_id));
-      if (archived.has_value()) {
-        return WithAwsErrorCode(
-            absl::FailedPreconditionError(absl::StrCat("the snapshot ", request.snapshot_id,
-                                                       " is archived: restore it first "
-                                                       "(RestoreSnapshotTier)")),
-            "IncorrectState");
-      }
-    }
-    STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord snap, std::move(found));
+    STRATA_ASSIGN_OR_RETURN(meta::SnapshotRecord snap,
+                            FindUsableSnapshotLocked(request.snapshot_id));
     base_encryption = snap.encryption;
     if (r.size_bytes == 0) r.size_bytes = snap.volume_size_bytes;
     if (r.size_bytes < snap.volume_size_bytes) {

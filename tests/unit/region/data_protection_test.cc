@@ -504,6 +504,8 @@ TEST_F(ArchiveTierTest, ArchivalFreesTheChunksAndRestoresBringTheSnapshotBack) {
   EXPECT_THAT(region_->OpenSnapshot(snap), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_EQ(AwsErrorCode(region_->CreateVolume({.snapshot_id = snap, .owner = kOwner}).status()),
             "IncorrectState");
+  EXPECT_EQ(AwsErrorCode(region_->CopySnapshot(snap, {.owner = kOwner}).status()),
+            "IncorrectState");
   EXPECT_EQ(AwsErrorCode(region_->ArchiveSnapshot(snap).status()), "IncorrectState");
 
   // A temporary restore, after a reopen (the archive is in the catalog and the directory).
