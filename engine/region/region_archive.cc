@@ -234,7 +234,7 @@ absl::StatusOr<SnapshotTierStatus> RegionImpl::RestoreArchivedSnapshot(
     batch.Put(meta::ArchiveKey(snapshot_id), a->Encode());
     STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
     if (request.permanent) {
-      DeleteArchiveObjects(snapshot_id);
+      QueueArchiveDeletion(snapshot_id);
     } else {
       tasks_.Push({.kind = Task::Kind::kTier,
                    .id = snapshot_id,
@@ -309,7 +309,7 @@ absl::StatusOr<bool> RegionImpl::DeleteArchivedLocked(const std::string& snapsho
       meta::WriteBatch batch;
       batch.Delete(meta::ArchiveKey(snapshot_id));
       STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
-      DeleteArchiveObjects(snapshot_id);
+      QueueArchiveDeletion(snapshot_id);
       return true;  // Its data in the main store, if kept, was deleted at the archival.
     }
     case TierState::kRestored:
@@ -321,11 +321,15 @@ absl::StatusOr<bool> RegionImpl::DeleteArchivedLocked(const std::string& snapsho
       meta::WriteBatch batch;
       batch.Delete(meta::ArchiveKey(snapshot_id));
       STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
-      DeleteArchiveObjects(snapshot_id);
+      QueueArchiveDeletion(snapshot_id);
       return false;
     }
   }
   return false;
+}
+
+void RegionImpl::QueueArchiveDeletion(const std::string& snapshot_id) {
+  tasks_.Push({.kind = Task::Kind::kTier, .id = snapshot_id});
 }
 
 void RegionImpl::DeleteArchiveObjects(const std::string& snapshot_id) {
@@ -398,7 +402,11 @@ std::optional<Task> RegionImpl::RunTierTask(const Task& task) {
     }
     a = *std::move(got);
   }
-  if (!a.has_value()) return std::nullopt;  // Deleted meanwhile.
+  if (!a.has_value() || a->state == TierState::kStandard) {
+    // Deleted, or restored for good (or its archival failed): its objects go, if any are left.
+    DeleteArchiveObjects(task.id);
+    return std::nullopt;
+  }
   uint64_t due = 0;
   switch (a->state) {
     case TierState::kArchiving:
@@ -453,7 +461,7 @@ std::optional<Task> RegionImpl::RunTierTask(const Task& task) {
   if (absl::Status s = catalog_->Write(batch); !s.ok()) {
     STRATA_LOG(kError, "snapshot ", task.id, ": recording the failure: ", s.ToString());
   }
-  if (failed.state == TierState::kStandard) DeleteArchiveObjects(task.id);
+  if (failed.state == TierState::kStandard) QueueArchiveDeletion(task.id);
   return std::nullopt;
 }
 
@@ -569,7 +577,7 @@ absl::Status RegionImpl::FinishRestoreLocked(ArchiveRecord& a, meta::WriteBatch&
   batch.Put(meta::ArchiveKey(a.snapshot.id), a.Encode());
   STRATA_RETURN_IF_ERROR(catalog_->Write(batch));
   if (a.state == TierState::kStandard) {
-    DeleteArchiveObjects(a.snapshot.id);
+    QueueArchiveDeletion(a.snapshot.id);
   } else {
     tasks_.Push({.kind = Task::Kind::kTier,
                  .id = a.snapshot.id,

@@ -393,7 +393,9 @@ class RegionImpl final : public Region {
   absl::StatusOr<bool> DeleteArchivedLocked(const std::string& snapshot_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Deletes a snapshot's archive objects, logging a failure (the next open retries).
-  void DeleteArchiveObjects(const std::string& snapshot_id);
+  void DeleteArchiveObjects(const std::string& snapshot_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // The same later, by a tier task (the caller holds mu_; the archive store may be remote).
+  void QueueArchiveDeletion(const std::string& snapshot_id);
   // At open: queues the tiering that was under way, and deletes objects no record needs.
   void ResumeTiering();
   std::optional<Task> RunTierTask(const Task& task) ABSL_LOCKS_EXCLUDED(mu_);

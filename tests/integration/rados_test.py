@@ -152,9 +152,10 @@ def archive_tier(a, b, ec2, ec2b, snap, enc_snap, secret, s3, tmp):
     attach(ec2, vol, "i-0abcdef0123456779")
     check(nbd_read(a, vol, len(secret), os.path.join(tmp, "restored")) == secret,
           "a volume from the restored snapshot reads on A what was archived")
-    listed = sh("aws", "--endpoint-url", s3, "s3", "ls", "--recursive", "s3://strata-archive/",
-                env=env)
-    check(enc_snap not in listed.stdout, "a permanent restore deletes the archive")
+    check(wait_until(lambda: enc_snap not in sh("aws", "--endpoint-url", s3, "s3", "ls",
+                                               "--recursive", "s3://strata-archive/",
+                                               env=env).stdout, timeout=30),
+          "a permanent restore deletes the archive")
 
 
 def main():

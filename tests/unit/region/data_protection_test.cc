@@ -647,8 +647,10 @@ TEST_F(ArchiveTierTest, RefusalsChangeNothing) {
   EXPECT_EQ(AwsErrorCode(region_->DeleteSnapshot(snap)), "SnapshotLocked");
   ASSERT_THAT(region_->UnlockSnapshot(snap), IsOk());
   EXPECT_EQ(Tier(snap), "archive");
+  EXPECT_GT(ArchiveObjects(snap), 0u);
   ASSERT_THAT(region_->DeleteSnapshot(snap), IsOk());
   EXPECT_FALSE(Listed(snap));
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());  // Its objects go after the record.
   EXPECT_EQ(ArchiveObjects(snap), 0u);
   EXPECT_THAT(region_->RestoreArchivedSnapshot(snap, {.permanent = true}),
               StatusIs(absl::StatusCode::kNotFound));
