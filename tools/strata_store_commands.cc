@@ -31,6 +31,7 @@ void PrintSnapshot(const SnapshotInfo& s) {
               s.id.c_str(), s.volume_id.c_str(), s.parent_id.empty() ? "-" : s.parent_id.c_str(),
               SnapshotStateName(s.state), s.progress_percent,
               (unsigned long long)s.volume_size_bytes, (unsigned long long)s.incremental_bytes);
+  if (s.storage_tier != "standard") std::printf("\ttier=%s", s.storage_tier.c_str());
   if (!s.description.empty()) std::printf("\tdescription=%s", s.description.c_str());
   if (!s.state_message.empty()) std::printf("\tmessage=%s", s.state_message.c_str());
   std::printf("\n");
