@@ -252,24 +252,36 @@ absl::StatusOr<SnapshotTierStatus> RegionImpl::RestoreArchivedSnapshot(
   return ToTierStatus(a->snapshot, &*a);
 }
 
-absl::StatusOr<std::vector<SnapshotTierStatus>> RegionImpl::ListSnapshotTierStatuses() {
-  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
+absl::StatusOr<std::vector<RegionImpl::ListedSnapshot>> RegionImpl::ListedSnapshots() {
   std::vector<meta::SnapshotRecord> all = tree_->All();
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
-  absl::MutexLock lock(&mu_);
   using ById = std::map<std::string, ArchiveRecord>;
   STRATA_ASSIGN_OR_RETURN(ById archived, ArchiveRecords());
-  std::vector<SnapshotTierStatus> out;
-  for (const meta::SnapshotRecord& r : all) {
+  std::vector<ListedSnapshot> out;
+  for (meta::SnapshotRecord& r : all) {
     if (r.deleted || r.recycled_micros != 0) continue;
-    auto it = archived.find(r.id);
-    out.push_back(ToTierStatus(r, it == archived.end() ? nullptr : &it->second));
-    if (it != archived.end()) archived.erase(it);
-  }
-  for (const auto& [id, a] : archived) {
-    if (a.state == TierState::kArchived || a.state == TierState::kRestoring) {
-      out.push_back(ToTierStatus(a.snapshot, &a));
+    std::optional<ArchiveRecord> a;
+    if (auto it = archived.find(r.id); it != archived.end()) {
+      a = std::move(it->second);
+      archived.erase(it);
     }
+    out.push_back({std::move(r), std::move(a)});
+  }
+  for (auto& [id, a] : archived) {  // Archived: as they were.
+    if (a.state == TierState::kArchived || a.state == TierState::kRestoring) {
+      out.push_back({a.snapshot, std::move(a)});
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<SnapshotTierStatus>> RegionImpl::ListSnapshotTierStatuses() {
+  STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
+  absl::MutexLock lock(&mu_);
+  STRATA_ASSIGN_OR_RETURN(std::vector<ListedSnapshot> listed, ListedSnapshots());
+  std::vector<SnapshotTierStatus> out;
+  for (const ListedSnapshot& l : listed) {
+    out.push_back(ToTierStatus(l.record, l.archive.has_value() ? &*l.archive : nullptr));
   }
   return out;
 }

@@ -376,6 +376,13 @@ class RegionImpl final : public Region {
   absl::StatusOr<std::optional<ArchiveRecord>> GetArchiveRecord(const std::string& snapshot_id);
   // Every "a/" record, by snapshot id.
   absl::StatusOr<std::map<std::string, ArchiveRecord>> ArchiveRecords();
+  // What DescribeSnapshots lists: the snapshots neither deleted nor in the Recycle Bin in
+  // creation order, then the archived ones (as they were), each with its archive record.
+  struct ListedSnapshot {
+    meta::SnapshotRecord record;
+    std::optional<ArchiveRecord> archive;
+  };
+  absl::StatusOr<std::vector<ListedSnapshot>> ListedSnapshots() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SnapshotTierStatus ToTierStatus(const meta::SnapshotRecord& r, const ArchiveRecord* a) const;
   // Sets the storage tier and restore expiry `a` gives the snapshot.
   static void AnnotateTier(SnapshotInfo& info, const ArchiveRecord& a);

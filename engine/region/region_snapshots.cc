@@ -230,21 +230,12 @@ absl::StatusOr<SnapshotInfo> RegionImpl::DescribeSnapshot(const std::string& sna
 
 absl::StatusOr<std::vector<SnapshotInfo>> RegionImpl::ListSnapshots() {
   STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
-  std::vector<meta::SnapshotRecord> all = tree_->All();
-  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
   absl::MutexLock lock(&mu_);
-  using ById = std::map<std::string, ArchiveRecord>;
-  STRATA_ASSIGN_OR_RETURN(ById archived, ArchiveRecords());
+  STRATA_ASSIGN_OR_RETURN(std::vector<ListedSnapshot> listed, ListedSnapshots());
   std::vector<SnapshotInfo> out;
-  for (const meta::SnapshotRecord& r : all) {
-    if (r.deleted || r.recycled_micros != 0) continue;
-    out.push_back(ToInfo(r));
-    if (auto it = archived.find(r.id); it != archived.end()) AnnotateTier(out.back(), it->second);
-  }
-  for (const auto& [id, a] : archived) {  // Archived: listed as they were, tier "archive".
-    if (a.state != TierState::kArchived && a.state != TierState::kRestoring) continue;
-    out.push_back(ToInfo(a.snapshot));
-    AnnotateTier(out.back(), a);
+  for (const ListedSnapshot& l : listed) {
+    out.push_back(ToInfo(l.record));
+    if (l.archive.has_value()) AnnotateTier(out.back(), *l.archive);
   }
   return out;
 }

@@ -55,6 +55,25 @@ class FlowCrashTest : public ::testing::Test {
     west_ = *store_->GetRegion("west-1");
   }
 
+  // A new store on a fresh memory Env.
+  void Fresh() {
+    store_.reset();
+    env_.reset();
+    mem_ = NewMemEnv();
+    env_.emplace(mem_.get());
+    Open();
+  }
+
+  // A volume's worth of random data with holes (every third 4 KiB block is zeros).
+  static std::vector<std::byte> RandomData(std::mt19937_64& rng) {
+    std::vector<std::byte> data(kVolumeBytes);
+    for (size_t i = 0; i < data.size(); i += 8) {
+      const uint64_t v = (i / 4096) % 3 == 0 ? 0 : rng();
+      std::memcpy(data.data() + i, &v, 8);
+    }
+    return data;
+  }
+
   // Power loss with background threads running: every Env call fails from now on, the calls
   // already past their check land, then unsynced data goes.
   void PowerLoss(bool tear, uint64_t seed) {
@@ -127,19 +146,11 @@ TEST_F(FlowCrashTest, CopiesAndRestoresCutByPowerLossLoseNothingAndLeakNothing) 
     const bool copy = round % 2 == 0;
     SCOPED_TRACE(::testing::Message()
                  << "round " << round << (copy ? " (copy)" : " (restore)") << " seed " << seed);
-    store_.reset();
-    env_.reset();
-    mem_ = NewMemEnv();
-    env_.emplace(mem_.get());
-    Open();
+    Fresh();
     // The source: a completed snapshot of data, and an image on it.
     auto vol = east_->CreateVolume({.size_bytes = kVolumeBytes, .owner = kAccount});
     ASSERT_THAT(vol, IsOk());
-    std::vector<std::byte> data(kVolumeBytes);
-    for (size_t i = 0; i < data.size(); i += 8) {
-      const uint64_t v = (i / 4096) % 3 == 0 ? 0 : rng();  // Holes too.
-      std::memcpy(data.data() + i, &v, 8);
-    }
+    const std::vector<std::byte> data = RandomData(rng);
     ASSERT_THAT((*east_->GetVolume(vol->id))->Write(0, data), IsOk());
     auto source = east_->CreateSnapshot({.volume_id = vol->id, .owner = kAccount});
     ASSERT_THAT(source, IsOk());
@@ -213,18 +224,10 @@ TEST_F(FlowCrashTest, ArchivalsAndRestoresCutByPowerLossLoseNothing) {
     SCOPED_TRACE(::testing::Message()
                  << "round " << round << (cut_restore ? " (restore)" : " (archival)") << " seed "
                  << seed);
-    store_.reset();
-    env_.reset();
-    mem_ = NewMemEnv();
-    env_.emplace(mem_.get());
-    Open();
+    Fresh();
     auto vol = east_->CreateVolume({.size_bytes = kVolumeBytes, .owner = kAccount});
     ASSERT_THAT(vol, IsOk());
-    std::vector<std::byte> data(kVolumeBytes);
-    for (size_t i = 0; i < data.size(); i += 8) {
-      const uint64_t v = (i / 4096) % 3 == 0 ? 0 : rng();
-      std::memcpy(data.data() + i, &v, 8);
-    }
+    const std::vector<std::byte> data = RandomData(rng);
     ASSERT_THAT((*east_->GetVolume(vol->id))->Write(0, data), IsOk());
     auto snap = east_->CreateSnapshot({.volume_id = vol->id, .owner = kAccount});
     ASSERT_THAT(snap, IsOk());
