@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -564,6 +565,17 @@ int main(int argc, char** argv) {
   }
   STRATA_LOG(kInfo, "stratad serving store ", dir, " (pid ", getpid(), "), backend ",
              (*store)->DescribeBackend(), "; SIGTERM or Ctrl-C stops");
+  if (options.archive.s3_endpoint.empty()) {
+    STRATA_LOG(
+        kInfo, "archive tier: ",
+        options.archive.dir.empty() ? "each region's archive directory" : options.archive.dir,
+        absl::StartsWith((*store)->DescribeBackend(), "rados")
+            ? " (this node's only: give --archive-s3 so that every node shares it)"
+            : "");
+  } else {
+    STRATA_LOG(kInfo, "archive tier: s3 ", options.archive.s3_endpoint, "/",
+               options.archive.s3_bucket);
+  }
   int signal = 0;
   sigwait(&stop, &signal);
   STRATA_LOG(kInfo, "signal ", signal, ": stopping cleanly");
