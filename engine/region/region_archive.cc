@@ -28,9 +28,6 @@ using volume::ChunkEntry;
 using volume::DecodeEntry;
 using volume::EncodeEntry;
 
-// Chunks of a part: about 16 MiB of them.
-constexpr uint64_t kPartBytes = 16 << 20;
-
 absl::Status IncorrectState(const std::string& message) {
   return WithAwsErrorCode(absl::FailedPreconditionError(message), "IncorrectState");
 }
@@ -471,77 +468,88 @@ std::optional<Task> RegionImpl::RunTierTask(const Task& task) {
   meta::WriteBatch batch;
   batch.Put(meta::ArchiveKey(task.id), failed.Encode());
   if (absl::Status s = catalog_->Write(batch); !s.ok()) {
+    // Still in progress in the catalog: the next open runs it again.
     STRATA_LOG(kError, "snapshot ", task.id, ": recording the failure: ", s.ToString());
+    return std::nullopt;
   }
   if (failed.state == TierState::kStandard) QueueArchiveDeletion(task.id);
   return std::nullopt;
 }
 
 absl::Status RegionImpl::ArchiveNow(const std::string& snapshot_id) {
-  // What to archive: the entry each chunk resolves to from the snapshot.
   meta::SnapshotRecord r;
-  std::vector<std::pair<uint64_t, chunk::ChunkKey>> chunks;
+  SnapshotTree::Ancestry ancestry;
   {
     STRATA_ASSIGN_OR_RETURN(util::SharedHold shared, EnterShared());
     absl::MutexLock lock(&mu_);
     STRATA_ASSIGN_OR_RETURN(r, FindCompletedSnapshot(*tree_, snapshot_id));
-    STRATA_ASSIGN_OR_RETURN(SnapshotTree::Ancestry ancestry, tree_->Ancestors(snapshot_id));
-    const uint64_t chunk_count = (r.volume_size_bytes + chunk_size_bytes_ - 1) / chunk_size_bytes_;
-    uint64_t last_chunk = UINT64_MAX;
-    absl::Status bad;
-    STRATA_RETURN_IF_ERROR(catalog_->Scan(
-        meta::ResolveTreePrefix(r.tree), "", [&](absl::string_view key, absl::string_view value) {
-          const uint64_t c = meta::ResolveKeyChunk(key);
-          if (c == last_chunk || !ancestry->contains(meta::ResolveKeySeq(key))) return true;
-          last_chunk = c;
-          if (c >= chunk_count) return false;
-          absl::StatusOr<ChunkEntry> entry = DecodeEntry(value);
-          if (!entry.ok()) {
-            bad = entry.status();
-            return false;
-          }
-          if (entry->has_value()) chunks.emplace_back(c, **entry);
-          return true;
-        }));
-    STRATA_RETURN_IF_ERROR(bad);
+    STRATA_ASSIGN_OR_RETURN(ancestry, tree_->Ancestors(snapshot_id));
   }
-  // The parts, then the manifest. The snapshot cannot be deleted while it is being archived,
-  // so these chunks stay referenced (a parent's prune moves entries, never drops them).
+  // Part by part: the entries each chunk resolves to from the snapshot (a window of the resolve
+  // index), their chunks as stored, one object. The snapshot cannot be deleted while it is being
+  // archived, so these chunks stay referenced, and what it resolves to stays the same: a
+  // deleted ancestor's prune moves its entries into a child (still in `ancestry`), between
+  // windows or not.
   STRATA_ASSIGN_OR_RETURN(archive::ArchiveStore * store, Archive());
   ArchiveManifest manifest;
   manifest.snapshot = r;
   manifest.chunk_size_bytes = chunk_size_bytes_;
-  manifest.chunk_count = chunks.size();
-  const size_t per_part = std::max<uint64_t>(1, kPartBytes / chunk_size_bytes_);
+  const uint64_t chunk_count = (r.volume_size_bytes + chunk_size_bytes_ - 1) / chunk_size_bytes_;
+  const size_t per_part = std::max<uint64_t>(1, options_.archive.part_bytes / chunk_size_bytes_);
+  std::optional<uint64_t> next = 0;  // The first chunk of the next window.
   std::vector<std::byte> buffer;
-  for (size_t at = 0; at < chunks.size(); at += per_part) {
-    const size_t end = std::min(chunks.size(), at + per_part);
+  while (next.has_value()) {
+    std::vector<std::pair<uint64_t, chunk::ChunkKey>> chunks;
+    uint64_t last_chunk = UINT64_MAX;
+    const uint64_t from = *next;
+    next.reset();
+    absl::Status bad;
+    STRATA_RETURN_IF_ERROR(
+        catalog_->Scan(meta::ResolveTreePrefix(r.tree), meta::ResolvePrefix(r.tree, from),
+                       [&](absl::string_view key, absl::string_view value) {
+                         const uint64_t c = meta::ResolveKeyChunk(key);
+                         if (c == last_chunk || !ancestry->contains(meta::ResolveKeySeq(key)))
+                           return true;
+                         if (c >= chunk_count) return false;
+                         if (chunks.size() == per_part) {
+                           next = c;  // Full: the next window starts here.
+                           return false;
+                         }
+                         last_chunk = c;
+                         absl::StatusOr<ChunkEntry> entry = DecodeEntry(value);
+                         if (!entry.ok()) {
+                           bad = entry.status();
+                           return false;
+                         }
+                         if (entry->has_value()) chunks.emplace_back(c, **entry);
+                         return true;
+                       }));
+    STRATA_RETURN_IF_ERROR(bad);
+    if (chunks.empty()) break;
     std::vector<chunk::ChunkKey> keys;
-    std::vector<std::span<std::byte>> outs;
+    std::vector<size_t> sizes;
     size_t total = 0;
-    for (size_t i = at; i < end; ++i) {
-      total += chunk_size_bytes_ +
-               (chunks[i].second.domain == chunk::kPlaintextDomain ? 0 : volume::kSivBytes);
+    for (const auto& [c, key] : chunks) {
+      keys.push_back(key);
+      sizes.push_back(chunk_size_bytes_ +
+                      (key.domain == chunk::kPlaintextDomain ? 0 : volume::kSivBytes));
+      total += sizes.back();
     }
     buffer.resize(total);
-    size_t offset = 0;
-    for (size_t i = at; i < end; ++i) {
-      const size_t n = chunk_size_bytes_ +
-                       (chunks[i].second.domain == chunk::kPlaintextDomain ? 0 : volume::kSivBytes);
-      keys.push_back(chunks[i].second);
-      outs.emplace_back(buffer.data() + offset, n);
-      offset += n;
+    std::vector<std::span<std::byte>> outs;
+    for (size_t i = 0, offset = 0; i < chunks.size(); offset += sizes[i], ++i) {
+      outs.emplace_back(buffer.data() + offset, sizes[i]);
     }
     STRATA_RETURN_IF_ERROR(chunks_->ReadMany(keys, outs));
     std::string part;
-    part.reserve(total + (end - at) * 16);
-    for (size_t i = at; i < end; ++i) {
-      const std::span<std::byte> out = outs[i - at];
-      AppendArchiveEntry(part, chunks[i].first, chunks[i].second.domain,
-                         {reinterpret_cast<const char*>(out.data()), out.size()});
+    part.reserve(total + chunks.size() * 16);
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      AppendArchiveEntry(part, chunks[i].first, keys[i].domain,
+                         {reinterpret_cast<const char*>(outs[i].data()), outs[i].size()});
     }
     const std::string name = ArchivePartName(snapshot_id, manifest.parts.size());
     STRATA_RETURN_IF_ERROR(store->Put(name, part));
+    manifest.chunk_count += chunks.size();
     manifest.stored_bytes += total;
     manifest.parts.push_back({name, part.size(), ArchiveChecksum(part)});
   }

@@ -45,6 +45,7 @@ class FlowCrashTest : public ::testing::Test {
     options.links[""] = *ParseLinkModel("bandwidth=1GB,rtt=1ms,streams=2");
     options.archive.fixed_ms = 0;  // Archivals and restores run as soon as they are asked.
     options.archive.bytes_per_second = uint64_t{1} << 40;
+    options.archive.part_bytes = 256 << 10;  // Several parts: more moments to cut.
     auto store = Store::Open(dir_.path(), options);
     ASSERT_THAT(store, IsOk());
     store_ = std::move(*store);

@@ -119,6 +119,9 @@ struct StoreOptions {
     std::string s3_prefix;  // Before "<region>/" in every key (stores sharing a bucket).
     uint64_t fixed_ms = 2000;
     uint64_t bytes_per_second = uint64_t{1} << 30;
+    // About how many bytes of chunks an archive object holds (at least one chunk). Memory of
+    // an archival or a restore is about twice this. Default: 16 MiB.
+    uint64_t part_bytes = 16 << 20;
   };
   ArchiveTier archive;
 };

@@ -42,7 +42,8 @@ class DataProtectionTest : public ::testing::Test {
     store_.reset();
     StoreOptions options = ::strata::testing::TestStoreOptions(dir_.path());
     options.env = &clock_;
-    options.kms_root_key = root_key_;  // For encrypted volumes.
+    options.kms_root_key = root_key_;        // For encrypted volumes.
+    options.archive.part_bytes = 256 << 10;  // Archives of several parts.
     options.background_work = false;
     auto store = Store::Open(dir_.path(), options);
     ASSERT_THAT(store, IsOk());
@@ -495,7 +496,7 @@ TEST_F(ArchiveTierTest, ArchivalFreesTheChunksAndRestoresBringTheSnapshotBack) {
   EXPECT_EQ(status.last_operation_status, "archival-completed");
   EXPECT_EQ(status.progress_percent, 100);
   EXPECT_EQ(status.archival_complete_micros, clock_.NowMicros());
-  EXPECT_GT(ArchiveObjects(snap), 1u) << "parts and a manifest";
+  EXPECT_EQ(ArchiveObjects(snap), 5u) << "four parts of 256 KiB and a manifest";
   // Its chunks left the main store.
   EXPECT_EQ(region_->GetStats()->referenced_chunk_count, 0u);
   ASSERT_THAT(region_->CollectGarbage(), IsOk());
