@@ -10,7 +10,9 @@
 // Both follow StoreOptions::archive's timing model: the work runs when the model says the
 // operation ends.
 #include <algorithm>
+#include <atomic>
 #include <random>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -669,22 +671,59 @@ absl::Status RegionImpl::RestoreNow(const std::string& snapshot_id) {
     pins.clear();
     return s;
   };
+  struct Entry {
+    uint64_t chunk_index;
+    uint32_t domain;
+    absl::string_view stored;
+  };
   for (const ArchiveManifest::Part& part : manifest.parts) {
     STRATA_ASSIGN_OR_RETURN(std::string bytes, store->Get(part.name));
+    std::vector<Entry> entries;
     STRATA_RETURN_IF_ERROR(ForEachArchiveEntry(
-        part, bytes, [&](uint64_t c, uint32_t domain, absl::string_view stored) -> absl::Status {
-          STRATA_ASSIGN_OR_RETURN(
-              chunk::ChunkKey key,
-              chunks_->Put(domain,
-                           {reinterpret_cast<const std::byte*>(stored.data()), stored.size()}));
-          const std::string value = EncodeEntry(key);
-          batch.Put(meta::ManifestKey(target.seq, c), value);
-          batch.Put(meta::ResolveKey(target.tree, c, target.seq), value);
-          pins.push_back(key);
-          ++restored;
-          if (pins.size() >= piece) return commit();
+        part, bytes, [&](uint64_t c, uint32_t domain, absl::string_view stored) {
+          entries.push_back({c, domain, stored});
           return absl::OkStatus();
         }));
+    // The part's chunks into the store, PutConcurrency() at once (on RADOS each Put waits a
+    // round trip), then into the manifest in order.
+    std::vector<absl::StatusOr<chunk::ChunkKey>> keys(entries.size(),
+                                                      absl::UnknownError("not stored"));
+    std::atomic<size_t> cursor{0};
+    auto put = [&] {
+      for (size_t i; (i = cursor.fetch_add(1)) < entries.size();) {
+        keys[i] = chunks_->Put(entries[i].domain,
+                               {reinterpret_cast<const std::byte*>(entries[i].stored.data()),
+                                entries[i].stored.size()});
+        if (!keys[i].ok()) cursor.store(entries.size());  // The rest is not worth storing.
+      }
+    };
+    std::vector<std::thread> helpers;
+    for (int i = 1; i < chunks_->PutConcurrency(); ++i) helpers.emplace_back(put);
+    put();
+    for (std::thread& t : helpers) t.join();
+    absl::Status failed;
+    for (const absl::StatusOr<chunk::ChunkKey>& key : keys) {
+      if (!key.ok() && failed.ok() && !absl::IsUnknown(key.status())) failed = key.status();
+    }
+    if (!failed.ok()) {
+      for (const absl::StatusOr<chunk::ChunkKey>& key : keys) {
+        if (key.ok()) chunks_->Unpin({&*key, 1});
+      }
+      chunks_->Unpin(pins);
+      return failed;
+    }
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const std::string value = EncodeEntry(*keys[i]);
+      batch.Put(meta::ManifestKey(target.seq, entries[i].chunk_index), value);
+      batch.Put(meta::ResolveKey(target.tree, entries[i].chunk_index, target.seq), value);
+      pins.push_back(*keys[i]);
+      ++restored;
+      if (pins.size() < piece) continue;
+      if (absl::Status s = commit(); !s.ok()) {
+        for (size_t j = i + 1; j < entries.size(); ++j) chunks_->Unpin({&*keys[j], 1});
+        return s;
+      }
+    }
   }
   if (!pins.empty()) STRATA_RETURN_IF_ERROR(commit());
   if (restored != manifest.chunk_count) {
