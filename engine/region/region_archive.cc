@@ -11,7 +11,6 @@
 // operation ends.
 #include <algorithm>
 #include <atomic>
-#include <random>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -54,10 +53,14 @@ absl::StatusOr<archive::ArchiveStore*> RegionImpl::Archive() {
                                           .secret_access_key = o.s3_secret_access_key,
                                           .prefix = absl::StrCat(o.s3_prefix, name_, "/")}));
   } else {
-    archive_ = archive::NewDirectoryArchive(
-        env_, o.dir.empty() ? dir_ + "/archive" : absl::StrCat(o.dir, "/", name_));
+    archive_ = archive::NewDirectoryArchive(env_, ArchiveDir());
   }
   return archive_.get();
+}
+
+std::string RegionImpl::ArchiveDir() const {
+  return options_.archive.dir.empty() ? dir_ + "/archive"
+                                      : absl::StrCat(options_.archive.dir, "/", name_);
 }
 
 uint64_t RegionImpl::TierMicros(uint64_t bytes) const {
@@ -376,10 +379,7 @@ void RegionImpl::ResumeTiering() {
     }
   }
   // Objects no record needs: a deletion or a permanent restore that stopped part way.
-  if (options_.archive.s3_endpoint.empty() &&
-      !env_->FileExists(options_.archive.dir.empty()
-                            ? dir_ + "/archive"
-                            : absl::StrCat(options_.archive.dir, "/", name_))) {
+  if (options_.archive.s3_endpoint.empty() && !env_->FileExists(ArchiveDir())) {
     return;  // Never archived here (and no S3 to open for nothing).
   }
   absl::StatusOr<archive::ArchiveStore*> store = Archive();
@@ -640,8 +640,7 @@ absl::Status RegionImpl::RestoreNow(const std::string& snapshot_id) {
       STRATA_RETURN_IF_ERROR(DropManifest(partial));
     } else {
       a.restore_seq = next_seq_;
-      a.restore_tree = (static_cast<uint64_t>(std::random_device{}()) << 32) ^
-                       std::random_device{}() ^ env_->NowMicros();
+      a.restore_tree = NewTreeId();
       meta::WriteBatch batch;
       batch.Put(meta::ArchiveKey(snapshot_id), a.Encode());
       PutNextSeq(batch, next_seq_ + 1);

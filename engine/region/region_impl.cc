@@ -322,6 +322,11 @@ RegionImpl::~RegionImpl() {
   volumes_.clear();
 }
 
+uint64_t RegionImpl::NewTreeId() const {
+  return (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}() ^
+         env_->NowMicros();
+}
+
 std::string RegionImpl::NewId(absl::string_view prefix) {
   // random_device (getrandom) per id: a forked or restarted process never repeats a sequence.
   std::random_device random;

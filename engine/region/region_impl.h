@@ -240,6 +240,8 @@ class RegionImpl final : public Region {
   absl::StatusOr<std::optional<std::string>> NodeServingVolume(const std::string& id);
   std::string HeadPath(const std::string& volume_id) const;
   std::string NewId(absl::string_view prefix) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A new lineage's tree id (random, so that lineages made on any node never meet).
+  uint64_t NewTreeId() const;
   // Runs one background task; returns a follow-up task to queue, if any.
   std::optional<Task> RunTask(Task task);
 
@@ -371,6 +373,8 @@ class RegionImpl final : public Region {
   // region_archive.cc
   // The archive store, opened at first use (an S3 endpoint may be down at the region's open).
   absl::StatusOr<archive::ArchiveStore*> Archive() ABSL_LOCKS_EXCLUDED(archive_mu_);
+  // Where the directory archive is when there is no S3 (StoreOptions::archive.dir).
+  std::string ArchiveDir() const;
   // How long archiving or restoring `bytes` takes in the timing model, in µs.
   uint64_t TierMicros(uint64_t bytes) const;
   absl::StatusOr<std::optional<ArchiveRecord>> GetArchiveRecord(const std::string& snapshot_id);

@@ -1,6 +1,5 @@
 // RegionImpl: the volume table.
 #include <algorithm>
-#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -117,8 +116,7 @@ absl::StatusOr<VolumeInfo> RegionImpl::CreateVolumeLocked(const CreateVolumeRequ
     r.base_snapshot_id = r.last_snapshot_id = snap.id;
     r.tree = snap.tree;
   } else {
-    r.tree = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}() ^
-             env_->NowMicros();
+    r.tree = NewTreeId();
   }
   if (r.size_bytes == 0 || r.size_bytes % kVolumeSizeAlignBytes != 0 ||
       r.size_bytes > kMaxVolumeSizeBytes) {
