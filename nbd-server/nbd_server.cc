@@ -143,7 +143,7 @@ void NbdServer::AcceptLoop(Listener& listener) {
 }
 
 void NbdServer::Serve(int fd) {
-  SocketTransport transport(fd);
+  SocketTransport transport(fd, options_.poll);
   Session(exports_, fd, &transport,
           {.tls = tls_.get(),
            .tls_mode = options_.tls_mode,

@@ -1,14 +1,24 @@
 #include "transport.h"
 
+#include <sched.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 namespace strata::nbd {
 
 ssize_t SocketTransport::Recv(void* buf, size_t n) {
+  if (poll_ > absl::ZeroDuration()) {
+    const auto end = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(poll_);
+    do {
+      const ssize_t got = ::recv(fd_, buf, n, MSG_DONTWAIT);
+      if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return got;
+      sched_yield();
+    } while (std::chrono::steady_clock::now() < end);
+  }
   for (;;) {
     const ssize_t got = ::recv(fd_, buf, n, 0);
     if (got < 0 && errno == EINTR) continue;

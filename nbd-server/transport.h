@@ -11,6 +11,8 @@
 #include <span>
 #include <vector>
 
+#include "absl/time/time.h"
+
 namespace strata::nbd {
 
 class Transport {
@@ -22,15 +24,21 @@ class Transport {
   virtual bool Send(std::span<const iovec> pieces) = 0;
 };
 
-// A connected socket; does not own the descriptor.
+// A connected socket; does not own the descriptor. With a `poll` time, a receive that would
+// block first tries again without blocking for up to that long, yielding the processor between
+// tries: a client that sends its next request within it (a VM at queue depth 1) is read without
+// the sleep and the wake-up, which cost more than the polling on virtual machines
+// (docs/benchmarks.md). An idle connection pays the poll's CPU once per wait.
 class SocketTransport final : public Transport {
  public:
-  explicit SocketTransport(int fd) : fd_(fd) {}
+  explicit SocketTransport(int fd, absl::Duration poll = absl::ZeroDuration())
+      : fd_(fd), poll_(poll) {}
   ssize_t Recv(void* buf, size_t n) override;
   bool Send(std::span<const iovec> pieces) override;
 
  private:
   const int fd_;
+  const absl::Duration poll_;
 };
 
 // Replies of pipelined requests, gathered so that a burst goes out in one send: small pieces
