@@ -2,7 +2,9 @@
 """fio's nbd engine against stratad and its peers, in one run on one file system: nbdkit (file
 and memory plugins), nbd-server, qemu-nbd on a raw file, on a qcow2 overlay with a backing file
 and on a LUKS qcow2, and nbdkit's null plugin, which stores nothing: the ceiling of what the NBD
-protocol, fio and the loopback reach on this machine (a column, never a peer of the targets). Each row runs --rounds times
+protocol, fio and the loopback reach on this machine (a column, never a peer of the targets).
+Strata runs as it starts by default and with --nbd-poll-us (strata-poll, strata-encrypted-poll);
+the encrypted table and the targets are given for each. Each row runs --rounds times
 per server; the table takes the median of throughput, latency and the server's CPU time per
 request (utime + stime of the server and its reaped children, from /proc), and gives the ratios
 of Strata to each peer. The encrypted table compares the CPU encryption adds per request with
@@ -25,12 +27,18 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
-from strata_testlib import GiB, MiB, Daemon, sh  # noqa: E402
+from strata_testlib import GiB, MiB, Daemon  # noqa: E402
 
 SIZE = GiB
 # A server that stores nothing (reads are zeros, writes are dropped): what the NBD protocol, fio
 # and the loopback reach on this machine, the ceiling of every row. Not a peer for the targets.
 CEILING = "nbdkit-null"
+# Strata as it starts by default, and with its connections polling before they sleep.
+DEFAULT = ("strata", "strata-encrypted")
+POLL_US = 50
+POLLING = ("strata-poll", "strata-encrypted-poll")
+# The write size that lays down every server's filled target (nbdcopy's for Strata).
+FILL_REQUEST_BYTES = 256 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ROWS = [
     # name, fio rw, block size, iodepth, connections, fresh target (first write)
@@ -157,14 +165,15 @@ class DaemonPeer(ProcessPeer):
 
 
 class StrataPeer(Peer):
-    """stratad; `no_io_uring` runs it with STRATA_NO_IO_URING=1 (the ring's pread/pwrite
-    stand-in), to measure what io_uring itself brings."""
+    """stratad under `name`; `flags` are more stratad flags (--nbd-poll-us); `no_io_uring` runs
+    it with STRATA_NO_IO_URING=1 (the ring's pread/pwrite stand-in), to measure what io_uring
+    itself brings."""
 
-    def __init__(self, work, image, bin_dir, encrypted=False, no_io_uring=False):
-        name = "strata-encrypted" if encrypted else "strata-no-io-uring" if no_io_uring else "strata"
+    def __init__(self, name, work, image, bin_dir, encrypted=False, flags=(), no_io_uring=False):
         super().__init__(name, work, image)
         self.bin_dir = bin_dir
         self.encrypted = encrypted
+        self.flags = list(flags)
         self.no_io_uring = no_io_uring
         self.daemon = None
 
@@ -172,7 +181,7 @@ class StrataPeer(Peer):
         if self.daemon is None:
             # Plaintext TCP like every peer: --nbd-auth none (the default needs TLS over TCP).
             self.daemon = Daemon(self.bin_dir, os.path.join(self.work, f"{self.name}-store"),
-                                 ["--nbd-auth", "none"])
+                                 ["--nbd-auth", "none"] + self.flags)
             if self.no_io_uring:
                 os.environ["STRATA_NO_IO_URING"] = "1"
             try:
@@ -183,7 +192,8 @@ class StrataPeer(Peer):
                 raise RuntimeError("stratad did not start")
             self.ec2 = self.daemon.client()
             self.data_vol = self.volume()
-            subprocess.run(["nbdcopy", self.image, self.tcp_uri(self.data_vol)], check=True)
+            subprocess.run(["nbdcopy", f"--request-size={FILL_REQUEST_BYTES}", self.image,
+                            self.tcp_uri(self.data_vol)], check=True)
         self.pid = self.daemon.proc.pid
         return self.tcp_uri(self.volume() if fresh else self.data_vol)
 
@@ -205,20 +215,35 @@ class StrataPeer(Peer):
             self.daemon.stop()
 
 
+def fill_copy(image, target):
+    """Copies in FILL_REQUEST_BYTES writes, as nbdcopy fills Strata's volume: the page cache's
+    folios (sized by the writes that made them on this kernel) are then alike for every server,
+    and a 4 KiB overwrite costs the same in each (bench/page_cache_folios.py: one into a file
+    laid down in 1 MiB writes costs about three times one into a file laid down in 4 KiB
+    writes)."""
+    with open(image, "rb") as src, open(target, "wb") as dst:
+        while block := src.read(FILL_REQUEST_BYTES):
+            dst.write(block)
+
+
 def copy_or_sparse(image):
     def prepare(target, fresh):
         if fresh:
             with open(target, "wb") as f:
                 f.truncate(SIZE)
         else:
-            shutil.copyfile(image, target)
+            fill_copy(image, target)
     return prepare
 
 
 def peers(work, image, bin_dir):
     nbdkit = ["nbdkit", "-f", "--exit-with-parent", "-i", "127.0.0.1"]
-    out = [StrataPeer(work, image, bin_dir), StrataPeer(work, image, bin_dir, encrypted=True),
-           StrataPeer(work, image, bin_dir, no_io_uring=True)]
+    poll = ["--nbd-poll-us", str(POLL_US)]
+    out = [StrataPeer(DEFAULT[0], work, image, bin_dir),
+           StrataPeer(DEFAULT[1], work, image, bin_dir, encrypted=True),
+           StrataPeer(POLLING[0], work, image, bin_dir, flags=poll),
+           StrataPeer(POLLING[1], work, image, bin_dir, encrypted=True, flags=poll),
+           StrataPeer("strata-no-io-uring", work, image, bin_dir, no_io_uring=True)]
     out.append(ProcessPeer("nbdkit-file", work, image,
                            lambda t, p: (nbdkit + ["-p", str(p), "file", t], ""), copy_or_sparse(image)))
 
@@ -247,7 +272,7 @@ def peers(work, image, bin_dir):
             with open(base, "wb") as f:
                 f.truncate(SIZE)
         else:
-            shutil.copyfile(image, base)
+            fill_copy(image, base)
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", target],
                        check=True)
     out.append(ProcessPeer("qemu-nbd-qcow2-overlay", work, image,
@@ -333,7 +358,7 @@ def main():
             f.write(os.urandom(64 * MiB))
     all_peers = peers(work, image, os.path.abspath(a.bin_dir))
     # strata-no-io-uring runs only when named.
-    keep = set(a.only.split(",")) | {"strata", "strata-encrypted"} if a.only else None
+    keep = set(a.only.split(",")) | set(DEFAULT) if a.only else None
     all_peers = [p for p in all_peers
                  if (keep is None and p.name != "strata-no-io-uring") or (keep and p.name in keep)]
     runs = {}  # (row, peer) -> [result dict with cpu_us, per round]
@@ -393,8 +418,14 @@ def request_bytes(row):
 def render(results, names, rates, rounds, runtime, rows):
     head = (f"Median of {rounds} rounds of {runtime} s per row and server; fio and the server share "
             f"the machine's 2 cores. CPU/req is the server's (utime + stime) per request.")
-    return "\n\n".join([head, render_plain(results, names, rows), render_encrypted(results, rates, rows),
-                         render_targets(results, names, rates, rows)])
+    parts = [head, render_plain(results, names, rows)]
+    for variant in (DEFAULT, POLLING):
+        if any(results.get((r[0], variant[0])) for r in rows):
+            title = ("Strata as it starts by default" if variant == DEFAULT else
+                     f"Strata with --nbd-poll-us {POLL_US} ({variant[0]}, {variant[1]})")
+            parts += [f"**{title}.**", render_encrypted(results, rates, rows, variant),
+                      render_targets(results, names, rates, rows, variant)]
+    return "\n\n".join(parts)
 
 
 def cipher_us(row, rates):
@@ -402,7 +433,7 @@ def cipher_us(row, rates):
     return request_bytes(row) / rate * 1e6 if rate else None
 
 
-def render_encrypted(results, rates, rows):
+def render_encrypted(results, rates, rows, variant):
     lines = ["Encrypted Strata (AES-256-XTS) in the same run. Added CPU/req is encrypted minus "
              "unencrypted Strata's CPU per request; cipher CPU/req is the request's bytes at the "
              "single-core XTS rate xts_bench measured in this run "
@@ -411,8 +442,7 @@ def render_encrypted(results, rates, rows):
              "| row | encrypted Strata | encrypted / unencrypted Strata | encrypted Strata / qemu-nbd LUKS qcow2 | encrypted CPU/req | added CPU/req | cipher CPU/req | added / cipher |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
-        e = results.get((row[0], "strata-encrypted"))
-        s = results.get((row[0], "strata"))
+        s, e = (results.get((row[0], n)) for n in variant)
         q = results.get((row[0], "qemu-nbd-luks-qcow2"))
         cipher = cipher_us(row, rates)
         added = e["cpu_us"] - s["cpu_us"] if e and s else None
@@ -427,7 +457,7 @@ def render_encrypted(results, rates, rows):
     return "\n".join(lines)
 
 
-def render_targets(results, names, rates, rows):
+def render_targets(results, names, rates, rows, variant):
     """Issue 17's targets, each row checked; a missing measurement counts as missed."""
     checks = []
 
@@ -439,7 +469,7 @@ def render_targets(results, names, rates, rows):
     peers_only = [n for n in names if not n.startswith("strata") and n != CEILING]
     for row in rows:
         name, conns = row[0], row[4]
-        s, e = results.get((name, "strata")), results.get((name, "strata-encrypted"))
+        s, e = (results.get((name, n)) for n in variant)
         q = results.get((name, "qemu-nbd-luks-qcow2"))
         check(f"{name}: encrypted / unencrypted", e["bw"] / s["bw"] if e and s else None,
               floor=0.7 if row[2] == "1M" else 0.9)
@@ -506,7 +536,7 @@ def svg_plot(results, names, path):
 
 
 def render_plain(results, names, rows):
-    peers_only = [n for n in names if n not in ("strata", "strata-encrypted")]
+    peers_only = [n for n in names if n not in DEFAULT and n != POLLING[1]]
     lines = ["| row | Strata | " + " | ".join(f"Strata / {n}" for n in peers_only) +
              " | Strata CPU/req | " + " | ".join(f"{n} CPU/req" for n in peers_only) + " |",
              "| --- " * (3 + 2 * len(peers_only)) + "|"]
