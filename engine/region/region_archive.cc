@@ -11,15 +11,17 @@
 // operation ends.
 #include <algorithm>
 #include <atomic>
-#include <thread>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "region/archive_format.h"
 #include "region/region_impl.h"
 #include "region/snapshot_records.h"
 #include "strata/aws_error.h"
 #include "util/log.h"
+#include "util/run_on_threads.h"
 #include "util/status_macros.h"
 
 namespace strata::region {
@@ -685,28 +687,27 @@ absl::Status RegionImpl::RestoreNow(const std::string& snapshot_id) {
         }));
     // The part's chunks into the store, PutConcurrency() at once (on RADOS each Put waits a
     // round trip), then into the manifest in order.
-    std::vector<absl::StatusOr<chunk::ChunkKey>> keys(entries.size(),
-                                                      absl::UnknownError("not stored"));
+    std::vector<std::optional<chunk::ChunkKey>> keys(entries.size());
     std::atomic<size_t> cursor{0};
-    auto put = [&] {
+    absl::Mutex failed_mu;
+    absl::Status failed;  // The first Put that failed.
+    util::RunOnThreads(chunks_->PutConcurrency(), [&] {
       for (size_t i; (i = cursor.fetch_add(1)) < entries.size();) {
-        keys[i] = chunks_->Put(entries[i].domain,
-                               {reinterpret_cast<const std::byte*>(entries[i].stored.data()),
+        absl::StatusOr<chunk::ChunkKey> key = chunks_->Put(
+            entries[i].domain, {reinterpret_cast<const std::byte*>(entries[i].stored.data()),
                                 entries[i].stored.size()});
-        if (!keys[i].ok()) cursor.store(entries.size());  // The rest is not worth storing.
+        if (key.ok()) {
+          keys[i] = *key;
+          continue;
+        }
+        absl::MutexLock lock(&failed_mu);
+        if (failed.ok()) failed = key.status();
+        cursor.store(entries.size());  // The rest is not worth storing.
       }
-    };
-    std::vector<std::thread> helpers;
-    for (int i = 1; i < chunks_->PutConcurrency(); ++i) helpers.emplace_back(put);
-    put();
-    for (std::thread& t : helpers) t.join();
-    absl::Status failed;
-    for (const absl::StatusOr<chunk::ChunkKey>& key : keys) {
-      if (!key.ok() && failed.ok() && !absl::IsUnknown(key.status())) failed = key.status();
-    }
+    });
     if (!failed.ok()) {
-      for (const absl::StatusOr<chunk::ChunkKey>& key : keys) {
-        if (key.ok()) chunks_->Unpin({&*key, 1});
+      for (const std::optional<chunk::ChunkKey>& key : keys) {
+        if (key.has_value()) chunks_->Unpin({&*key, 1});
       }
       chunks_->Unpin(pins);
       return failed;

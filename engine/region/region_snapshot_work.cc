@@ -1,7 +1,6 @@
 // RegionImpl: background work on snapshots: ingest (pending -> completed or error) and pruning of
 // deleted snapshots.
 #include <algorithm>
-#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -10,6 +9,7 @@
 #include "region/region_impl.h"
 #include "region/snapshot_records.h"
 #include "util/log.h"
+#include "util/run_on_threads.h"
 #include "util/status_macros.h"
 #include "volume/snapshot_tree.h"
 
@@ -54,10 +54,7 @@ void RegionImpl::RunIngest(const std::shared_ptr<PendingSnapshot>& pending) {
       if (!pending->error.ok()) return;
     }
   };
-  std::vector<std::thread> helpers;
-  for (int i = 1; i < chunks_->PutConcurrency(); ++i) helpers.emplace_back(ingest);
-  ingest();
-  for (std::thread& t : helpers) t.join();
+  util::RunOnThreads(chunks_->PutConcurrency(), ingest);
   absl::StatusOr<util::SharedHold> shared = EnterShared();
   absl::MutexLock lock(&mu_);
   absl::Status error = shared.status();
