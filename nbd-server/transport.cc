@@ -7,17 +7,24 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <optional>
 
 namespace strata::nbd {
 
 ssize_t SocketTransport::Recv(void* buf, size_t n) {
   if (poll_ > absl::ZeroDuration()) {
-    const auto end = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(poll_);
-    do {
+    std::optional<std::chrono::steady_clock::time_point> end;  // Set by the first empty try.
+    for (;;) {
       const ssize_t got = ::recv(fd_, buf, n, MSG_DONTWAIT);
       if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return got;
+      const auto now = std::chrono::steady_clock::now();
+      if (!end.has_value()) {
+        end = now + absl::ToChronoNanoseconds(poll_);
+      } else if (now >= *end) {
+        break;
+      }
       sched_yield();
-    } while (std::chrono::steady_clock::now() < end);
+    }
   }
   for (;;) {
     const ssize_t got = ::recv(fd_, buf, n, 0);

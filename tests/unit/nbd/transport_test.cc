@@ -6,6 +6,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -15,7 +18,7 @@
 namespace strata::nbd {
 namespace {
 
-class SocketTransportTest : public testing::TestWithParam<absl::Duration> {
+class SocketPairTest : public testing::Test {
  protected:
   void SetUp() override { ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds_), 0); }
   void TearDown() override {
@@ -37,6 +40,9 @@ class SocketTransportTest : public testing::TestWithParam<absl::Duration> {
   }
   int fds_[2] = {-1, -1};
 };
+
+class SocketTransportTest : public SocketPairTest,
+                            public testing::WithParamInterface<absl::Duration> {};
 
 TEST_P(SocketTransportTest, ReadsWhatIsAlreadyThere) {
   SocketTransport transport(fds_[0], GetParam());
@@ -86,6 +92,70 @@ TEST_P(SocketTransportTest, AClosedDescriptorIsAnError) {
   char buf[8];
   EXPECT_LT(transport.Recv(buf, sizeof(buf)), 0);
   EXPECT_EQ(errno, EBADF);
+}
+
+// The scheduler state of one of this process's threads: 'R' running or runnable, 'S' asleep.
+char ThreadState(pid_t tid) {
+  std::ifstream stat("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::stringstream text;
+  text << stat.rdbuf();
+  const std::string line = text.str();
+  const size_t paren = line.rfind(')');
+  return paren == std::string::npos || paren + 2 >= line.size() ? '?' : line[paren + 2];
+}
+
+// A receiver on its own thread; `tid` is set once it runs.
+struct Receiver {
+  explicit Receiver(int fd, absl::Duration poll)
+      : thread([this, fd, poll] {
+          tid.store(::gettid());
+          SocketTransport transport(fd, poll);
+          char buf[8];
+          got.store(transport.Recv(buf, sizeof(buf)));
+        }) {}
+  // Waits up to 10 s for the thread to be in `state`.
+  bool Reaches(char state) {
+    for (int i = 0; i < 10000; ++i) {
+      if (tid.load() != 0 && ThreadState(tid.load()) == state) return true;
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    return false;
+  }
+  std::atomic<pid_t> tid{0};
+  std::atomic<ssize_t> got{-2};
+  std::thread thread;
+};
+
+TEST_F(SocketPairTest, PollingKeepsTheThreadAwakeThenItSleeps) {
+  {
+    // Without polling the receiver sleeps in recv at once.
+    Receiver receiver(fds_[0], absl::ZeroDuration());
+    EXPECT_TRUE(receiver.Reaches('S'));
+    ASSERT_EQ(::send(fds_[1], "a", 1, 0), 1);
+    receiver.thread.join();
+    EXPECT_EQ(receiver.got.load(), 1);
+  }
+  {
+    // Polling for 10 minutes: it never sleeps, however often it is looked at.
+    Receiver receiver(fds_[0], absl::Minutes(10));
+    while (receiver.tid.load() == 0) absl::SleepFor(absl::Milliseconds(1));
+    absl::SleepFor(absl::Milliseconds(20));
+    for (int i = 0; i < 50; ++i) {
+      EXPECT_EQ(ThreadState(receiver.tid.load()), 'R') << "look " << i;
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+    ASSERT_EQ(::send(fds_[1], "b", 1, 0), 1);
+    receiver.thread.join();
+    EXPECT_EQ(receiver.got.load(), 1);
+  }
+  {
+    // Polling for 50 ms: then it sleeps until the peer sends.
+    Receiver receiver(fds_[0], absl::Milliseconds(50));
+    EXPECT_TRUE(receiver.Reaches('S'));
+    ASSERT_EQ(::send(fds_[1], "c", 1, 0), 1);
+    receiver.thread.join();
+    EXPECT_EQ(receiver.got.load(), 1);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Poll, SocketTransportTest,
