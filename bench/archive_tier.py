@@ -18,20 +18,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "integration"))
-from strata_testlib import Daemon, wait_until  # noqa: E402
+from strata_testlib import Daemon, timed, wait_until  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 GROUP = "i-0a7c41e0a7c41e0a7"
-
-
-def timed(fn):
-    start = time.monotonic()
-    fn()
-    return time.monotonic() - start
 
 
 def main():
@@ -89,20 +82,20 @@ def main():
         for _ in range(a.rounds):
             rows["archive"].append(timed(lambda: (
                 ec2.modify_snapshot_tier(SnapshotId=snap, StorageTier="archive"),
-                settle("archive"))))
+                settle("archive")))[0])
             rows["restore"].append(timed(lambda: (
                 ec2.restore_snapshot_tier(SnapshotId=snap, PermanentRestore=True),
-                settle("standard"))))
+                settle("standard")))[0])
             if a.ceph:
                 rows["peer"].append(timed(lambda: subprocess.run(
                     ["aws", "--endpoint-url", s3, "s3", "cp", data, "s3://bench/peer.bin"],
-                    check=True, capture_output=True, env=env)))
+                    check=True, capture_output=True, env=env))[0])
             else:
                 os.makedirs(peer_dir, exist_ok=True)
                 rows["peer"].append(timed(lambda: (
                     shutil.copyfile(data, os.path.join(peer_dir, "peer.bin")),
                     subprocess.run(["sync", "-f", os.path.join(peer_dir, "peer.bin")],
-                                   check=True))))
+                                   check=True)))[0])
     finally:
         daemon.stop()
         if a.ceph:

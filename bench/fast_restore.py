@@ -20,20 +20,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "integration"))
-from strata_testlib import Daemon, wait_until  # noqa: E402
+from strata_testlib import Daemon, timed, wait_until  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 GROUP = "i-0fa57fa57fa57fa57"
-
-
-def timed(fn):
-    start = time.monotonic()
-    value = fn()
-    return time.monotonic() - start, value
 
 
 def read_all(daemon, export, size_mib):

@@ -286,7 +286,7 @@ def peers(work, image, bin_dir):
         # LUKS times its key derivation by the thread's CPU time; when that reads 0 (a clock tick
         # coarser than the first trial), qemu-img gives up with "Unable to get accurate CPU
         # usage". Another try measures again.
-        for attempt in range(5):
+        for _ in range(5):
             if subprocess.run(argv).returncode == 0:
                 return
         raise RuntimeError(f"{argv} failed 5 times")
@@ -311,7 +311,9 @@ def run_fio(uri, rw, bs, depth, conns, fresh, runtime, work):
         return None
     job = json.load(open(out))["jobs"][0]
     side = job["read"] if rw in ("read", "randread") else job["write"]
+    # fio's own CPU (usr + sys, % of one core): it shares the machine's 2 cores with the server.
     return {"bw": side["bw_bytes"], "iops": side["iops"], "ios": side["total_ios"],
+            "fio_cpu": job["usr_cpu"] + job["sys_cpu"],
             "p50": side["clat_ns"]["percentile"].get("50.000000", 0) / 1000 if "percentile" in side.get("clat_ns", {}) else
             side["lat_ns"]["percentile"].get("50.000000", 0) / 1000 if "percentile" in side.get("lat_ns", {}) else 0}
 
@@ -387,7 +389,7 @@ def main():
                     runs.setdefault((name, peer.name), []).append(r)
                     print(f"[{round_index + 1}/{a.rounds}] {name:32} {peer.name:24} " +
                           (f"{fmt_bw(r['bw']):>12} {r['iops']:>9.0f} IOPS p50 {r['p50']:>7.0f} us "
-                           f"cpu {r['cpu_us']:.1f} us/req" if r else "failed"), flush=True)
+                           f"cpu {r['cpu_us']:.1f} us/req, fio {r['fio_cpu']:.0f}%" if r else "failed"), flush=True)
     finally:
         for p in all_peers:
             p.stop()

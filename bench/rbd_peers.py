@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
                                 "integration"))
 import nbd_peers  # noqa: E402
 from nbd_peers import cpu_seconds, fmt_bw, free_port, median_result, run_fio, wait_port  # noqa: E402
-from strata_testlib import GiB, MiB, Daemon  # noqa: E402
+from strata_testlib import MiB, Daemon  # noqa: E402
 
 SIZE = 256 * MiB  # Kept small: the memstore OSD holds it in RAM (twice, for both servers).
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")

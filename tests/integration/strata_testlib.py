@@ -83,6 +83,13 @@ def error_code(fn, *args, **kwargs):
         return e.response["Error"]["Code"]
 
 
+def timed(fn):
+    """(seconds fn() took, what it returned)."""
+    start = time.monotonic()
+    value = fn()
+    return time.monotonic() - start, value
+
+
 def wait_until(fn, timeout=30, interval=0.1):
     """fn()'s first truthy value within `timeout` seconds, else its last value."""
     deadline = time.time() + timeout
