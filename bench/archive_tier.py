@@ -21,7 +21,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "integration"))
-from strata_testlib import Daemon, timed, wait_until  # noqa: E402
+from strata_testlib import Daemon, random_snapshot, timed, wait_until  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 GROUP = "i-0a7c41e0a7c41e0a7"
@@ -59,15 +59,8 @@ def main():
         if not daemon.start():
             sys.exit("stratad did not start: " + daemon.log_text()[-2000:])
         ec2 = daemon.client("ec2")
-        vol = ec2.create_volume(Size=a.size // 1024 + 1, AvailabilityZone="local-1a")["VolumeId"]
-        ec2.attach_volume(VolumeId=vol, InstanceId=GROUP, Device="/dev/sdf")
         data = os.path.join(work, "data.bin")
-        with open(data, "wb") as f:
-            f.write(os.urandom(a.size << 20))
-        subprocess.run(["nbdcopy", data, daemon.uri(vol)], check=True)
-        snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
-        wait_until(lambda: ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"]
-                   == "completed", timeout=600)
+        vol, snap = random_snapshot(daemon, ec2, data, a.size, GROUP)
         ec2.detach_volume(VolumeId=vol)
         ec2.delete_volume(VolumeId=vol)  # The snapshot alone holds the chunks.
 

@@ -23,7 +23,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "integration"))
-from strata_testlib import Daemon, timed, wait_until  # noqa: E402
+from strata_testlib import Daemon, random_snapshot, timed, wait_until  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 GROUP = "i-0fa57fa57fa57fa57"
@@ -57,15 +57,8 @@ def main():
     ec2 = daemon.client("ec2")
     rows = {"lazy": [], "fast": []}
     try:
-        source = ec2.create_volume(Size=a.size // 1024 + 1, AvailabilityZone="local-1a")["VolumeId"]
-        ec2.attach_volume(VolumeId=source, InstanceId=GROUP, Device="/dev/sdf")
         data = os.path.join(work, "data.bin")
-        with open(data, "wb") as f:
-            f.write(os.urandom(a.size << 20))
-        subprocess.run(["nbdcopy", data, daemon.uri(source)], check=True)
-        snap = ec2.create_snapshot(VolumeId=source)["SnapshotId"]
-        wait_until(lambda: ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"]
-                   == "completed", timeout=600)
+        _, snap = random_snapshot(daemon, ec2, data, a.size, GROUP)
         ec2.enable_fast_snapshot_restores(AvailabilityZones=["local-1a"], SourceSnapshotIds=[snap])
         for _ in range(a.rounds):
             for kind in ("lazy", "fast"):

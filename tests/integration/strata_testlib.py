@@ -90,6 +90,20 @@ def timed(fn):
     return time.monotonic() - start, value
 
 
+def random_snapshot(daemon, ec2, path, size_mib, instance):
+    """A completed snapshot of a new volume holding `size_mib` MiB of random data, also written
+    to `path`; the volume stays attached to `instance`. Returns (volume id, snapshot id)."""
+    vol = ec2.create_volume(Size=size_mib // 1024 + 1, AvailabilityZone="local-1a")["VolumeId"]
+    ec2.attach_volume(VolumeId=vol, InstanceId=instance, Device="/dev/sdf")
+    with open(path, "wb") as f:
+        f.write(os.urandom(size_mib << 20))
+    subprocess.run(["nbdcopy", path, daemon.uri(vol)], check=True)
+    snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+    wait_until(lambda: ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"]
+               == "completed", timeout=600)
+    return vol, snap
+
+
 def wait_until(fn, timeout=30, interval=0.1):
     """fn()'s first truthy value within `timeout` seconds, else its last value."""
     deadline = time.time() + timeout
