@@ -3,8 +3,9 @@
 and memory plugins), nbd-server, qemu-nbd on a raw file, on a qcow2 overlay with a backing file
 and on a LUKS qcow2, and nbdkit's null plugin, which stores nothing: the ceiling of what the NBD
 protocol, fio and the loopback reach on this machine (a column, never a peer of the targets).
-Strata runs as it starts by default and with --nbd-poll-us (strata-poll, strata-encrypted-poll);
-the encrypted table and the targets are given for each. Each row runs --rounds times
+Strata runs as it starts by default (connections poll before they sleep, for an adaptive window
+of up to 50 us) and with --nbd-poll-us 0 (strata-sleep, strata-encrypted-sleep: they sleep at
+once); the encrypted table and the targets are given for each. Each row runs --rounds times
 per server; the table takes the median of throughput, latency and the server's CPU time per
 request (utime + stime of the server and its reaped children, from /proc), and gives the ratios
 of Strata to each peer. The encrypted table compares the CPU encryption adds per request with
@@ -33,10 +34,9 @@ SIZE = GiB
 # A server that stores nothing (reads are zeros, writes are dropped): what the NBD protocol, fio
 # and the loopback reach on this machine, the ceiling of every row. Not a peer for the targets.
 CEILING = "nbdkit-null"
-# Strata as it starts by default, and with its connections polling before they sleep.
+# Strata as it starts by default (polling before it sleeps), and sleeping at once.
 DEFAULT = ("strata", "strata-encrypted")
-POLL_US = 50
-POLLING = ("strata-poll", "strata-encrypted-poll")
+SLEEPING = ("strata-sleep", "strata-encrypted-sleep")
 # The write size that lays down every server's filled target (nbdcopy's for Strata).
 FILL_REQUEST_BYTES = 256 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -238,11 +238,11 @@ def copy_or_sparse(image):
 
 def peers(work, image, bin_dir):
     nbdkit = ["nbdkit", "-f", "--exit-with-parent", "-i", "127.0.0.1"]
-    poll = ["--nbd-poll-us", str(POLL_US)]
+    sleep = ["--nbd-poll-us", "0"]
     out = [StrataPeer(DEFAULT[0], work, image, bin_dir),
            StrataPeer(DEFAULT[1], work, image, bin_dir, encrypted=True),
-           StrataPeer(POLLING[0], work, image, bin_dir, flags=poll),
-           StrataPeer(POLLING[1], work, image, bin_dir, encrypted=True, flags=poll),
+           StrataPeer(SLEEPING[0], work, image, bin_dir, flags=sleep),
+           StrataPeer(SLEEPING[1], work, image, bin_dir, encrypted=True, flags=sleep),
            StrataPeer("strata-no-io-uring", work, image, bin_dir, no_io_uring=True)]
     out.append(ProcessPeer("nbdkit-file", work, image,
                            lambda t, p: (nbdkit + ["-p", str(p), "file", t], ""), copy_or_sparse(image)))
@@ -421,10 +421,10 @@ def render(results, names, rates, rounds, runtime, rows):
     head = (f"Median of {rounds} rounds of {runtime} s per row and server; fio and the server share "
             f"the machine's 2 cores. CPU/req is the server's (utime + stime) per request.")
     parts = [head, render_plain(results, names, rows)]
-    for variant in (DEFAULT, POLLING):
+    for variant in (DEFAULT, SLEEPING):
         if any(results.get((r[0], variant[0])) for r in rows):
             title = ("Strata as it starts by default" if variant == DEFAULT else
-                     f"Strata with --nbd-poll-us {POLL_US} ({variant[0]}, {variant[1]})")
+                     f"Strata with --nbd-poll-us 0 ({variant[0]}, {variant[1]})")
             parts += [f"**{title}.**", render_encrypted(results, rates, rows, variant),
                       render_targets(results, names, rates, rows, variant)]
     return "\n\n".join(parts)
@@ -538,7 +538,7 @@ def svg_plot(results, names, path):
 
 
 def render_plain(results, names, rows):
-    peers_only = [n for n in names if n not in DEFAULT and n != POLLING[1]]
+    peers_only = [n for n in names if n not in DEFAULT and n != SLEEPING[1]]
     lines = ["| row | Strata | " + " | ".join(f"Strata / {n}" for n in peers_only) +
              " | Strata CPU/req | " + " | ".join(f"{n} CPU/req" for n in peers_only) + " |",
              "| --- " * (3 + 2 * len(peers_only)) + "|"]

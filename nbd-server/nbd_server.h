@@ -24,8 +24,9 @@ struct NbdServerOptions {
   size_t max_connections = 256;
   // A client that has not chosen an export this long after connecting is disconnected.
   absl::Duration handshake_timeout = absl::Seconds(30);
-  // How long a plaintext connection polls its socket before it sleeps for input (SocketTransport);
-  // zero: it sleeps at once.
+  // The most a plaintext connection polls its socket before it sleeps for the next request
+  // (SocketTransport, which adapts the window to the client); zero: it sleeps at once. stratad
+  // sets 50 us.
   absl::Duration poll = absl::ZeroDuration();
   // kOff unless TLS credentials are given; then kOn (offered) or kRequire.
   TlsMode tls_mode = TlsMode::kOff;

@@ -650,7 +650,8 @@ void Session::Transmit(Export& e) {
   const size_t header_bytes = extended_ ? kExtendedHeaderBytes : kRequestHeaderBytes;
   for (;;) {
     std::array<std::byte, kExtendedHeaderBytes> header;
-    if (!reader_.Read(header.data(), header_bytes)) return;
+    // The wait for the next request may poll: a client at queue depth 1 sends it at once.
+    if (!reader_.Read(header.data(), header_bytes, RecvWait::kPollFirst)) return;
     std::variant<Request, RequestError> decoded =
         DecodeRequest(std::span(header).first(header_bytes), extended_);
     if (std::holds_alternative<RequestError>(decoded)) return;  // Bad magic: cannot resync.

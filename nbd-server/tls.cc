@@ -39,7 +39,7 @@ TlsTransport::~TlsTransport() {
   SSL_free(ssl_);
 }
 
-ssize_t TlsTransport::Recv(void* buf, size_t n) {
+ssize_t TlsTransport::Recv(void* buf, size_t n, RecvWait /*wait*/) {
   const int got = SSL_read(ssl_, buf, static_cast<int>(std::min<size_t>(n, 1 << 30)));
   if (got > 0) return got;
   return SSL_get_error(ssl_, got) == SSL_ERROR_ZERO_RETURN ? 0 : -1;

@@ -32,7 +32,7 @@ class TlsTransport final : public Transport {
  public:
   TlsTransport(SSL* ssl, std::string peer_identity);
   ~TlsTransport() override;
-  ssize_t Recv(void* buf, size_t n) override;
+  ssize_t Recv(void* buf, size_t n, RecvWait wait) override;
   bool Send(std::span<const iovec> pieces) override;
   // The PSK identity, or the client certificate's common name.
   const std::string& peer_identity() const { return peer_identity_; }

@@ -11,24 +11,43 @@
 
 namespace strata::nbd {
 
-ssize_t SocketTransport::Recv(void* buf, size_t n) {
-  if (poll_ > absl::ZeroDuration()) {
-    std::optional<std::chrono::steady_clock::time_point> end;  // Set by the first empty try.
-    for (;;) {
-      const ssize_t got = ::recv(fd_, buf, n, MSG_DONTWAIT);
-      if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return got;
-      const auto now = std::chrono::steady_clock::now();
-      if (!end.has_value()) {
-        end = now + absl::ToChronoNanoseconds(poll_);
-      } else if (now >= *end) {
-        break;
-      }
-      sched_yield();
+std::optional<ssize_t> SocketTransport::PollFor(void* buf, size_t n) {
+  const auto end = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(window_);
+  do {
+    sched_yield();
+    const ssize_t got = ::recv(fd_, buf, n, MSG_DONTWAIT);
+    if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return got;
+  } while (std::chrono::steady_clock::now() < end);
+  return std::nullopt;
+}
+
+void SocketTransport::Adapt(absl::Duration slept) {
+  const absl::Duration start = poll_ / 8;
+  if (slept > poll_) {
+    window_ = window_ / 2 < start ? absl::ZeroDuration() : window_ / 2;
+  } else {
+    window_ = window_ == absl::ZeroDuration() ? start : std::min(window_ * 2, poll_);
+  }
+}
+
+ssize_t SocketTransport::Recv(void* buf, size_t n, RecvWait wait) {
+  const bool adaptive = wait == RecvWait::kPollFirst && poll_ > absl::ZeroDuration();
+  if (adaptive) {
+    // What is already there costs no clock reads, and leaves the window as it is.
+    const ssize_t got = ::recv(fd_, buf, n, MSG_DONTWAIT);
+    if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return got;
+    if (window_ > absl::ZeroDuration()) {
+      if (const std::optional<ssize_t> polled = PollFor(buf, n)) return *polled;
     }
   }
+  const auto asleep =
+      adaptive ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   for (;;) {
     const ssize_t got = ::recv(fd_, buf, n, 0);
     if (got < 0 && errno == EINTR) continue;
+    if (adaptive && got > 0) {
+      Adapt(absl::FromChrono(std::chrono::steady_clock::now() - asleep));
+    }
     return got;
   }
 }
@@ -92,12 +111,12 @@ bool BatchedWriter::Flush() {
   return transport_->Send(std::span(&piece, 1));
 }
 
-ssize_t BufferedReader::Recv(void* buf, size_t n) {
+ssize_t BufferedReader::Recv(void* buf, size_t n, RecvWait wait) {
   if (before_wait_ != nullptr && !before_wait_()) return -1;
-  return transport_->Recv(buf, n);
+  return transport_->Recv(buf, n, wait);
 }
 
-bool BufferedReader::Read(void* out, size_t n) {
+bool BufferedReader::Read(void* out, size_t n, RecvWait wait) {
   auto* dst = static_cast<std::byte*>(out);
   const size_t from_buffer = std::min(n, buffered());
   if (from_buffer > 0) std::memcpy(dst, buffer_.data() + begin_, from_buffer);
@@ -107,13 +126,13 @@ bool BufferedReader::Read(void* out, size_t n) {
   if (begin_ == end_) begin_ = end_ = 0;
   while (n > 0) {
     if (n >= buffer_.size() / 2) {  // A large payload goes straight to its destination.
-      const ssize_t got = Recv(dst, n);
+      const ssize_t got = Recv(dst, n, RecvWait::kSleep);
       if (got <= 0) return false;
       dst += got;
       n -= static_cast<size_t>(got);
       continue;
     }
-    const ssize_t got = Recv(buffer_.data(), buffer_.size());
+    const ssize_t got = Recv(buffer_.data(), buffer_.size(), wait);
     if (got <= 0) return false;
     end_ = static_cast<size_t>(got);
     const size_t take = std::min(n, end_);

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -15,30 +16,49 @@
 
 namespace strata::nbd {
 
+// How a receive waits when nothing has arrived yet. kPollFirst suits a wait for the client's
+// next request, which a client at queue depth 1 sends right after it took the last reply;
+// kSleep suits the rest of a payload under way, which the client is still sending and which a
+// poll would only take the processor from.
+enum class RecvWait { kSleep, kPollFirst };
+
 class Transport {
  public:
   virtual ~Transport() = default;
   // Reads at most `n` bytes: the count read, 0 at the end of the stream, negative on error.
-  virtual ssize_t Recv(void* buf, size_t n) = 0;
+  virtual ssize_t Recv(void* buf, size_t n, RecvWait wait) = 0;
   // Sends every piece in order. False when the connection failed.
   virtual bool Send(std::span<const iovec> pieces) = 0;
 };
 
-// A connected socket; does not own the descriptor. With a `poll` time, a receive that would
-// block first tries again without blocking for up to that long, yielding the processor between
-// tries: a client that sends its next request within it (a VM at queue depth 1) is read without
-// the sleep and the wake-up, which cost more than the polling on virtual machines
-// (docs/benchmarks.md). An idle connection pays the poll's CPU once per wait.
+// A connected socket; does not own the descriptor. With a `poll` time, a receive that waits
+// for the client's next request (RecvWait::kPollFirst) first tries again without blocking,
+// yielding the processor between tries: a client that sends its next request within the poll
+// (a VM at queue depth 1) is read without the sleep and the wake-up, which cost more than the
+// polling on virtual machines (docs/benchmarks.md).
+//
+// The poll's length adapts to the client, as KVM's halt polling does: a sleep that lasted
+// longer than `poll` (an idle client) halves the window, down to none; a sleep that a longer
+// poll would have cut short doubles it again, up to `poll`. So an idle connection stops paying
+// for the poll after a few waits, and a busy one keeps it.
 class SocketTransport final : public Transport {
  public:
   explicit SocketTransport(int fd, absl::Duration poll = absl::ZeroDuration())
-      : fd_(fd), poll_(poll) {}
-  ssize_t Recv(void* buf, size_t n) override;
+      : fd_(fd), poll_(poll), window_(poll) {}
+  ssize_t Recv(void* buf, size_t n, RecvWait wait) override;
   bool Send(std::span<const iovec> pieces) override;
+  // How long the next wait for a request polls.
+  absl::Duration poll_window() const { return window_; }
 
  private:
+  // Polls until the window ends: the receive's result, or nullopt when nothing came.
+  std::optional<ssize_t> PollFor(void* buf, size_t n);
+  // Adjusts the window after a receive slept for `slept`.
+  void Adapt(absl::Duration slept);
+
   const int fd_;
   const absl::Duration poll_;
+  absl::Duration window_;
 };
 
 // Replies of pipelined requests, gathered so that a burst goes out in one send: small pieces
@@ -65,14 +85,15 @@ class BufferedReader {
   explicit BufferedReader(Transport* transport, std::function<bool()> before_wait = nullptr)
       : transport_(transport), before_wait_(std::move(before_wait)), buffer_(kBufferBytes) {}
   void set_transport(Transport* transport) { transport_ = transport; }
-  // Reads exactly `n` bytes; false at the end of the stream or on error.
-  bool Read(void* out, size_t n);
+  // Reads exactly `n` bytes; false at the end of the stream or on error. `wait` applies when
+  // the buffer is refilled; a large payload read straight into `out` always sleeps.
+  bool Read(void* out, size_t n, RecvWait wait = RecvWait::kSleep);
   bool Discard(size_t n);
   // Bytes received but not yet consumed.
   size_t buffered() const { return end_ - begin_; }
 
  private:
-  ssize_t Recv(void* buf, size_t n);
+  ssize_t Recv(void* buf, size_t n, RecvWait wait);
 
   static constexpr size_t kBufferBytes = 256 * 1024;
   Transport* transport_;

@@ -61,7 +61,7 @@ struct Flags {
   double archive_seconds = 2;
   std::string archive_rate = "1G";
   double nbd_handshake_seconds = 30;
-  int64_t nbd_poll_us = 0;
+  int64_t nbd_poll_us = 50;
   double modifying_seconds = 2;
   std::string optimize_rate = "1G";
   std::string backend;  // Empty: the store's own (DIR/backend), local for a new store.
@@ -90,9 +90,10 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str();
   app.add_option("--nbd-poll-us", f.nbd_poll_us,
-                 "microseconds a plaintext NBD connection polls its socket before it sleeps for "
-                 "the next request: at queue depth 1 on a VM about twice the IOPS for a little "
-                 "more CPU (docs/benchmarks.md); 0 (default) sleeps at once")
+                 "most microseconds a plaintext NBD connection polls its socket before it sleeps "
+                 "for the next request, shrinking while its client idles: at queue depth 1 on a "
+                 "VM about twice the IOPS for a little more CPU (docs/benchmarks.md); 0 sleeps "
+                 "at once")
       ->check(CLI::Range(int64_t{0}, int64_t{10000}))
       ->capture_default_str();
   app.add_option("--nbd-auth", f.nbd_auth,

@@ -33,7 +33,7 @@ class MemoryTransport final : public Transport {
  public:
   static constexpr size_t kKeptBytes = size_t{8} << 20;
   MemoryTransport(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  ssize_t Recv(void* buf, size_t n) override {
+  ssize_t Recv(void* buf, size_t n, RecvWait /*wait*/) override {
     n = std::min(n, size_ - at_);
     std::memcpy(buf, data_ + at_, n);
     at_ += n;

@@ -35,35 +35,47 @@ def main():
 
 
 def run_polling(work):
-    """--nbd-poll-us: connections poll before they sleep. 2 ms, so that requests arrive both
-    while a connection polls and after it gave up (the client idles past it)."""
+    """--nbd-poll-us: how long connections poll before they sleep (the main daemon runs the
+    default, 50 us). 0: they sleep at once. 2 ms: requests arrive both while a connection polls
+    and after it gave up (the client idles past it), and the window shrinks and grows again."""
     for bad in ("-1", "10001", "x"):
         out = sh(f"{BIN}/stratad", "--data-dir", os.path.join(work, "unused"), "--nbd-poll-us", bad)
         check(out.returncode == 2 and "--nbd-poll-us" in out.stderr,
               f"--nbd-poll-us {bad} is refused: {out.returncode} {out.stderr}")
-    daemon = Daemon(BIN, os.path.join(work, "polling"), ["--nbd-poll-us", "2000"])
-    check(daemon.start(), "stratad starts with --nbd-poll-us 2000")
+    for poll_us in ("0", "2000"):
+        run_poll_us(work, poll_us)
+
+
+def run_poll_us(work, poll_us):
+    daemon = Daemon(BIN, os.path.join(work, f"poll-{poll_us}"), ["--nbd-poll-us", poll_us])
+    check(daemon.start(), f"stratad starts with --nbd-poll-us {poll_us}")
     try:
         ec2 = daemon.client()
         vol = ec2.create_volume(Size=1, AvailabilityZone="local-1a")["VolumeId"]
         ec2.attach_volume(VolumeId=vol, InstanceId="i-0abcdef0123456789", Device="/dev/sdf")
-        image = os.path.join(work, "polled.raw")
+        image = os.path.join(work, f"poll-{poll_us}.raw")
         with open(image, "wb") as f:
             f.write(os.urandom(16 * MiB))
         out = sh("nbdcopy", image, daemon.uri(vol))
-        check(out.returncode == 0, f"nbdcopy to a polling server: {out.stderr}")
+        check(out.returncode == 0, f"nbdcopy to a server with --nbd-poll-us {poll_us}: {out.stderr}")
         out = sh("qemu-img", "compare", "-f", "raw", "-F", "raw", image, daemon.uri(vol))
-        check(out.returncode == 0, f"qemu-img compare from a polling server: {out.stdout} {out.stderr}")
+        check(out.returncode == 0, f"qemu-img compare, --nbd-poll-us {poll_us}: {out.stdout} {out.stderr}")
         # Queue depth 1, each block verified when read back.
         out = sh("fio", "--name=qd1", "--ioengine=nbd", f"--uri={daemon.uri(vol)}",
                  "--rw=randwrite", "--bs=4k", "--iodepth=1", "--size=8M", "--offset=32M",
                  "--verify=crc32c", "--do_verify=1", "--output-format=terse")
-        check(out.returncode == 0, f"fio QD1 writes verified through a polling server: {out.stderr[-500:]}")
+        check(out.returncode == 0, f"fio QD1 writes verified, --nbd-poll-us {poll_us}: {out.stderr[-500:]}")
         held = RawClient(daemon.unix_socket, vol)
         check(held.request(0, 0, 4096)[1] == open(image, "rb").read(4096), "a raw client reads")
-        time.sleep(0.2)  # Past the poll: the connection sleeps, and wakes for the next request.
-        check(held.request(0, 4096, 4096)[1] == open(image, "rb").read(8192)[4096:],
-              "a raw client reads again after idling past the poll")
+        expected = open(image, "rb").read(25 * 4096)
+        idled = []
+        for i in range(1, 6):  # Past the poll each time: the connection sleeps, and its window shrinks.
+            time.sleep(0.05)
+            idled.append(held.request(0, 4096 * i, 4096)[1] == expected[4096 * i:4096 * (i + 1)])
+        check(all(idled), f"a raw client reads after idling past the poll, five times: {idled}")
+        back_to_back = [held.request(0, 4096 * i, 4096)[1] == expected[4096 * i:4096 * (i + 1)]
+                        for i in range(25)]
+        check(all(back_to_back), "a raw client reads 25 blocks back to back as the window reopens")
         held.s.close()
         ec2.detach_volume(VolumeId=vol)
         for _ in range(100):  # The server notices the close, polling or asleep, and unpins.
@@ -74,7 +86,7 @@ def run_polling(work):
                 time.sleep(0.05)
         check(not ec2.describe_volumes()["Volumes"], "the volume is deleted once the client closed")
     finally:
-        check(daemon.stop() == 0, "the polling stratad stops cleanly")
+        check(daemon.stop() == 0, f"the stratad with --nbd-poll-us {poll_us} stops cleanly")
 
 
 def run(work, data_dir, daemon):

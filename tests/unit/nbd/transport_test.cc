@@ -1,5 +1,6 @@
 // SocketTransport over a socketpair: with and without polling, a receive returns what the peer
-// sends before, during and after the poll, the end of the stream and errors.
+// sends before, during and after the poll, the end of the stream and errors; the poll keeps the
+// thread awake, only where asked, for a window that follows how long the client keeps it waiting.
 
 #include "nbd-server/transport.h"
 
@@ -35,7 +36,7 @@ class SocketPairTest : public testing::Test {
   }
   std::string Receive(SocketTransport& transport) {
     char buf[64];
-    const ssize_t got = transport.Recv(buf, sizeof(buf));
+    const ssize_t got = transport.Recv(buf, sizeof(buf), RecvWait::kPollFirst);
     return got > 0 ? std::string(buf, static_cast<size_t>(got)) : std::string();
   }
   int fds_[2] = {-1, -1};
@@ -71,7 +72,7 @@ TEST_P(SocketTransportTest, SeesTheEndOfTheStream) {
     ::shutdown(fds_[1], SHUT_WR);
   });
   char buf[8];
-  EXPECT_EQ(transport.Recv(buf, sizeof(buf)), 0);
+  EXPECT_EQ(transport.Recv(buf, sizeof(buf), RecvWait::kPollFirst), 0);
   peer.join();
 }
 
@@ -81,7 +82,7 @@ TEST_P(SocketTransportTest, AReceiveTimeoutStillEndsTheWait) {
   ASSERT_EQ(::setsockopt(fds_[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
   SocketTransport transport(fds_[0], GetParam());
   char buf[8];
-  EXPECT_LT(transport.Recv(buf, sizeof(buf)), 0);
+  EXPECT_LT(transport.Recv(buf, sizeof(buf), RecvWait::kPollFirst), 0);
   EXPECT_TRUE(errno == EAGAIN || errno == EWOULDBLOCK) << errno;
 }
 
@@ -90,7 +91,7 @@ TEST_P(SocketTransportTest, AClosedDescriptorIsAnError) {
   SocketTransport transport(fds_[0], GetParam());
   fds_[0] = -1;
   char buf[8];
-  EXPECT_LT(transport.Recv(buf, sizeof(buf)), 0);
+  EXPECT_LT(transport.Recv(buf, sizeof(buf), RecvWait::kPollFirst), 0);
   EXPECT_EQ(errno, EBADF);
 }
 
@@ -111,7 +112,7 @@ struct Receiver {
           tid.store(::gettid());
           SocketTransport transport(fd, poll);
           char buf[8];
-          got.store(transport.Recv(buf, sizeof(buf)));
+          got.store(transport.Recv(buf, sizeof(buf), RecvWait::kPollFirst));
         }) {}
   // Waits up to 10 s for the thread to be in `state`.
   bool Reaches(char state) {
@@ -156,6 +157,79 @@ TEST_F(SocketPairTest, PollingKeepsTheThreadAwakeThenItSleeps) {
     receiver.thread.join();
     EXPECT_EQ(receiver.got.load(), 1);
   }
+}
+
+TEST_F(SocketPairTest, AReceiveThatSleepsNeverPolls) {
+  // A payload under way is read asleep however long the poll: the client is sending it.
+  std::atomic<pid_t> tid{0};
+  std::atomic<ssize_t> got{-2};
+  std::thread receiver([&] {
+    tid.store(::gettid());
+    SocketTransport transport(fds_[0], absl::Minutes(10));
+    char buf[8];
+    got.store(transport.Recv(buf, sizeof(buf), RecvWait::kSleep));
+  });
+  bool slept = false;
+  for (int i = 0; i < 10000 && !slept; ++i) {
+    slept = tid.load() != 0 && ThreadState(tid.load()) == 'S';
+    if (!slept) absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_TRUE(slept);
+  ASSERT_EQ(::send(fds_[1], "d", 1, 0), 1);
+  receiver.join();
+  EXPECT_EQ(got.load(), 1);
+}
+
+// The poll window after each receive, the peer sending after `delay` each time.
+class PollWindowTest : public SocketPairTest {
+ protected:
+  static constexpr absl::Duration kPoll = absl::Milliseconds(50);
+  absl::Duration ReceiveAfter(SocketTransport& transport, absl::Duration delay) {
+    std::thread peer = SendLater("x", delay);
+    EXPECT_EQ(Receive(transport), "x");
+    peer.join();
+    return transport.poll_window();
+  }
+};
+
+TEST_F(PollWindowTest, AnIdleClientTurnsThePollOffAndABusyOneBackOn) {
+  SocketTransport transport(fds_[0], kPoll);
+  EXPECT_EQ(transport.poll_window(), kPoll);
+  // Each wait outlasts the poll by far: the window halves, then closes below an eighth.
+  const absl::Duration idle = kPoll * 3;
+  EXPECT_EQ(ReceiveAfter(transport, idle), kPoll / 2);
+  EXPECT_EQ(ReceiveAfter(transport, idle), kPoll / 4);
+  EXPECT_EQ(ReceiveAfter(transport, idle), kPoll / 8);
+  EXPECT_EQ(ReceiveAfter(transport, idle), absl::ZeroDuration());
+  EXPECT_EQ(ReceiveAfter(transport, idle), absl::ZeroDuration());
+  // Requests that come soon after the thread fell asleep reopen it, doubling up to the most.
+  // (Each request comes at least kPoll / 8 away from the end of the window, so that the test
+  // does not depend on which side of it the request lands.)
+  EXPECT_EQ(ReceiveAfter(transport, kPoll / 4), kPoll / 8);
+  EXPECT_EQ(ReceiveAfter(transport, kPoll / 2), kPoll / 4);
+  EXPECT_EQ(ReceiveAfter(transport, absl::Milliseconds(1)), kPoll / 4);  // Caught by the poll.
+  EXPECT_EQ(ReceiveAfter(transport, kPoll / 2), kPoll / 2);
+  EXPECT_EQ(ReceiveAfter(transport, kPoll * 3 / 4), kPoll);
+  EXPECT_EQ(ReceiveAfter(transport, kPoll * 3 / 4), kPoll);  // Caught: the most it polls.
+}
+
+TEST_F(PollWindowTest, WhatIsAlreadyThereLeavesTheWindowAlone) {
+  SocketTransport transport(fds_[0], kPoll);
+  EXPECT_EQ(ReceiveAfter(transport, kPoll * 3), kPoll / 2);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(::send(fds_[1], "y", 1, 0), 1);
+    EXPECT_EQ(Receive(transport), "y");
+    EXPECT_EQ(transport.poll_window(), kPoll / 2);
+  }
+}
+
+TEST_F(PollWindowTest, ASleepingReceiveLeavesTheWindowAlone) {
+  SocketTransport transport(fds_[0], kPoll);
+  std::thread peer = SendLater("z", kPoll * 3);
+  char buf[8];
+  EXPECT_EQ(transport.Recv(buf, sizeof(buf), RecvWait::kSleep), 1);
+  peer.join();
+  EXPECT_EQ(transport.poll_window(), kPoll);
 }
 
 INSTANTIATE_TEST_SUITE_P(Poll, SocketTransportTest,
