@@ -12,11 +12,16 @@
 namespace strata::nbd {
 
 std::optional<ssize_t> SocketTransport::PollFor(void* buf, size_t n) {
-  const auto end = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(window_);
+  const auto begin = std::chrono::steady_clock::now();
+  const auto end = begin + absl::ToChronoNanoseconds(window_);
+  const auto streaming = begin + absl::ToChronoNanoseconds(poll_ / 8);
   do {
     sched_yield();
     const ssize_t got = ::recv(fd_, buf, n, MSG_DONTWAIT);
-    if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return got;
+    if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      if (std::chrono::steady_clock::now() < streaming) sleeps_ahead_ = kStreamingSleeps;
+      return got;
+    }
   } while (std::chrono::steady_clock::now() < end);
   return std::nullopt;
 }
@@ -36,7 +41,9 @@ ssize_t SocketTransport::Recv(void* buf, size_t n, RecvWait wait) {
     // What is already there costs no clock reads, and leaves the window as it is.
     const ssize_t got = ::recv(fd_, buf, n, MSG_DONTWAIT);
     if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return got;
-    if (window_ > absl::ZeroDuration()) {
+    if (sleeps_ahead_ > 0) {
+      --sleeps_ahead_;
+    } else if (window_ > absl::ZeroDuration()) {
       if (const std::optional<ssize_t> polled = PollFor(buf, n)) return *polled;
     }
   }

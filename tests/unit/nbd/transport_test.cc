@@ -207,10 +207,35 @@ TEST_F(PollWindowTest, AnIdleClientTurnsThePollOffAndABusyOneBackOn) {
   // does not depend on which side of it the request lands.)
   EXPECT_EQ(ReceiveAfter(transport, kPoll / 4), kPoll / 8);
   EXPECT_EQ(ReceiveAfter(transport, kPoll / 2), kPoll / 4);
-  EXPECT_EQ(ReceiveAfter(transport, absl::Milliseconds(1)), kPoll / 4);  // Caught by the poll.
   EXPECT_EQ(ReceiveAfter(transport, kPoll / 2), kPoll / 2);
   EXPECT_EQ(ReceiveAfter(transport, kPoll * 3 / 4), kPoll);
   EXPECT_EQ(ReceiveAfter(transport, kPoll * 3 / 4), kPoll);  // Caught: the most it polls.
+  EXPECT_TRUE(transport.polls_next());
+}
+
+TEST_F(SocketPairTest, AStreamingClientIsSleptForAndAPromptOneIsPolledFor) {
+  // Most 200 ms: a request within 25 ms (an eighth) is streaming, one after 60 ms is not.
+  constexpr absl::Duration kPoll = absl::Milliseconds(200);
+  SocketTransport transport(fds_[0], kPoll);
+  auto receive_after = [&](absl::Duration delay) {
+    std::thread peer = SendLater("s", delay);
+    EXPECT_EQ(Receive(transport), "s");
+    peer.join();
+  };
+  receive_after(absl::Milliseconds(60));  // Caught by the poll, but not streaming.
+  EXPECT_TRUE(transport.polls_next());
+  receive_after(absl::Milliseconds(1));  // Caught at once: the next eight waits sleep.
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_FALSE(transport.polls_next()) << i;
+    receive_after(absl::Milliseconds(5));
+  }
+  EXPECT_TRUE(transport.polls_next());
+  EXPECT_EQ(transport.poll_window(), kPoll);  // Each of those sleeps was short: kept.
+  // What is already there is no wait, and leaves the count as it is.
+  receive_after(absl::Milliseconds(1));
+  ASSERT_EQ(::send(fds_[1], "t", 1, 0), 1);
+  EXPECT_EQ(Receive(transport), "t");
+  EXPECT_FALSE(transport.polls_next());
 }
 
 TEST_F(PollWindowTest, WhatIsAlreadyThereLeavesTheWindowAlone) {
