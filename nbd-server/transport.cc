@@ -11,27 +11,33 @@
 
 namespace strata::nbd {
 
+std::optional<ssize_t> SocketTransport::TryRecv(void* buf, size_t n) {
+  const ssize_t got = ::recv(fd_, buf, n, MSG_DONTWAIT);
+  if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return std::nullopt;
+  return got;
+}
+
 std::optional<ssize_t> SocketTransport::PollFor(void* buf, size_t n) {
   const auto begin = std::chrono::steady_clock::now();
   const auto end = begin + absl::ToChronoNanoseconds(window_);
-  const auto streaming = begin + absl::ToChronoNanoseconds(poll_ / 8);
+  const auto streaming = begin + absl::ToChronoNanoseconds(least_);
+  auto now = begin;  // The last clock read: the success below is judged by it.
   do {
     sched_yield();
-    const ssize_t got = ::recv(fd_, buf, n, MSG_DONTWAIT);
-    if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-      if (std::chrono::steady_clock::now() < streaming) sleeps_ahead_ = kStreamingSleeps;
+    if (const std::optional<ssize_t> got = TryRecv(buf, n)) {
+      if (now < streaming) sleeps_ahead_ = kStreamingSleeps;
       return got;
     }
-  } while (std::chrono::steady_clock::now() < end);
+    now = std::chrono::steady_clock::now();
+  } while (now < end);
   return std::nullopt;
 }
 
 void SocketTransport::Adapt(absl::Duration slept) {
-  const absl::Duration start = poll_ / 8;
   if (slept > poll_) {
-    window_ = window_ / 2 < start ? absl::ZeroDuration() : window_ / 2;
+    window_ = window_ / 2 < least_ ? absl::ZeroDuration() : window_ / 2;
   } else {
-    window_ = window_ == absl::ZeroDuration() ? start : std::min(window_ * 2, poll_);
+    window_ = window_ == absl::ZeroDuration() ? least_ : std::min(window_ * 2, poll_);
   }
 }
 
@@ -39,8 +45,7 @@ ssize_t SocketTransport::Recv(void* buf, size_t n, RecvWait wait) {
   const bool adaptive = wait == RecvWait::kPollFirst && poll_ > absl::ZeroDuration();
   if (adaptive) {
     // What is already there costs no clock reads, and leaves the window as it is.
-    const ssize_t got = ::recv(fd_, buf, n, MSG_DONTWAIT);
-    if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return got;
+    if (const std::optional<ssize_t> got = TryRecv(buf, n)) return *got;
     if (sleeps_ahead_ > 0) {
       --sleeps_ahead_;
     } else if (window_ > absl::ZeroDuration()) {

@@ -45,12 +45,13 @@ class Transport {
 // A poll that succeeds within an eighth of `poll` finds a client streaming requests (queue
 // depth 32 sends them microseconds apart): the next kStreamingSleeps waits sleep instead, so
 // that requests gather while the thread wakes and share one receive, one submission and one
-// send. Polling took each request alone and cost 4 KiB reads at QD32 a third more CPU per
-// request (docs/benchmarks.md); a client at queue depth 1 is found after 16-64 us.
+// send. Polling took each request alone and cost 4 KiB reads at QD32 up to 45% more CPU per
+// request (15.7 against 10.8 us, docs/benchmarks.md); a client at queue depth 1 is found after
+// 16-64 us.
 class SocketTransport final : public Transport {
  public:
   explicit SocketTransport(int fd, absl::Duration poll = absl::ZeroDuration())
-      : fd_(fd), poll_(poll), window_(poll) {}
+      : fd_(fd), poll_(poll), least_(poll / 8), window_(poll) {}
   ssize_t Recv(void* buf, size_t n, RecvWait wait) override;
   bool Send(std::span<const iovec> pieces) override;
   // How long the next wait for a request polls.
@@ -59,6 +60,8 @@ class SocketTransport final : public Transport {
   bool polls_next() const { return sleeps_ahead_ == 0 && window_ > absl::ZeroDuration(); }
 
  private:
+  // One receive without blocking: nullopt when nothing has arrived.
+  std::optional<ssize_t> TryRecv(void* buf, size_t n);
   // Polls until the window ends: the receive's result, or nullopt when nothing came.
   std::optional<ssize_t> PollFor(void* buf, size_t n);
   // Adjusts the window after a receive slept for `slept`.
@@ -68,6 +71,9 @@ class SocketTransport final : public Transport {
 
   const int fd_;
   const absl::Duration poll_;
+  // An eighth of poll_: the least open window, and a poll that succeeds sooner found a
+  // streaming client.
+  const absl::Duration least_;
   absl::Duration window_;
   int sleeps_ahead_ = 0;  // Waits that sleep at once, for a streaming client.
 };
