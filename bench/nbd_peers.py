@@ -8,12 +8,16 @@ of up to 50 us) and with --nbd-poll-us 0 (strata-sleep, strata-encrypted-sleep: 
 once); the encrypted table and the targets are given for each. Each row runs --rounds times
 per server; the table takes the median of throughput, latency and the server's CPU time per
 request (utime + stime of the server and its reaped children, from /proc), and gives the ratios
-of Strata to each peer. The encrypted table compares the CPU encryption adds per request with
-the cipher's own cost (bytes / the single-core AES-256-XTS rate that xts_bench measures in the
-same run), and a summary checks issue 17's targets row by row. Writes the tables to stdout and,
+of Strata to each peer, each taken round by round (the servers of a round run the row within a
+minute of each other) and then their median; the targets show the range over the rounds too.
+The encrypted table compares the CPU encryption adds per request with the cipher's own cost
+(bytes / the single-core AES-256-XTS rate that xts_bench measures in the same run), and a
+summary checks issue 17's targets row by row. Writes the tables to stdout and,
 with --write-docs, into docs/benchmarks.md between its NBD markers, with docs/nbd-peers.svg.
 
-Usage: bench/nbd_peers.py BUILD_BIN_DIR [--runtime S] [--rounds N] [--write-docs]
+Usage: bench/nbd_peers.py BUILD_BIN_DIR [--runtime S] [--rounds N] [--only SERVERS] [--rows TEXT]
+       [--save-runs FILE] [--write-docs]
+       bench/nbd_peers.py BUILD_BIN_DIR --load-runs FILE [--write-docs]  (the tables of a saved run)
 Scratch files go to STRATA_BENCH_DIR (default /var/tmp)."""
 import argparse
 import json
@@ -72,6 +76,18 @@ def wait_port(port, proc, timeout=20):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("server did not listen")
+
+
+def tcp_timeouts():
+    """The host's count of TCP retransmission timeouts (TCPTimeouts in /proc/net/netstat). A
+    timeout on the loopback stalls a connection for 200 ms or more: a run with one is slow for
+    a reason outside the server, and its line says so."""
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split()[1:], values.split()[1:])).get("TCPTimeouts", 0))
+    return 0
 
 
 def cpu_seconds(pid):
@@ -322,12 +338,36 @@ def fmt_bw(b):
     return f"{b / MiB:.0f} MiB/s" if b >= MiB else f"{b / 1024:.0f} KiB/s"
 
 
-def median_result(runs):
-    """The median of each measure over a row's rounds (None when every round failed)."""
-    runs = [r for r in runs if r is not None and r.get("ios", 0) > 0]
-    if not runs:
-        return None
-    return {k: statistics.median(r[k] for r in runs) for k in ("bw", "iops", "p50", "cpu_us")}
+class Results:
+    """Each (row, server)'s rounds. A server's measure is the median over its rounds. A ratio or
+    difference of two servers is taken round by round first (in a round the servers run the
+    row one after the other, within a minute, so it compares runs close in time), then its
+    median over the rounds is given, with its range."""
+
+    def __init__(self, runs):
+        self.runs = {k: [r if r is not None and r.get("ios", 0) > 0 else None for r in v]
+                     for k, v in runs.items()}
+
+    def median(self, row, server):
+        """The median of each measure over the row's rounds (None when every round failed)."""
+        done = [r for r in self.runs.get((row, server), []) if r is not None]
+        if not done:
+            return None
+        return {k: statistics.median(r[k] for r in done) for k in ("bw", "iops", "p50", "cpu_us")}
+
+    def paired(self, row, a, b, f):
+        """f(a's result, b's result) in each round both completed: (median, least, most)."""
+        values = [f(x, y) for x, y in zip(self.runs.get((row, a), []), self.runs.get((row, b), []))
+                  if x is not None and y is not None]
+        return (statistics.median(values), min(values), max(values)) if values else None
+
+    def ratio(self, row, a, b):
+        """a's throughput / b's, paired by round."""
+        return self.paired(row, a, b, lambda x, y: x["bw"] / y["bw"])
+
+    def cpu_difference(self, row, a, b):
+        """a's CPU per request minus b's, paired by round."""
+        return self.paired(row, a, b, lambda x, y: x["cpu_us"] - y["cpu_us"])
 
 
 def xts_rates(bin_dir):
@@ -351,7 +391,15 @@ def main():
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--only", default="", help="comma-separated peer names")
     parser.add_argument("--rows", default="", help="only rows whose name contains this")
+    parser.add_argument("--save-runs", default="", help="write every round's results to this JSON file")
+    parser.add_argument("--load-runs", default="", help="render the tables from a --save-runs file")
     a = parser.parse_args()
+    if a.load_runs:
+        saved = json.load(open(a.load_runs))
+        runs = {tuple(k.split("|", 1)): v for k, v in saved["runs"].items()}
+        a.rounds, a.runtime = saved["rounds"], saved["runtime"]
+        report(a, runs, saved["names"], saved["rows"], {int(k): v for k, v in saved["rates"].items()})
+        return
     base = os.environ.get("STRATA_BENCH_DIR", "/var/tmp")
     work = tempfile.mkdtemp(prefix="strata-nbd-bench-", dir=base)
     image = os.path.join(work, "image.raw")
@@ -378,10 +426,10 @@ def main():
                     # the second of two identical stratad runs lost 6-20% on 4 KiB writes).
                     os.sync()
                     uri = peer.start(fresh)
-                    before = cpu_seconds(peer.pid)
+                    before, timeouts = cpu_seconds(peer.pid), tcp_timeouts()
                     r = run_fio(uri, rw, bs, depth, conns, fresh, a.runtime, work)
                     time.sleep(0.2)  # A forked server's children exit and are reaped.
-                    after = cpu_seconds(peer.pid)
+                    after, timeouts = cpu_seconds(peer.pid), tcp_timeouts() - timeouts
                     peer.stop()
                     if r is not None and r["ios"] > 0:
                         # Ramp-up I/O is not in total_ios: CPU per request is an upper bound.
@@ -389,7 +437,8 @@ def main():
                     runs.setdefault((name, peer.name), []).append(r)
                     print(f"[{round_index + 1}/{a.rounds}] {name:32} {peer.name:24} " +
                           (f"{fmt_bw(r['bw']):>12} {r['iops']:>9.0f} IOPS p50 {r['p50']:>7.0f} us "
-                           f"cpu {r['cpu_us']:.1f} us/req, fio {r['fio_cpu']:.0f}%" if r else "failed"), flush=True)
+                           f"cpu {r['cpu_us']:.1f} us/req, fio {r['fio_cpu']:.0f}%" if r else "failed") +
+                          (f", {timeouts} TCP retransmission timeouts" if timeouts else ""), flush=True)
     finally:
         for p in all_peers:
             p.stop()
@@ -397,9 +446,21 @@ def main():
             if isinstance(p, StrataPeer):
                 p.close()
         shutil.rmtree(work, ignore_errors=True)
-    results = {k: median_result(v) for k, v in runs.items()}
     rates = xts_rates(os.path.abspath(a.bin_dir))
     names = [p.name for p in all_peers]
+    if a.save_runs:
+        with open(a.save_runs, "w") as f:
+            json.dump({"runs": {"|".join(k): v for k, v in runs.items()}, "names": names,
+                       "rows": [r[0] for r in rows], "rates": rates,
+                       "rounds": a.rounds, "runtime": a.runtime}, f)
+    report(a, runs, names, [r[0] for r in rows], rates)
+
+
+def report(a, runs, names, row_names, rates):
+    """Prints the tables of `runs` ((row, server) -> each round's result) and, with
+    --write-docs, puts them in docs/benchmarks.md and the plot in docs/nbd-peers.svg."""
+    rows = [r for r in ROWS if r[0] in row_names]
+    results = Results(runs)
     table = render(results, names, rates, a.rounds, a.runtime, rows)
     print(table)
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -418,11 +479,13 @@ def request_bytes(row):
 
 
 def render(results, names, rates, rounds, runtime, rows):
-    head = (f"Median of {rounds} rounds of {runtime} s per row and server; fio and the server share "
-            f"the machine's 2 cores. CPU/req is the server's (utime + stime) per request.")
+    head = (f"{rounds} rounds of {runtime} s per row and server; fio and the server share the "
+            f"machine's 2 cores. Throughput and CPU/req (the server's utime + stime per request) "
+            f"are medians over the rounds; a ratio is taken in each round, then its median is "
+            f"given (the targets also give its range over the rounds).")
     parts = [head, render_plain(results, names, rows)]
     for variant in (DEFAULT, SLEEPING):
-        if any(results.get((r[0], variant[0])) for r in rows):
+        if any(results.median(r[0], variant[0]) for r in rows):
             title = ("Strata as it starts by default" if variant == DEFAULT else
                      f"Strata with --nbd-poll-us 0 ({variant[0]}, {variant[1]})")
             parts += [f"**{title}.**", render_encrypted(results, rates, rows, variant),
@@ -435,60 +498,69 @@ def cipher_us(row, rates):
     return request_bytes(row) / rate * 1e6 if rate else None
 
 
+def fmt_median(spread, digits=2):
+    return f"{spread[0]:.{digits}f}" if spread else "n/a"
+
+
 def render_encrypted(results, rates, rows, variant):
     lines = ["Encrypted Strata (AES-256-XTS) in the same run. Added CPU/req is encrypted minus "
-             "unencrypted Strata's CPU per request; cipher CPU/req is the request's bytes at the "
-             "single-core XTS rate xts_bench measured in this run "
+             "unencrypted Strata's CPU per request (round by round, median); cipher CPU/req is "
+             "the request's bytes at the single-core XTS rate xts_bench measured in this run "
              + ", ".join(f"({fmt_bw(r)} at {b // 1024} KiB)" for b, r in sorted(rates.items())) + ".",
              "",
              "| row | encrypted Strata | encrypted / unencrypted Strata | encrypted Strata / qemu-nbd LUKS qcow2 | encrypted CPU/req | added CPU/req | cipher CPU/req | added / cipher |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
-        s, e = (results.get((row[0], n)) for n in variant)
-        q = results.get((row[0], "qemu-nbd-luks-qcow2"))
+        e = results.median(row[0], variant[1])
+        added = results.cpu_difference(row[0], variant[1], variant[0])
         cipher = cipher_us(row, rates)
-        added = e["cpu_us"] - s["cpu_us"] if e and s else None
         lines.append("| " + " | ".join([
             row[0], fmt_bw(e["bw"]) if e else "failed",
-            f"{e['bw'] / s['bw']:.2f}" if e and s else "n/a",
-            f"{e['bw'] / q['bw']:.1f}" if e and q else "n/a",
+            fmt_median(results.ratio(row[0], variant[1], variant[0])),
+            fmt_median(results.ratio(row[0], variant[1], "qemu-nbd-luks-qcow2"), 1),
             f"{e['cpu_us']:.1f} us" if e else "n/a",
-            f"{added:.1f} us" if added is not None else "n/a",
+            f"{added[0]:.1f} us" if added else "n/a",
             f"{cipher:.1f} us" if cipher else "n/a",
-            f"{added / cipher:.2f}" if added is not None and cipher else "n/a"]) + " |")
+            f"{added[0] / cipher:.2f}" if added and cipher else "n/a"]) + " |")
     return "\n".join(lines)
 
 
 def render_targets(results, names, rates, rows, variant):
-    """Issue 17's targets, each row checked; a missing measurement counts as missed."""
+    """Issue 17's targets, each row checked on the median of its per-round values (their range
+    is given); a missing measurement counts as missed."""
     checks = []
 
-    def check(what, value, floor=None, ceiling=None):
+    def check(what, spread, floor=None, ceiling=None, scale=1.0):
+        value = spread[0] / scale if spread else None
         ok = value is not None and (floor is None or value >= floor) and (ceiling is None or value <= ceiling)
         bound = f">= {floor}" if floor is not None else f"<= {ceiling}"
-        checks.append((ok, f"{what}: {'n/a' if value is None else f'{value:.2f}'} (target {bound})"))
+        shown = "n/a" if value is None else (f"{value:.2f} (rounds {spread[1] / scale:.2f} to "
+                                             f"{spread[2] / scale:.2f})")
+        checks.append((ok, f"{what}: {shown} (target {bound})"))
 
     peers_only = [n for n in names if not n.startswith("strata") and n != CEILING]
     for row in rows:
         name, conns = row[0], row[4]
-        s, e = (results.get((name, n)) for n in variant)
-        q = results.get((name, "qemu-nbd-luks-qcow2"))
-        check(f"{name}: encrypted / unencrypted", e["bw"] / s["bw"] if e and s else None,
+        s_name, e_name = variant
+        check(f"{name}: encrypted / unencrypted", results.ratio(name, e_name, s_name),
               floor=0.7 if row[2] == "1M" else 0.9)
-        check(f"{name}: encrypted / qemu-nbd LUKS", e["bw"] / q["bw"] if e and q else None, floor=3)
-        c = results.get((name, CEILING))
-        if c and q and c["bw"] / q["bw"] < 3:
+        check(f"{name}: encrypted / qemu-nbd LUKS", results.ratio(name, e_name, "qemu-nbd-luks-qcow2"),
+              floor=3)
+        ceiling = results.ratio(name, CEILING, "qemu-nbd-luks-qcow2")
+        if ceiling and ceiling[0] < 3:
             checks[-1] = (checks[-1][0], checks[-1][1] + f"; above this machine's ceiling: {CEILING} "
-                          f"/ qemu-nbd LUKS is {c['bw'] / q['bw']:.2f}")
+                          f"/ qemu-nbd LUKS is {ceiling[0]:.2f}")
         if conns == 1:
-            f = results.get((name, "nbdkit-file"))
-            check(f"{name}: Strata / nbdkit-file", s["bw"] / f["bw"] if s and f else None, floor=1.0)
+            check(f"{name}: Strata / nbdkit-file", results.ratio(name, s_name, "nbdkit-file"), floor=1.0)
         else:
-            best = max((results[(name, n)]["bw"] for n in peers_only if results.get((name, n))), default=None)
-            check(f"{name}: Strata / best peer", s["bw"] / best if s and best else None, floor=1.0)
+            medians = {n: results.median(name, n) for n in peers_only}
+            best = max((n for n in peers_only if medians[n]), key=lambda n: medians[n]["bw"], default=None)
+            check(f"{name}: Strata / best peer ({best})",
+                  results.ratio(name, s_name, best) if best else None, floor=1.0)
         cipher = cipher_us(row, rates)
         check(f"{name}: added CPU / cipher CPU",
-              (e["cpu_us"] - s["cpu_us"]) / cipher if e and s and cipher else None, ceiling=1.25)
+              results.cpu_difference(name, e_name, s_name) if cipher else None, ceiling=1.25,
+              scale=cipher or 1.0)
     met = sum(ok for ok, _ in checks)
     lines = [f"Targets (issue 17): {met} of {len(checks)} met in this run.", ""]
     lines += [f"- {'met' if ok else '**missed**'}: {text}" for ok, text in checks]
@@ -497,13 +569,13 @@ def render_targets(results, names, rates, rows, variant):
 
 def svg_plot(results, names, path):
     """Grouped bars: each server's throughput per row, relative to nbdkit-file's (1.0)."""
-    rows = [r[0] for r in ROWS if results.get((r[0], "nbdkit-file"))]
+    rows = [r[0] for r in ROWS if results.median(r[0], "nbdkit-file")]
     colors = ["#1f77b4", "#aec7e8", "#ff7f0e", "#2ca02c", "#98df8a", "#d62728", "#9467bd",
               "#8c564b", "#e377c2", "#7f7f7f"]
     bar, gap, left, top = 9, 14, 230, 40
     group = bar * len(names) + gap
-    values = [results[(r, n)]["bw"] / results[(r, "nbdkit-file")]["bw"]
-              for r in rows for n in names if results.get((r, n))]
+    values = [results.ratio(r, n, "nbdkit-file")[0] for r in rows for n in names
+              if results.ratio(r, n, "nbdkit-file")]
     vmax = max(values + [1.0]) * 1.05
     width, height = 900, top + group * len(rows) + 40 + 16 * len(names)
     scale = (width - left - 40) / vmax
@@ -519,10 +591,10 @@ def svg_plot(results, names, path):
         parts.append(f'<text x="{left - 6}" y="{y0 + bar * len(names) / 2 + 4:.1f}" '
                      f'text-anchor="end">{r}</text>')
         for j, n in enumerate(names):
-            res = results.get((r, n))
-            if not res:
+            ratio = results.ratio(r, n, "nbdkit-file")
+            if not ratio:
                 continue
-            v = res["bw"] / results[(r, "nbdkit-file")]["bw"]
+            v = ratio[0]
             parts.append(f'<rect x="{left}" y="{y0 + j * bar}" width="{v * scale:.1f}" '
                          f'height="{bar - 1}" fill="{colors[j % len(colors)]}"/>')
             parts.append(f'<text x="{left + v * scale + 3:.1f}" y="{y0 + j * bar + bar - 1}" '
@@ -543,14 +615,13 @@ def render_plain(results, names, rows):
              " | Strata CPU/req | " + " | ".join(f"{n} CPU/req" for n in peers_only) + " |",
              "| --- " * (3 + 2 * len(peers_only)) + "|"]
     for row in rows:
-        s = results.get((row[0], "strata"))
+        s = results.median(row[0], "strata")
         cells = [row[0], (fmt_bw(s["bw"]) + (f", p50 {s['p50']:.0f} us" if row[3] == 1 else "")) if s else "failed"]
         for n in peers_only:
-            p = results.get((row[0], n))
-            cells.append(f"{s['bw'] / p['bw']:.2f}" if s and p and p["bw"] else "n/a")
+            cells.append(fmt_median(results.ratio(row[0], "strata", n)))
         cells.append(f"{s['cpu_us']:.1f} us" if s else "n/a")
         for n in peers_only:
-            p = results.get((row[0], n))
+            p = results.median(row[0], n)
             cells.append(f"{p['cpu_us']:.1f} us" if p else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -142,9 +142,12 @@ bool BufferedReader::Read(void* out, size_t n, RecvWait wait) {
       if (got <= 0) return false;
       dst += got;
       n -= static_cast<size_t>(got);
+      after_large_payload_ = true;
       continue;
     }
-    const ssize_t got = Recv(buffer_.data(), buffer_.size(), wait);
+    const size_t want = after_large_payload_ ? n : buffer_.size();
+    after_large_payload_ = false;
+    const ssize_t got = Recv(buffer_.data(), want, wait);
     if (got <= 0) return false;
     end_ = static_cast<size_t>(got);
     const size_t take = std::min(n, end_);

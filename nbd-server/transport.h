@@ -118,6 +118,11 @@ class BufferedReader {
   std::vector<std::byte> buffer_;
   size_t begin_ = 0;
   size_t end_ = 0;
+  // The last read was a payload large enough to go straight to its destination. A client
+  // writing large blocks sends the next one right behind its header, so the next refill asks
+  // only for the bytes wanted (the header): filling the buffer would take up to kBufferBytes
+  // of that payload in, to be copied out again.
+  bool after_large_payload_ = false;
 };
 
 }  // namespace strata::nbd

@@ -1,17 +1,21 @@
 // SocketTransport over a socketpair: with and without polling, a receive returns what the peer
 // sends before, during and after the poll, the end of the stream and errors; the poll keeps the
 // thread awake, only where asked, for a window that follows how long the client keeps it waiting.
+// BufferedReader: a large payload is received straight into its destination, not the buffer.
 
 #include "nbd-server/transport.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -255,6 +259,57 @@ TEST_F(PollWindowTest, ASleepingReceiveLeavesTheWindowAlone) {
   EXPECT_EQ(transport.Recv(buf, sizeof(buf), RecvWait::kSleep), 1);
   peer.join();
   EXPECT_EQ(transport.poll_window(), kPoll);
+}
+
+// A stream held in memory that records how many bytes each receive asked for.
+class RecordingTransport final : public Transport {
+ public:
+  explicit RecordingTransport(std::string stream) : stream_(std::move(stream)) {}
+  ssize_t Recv(void* buf, size_t n, RecvWait) override {
+    asked.push_back(n);
+    const size_t take = std::min(n, stream_.size() - at_);
+    std::memcpy(buf, stream_.data() + at_, take);
+    at_ += take;
+    return static_cast<ssize_t>(take);
+  }
+  bool Send(std::span<const iovec>) override { return false; }
+  std::vector<size_t> asked;
+
+ private:
+  std::string stream_;
+  size_t at_ = 0;
+};
+
+std::string Pattern(size_t n, char seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>(seed + i * 7 % 251);
+  return s;
+}
+
+TEST(BufferedReaderTest, AfterALargePayloadTheNextHeaderIsReceivedAlone) {
+  constexpr size_t kHeader = 28;
+  constexpr size_t kBuffer = 256 * 1024;
+  constexpr size_t kLarge = 512 * 1024;
+  const std::string parts[] = {Pattern(kHeader, 'a'), Pattern(kLarge, 'b'),  Pattern(kHeader, 'c'),
+                               Pattern(kLarge, 'd'),  Pattern(kHeader, 'e'), Pattern(4096, 'f'),
+                               Pattern(kHeader, 'g')};
+  std::string stream;
+  for (const std::string& p : parts) stream += p;
+  RecordingTransport transport(stream);
+  BufferedReader reader(&transport);
+  for (const std::string& p : parts) {
+    std::string got(p.size(), '\0');
+    ASSERT_TRUE(reader.Read(got.data(), got.size(), RecvWait::kPollFirst));
+    EXPECT_EQ(got, p);
+  }
+  const std::vector<size_t> expected = {
+      kBuffer,                       // the first header, and the start of its payload
+      kLarge - (kBuffer - kHeader),  // the rest of the payload, straight into its destination
+      kHeader,                       // the next header alone: its payload is not buffered
+      kLarge,                        // so all of it goes straight to its destination
+      kHeader,                       // the header of a small payload, alone
+      kBuffer};                      // which refills the buffer again (the last header with it)
+  EXPECT_EQ(transport.asked, expected);
 }
 
 INSTANTIATE_TEST_SUITE_P(Poll, SocketTransportTest,
