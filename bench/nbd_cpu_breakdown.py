@@ -44,9 +44,9 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nbd_peers  # noqa: E402
-from nbd_peers import MiB, StrataPeer, run_fio, xts_rates  # noqa: E402
+from nbd_peers import MiB, StrataPeer, median_rates, run_fio, xts_rates  # noqa: E402
 
-ROWS = [r for r in nbd_peers.ROWS if r[4] == 1 and not r[5] and r[3] > 1]  # one connection, QD > 1
+ROWS = [r for r in nbd_peers.ROWS if r[4] == 1 and not r[5]]  # one connection, a filled volume
 STAGES = ["cipher", "key lookup and loop", "hole check", "user copies", "allocation",
           "socket receive", "socket send", "page cache read", "page cache write", "other kernel",
           "other Strata", "other user space"]
@@ -158,8 +158,10 @@ def main():
     stages = {}  # (row, server) -> Counter of CPU us
     requests = collections.Counter()
     bandwidth = collections.defaultdict(list)
+    rate_samples = []
     try:
         for round_index in range(a.rounds):
+            rate_samples.append(xts_rates(bin_dir))
             for row in rows:
                 order = servers if round_index % 2 == 0 else servers[::-1]
                 for server in order:
@@ -178,7 +180,7 @@ def main():
         for s in servers:
             s.close()
         shutil.rmtree(work, ignore_errors=True)
-    rates = xts_rates(bin_dir)
+    rates = median_rates(rate_samples + [xts_rates(bin_dir)])
     table = render(rows, stages, requests, bandwidth, rates, a.rounds, a.runtime)
     print(table)
     if a.write_docs:
@@ -193,7 +195,7 @@ def main():
 def render(rows, stages, requests, bandwidth, rates, rounds, runtime):
     parts = [f"perf samples of each server over {rounds} rounds of {runtime} s per row (fio's nbd "
              f"engine, one connection), in microseconds of CPU per request. The cipher alone, "
-             f"single core (xts_bench, this run): "
+             f"single core (xts_bench, median of a measurement before each round and one at the end): "
              + ", ".join(f"{r / 1e9:.1f} GB/s at {b // 1024} KiB" for b, r in sorted(rates.items())) + "."]
     for row in rows:
         plain, enc = (stages.get((row[0], n)) for n in ("strata", "strata-encrypted"))
