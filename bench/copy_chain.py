@@ -27,7 +27,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "integration"))
 import boto3  # noqa: E402
-from strata_testlib import CMD_FLUSH, CMD_WRITE, Daemon, RawClient  # noqa: E402
+from strata_testlib import CMD_FLUSH, CMD_WRITE, Daemon, RawClient, write_docs_section  # noqa: E402
 
 CHUNK = 64 * 1024
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -183,12 +183,7 @@ def main():
     print(table)
     svg_plot(series, os.path.join(ROOT, "docs", "copy-chain.svg"))
     if a.write_docs:
-        path = os.path.join(ROOT, "docs", "benchmarks.md")
-        text = open(path).read()
-        start, end = "<!-- copy-chain:start -->", "<!-- copy-chain:end -->"
-        if start in text:
-            text = text[:text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
-            open(path, "w").write(text)
+        write_docs_section("copy-chain", table)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ import argparse
 import json
 import os
 import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+from strata_testlib import write_docs_section  # noqa: E402
 
 ROWS = [("4 KiB random read", "randread", 4096), ("4 KiB random write", "randwrite", 4096),
         ("1 MiB sequential read", "seqread", 1 << 20), ("1 MiB sequential write", "seqwrite", 1 << 20)]
@@ -70,12 +74,7 @@ def main():
     table = "\n".join(lines)
     print(table)
     if a.write_docs:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md")
-        text = open(path).read()
-        start, end = "<!-- encryption-cost:start -->", "<!-- encryption-cost:end -->"
-        if start in text:
-            text = text[:text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
-            open(path, "w").write(text)
+        write_docs_section("encryption-cost", table)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nbd_peers  # noqa: E402
 from nbd_peers import MiB, StrataPeer, median_rates, run_fio, xts_rates  # noqa: E402
+from strata_testlib import write_docs_section  # noqa: E402
 
 ROWS = [r for r in nbd_peers.ROWS if r[4] == 1 and not r[5]]  # one connection, a filled volume
 STAGES = ["cipher", "key lookup and loop", "hole check", "user copies", "allocation",
@@ -112,10 +113,10 @@ def stage_times(perf_data):
     return totals
 
 
-def measure(peer, fresh_row, runtime, work):
+def measure(peer, row, runtime, work):
     """One fio run of the row against `peer`, perf sampling the server after fio's ramp:
     (stage -> CPU us in the window, requests in the window, fio's result)."""
-    name, rw, bs, depth, conns, fresh = fresh_row
+    _, rw, bs, depth, conns, fresh = row
     uri = peer.start(fresh)
     os.sync()
     data = os.path.join(work, f"{peer.name}.perf")
@@ -184,12 +185,7 @@ def main():
     table = render(rows, stages, requests, bandwidth, rates, a.rounds, a.runtime)
     print(table)
     if a.write_docs:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md")
-        text = open(path).read()
-        start, end = "<!-- nbd-cpu-breakdown:start -->", "<!-- nbd-cpu-breakdown:end -->"
-        if start in text:
-            text = text[:text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
-            open(path, "w").write(text)
+        write_docs_section("nbd-cpu-breakdown", table)
 
 
 def render(rows, stages, requests, bandwidth, rates, rounds, runtime):

@@ -32,7 +32,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
-from strata_testlib import GiB, MiB, Daemon  # noqa: E402
+from strata_testlib import GiB, MiB, Daemon, write_docs_section  # noqa: E402
 
 SIZE = GiB
 # A server that stores nothing (reads are zeros, writes are dropped): what the NBD protocol, fio
@@ -478,12 +478,7 @@ def report(a, runs, names, row_names, rates, rate_measurements):
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     if a.write_docs:
         svg_plot(results, names, os.path.join(root, "docs", "nbd-peers.svg"))
-        path = os.path.join(root, "docs", "benchmarks.md")
-        text = open(path).read()
-        start, end = "<!-- nbd-peers:start -->", "<!-- nbd-peers:end -->"
-        if start in text:
-            text = text[:text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
-            open(path, "w").write(text)
+        write_docs_section("nbd-peers", table)
 
 
 def request_bytes(row):

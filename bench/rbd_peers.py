@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
                                 "integration"))
 import nbd_peers  # noqa: E402
 from nbd_peers import cpu_seconds, fmt_bw, free_port, median_result, run_fio, wait_port  # noqa: E402
-from strata_testlib import MiB, Daemon  # noqa: E402
+from strata_testlib import MiB, Daemon, write_docs_section  # noqa: E402
 
 SIZE = 256 * MiB  # Kept small: the memstore OSD holds it in RAM (twice, for both servers).
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -211,12 +211,7 @@ def main():
     table = render(results, [s.name for s in servers], a.rounds, a.runtime, rows)
     print(table)
     if a.write_docs:
-        path = os.path.join(ROOT, "docs", "benchmarks.md")
-        text = open(path).read()
-        start, end = "<!-- rbd-peers:start -->", "<!-- rbd-peers:end -->"
-        if start in text:
-            text = text[:text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
-            open(path, "w").write(text)
+        write_docs_section("rbd-peers", table)
 
 
 if __name__ == "__main__":

@@ -337,3 +337,15 @@ class RawClient:
 
     def close(self):
         self.s.close()
+
+
+def write_docs_section(name, text):
+    """Puts `text` into docs/benchmarks.md between its `<!-- name:start -->` and
+    `<!-- name:end -->` markers (the bench scripts' --write-docs); nothing changes without them."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "benchmarks.md")
+    with open(path) as f:
+        doc = f.read()
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start in doc and end in doc:
+        with open(path, "w") as f:
+            f.write(doc[:doc.index(start) + len(start)] + "\n" + text + "\n" + doc[doc.index(end):])
