@@ -338,6 +338,14 @@ def fmt_bw(b):
     return f"{b / MiB:.0f} MiB/s" if b >= MiB else f"{b / 1024:.0f} KiB/s"
 
 
+def median_result(runs):
+    """The median of each measure over a row's rounds (None when every round failed)."""
+    runs = [r for r in runs if r is not None and r.get("ios", 0) > 0]
+    if not runs:
+        return None
+    return {k: statistics.median(r[k] for r in runs) for k in ("bw", "iops", "p50", "cpu_us")}
+
+
 class Results:
     """Each (row, server)'s rounds. A server's measure is the median over its rounds. A ratio or
     difference of two servers is taken round by round first (in a round the servers run the
@@ -349,11 +357,7 @@ class Results:
                      for k, v in runs.items()}
 
     def median(self, row, server):
-        """The median of each measure over the row's rounds (None when every round failed)."""
-        done = [r for r in self.runs.get((row, server), []) if r is not None]
-        if not done:
-            return None
-        return {k: statistics.median(r[k] for r in done) for k in ("bw", "iops", "p50", "cpu_us")}
+        return median_result(self.runs.get((row, server), []))
 
     def paired(self, row, a, b, f):
         """f(a's result, b's result) in each round both completed: (median, least, most)."""
@@ -583,9 +587,8 @@ def svg_plot(results, names, path):
               "#8c564b", "#e377c2", "#7f7f7f"]
     bar, gap, left, top = 9, 14, 230, 40
     group = bar * len(names) + gap
-    values = [results.ratio(r, n, "nbdkit-file")[0] for r in rows for n in names
-              if results.ratio(r, n, "nbdkit-file")]
-    vmax = max(values + [1.0]) * 1.05
+    ratios = {(r, n): results.ratio(r, n, "nbdkit-file") for r in rows for n in names}
+    vmax = max([v[0] for v in ratios.values() if v] + [1.0]) * 1.05
     width, height = 900, top + group * len(rows) + 40 + 16 * len(names)
     scale = (width - left - 40) / vmax
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -600,10 +603,9 @@ def svg_plot(results, names, path):
         parts.append(f'<text x="{left - 6}" y="{y0 + bar * len(names) / 2 + 4:.1f}" '
                      f'text-anchor="end">{r}</text>')
         for j, n in enumerate(names):
-            ratio = results.ratio(r, n, "nbdkit-file")
-            if not ratio:
+            if not ratios[(r, n)]:
                 continue
-            v = ratio[0]
+            v = ratios[(r, n)][0]
             parts.append(f'<rect x="{left}" y="{y0 + j * bar}" width="{v * scale:.1f}" '
                          f'height="{bar - 1}" fill="{colors[j % len(colors)]}"/>')
             parts.append(f'<text x="{left + v * scale + 3:.1f}" y="{y0 + j * bar + bar - 1}" '
