@@ -242,6 +242,17 @@ TEST_F(SocketPairTest, AStreamingClientIsSleptForAndAPromptOneIsPolledFor) {
   EXPECT_FALSE(transport.polls_next());
 }
 
+TEST_F(PollWindowTest, ARequestCaughtByThePollLeavesTheWindowAlone) {
+  // A wider poll than the fixture's, so that a request can land well inside the halved window
+  // and well after the streaming mark (an eighth of the most) on a loaded machine.
+  constexpr absl::Duration kWide = absl::Milliseconds(200);
+  SocketTransport transport(fds_[0], kWide);
+  EXPECT_EQ(ReceiveAfter(transport, kWide * 3), kWide / 2);  // Idle: halved to 100 ms.
+  // Caught at 60 ms: inside the 100 ms window, after the 25 ms streaming mark.
+  EXPECT_EQ(ReceiveAfter(transport, absl::Milliseconds(60)), kWide / 2);
+  EXPECT_TRUE(transport.polls_next());
+}
+
 TEST_F(PollWindowTest, WhatIsAlreadyThereLeavesTheWindowAlone) {
   SocketTransport transport(fds_[0], kPoll);
   EXPECT_EQ(ReceiveAfter(transport, kPoll * 3), kPoll / 2);
