@@ -49,6 +49,13 @@ struct SessionOptions {
   // TLS included); past it the connection ends, so that silent or trickling clients cannot
   // hold the server's connections. Transmission has no timeout (a VM may idle for hours).
   absl::Duration handshake_timeout = absl::InfiniteDuration();
+  // The most data a burst of reads holds before their replies go out (a read that would pass
+  // it first waits for the others and sends their replies); a single larger read goes alone.
+  // So a reply is sent while the bytes its read brought in are still in the processor's cache.
+  uint64_t read_burst_bytes = CacheSizedReadBurst();
+
+  // A core's L2 cache (sysconf), or 1 MiB where the system does not say.
+  static uint64_t CacheSizedReadBurst();
 };
 
 class Session {
@@ -82,7 +89,8 @@ class Session {
   absl::Status WriteZeroes(Export& e, const Request& r);
 
   // Reads and writes in flight through ring_: at most kMaxInFlight requests and
-  // kMaxInFlightBytes of data (a larger one waits for the others). Other commands wait for them.
+  // kMaxInFlightBytes of data (a larger one waits for the others), and reads only up to
+  // options_.read_burst_bytes. Other commands wait for them.
   class InFlight;
   static constexpr unsigned kMaxInFlight = 64;
   static constexpr uint64_t kMaxInFlightBytes = uint64_t{64} << 20;

@@ -1,0 +1,221 @@
+// Session's bursts of reads: pipelined reads are gathered, and their replies go out together,
+// only up to SessionOptions::read_burst_bytes of data; a read past it first sends the replies
+// before it, so that each reply leaves while its bytes are still in the processor's cache.
+// Played over a transport in memory against an export in memory that records, at each read,
+// how many bytes the server had sent so far.
+
+#include "nbd-server/session.h"
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "nbd-server/protocol.h"
+#include "strata/export.h"
+
+namespace strata::nbd {
+namespace {
+
+constexpr uint64_t kExportBytes = uint64_t{4} << 20;
+
+char PatternAt(uint64_t offset) { return static_cast<char>((offset * 131 + offset / 4096) % 251); }
+
+// The client's bytes in; the server's bytes kept.
+class MemoryTransport final : public Transport {
+ public:
+  explicit MemoryTransport(std::string client) : client_(std::move(client)) {}
+  ssize_t Recv(void* buf, size_t n, RecvWait) override {
+    n = std::min(n, client_.size() - at_);
+    std::memcpy(buf, client_.data() + at_, n);
+    at_ += n;
+    return static_cast<ssize_t>(n);
+  }
+  bool Send(std::span<const iovec> pieces) override {
+    for (const iovec& p : pieces) sent.append(static_cast<const char*>(p.iov_base), p.iov_len);
+    return true;
+  }
+  std::string sent;
+
+ private:
+  std::string client_;
+  size_t at_ = 0;
+};
+
+// Bytes of PatternAt; each Read records how much the server had sent when it ran.
+class PatternExport final : public Export {
+ public:
+  PatternExport(const MemoryTransport& transport, std::vector<size_t>& sent_at_reads)
+      : transport_(transport), sent_at_reads_(sent_at_reads) {}
+  const std::string& name() const override { return name_; }
+  std::string description() const override { return ""; }
+  uint64_t size_bytes() const override { return kExportBytes; }
+  bool read_only() const override { return true; }
+  bool is_volume() const override { return false; }
+  absl::Status Read(uint64_t offset, std::span<std::byte> out) override {
+    sent_at_reads_.push_back(transport_.sent.size());
+    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<std::byte>(PatternAt(offset + i));
+    return absl::OkStatus();
+  }
+  absl::Status Write(uint64_t, std::span<const std::byte>, bool) override {
+    return absl::PermissionDeniedError("read-only");
+  }
+  absl::Status Trim(uint64_t, uint64_t) override { return absl::PermissionDeniedError(""); }
+  absl::Status WriteZeroes(uint64_t, uint64_t, bool) override {
+    return absl::PermissionDeniedError("");
+  }
+  absl::Status Flush() override { return absl::OkStatus(); }
+  absl::Status Resize(uint64_t) override { return absl::PermissionDeniedError(""); }
+  absl::StatusOr<std::vector<AllocationExtent>> Allocation(uint64_t, uint64_t, size_t) override {
+    return absl::UnimplementedError("");
+  }
+  absl::StatusOr<std::vector<ChangeExtent>> Changes(uint64_t, uint64_t, size_t) override {
+    return absl::UnimplementedError("");
+  }
+
+ private:
+  const std::string name_ = "pattern";
+  const MemoryTransport& transport_;
+  std::vector<size_t>& sent_at_reads_;
+};
+
+class PatternCatalog final : public ExportCatalog {
+ public:
+  PatternCatalog(const MemoryTransport& transport, std::vector<size_t>& sent_at_reads)
+      : transport_(transport), sent_at_reads_(sent_at_reads) {}
+  absl::StatusOr<std::unique_ptr<Export>> Open(const std::string& name,
+                                               const std::optional<std::string>&) override {
+    if (name != "pattern") return absl::NotFoundError(name);
+    return std::make_unique<PatternExport>(transport_, sent_at_reads_);
+  }
+  std::vector<std::string> List(const std::optional<std::string>&) override { return {"pattern"}; }
+  std::optional<std::string> AccountFor(const std::string&) override { return std::nullopt; }
+  std::optional<std::string> NbdKeyFor(const std::string&) override { return std::nullopt; }
+
+ private:
+  const MemoryTransport& transport_;
+  std::vector<size_t>& sent_at_reads_;
+};
+
+void Put(std::string& out, uint64_t value, int width) {
+  for (int i = width - 1; i >= 0; --i) out.push_back(static_cast<char>(value >> (8 * i)));
+}
+
+// A client that opens "pattern" with NBD_OPT_EXPORT_NAME (no zero padding), sends a READ of
+// each (offset, length) back to back without waiting, then disconnects.
+std::string PipelinedReads(const std::vector<std::pair<uint64_t, uint32_t>>& reads) {
+  std::string c;
+  Put(c, kFlagFixedNewstyle | kFlagNoZeroes, 4);
+  Put(c, kOptionMagic, 8);
+  Put(c, kOptExportName, 4);
+  Put(c, 7, 4);
+  c += "pattern";
+  uint64_t cookie = 1;
+  for (const auto& [offset, length] : reads) {
+    Put(c, kRequestMagic, 4);
+    Put(c, 0, 2);
+    Put(c, kCmdRead, 2);
+    Put(c, cookie++, 8);
+    Put(c, offset, 8);
+    Put(c, length, 4);
+  }
+  Put(c, kRequestMagic, 4);
+  Put(c, 0, 2);
+  Put(c, kCmdDisc, 2);
+  Put(c, cookie, 8);
+  Put(c, 0, 8);
+  Put(c, 0, 4);
+  return c;
+}
+
+// Runs a session over `reads` with `burst_bytes`: how many bytes of replies the server had sent
+// when each read ran, and the server's stream after the handshake.
+struct Played {
+  std::vector<size_t> sent_at_reads;
+  std::string replies;
+};
+Played Play(const std::vector<std::pair<uint64_t, uint32_t>>& reads, uint64_t burst_bytes) {
+  MemoryTransport transport(PipelinedReads(reads));
+  Played played;
+  PatternCatalog catalog(transport, played.sent_at_reads);
+  SessionOptions options;
+  options.read_burst_bytes = burst_bytes;
+  Session(catalog, -1, &transport, options).Run();
+  // The handshake: the greeting (18 bytes), then the export's size and flags (10).
+  constexpr size_t kHandshakeBytes = 18 + 10;
+  EXPECT_GE(transport.sent.size(), kHandshakeBytes);
+  played.replies = transport.sent.substr(kHandshakeBytes);
+  // The handshake's last reply may still be gathered with the first replies (BatchedWriter).
+  for (size_t& at : played.sent_at_reads) at = at > kHandshakeBytes ? at - kHandshakeBytes : 0;
+  return played;
+}
+
+// Whether `replies` holds a simple reply for each read, with its bytes, in order.
+void ExpectReplies(const std::string& replies,
+                   const std::vector<std::pair<uint64_t, uint32_t>>& reads) {
+  size_t at = 0;
+  uint64_t cookie = 1;
+  for (const auto& [offset, length] : reads) {
+    std::string head;
+    Put(head, kSimpleReplyMagic, 4);
+    Put(head, 0, 4);
+    Put(head, cookie++, 8);
+    ASSERT_GE(replies.size(), at + head.size() + length);
+    ASSERT_EQ(replies.substr(at, head.size()), head) << "reply to the read at " << offset;
+    at += head.size();
+    for (uint32_t i = 0; i < length; ++i) {
+      ASSERT_EQ(replies[at + i], PatternAt(offset + i)) << "byte " << offset + i;
+    }
+    at += length;
+  }
+  EXPECT_EQ(at, replies.size());
+}
+
+constexpr size_t kReplyHeaderBytes = 16;
+
+TEST(SessionReadBurstTest, AReadPastTheBurstFirstSendsTheRepliesBeforeIt) {
+  const std::vector<std::pair<uint64_t, uint32_t>> reads = {
+      {0, 1 << 20}, {1 << 20, 1 << 20}, {3 << 20, 1 << 20}};
+  const Played played = Play(reads, uint64_t{1} << 20);
+  ExpectReplies(played.replies, reads);
+  // Each 1 MiB read ran after the replies to the reads before it had gone out.
+  ASSERT_EQ(played.sent_at_reads.size(), 3u);
+  EXPECT_EQ(played.sent_at_reads[0], 0u);
+  EXPECT_EQ(played.sent_at_reads[1], kReplyHeaderBytes + (1 << 20));
+  EXPECT_EQ(played.sent_at_reads[2], 2 * (kReplyHeaderBytes + (1 << 20)));
+}
+
+TEST(SessionReadBurstTest, ReadsWithinTheBurstShareOneSend) {
+  std::vector<std::pair<uint64_t, uint32_t>> reads;
+  for (uint64_t i = 0; i < 16; ++i) reads.emplace_back(i * 65536, 65536);  // 1 MiB in all.
+  const Played played = Play(reads, uint64_t{1} << 20);
+  ExpectReplies(played.replies, reads);
+  // All sixteen ran before any reply went out.
+  ASSERT_EQ(played.sent_at_reads.size(), 16u);
+  for (const size_t at : played.sent_at_reads) EXPECT_EQ(at, 0u);
+}
+
+TEST(SessionReadBurstTest, TheBurstEndsWhereTheNextReadWouldPassIt) {
+  // 768 KiB in flight, then 512 KiB: the third read waits for the replies to the first two.
+  const std::vector<std::pair<uint64_t, uint32_t>> reads = {
+      {0, 512 << 10}, {512 << 10, 256 << 10}, {1 << 20, 512 << 10}, {2 << 20, 4096}};
+  const Played played = Play(reads, uint64_t{1} << 20);
+  ExpectReplies(played.replies, reads);
+  ASSERT_EQ(played.sent_at_reads.size(), 4u);
+  EXPECT_EQ(played.sent_at_reads[1], 0u);
+  const size_t first_two = 2 * kReplyHeaderBytes + (768 << 10);
+  EXPECT_EQ(played.sent_at_reads[2], first_two);
+  EXPECT_EQ(played.sent_at_reads[3], first_two);  // 516 KiB: still within the burst.
+}
+
+TEST(SessionReadBurstTest, TheDefaultBurstIsTheProcessorsCache) {
+  const uint64_t burst = SessionOptions{}.read_burst_bytes;
+  EXPECT_EQ(burst, SessionOptions::CacheSizedReadBurst());
+  EXPECT_GE(burst, uint64_t{256} << 10);
+  EXPECT_LE(burst, uint64_t{64} << 20);
+}
+
+}  // namespace
+}  // namespace strata::nbd
