@@ -7,7 +7,8 @@ Strata runs as it starts by default (connections poll before they sleep, for an 
 of up to 50 us) and with --nbd-poll-us 0 (strata-sleep, strata-encrypted-sleep: they sleep at
 once); the encrypted table and the targets are given for each. Each row runs --rounds times
 per server; the table takes the median of throughput, latency and the server's CPU time per
-request (utime + stime of the server and its reaped children, from /proc), and gives the ratios
+request (utime + stime of the server and its child processes, from /proc, sampled twice inside
+fio's measured time: the CPU rate in that steady window over fio's request rate), and gives the ratios
 of Strata to each peer, each taken round by round (the servers of a round run the row within a
 minute of each other) and then their median; the targets show the range over the rounds too.
 The encrypted table compares the CPU encryption adds per request with the cipher's own cost
@@ -95,6 +96,28 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLK_TCK
+
+
+def tree_cpu_seconds(pid):
+    """cpu_seconds of `pid` and of its live descendants: a forking server's child serving a
+    connection counts while it runs, not only once reaped."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+            except OSError:
+                pass  # Exited meanwhile.
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            continue
+        todo += children.get(p, [])
+    return total
 
 
 class Peer:
@@ -313,7 +336,18 @@ def peers(work, image, bin_dir):
     return out
 
 
-def run_fio(uri, rw, bs, depth, conns, fresh, runtime, work):
+# A timed run starts measuring after this ramp; the servers' CPU is sampled this far inside
+# the measured window at each end.
+RAMP_S = 1
+CPU_MARGIN_S = 0.25
+
+
+def run_fio(uri, rw, bs, depth, conns, fresh, runtime, work, cpu_pids=()):
+    """fio's results; with `cpu_pids`, also "cpu_us_of": each process tree's CPU per request.
+    A timed run takes it in the steady window (its CPU rate between two samples inside the
+    measured time, over fio's request rate), so the ramp and the connection setup are not
+    charged to the requests fio counts; a first-write run (a fixed size, no ramp) takes it over
+    the whole run."""
     out = os.path.join(work, "fio.json")
     args = ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
             f"--iodepth={depth}", f"--numjobs={conns}", "--group_reporting", "--output-format=json",
@@ -321,14 +355,43 @@ def run_fio(uri, rw, bs, depth, conns, fresh, runtime, work):
     per_job = SIZE // conns
     args += [f"--size={per_job if not fresh else 256 * MiB // conns}", f"--offset_increment={per_job}"]
     if not fresh:
-        args += ["--time_based", f"--runtime={runtime}", "--ramp_time=1"]
-    r = subprocess.run(args, capture_output=True, text=True, cwd=work, timeout=600)
-    if r.returncode != 0:
+        args += ["--time_based", f"--runtime={runtime}", f"--ramp_time={RAMP_S}"]
+    start = time.monotonic()
+    samples = []  # (time, [CPU seconds of each tree])
+
+    def sample():
+        samples.append((time.monotonic(), [tree_cpu_seconds(p) for p in cpu_pids]))
+    if fresh:
+        sample()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
+    if not fresh and cpu_pids:
+        for at in (RAMP_S + CPU_MARGIN_S, RAMP_S + runtime - CPU_MARGIN_S):
+            time.sleep(max(0.0, start + at - time.monotonic()))
+            sample()
+    try:
+        returncode = proc.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
+    if fresh:
+        time.sleep(0.2)  # A forked server's children exit and are reaped.
+        sample()
+    if returncode != 0:
         return None
     job = json.load(open(out))["jobs"][0]
     side = job["read"] if rw in ("read", "randread") else job["write"]
+    cpu_us_of = []
+    if len(samples) == 2 and side["total_ios"] > 0:
+        (t0, c0), (t1, c1) = samples
+        for before, after in zip(c0, c1):
+            if fresh:
+                cpu_us_of.append((after - before) * 1e6 / side["total_ios"])
+            else:
+                cpu_us_of.append((after - before) / (t1 - t0) / side["iops"] * 1e6)
     # fio's own CPU (usr + sys, % of one core): it shares the machine's 2 cores with the server.
     return {"bw": side["bw_bytes"], "iops": side["iops"], "ios": side["total_ios"],
+            "cpu_us_of": cpu_us_of,
             "fio_cpu": job["usr_cpu"] + job["sys_cpu"],
             "p50": side["clat_ns"]["percentile"].get("50.000000", 0) / 1000 if "percentile" in side.get("clat_ns", {}) else
             side["lat_ns"]["percentile"].get("50.000000", 0) / 1000 if "percentile" in side.get("lat_ns", {}) else 0}
@@ -441,14 +504,13 @@ def main():
                     # the second of two identical stratad runs lost 6-20% on 4 KiB writes).
                     os.sync()
                     uri = peer.start(fresh)
-                    before, timeouts = cpu_seconds(peer.pid), tcp_timeouts()
-                    r = run_fio(uri, rw, bs, depth, conns, fresh, a.runtime, work)
-                    time.sleep(0.2)  # A forked server's children exit and are reaped.
-                    after, timeouts = cpu_seconds(peer.pid), tcp_timeouts() - timeouts
+                    timeouts = tcp_timeouts()
+                    r = run_fio(uri, rw, bs, depth, conns, fresh, a.runtime, work,
+                                cpu_pids=[peer.pid])
+                    timeouts = tcp_timeouts() - timeouts
                     peer.stop()
-                    if r is not None and r["ios"] > 0:
-                        # Ramp-up I/O is not in total_ios: CPU per request is an upper bound.
-                        r["cpu_us"] = (after - before) * 1e6 / r["ios"]
+                    if r is not None and r["cpu_us_of"]:
+                        r["cpu_us"] = r["cpu_us_of"][0]
                     runs.setdefault((name, peer.name), []).append(r)
                     print(f"[{round_index + 1}/{a.rounds}] {name:32} {peer.name:24} " +
                           (f"{fmt_bw(r['bw']):>12} {r['iops']:>9.0f} IOPS p50 {r['p50']:>7.0f} us "
@@ -491,8 +553,9 @@ def request_bytes(row):
 
 def render(results, names, rates, rate_measurements, rounds, runtime, rows):
     head = (f"{rounds} rounds of {runtime} s per row and server; fio and the server share the "
-            f"machine's 2 cores. Throughput and CPU/req (the server's utime + stime per request) "
-            f"are medians over the rounds; a ratio is taken in each round, then its median is "
+            f"machine's 2 cores. Throughput and CPU/req (the server's utime + stime per request, "
+            f"in fio's steady window: ramp and connection setup excluded) are medians over the "
+            f"rounds; a ratio is taken in each round, then its median is "
             f"given (the targets also give its range over the rounds).")
     parts = [head, render_plain(results, names, rows)]
     for variant in (DEFAULT, SLEEPING):

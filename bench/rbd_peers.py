@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "integration"))
 import nbd_peers  # noqa: E402
-from nbd_peers import cpu_seconds, fmt_bw, free_port, median_result, run_fio, wait_port  # noqa: E402
+from nbd_peers import fmt_bw, free_port, median_result, run_fio, wait_port  # noqa: E402
 from strata_testlib import MiB, Daemon, write_docs_section  # noqa: E402
 
 SIZE = 256 * MiB  # Kept small: the memstore OSD holds it in RAM (twice, for both servers).
@@ -185,12 +185,10 @@ def main():
                         # written in 4 KiB pieces as that many buffers, which slows its reads,
                         # and the faster writer of the rows before would pay for it.
                         server.refill(image)
-                    before, osd_before = cpu_seconds(pid), cpu_seconds(osd)
-                    r = run_fio(uri, rw, bs, depth, conns, fresh, a.runtime, work)
-                    after, osd_after = cpu_seconds(pid), cpu_seconds(osd)
-                    if r is not None and r["ios"] > 0:
-                        r["cpu_us"] = (after - before) * 1e6 / r["ios"]
-                        r["osd_us"] = (osd_after - osd_before) * 1e6 / r["ios"]
+                    r = run_fio(uri, rw, bs, depth, conns, fresh, a.runtime, work,
+                                cpu_pids=[pid, osd])
+                    if r is not None and r["cpu_us_of"]:
+                        r["cpu_us"], r["osd_us"] = r["cpu_us_of"]
                     runs.setdefault((name, server.name), []).append(r)
                     print(f"[{round_index + 1}/{a.rounds}] {name:24} {server.name:20} " +
                           (f"{fmt_bw(r['bw']):>12} {r['iops']:>8.0f} IOPS cpu {r['cpu_us']:.1f} "
