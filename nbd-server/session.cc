@@ -531,9 +531,11 @@ Session::InFlight* Session::TakeSlot(const Request& r) {
   // Reads are held to a cache's worth: a reply's send copies its bytes from where the read put
   // them, and 8 MiB of 1 MiB reads gathered before their replies had left the cache by then
   // (the send copy cost 4x nbd-server's per byte; two connections of 1 MiB reads ran 22% faster
-  // with the limit, docs/benchmarks.md). Writes are not held: a burst of them goes through the
-  // ring, whose workers copy into the page cache beside this thread.
-  const uint64_t limit = r.type == kCmdRead ? options_.read_burst_bytes : kMaxInFlightBytes;
+  // with the limit, docs/benchmarks.md). Not reads that wait on the network, whose latency
+  // only several in flight hide. Writes are not held: a burst of them goes through the ring,
+  // whose workers copy into the page cache beside this thread.
+  const uint64_t limit =
+      r.type == kCmdRead && !reads_wait_on_network_ ? options_.read_burst_bytes : kMaxInFlightBytes;
   if (free_.empty() || (in_flight_bytes_ > 0 && in_flight_bytes_ + r.length > limit)) {
     if (!Drain()) return nullptr;
   }
@@ -654,6 +656,7 @@ void Session::Transmit(Export& e) {
   }
   ring_ = std::move(*ring);
   limiter_ = e.limiter();
+  reads_wait_on_network_ = e.reads_wait_on_network();
   for (unsigned i = 0; i < kMaxInFlight; ++i) {
     slots_.push_back(std::make_unique<InFlight>(*this));
     free_.push_back(slots_.back().get());

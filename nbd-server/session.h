@@ -52,6 +52,7 @@ struct SessionOptions {
   // The most data a burst of reads holds before their replies go out (a read that would pass
   // it first waits for the others and sends their replies); a single larger read goes alone.
   // So a reply is sent while the bytes its read brought in are still in the processor's cache.
+  // Exports whose reads wait on the network (Export::reads_wait_on_network) are not held.
   uint64_t read_burst_bytes = CacheSizedReadBurst();
 
   // A core's L2 cache (sysconf), or 1 MiB where the system does not say.
@@ -90,7 +91,7 @@ class Session {
 
   // Reads and writes in flight through ring_: at most kMaxInFlight requests and
   // kMaxInFlightBytes of data (a larger one waits for the others), and reads only up to
-  // options_.read_burst_bytes. Other commands wait for them.
+  // options_.read_burst_bytes unless they wait on the network. Other commands wait for them.
   class InFlight;
   static constexpr unsigned kMaxInFlight = 64;
   static constexpr uint64_t kMaxInFlightBytes = uint64_t{64} << 20;
@@ -131,9 +132,10 @@ class Session {
   std::vector<InFlight*> free_;
   std::vector<InFlight*> finished_;  // Not answered yet.
   uint64_t in_flight_bytes_ = 0;
-  std::unique_ptr<IoRing> ring_;  // Created when transmission begins; goes before the slots.
-  bool failed_ = false;           // A reply could not be sent: the connection ends.
-  IoLimiter* limiter_ = nullptr;  // The export's, told when each read or write is answered.
+  std::unique_ptr<IoRing> ring_;        // Created when transmission begins; goes before the slots.
+  bool failed_ = false;                 // A reply could not be sent: the connection ends.
+  IoLimiter* limiter_ = nullptr;        // The export's, told when each read or write is answered.
+  bool reads_wait_on_network_ = false;  // The export's: its reads are not held to a burst.
   // The end of the handshake's time (options_.handshake_timeout from the start), or the
   // infinite future once transmission begins. Enforced by BeforeWait through SO_RCVTIMEO.
   absl::Time handshake_deadline_ = absl::InfiniteFuture();

@@ -73,6 +73,7 @@ class VolumeExport final : public Export {
   bool read_only() const override { return false; }
   bool is_volume() const override { return true; }
   IoLimiter* limiter() override { return &volume_.limiter(); }
+  bool reads_wait_on_network() const override { return volume_.reads_wait_on_network(); }
   absl::Status Read(uint64_t offset, std::span<std::byte> out) override {
     return volume_.Read(offset, out);
   }

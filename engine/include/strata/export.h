@@ -45,7 +45,9 @@ class Export {
   // The volume's I/O budget, which a session asks before each read and write; none for
   // snapshot exports. Default: none.
   virtual IoLimiter* limiter() { return nullptr; }
-  // True when Read waits on the network (a snapshot of a region on RADOS). Default: false.
+  // True when Read may wait on the network (a snapshot of a region on RADOS, a volume whose head
+  // or chunks are in the cluster): a session then keeps several reads in flight however large
+  // they are. Default: false.
   virtual bool reads_wait_on_network() const { return false; }
   [[nodiscard]] virtual absl::Status Write(uint64_t offset, std::span<const std::byte> data,
                                            bool fua) = 0;

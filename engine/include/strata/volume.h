@@ -162,6 +162,9 @@ class Volume {
     (void)ring.Wait();
     io.Done(Read(offset_bytes, out));
   }
+  // True when a read may wait on the network (a head or stored chunks in a Ceph cluster): its
+  // caller should keep several in flight rather than hold them to a cache's worth.
+  virtual bool reads_wait_on_network() const { return false; }
   virtual void SubmitWrite(uint64_t offset_bytes, std::span<std::byte> data, bool fua, IoRing& ring,
                            VolumeIo& io) {
     (void)ring.Wait();

@@ -118,6 +118,9 @@ class VolumeIoTest : public ::testing::TestWithParam<bool> {
 
 TEST_P(VolumeIoTest, QueuedReadsAndWritesMatchTheSynchronousCalls) {
   Volume* v = NewVolume();
+  // A file head over local segments reads from the page cache; stored chunks in RADOS wait on
+  // the network (an NBD session then keeps large reads in flight together).
+  EXPECT_EQ(v->reads_wait_on_network(), ::strata::testing::OnRados());
   std::vector<std::byte> expected = Fill(v, 1);
   Burst(v, expected);
 }
@@ -285,6 +288,7 @@ TEST_P(VolumeIoTest, ReadsOfAHeadInRadosAreInFlightTogetherAndMatch) {
     auto info = region->CreateVolume({.size_bytes = 8 * kMiB, .encrypted = encrypted});
     ASSERT_THAT(info, IsOk());
     Volume* v = *region->GetVolume(info->id);
+    EXPECT_TRUE(v->reads_wait_on_network());
     std::vector<std::byte> expected = Pattern(v->size_bytes(), encrypted ? 12 : 11);
     ASSERT_THAT(v->Write(0, expected), IsOk());
     // Writes to one object queue behind the one in flight and go out together, in order: the
