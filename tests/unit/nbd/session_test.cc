@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "nbd-server/protocol.h"
 #include "strata/export.h"
@@ -21,6 +22,7 @@ namespace strata::nbd {
 namespace {
 
 constexpr uint64_t kExportBytes = uint64_t{4} << 20;
+constexpr size_t kReplyHeaderBytes = 16;
 
 char PatternAt(uint64_t offset) { return static_cast<char>((offset * 131 + offset / 4096) % 251); }
 
@@ -56,8 +58,12 @@ class PatternExport final : public Export {
   uint64_t size_bytes() const override { return kExportBytes; }
   bool read_only() const override { return true; }
   bool is_volume() const override { return false; }
+  // Runs on the ring's helper threads when `remote` (Export::SubmitRead).
   absl::Status Read(uint64_t offset, std::span<std::byte> out) override {
-    sent_at_reads_.push_back(transport_.sent.size());
+    {
+      absl::MutexLock lock(&mu_);
+      sent_at_reads_.push_back(transport_.sent.size());
+    }
     for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<std::byte>(PatternAt(offset + i));
     return absl::OkStatus();
   }
@@ -80,6 +86,7 @@ class PatternExport final : public Export {
  private:
   const std::string name_ = "pattern";
   const MemoryTransport& transport_;
+  absl::Mutex mu_;
   std::vector<size_t>& sent_at_reads_;
   const bool remote_;
 };
@@ -158,28 +165,38 @@ Played Play(const std::vector<std::pair<uint64_t, uint32_t>>& reads, uint64_t bu
   return played;
 }
 
-// Whether `replies` holds a simple reply for each read, with its bytes, in order.
+uint64_t Get(const std::string& bytes, size_t at, int width) {
+  uint64_t v = 0;
+  for (int i = 0; i < width; ++i) v = (v << 8) | static_cast<uint8_t>(bytes[at + i]);
+  return v;
+}
+
+// Whether `replies` holds one simple reply for each read (the cookie of read i is i + 1), with
+// its bytes. Replies may come in any order (reads on the ring's helpers finish in any order).
 void ExpectReplies(const std::string& replies,
                    const std::vector<std::pair<uint64_t, uint32_t>>& reads) {
+  std::vector<bool> answered(reads.size(), false);
   size_t at = 0;
-  uint64_t cookie = 1;
-  for (const auto& [offset, length] : reads) {
-    std::string head;
-    Put(head, kSimpleReplyMagic, 4);
-    Put(head, 0, 4);
-    Put(head, cookie++, 8);
-    ASSERT_GE(replies.size(), at + head.size() + length);
-    ASSERT_EQ(replies.substr(at, head.size()), head) << "reply to the read at " << offset;
-    at += head.size();
+  while (at < replies.size()) {
+    ASSERT_GE(replies.size(), at + kReplyHeaderBytes);
+    ASSERT_EQ(Get(replies, at, 4), kSimpleReplyMagic);
+    ASSERT_EQ(Get(replies, at + 4, 4), 0u) << "an error reply";
+    const uint64_t cookie = Get(replies, at + 8, 8);
+    ASSERT_GE(cookie, 1u);
+    ASSERT_LE(cookie, reads.size());
+    ASSERT_FALSE(answered[cookie - 1]) << "two replies to read " << cookie;
+    answered[cookie - 1] = true;
+    at += kReplyHeaderBytes;
+    const auto [offset, length] = reads[cookie - 1];
+    ASSERT_GE(replies.size(), at + length);
     for (uint32_t i = 0; i < length; ++i) {
       ASSERT_EQ(replies[at + i], PatternAt(offset + i)) << "byte " << offset + i;
     }
     at += length;
   }
-  EXPECT_EQ(at, replies.size());
+  for (size_t i = 0; i < reads.size(); ++i)
+    EXPECT_TRUE(answered[i]) << "no reply to read " << i + 1;
 }
-
-constexpr size_t kReplyHeaderBytes = 16;
 
 TEST(SessionReadBurstTest, AReadPastTheBurstFirstSendsTheRepliesBeforeIt) {
   const std::vector<std::pair<uint64_t, uint32_t>> reads = {
