@@ -361,7 +361,7 @@ def run_fio(uri, rw, bs, depth, conns, fresh, runtime, work, cpu_pids=()):
 
     def sample():
         samples.append((time.monotonic(), [tree_cpu_seconds(p) for p in cpu_pids]))
-    if fresh:
+    if fresh and cpu_pids:
         sample()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
     if not fresh and cpu_pids:
@@ -374,7 +374,7 @@ def run_fio(uri, rw, bs, depth, conns, fresh, runtime, work, cpu_pids=()):
         proc.kill()
         proc.wait()
         return None
-    if fresh:
+    if fresh and cpu_pids:
         time.sleep(0.2)  # A forked server's children exit and are reaped.
         sample()
     if returncode != 0:

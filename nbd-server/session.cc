@@ -530,8 +530,8 @@ uint64_t SessionOptions::CacheSizedReadBurst() {
 Session::InFlight* Session::TakeSlot(const Request& r) {
   // Reads are held to a cache's worth: a reply's send copies its bytes from where the read put
   // them, and 8 MiB of 1 MiB reads gathered before their replies had left the cache by then
-  // (the send copy cost 4x nbd-server's per byte; two connections of 1 MiB reads ran 22% faster
-  // with the limit, docs/benchmarks.md). Not reads that wait on the network, whose latency
+  // (the send copy cost 4x nbd-server's per byte; two connections of 1 MiB reads ran 16-24%
+  // faster with the limit, docs/benchmarks.md). Not reads that wait on the network, whose latency
   // only several in flight hide. Writes are not held: a burst of them goes through the ring,
   // whose workers copy into the page cache beside this thread.
   const uint64_t limit =

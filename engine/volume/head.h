@@ -38,8 +38,8 @@ class Head {
                           IoRing::Op* op) = 0;
   // A queued write at `offset_bytes` has finished: the next Sync covers it.
   virtual void NoteWritten(uint64_t offset_bytes) = 0;
-  // True when its I/O goes over the network (objects in a Ceph cluster).
-  virtual bool waits_on_network() const { return false; }
+  // True when its reads go over the network (objects in a Ceph cluster), as ChunkStore says.
+  virtual bool reads_wait_on_network() const { return false; }
   // Makes every write that returned (or was noted) before it durable. Once a write or sync has
   // failed, every later Sync fails too (kDataLoss): the head is trusted again only when reopened.
   [[nodiscard]] virtual absl::Status Sync() = 0;

@@ -31,7 +31,7 @@ class RadosHead final : public Head {
     return false;
   }
   void NoteWritten(uint64_t) override {}
-  bool waits_on_network() const override { return true; }
+  bool reads_wait_on_network() const override { return true; }
   absl::Status Sync() override;
   absl::Status Grow(uint64_t) override { return absl::OkStatus(); }  // Thin: nothing to make.
 

@@ -77,7 +77,7 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
   absl::Status WriteZeroes(uint64_t offset_bytes, uint64_t length_bytes, bool fua) override;
   absl::Status Flush() override;
   bool reads_wait_on_network() const override {
-    return head_->waits_on_network() || deps_.chunks->reads_wait_on_network();
+    return head_->reads_wait_on_network() || deps_.chunks->reads_wait_on_network();
   }
   void SubmitRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring,
                   VolumeIo& io) override;

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,7 +22,8 @@
 namespace strata::nbd {
 namespace {
 
-constexpr uint64_t kExportBytes = uint64_t{4} << 20;
+// Room for two reads of half the largest default burst (TheDefaultBurstHoldsSessions).
+constexpr uint64_t kExportBytes = uint64_t{128} << 20;
 constexpr size_t kReplyHeaderBytes = 16;
 
 char PatternAt(uint64_t offset) { return static_cast<char>((offset * 131 + offset / 4096) % 251); }
@@ -141,20 +143,20 @@ std::string PipelinedReads(const std::vector<std::pair<uint64_t, uint32_t>>& rea
   return c;
 }
 
-// Runs a session over `reads` with `burst_bytes`, on an export whose reads wait on the network
-// when `remote`: how many bytes of replies the server had sent when each read ran, and the
-// server's stream after the handshake.
+// Runs a session over `reads` with `burst_bytes` (nullopt: SessionOptions' default), on an export
+// whose reads wait on the network when `remote`: how many bytes of replies the server had sent when
+// each read ran, and the server's stream after the handshake.
 struct Played {
   std::vector<size_t> sent_at_reads;
   std::string replies;
 };
-Played Play(const std::vector<std::pair<uint64_t, uint32_t>>& reads, uint64_t burst_bytes,
-            bool remote = false) {
+Played Play(const std::vector<std::pair<uint64_t, uint32_t>>& reads,
+            std::optional<uint64_t> burst_bytes, bool remote = false) {
   MemoryTransport transport(PipelinedReads(reads));
   Played played;
   PatternCatalog catalog(transport, played.sent_at_reads, remote);
   SessionOptions options;
-  options.read_burst_bytes = burst_bytes;
+  if (burst_bytes.has_value()) options.read_burst_bytes = *burst_bytes;
   Session(catalog, -1, &transport, options).Run();
   // The handshake: the greeting (18 bytes), then the export's size and flags (10).
   constexpr size_t kHandshakeBytes = 18 + 10;
@@ -243,11 +245,18 @@ TEST(SessionReadBurstTest, ReadsThatWaitOnTheNetworkAreNotHeld) {
   for (const size_t at : played.sent_at_reads) EXPECT_EQ(at, 0u);
 }
 
-TEST(SessionReadBurstTest, TheDefaultBurstIsTheProcessorsCache) {
+TEST(SessionReadBurstTest, TheDefaultBurstHoldsSessions) {
+  // The default (a core's L2 cache) is a cache's size, and a session left at it holds reads to
+  // it: two reads of just over half of it cannot share a burst.
   const uint64_t burst = SessionOptions{}.read_burst_bytes;
-  EXPECT_EQ(burst, SessionOptions::CacheSizedReadBurst());
-  EXPECT_GE(burst, uint64_t{256} << 10);
-  EXPECT_LE(burst, uint64_t{64} << 20);
+  ASSERT_GE(burst, uint64_t{256} << 10);
+  ASSERT_LE(burst, uint64_t{64} << 20);
+  const uint32_t half = static_cast<uint32_t>(burst / 2 + 4096);
+  const std::vector<std::pair<uint64_t, uint32_t>> reads = {{0, half}, {half, half}};
+  const Played played = Play(reads, std::nullopt);
+  ExpectReplies(played.replies, reads);
+  ASSERT_EQ(played.sent_at_reads.size(), 2u);
+  EXPECT_EQ(played.sent_at_reads[1], kReplyHeaderBytes + half);
 }
 
 }  // namespace
