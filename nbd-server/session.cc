@@ -81,21 +81,39 @@ Session::Session(ExportCatalog& catalog, int fd, Transport* transport,
       transport_(transport),
       options_(options),
       writer_(transport),
-      reader_(transport, [this] { return BeforeWait(); }) {}
+      reader_(transport, [this](bool nothing_arrived) { return BeforeReceive(nothing_arrived); }) {}
 
-bool Session::BeforeWait() {
+BeforeRecv Session::BeforeReceive(bool nothing_arrived) {
   if (handshake_deadline_ != absl::InfiniteFuture() && fd_ >= 0) {
     const absl::Duration left = handshake_deadline_ - absl::Now();
     if (left <= absl::ZeroDuration()) {
       LogLine("handshake timed out");
-      return false;
+      return BeforeRecv::kFail;
     }
     const timeval tv = absl::ToTimeval(std::max(left, absl::Milliseconds(1)));
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   }
+  // With reads or writes running (in the kernel, or on the ring's helpers: a large enciphered
+  // write), the session takes the client's next bytes if they have arrived, and otherwise
+  // waits for the next of them to finish; writes are answered as they finish. So the loop
+  // receives the next request while the last one is written: one connection of 1 MiB writes
+  // to an encrypted volume ran 1.3x as fast (docs/benchmarks.md).
+  if (ring_ != nullptr && !failed_ && ring_->in_flight() > 0) {
+    if (nothing_arrived) {
+      if (const absl::Status s = ring_->Wait(ring_->in_flight() - 1); !s.ok()) {
+        LogLine(s.message());
+        failed_ = true;
+        return BeforeRecv::kFail;
+      }
+    }
+    if (ring_->ReapCompleted() > 0) {
+      return AnswerFinishedWrites() ? BeforeRecv::kTakeArrived : BeforeRecv::kFail;
+    }
+  }
   // Before the session blocks for input, what is queued goes to the disk and every reply out:
-  // the loop never waits for a client with I/O of its own in flight.
-  return Drain() && writer_.Flush();
+  // the loop never waits for a client with I/O of its own in flight (a snapshot of the volume
+  // may be waiting for a queued write to land, and the client for its reply).
+  return Drain() && writer_.Flush() ? BeforeRecv::kBlock : BeforeRecv::kFail;
 }
 
 Session::~Session() = default;
@@ -574,18 +592,36 @@ bool Session::Drain() {
   // its own connection, never a queued write that a snapshot of the volume waits for.
   const int64_t now_ns =
       limiter_ != nullptr && !finished_.empty() ? absl::GetCurrentTimeNanos() : 0;
-  for (InFlight* slot : finished_) {
-    const Request& r = slot->request;
-    if (limiter_ != nullptr) {
-      limiter_->Finished(r.type == kCmdWrite, absl::Nanoseconds(now_ns - slot->admitted_ns));
-    }
-    if (!failed_) {
-      failed_ = !(r.type == kCmdRead && slot->status.ok() ? ReadReply(r, slot->data)
-                                                          : Done(r, slot->status));
-    }
-    Release(*slot);
-  }
+  for (InFlight* slot : finished_) Answer(*slot, now_ns);
   finished_.clear();
+  return !failed_;
+}
+
+bool Session::Answer(InFlight& slot, int64_t now_ns) {
+  const Request& r = slot.request;
+  if (limiter_ != nullptr) {
+    limiter_->Finished(r.type == kCmdWrite, absl::Nanoseconds(now_ns - slot.admitted_ns));
+  }
+  if (!failed_) {
+    failed_ =
+        !(r.type == kCmdRead && slot.status.ok() ? ReadReply(r, slot.data) : Done(r, slot.status));
+  }
+  Release(slot);
+  return !failed_;
+}
+
+bool Session::AnswerFinishedWrites() {
+  // A write's reply is small (an error's carries a message): it is gathered, never sent with
+  // a wait, so a client that does not read its replies holds up no write still running.
+  constexpr size_t kMostReplyBytes = 4096;
+  const int64_t now_ns =
+      limiter_ != nullptr && !finished_.empty() ? absl::GetCurrentTimeNanos() : 0;
+  std::erase_if(finished_, [&](InFlight* slot) {
+    if (slot->request.type != kCmdWrite || writer_.room() < kMostReplyBytes) return false;
+    Answer(*slot, now_ns);
+    return true;
+  });
+  if (!failed_ && !writer_.FlushWithoutWaiting()) failed_ = true;
   return !failed_;
 }
 

@@ -104,11 +104,17 @@ class Session {
   bool HoldBack(Export& e, const Request& r);
   InFlight* TakeSlot(const Request& r);
   void Release(InFlight& slot);
-  // A read or write has finished: its reply waits for the next Drain.
+  // A read or write has finished: its reply waits for the next Drain (a write's, for the
+  // next receive).
   void Finished(InFlight& slot);
   // Waits until nothing is in flight, then replies to every finished request. False when the
   // connection failed.
   bool Drain();
+  // Replies to the finished writes, while other requests are still running: as many as the
+  // writer gathers without sending, then sends what the connection takes without blocking.
+  bool AnswerFinishedWrites();
+  // Replies to one finished request (gathered by the writer) and frees its slot.
+  bool Answer(InFlight& slot, int64_t now_ns);
 
   ExportCatalog& catalog_;
   const int fd_;
@@ -137,11 +143,12 @@ class Session {
   IoLimiter* limiter_ = nullptr;        // The export's, told when each read or write is answered.
   bool reads_wait_on_network_ = false;  // The export's: its reads are not held to a burst.
   // The end of the handshake's time (options_.handshake_timeout from the start), or the
-  // infinite future once transmission begins. Enforced by BeforeWait through SO_RCVTIMEO.
+  // infinite future once transmission begins. Enforced by BeforeRecv through SO_RCVTIMEO.
   absl::Time handshake_deadline_ = absl::InfiniteFuture();
-  // Runs before each read that may block: bounds it by the handshake's deadline, and first
-  // sends what is queued (replies, and the disk I/O in flight).
-  bool BeforeWait();
+  // Runs before each receive: bounds it by the handshake's deadline. With reads or writes
+  // running, takes only what has arrived (answering writes as they finish); otherwise first
+  // runs what is queued and sends every reply, then blocks.
+  BeforeRecv BeforeReceive(bool nothing_arrived);
   int64_t admitted_ns_ = 0;  // When HoldBack admitted the request being started.
 };
 

@@ -64,6 +64,15 @@ ssize_t SocketTransport::Recv(void* buf, size_t n, RecvWait wait) {
   }
 }
 
+ssize_t SocketTransport::TrySend(std::span<const std::byte> bytes) {
+  for (;;) {
+    const ssize_t put = ::send(fd_, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (put >= 0) return put;
+    if (errno == EINTR) continue;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+  }
+}
+
 bool SocketTransport::Send(std::span<const iovec> pieces) {
   constexpr size_t kMaxPieces = 8;
   iovec iov[kMaxPieces];
@@ -116,6 +125,15 @@ bool BatchedWriter::Send(std::span<const iovec> pieces) {
   return transport_->Send(std::span(all, count));
 }
 
+bool BatchedWriter::FlushWithoutWaiting() {
+  if (used_ == 0) return true;
+  const ssize_t sent = transport_->TrySend(std::span(buffer_.data(), used_));
+  if (sent < 0) return false;
+  std::memmove(buffer_.data(), buffer_.data() + sent, used_ - static_cast<size_t>(sent));
+  used_ -= static_cast<size_t>(sent);
+  return true;
+}
+
 bool BatchedWriter::Flush() {
   if (used_ == 0) return true;
   const iovec piece = {buffer_.data(), used_};
@@ -124,7 +142,14 @@ bool BatchedWriter::Flush() {
 }
 
 ssize_t BufferedReader::Recv(void* buf, size_t n, RecvWait wait) {
-  if (before_wait_ != nullptr && !before_wait_()) return -1;
+  bool nothing_arrived = false;
+  while (before_recv_ != nullptr) {
+    const BeforeRecv step = before_recv_(nothing_arrived);
+    if (step == BeforeRecv::kFail) return -1;
+    if (step == BeforeRecv::kBlock) break;
+    if (const std::optional<ssize_t> got = transport_->TryRecv(buf, n)) return *got;
+    nothing_arrived = true;
+  }
   return transport_->Recv(buf, n, wait);
 }
 

@@ -29,6 +29,12 @@ class Transport {
   virtual ssize_t Recv(void* buf, size_t n, RecvWait wait) = 0;
   // Sends every piece in order. False when the connection failed.
   virtual bool Send(std::span<const iovec> pieces) = 0;
+  // Reads at most `n` bytes without blocking: as Recv, or nullopt when nothing has arrived (or
+  // the transport cannot tell without blocking).
+  virtual std::optional<ssize_t> TryRecv(void* /*buf*/, size_t /*n*/) { return std::nullopt; }
+  // Sends what the connection takes of `bytes` without blocking: the count sent (0 when it
+  // would block, or the transport cannot send without blocking), negative on error.
+  virtual ssize_t TrySend(std::span<const std::byte> /*bytes*/) { return 0; }
 };
 
 // A connected socket; does not own the descriptor. With a `poll` time, a receive that waits
@@ -54,14 +60,14 @@ class SocketTransport final : public Transport {
       : fd_(fd), poll_(poll), least_(poll / 8), window_(poll) {}
   ssize_t Recv(void* buf, size_t n, RecvWait wait) override;
   bool Send(std::span<const iovec> pieces) override;
+  std::optional<ssize_t> TryRecv(void* buf, size_t n) override;
+  ssize_t TrySend(std::span<const std::byte> bytes) override;
   // How long the next wait for a request polls.
   absl::Duration poll_window() const { return window_; }
   // Whether the next wait for a request polls (false while it sleeps for a streaming client).
   bool polls_next() const { return sleeps_ahead_ == 0 && window_ > absl::ZeroDuration(); }
 
  private:
-  // One receive without blocking: nullopt when nothing has arrived.
-  std::optional<ssize_t> TryRecv(void* buf, size_t n);
   // Polls until the window ends: the receive's result, or nullopt when nothing came.
   std::optional<ssize_t> PollFor(void* buf, size_t n);
   // Adjusts the window after a receive slept for `slept`.
@@ -87,6 +93,11 @@ class BatchedWriter {
   void set_transport(Transport* transport) { transport_ = transport; }
   bool Send(std::span<const iovec> pieces);
   bool Flush();
+  // Sends what the connection takes of the gathered replies without blocking; the rest waits
+  // for the next Flush. False when the connection failed.
+  bool FlushWithoutWaiting();
+  // Bytes that can still be gathered before a Send would have to send (and might block).
+  size_t room() const { return buffer_.size() - used_; }
 
  private:
   static constexpr size_t kBufferBytes = 256 * 1024;
@@ -95,12 +106,21 @@ class BatchedWriter {
   size_t used_ = 0;
 };
 
-// Full-length reads over a Transport, through a buffer. `before_wait` runs before each read
-// that may block (the session flushes its replies there); returning false fails the read.
+// What a BufferedReader does when it needs more of the client's bytes.
+enum class BeforeRecv {
+  kBlock,        // Receive, waiting as long as the client takes.
+  kTakeArrived,  // Take what has arrived without waiting; when nothing has, ask again.
+  kFail,         // Fail the read.
+};
+
+// Full-length reads over a Transport, through a buffer. `before_recv` runs before each receive
+// (the session answers its requests there) and chooses how it waits; `nothing_arrived` is true
+// when it runs again because a kTakeArrived receive found nothing.
 class BufferedReader {
  public:
-  explicit BufferedReader(Transport* transport, std::function<bool()> before_wait = nullptr)
-      : transport_(transport), before_wait_(std::move(before_wait)), buffer_(kBufferBytes) {}
+  using BeforeRecvFn = std::function<BeforeRecv(bool nothing_arrived)>;
+  explicit BufferedReader(Transport* transport, BeforeRecvFn before_recv = nullptr)
+      : transport_(transport), before_recv_(std::move(before_recv)), buffer_(kBufferBytes) {}
   void set_transport(Transport* transport) { transport_ = transport; }
   // Reads exactly `n` bytes; false at the end of the stream or on error. `wait` applies when
   // the buffer is refilled; a large payload read straight into `out` always sleeps.
@@ -114,7 +134,7 @@ class BufferedReader {
 
   static constexpr size_t kBufferBytes = 256 * 1024;
   Transport* transport_;
-  std::function<bool()> before_wait_;
+  BeforeRecvFn before_recv_;
   std::vector<std::byte> buffer_;
   size_t begin_ = 0;
   size_t end_ = 0;

@@ -161,6 +161,17 @@ class Ring final : public IoRing {
     return absl::OkStatus();
   }
 
+  unsigned ReapCompleted() override {
+    CollectCalls(/*block=*/false);
+    if (in_kernel_ > 0) {
+      // With DEFER_TASKRUN, completions are posted only when the owner enters the kernel.
+      (void)io_uring_get_events(&ring_);
+      Reap();
+    }
+    RunFinished();
+    return in_kernel_ + calls_out_;
+  }
+
   unsigned in_flight() const override {
     return static_cast<unsigned>(pending_.size() + finished_.size()) + in_kernel_ + calls_out_;
   }

@@ -39,6 +39,7 @@ class FaultInjectionRing final : public IoRing {
     return base_->QueueAsync(std::move(start), op);
   }
   absl::Status Wait(unsigned remaining = 0) override { return base_->Wait(remaining); }
+  unsigned ReapCompleted() override { return base_->ReapCompleted(); }
   unsigned in_flight() const override { return base_->in_flight(); }
   bool uses_io_uring() const override { return base_->uses_io_uring(); }
 

@@ -58,6 +58,11 @@ class IoRing {
   // Submits what is queued and runs completions until at most `remaining` operations are still
   // in flight. Finish may queue further operations; they count as in flight.
   [[nodiscard]] virtual absl::Status Wait(unsigned remaining = 0) = 0;
+  // Runs Finish of the operations that have completed, without submitting what is queued or
+  // waiting. Returns how many are still running: in the kernel or on helper threads (queued
+  // ones, which only Wait starts, do not count). A loop with work running can take its next
+  // input meanwhile, and answer what finishes.
+  virtual unsigned ReapCompleted() = 0;
   // Operations queued or submitted whose Finish has not run.
   virtual unsigned in_flight() const = 0;
   // False when this ring does its I/O synchronously (no io_uring here).

@@ -154,6 +154,52 @@ TEST_P(IoRingTest, CallsRunTogetherOnHelpersAndFinishOnTheOwnerAmongFileOperatio
   EXPECT_EQ(ok, 3);
 }
 
+TEST_P(IoRingTest, ReapCompletedRunsWhatHasFinishedWithoutStartingOrWaiting) {
+  absl::Mutex mu;
+  bool release = false;
+  bool call_done = false;
+  ASSERT_TRUE(ring_->QueueCall(
+      [&] {
+        absl::MutexLock lock(&mu);
+        mu.Await(absl::Condition(&release));
+        return absl::OkStatus();
+      },
+      [&](absl::Status s) {
+        EXPECT_THAT(s, IsOk());
+        call_done = true;
+      }));
+  std::vector<std::byte> buffer(1 << 20, std::byte{9});  // Large: queued, not run at once.
+  RecordingOp write;
+  ASSERT_TRUE(ring_->QueueWrite(fd_, buffer, 0, &write));
+  // The call runs on a helper; the queued write has not started and does not count.
+  EXPECT_EQ(ring_->ReapCompleted(), 1u);
+  EXPECT_FALSE(call_done);
+  {
+    absl::MutexLock lock(&mu);
+    release = true;
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (ring_->ReapCompleted() > 0 && absl::Now() < deadline)
+    absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_TRUE(call_done);
+  EXPECT_TRUE(write.results.empty());  // Still queued: only Wait starts it.
+  EXPECT_EQ(ring_->in_flight(), 1u);
+  ASSERT_THAT(ring_->Wait(), IsOk());
+  EXPECT_EQ(write.results, std::vector<int>{1 << 20});
+
+  // Two writes started by a Wait that returns with one still running: it is reaped without
+  // another Wait (with io_uring; the stand-in has finished both by then).
+  std::vector<RecordingOp> writes(2);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(ring_->QueueWrite(fd_, buffer, uint64_t{1} << 20 << i, &writes[i]));
+  }
+  ASSERT_THAT(ring_->Wait(1), IsOk());
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (ring_->ReapCompleted() > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(ring_->in_flight(), 0u);
+  for (const RecordingOp& op : writes) EXPECT_EQ(op.results, std::vector<int>{1 << 20});
+}
+
 TEST_P(IoRingTest, CallsCountTowardTheDepth) {
   for (int i = 0; i < 8; ++i) {
     ASSERT_TRUE(ring_->QueueCall([] { return absl::OkStatus(); }, [](absl::Status) {}));
