@@ -2,22 +2,29 @@
 // only up to SessionOptions::read_burst_bytes of data; a read past it first sends the replies
 // before it, so that each reply leaves while its bytes are still in the processor's cache.
 // Reads that wait on the network are not held.
-// Played over a transport in memory against an export in memory that records, at each read,
-// how many bytes the server had sent so far.
+// And the session's work beside its client: while writes run on the ring's helpers, the
+// session takes the next request that has arrived, and it blocks on the client only with
+// nothing running and every reply sent.
+// Played over a transport in memory against exports in memory.
 
 #include "nbd-server/session.h"
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "nbd-server/protocol.h"
 #include "strata/export.h"
+#include "strata/io_ring.h"
+#include "strata/volume.h"
 
 namespace strata::nbd {
 namespace {
@@ -28,24 +35,49 @@ constexpr size_t kReplyHeaderBytes = 16;
 
 char PatternAt(uint64_t offset) { return static_cast<char>((offset * 131 + offset / 4096) % 251); }
 
-// The client's bytes in; the server's bytes kept.
+// The client's bytes in; the server's bytes kept. The client's bytes arrive in parts: a
+// receive without waiting takes only what has arrived, and a receive that waits first runs
+// `on_wait`, then lets the next part arrive (by default all arrive at once).
 class MemoryTransport final : public Transport {
  public:
-  explicit MemoryTransport(std::string client) : client_(std::move(client)) {}
+  explicit MemoryTransport(std::string client, std::vector<size_t> part_ends = {})
+      : client_(std::move(client)), part_ends_(std::move(part_ends)) {
+    part_ends_.push_back(client_.size());
+    arrived_ = part_ends_.front();
+  }
   ssize_t Recv(void* buf, size_t n, RecvWait) override {
-    n = std::min(n, client_.size() - at_);
-    std::memcpy(buf, client_.data() + at_, n);
-    at_ += n;
-    return static_cast<ssize_t>(n);
+    if (on_wait != nullptr) on_wait();
+    if (at_ == arrived_) {
+      for (const size_t end : part_ends_) {
+        if (end > arrived_) {
+          arrived_ = end;
+          break;
+        }
+      }
+    }
+    return Take(buf, n);
+  }
+  std::optional<ssize_t> TryRecv(void* buf, size_t n) override {
+    if (at_ == arrived_ && at_ < client_.size()) return std::nullopt;
+    return Take(buf, n);
   }
   bool Send(std::span<const iovec> pieces) override {
     for (const iovec& p : pieces) sent.append(static_cast<const char*>(p.iov_base), p.iov_len);
     return true;
   }
   std::string sent;
+  std::function<void()> on_wait;
 
  private:
+  ssize_t Take(void* buf, size_t n) {
+    n = std::min(n, arrived_ - at_);
+    std::memcpy(buf, client_.data() + at_, n);
+    at_ += n;
+    return static_cast<ssize_t>(n);
+  }
   std::string client_;
+  std::vector<size_t> part_ends_;
+  size_t arrived_ = 0;
   size_t at_ = 0;
 };
 
@@ -257,6 +289,170 @@ TEST(SessionReadBurstTest, TheDefaultBurstHoldsSessions) {
   ExpectReplies(played.replies, reads);
   ASSERT_EQ(played.sent_at_reads.size(), 2u);
   EXPECT_EQ(played.sent_at_reads[1], kReplyHeaderBytes + half);
+}
+
+// Writes that run on the ring's helpers, as a large enciphered write to a volume does: each
+// takes `work`. With `wait_for_next`, write i then waits there until the session has started
+// write i + 1 (the last, not at all), for at most kPatience: it finishes well only if the
+// session takes the next request while it runs.
+class HelperWriteExport final : public Export {
+ public:
+  static constexpr absl::Duration kPatience = absl::Seconds(2);
+  HelperWriteExport(bool wait_for_next, int writes, absl::Duration work)
+      : wait_for_next_(wait_for_next), writes_(writes), work_(work) {}
+  const std::string& name() const override { return name_; }
+  std::string description() const override { return ""; }
+  uint64_t size_bytes() const override { return kExportBytes; }
+  bool read_only() const override { return false; }
+  bool is_volume() const override { return false; }
+  absl::Status Read(uint64_t, std::span<std::byte>) override { return absl::OkStatus(); }
+  absl::Status Write(uint64_t, std::span<const std::byte>, bool) override {
+    return absl::InternalError("not through the ring");
+  }
+  void SubmitWrite(uint64_t, std::span<std::byte>, bool, IoRing& ring, VolumeIo& io) override {
+    int index = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      index = started_++;
+    }
+    const bool queued = ring.QueueCall(
+        [this, index]() -> absl::Status {
+          absl::SleepFor(work_);
+          if (!wait_for_next_ || index + 1 == writes_) return absl::OkStatus();
+          absl::MutexLock lock(&mu_);
+          const auto next_started = [this, index]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+            return started_ > index + 1;
+          };
+          if (!mu_.AwaitWithTimeout(absl::Condition(&next_started), kPatience)) {
+            return absl::DeadlineExceededError("the next write was not taken meanwhile");
+          }
+          return absl::OkStatus();
+        },
+        [&io](absl::Status s) { io.Done(std::move(s)); });
+    if (!queued) io.Done(absl::ResourceExhaustedError("ring full"));
+  }
+  int started() {
+    absl::MutexLock lock(&mu_);
+    return started_;
+  }
+  absl::Status Trim(uint64_t, uint64_t) override { return absl::OkStatus(); }
+  absl::Status WriteZeroes(uint64_t, uint64_t, bool) override { return absl::OkStatus(); }
+  absl::Status Flush() override { return absl::OkStatus(); }
+  absl::Status Resize(uint64_t) override { return absl::PermissionDeniedError(""); }
+  absl::StatusOr<std::vector<AllocationExtent>> Allocation(uint64_t, uint64_t, size_t) override {
+    return absl::UnimplementedError("");
+  }
+  absl::StatusOr<std::vector<ChangeExtent>> Changes(uint64_t, uint64_t, size_t) override {
+    return absl::UnimplementedError("");
+  }
+
+ private:
+  const std::string name_ = "pattern";
+  const bool wait_for_next_;
+  const int writes_;
+  const absl::Duration work_;
+  absl::Mutex mu_;
+  int started_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+class OneExportCatalog final : public ExportCatalog {
+ public:
+  explicit OneExportCatalog(HelperWriteExport* e) : export_(e) {}
+  absl::StatusOr<std::unique_ptr<Export>> Open(const std::string& name,
+                                               const std::optional<std::string>&) override {
+    if (name != "pattern" || export_ == nullptr) return absl::NotFoundError(name);
+    return std::unique_ptr<Export>(std::exchange(export_, nullptr));
+  }
+  std::vector<std::string> List(const std::optional<std::string>&) override { return {"pattern"}; }
+  std::optional<std::string> AccountFor(const std::string&) override { return std::nullopt; }
+  std::optional<std::string> NbdKeyFor(const std::string&) override { return std::nullopt; }
+
+ private:
+  HelperWriteExport* export_;  // Handed to the session when opened.
+};
+
+constexpr size_t kOpenBytes = 4 + 8 + 4 + 4 + 7;  // Flags, then NBD_OPT_EXPORT_NAME "pattern".
+constexpr size_t kWriteBytes = 64 << 10;
+constexpr size_t kRequestBytes = 28;
+
+// A client that opens "pattern", sends `writes` WRITEs of kWriteBytes back to back, then
+// disconnects.
+std::string PipelinedWrites(int writes) {
+  std::string c = PipelinedReads({});
+  c.resize(kOpenBytes);  // The open, without the disconnect.
+  for (int i = 0; i < writes; ++i) {
+    Put(c, kRequestMagic, 4);
+    Put(c, 0, 2);
+    Put(c, kCmdWrite, 2);
+    Put(c, i + 1, 8);
+    Put(c, static_cast<uint64_t>(i) * kWriteBytes, 8);
+    Put(c, kWriteBytes, 4);
+    c.append(kWriteBytes, static_cast<char>(i));
+  }
+  Put(c, kRequestMagic, 4);
+  Put(c, 0, 2);
+  Put(c, kCmdDisc, 2);
+  Put(c, writes + 1, 8);
+  Put(c, 0, 8);
+  Put(c, 0, 4);
+  return c;
+}
+
+// The simple replies in `replies`: how many, and whether each was a success, by cookie.
+std::vector<int> WriteReplyErrors(const std::string& replies, int writes) {
+  std::vector<int> errors(writes, -1);  // -1: no reply.
+  for (size_t at = 0; at + kReplyHeaderBytes <= replies.size(); at += kReplyHeaderBytes) {
+    EXPECT_EQ(Get(replies, at, 4), kSimpleReplyMagic);
+    const uint64_t cookie = Get(replies, at + 8, 8);
+    if (cookie >= 1 && cookie <= static_cast<uint64_t>(writes)) {
+      EXPECT_EQ(errors[cookie - 1], -1) << "two replies to write " << cookie;
+      errors[cookie - 1] = static_cast<int>(Get(replies, at + 4, 4));
+    }
+  }
+  return errors;
+}
+
+TEST(SessionBesideTheClientTest, TheNextRequestIsTakenWhileWritesRun) {
+  constexpr int kWrites = 4;
+  MemoryTransport transport(PipelinedWrites(kWrites));  // Every request has arrived.
+  auto* e = new HelperWriteExport(/*wait_for_next=*/true, kWrites, absl::ZeroDuration());
+  OneExportCatalog catalog(e);
+  Session(catalog, -1, &transport, SessionOptions{}).Run();
+  constexpr size_t kHandshakeBytes = 18 + 10;
+  ASSERT_GE(transport.sent.size(), kHandshakeBytes);
+  // A session that waited for each write before it read the next would fail each of them
+  // (after kPatience).
+  EXPECT_EQ(WriteReplyErrors(transport.sent.substr(kHandshakeBytes), kWrites),
+            std::vector<int>(kWrites, 0));
+}
+
+TEST(SessionBesideTheClientTest, TheSessionWaitsForTheClientOnlyWithEveryWriteAnswered) {
+  // Each request arrives only when the session waits for it. A write takes 20 ms on a helper;
+  // when the session waits for the client, every write it started must have been answered (a
+  // snapshot may wait for a running write to land, and a client at queue depth 1 waits for
+  // its reply).
+  constexpr int kWrites = 3;
+  std::vector<size_t> part_ends;
+  for (int i = 0; i <= kWrites; ++i)
+    part_ends.push_back(kOpenBytes + i * (kRequestBytes + kWriteBytes));
+  MemoryTransport transport(PipelinedWrites(kWrites), part_ends);
+  auto* e = new HelperWriteExport(/*wait_for_next=*/false, kWrites, absl::Milliseconds(20));
+  std::vector<std::pair<int, int>> at_waits;  // (writes started, writes answered)
+  transport.on_wait = [&] {
+    constexpr size_t kHandshakeBytes = 18 + 10;
+    const std::string replies =
+        transport.sent.size() > kHandshakeBytes ? transport.sent.substr(kHandshakeBytes) : "";
+    at_waits.emplace_back(e->started(), static_cast<int>(replies.size() / kReplyHeaderBytes));
+  };
+  OneExportCatalog catalog(e);
+  Session(catalog, -1, &transport, SessionOptions{}).Run();
+  ASSERT_FALSE(at_waits.empty());
+  int most_started = 0;
+  for (const auto& [started, answered] : at_waits) {
+    EXPECT_EQ(answered, started) << "the session waited with a write unanswered";
+    most_started = std::max(most_started, started);
+  }
+  EXPECT_EQ(most_started, kWrites);
 }
 
 }  // namespace

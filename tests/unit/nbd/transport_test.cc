@@ -323,6 +323,66 @@ TEST(BufferedReaderTest, AfterALargePayloadTheNextHeaderIsReceivedAlone) {
   EXPECT_EQ(transport.asked, expected);
 }
 
+TEST(BufferedReaderTest, TakeArrivedReceivesWithoutWaitingAndAsksAgainWhenNothingCame) {
+  // Over a socket: "ab" has arrived, then nothing, then "cd" once the reader chose to block.
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  ASSERT_EQ(::send(fds[1], "ab", 2, 0), 2);
+  SocketTransport transport(fds[0]);
+  std::vector<bool> asked;  // nothing_arrived, at each call
+  BufferedReader reader(&transport, [&](bool nothing_arrived) {
+    asked.push_back(nothing_arrived);
+    if (asked.size() < 4) return BeforeRecv::kTakeArrived;
+    EXPECT_EQ(::send(fds[1], "cd", 2, 0), 2);
+    return BeforeRecv::kBlock;
+  });
+  char got[4];
+  ASSERT_TRUE(reader.Read(got, 4));
+  EXPECT_EQ(std::string(got, 4), "abcd");
+  // "ab" taken at once; then two tries found nothing, and the fourth call chose to block.
+  EXPECT_EQ(asked, (std::vector<bool>{false, false, true, true}));
+  BufferedReader failing(&transport, [](bool) { return BeforeRecv::kFail; });
+  EXPECT_FALSE(failing.Read(got, 1));
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
+TEST(BatchedWriterTest, FlushWithoutWaitingSendsWhatTheSocketTakesAndKeepsTheRest) {
+  // A peer that does not read: the replies gathered beyond the socket's buffer stay gathered,
+  // in order, until a Flush (which may wait) once the peer reads.
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  const int small = 4096;
+  ASSERT_EQ(::setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+  SocketTransport transport(fds[0]);
+  BatchedWriter writer(&transport);
+  const std::string sent = Pattern(200 * 1024, 'r');
+  const size_t room = writer.room();
+  for (size_t at = 0; at < sent.size(); at += 1024) {
+    const iovec piece = {const_cast<char*>(sent.data() + at), 1024};
+    ASSERT_TRUE(writer.Send(std::span(&piece, 1)));
+  }
+  EXPECT_EQ(writer.room(), room - sent.size());
+  ASSERT_TRUE(writer.FlushWithoutWaiting());     // Returns: never waits for the peer.
+  EXPECT_GT(writer.room(), room - sent.size());  // Some went out...
+  EXPECT_LT(writer.room(), room);                // ...not all.
+  std::string received;
+  std::thread reader([&] {
+    char buf[65536];
+    while (received.size() < sent.size()) {
+      const ssize_t got = ::recv(fds[1], buf, sizeof(buf), 0);
+      if (got <= 0) break;
+      received.append(buf, static_cast<size_t>(got));
+    }
+  });
+  ASSERT_TRUE(writer.Flush());
+  reader.join();
+  EXPECT_EQ(writer.room(), room);
+  EXPECT_TRUE(received == sent);
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
 INSTANTIATE_TEST_SUITE_P(Poll, SocketTransportTest,
                          testing::Values(absl::ZeroDuration(), absl::Microseconds(50),
                                          absl::Milliseconds(20)),

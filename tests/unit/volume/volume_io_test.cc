@@ -254,6 +254,44 @@ TEST_P(VolumeIoTest, ASnapshotWaitsForQueuedWritesToLand) {
   EXPECT_EQ(out, expected);
 }
 
+TEST_P(VolumeIoTest, LargeEncipheredWritesRunOnHelpersAndASnapshotWaitsForThem) {
+  // A 1 MiB write to an encrypted volume is enciphered and written on the ring's helpers (the
+  // loop meanwhile takes other work); it lands in the volume, and a snapshot taken while it
+  // runs waits for it.
+  Volume* v = NewVolume(/*encrypted=*/true);
+  std::vector<std::byte> expected = Fill(v, 12);
+  const std::vector<std::byte> plain = Pattern(kMiB, 13);
+  std::memcpy(expected.data() + kMiB, plain.data(), kMiB);
+  std::vector<std::byte> data = plain;
+  TestIo io;
+  std::atomic<bool> waited{false};
+  std::atomic<unsigned> running{0};
+  std::thread loop([&] {
+    auto ring = IoRing::Create(8);
+    ASSERT_THAT(ring, IsOk());
+    v->SubmitWrite(kMiB, data, false, **ring, io);
+    running = (*ring)->ReapCompleted();  // On a helper, not queued for the loop's Wait.
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    waited = true;
+    ASSERT_THAT((*ring)->Wait(), IsOk());
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto info = region_->CreateSnapshot({.volume_id = v->id()});
+  ASSERT_THAT(info, IsOk());
+  EXPECT_TRUE(waited.load());  // CreateSnapshot returned only after the loop reaped.
+  loop.join();
+  EXPECT_EQ(running.load(), 1u);
+  ASSERT_THAT(io.status(), IsOk());
+  EXPECT_NE(data, plain);  // Enciphered in place.
+  EXPECT_EQ(ReadAll(v), expected);
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  auto snap = region_->OpenSnapshot(info->id);
+  ASSERT_THAT(snap, IsOk());
+  std::vector<std::byte> out(v->size_bytes());
+  ASSERT_THAT((*snap)->Read(0, out), IsOk());
+  EXPECT_EQ(out, expected);
+}
+
 // A read-modify-write of a 4 KiB unit (a 512-byte write to an encrypted volume) on another
 // thread waits for a queued write to the same unit: the queued write's other bytes survive.
 TEST_P(VolumeIoTest, AReadModifyWriteWaitsForAQueuedWriteToTheSameUnit) {
