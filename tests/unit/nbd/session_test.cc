@@ -9,6 +9,9 @@
 
 #include "nbd-server/session.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -35,15 +38,20 @@ constexpr size_t kReplyHeaderBytes = 16;
 
 char PatternAt(uint64_t offset) { return static_cast<char>((offset * 131 + offset / 4096) % 251); }
 
-// The client's bytes in; the server's bytes kept. The client's bytes arrive in parts: a
+// The client's bytes in; the server's bytes kept. The client's bytes come in parts: a
 // receive without waiting takes only what has arrived, and a receive that waits first runs
-// `on_wait`, then lets the next part arrive (by default all arrive at once).
+// `on_wait`, then lets the next part arrive (by default all arrive at once). With
+// `part_per_receive`, every part has arrived at the start, but a receive takes at most the
+// rest of one part (as a client's requests that came in separate segments).
 class MemoryTransport final : public Transport {
  public:
-  explicit MemoryTransport(std::string client, std::vector<size_t> part_ends = {})
-      : client_(std::move(client)), part_ends_(std::move(part_ends)) {
+  explicit MemoryTransport(std::string client, std::vector<size_t> part_ends = {},
+                           bool part_per_receive = false)
+      : client_(std::move(client)),
+        part_ends_(std::move(part_ends)),
+        part_per_receive_(part_per_receive) {
     part_ends_.push_back(client_.size());
-    arrived_ = part_ends_.front();
+    arrived_ = part_per_receive_ ? client_.size() : part_ends_.front();
   }
   ssize_t Recv(void* buf, size_t n, RecvWait) override {
     if (on_wait != nullptr) on_wait();
@@ -71,12 +79,21 @@ class MemoryTransport final : public Transport {
  private:
   ssize_t Take(void* buf, size_t n) {
     n = std::min(n, arrived_ - at_);
+    if (part_per_receive_) {
+      for (const size_t end : part_ends_) {
+        if (end > at_) {
+          n = std::min(n, end - at_);
+          break;
+        }
+      }
+    }
     std::memcpy(buf, client_.data() + at_, n);
     at_ += n;
     return static_cast<ssize_t>(n);
   }
   std::string client_;
   std::vector<size_t> part_ends_;
+  const bool part_per_receive_;
   size_t arrived_ = 0;
   size_t at_ = 0;
 };
@@ -295,11 +312,32 @@ TEST(SessionReadBurstTest, TheDefaultBurstHoldsSessions) {
 // takes `work`. With `wait_for_next`, write i then waits there until the session has started
 // write i + 1 (the last, not at all), for at most kPatience: it finishes well only if the
 // session takes the next request while it runs.
-class HelperWriteExport final : public Export {
+// Reads are queued in the ring, as a volume's are: reads of /dev/zero, started by a wait.
+// Each SubmitWrite records in `sent_at_writes` how many bytes the server had sent when it ran.
+// The session owns the export (and ends it with the connection).
+class HelperWriteExport final : public Export, public VolumeIo::Completer {
  public:
   static constexpr absl::Duration kPatience = absl::Seconds(2);
-  HelperWriteExport(bool wait_for_next, int writes, absl::Duration work)
-      : wait_for_next_(wait_for_next), writes_(writes), work_(work) {}
+  HelperWriteExport(bool wait_for_next, int writes, absl::Duration work,
+                    const MemoryTransport* transport = nullptr,
+                    std::vector<size_t>* sent_at_writes = nullptr)
+      : wait_for_next_(wait_for_next),
+        writes_(writes),
+        work_(work),
+        transport_(transport),
+        sent_at_writes_(sent_at_writes) {}
+  ~HelperWriteExport() override {
+    if (zero_fd_ >= 0) ::close(zero_fd_);
+  }
+  void SubmitRead(uint64_t, std::span<std::byte> out, IoRing& ring, VolumeIo& io) override {
+    io.completer = this;
+    io.buffer = out;
+    if (!ring.QueueRead(zero_fd_, out, 0, &io)) io.Done(absl::ResourceExhaustedError("full"));
+  }
+  void Complete(VolumeIo& io, int result) override {
+    io.Done(result == static_cast<int>(io.buffer.size()) ? absl::OkStatus()
+                                                         : absl::DataLossError("short read"));
+  }
   const std::string& name() const override { return name_; }
   std::string description() const override { return ""; }
   uint64_t size_bytes() const override { return kExportBytes; }
@@ -310,6 +348,7 @@ class HelperWriteExport final : public Export {
     return absl::InternalError("not through the ring");
   }
   void SubmitWrite(uint64_t, std::span<std::byte>, bool, IoRing& ring, VolumeIo& io) override {
+    if (sent_at_writes_ != nullptr) sent_at_writes_->push_back(transport_->sent.size());
     int index = 0;
     {
       absl::MutexLock lock(&mu_);
@@ -351,6 +390,9 @@ class HelperWriteExport final : public Export {
   const bool wait_for_next_;
   const int writes_;
   const absl::Duration work_;
+  const MemoryTransport* transport_;
+  std::vector<size_t>* sent_at_writes_;
+  const int zero_fd_ = ::open("/dev/zero", O_RDONLY | O_CLOEXEC);
   absl::Mutex mu_;
   int started_ ABSL_GUARDED_BY(mu_) = 0;
 };
@@ -375,19 +417,19 @@ constexpr size_t kOpenBytes = 4 + 8 + 4 + 4 + 7;  // Flags, then NBD_OPT_EXPORT_
 constexpr size_t kWriteBytes = 64 << 10;
 constexpr size_t kRequestBytes = 28;
 
-// A client that opens "pattern", sends `writes` WRITEs of kWriteBytes back to back, then
-// disconnects.
-std::string PipelinedWrites(int writes) {
+// A client that opens "pattern", sends `writes` WRITEs of kWriteBytes back to back (request
+// i + 1 a 4 KiB READ instead when `read_at` is i), then disconnects.
+std::string PipelinedWrites(int writes, int read_at = -1) {
   std::string c = PipelinedReads({});
   c.resize(kOpenBytes);  // The open, without the disconnect.
   for (int i = 0; i < writes; ++i) {
     Put(c, kRequestMagic, 4);
     Put(c, 0, 2);
-    Put(c, kCmdWrite, 2);
+    Put(c, i == read_at ? kCmdRead : kCmdWrite, 2);
     Put(c, i + 1, 8);
     Put(c, static_cast<uint64_t>(i) * kWriteBytes, 8);
-    Put(c, kWriteBytes, 4);
-    c.append(kWriteBytes, static_cast<char>(i));
+    Put(c, i == read_at ? 4096 : kWriteBytes, 4);
+    if (i != read_at) c.append(kWriteBytes, static_cast<char>(i));
   }
   Put(c, kRequestMagic, 4);
   Put(c, 0, 2);
@@ -453,6 +495,30 @@ TEST(SessionBesideTheClientTest, TheSessionWaitsForTheClientOnlyWithEveryWriteAn
     most_started = std::max(most_started, started);
   }
   EXPECT_EQ(most_started, kWrites);
+}
+
+TEST(SessionBesideTheClientTest, AQueuedReadIsAnsweredBeforeTheNextRequestIsTaken) {
+  // Write 1 runs 50 ms on a helper; read 2 is queued in the ring behind it (only a wait starts
+  // it). The session must not go on taking writes 3 and 4 with the read unstarted: the read's
+  // reply is out before write 3 begins.
+  constexpr int kRequests = 4;
+  // Each request comes in a receive of its own (the reader finds none buffered).
+  std::vector<size_t> part_ends = {kOpenBytes};
+  for (int i = 0; i < kRequests; ++i) {
+    part_ends.push_back(part_ends.back() + kRequestBytes + (i == 1 ? 0 : kWriteBytes));
+  }
+  MemoryTransport transport(PipelinedWrites(kRequests, /*read_at=*/1), part_ends,
+                            /*part_per_receive=*/true);
+  std::vector<size_t> sent_at_writes;
+  OneExportCatalog catalog(new HelperWriteExport(
+      /*wait_for_next=*/false, kRequests, absl::Milliseconds(50), &transport, &sent_at_writes));
+  Session(catalog, -1, &transport, SessionOptions{}).Run();
+  constexpr size_t kHandshakeBytes = 18 + 10;
+  ASSERT_EQ(sent_at_writes.size(), 3u);
+  const size_t read_reply = kReplyHeaderBytes + 4096;
+  EXPECT_GE(sent_at_writes[1], kHandshakeBytes + kReplyHeaderBytes + read_reply);
+  // Every request answered: three writes and the read.
+  EXPECT_EQ(transport.sent.size(), kHandshakeBytes + 3 * kReplyHeaderBytes + read_reply);
 }
 
 }  // namespace
