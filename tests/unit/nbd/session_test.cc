@@ -98,17 +98,35 @@ class MemoryTransport final : public Transport {
   size_t at_ = 0;
 };
 
+// An export in memory named "pattern", of kExportBytes, whose other commands do nothing.
+class MemoryExport : public Export {
+ public:
+  const std::string& name() const override { return name_; }
+  std::string description() const override { return ""; }
+  uint64_t size_bytes() const override { return kExportBytes; }
+  bool is_volume() const override { return false; }
+  absl::Status Trim(uint64_t, uint64_t) override { return absl::OkStatus(); }
+  absl::Status WriteZeroes(uint64_t, uint64_t, bool) override { return absl::OkStatus(); }
+  absl::Status Flush() override { return absl::OkStatus(); }
+  absl::Status Resize(uint64_t) override { return absl::PermissionDeniedError(""); }
+  absl::StatusOr<std::vector<AllocationExtent>> Allocation(uint64_t, uint64_t, size_t) override {
+    return absl::UnimplementedError("");
+  }
+  absl::StatusOr<std::vector<ChangeExtent>> Changes(uint64_t, uint64_t, size_t) override {
+    return absl::UnimplementedError("");
+  }
+
+ private:
+  const std::string name_ = "pattern";
+};
+
 // Bytes of PatternAt; each Read records how much the server had sent when it ran.
-class PatternExport final : public Export {
+class PatternExport final : public MemoryExport {
  public:
   PatternExport(const MemoryTransport& transport, std::vector<size_t>& sent_at_reads, bool remote)
       : transport_(transport), sent_at_reads_(sent_at_reads), remote_(remote) {}
   bool reads_wait_on_network() const override { return remote_; }
-  const std::string& name() const override { return name_; }
-  std::string description() const override { return ""; }
-  uint64_t size_bytes() const override { return kExportBytes; }
   bool read_only() const override { return true; }
-  bool is_volume() const override { return false; }
   // Runs on the ring's helper threads when `remote` (Export::SubmitRead).
   absl::Status Read(uint64_t offset, std::span<std::byte> out) override {
     {
@@ -121,21 +139,8 @@ class PatternExport final : public Export {
   absl::Status Write(uint64_t, std::span<const std::byte>, bool) override {
     return absl::PermissionDeniedError("read-only");
   }
-  absl::Status Trim(uint64_t, uint64_t) override { return absl::PermissionDeniedError(""); }
-  absl::Status WriteZeroes(uint64_t, uint64_t, bool) override {
-    return absl::PermissionDeniedError("");
-  }
-  absl::Status Flush() override { return absl::OkStatus(); }
-  absl::Status Resize(uint64_t) override { return absl::PermissionDeniedError(""); }
-  absl::StatusOr<std::vector<AllocationExtent>> Allocation(uint64_t, uint64_t, size_t) override {
-    return absl::UnimplementedError("");
-  }
-  absl::StatusOr<std::vector<ChangeExtent>> Changes(uint64_t, uint64_t, size_t) override {
-    return absl::UnimplementedError("");
-  }
 
  private:
-  const std::string name_ = "pattern";
   const MemoryTransport& transport_;
   absl::Mutex mu_;
   std::vector<size_t>& sent_at_reads_;
@@ -315,7 +320,7 @@ TEST(SessionReadBurstTest, TheDefaultBurstHoldsSessions) {
 // Reads are queued in the ring, as a volume's are: reads of /dev/zero, started by a wait.
 // Each SubmitWrite records in `sent_at_writes` how many bytes the server had sent when it ran.
 // The session owns the export (and ends it with the connection).
-class HelperWriteExport final : public Export, public VolumeIo::Completer {
+class HelperWriteExport final : public MemoryExport, public VolumeIo::Completer {
  public:
   static constexpr absl::Duration kPatience = absl::Seconds(2);
   HelperWriteExport(bool wait_for_next, int writes, absl::Duration work,
@@ -338,11 +343,7 @@ class HelperWriteExport final : public Export, public VolumeIo::Completer {
     io.Done(result == static_cast<int>(io.buffer.size()) ? absl::OkStatus()
                                                          : absl::DataLossError("short read"));
   }
-  const std::string& name() const override { return name_; }
-  std::string description() const override { return ""; }
-  uint64_t size_bytes() const override { return kExportBytes; }
   bool read_only() const override { return false; }
-  bool is_volume() const override { return false; }
   absl::Status Read(uint64_t, std::span<std::byte>) override { return absl::OkStatus(); }
   absl::Status Write(uint64_t, std::span<const std::byte>, bool) override {
     return absl::InternalError("not through the ring");
@@ -374,19 +375,8 @@ class HelperWriteExport final : public Export, public VolumeIo::Completer {
     absl::MutexLock lock(&mu_);
     return started_;
   }
-  absl::Status Trim(uint64_t, uint64_t) override { return absl::OkStatus(); }
-  absl::Status WriteZeroes(uint64_t, uint64_t, bool) override { return absl::OkStatus(); }
-  absl::Status Flush() override { return absl::OkStatus(); }
-  absl::Status Resize(uint64_t) override { return absl::PermissionDeniedError(""); }
-  absl::StatusOr<std::vector<AllocationExtent>> Allocation(uint64_t, uint64_t, size_t) override {
-    return absl::UnimplementedError("");
-  }
-  absl::StatusOr<std::vector<ChangeExtent>> Changes(uint64_t, uint64_t, size_t) override {
-    return absl::UnimplementedError("");
-  }
 
  private:
-  const std::string name_ = "pattern";
   const bool wait_for_next_;
   const int writes_;
   const absl::Duration work_;
