@@ -109,9 +109,9 @@ BeforeRecv Session::BeforeReceive(bool nothing_arrived) {
       }
     }
     const unsigned running = ring_->ReapCompleted();
-    if (!AnswerFinishedWrites()) return BeforeRecv::kFail;
-    if (running > 0 && running == ring_->in_flight() && finished_.empty()) {
-      return BeforeRecv::kTakeArrived;
+    if (running > 0 && running == ring_->in_flight()) {
+      if (!AnswerFinishedWrites()) return BeforeRecv::kFail;
+      if (finished_.empty()) return BeforeRecv::kTakeArrived;
     }
   }
   // Before the session blocks for input, what is queued goes to the disk and every reply out:

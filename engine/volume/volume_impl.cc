@@ -506,9 +506,8 @@ void VolumeImpl::SubmitWrite(uint64_t offset_bytes, std::span<std::byte> data, b
                 key_->xts->EncryptUnits(offset_bytes / unit, data, data);
                 return head_->Write(offset_bytes, data);
               },
-              [this, offset_bytes, first, last, &io](absl::Status s) {
-                head_->NoteWritten(offset_bytes);
-                EndQueuedWrite(first, last);
+              [this, offset_bytes, data, &io](absl::Status s) {
+                EndHeadWrite(offset_bytes, data.size());
                 io.Done(std::move(s));
               });
           if (queued) {
@@ -550,13 +549,16 @@ void VolumeImpl::Complete(VolumeIo& io, int result) {
                       : head_->Read(io.offset_bytes + result, rest);
   }
   if (io.write) {
-    head_->NoteWritten(io.offset_bytes);
-    EndQueuedWrite(io.offset_bytes >> chunk_shift_,
-                   (io.offset_bytes + buffer.size() - 1) >> chunk_shift_);
+    EndHeadWrite(io.offset_bytes, buffer.size());
   } else if (status.ok() && key_ != nullptr) {
     DecipherUnits(io.offset_bytes, buffer);
   }
   io.Done(std::move(status));
+}
+
+void VolumeImpl::EndHeadWrite(uint64_t offset_bytes, size_t length) {
+  head_->NoteWritten(offset_bytes);
+  EndQueuedWrite(offset_bytes >> chunk_shift_, (offset_bytes + length - 1) >> chunk_shift_);
 }
 
 absl::Status VolumeImpl::CopyUp(uint64_t chunk_index) {
