@@ -2,6 +2,8 @@
 // Helpers shared by Strata's tests: status matchers (Debian 12's abseil has none), temporary
 // directories, seeded randomness and byte patterns.
 
+#include <sched.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -100,6 +102,14 @@ inline std::vector<std::byte> Pattern(size_t n, uint64_t seed) {
     std::memcpy(out.data() + i, &v, std::min<size_t>(8, n - i));
   }
   return out;
+}
+
+// How many processors this process may run threads on at once (its affinity), as IoRing
+// counts them for spare calls.
+inline int Processors() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  return ::sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
 }
 
 inline std::span<const std::byte> Bytes(const std::string& s) {

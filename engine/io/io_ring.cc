@@ -8,13 +8,18 @@
 // - a small write: buffered writes that the file system cannot do without blocking (ext4) go to
 //   io_uring's worker threads, one hand-off each, serialized per file.
 // Calls (QueueCall) run on a few helper threads of the ring's own; their completions join the
-// others when the owner waits.
+// others when the owner waits. Spare calls (QueueSpareCall) run there too, but only while the
+// process has an idle processor by the count of busy rings below.
 
 #include "strata/io_ring.h"
 
 #include <liburing.h>
+#include <sched.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstdlib>
@@ -60,6 +65,69 @@ int Positional(const Pending& p) {
   return static_cast<int>(n);
 }
 
+int64_t MonotonicNs() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+// Which rings of the process have work: each ring holds a seat with the time work was last
+// queued on it. Rings beyond kSeats count as always busy.
+class BusyRings {
+ public:
+  static constexpr int kSeats = 256;
+
+  // A seat, or -1 when none is free.
+  static int Claim() {
+    for (int i = 0; i < kSeats; ++i) {
+      if (!taken_[i].exchange(true, std::memory_order_acq_rel)) {
+        last_work_ns_[i].store(0, std::memory_order_relaxed);
+        int seen = seats_seen_.load(std::memory_order_relaxed);
+        while (seen <= i && !seats_seen_.compare_exchange_weak(seen, i + 1)) {
+        }
+        return i;
+      }
+    }
+    unseated_.fetch_add(1, std::memory_order_relaxed);
+    return -1;
+  }
+  static void Release(int seat) {
+    if (seat < 0) {
+      unseated_.fetch_sub(1, std::memory_order_relaxed);
+    } else {
+      taken_[seat].store(false, std::memory_order_release);
+    }
+  }
+  static void NoteWork(int seat, int64_t now_ns) {
+    if (seat >= 0) last_work_ns_[seat].store(now_ns, std::memory_order_relaxed);
+  }
+  // True while fewer rings have had work in the last kBusyWindowNs than the process may run
+  // threads at once.
+  static bool ProcessorIdle(int64_t now_ns) {
+    static const int processors = [] {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      const int n = ::sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
+      return n > 0 ? n : static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
+    }();
+    int busy = unseated_.load(std::memory_order_relaxed);
+    const int seen = seats_seen_.load(std::memory_order_relaxed);
+    for (int i = 0; i < seen && busy < processors; ++i) {
+      if (taken_[i].load(std::memory_order_acquire) &&
+          now_ns - last_work_ns_[i].load(std::memory_order_relaxed) < IoRing::kBusyWindowNs) {
+        ++busy;
+      }
+    }
+    return busy < processors;
+  }
+
+ private:
+  static inline std::atomic<bool> taken_[kSeats];
+  static inline std::atomic<int64_t> last_work_ns_[kSeats];
+  static inline std::atomic<int> seats_seen_{0};  // Seats below this have been claimed.
+  static inline std::atomic<int> unseated_{0};
+};
+
 // Helper threads for QueueCall are started on first use.
 constexpr int kCallThreads = 4;
 
@@ -82,7 +150,8 @@ class CallOp final : public IoRing::Op {
 
 class Ring final : public IoRing {
  public:
-  Ring(unsigned depth, bool use_io_uring) : depth_(depth), use_io_uring_(use_io_uring) {
+  Ring(unsigned depth, bool use_io_uring)
+      : depth_(depth), use_io_uring_(use_io_uring), seat_(BusyRings::Claim()) {
     pending_.reserve(depth);
     finished_.reserve(depth);
     running_.reserve(depth);
@@ -96,6 +165,7 @@ class Ring final : public IoRing {
       stopping_ = true;
     }
     for (std::thread& t : call_threads_) t.join();
+    BusyRings::Release(seat_);
   }
 
   // False when io_uring cannot be set up here.
@@ -125,6 +195,7 @@ class Ring final : public IoRing {
   bool QueueCall(absl::AnyInvocable<absl::Status() &&> call,
                  absl::AnyInvocable<void(absl::Status) &&> done) override {
     if (in_flight() >= depth_) return false;
+    BusyRings::NoteWork(seat_, MonotonicNs());
     if (call_threads_.empty()) {
       for (int i = 0; i < kCallThreads; ++i) call_threads_.emplace_back([this] { CallLoop(); });
     }
@@ -134,8 +205,16 @@ class Ring final : public IoRing {
     return true;
   }
 
+  bool QueueSpareCall(absl::AnyInvocable<absl::Status() &&> call,
+                      absl::AnyInvocable<void(absl::Status) &&> done) override {
+    const int64_t now_ns = MonotonicNs();
+    BusyRings::NoteWork(seat_, now_ns);
+    return BusyRings::ProcessorIdle(now_ns) && QueueCall(std::move(call), std::move(done));
+  }
+
   bool QueueAsync(absl::AnyInvocable<void(Complete) &&> start, Op* op) override {
     if (in_flight() >= depth_) return false;
+    BusyRings::NoteWork(seat_, MonotonicNs());
     ++calls_out_;
     std::move(start)([this, op](int result) {
       absl::MutexLock lock(&calls_mu_);
@@ -180,6 +259,7 @@ class Ring final : public IoRing {
  private:
   bool Queue(const Pending& p) {
     if (in_flight() >= depth_) return false;
+    BusyRings::NoteWork(seat_, MonotonicNs());
     if (p.write && p.length <= kInlineWriteBytes) {
       finished_.emplace_back(p.op, Positional(p));
     } else {
@@ -283,6 +363,7 @@ class Ring final : public IoRing {
   unsigned in_kernel_ = 0;                     // Submitted (or prepared), not reaped.
   unsigned calls_out_ = 0;                     // Queued calls not moved to finished_ yet.
   std::vector<std::thread> call_threads_;
+  const int seat_;  // In BusyRings.
 
   absl::Mutex calls_mu_;
   std::deque<CallOp*> calls_ ABSL_GUARDED_BY(calls_mu_);    // Queued calls, not started.

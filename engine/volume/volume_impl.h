@@ -157,11 +157,13 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
  private:
   class StripeLocks;
   static constexpr size_t kStripeCount = 256;
-  // A queued write to an encrypted volume of this size or more is enciphered and written on the
-  // ring's helpers (SubmitWrite): its cipher (about 55 us at this size without VAES) then runs
-  // beside the loop. Measured at 1 MiB (docs/benchmarks.md); 4 KiB writes stay on the loop,
-  // whose 1 us cipher is less than a hand-off; sizes in between are not measured.
-  static constexpr size_t kEncipherBesideBytes = 256 * 1024;
+  // A queued request to an encrypted volume of this size or more has its cipher run beside the
+  // loop (about 55 us at this size without VAES): a write is enciphered and written on the
+  // ring's helpers (SubmitWrite); a read is split in two, one half read and deciphered on a
+  // helper while a processor is idle (SubmitRead). Measured at 1 MiB (docs/benchmarks.md);
+  // 4 KiB requests stay on the loop, whose 1 us cipher is less than a hand-off; sizes in between
+  // are not measured.
+  static constexpr size_t kCipherBesideBytes = 256 * 1024;
   // The stripes of chunks [first_chunk, last_chunk].
   static std::bitset<kStripeCount> StripesOf(uint64_t first_chunk, uint64_t last_chunk);
 
@@ -178,6 +180,10 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
   // and EndQueuedWrite releases its chunks.
   void EndHeadWrite(uint64_t offset_bytes, size_t length);
   void WaitForQueuedWrites(size_t stripe) const;
+  // A read of whole units of an encrypted volume's head, split in two: false when the ring has
+  // no idle processor for the second half (nothing is done then). REQUIRES: gate_ shared, the
+  // range held.
+  bool SubmitSplitRead(uint64_t offset_bytes, std::span<std::byte> out, IoRing& ring, VolumeIo& io);
   // VolumeIo::Completer: a queued head read or write has finished with `result`.
   void Complete(VolumeIo& io, int result) override;
   // Deciphers whole 4 KiB units read from the head at `offset_bytes` in place, leaving

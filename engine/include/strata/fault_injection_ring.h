@@ -35,6 +35,10 @@ class FaultInjectionRing final : public IoRing {
                  absl::AnyInvocable<void(absl::Status) &&> done) override {
     return base_->QueueCall(std::move(call), std::move(done));
   }
+  bool QueueSpareCall(absl::AnyInvocable<absl::Status() &&> call,
+                      absl::AnyInvocable<void(absl::Status) &&> done) override {
+    return base_->QueueSpareCall(std::move(call), std::move(done));
+  }
   bool QueueAsync(absl::AnyInvocable<void(Complete) &&> start, Op* op) override {
     return base_->QueueAsync(std::move(start), op);
   }

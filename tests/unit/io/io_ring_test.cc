@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <thread>
@@ -198,6 +199,52 @@ TEST_P(IoRingTest, ReapCompletedRunsWhatHasFinishedWithoutStartingOrWaiting) {
   while (ring_->ReapCompleted() > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
   EXPECT_EQ(ring_->in_flight(), 0u);
   for (const RecordingOp& op : writes) EXPECT_EQ(op.results, std::vector<int>{1 << 20});
+}
+
+TEST_P(IoRingTest, SpareCallsRunOnlyWhileFewerRingsThanProcessorsHaveWork) {
+  const int processors = ::strata::testing::Processors();
+  std::vector<std::byte> byte(1, std::byte{1});  // A small write runs at once: work queued.
+  auto spare_call_runs = [&] {
+    std::atomic<bool> ran{false};
+    const bool queued = ring_->QueueSpareCall(
+        [&] {
+          ran = true;
+          return absl::OkStatus();
+        },
+        [](absl::Status s) { EXPECT_THAT(s, IsOk()); });
+    EXPECT_THAT(ring_->Wait(), IsOk());
+    EXPECT_EQ(ran.load(), queued);  // Refused: nothing ran.
+    return queued;
+  };
+  // This ring alone has work: a processor is idle wherever the process has two.
+  EXPECT_EQ(spare_call_runs(), processors > 1);
+
+  // As many rings with work as processors (this one and the others): none is idle. A ring counts
+  // as busy for kBusyWindowNs after its last work, so the others queue again right before each
+  // try (a try that was preempted past the window may run; not all ten).
+  std::vector<std::unique_ptr<IoRing>> others;
+  for (int i = 1; i < processors; ++i) others.push_back(*IoRing::Create(8));
+  std::vector<RecordingOp> ops(others.size());
+  bool refused = false;
+  for (int attempt = 0; attempt < 10 && !refused; ++attempt) {
+    for (size_t i = 0; i < others.size(); ++i) {
+      ASSERT_TRUE(others[i]->QueueWrite(fd_, byte, 4096 * i, &ops[i]));
+      ASSERT_THAT(others[i]->Wait(), IsOk());
+    }
+    refused = !spare_call_runs();
+  }
+  EXPECT_TRUE(refused);
+
+  // Once the others have had no work for longer than the window, a processor is idle again...
+  absl::SleepFor(absl::Nanoseconds(3 * IoRing::kBusyWindowNs));
+  EXPECT_EQ(spare_call_runs(), processors > 1);
+  // ...and when they are gone.
+  for (size_t i = 0; i < others.size(); ++i) {
+    ASSERT_TRUE(others[i]->QueueWrite(fd_, byte, 4096 * i, &ops[i]));
+    ASSERT_THAT(others[i]->Wait(), IsOk());
+  }
+  others.clear();
+  EXPECT_EQ(spare_call_runs(), processors > 1);
 }
 
 TEST_P(IoRingTest, CallsCountTowardTheDepth) {
