@@ -22,11 +22,13 @@ bool FileHead::ParseFileName(const std::string& name, std::string& volume_id) {
 absl::StatusOr<std::unique_ptr<Head>> FileHead::Open(Env* env, std::string base_path,
                                                      uint64_t size_bytes, bool create) {
   std::unique_ptr<FileHead> head(new FileHead(env, std::move(base_path)));
+  if (size_bytes > kMaxVolumeSizeBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(head->base_path_, ": a head holds at most ", kMaxVolumeSizeBytes, " bytes"));
+  }
   const size_t count = static_cast<size_t>((size_bytes + kHeadExtentBytes - 1) / kHeadExtentBytes);
-  for (size_t i = 0; i < count; ++i) {
-    auto extent = std::make_unique<Extent>();
-    STRATA_ASSIGN_OR_RETURN(extent->file, env->OpenFile(head->ExtentPath(i), create));
-    head->extents_.push_back(std::move(extent));
+  while (head->extent_count_.load(std::memory_order_relaxed) < count) {
+    STRATA_RETURN_IF_ERROR(head->AddExtent(create));
   }
   if (create) {
     STRATA_RETURN_IF_ERROR(head->Grow(size_bytes));
@@ -45,14 +47,28 @@ absl::Status FileHead::Delete(Env* env, const std::string& base_path) {
   return status;
 }
 
+absl::Status FileHead::AddExtent(bool create) {
+  const size_t index = extent_count_.load(std::memory_order_relaxed);
+  STRATA_CHECK(index < kMaxExtents);
+  auto extent = std::make_unique<Extent>();
+  STRATA_ASSIGN_OR_RETURN(extent->file, env_->OpenFile(ExtentPath(index), create));
+  extents_[index] = std::move(extent);
+  extent_count_.store(index + 1, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+FileHead::Extent& FileHead::ExtentAt(size_t index) const {
+  STRATA_CHECK(index < extent_count_.load(std::memory_order_acquire));
+  return *extents_[index];
+}
+
 template <typename Fn>
 absl::Status FileHead::ForEachExtent(uint64_t offset_bytes, uint64_t length_bytes, Fn fn) {
   for (uint64_t pos = offset_bytes; pos < offset_bytes + length_bytes;) {
     const size_t index = static_cast<size_t>(pos / kHeadExtentBytes);
     const uint64_t in_extent = pos % kHeadExtentBytes;
     const uint64_t n = std::min(kHeadExtentBytes - in_extent, offset_bytes + length_bytes - pos);
-    STRATA_CHECK(index < extents_.size());
-    STRATA_RETURN_IF_ERROR(fn(*extents_[index], in_extent, pos - offset_bytes, n));
+    STRATA_RETURN_IF_ERROR(fn(ExtentAt(index), in_extent, pos - offset_bytes, n));
     pos += n;
   }
   return absl::OkStatus();
@@ -77,7 +93,10 @@ absl::Status FileHead::Write(uint64_t offset_bytes, std::span<const std::byte> d
 int FileHead::Descriptor(uint64_t offset_bytes, uint64_t length_bytes, uint64_t& in_extent) const {
   const size_t index = static_cast<size_t>(offset_bytes / kHeadExtentBytes);
   in_extent = offset_bytes % kHeadExtentBytes;
-  if (in_extent + length_bytes > kHeadExtentBytes || index >= extents_.size()) return -1;
+  if (in_extent + length_bytes > kHeadExtentBytes ||
+      index >= extent_count_.load(std::memory_order_acquire)) {
+    return -1;
+  }
   return extents_[index]->file->native_handle();
 }
 
@@ -96,7 +115,7 @@ bool FileHead::QueueWrite(uint64_t offset_bytes, std::span<const std::byte> data
 }
 
 void FileHead::NoteWritten(uint64_t offset_bytes) {
-  MarkUnsynced(*extents_[static_cast<size_t>(offset_bytes / kHeadExtentBytes)]);
+  MarkUnsynced(ExtentAt(static_cast<size_t>(offset_bytes / kHeadExtentBytes)));
 }
 
 void FileHead::MarkUnsynced(Extent& extent) {
@@ -120,10 +139,12 @@ absl::Status FileHead::Sync() {
     absl::MutexLock lock(&sync_failure_mu_);
     if (!sync_failure_.ok()) return sync_failure_;
   }
-  for (const std::unique_ptr<Extent>& e : extents_) {
-    if (!e->unsynced.exchange(false, std::memory_order_acq_rel)) continue;
-    if (absl::Status s = SyncExtent(*e); !s.ok()) {
-      e->unsynced.store(true);
+  const size_t count = extent_count_.load(std::memory_order_acquire);
+  for (size_t i = 0; i < count; ++i) {
+    Extent& e = *extents_[i];
+    if (!e.unsynced.exchange(false, std::memory_order_acq_rel)) continue;
+    if (absl::Status s = SyncExtent(e); !s.ok()) {
+      e.unsynced.store(true);
       return s;
     }
   }
@@ -143,11 +164,13 @@ absl::Status FileHead::SyncExtent(Extent& extent) {
 }
 
 absl::Status FileHead::Grow(uint64_t size_bytes) {
+  if (size_bytes > kMaxVolumeSizeBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(base_path_, ": a head holds at most ", kMaxVolumeSizeBytes, " bytes"));
+  }
   const size_t count = static_cast<size_t>((size_bytes + kHeadExtentBytes - 1) / kHeadExtentBytes);
-  while (extents_.size() < count) {
-    auto extent = std::make_unique<Extent>();
-    STRATA_ASSIGN_OR_RETURN(extent->file, env_->OpenFile(ExtentPath(extents_.size()), true));
-    extents_.push_back(std::move(extent));
+  while (extent_count_.load(std::memory_order_relaxed) < count) {
+    STRATA_RETURN_IF_ERROR(AddExtent(/*create=*/true));
   }
   for (size_t i = 0; i < count; ++i) {
     const uint64_t extent_size = std::min(kHeadExtentBytes, size_bytes - i * kHeadExtentBytes);

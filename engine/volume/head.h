@@ -2,6 +2,7 @@
 // A volume's head: its live data, written in place. docs/formats/layout.md (files) and
 // docs/formats/rados.md (objects).
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <span>
@@ -13,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "strata/env.h"
 #include "strata/io_ring.h"
+#include "strata/volume.h"
 
 namespace strata::volume {
 
@@ -88,7 +90,15 @@ class FileHead final : public Head {
     std::unique_ptr<File> file;
     std::atomic<bool> unsynced{false};
   };
-  std::vector<std::unique_ptr<Extent>> extents_;
+  // Every extent a head may have. Extents are only ever added, in place, and published by
+  // extent_count_: I/O that runs beside a Grow without the volume's gate (on a ring's helpers,
+  // or a queued write's completion) reads a table that never moves.
+  static constexpr size_t kMaxExtents = kMaxVolumeSizeBytes / kHeadExtentBytes;
+  std::array<std::unique_ptr<Extent>, kMaxExtents> extents_;
+  std::atomic<size_t> extent_count_{0};
+  // Opens extent `extent_count_` (creating it with `create`) and publishes it.
+  absl::Status AddExtent(bool create);
+  Extent& ExtentAt(size_t index) const;
   absl::Mutex sync_failure_mu_;
   absl::Status sync_failure_ ABSL_GUARDED_BY(sync_failure_mu_);  // The first failed fsync.
 

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""What a large write from a socket costs its receiver, by how the bytes reach the file: the
+way an NBD server takes a 1 MiB write payload over loopback TCP and puts it in a page-cached
+file (a volume's head).
+
+- copy: recv into a buffer, then pwrite it (two copies: socket to buffer, buffer to page cache;
+  what Strata, nbdkit-file and nbd-server do);
+- splice: splice from the socket into a pipe (the socket's pages move, no copy), then from the
+  pipe into the file at the offset (one copy, into the page cache).
+
+A sender process streams --count MiB; the receiver's CPU (utime + stime) per MiB is the figure
+that matters (the machine's two cores are shared with the sender, as with fio). Rounds
+alternate the two ways. Scratch file in STRATA_BENCH_DIR (default /var/tmp).
+
+Usage: bench/socket_to_file.py [--count MiB] [--rounds N]"""
+import argparse
+import fcntl
+import os
+import resource
+import socket
+import statistics
+import tempfile
+import time
+
+MiB = 1 << 20
+F_SETPIPE_SZ = 1031
+FILE_MIB = 256
+
+
+def receive(way, conn, fd, count):
+    if way == "copy":
+        buf = bytearray(MiB)
+        view = memoryview(buf)
+        for i in range(count):
+            got = 0
+            while got < MiB:
+                n = conn.recv_into(view[got:], MiB - got)
+                if n == 0:
+                    raise RuntimeError("sender closed early")
+                got += n
+            os.pwrite(fd, buf, (i % FILE_MIB) * MiB)
+        return
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, MiB)
+    try:
+        for i in range(count):
+            at = (i % FILE_MIB) * MiB
+            left = MiB
+            while left:
+                n = os.splice(conn.fileno(), write_end, left)
+                if n == 0:
+                    raise RuntimeError("sender closed early")
+                moved = 0
+                while moved < n:
+                    moved += os.splice(read_end, fd, n - moved, offset_dst=at + MiB - left + moved)
+                left -= n
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def run(way, count, path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    pid = os.fork()
+    if pid == 0:
+        sender = socket.create_connection(listener.getsockname())
+        block = os.urandom(MiB)
+        for _ in range(count):
+            sender.sendall(block)
+        sender.close()
+        os._exit(0)
+    conn, _ = listener.accept()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, FILE_MIB * MiB)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.monotonic()
+        receive(way, conn, fd, count)
+        seconds = time.monotonic() - start
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        os.close(fd)
+        conn.close()
+        listener.close()
+        os.waitpid(pid, 0)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return count / seconds, cpu * 1e6 / count
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=2048, help="MiB per run")
+    parser.add_argument("--rounds", type=int, default=5)
+    a = parser.parse_args()
+    base = os.environ.get("STRATA_BENCH_DIR", "/var/tmp")
+    results = {"copy": [], "splice": []}
+    with tempfile.TemporaryDirectory(prefix="strata-socket-to-file-", dir=base) as work:
+        path = os.path.join(work, "head")
+        for r in range(a.rounds):
+            for way in (("copy", "splice") if r % 2 == 0 else ("splice", "copy")):
+                results[way].append(run(way, a.count, path))
+                rate, cpu = results[way][-1]
+                print(f"[{r + 1}/{a.rounds}] {way:6} {rate:6.0f} MiB/s, receiver {cpu:4.0f} us/MiB",
+                      flush=True)
+    print("| way | MiB/s (median) | receiver CPU per MiB (median) |\n| --- | --- | --- |")
+    for way, runs in results.items():
+        print(f"| {way} | {statistics.median(x[0] for x in runs):.0f} | "
+              f"{statistics.median(x[1] for x in runs):.0f} us |")
+
+
+if __name__ == "__main__":
+    main()
