@@ -160,9 +160,9 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
   // A queued request to an encrypted volume of this size or more has its cipher run beside the
   // loop (about 55 us at this size without VAES): a write is enciphered and written on the
   // ring's helpers (SubmitWrite); a read is split in two, one half read and deciphered on a
-  // helper while a processor is idle (SubmitRead). Measured at 1 MiB (docs/benchmarks.md);
-  // 4 KiB requests stay on the loop, whose 1 us cipher is less than a hand-off; sizes in between
-  // are not measured.
+  // helper while a processor is idle (SubmitRead). Measured at 1 MiB, and for reads at
+  // 256 KiB too (docs/benchmarks.md); 4 KiB requests stay on the loop, whose 1 us cipher is
+  // less than a hand-off; sizes in between are not measured.
   static constexpr size_t kCipherBesideBytes = 256 * 1024;
   // The stripes of chunks [first_chunk, last_chunk].
   static std::bitset<kStripeCount> StripesOf(uint64_t first_chunk, uint64_t last_chunk);
