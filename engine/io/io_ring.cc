@@ -71,8 +71,9 @@ int64_t MonotonicNs() {
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
-// Which rings of the process have work: each ring holds a seat with the time work was last
-// queued on it. Rings beyond kSeats count as always busy.
+// Which rings of the process have work: each ring holds a seat with the last time its owner
+// waited for or reaped operations in flight (or asked for a spare call). Rings beyond kSeats
+// count as always busy.
 class BusyRings {
  public:
   static constexpr int kSeats = 256;
@@ -195,7 +196,6 @@ class Ring final : public IoRing {
   bool QueueCall(absl::AnyInvocable<absl::Status() &&> call,
                  absl::AnyInvocable<void(absl::Status) &&> done) override {
     if (in_flight() >= depth_) return false;
-    BusyRings::NoteWork(seat_, MonotonicNs());
     if (call_threads_.empty()) {
       for (int i = 0; i < kCallThreads; ++i) call_threads_.emplace_back([this] { CallLoop(); });
     }
@@ -207,6 +207,7 @@ class Ring final : public IoRing {
 
   bool QueueSpareCall(absl::AnyInvocable<absl::Status() &&> call,
                       absl::AnyInvocable<void(absl::Status) &&> done) override {
+    // The owner has work now whether or not the call is queued (refused, it does it itself).
     const int64_t now_ns = MonotonicNs();
     BusyRings::NoteWork(seat_, now_ns);
     return BusyRings::ProcessorIdle(now_ns) && QueueCall(std::move(call), std::move(done));
@@ -214,7 +215,6 @@ class Ring final : public IoRing {
 
   bool QueueAsync(absl::AnyInvocable<void(Complete) &&> start, Op* op) override {
     if (in_flight() >= depth_) return false;
-    BusyRings::NoteWork(seat_, MonotonicNs());
     ++calls_out_;
     std::move(start)([this, op](int result) {
       absl::MutexLock lock(&calls_mu_);
@@ -224,6 +224,7 @@ class Ring final : public IoRing {
   }
 
   absl::Status Wait(unsigned remaining) override {
+    if (in_flight() > remaining) NoteBusy();
     while (in_flight() > remaining) {
       CollectCalls(/*block=*/false);
       if (!use_io_uring_ || (pending_.size() == 1 && in_kernel_ == 0)) {
@@ -241,6 +242,7 @@ class Ring final : public IoRing {
   }
 
   unsigned ReapCompleted() override {
+    if (in_flight() > 0) NoteBusy();
     CollectCalls(/*block=*/false);
     if (in_kernel_ > 0) {
       // With DEFER_TASKRUN, completions are posted only when the owner enters the kernel.
@@ -259,7 +261,6 @@ class Ring final : public IoRing {
  private:
   bool Queue(const Pending& p) {
     if (in_flight() >= depth_) return false;
-    BusyRings::NoteWork(seat_, MonotonicNs());
     if (p.write && p.length <= kInlineWriteBytes) {
       finished_.emplace_back(p.op, Positional(p));
     } else {
@@ -267,6 +268,9 @@ class Ring final : public IoRing {
     }
     return true;
   }
+
+  // The owner waits for or reaps its operations: once per burst, not per operation.
+  void NoteBusy() { BusyRings::NoteWork(seat_, MonotonicNs()); }
 
   void RunPendingNow() {
     for (const Pending& p : pending_) finished_.emplace_back(p.op, Positional(p));

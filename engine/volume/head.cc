@@ -22,11 +22,7 @@ bool FileHead::ParseFileName(const std::string& name, std::string& volume_id) {
 absl::StatusOr<std::unique_ptr<Head>> FileHead::Open(Env* env, std::string base_path,
                                                      uint64_t size_bytes, bool create) {
   std::unique_ptr<FileHead> head(new FileHead(env, std::move(base_path)));
-  if (size_bytes > kMaxVolumeSizeBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(head->base_path_, ": a head holds at most ", kMaxVolumeSizeBytes, " bytes"));
-  }
-  const size_t count = static_cast<size_t>((size_bytes + kHeadExtentBytes - 1) / kHeadExtentBytes);
+  STRATA_ASSIGN_OR_RETURN(const size_t count, head->ExtentsFor(size_bytes));
   while (head->extent_count_.load(std::memory_order_relaxed) < count) {
     STRATA_RETURN_IF_ERROR(head->AddExtent(create));
   }
@@ -45,6 +41,14 @@ absl::Status FileHead::Delete(Env* env, const std::string& base_path) {
     if (absl::Status s = env->DeleteFile(names.ExtentPath(i)); !s.ok()) status = s;
   }
   return status;
+}
+
+absl::StatusOr<size_t> FileHead::ExtentsFor(uint64_t size_bytes) const {
+  if (size_bytes > kMaxVolumeSizeBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(base_path_, ": a head holds at most ", kMaxVolumeSizeBytes, " bytes"));
+  }
+  return static_cast<size_t>((size_bytes + kHeadExtentBytes - 1) / kHeadExtentBytes);
 }
 
 absl::Status FileHead::AddExtent(bool create) {
@@ -164,11 +168,7 @@ absl::Status FileHead::SyncExtent(Extent& extent) {
 }
 
 absl::Status FileHead::Grow(uint64_t size_bytes) {
-  if (size_bytes > kMaxVolumeSizeBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(base_path_, ": a head holds at most ", kMaxVolumeSizeBytes, " bytes"));
-  }
-  const size_t count = static_cast<size_t>((size_bytes + kHeadExtentBytes - 1) / kHeadExtentBytes);
+  STRATA_ASSIGN_OR_RETURN(const size_t count, ExtentsFor(size_bytes));
   while (extent_count_.load(std::memory_order_relaxed) < count) {
     STRATA_RETURN_IF_ERROR(AddExtent(/*create=*/true));
   }

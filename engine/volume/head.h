@@ -96,6 +96,8 @@ class FileHead final : public Head {
   static constexpr size_t kMaxExtents = kMaxVolumeSizeBytes / kHeadExtentBytes;
   std::array<std::unique_ptr<Extent>, kMaxExtents> extents_;
   std::atomic<size_t> extent_count_{0};
+  // How many extents hold `size_bytes`; kInvalidArgument past kMaxVolumeSizeBytes.
+  absl::StatusOr<size_t> ExtentsFor(uint64_t size_bytes) const;
   // Opens extent `extent_count_` (creating it with `create`) and publishes it.
   absl::Status AddExtent(bool create);
   Extent& ExtentAt(size_t index) const;

@@ -50,12 +50,14 @@ class IoRing {
                          absl::AnyInvocable<void(absl::Status) &&> done) = 0;
   // Like QueueCall, for work the owner could do itself but that finishes sooner beside it (half
   // of a large read's cipher): queued only while a processor is idle, that is while fewer
-  // rings of this process than it may run threads at once have had work queued in the last
-  // kBusyWindow. False otherwise, or when full (nothing is queued then: the owner does the work).
+  // rings of this process than it may run threads at once have had work in the last
+  // kBusyWindowNs (a ring has work when its owner waits for or reaps operations in flight, or
+  // asks for a spare call). False otherwise, or when full (nothing is queued then: the owner
+  // does the work).
   virtual bool QueueSpareCall(absl::AnyInvocable<absl::Status() &&> call,
                               absl::AnyInvocable<void(absl::Status) &&> done) = 0;
-  // How long a ring counts as busy after work was last queued on it: longer than a loop's wait
-  // for its client's next burst, so two connections that keep the processors busy both count.
+  // How long a ring counts as busy after it last had work: longer than a loop's wait for its
+  // client's next burst, so two connections that keep the processors busy both count.
   static constexpr int64_t kBusyWindowNs = 2'000'000;
   // Starts work that completes by itself (an asynchronous librados call): `start` runs now, on
   // the owner's thread, with `complete`, which the work calls exactly once, from any thread,
