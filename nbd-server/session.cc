@@ -629,6 +629,18 @@ bool Session::AnswerFinishedWrites() {
   return !failed_;
 }
 
+bool Session::SplicesWrite(Export& e, const Request& r) {
+  if (r.length < kSplicedWriteBytes || r.length > kPipeBytes || !transport_->can_splice() ||
+      !e.SplicesWrite(r.offset, r.length)) {
+    return false;
+  }
+  if (pipe_ == nullptr && !pipe_refused_) {
+    pipe_ = PayloadPipe::Create(kPipeBytes);
+    pipe_refused_ = pipe_ == nullptr;
+  }
+  return pipe_ != nullptr;
+}
+
 bool Session::HoldBack(Export& e, const Request& r) {
   IoLimiter* limiter = e.limiter();
   if (limiter == nullptr) return true;
@@ -661,7 +673,30 @@ bool Session::Execute(Export& e, const Request& r) {
       InFlight* slot = TakeSlot(r);
       if (slot == nullptr) return false;
       slot->admitted_ns = admitted_ns_;
-      if (!reader_.Read(slot->data.data(), slot->data.size())) {
+      size_t received = 0;  // Payload bytes already in slot->data.
+      if (!fua && SplicesWrite(e, r)) {
+        size_t moved = 0;
+        const BufferedReader::SpliceOutcome outcome = reader_.SpliceTo(*pipe_, r.length, moved);
+        if (outcome == BufferedReader::SpliceOutcome::kFailed) {
+          Release(*slot);
+          return false;
+        }
+        if (outcome == BufferedReader::SpliceOutcome::kMoved) {
+          if (std::optional<absl::Status> s = e.WriteSpliced(r.offset, pipe_->read_fd(), r.length)) {
+            // A failed write may leave some of the payload in the pipe.
+            if (!s->ok() && !pipe_->Discard()) failed_ = true;
+            slot->Done(*std::move(s));
+            return !failed_;
+          }
+        }
+        // Not spliced after all: the bytes in the pipe are the payload's first.
+        if (pipe_->ReadOut(slot->data.first(moved)) != static_cast<ssize_t>(moved)) {
+          Release(*slot);
+          return false;
+        }
+        received = moved;
+      }
+      if (!reader_.Read(slot->data.data() + received, slot->data.size() - received)) {
         Release(*slot);
         return false;
       }

@@ -103,6 +103,13 @@ class Session {
   // says, after answering what is in flight. False: the connection failed meanwhile.
   bool HoldBack(Export& e, const Request& r);
   InFlight* TakeSlot(const Request& r);
+  // Whether a write's payload goes from the socket into pipe_ and from there into the volume
+  // (Export::WriteSpliced): one copy, by the kernel, where a buffer takes two. Large writes
+  // (the saving grows with the payload; a pipe holds at most pipe-max-size, 1 MiB by
+  // default) over a plain socket, to an export that takes them; creates pipe_.
+  bool SplicesWrite(Export& e, const Request& r);
+  static constexpr uint64_t kSplicedWriteBytes = 64 * 1024;
+  static constexpr uint64_t kPipeBytes = 1024 * 1024;
   void Release(InFlight& slot);
   // A read or write has finished: its reply waits for the next Drain (a write's, for the
   // next receive).
@@ -138,6 +145,8 @@ class Session {
   std::vector<InFlight*> free_;
   std::vector<InFlight*> finished_;  // Not answered yet.
   uint64_t in_flight_bytes_ = 0;
+  std::unique_ptr<PayloadPipe> pipe_;   // For spliced writes; made by the first.
+  bool pipe_refused_ = false;           // The system would not make pipe_.
   std::unique_ptr<IoRing> ring_;        // Created when transmission begins; goes before the slots.
   bool failed_ = false;                 // A reply could not be sent: the connection ends.
   IoLimiter* limiter_ = nullptr;        // The export's, told when each read or write is answered.

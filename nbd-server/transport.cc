@@ -1,7 +1,10 @@
 #include "transport.h"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -61,6 +64,72 @@ ssize_t SocketTransport::Recv(void* buf, size_t n, RecvWait wait) {
       Adapt(absl::FromChrono(std::chrono::steady_clock::now() - asleep));
     }
     return got;
+  }
+}
+
+Spliced SocketTransport::Splice(int pipe_fd, size_t n, bool wait) {
+  pollfd socket_ready = {.fd = fd_, .events = POLLIN, .revents = 0};
+  // A TCP socket's splice sleeps until bytes arrive, whatever its flags say: without waiting,
+  // ask first.
+  if (!wait && ::poll(&socket_ready, 1, 0) <= 0) return {Spliced::kNothingArrived};
+  for (int full_tries = 0;;) {
+    const ssize_t got =
+        ::splice(fd_, nullptr, pipe_fd, nullptr, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (got > 0) return {Spliced::kMoved, static_cast<size_t>(got)};
+    if (got == 0) return {Spliced::kEnd};
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return {Spliced::kFailed};
+    // Nothing has arrived (a unix socket does not sleep), or the pipe has no room.
+    pollfd both[2] = {socket_ready, {.fd = pipe_fd, .events = POLLOUT, .revents = 0}};
+    if (::poll(both, 2, 0) < 0 && errno != EINTR) return {Spliced::kFailed};
+    if (both[0].revents != 0) {
+      // Bytes (or the end) are there: the pipe has no room, or had none a moment ago.
+      if ((both[1].revents & POLLOUT) == 0 || ++full_tries > 1) return {Spliced::kPipeFull};
+      continue;
+    }
+    if (!wait) return {Spliced::kNothingArrived};
+    if (::poll(&socket_ready, 1, -1) < 0 && errno != EINTR) return {Spliced::kFailed};
+  }
+}
+
+std::unique_ptr<PayloadPipe> PayloadPipe::Create(size_t capacity) {
+  int fds[2];
+  if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return nullptr;
+  auto pipe = std::unique_ptr<PayloadPipe>(new PayloadPipe(fds[0], fds[1], capacity));
+  const int granted = ::fcntl(fds[1], F_SETPIPE_SZ, static_cast<int>(capacity));
+  if (granted < 0 || static_cast<size_t>(granted) < capacity) return nullptr;
+  return pipe;
+}
+
+PayloadPipe::~PayloadPipe() {
+  ::close(read_fd_);
+  ::close(write_fd_);
+}
+
+ssize_t PayloadPipe::ReadOut(std::span<std::byte> out) {
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t got = ::read(read_fd_, out.data() + done, out.size() - done);
+    if (got > 0) {
+      done += static_cast<size_t>(got);
+    } else if (got < 0 && errno == EINTR) {
+      continue;
+    } else if (got < 0 && errno == EAGAIN) {
+      break;  // Empty.
+    } else {
+      return -1;
+    }
+  }
+  return static_cast<ssize_t>(done);
+}
+
+bool PayloadPipe::Discard() {
+  char sink[16384];
+  for (;;) {
+    const ssize_t got = ::read(read_fd_, sink, sizeof(sink));
+    if (got > 0) continue;
+    if (got < 0 && errno == EINTR) continue;
+    return got < 0 && errno == EAGAIN;
   }
 }
 
@@ -183,6 +252,53 @@ bool BufferedReader::Read(void* out, size_t n, RecvWait wait) {
     if (begin_ == end_) begin_ = end_ = 0;
   }
   return true;
+}
+
+BufferedReader::SpliceOutcome BufferedReader::SpliceTo(PayloadPipe& pipe, size_t n,
+                                                      size_t& moved) {
+  moved = 0;
+  if (n > pipe.capacity()) return SpliceOutcome::kPipeFull;
+  // What was received with the header goes in first (a copy, at most the buffer's size).
+  const size_t from_buffer = std::min(n, buffered());
+  while (moved < from_buffer) {
+    const ssize_t put = ::write(pipe.write_fd(), buffer_.data() + begin_, from_buffer - moved);
+    if (put < 0 && errno == EINTR) continue;
+    if (put <= 0) return put < 0 && errno == EAGAIN ? SpliceOutcome::kPipeFull
+                                                    : SpliceOutcome::kFailed;
+    begin_ += static_cast<size_t>(put);
+    moved += static_cast<size_t>(put);
+  }
+  if (begin_ == end_) begin_ = end_ = 0;
+  while (moved < n) {
+    // As Recv: the session answers its requests before each wait, and may ask for what has
+    // arrived only.
+    bool nothing_arrived = false;
+    bool wait = true;
+    Spliced got{Spliced::kNothingArrived};
+    while (before_recv_ != nullptr) {
+      const BeforeRecv step = before_recv_(nothing_arrived);
+      if (step == BeforeRecv::kFail) return SpliceOutcome::kFailed;
+      if (step == BeforeRecv::kBlock) break;
+      got = transport_->Splice(pipe.write_fd(), n - moved, /*wait=*/false);
+      if (got.outcome != Spliced::kNothingArrived) {
+        wait = false;
+        break;
+      }
+      nothing_arrived = true;
+    }
+    if (wait) got = transport_->Splice(pipe.write_fd(), n - moved, /*wait=*/true);
+    switch (got.outcome) {
+      case Spliced::kMoved:
+        moved += got.bytes;
+        break;
+      case Spliced::kPipeFull:
+        return SpliceOutcome::kPipeFull;
+      default:
+        return SpliceOutcome::kFailed;
+    }
+  }
+  after_large_payload_ = true;
+  return SpliceOutcome::kMoved;
 }
 
 bool BufferedReader::Discard(size_t n) {

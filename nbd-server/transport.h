@@ -22,6 +22,19 @@ namespace strata::nbd {
 // poll would only take the processor from.
 enum class RecvWait { kSleep, kPollFirst };
 
+// What Transport::Splice did.
+struct Spliced {
+  enum Outcome {
+    kMoved,           // `bytes` (at least one) are in the pipe.
+    kNothingArrived,  // Without waiting: nothing has arrived.
+    kPipeFull,        // The pipe has no room left (bytes have arrived).
+    kEnd,             // The end of the stream.
+    kFailed,          // An error.
+  };
+  Outcome outcome;
+  size_t bytes = 0;
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -35,6 +48,14 @@ class Transport {
   // Sends what the connection takes of `bytes` without blocking: the count sent (0 when it
   // would block, or the transport cannot send without blocking), negative on error.
   virtual ssize_t TrySend(std::span<const std::byte> /*bytes*/) { return 0; }
+  // Whether Splice can move the connection's bytes into a pipe (a plain socket can; TLS
+  // cannot, since its bytes must be deciphered first).
+  virtual bool can_splice() const { return false; }
+  // Moves at most `n` of the connection's next bytes into the pipe `pipe_fd` (its write end,
+  // non-blocking) without copying them (splice(2)); with `wait`, sleeps until the first arrive.
+  virtual Spliced Splice(int /*pipe_fd*/, size_t /*n*/, bool /*wait*/) {
+    return {Spliced::kFailed};
+  }
 };
 
 // A connected socket; does not own the descriptor. With a `poll` time, a receive that waits
@@ -62,6 +83,8 @@ class SocketTransport final : public Transport {
   bool Send(std::span<const iovec> pieces) override;
   std::optional<ssize_t> TryRecv(void* buf, size_t n) override;
   ssize_t TrySend(std::span<const std::byte> bytes) override;
+  bool can_splice() const override { return true; }
+  Spliced Splice(int pipe_fd, size_t n, bool wait) override;
   // How long the next wait for a request polls.
   absl::Duration poll_window() const { return window_; }
   // Whether the next wait for a request polls (false while it sleeps for a streaming client).
@@ -106,6 +129,36 @@ class BatchedWriter {
   size_t used_ = 0;
 };
 
+// A pipe that holds a write's payload on its way from the socket to a file (splice(2)): the
+// socket's pages move into it, and from it the kernel copies them into the file, once, where a
+// buffer would take two copies (docs/architecture.md). Both ends are non-blocking.
+class PayloadPipe {
+ public:
+  // A pipe of `capacity` bytes, or null when the system refuses one that large
+  // (/proc/sys/fs/pipe-max-size).
+  static std::unique_ptr<PayloadPipe> Create(size_t capacity);
+  ~PayloadPipe();
+  PayloadPipe(const PayloadPipe&) = delete;
+  PayloadPipe& operator=(const PayloadPipe&) = delete;
+
+  int read_fd() const { return read_fd_; }
+  int write_fd() const { return write_fd_; }
+  // The most bytes it holds (it may hold fewer: the kernel counts a pipe's room in pieces of
+  // at most a page, and a socket may hand it smaller ones).
+  size_t capacity() const { return capacity_; }
+  // Reads what the pipe holds into `out`: the count read, or -1 on error.
+  ssize_t ReadOut(std::span<std::byte> out);
+  // Empties the pipe. False on error.
+  bool Discard();
+
+ private:
+  PayloadPipe(int read_fd, int write_fd, size_t capacity)
+      : read_fd_(read_fd), write_fd_(write_fd), capacity_(capacity) {}
+  const int read_fd_;
+  const int write_fd_;
+  const size_t capacity_;
+};
+
 // What a BufferedReader does when it needs more of the client's bytes.
 enum class BeforeRecv {
   kBlock,        // Receive, waiting as long as the client takes.
@@ -126,6 +179,13 @@ class BufferedReader {
   // the buffer is refilled; a large payload read straight into `out` always sleeps.
   bool Read(void* out, size_t n, RecvWait wait = RecvWait::kSleep);
   bool Discard(size_t n);
+  // Moves exactly `n` bytes of the stream into `pipe` (empty): those buffered are copied in,
+  // the rest spliced from the connection (Transport::Splice), waiting as a large payload's
+  // Read does. kPipeFull: the pipe took only part of them, `moved` bytes, which are the
+  // stream's next bytes (read them out, then Read the rest). REQUIRES: the transport can
+  // splice.
+  enum class SpliceOutcome { kMoved, kPipeFull, kFailed };
+  SpliceOutcome SpliceTo(PayloadPipe& pipe, size_t n, size_t& moved);
   // Bytes received but not yet consumed.
   size_t buffered() const { return end_ - begin_; }
 

@@ -1,8 +1,13 @@
 #include "volume/head.h"
 
+#include <fcntl.h>
+
+#include <cerrno>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "io/errno.h"
 #include "util/status_macros.h"
 
 namespace strata::volume {
@@ -120,6 +125,35 @@ bool FileHead::QueueWrite(uint64_t offset_bytes, std::span<const std::byte> data
 
 void FileHead::NoteWritten(uint64_t offset_bytes) {
   MarkUnsynced(ExtentAt(static_cast<size_t>(offset_bytes / kHeadExtentBytes)));
+}
+
+bool FileHead::CanSplice(uint64_t offset_bytes, uint64_t length_bytes) const {
+  uint64_t at = 0;
+  return Descriptor(offset_bytes, length_bytes, at) >= 0;
+}
+
+absl::Status FileHead::SpliceWrite(uint64_t offset_bytes, int pipe_fd, uint64_t length_bytes) {
+  uint64_t at = 0;
+  const int fd = Descriptor(offset_bytes, length_bytes, at);
+  if (fd < 0) return absl::FailedPreconditionError("the head cannot splice this range");
+  auto file_offset = static_cast<loff_t>(at);
+  uint64_t left = length_bytes;
+  absl::Status status;
+  while (left > 0) {
+    const ssize_t moved = ::splice(pipe_fd, nullptr, fd, &file_offset, left, SPLICE_F_MOVE);
+    if (moved > 0) {
+      left -= static_cast<uint64_t>(moved);
+      continue;
+    }
+    if (moved < 0 && errno == EINTR) continue;
+    status = moved == 0 || errno == EAGAIN
+                 ? absl::InternalError("the pipe ran dry before the write's end")
+                 : io::ErrnoToStatus(errno, absl::StrCat("splice into ", ExtentPath(offset_bytes /
+                                                                                   kHeadExtentBytes)));
+    break;
+  }
+  MarkUnsynced(ExtentAt(static_cast<size_t>(offset_bytes / kHeadExtentBytes)));
+  return status;
 }
 
 void FileHead::MarkUnsynced(Extent& extent) {

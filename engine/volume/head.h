@@ -40,6 +40,17 @@ class Head {
                           IoRing::Op* op) = 0;
   // A queued write at `offset_bytes` has finished: the next Sync covers it.
   virtual void NoteWritten(uint64_t offset_bytes) = 0;
+  // Whether SpliceWrite can write the range (one file descriptor holds it).
+  virtual bool CanSplice(uint64_t /*offset_bytes*/, uint64_t /*length_bytes*/) const {
+    return false;
+  }
+  // Writes `length_bytes` taken from the pipe `pipe_fd` (its read end) at `offset_bytes`: the
+  // kernel copies the pipe's pages into the file, with no buffer between (splice(2)). The
+  // next Sync covers it. REQUIRES: CanSplice for the range, and the pipe holds the bytes.
+  [[nodiscard]] virtual absl::Status SpliceWrite(uint64_t /*offset_bytes*/, int /*pipe_fd*/,
+                                                 uint64_t /*length_bytes*/) {
+    return absl::UnimplementedError("this head cannot splice");
+  }
   // True when its reads go over the network (objects in a Ceph cluster), as ChunkStore says.
   virtual bool reads_wait_on_network() const { return false; }
   // Makes every write that returned (or was noted) before it durable. Once a write or sync has
@@ -70,6 +81,8 @@ class FileHead final : public Head {
   bool QueueWrite(uint64_t offset_bytes, std::span<const std::byte> data, IoRing& ring,
                   IoRing::Op* op) override;
   void NoteWritten(uint64_t offset_bytes) override;
+  bool CanSplice(uint64_t offset_bytes, uint64_t length_bytes) const override;
+  absl::Status SpliceWrite(uint64_t offset_bytes, int pipe_fd, uint64_t length_bytes) override;
   // Syncs only extents written since the last Sync. Linux drops the dirty pages a failed fsync
   // could not write, so a later fsync that succeeds proves nothing: the failure is final.
   absl::Status Sync() override;

@@ -502,61 +502,93 @@ bool VolumeImpl::SubmitSplitRead(uint64_t offset_bytes, std::span<std::byte> out
   return true;
 }
 
+bool VolumeImpl::BeginHeadWrite(uint64_t offset_bytes, uint64_t length_bytes) {
+  const uint64_t unit = crypto::kXtsUnitBytes;
+  if (length_bytes == 0 || pending_count_.load(std::memory_order_acquire) != 0 ||
+      !gate_.ReaderTryLock()) {
+    return false;
+  }
+  // Only chunks the volume holds, with no snapshot pending (no copy-up, no copy-before-write):
+  // then the write is one head write and a dirty bit per chunk.
+  if (CheckRange(offset_bytes, length_bytes).ok() &&
+      pending_count_.load(std::memory_order_acquire) == 0 && HoldsAll(offset_bytes, length_bytes) &&
+      (key_ == nullptr || (offset_bytes % unit == 0 && length_bytes % unit == 0))) {
+    const uint64_t first = offset_bytes >> chunk_shift_;
+    const uint64_t last = (offset_bytes + length_bytes - 1) >> chunk_shift_;
+    if (BeginQueuedWrite(first, last)) {
+      // Dirty before the data lands, under the gate: a freeze either sees the bits (and waits
+      // for the write to land before it completes) or happened before the write began.
+      for (uint64_t c = first; c <= last; ++c) dirty_->Set(c);
+      return true;
+    }
+  }
+  gate_.ReaderUnlock();
+  return false;
+}
+
 void VolumeImpl::SubmitWrite(uint64_t offset_bytes, std::span<std::byte> data, bool fua,
                              IoRing& ring, VolumeIo& io) {
   const uint64_t unit = crypto::kXtsUnitBytes;
-  if (!data.empty() && !fua && pending_count_.load(std::memory_order_acquire) == 0 &&
-      gate_.ReaderTryLock()) {
-    bool queued = false;
-    // Only chunks the volume holds, with no snapshot pending (no copy-up, no copy-before-write):
-    // then the write is one head write and a dirty bit per chunk.
-    if (CheckRange(offset_bytes, data.size()).ok() &&
-        pending_count_.load(std::memory_order_acquire) == 0 &&
-        HoldsAll(offset_bytes, data.size()) &&
-        (key_ == nullptr || (offset_bytes % unit == 0 && data.size() % unit == 0))) {
-      const uint64_t first = offset_bytes >> chunk_shift_;
-      const uint64_t last = (offset_bytes + data.size() - 1) >> chunk_shift_;
-      if (BeginQueuedWrite(first, last)) {
-        // Dirty before the data lands, under the gate: a freeze either sees the bits (and waits
-        // for the write to land before it completes) or happened before the write began.
-        for (uint64_t c = first; c <= last; ++c) dirty_->Set(c);
-        if (key_ != nullptr && data.size() >= kCipherBesideBytes) {
-          // The cipher and the head write of a large request run on the ring's helpers, so
-          // the loop receives the next request meanwhile (docs/architecture.md).
-          queued = ring.QueueCall(
-              [this, offset_bytes, data] {
-                key_->xts->EncryptUnits(offset_bytes / unit, data, data);
-                return head_->Write(offset_bytes, data);
-              },
-              [this, offset_bytes, data, &io](absl::Status s) {
-                EndHeadWrite(offset_bytes, data.size());
-                io.Done(std::move(s));
-              });
-          if (queued) {
-            gate_.ReaderUnlock();
-            return;
-          }
-        }
-        if (key_ != nullptr) key_->xts->EncryptUnits(offset_bytes / unit, data, data);
-        io.completer = this;
-        io.offset_bytes = offset_bytes;
-        io.buffer = data;
-        io.write = true;
-        queued = head_->QueueWrite(offset_bytes, data, ring, &io);
-        if (!queued) {  // The ring is full: the (enciphered) bytes go out at once.
-          const absl::Status s = head_->Write(offset_bytes, data);
-          EndQueuedWrite(first, last);
-          gate_.ReaderUnlock();
-          io.Done(s);
-          return;
-        }
-      }
-    }
-    gate_.ReaderUnlock();
-    if (queued) return;
+  if (fua || !BeginHeadWrite(offset_bytes, data.size())) {
+    (void)ring.Wait();
+    io.Done(Write(offset_bytes, data, fua));
+    return;
   }
-  (void)ring.Wait();
-  io.Done(Write(offset_bytes, data, fua));
+  if (key_ != nullptr && data.size() >= kCipherBesideBytes) {
+    // The cipher and the head write of a large request run on the ring's helpers, so the loop
+    // receives the next request meanwhile (docs/architecture.md).
+    const bool queued = ring.QueueCall(
+        [this, offset_bytes, data] {
+          key_->xts->EncryptUnits(offset_bytes / unit, data, data);
+          return head_->Write(offset_bytes, data);
+        },
+        [this, offset_bytes, data, &io](absl::Status s) {
+          EndHeadWrite(offset_bytes, data.size());
+          io.Done(std::move(s));
+        });
+    if (queued) {
+      gate_.ReaderUnlock();
+      return;
+    }
+  }
+  if (key_ != nullptr) key_->xts->EncryptUnits(offset_bytes / unit, data, data);
+  io.completer = this;
+  io.offset_bytes = offset_bytes;
+  io.buffer = data;
+  io.write = true;
+  if (head_->QueueWrite(offset_bytes, data, ring, &io)) {
+    gate_.ReaderUnlock();
+    return;
+  }
+  // The ring is full: the (enciphered) bytes go out at once.
+  const absl::Status s = head_->Write(offset_bytes, data);
+  EndHeadWrite(offset_bytes, data.size());
+  gate_.ReaderUnlock();
+  io.Done(s);
+}
+
+bool VolumeImpl::SplicesWrite(uint64_t offset_bytes, uint64_t length_bytes) {
+  if (key_ != nullptr || length_bytes == 0 || !head_->CanSplice(offset_bytes, length_bytes) ||
+      pending_count_.load(std::memory_order_acquire) != 0 || !gate_.ReaderTryLock()) {
+    return false;
+  }
+  const bool held =
+      CheckRange(offset_bytes, length_bytes).ok() && HoldsAll(offset_bytes, length_bytes);
+  gate_.ReaderUnlock();
+  return held;
+}
+
+std::optional<absl::Status> VolumeImpl::WriteSpliced(uint64_t offset_bytes, int pipe_fd,
+                                                     uint64_t length_bytes) {
+  // Enciphered bytes would need a buffer to be enciphered in.
+  if (key_ != nullptr || !head_->CanSplice(offset_bytes, length_bytes) ||
+      !BeginHeadWrite(offset_bytes, length_bytes)) {
+    return std::nullopt;
+  }
+  absl::Status s = head_->SpliceWrite(offset_bytes, pipe_fd, length_bytes);
+  EndHeadWrite(offset_bytes, length_bytes);
+  gate_.ReaderUnlock();
+  return s;
 }
 
 void VolumeImpl::Complete(VolumeIo& io, int result) {

@@ -83,6 +83,9 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
                   VolumeIo& io) override;
   void SubmitWrite(uint64_t offset_bytes, std::span<std::byte> data, bool fua, IoRing& ring,
                    VolumeIo& io) override;
+  bool SplicesWrite(uint64_t offset_bytes, uint64_t length_bytes) override;
+  std::optional<absl::Status> WriteSpliced(uint64_t offset_bytes, int pipe_fd,
+                                           uint64_t length_bytes) override;
   absl::StatusOr<std::vector<AllocationExtent>> Allocation(uint64_t offset_bytes,
                                                            uint64_t length_bytes,
                                                            size_t max_extents) override;
@@ -175,6 +178,12 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
   // holders of a stripe (and a freeze) wait for its count to drop to zero. False when a stripe
   // is held: take the synchronous path.
   bool BeginQueuedWrite(uint64_t first_chunk, uint64_t last_chunk);
+  // Starts a write that is one head write and a dirty bit per chunk: the volume holds every
+  // chunk, no snapshot is pending, an encrypted volume's write covers whole units, and
+  // BeginQueuedWrite took the chunks. True with gate_ held shared (end with EndHeadWrite, then
+  // unlock); false, holding nothing, when the write must take the synchronous path.
+  bool BeginHeadWrite(uint64_t offset_bytes, uint64_t length_bytes)
+      ABSL_SHARED_TRYLOCK_FUNCTION(true, gate_);
   void EndQueuedWrite(uint64_t first_chunk, uint64_t last_chunk);
   // A queued head write of `length` bytes at `offset_bytes` has landed: the next Sync covers it
   // and EndQueuedWrite releases its chunks.

@@ -77,6 +77,14 @@ class Export {
     (void)ring.Wait();
     io.Done(Write(offset, data, fua));
   }
+  // A write whose payload waits in a pipe (Volume::SplicesWrite, Volume::WriteSpliced).
+  // Default: never.
+  virtual bool SplicesWrite(uint64_t /*offset*/, uint64_t /*length*/) { return false; }
+  [[nodiscard]] virtual std::optional<absl::Status> WriteSpliced(uint64_t /*offset*/,
+                                                                 int /*pipe_fd*/,
+                                                                 uint64_t /*length*/) {
+    return std::nullopt;
+  }
 };
 
 class ExportCatalog {

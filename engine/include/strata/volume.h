@@ -170,6 +170,20 @@ class Volume {
     (void)ring.Wait();
     io.Done(Write(offset_bytes, data, fua));
   }
+  // A write (not FUA) whose payload waits in a pipe: a server splices a socket's bytes into one
+  // so that the kernel copies them into the volume's head once, with no buffer between
+  // (docs/architecture.md). SplicesWrite says whether WriteSpliced would likely take such a
+  // write now (an unencrypted volume, a head in local files, every chunk held), so that the
+  // caller splices only then. WriteSpliced writes the `length_bytes` the pipe `pipe_fd` (its
+  // read end) holds at `offset_bytes` and returns what Write would have; nullopt when it cannot
+  // (things changed since SplicesWrite), having taken nothing from the pipe: then read them
+  // out and use SubmitWrite.
+  virtual bool SplicesWrite(uint64_t /*offset_bytes*/, uint64_t /*length_bytes*/) { return false; }
+  [[nodiscard]] virtual std::optional<absl::Status> WriteSpliced(uint64_t /*offset_bytes*/,
+                                                                 int /*pipe_fd*/,
+                                                                 uint64_t /*length_bytes*/) {
+    return std::nullopt;
+  }
 };
 
 }  // namespace strata

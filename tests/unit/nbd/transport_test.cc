@@ -1,10 +1,15 @@
 // SocketTransport over a socketpair: with and without polling, a receive returns what the peer
 // sends before, during and after the poll, the end of the stream and errors; the poll keeps the
 // thread awake, only where asked, for a window that follows how long the client keeps it waiting.
-// BufferedReader: a large payload is received straight into its destination, not the buffer.
+// BufferedReader: a large payload is received straight into its destination, not the buffer,
+// or spliced into a pipe (over unix and TCP sockets): in order, the buffered bytes first, and
+// when the pipe fills, what it took is the payload's start and the rest is read after it.
 
 #include "nbd-server/transport.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -382,6 +387,196 @@ TEST(BatchedWriterTest, FlushWithoutWaitingSendsWhatTheSocketTakesAndKeepsTheRes
   ::close(fds[0]);
   ::close(fds[1]);
 }
+
+// A connected pair of sockets: unix (a socketpair) or TCP over loopback.
+void ConnectedPair(bool tcp, int fds[2]) {
+  if (!tcp) {
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    return;
+  }
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listener, 1), 0);
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  fds[1] = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_EQ(::connect(fds[1], reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  fds[0] = ::accept(listener, nullptr, nullptr);
+  ::close(listener);
+  ASSERT_GE(fds[0], 0);
+  const int one = 1;
+  ::setsockopt(fds[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+// Sends `bytes` from fds[1] in pieces of `piece` bytes, pausing after each of the first few.
+std::thread SendInPieces(int fd, std::string bytes, size_t piece) {
+  return std::thread([fd, bytes = std::move(bytes), piece] {
+    for (size_t at = 0, n = 0; at < bytes.size(); at += piece, ++n) {
+      const size_t len = std::min(piece, bytes.size() - at);
+      ASSERT_EQ(::send(fd, bytes.data() + at, len, MSG_NOSIGNAL), static_cast<ssize_t>(len));
+      if (n < 4) absl::SleepFor(absl::Milliseconds(5));  // The reader waits for the rest.
+    }
+  });
+}
+
+std::string ReadOut(PayloadPipe& pipe, size_t n) {
+  std::string out(n, '\0');
+  const ssize_t got = pipe.ReadOut(std::as_writable_bytes(std::span(out)));
+  out.resize(got < 0 ? 0 : static_cast<size_t>(got));
+  return out;
+}
+
+class SpliceTest : public testing::TestWithParam<bool> {  // true: TCP, false: unix.
+ protected:
+  void SetUp() override { ConnectedPair(GetParam(), fds_); }
+  void TearDown() override {
+    for (int fd : fds_) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+  int fds_[2] = {-1, -1};
+};
+
+TEST_P(SpliceTest, ThePayloadReachesThePipeInOrderBufferedBytesFirst) {
+  // A header, a 600 KiB payload and the next header: the first refill buffers the header and
+  // the payload's start, which go into the pipe before the rest is spliced.
+  constexpr size_t kHeader = 28;
+  constexpr size_t kPayload = 600 * 1024;
+  const std::string header = Pattern(kHeader, 'h');
+  const std::string payload = Pattern(kPayload, 'p');
+  const std::string next = Pattern(kHeader, 'n');
+  std::thread sender = SendInPieces(fds_[1], header + payload + next, 64 * 1024);
+  SocketTransport transport(fds_[0]);
+  BufferedReader reader(&transport);
+  std::unique_ptr<PayloadPipe> pipe = PayloadPipe::Create(1 << 20);
+  ASSERT_NE(pipe, nullptr);
+  std::string got(kHeader, '\0');
+  ASSERT_TRUE(reader.Read(got.data(), kHeader));
+  EXPECT_EQ(got, header);
+  EXPECT_GT(reader.buffered(), 0u);  // The payload's start came with the header.
+  size_t moved = 0;
+  ASSERT_EQ(reader.SpliceTo(*pipe, kPayload, moved), BufferedReader::SpliceOutcome::kMoved);
+  EXPECT_EQ(moved, kPayload);
+  EXPECT_TRUE(ReadOut(*pipe, kPayload + 1) == payload);  // Exactly the payload.
+  ASSERT_TRUE(reader.Read(got.data(), kHeader));
+  EXPECT_EQ(got, next);
+  sender.join();
+}
+
+TEST_P(SpliceTest, AnswersBeforeEachWaitAndTakesWhatArrivedWhenAsked) {
+  // Half the payload has arrived; the rest comes only once the reader chose to block.
+  const std::string payload = Pattern(256 * 1024, 'q');
+  ASSERT_EQ(::send(fds_[1], payload.data(), payload.size() / 2, 0),
+            static_cast<ssize_t>(payload.size() / 2));
+  absl::SleepFor(absl::Milliseconds(20));  // Arrived (loopback).
+  SocketTransport transport(fds_[0]);
+  std::vector<bool> asked;  // nothing_arrived, at each call
+  std::thread sender;
+  BufferedReader reader(&transport, [&](bool nothing_arrived) {
+    asked.push_back(nothing_arrived);
+    if (!nothing_arrived) return BeforeRecv::kTakeArrived;
+    if (!sender.joinable()) {
+      sender = SendInPieces(fds_[1], payload.substr(payload.size() / 2), 32 * 1024);
+    }
+    return BeforeRecv::kBlock;
+  });
+  std::unique_ptr<PayloadPipe> pipe = PayloadPipe::Create(1 << 20);
+  ASSERT_NE(pipe, nullptr);
+  size_t moved = 0;
+  ASSERT_EQ(reader.SpliceTo(*pipe, payload.size(), moved), BufferedReader::SpliceOutcome::kMoved);
+  sender.join();
+  EXPECT_TRUE(ReadOut(*pipe, payload.size()) == payload);
+  // Asked before every splice; the half that had arrived was taken without waiting (perhaps in
+  // several splices), then nothing had, and the reader blocked for the rest.
+  ASSERT_GE(asked.size(), 3u);
+  EXPECT_FALSE(asked.front());
+  EXPECT_TRUE(std::find(asked.begin(), asked.end(), true) != asked.end());
+  BufferedReader failing(&transport, [](bool) { return BeforeRecv::kFail; });
+  EXPECT_EQ(failing.SpliceTo(*pipe, 1, moved), BufferedReader::SpliceOutcome::kFailed);
+}
+
+TEST_P(SpliceTest, TheEndOfTheStreamMidPayloadFails) {
+  const std::string part = Pattern(100 * 1024, 'e');
+  ASSERT_EQ(::send(fds_[1], part.data(), part.size(), 0), static_cast<ssize_t>(part.size()));
+  ::close(fds_[1]);
+  fds_[1] = -1;
+  SocketTransport transport(fds_[0]);
+  BufferedReader reader(&transport);
+  std::unique_ptr<PayloadPipe> pipe = PayloadPipe::Create(1 << 20);
+  ASSERT_NE(pipe, nullptr);
+  size_t moved = 0;
+  EXPECT_EQ(reader.SpliceTo(*pipe, 200 * 1024, moved), BufferedReader::SpliceOutcome::kFailed);
+}
+
+TEST_P(SpliceTest, APayloadLargerThanThePipeIsNotSpliced) {
+  SocketTransport transport(fds_[0]);
+  BufferedReader reader(&transport);
+  std::unique_ptr<PayloadPipe> pipe = PayloadPipe::Create(64 * 1024);
+  ASSERT_NE(pipe, nullptr);
+  size_t moved = 1;
+  EXPECT_EQ(reader.SpliceTo(*pipe, 64 * 1024 + 1, moved),
+            BufferedReader::SpliceOutcome::kPipeFull);
+  EXPECT_EQ(moved, 0u);
+}
+
+// Tiny segments on a unix socket each take a pipe's slot (a page's room): 256 KiB sent 512
+// bytes at a time fill a 1 MiB pipe after 128 KiB. What the pipe took is the payload's start,
+// and the reader reads the rest.
+TEST(SpliceFullPipeTest, WhatThePipeTookIsThePayloadsStartAndTheRestIsRead) {
+  int fds[2];
+  ConnectedPair(/*tcp=*/false, fds);
+  const std::string payload = Pattern(256 * 1024, 'f');
+  const std::string next = Pattern(28, 'n');
+  std::thread sender([&] {
+    const std::string all = payload + next;
+    for (size_t at = 0; at < all.size(); at += 512) {
+      const size_t len = std::min<size_t>(512, all.size() - at);
+      ASSERT_EQ(::send(fds[1], all.data() + at, len, MSG_NOSIGNAL), static_cast<ssize_t>(len));
+    }
+  });
+  SocketTransport transport(fds[0]);
+  BufferedReader reader(&transport);
+  std::unique_ptr<PayloadPipe> pipe = PayloadPipe::Create(1 << 20);
+  ASSERT_NE(pipe, nullptr);
+  size_t moved = 0;
+  ASSERT_EQ(reader.SpliceTo(*pipe, payload.size(), moved),
+            BufferedReader::SpliceOutcome::kPipeFull);
+  EXPECT_GT(moved, 0u);
+  EXPECT_LT(moved, payload.size());
+  std::string got = ReadOut(*pipe, payload.size());
+  EXPECT_EQ(got.size(), moved);
+  got.resize(payload.size());
+  ASSERT_TRUE(reader.Read(got.data() + moved, payload.size() - moved));
+  EXPECT_TRUE(got == payload);
+  std::string header(28, '\0');
+  ASSERT_TRUE(reader.Read(header.data(), header.size()));
+  EXPECT_EQ(header, next);
+  sender.join();
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
+TEST(PayloadPipeTest, DiscardEmptiesItAndAnEmptyPipeReadsNothing) {
+  std::unique_ptr<PayloadPipe> pipe = PayloadPipe::Create(1 << 20);
+  ASSERT_NE(pipe, nullptr);
+  EXPECT_EQ(ReadOut(*pipe, 10), "");  // Non-blocking: nothing, at once.
+  const std::string bytes = Pattern(100 * 1024, 'd');
+  ASSERT_EQ(::write(pipe->write_fd(), bytes.data(), bytes.size()),
+            static_cast<ssize_t>(bytes.size()));
+  EXPECT_TRUE(pipe->Discard());
+  int left = -1;
+  ASSERT_EQ(::ioctl(pipe->read_fd(), FIONREAD, &left), 0);
+  EXPECT_EQ(left, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sockets, SpliceTest, testing::Bool(),
+                         [](const testing::TestParamInfo<bool>& info) {
+                           return info.param ? "tcp" : "unix";
+                         });
 
 INSTANTIATE_TEST_SUITE_P(Poll, SocketTransportTest,
                          testing::Values(absl::ZeroDuration(), absl::Microseconds(50),
