@@ -5,11 +5,14 @@
 // And the session's work beside its client: while writes run on the ring's helpers, the
 // session takes the next request that has arrived, and it blocks on the client only with
 // nothing running and every reply sent.
-// Played over a transport in memory against exports in memory.
+// Large writes over a plain socket are spliced into the export through a pipe, and taken
+// through the buffer when the export declines them or the pipe fills.
+// Played over a transport in memory (or a socket pair) against exports in memory.
 
 #include "nbd-server/session.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -18,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -389,7 +393,7 @@ class HelperWriteExport final : public MemoryExport, public VolumeIo::Completer 
 
 class OneExportCatalog final : public ExportCatalog {
  public:
-  explicit OneExportCatalog(HelperWriteExport* e) : export_(e) {}
+  explicit OneExportCatalog(Export* e) : export_(e) {}
   absl::StatusOr<std::unique_ptr<Export>> Open(const std::string& name,
                                                const std::optional<std::string>&) override {
     if (name != "pattern" || export_ == nullptr) return absl::NotFoundError(name);
@@ -400,16 +404,17 @@ class OneExportCatalog final : public ExportCatalog {
   std::optional<std::string> NbdKeyFor(const std::string&) override { return std::nullopt; }
 
  private:
-  HelperWriteExport* export_;  // Handed to the session when opened.
+  Export* export_;  // Handed to the session when opened.
 };
 
 constexpr size_t kOpenBytes = 4 + 8 + 4 + 4 + 7;  // Flags, then NBD_OPT_EXPORT_NAME "pattern".
 constexpr size_t kWriteBytes = 64 << 10;
 constexpr size_t kRequestBytes = 28;
 
-// A client that opens "pattern", sends `writes` WRITEs of kWriteBytes back to back (request
-// i + 1 a 4 KiB READ instead when `read_at` is i), then disconnects.
-std::string PipelinedWrites(int writes, int read_at = -1) {
+// A client that opens "pattern", sends `writes` WRITEs of `write_bytes` back to back (request
+// i + 1 a 4 KiB READ instead when `read_at` is i), each filled with the byte i, then
+// disconnects.
+std::string PipelinedWrites(int writes, int read_at = -1, size_t write_bytes = kWriteBytes) {
   std::string c = PipelinedReads({});
   c.resize(kOpenBytes);  // The open, without the disconnect.
   for (int i = 0; i < writes; ++i) {
@@ -417,9 +422,9 @@ std::string PipelinedWrites(int writes, int read_at = -1) {
     Put(c, 0, 2);
     Put(c, i == read_at ? kCmdRead : kCmdWrite, 2);
     Put(c, i + 1, 8);
-    Put(c, static_cast<uint64_t>(i) * kWriteBytes, 8);
-    Put(c, i == read_at ? 4096 : kWriteBytes, 4);
-    if (i != read_at) c.append(kWriteBytes, static_cast<char>(i));
+    Put(c, static_cast<uint64_t>(i) * write_bytes, 8);
+    Put(c, i == read_at ? 4096 : write_bytes, 4);
+    if (i != read_at) c.append(write_bytes, static_cast<char>(i));
   }
   Put(c, kRequestMagic, 4);
   Put(c, 0, 2);
@@ -509,6 +514,155 @@ TEST(SessionBesideTheClientTest, AQueuedReadIsAnsweredBeforeTheNextRequestIsTake
   EXPECT_GE(sent_at_writes[1], kHandshakeBytes + kReplyHeaderBytes + read_reply);
   // Every request answered: three writes and the read.
   EXPECT_EQ(transport.sent.size(), kHandshakeBytes + 3 * kReplyHeaderBytes + read_reply);
+}
+
+// What a SplicingExport saw; outlives the export, which the session owns.
+struct SpliceRecord {
+  std::string bytes = std::string(kExportBytes, '\0');
+  int asked = 0;     // SplicesWrite calls.
+  int spliced = 0;   // Writes taken from the pipe.
+  int buffered = 0;  // Writes taken through Write (the buffer).
+};
+
+// An export in memory that takes spliced writes (reading the pipe), unless it `declines` them
+// in WriteSpliced after SplicesWrite said it would.
+class SplicingExport final : public MemoryExport {
+ public:
+  SplicingExport(SpliceRecord& record, bool declines) : record_(record), declines_(declines) {}
+  bool read_only() const override { return false; }
+  absl::Status Read(uint64_t offset, std::span<std::byte> out) override {
+    std::memcpy(out.data(), record_.bytes.data() + offset, out.size());
+    return absl::OkStatus();
+  }
+  absl::Status Write(uint64_t offset, std::span<const std::byte> data, bool) override {
+    std::memcpy(record_.bytes.data() + offset, data.data(), data.size());
+    ++record_.buffered;
+    return absl::OkStatus();
+  }
+  bool SplicesWrite(uint64_t, uint64_t) override {
+    ++record_.asked;
+    return true;
+  }
+  std::optional<absl::Status> WriteSpliced(uint64_t offset, int pipe_fd,
+                                           uint64_t length) override {
+    if (declines_) return std::nullopt;
+    for (uint64_t done = 0; done < length;) {
+      const ssize_t got = ::read(pipe_fd, record_.bytes.data() + offset + done, length - done);
+      if (got <= 0) return absl::DataLossError("the pipe held less than the payload");
+      done += static_cast<uint64_t>(got);
+    }
+    ++record_.spliced;
+    return absl::OkStatus();
+  }
+
+ private:
+  SpliceRecord& record_;
+  const bool declines_;
+};
+
+// Runs a session over a unix socket pair against a SplicingExport: the client sends
+// PipelinedWrites(writes, -1, write_bytes) in pieces of `piece` bytes, and the replies come
+// back.
+std::string PlayOverASocket(SpliceRecord& record, bool declines, int writes, size_t write_bytes,
+                            size_t piece) {
+  int fds[2];
+  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  const std::string client = PipelinedWrites(writes, -1, write_bytes);
+  std::thread server([&] {
+    SocketTransport transport(fds[0]);
+    OneExportCatalog catalog(new SplicingExport(record, declines));
+    Session(catalog, fds[0], &transport, SessionOptions{}).Run();
+    ::shutdown(fds[0], SHUT_RDWR);
+  });
+  std::thread sender([&] {
+    for (size_t at = 0; at < client.size(); at += piece) {
+      const size_t len = std::min(piece, client.size() - at);
+      if (::send(fds[1], client.data() + at, len, MSG_NOSIGNAL) != static_cast<ssize_t>(len)) {
+        break;
+      }
+    }
+  });
+  std::string received;
+  char buf[4096];
+  for (ssize_t got; (got = ::recv(fds[1], buf, sizeof(buf), 0)) > 0;) {
+    received.append(buf, static_cast<size_t>(got));
+  }
+  sender.join();
+  server.join();
+  ::close(fds[0]);
+  ::close(fds[1]);
+  constexpr size_t kHandshakeBytes = 18 + 10;
+  EXPECT_GE(received.size(), kHandshakeBytes);
+  return received.size() < kHandshakeBytes ? "" : received.substr(kHandshakeBytes);
+}
+
+void ExpectWritten(const SpliceRecord& record, int writes, size_t write_bytes) {
+  for (int i = 0; i < writes; ++i) {
+    EXPECT_EQ(record.bytes.substr(i * write_bytes, write_bytes),
+              std::string(write_bytes, static_cast<char>(i)))
+        << "write " << i;
+  }
+}
+
+TEST(SessionSpliceTest, LargeWritesOverASocketAreSplicedIntoTheExport) {
+  constexpr int kWrites = 6;
+  SpliceRecord record;
+  const std::string replies =
+      PlayOverASocket(record, /*declines=*/false, kWrites, 1 << 20, /*piece=*/256 * 1024);
+  EXPECT_EQ(WriteReplyErrors(replies, kWrites), std::vector<int>(kWrites, 0));
+  ExpectWritten(record, kWrites, 1 << 20);
+  EXPECT_EQ(record.spliced, kWrites);
+  EXPECT_EQ(record.buffered, 0);
+}
+
+TEST(SessionSpliceTest, WritesBelowTheThresholdAreNotOffered) {
+  constexpr int kWrites = 4;
+  SpliceRecord record;
+  const std::string replies =
+      PlayOverASocket(record, /*declines=*/false, kWrites, 60 * 1024, /*piece=*/1 << 20);
+  EXPECT_EQ(WriteReplyErrors(replies, kWrites), std::vector<int>(kWrites, 0));
+  ExpectWritten(record, kWrites, 60 * 1024);
+  EXPECT_EQ(record.asked, 0);
+  EXPECT_EQ(record.buffered, kWrites);
+}
+
+TEST(SessionSpliceTest, AWriteTheExportDeclinesIsReadOutOfThePipe) {
+  constexpr int kWrites = 4;
+  SpliceRecord record;
+  const std::string replies =
+      PlayOverASocket(record, /*declines=*/true, kWrites, 512 * 1024, /*piece=*/100 * 1024);
+  EXPECT_EQ(WriteReplyErrors(replies, kWrites), std::vector<int>(kWrites, 0));
+  ExpectWritten(record, kWrites, 512 * 1024);
+  EXPECT_EQ(record.asked, kWrites);
+  EXPECT_EQ(record.spliced, 0);
+  EXPECT_EQ(record.buffered, kWrites);
+}
+
+TEST(SessionSpliceTest, WhenThePipeFillsThePayloadIsTakenThroughTheBuffer) {
+  // Sent 512 bytes at a time, each piece takes a slot of the pipe: 256 KiB do not fit.
+  constexpr int kWrites = 3;
+  SpliceRecord record;
+  const std::string replies =
+      PlayOverASocket(record, /*declines=*/false, kWrites, 256 * 1024, /*piece=*/512);
+  EXPECT_EQ(WriteReplyErrors(replies, kWrites), std::vector<int>(kWrites, 0));
+  ExpectWritten(record, kWrites, 256 * 1024);
+  EXPECT_EQ(record.asked, kWrites);
+  // The first payload may come partly with the first headers, buffered, and fit; the next
+  // ones are spliced whole (only their headers are received) and fill the pipe.
+  EXPECT_GE(record.buffered, kWrites - 1);
+  EXPECT_EQ(record.spliced + record.buffered, kWrites);
+}
+
+TEST(SessionSpliceTest, ATransportThatCannotSpliceNeverOffers) {
+  // A transport in memory (as TLS: its bytes are not a socket's).
+  constexpr int kWrites = 3;
+  MemoryTransport transport(PipelinedWrites(kWrites, -1, 1 << 20));
+  SpliceRecord record;
+  OneExportCatalog catalog(new SplicingExport(record, /*declines=*/false));
+  Session(catalog, -1, &transport, SessionOptions{}).Run();
+  ExpectWritten(record, kWrites, 1 << 20);
+  EXPECT_EQ(record.asked, 0);
+  EXPECT_EQ(record.buffered, kWrites);
 }
 
 }  // namespace

@@ -1,6 +1,11 @@
 // Volume::SubmitRead / SubmitWrite through an IoRing: what is queued, what runs at once, and the
 // guarantees of the synchronous calls kept (data, encryption, point-in-time snapshots, changed
-// blocks, no lost write beside a read-modify-write).
+// blocks, no lost write beside a read-modify-write). Volume::WriteSpliced: a pipe's bytes
+// into chunks the volume holds, with the same guarantees, and nothing taken when it cannot.
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <optional>
@@ -437,6 +442,115 @@ TEST_P(VolumeIoTest, ReadsOfAHeadInRadosAreInFlightTogetherAndMatch) {
           << "read " << i << (encrypted ? " (encrypted)" : "");
     }
   }
+}
+
+// A non-blocking pipe of 1 MiB, for WriteSpliced.
+class TestPipe {
+ public:
+  TestPipe() {
+    EXPECT_EQ(::pipe2(fds_, O_NONBLOCK | O_CLOEXEC), 0);
+    EXPECT_GE(::fcntl(fds_[1], F_SETPIPE_SZ, kMiB), static_cast<int>(kMiB));
+  }
+  ~TestPipe() {
+    ::close(fds_[0]);
+    ::close(fds_[1]);
+  }
+  void Put(std::span<const std::byte> bytes) {
+    ASSERT_EQ(::write(fds_[1], bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+  }
+  int read_fd() const { return fds_[0]; }
+  size_t held() const {
+    int n = -1;
+    EXPECT_EQ(::ioctl(fds_[0], FIONREAD, &n), 0);
+    return static_cast<size_t>(n);
+  }
+
+ private:
+  int fds_[2] = {-1, -1};
+};
+
+TEST_P(VolumeIoTest, SplicedWritesLandInHeldChunksAndAreInTheNextSnapshot) {
+  Volume* v = NewVolume();
+  std::vector<std::byte> expected = Fill(v, 20);
+  const std::string first = Snap(v);
+  const std::vector<std::byte> data = Pattern(kMiB, 21);
+  const uint64_t at = kMiB + 3 * kChunk;  // 16 whole chunks.
+  EXPECT_TRUE(v->SplicesWrite(at, data.size()));
+  TestPipe pipe;
+  pipe.Put(data);
+  std::optional<absl::Status> written = v->WriteSpliced(at, pipe.read_fd(), data.size());
+  ASSERT_TRUE(written.has_value());
+  ASSERT_THAT(*written, IsOk());
+  EXPECT_EQ(pipe.held(), 0u);
+  std::memcpy(expected.data() + at, data.data(), data.size());
+  // Sectors, not chunks: the write ends inside a chunk, which keeps its other bytes.
+  const std::vector<std::byte> odd = Pattern(100 * 1024 + 512, 22);
+  pipe.Put(odd);
+  written = v->WriteSpliced(3 * kMiB - 512, pipe.read_fd(), odd.size());
+  ASSERT_TRUE(written.has_value());
+  ASSERT_THAT(*written, IsOk());
+  std::memcpy(expected.data() + 3 * kMiB - 512, odd.data(), odd.size());
+  EXPECT_EQ(ReadAll(v), expected);
+
+  // Changed blocks since the first snapshot: the chunks written, and the next snapshot holds
+  // them (a spliced write sets its dirty bits as a queued one does).
+  auto changes = v->Changes(0, v->size_bytes(), 64);
+  ASSERT_THAT(changes, IsOk());
+  uint64_t changed = 0;
+  for (const ChangeExtent& e : *changes) {
+    if (e.changed) changed += e.length_bytes;
+  }
+  EXPECT_EQ(changed, kMiB + 3 * kChunk);  // 16 chunks, then the 3 the odd write touched.
+  const std::string second = Snap(v);
+  auto snap = region_->OpenSnapshot(second);
+  ASSERT_THAT(snap, IsOk());
+  std::vector<std::byte> out(v->size_bytes());
+  ASSERT_THAT((*snap)->Read(0, out), IsOk());
+  EXPECT_EQ(out, expected);
+  auto blocks = region_->ListChangedBlocks(first, second, "", 100);
+  ASSERT_THAT(blocks, IsOk());
+  EXPECT_FALSE(blocks->blocks.empty());
+}
+
+TEST_P(VolumeIoTest, SplicedWritesThatCannotBeTakenLeaveThePipeAndTheVolumeAlone) {
+  const std::vector<std::byte> data = Pattern(256 * 1024, 23);
+  TestPipe pipe;
+  pipe.Put(data);
+  auto refused = [&](Volume* v, uint64_t at, const char* why) {
+    EXPECT_FALSE(v->SplicesWrite(at, data.size())) << why;
+    EXPECT_FALSE(v->WriteSpliced(at, pipe.read_fd(), data.size()).has_value()) << why;
+    EXPECT_EQ(pipe.held(), data.size()) << why;
+  };
+  // Chunks not held yet (a new volume, a clone reading through its snapshot).
+  Volume* fresh = NewVolume();
+  refused(fresh, 0, "not held");
+  std::vector<std::byte> zeros(fresh->size_bytes());
+  EXPECT_EQ(ReadAll(fresh), zeros);
+  Volume* v = NewVolume();
+  const std::vector<std::byte> expected = Fill(v, 24);
+  refused(NewVolume(false, 0, Snap(v)), 0, "a clone");
+  // Past the end, and an encrypted volume (its bytes need a buffer to be enciphered in).
+  refused(v, v->size_bytes() - 4096, "past the end");
+  Volume* encrypted = NewVolume(/*encrypted=*/true);
+  Fill(encrypted, 25);
+  refused(encrypted, 0, "encrypted");
+  // A snapshot pending (its copy-before-write needs the synchronous path).
+  auto pending = region_->CreateSnapshot({.volume_id = v->id()});
+  ASSERT_THAT(pending, IsOk());
+  refused(v, 0, "a snapshot pending");
+  ASSERT_THAT(region_->RunBackgroundWork(), IsOk());
+  EXPECT_EQ(ReadAll(v), expected);
+  auto snap = region_->OpenSnapshot(pending->id);
+  ASSERT_THAT(snap, IsOk());
+  std::vector<std::byte> out(v->size_bytes());
+  ASSERT_THAT((*snap)->Read(0, out), IsOk());
+  EXPECT_EQ(out, expected);
+  // Once it completed, the same write is taken.
+  EXPECT_TRUE(v->SplicesWrite(0, data.size()));
+  std::optional<absl::Status> written = v->WriteSpliced(0, pipe.read_fd(), data.size());
+  ASSERT_TRUE(written.has_value());
+  EXPECT_THAT(*written, IsOk());
+  EXPECT_EQ(pipe.held(), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Rings, VolumeIoTest, ::testing::Values(true, false),
