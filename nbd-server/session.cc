@@ -682,7 +682,8 @@ bool Session::Execute(Export& e, const Request& r) {
           return false;
         }
         if (outcome == BufferedReader::SpliceOutcome::kMoved) {
-          if (std::optional<absl::Status> s = e.WriteSpliced(r.offset, pipe_->read_fd(), r.length)) {
+          if (std::optional<absl::Status> s =
+                  e.WriteSpliced(r.offset, pipe_->read_fd(), r.length)) {
             // A failed write may leave some of the payload in the pipe.
             if (!s->ok() && !pipe_->Discard()) failed_ = true;
             slot->Done(*std::move(s));

@@ -254,8 +254,7 @@ bool BufferedReader::Read(void* out, size_t n, RecvWait wait) {
   return true;
 }
 
-BufferedReader::SpliceOutcome BufferedReader::SpliceTo(PayloadPipe& pipe, size_t n,
-                                                      size_t& moved) {
+BufferedReader::SpliceOutcome BufferedReader::SpliceTo(PayloadPipe& pipe, size_t n, size_t& moved) {
   moved = 0;
   if (n > pipe.capacity()) return SpliceOutcome::kPipeFull;
   // What was received with the header goes in first (a copy, at most the buffer's size).
@@ -263,8 +262,8 @@ BufferedReader::SpliceOutcome BufferedReader::SpliceTo(PayloadPipe& pipe, size_t
   while (moved < from_buffer) {
     const ssize_t put = ::write(pipe.write_fd(), buffer_.data() + begin_, from_buffer - moved);
     if (put < 0 && errno == EINTR) continue;
-    if (put <= 0) return put < 0 && errno == EAGAIN ? SpliceOutcome::kPipeFull
-                                                    : SpliceOutcome::kFailed;
+    if (put <= 0)
+      return put < 0 && errno == EAGAIN ? SpliceOutcome::kPipeFull : SpliceOutcome::kFailed;
     begin_ += static_cast<size_t>(put);
     moved += static_cast<size_t>(put);
   }

@@ -90,8 +90,7 @@ class VolumeExport final : public Export {
   bool SplicesWrite(uint64_t offset, uint64_t length) override {
     return volume_.SplicesWrite(offset, length);
   }
-  std::optional<absl::Status> WriteSpliced(uint64_t offset, int pipe_fd,
-                                           uint64_t length) override {
+  std::optional<absl::Status> WriteSpliced(uint64_t offset, int pipe_fd, uint64_t length) override {
     return volume_.WriteSpliced(offset, pipe_fd, length);
   }
   absl::Status Trim(uint64_t offset, uint64_t length) override {

@@ -146,10 +146,11 @@ absl::Status FileHead::SpliceWrite(uint64_t offset_bytes, int pipe_fd, uint64_t 
       continue;
     }
     if (moved < 0 && errno == EINTR) continue;
-    status = moved == 0 || errno == EAGAIN
-                 ? absl::InternalError("the pipe ran dry before the write's end")
-                 : io::ErrnoToStatus(errno, absl::StrCat("splice into ", ExtentPath(offset_bytes /
-                                                                                   kHeadExtentBytes)));
+    status =
+        moved == 0 || errno == EAGAIN
+            ? absl::InternalError("the pipe ran dry before the write's end")
+            : io::ErrnoToStatus(
+                  errno, absl::StrCat("splice into ", ExtentPath(offset_bytes / kHeadExtentBytes)));
     break;
   }
   MarkUnsynced(ExtentAt(static_cast<size_t>(offset_bytes / kHeadExtentBytes)));

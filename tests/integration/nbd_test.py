@@ -31,7 +31,61 @@ def main():
     finally:
         check(daemon.stop() == 0, "stratad stops cleanly")
     run_polling(work)
+    run_spliced_writes(work)
     return check.summary()
+
+
+def run_spliced_writes(work):
+    """Large writes to chunks a volume holds move from the socket into its head by splice(2), over
+    plaintext TCP and the unix socket alike: real clients' writes read back, land in the next
+    snapshot and not in the one before."""
+    daemon = Daemon(BIN, os.path.join(work, "splice"), ["--nbd-auth", "none"])
+    check(daemon.start(), "stratad starts with --nbd-auth none")
+    try:
+        ec2 = daemon.client()
+        vol = ec2.create_volume(Size=1, AvailabilityZone="local-1a")["VolumeId"]
+        ec2.attach_volume(VolumeId=vol, InstanceId="i-0abcdef0123456789", Device="/dev/sdf")
+        tcp = f"nbd://127.0.0.1:{daemon.nbd}/{vol}"
+        first, second = (os.path.join(work, f"splice-{n}.raw") for n in ("first", "second"))
+        for path in (first, second):
+            with open(path, "wb") as f:
+                f.write(os.urandom(32 * MiB))
+        # The first copy makes the volume hold the chunks (a new volume's writes are not spliced).
+        out = sh("nbdcopy", first, daemon.uri(vol))
+        check(out.returncode == 0, f"nbdcopy fills the volume: {out.stderr}")
+        before = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+        ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[before], WaiterConfig={"Delay": 1})
+        out = sh("nbdcopy", "--request-size=1048576", second, tcp)
+        check(out.returncode == 0, f"nbdcopy of 1 MiB writes over TCP: {out.stderr}")
+        expected = bytearray(open(second, "rb").read())
+        for pattern, at, length, uri in ((0x77, 8 * MiB, MiB, daemon.uri(vol)),
+                                         (0x66, 20 * MiB, 256 * 1024, daemon.uri(vol)),
+                                         (0x55, 30 * MiB + 512, 65536, tcp)):
+            out = sh("qemu-io", "-f", "raw", "-c", f"write -P {pattern:#x} {at} {length}", uri)
+            check(out.returncode == 0, f"qemu-io write of {length} bytes at {at}: {out.stderr}")
+            expected[at:at + length] = bytes([pattern]) * length
+        back = os.path.join(work, "splice-back.raw")
+        out = sh("nbdcopy", tcp, back)
+        got = open(back, "rb").read(32 * MiB) if out.returncode == 0 else b""
+        check(got == bytes(expected), "large writes over TCP and the unix socket read back")
+        # fio at queue depth 8, each 1 MiB block verified when read back.
+        out = sh("fio", "--name=splice", "--ioengine=nbd", f"--uri={tcp}", "--rw=randwrite",
+                 "--bs=1M", "--iodepth=8", "--size=32M", "--verify=crc32c", "--do_verify=1",
+                 "--output-format=terse")
+        check(out.returncode == 0, f"fio 1 MiB writes at QD8 over TCP verified: {out.stderr[-500:]}")
+        out = sh("nbdcopy", tcp, back)
+        expected = open(back, "rb").read(32 * MiB) if out.returncode == 0 else b"x"
+        after = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+        ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[after], WaiterConfig={"Delay": 1})
+        for snap, want, what in ((before, open(first, "rb").read(), "the snapshot before holds none of them"),
+                                 (after, expected, "the snapshot after holds them")):
+            clone = ec2.create_volume(SnapshotId=snap, AvailabilityZone="local-1a")["VolumeId"]
+            ec2.attach_volume(VolumeId=clone, InstanceId="i-0abcdef0123456789", Device="/dev/sdg")
+            out = sh("nbdcopy", daemon.uri(clone), back)
+            check(out.returncode == 0 and open(back, "rb").read(32 * MiB) == want, what)
+            ec2.detach_volume(VolumeId=clone)
+    finally:
+        check(daemon.stop() == 0, "the stratad with --nbd-auth none stops cleanly")
 
 
 def run_polling(work):

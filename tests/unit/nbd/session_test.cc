@@ -543,8 +543,7 @@ class SplicingExport final : public MemoryExport {
     ++record_.asked;
     return true;
   }
-  std::optional<absl::Status> WriteSpliced(uint64_t offset, int pipe_fd,
-                                           uint64_t length) override {
+  std::optional<absl::Status> WriteSpliced(uint64_t offset, int pipe_fd, uint64_t length) override {
     if (declines_) return std::nullopt;
     for (uint64_t done = 0; done < length;) {
       const ssize_t got = ::read(pipe_fd, record_.bytes.data() + offset + done, length - done);

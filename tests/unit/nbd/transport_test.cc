@@ -518,8 +518,7 @@ TEST_P(SpliceTest, APayloadLargerThanThePipeIsNotSpliced) {
   std::unique_ptr<PayloadPipe> pipe = PayloadPipe::Create(64 * 1024);
   ASSERT_NE(pipe, nullptr);
   size_t moved = 1;
-  EXPECT_EQ(reader.SpliceTo(*pipe, 64 * 1024 + 1, moved),
-            BufferedReader::SpliceOutcome::kPipeFull);
+  EXPECT_EQ(reader.SpliceTo(*pipe, 64 * 1024 + 1, moved), BufferedReader::SpliceOutcome::kPipeFull);
   EXPECT_EQ(moved, 0u);
 }
 

@@ -102,7 +102,9 @@ class SyncCountingEnv final : public Env {
    public:
     Counted(std::unique_ptr<File> file, std::atomic<int>& syncs)
         : file_(std::move(file)), syncs_(syncs) {}
-    absl::Status Read(uint64_t at, std::span<std::byte> out) override { return file_->Read(at, out); }
+    absl::Status Read(uint64_t at, std::span<std::byte> out) override {
+      return file_->Read(at, out);
+    }
     absl::Status Write(uint64_t at, std::span<const std::byte> data) override {
       return file_->Write(at, data);
     }
