@@ -603,35 +603,35 @@ void ExpectWritten(const SpliceRecord& record, int writes, size_t write_bytes) {
   }
 }
 
+// PlayOverASocket, then checks that every write succeeded and landed; returns what the export
+// saw.
+SpliceRecord PlayWrites(bool declines, int writes, size_t write_bytes, size_t piece) {
+  SpliceRecord record;
+  const std::string replies = PlayOverASocket(record, declines, writes, write_bytes, piece);
+  EXPECT_EQ(WriteReplyErrors(replies, writes), std::vector<int>(writes, 0));
+  ExpectWritten(record, writes, write_bytes);
+  return record;
+}
+
 TEST(SessionSpliceTest, LargeWritesOverASocketAreSplicedIntoTheExport) {
   constexpr int kWrites = 6;
-  SpliceRecord record;
-  const std::string replies =
-      PlayOverASocket(record, /*declines=*/false, kWrites, 1 << 20, /*piece=*/256 * 1024);
-  EXPECT_EQ(WriteReplyErrors(replies, kWrites), std::vector<int>(kWrites, 0));
-  ExpectWritten(record, kWrites, 1 << 20);
+  const SpliceRecord record =
+      PlayWrites(/*declines=*/false, kWrites, 1 << 20, /*piece=*/256 * 1024);
   EXPECT_EQ(record.spliced, kWrites);
   EXPECT_EQ(record.buffered, 0);
 }
 
 TEST(SessionSpliceTest, WritesBelowTheThresholdAreNotOffered) {
   constexpr int kWrites = 4;
-  SpliceRecord record;
-  const std::string replies =
-      PlayOverASocket(record, /*declines=*/false, kWrites, 60 * 1024, /*piece=*/1 << 20);
-  EXPECT_EQ(WriteReplyErrors(replies, kWrites), std::vector<int>(kWrites, 0));
-  ExpectWritten(record, kWrites, 60 * 1024);
+  const SpliceRecord record = PlayWrites(/*declines=*/false, kWrites, 60 * 1024, /*piece=*/1 << 20);
   EXPECT_EQ(record.asked, 0);
   EXPECT_EQ(record.buffered, kWrites);
 }
 
 TEST(SessionSpliceTest, AWriteTheExportDeclinesIsReadOutOfThePipe) {
   constexpr int kWrites = 4;
-  SpliceRecord record;
-  const std::string replies =
-      PlayOverASocket(record, /*declines=*/true, kWrites, 512 * 1024, /*piece=*/100 * 1024);
-  EXPECT_EQ(WriteReplyErrors(replies, kWrites), std::vector<int>(kWrites, 0));
-  ExpectWritten(record, kWrites, 512 * 1024);
+  const SpliceRecord record =
+      PlayWrites(/*declines=*/true, kWrites, 512 * 1024, /*piece=*/100 * 1024);
   EXPECT_EQ(record.asked, kWrites);
   EXPECT_EQ(record.spliced, 0);
   EXPECT_EQ(record.buffered, kWrites);
@@ -640,11 +640,7 @@ TEST(SessionSpliceTest, AWriteTheExportDeclinesIsReadOutOfThePipe) {
 TEST(SessionSpliceTest, WhenThePipeFillsThePayloadIsTakenThroughTheBuffer) {
   // Sent 512 bytes at a time, each piece takes a slot of the pipe: 256 KiB do not fit.
   constexpr int kWrites = 3;
-  SpliceRecord record;
-  const std::string replies =
-      PlayOverASocket(record, /*declines=*/false, kWrites, 256 * 1024, /*piece=*/512);
-  EXPECT_EQ(WriteReplyErrors(replies, kWrites), std::vector<int>(kWrites, 0));
-  ExpectWritten(record, kWrites, 256 * 1024);
+  const SpliceRecord record = PlayWrites(/*declines=*/false, kWrites, 256 * 1024, /*piece=*/512);
   EXPECT_EQ(record.asked, kWrites);
   // The first payload may come partly with the first headers, buffered, and fit; the next
   // ones are spliced whole (only their headers are received) and fill the pipe.
