@@ -502,16 +502,21 @@ bool VolumeImpl::SubmitSplitRead(uint64_t offset_bytes, std::span<std::byte> out
   return true;
 }
 
+bool VolumeImpl::IsOneHeadWrite(uint64_t offset_bytes, uint64_t length_bytes) const {
+  // Only chunks the volume holds, with no snapshot pending (no copy-up, no copy-before-write):
+  // then the write is one head write and a dirty bit per chunk.
+  return CheckRange(offset_bytes, length_bytes).ok() &&
+         pending_count_.load(std::memory_order_acquire) == 0 &&
+         HoldsAll(offset_bytes, length_bytes);
+}
+
 bool VolumeImpl::BeginHeadWrite(uint64_t offset_bytes, uint64_t length_bytes) {
   const uint64_t unit = crypto::kXtsUnitBytes;
   if (length_bytes == 0 || pending_count_.load(std::memory_order_acquire) != 0 ||
       !gate_.ReaderTryLock()) {
     return false;
   }
-  // Only chunks the volume holds, with no snapshot pending (no copy-up, no copy-before-write):
-  // then the write is one head write and a dirty bit per chunk.
-  if (CheckRange(offset_bytes, length_bytes).ok() &&
-      pending_count_.load(std::memory_order_acquire) == 0 && HoldsAll(offset_bytes, length_bytes) &&
+  if (IsOneHeadWrite(offset_bytes, length_bytes) &&
       (key_ == nullptr || (offset_bytes % unit == 0 && length_bytes % unit == 0))) {
     const uint64_t first = offset_bytes >> chunk_shift_;
     const uint64_t last = (offset_bytes + length_bytes - 1) >> chunk_shift_;
@@ -572,10 +577,9 @@ bool VolumeImpl::SplicesWrite(uint64_t offset_bytes, uint64_t length_bytes) {
       pending_count_.load(std::memory_order_acquire) != 0 || !gate_.ReaderTryLock()) {
     return false;
   }
-  const bool held =
-      CheckRange(offset_bytes, length_bytes).ok() && HoldsAll(offset_bytes, length_bytes);
+  const bool takes = IsOneHeadWrite(offset_bytes, length_bytes);
   gate_.ReaderUnlock();
-  return held;
+  return takes;
 }
 
 std::optional<absl::Status> VolumeImpl::WriteSpliced(uint64_t offset_bytes, int pipe_fd,

@@ -563,10 +563,11 @@ class SplicingExport final : public MemoryExport {
 // PipelinedWrites(writes, -1, write_bytes) in pieces of `piece` bytes, and the replies come
 // back.
 std::string PlayOverASocket(SpliceRecord& record, bool declines, int writes, size_t write_bytes,
-                            size_t piece) {
+                            size_t piece, size_t sent_bytes = std::string::npos) {
   int fds[2];
   EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-  const std::string client = PipelinedWrites(writes, -1, write_bytes);
+  // The client's stream, or its first `sent_bytes` (then it hangs up).
+  const std::string client = PipelinedWrites(writes, -1, write_bytes).substr(0, sent_bytes);
   std::thread server([&] {
     SocketTransport transport(fds[0]);
     OneExportCatalog catalog(new SplicingExport(record, declines));
@@ -580,6 +581,7 @@ std::string PlayOverASocket(SpliceRecord& record, bool declines, int writes, siz
         break;
       }
     }
+    ::shutdown(fds[1], SHUT_WR);
   });
   std::string received;
   char buf[4096];
@@ -646,6 +648,21 @@ TEST(SessionSpliceTest, WhenThePipeFillsThePayloadIsTakenThroughTheBuffer) {
   // ones are spliced whole (only their headers are received) and fill the pipe.
   EXPECT_GE(record.buffered, kWrites - 1);
   EXPECT_EQ(record.spliced + record.buffered, kWrites);
+}
+
+TEST(SessionSpliceTest, AClientThatHangsUpMidPayloadHasNothingWritten) {
+  // Two 1 MiB writes (the second filled with the byte 1); the client hangs up halfway through
+  // the second's payload.
+  constexpr size_t kMiB = 1 << 20;
+  SpliceRecord record;
+  const std::string replies =
+      PlayOverASocket(record, /*declines=*/false, 2, kMiB, /*piece=*/64 * 1024,
+                      kOpenBytes + 2 * kRequestBytes + kMiB + kMiB / 2);
+  EXPECT_EQ(record.asked, 2);    // Both were to be spliced...
+  EXPECT_EQ(record.spliced, 1);  // ...but the volume never saw the second.
+  EXPECT_EQ(record.buffered, 0);
+  EXPECT_EQ(record.bytes.substr(kMiB, kMiB), std::string(kMiB, '\0'));
+  EXPECT_EQ(WriteReplyErrors(replies, 2), (std::vector<int>{0, -1}));
 }
 
 TEST(SessionSpliceTest, ATransportThatCannotSpliceNeverOffers) {
