@@ -178,14 +178,14 @@ class VolumeImpl final : public Volume, private VolumeIo::Completer {
   // holders of a stripe (and a freeze) wait for its count to drop to zero. False when a stripe
   // is held: take the synchronous path.
   bool BeginQueuedWrite(uint64_t first_chunk, uint64_t last_chunk);
-  // Starts a write that is one head write and a dirty bit per chunk: the volume holds every
-  // chunk, no snapshot is pending, an encrypted volume's write covers whole units, and
-  // BeginQueuedWrite took the chunks. True with gate_ held shared (end with EndHeadWrite, then
-  // unlock); false, holding nothing, when the write must take the synchronous path.
   // Whether a write of the range can be one head write: in range, every chunk held, no
   // snapshot pending. REQUIRES: gate_ shared.
   bool IsOneHeadWrite(uint64_t offset_bytes, uint64_t length_bytes) const
       ABSL_SHARED_LOCKS_REQUIRED(gate_);
+  // Starts a write that is one head write and a dirty bit per chunk: the volume holds every
+  // chunk, no snapshot is pending, an encrypted volume's write covers whole units, and
+  // BeginQueuedWrite took the chunks. True with gate_ held shared (end with EndHeadWrite, then
+  // unlock); false, holding nothing, when the write must take the synchronous path.
   bool BeginHeadWrite(uint64_t offset_bytes, uint64_t length_bytes)
       ABSL_SHARED_TRYLOCK_FUNCTION(true, gate_);
   void EndQueuedWrite(uint64_t first_chunk, uint64_t last_chunk);

@@ -45,6 +45,22 @@ TEST_P(EnvTest, WriteReadSizeTruncatePunch) {
   ASSERT_THAT((*f)->Sync(), IsOk());
 }
 
+TEST_P(EnvTest, LargeWritesReadBack) {
+  // Writes that span pages, from unaligned offsets, the second inside the first.
+  auto f = env_->OpenFile(Path("large"), true);
+  ASSERT_THAT(f, IsOk());
+  std::string first(1 << 20, '\0');
+  for (size_t i = 0; i < first.size(); ++i) first[i] = static_cast<char>(i * 7 + i / 4096);
+  const std::string second(64 * 1024 + 3, 'x');
+  ASSERT_THAT((*f)->Write(4095, std::as_bytes(std::span(first))), IsOk());
+  ASSERT_THAT((*f)->Write(4096 * 10 + 1, std::as_bytes(std::span(second))), IsOk());
+  EXPECT_EQ(*(*f)->Size(), 4095 + first.size());
+  std::string expected = first;
+  expected.replace(4096 * 10 + 1 - 4095, second.size(), second);
+  EXPECT_TRUE(ReadString(**f, 4095, first.size()) == expected);
+  EXPECT_EQ(ReadString(**f, 0, 4095), std::string(4095, '\0'));
+}
+
 TEST_P(EnvTest, MissingFileIsNotFound) {
   EXPECT_THAT(env_->OpenFile(Path("missing"), false), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(env_->DeleteFile(Path("missing")), StatusIs(absl::StatusCode::kNotFound));
