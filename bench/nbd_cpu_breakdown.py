@@ -13,7 +13,8 @@ system call its kernel call chain is under:
   hole check           the scan for all-zero (never written) units before deciphering a read
   user copies          libc memcpy/memmove/memset
   allocation           malloc/free and operator new/delete
-  socket receive       the kernel under recvfrom/recvmsg (copies out of socket buffers)
+  socket receive       the kernel under recvfrom/recvmsg (copies out of socket buffers) or a
+                       splice out of the socket
   socket send          the kernel under sendmsg (copies into socket buffers, loopback delivery)
   page cache read      the kernel under pread or an io_uring read (copies out of the page cache)
   page cache write     the kernel under pwrite or an io_uring write (copies into the page cache)
@@ -53,7 +54,8 @@ STAGES = ["cipher", "key lookup and loop", "hole check", "user copies", "allocat
           "other Strata", "other user space"]
 # Kernel functions that name the system call (or io_uring operation) a sample is under.
 KERNEL_CALLERS = [
-    ("socket receive", ("tcp_recvmsg", "sock_recvmsg", "__sys_recvfrom", "__sys_recvmsg")),
+    ("socket receive", ("tcp_recvmsg", "sock_recvmsg", "__sys_recvfrom", "__sys_recvmsg",
+                        "tcp_splice_read")),
     ("socket send", ("tcp_sendmsg", "sock_sendmsg", "__sys_sendmsg", "__sys_sendto")),
     ("page cache read", ("filemap_read", "ext4_file_read_iter", "generic_file_read_iter")),
     ("page cache write", ("ext4_buffered_write_iter", "generic_perform_write", "ext4_file_write_iter")),
