@@ -66,34 +66,32 @@ def lend(buf, write_end, read_end, fd, at):
 
 
 def receive(way, conn, fd, count):
-    if way == "copy":
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, MiB)
+    try:
+        if way == "splice":
+            for i in range(count):
+                at = (i % FILE_MIB) * MiB
+                left = MiB
+                while left:
+                    n = os.splice(conn.fileno(), write_end, left)
+                    if n == 0:
+                        raise RuntimeError("sender closed early")
+                    moved = 0
+                    while moved < n:
+                        moved += os.splice(read_end, fd, n - moved,
+                                           offset_dst=at + MiB - left + moved)
+                    left -= n
+            return
         buf = bytearray(MiB)
         view = memoryview(buf)
         for i in range(count):
             recv_block(conn, view)
-            os.pwrite(fd, buf, (i % FILE_MIB) * MiB)
-        return
-    read_end, write_end = os.pipe()
-    fcntl.fcntl(write_end, F_SETPIPE_SZ, MiB)
-    try:
-        if way == "lend":
-            buf = bytearray(MiB)
-            view = memoryview(buf)
-            for i in range(count):
-                recv_block(conn, view)
-                lend(buf, write_end, read_end, fd, (i % FILE_MIB) * MiB)
-            return
-        for i in range(count):
             at = (i % FILE_MIB) * MiB
-            left = MiB
-            while left:
-                n = os.splice(conn.fileno(), write_end, left)
-                if n == 0:
-                    raise RuntimeError("sender closed early")
-                moved = 0
-                while moved < n:
-                    moved += os.splice(read_end, fd, n - moved, offset_dst=at + MiB - left + moved)
-                left -= n
+            if way == "copy":
+                os.pwrite(fd, buf, at)
+            else:
+                lend(buf, write_end, read_end, fd, at)
     finally:
         os.close(read_end)
         os.close(write_end)
